@@ -1,0 +1,46 @@
+"""Teacher vs the human majority label: accuracy, micro/macro/weighted F1, per-class P/R/F1, confusion matrix.
+
+Averages follow scikit-learn's ``precision_recall_fscore_support`` with ``labels=None`` and ``zero_division=0``:
+macro and weighted averages run over the labels that occur in the gold labels or the predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(gold: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Rows = gold (human majority), columns = prediction (teacher); items with a missing side are skipped."""
+    ok = (gold >= 0) & (pred >= 0)
+    return np.bincount(gold[ok] * k + pred[ok], minlength=k * k).reshape(k, k)
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+
+def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted}
+
+
+def summary(cm: np.ndarray) -> dict[str, float]:
+    n = cm.sum()
+    if n == 0:
+        nan = float("nan")
+        return {"accuracy": nan, "micro_f1": nan, "macro_f1": nan, "weighted_f1": nan}
+    pc = per_class(cm)
+    present = (pc["support"] + pc["predicted"]) > 0
+    accuracy = float(np.trace(cm) / n)
+    return {
+        "accuracy": accuracy,
+        "micro_f1": accuracy,  # single-label: micro P = micro R = micro F1 = accuracy
+        "macro_f1": float(pc["f1"][present].mean()),
+        "weighted_f1": float((pc["f1"] * pc["support"]).sum() / pc["support"].sum()),
+    }

@@ -1,0 +1,193 @@
+"""Join human and teacher labels on item id, resolve the label set, and encode everything as integer codes.
+
+Every metric module works on these arrays: ``H`` (items x annotators, -1 = missing), ``teacher`` (items),
+``counts`` (items x labels: how many humans chose each label) and ``majority`` (-1 = tied vote).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from annotator.audit.humans import HumanAnnotations
+from annotator.audit.tabular import to_float
+from annotator.audit.teacher import TeacherAnnotations
+from annotator.errors import InputDataError
+
+Level = Literal["nominal", "ordinal", "interval"]
+LEVELS = ("nominal", "ordinal", "interval")
+
+
+@dataclass
+class AuditData:
+    labels: list[str]
+    level: str
+    values: np.ndarray  # numeric value of each label (interval), else the label's rank
+    label_source: str
+    items: list[str]
+    annotators: list[str]
+    H: np.ndarray
+    teacher: np.ndarray
+    confidence: np.ndarray
+    counts: np.ndarray
+    majority: np.ndarray
+    coverage: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def teacher_counts(self) -> np.ndarray:
+        return onehot(self.teacher, self.n_labels)
+
+
+def onehot(codes: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(codes), k), dtype=np.int64)
+    ok = codes >= 0
+    out[np.flatnonzero(ok), codes[ok]] = 1
+    return out
+
+
+def _few(values: list[str], k: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in values[:k])
+    return shown + (f" and {len(values) - k} more" if len(values) > k else "")
+
+
+def _sort_labels(labels: set[str]) -> list[str]:
+    nums = {lab: to_float(lab) for lab in labels}
+    if all(v is not None for v in nums.values()):
+        return sorted(labels, key=lambda lab: (nums[lab], lab))
+    return sorted(labels)
+
+
+def resolve_labels(
+    humans: HumanAnnotations, teacher: TeacherAnnotations, labels: list[str] | None
+) -> tuple[list[str], str]:
+    if labels:
+        dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+        if dupes:
+            raise InputDataError(f"--labels repeats {_few(dupes)}")
+        return list(labels), "--labels"
+    if teacher.manifest_labels:
+        return list(teacher.manifest_labels), "run.json"
+    observed = {lab for r in humans.ratings.values() for lab in r.values()} | set(teacher.labels.values())
+    return _sort_labels(observed), "observed"
+
+
+def build(
+    humans: HumanAnnotations,
+    teacher: TeacherAnnotations,
+    level: str = "nominal",
+    labels: list[str] | None = None,
+) -> AuditData:
+    if level not in LEVELS:
+        raise InputDataError(f"--level must be one of {', '.join(LEVELS)}; got {level!r}")
+    label_set, label_source = resolve_labels(humans, teacher, labels)
+    if len(label_set) < 2:
+        raise InputDataError(f"the label set needs at least 2 labels; got {_few(label_set)}")
+    code = {lab: i for i, lab in enumerate(label_set)}
+    if level == "interval":
+        floats = [to_float(lab) for lab in label_set]
+        bad = [lab for lab, v in zip(label_set, floats) if v is None]
+        if bad:
+            raise InputDataError(f"--level interval needs numeric labels (ratings); not numbers: {_few(bad)}")
+        values = np.array(floats, dtype=float)
+        by_value: dict[float, int] = {}
+        for i, v in enumerate(values):
+            by_value.setdefault(float(v), i)
+
+        def lookup(lab: str) -> int | None:
+            if lab in code:
+                return code[lab]
+            v = to_float(lab)
+            return None if v is None else by_value.get(v)
+    else:
+        values = np.arange(len(label_set), dtype=float)
+
+        def lookup(lab: str) -> int | None:
+            return code.get(lab)
+
+    where = f"the label set from {label_source} ({', '.join(label_set[:8])}{', ...' if len(label_set) > 8 else ''})"
+    bad_h = Counter(lab for r in humans.ratings.values() for lab in r.values() if lookup(lab) is None)
+    if bad_h:
+        shown = ", ".join(f"{lab!r} ({n}x)" for lab, n in bad_h.most_common(5))
+        raise InputDataError(
+            f"human labels outside {where}: {shown}" + (f" and {len(bad_h) - 5} more" if len(bad_h) > 5 else "")
+        )
+    bad_t = Counter(lab for lab in teacher.labels.values() if lookup(lab) is None)
+    if bad_t:
+        shown = ", ".join(f"{lab!r} ({n}x)" for lab, n in bad_t.most_common(5))
+        raise InputDataError(f"teacher labels outside {where}: {shown}")
+
+    unknown = [i for i in humans.ratings if i not in teacher.ids]
+    if unknown:
+        raise InputDataError(
+            f"{len(unknown)} of {len(humans.ratings)} human item ids are not in the teacher's output "
+            f"({teacher.path}): {_few(unknown)}. Check the id column, or annotate these items with the teacher."
+        )
+    warnings: list[str] = []
+    failed_on_human = [i for i in humans.ratings if i not in teacher.labels]
+    items = [i for i in humans.ratings if i in teacher.labels]
+    if failed_on_human:
+        warnings.append(
+            f"{len(failed_on_human)} human-labelled item(s) excluded because the teacher failed on them: "
+            f"{_few(failed_on_human)}"
+        )
+    if not items:
+        raise InputDataError("the teacher has no successful label for any human-labelled item")
+
+    annotators = [a for a in humans.annotators if any(a in humans.ratings[i] for i in items)]
+    dropped = [a for a in humans.annotators if a not in annotators]
+    if dropped:
+        warnings.append(f"annotator(s) with no rating on the evaluated items ignored: {_few(dropped)}")
+    if len(annotators) < 2:
+        raise InputDataError(
+            f"need at least 2 human annotators on the evaluated items; found {len(annotators)}"
+        )
+    n, m, k = len(items), len(annotators), len(label_set)
+    H = np.full((n, m), -1, dtype=np.int64)
+    for r, item in enumerate(items):
+        for c, ann in enumerate(annotators):
+            lab = humans.ratings[item].get(ann)
+            if lab is not None:
+                H[r, c] = lookup(lab)  # type: ignore[assignment]
+    t = np.array([lookup(teacher.labels[i]) for i in items], dtype=np.int64)
+    conf = np.array([teacher.confidence.get(i, np.nan) for i in items], dtype=float)
+    counts = np.zeros((n, k), dtype=np.int64)
+    for c in range(m):
+        ok = H[:, c] >= 0
+        np.add.at(counts, (np.flatnonzero(ok), H[ok, c]), 1)
+    top = counts.max(axis=1)
+    is_top = counts == top[:, None]
+    majority = np.where(is_top.sum(axis=1) == 1, counts.argmax(axis=1), -1)
+    per_item = counts.sum(axis=1)
+    if not (per_item >= 2).any():
+        raise InputDataError("no item was labelled by two or more human annotators, so agreement is undefined")
+    coverage = {
+        "human_items": len(humans.ratings),
+        "human_ratings": humans.n_ratings,
+        "teacher_items": len(teacher.ids),
+        "teacher_failed": len(teacher.failed),
+        "teacher_failed_on_human_items": len(failed_on_human),
+        "teacher_only_items": len(teacher.ids - set(humans.ratings)),
+        "evaluated_items": n,
+        "items_with_2plus_ratings": int((per_item >= 2).sum()),
+        "tied_majority_items": int((majority < 0).sum()),
+        "min_ratings_per_item": int(per_item.min()),
+        "max_ratings_per_item": int(per_item.max()),
+    }
+    if coverage["tied_majority_items"]:
+        warnings.append(
+            f"{coverage['tied_majority_items']} item(s) have a tied human vote (no majority label); they are left "
+            "out of the teacher-vs-majority metrics and calibration"
+        )
+    return AuditData(
+        labels=label_set, level=level, values=values, label_source=label_source, items=items,
+        annotators=annotators, H=H, teacher=t, confidence=conf, counts=counts, majority=majority,
+        coverage=coverage, warnings=warnings,
+    )

@@ -1,0 +1,111 @@
+"""Load human annotations in long (item_id, annotator, label) or wide (id + one column per annotator) format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from annotator.audit.tabular import find_id_column, read_table, to_label
+from annotator.errors import InputDataError
+
+# Columns of a wide file that are never annotators.
+NON_ANNOTATOR_COLUMNS = frozenset(
+    {"text", "title", "content", "input", "body", "sentence", "gold", "majority", "comment", "comments",
+     "notes", "note", "meta", "metadata", "source", "url", "lang", "language"}
+)
+
+
+@dataclass
+class HumanAnnotations:
+    """``ratings[item_id][annotator] = label``; items and annotators keep the file's order."""
+
+    ratings: dict[str, dict[str, str]]
+    annotators: list[str]
+    format: str
+    path: str
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def n_ratings(self) -> int:
+        return sum(len(r) for r in self.ratings.values())
+
+
+def _fmt_few(values: list[str], k: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in values[:k])
+    return shown + (f" (+{len(values) - k} more)" if len(values) > k else "")
+
+
+def load_humans(path: str | Path) -> HumanAnnotations:
+    df = read_table(path, "human annotations")
+    columns = df.columns
+    id_col = find_id_column(columns)
+    if id_col is None:
+        raise InputDataError(
+            f"human annotations {path}: no item id column. Use long format (columns item_id, annotator, label) "
+            f"or wide format (an item_id or id column plus one column per annotator); found: {', '.join(columns)}"
+        )
+    ratings: dict[str, dict[str, str]] = {}
+    annotators: list[str] = []
+    ignored: list[str] = []
+    if "annotator" in columns and "label" in columns:
+        fmt = "long"
+        ignored = [c for c in columns if c not in (id_col, "annotator", "label")]
+        dupes: list[str] = []
+        for n, (raw_id, raw_ann, raw_label) in enumerate(
+            zip(df[id_col].to_list(), df["annotator"].to_list(), df["label"].to_list()), start=2
+        ):
+            item, ann, label = to_label(raw_id), to_label(raw_ann), to_label(raw_label)
+            if item is None:
+                raise InputDataError(f"human annotations {path}: row {n} has no {id_col}")
+            if ann is None:
+                raise InputDataError(f"human annotations {path}: row {n} (item {item!r}) has no annotator")
+            row = ratings.setdefault(item, {})
+            if ann not in annotators:
+                annotators.append(ann)
+            if label is None:
+                continue
+            if ann in row and row[ann] != label:
+                dupes.append(f"{ann}/{item}")
+            row[ann] = label
+        if dupes:
+            raise InputDataError(
+                f"human annotations {path}: the same annotator gave one item different labels: {_fmt_few(dupes)}"
+            )
+    else:
+        fmt = "wide"
+        ann_cols = [c for c in columns if c != id_col and c.lower() not in NON_ANNOTATOR_COLUMNS]
+        ignored = [c for c in columns if c != id_col and c not in ann_cols]
+        if "annotator" in columns or "label" in columns:
+            # Half a long file is more likely a mistake than an annotator called "label".
+            missing = "label" if "annotator" in columns else "annotator"
+            raise InputDataError(
+                f"human annotations {path}: looks like long format but has no '{missing}' column "
+                f"(long format needs {id_col}, annotator, label)"
+            )
+        annotators = list(ann_cols)
+        ids = [to_label(v) for v in df[id_col].to_list()]
+        if any(i is None for i in ids):
+            raise InputDataError(f"human annotations {path}: row {ids.index(None) + 2} has no {id_col}")
+        seen: set[str] = set()
+        repeated = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        if repeated:
+            raise InputDataError(f"human annotations {path}: repeated item ids in wide format: {_fmt_few(repeated)}")
+        cols = {c: df[c].to_list() for c in ann_cols}
+        for r, item in enumerate(ids):
+            row = ratings.setdefault(item, {})  # type: ignore[arg-type]
+            for c in ann_cols:
+                label = to_label(cols[c][r])
+                if label is not None:
+                    row[c] = label
+    ratings = {k: v for k, v in ratings.items() if v}
+    annotators = [a for a in annotators if any(a in r for r in ratings.values())]
+    if not ratings:
+        raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
+    if len(annotators) < 2:
+        found = f" ({annotators[0]})" if annotators else ""
+        raise InputDataError(
+            f"human annotations {path}: need at least 2 human annotators to measure agreement; found "
+            f"{len(annotators)}{found}"
+            + (". Wide format: one column per annotator." if fmt == "wide" else "")
+        )
+    return HumanAnnotations(ratings=ratings, annotators=annotators, format=fmt, path=str(path), ignored_columns=ignored)

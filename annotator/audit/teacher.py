@@ -1,0 +1,129 @@
+"""Load the teacher's labels: a pipeline run (directory or ``annotations.jsonl``) or a plain table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from annotator.audit.tabular import find_id_column, read_table, to_float, to_label
+from annotator.errors import InputDataError
+from annotator.records import ANNOTATIONS_FILE, iter_annotations, read_manifest
+
+_RECORD_KEYS = {"status", "task", "prompt_hash"}
+
+
+@dataclass
+class TeacherAnnotations:
+    labels: dict[str, str]
+    confidence: dict[str, float]
+    failed: list[str]
+    ids: set[str]
+    source: str
+    path: str
+    manifest_labels: list[str] | None = None
+    model: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_record_file(p: Path) -> bool:
+    if p.name == ANNOTATIONS_FILE:
+        return True
+    if p.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
+        return False
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except ValueError:
+                    return False
+                return isinstance(first, dict) and _RECORD_KEYS <= set(first)
+    return False
+
+
+def load_teacher(path: str | Path) -> TeacherAnnotations:
+    p = Path(path)
+    if not p.exists():
+        raise InputDataError(f"teacher path not found: {p} (give a run directory, its annotations.jsonl, or a table)")
+    if p.is_dir() or _is_record_file(p):
+        return _load_run(p)
+    return _load_table(p)
+
+
+def _load_run(p: Path) -> TeacherAnnotations:
+    manifest = read_manifest(p)
+    if manifest is not None:
+        if manifest.task != "label":
+            raise InputDataError(f"teacher run {p} is a '{manifest.task}' task; audit needs a single-label task")
+        if manifest.multi_label:
+            raise InputDataError(f"teacher run {p} is multi-label; audit supports single-label tasks only")
+    labels: dict[str, str] = {}
+    confidence: dict[str, float] = {}
+    failed: list[str] = []
+    ids: set[str] = set()
+    model = manifest.model if manifest else None
+    for rec in iter_annotations(p):
+        if rec.task != "label":
+            raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
+        ids.add(rec.id)
+        model = model or rec.model
+        label = rec.label
+        if label is None and rec.output:
+            label = to_label(rec.output.get("label"))
+        if rec.status != "ok" or label is None:
+            if rec.status == "ok" and rec.labels is not None:
+                raise InputDataError(f"teacher run {p} has multi-label records; audit supports single-label tasks only")
+            failed.append(rec.id)
+            continue
+        labels[rec.id] = label
+        if rec.confidence is not None:
+            confidence[rec.id] = float(rec.confidence)
+    if not ids:
+        raise InputDataError(f"teacher run {p} has no annotation records")
+    manifest_labels = [lab.name for lab in manifest.labels] if manifest and manifest.labels else None
+    return TeacherAnnotations(
+        labels=labels, confidence=confidence, failed=failed, ids=ids, source="run", path=str(p),
+        manifest_labels=manifest_labels, model=model,
+    )
+
+
+def _load_table(p: Path) -> TeacherAnnotations:
+    df = read_table(p, "teacher")
+    id_col = find_id_column(df.columns)
+    if id_col is None or "label" not in df.columns:
+        raise InputDataError(
+            f"teacher file {p}: needs columns item_id (or id) and label, optional confidence; "
+            f"found: {', '.join(df.columns)}"
+        )
+    conf_col = df["confidence"].to_list() if "confidence" in df.columns else [None] * df.height
+    labels: dict[str, str] = {}
+    confidence: dict[str, float] = {}
+    failed: list[str] = []
+    ids: set[str] = set()
+    repeated: list[str] = []
+    for n, (raw_id, raw_label, raw_conf) in enumerate(
+        zip(df[id_col].to_list(), df["label"].to_list(), conf_col), start=2
+    ):
+        item = to_label(raw_id)
+        if item is None:
+            raise InputDataError(f"teacher file {p}: row {n} has no {id_col}")
+        if item in ids:
+            repeated.append(item)
+        ids.add(item)
+        label = to_label(raw_label)
+        if label is None:
+            failed.append(item)
+            continue
+        labels[item] = label
+        conf = to_float(raw_conf)
+        if raw_conf is not None and str(raw_conf).strip() and conf is None:
+            raise InputDataError(f"teacher file {p}: row {n} has a non-numeric confidence {raw_conf!r}")
+        if conf is not None:
+            if not 0.0 <= conf <= 1.0:
+                raise InputDataError(f"teacher file {p}: row {n} confidence {conf} is outside [0, 1]")
+            confidence[item] = conf
+    if repeated:
+        few = ", ".join(repr(r) for r in repeated[:5])
+        raise InputDataError(f"teacher file {p}: repeated item ids: {few}")
+    return TeacherAnnotations(labels=labels, confidence=confidence, failed=failed, ids=ids, source="table", path=str(p))

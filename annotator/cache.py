@@ -1,0 +1,135 @@
+"""Crash-safe result store and cache (SQLite, WAL).
+
+* ``samples``: one row per teacher answer, keyed by a hash of everything that shapes it (rendered prompt, model,
+  sampling params, schema, structured-output mode, sample index). Written and committed the moment an answer is
+  final, so a killed run loses nothing that finished and a rerun never asks the teacher twice.
+* ``results``: the per-row records of the current run, written as rows finish (any order) and streamed out in
+  input order at the end. Rebuilt on every run from ``samples`` (cache hits are free).
+* ``seen``: ids of the current run, to catch duplicate ids without holding them in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class SampleResult(BaseModel):
+    """The final outcome of one sample (after validation retries)."""
+
+    ok: bool
+    output: dict[str, Any] | None = None
+    raw: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    tokens: int = 0
+
+
+def cache_key(payload: dict[str, Any]) -> str:
+    """Stable hash of a JSON-able payload."""
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT PRIMARY KEY, ok INTEGER NOT NULL, output TEXT, raw TEXT, error TEXT,
+    attempts INTEGER NOT NULL, tokens INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS results (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+"""
+
+
+class ResultStore:
+    """SQLite-backed cache + result log for one output directory."""
+
+    def __init__(self, path: Path, result_commit_every: int = 256):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        self.conn.executescript(_SCHEMA)
+        self._pending_results = 0
+        self._commit_every = result_commit_every
+        self._in_tx = False
+
+    # -- samples (the cache) -------------------------------------------------------------------------
+    def get_sample(self, key: str) -> SampleResult | None:
+        row = self.conn.execute(
+            "SELECT ok, output, raw, error, attempts, tokens FROM samples WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return SampleResult(
+            ok=bool(row[0]), output=json.loads(row[1]) if row[1] else None, raw=row[2], error=row[3],
+            attempts=row[4], tokens=row[5],
+        )
+
+    def put_sample(self, key: str, result: SampleResult) -> None:
+        """Persist one teacher answer and commit immediately."""
+        self._end_tx()
+        self.conn.execute(
+            "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, int(result.ok), json.dumps(result.output) if result.output is not None else None, result.raw,
+             result.error, result.attempts, result.tokens, time.time()),
+        )
+
+    # -- the current run -----------------------------------------------------------------------------
+    def start_run(self) -> None:
+        self._end_tx()
+        self.conn.execute("DELETE FROM results")
+        self.conn.execute("DELETE FROM seen")
+
+    def mark_seen(self, row_id: str, idx: int) -> int | None:
+        """Remember an id; return the index it was first seen at when it is a duplicate."""
+        self._begin_tx()
+        try:
+            self.conn.execute("INSERT INTO seen VALUES (?, ?)", (row_id, idx))
+        except sqlite3.IntegrityError:
+            row = self.conn.execute("SELECT idx FROM seen WHERE id = ?", (row_id,)).fetchone()
+            return int(row[0])
+        return None
+
+    def put_result(self, idx: int, row_id: str, record_json: str) -> None:
+        self._begin_tx()
+        self.conn.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (idx, row_id, record_json))
+        self._pending_results += 1
+        if self._pending_results >= self._commit_every:
+            self._end_tx()
+
+    def iter_results(self) -> Iterator[str]:
+        self._end_tx()
+        cur = self.conn.execute("SELECT record FROM results ORDER BY idx")
+        while True:
+            rows = cur.fetchmany(1024)
+            if not rows:
+                return
+            for (rec,) in rows:
+                yield rec
+
+    def count_samples(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+
+    # -- transactions --------------------------------------------------------------------------------
+    def _begin_tx(self) -> None:
+        if not self._in_tx:
+            self.conn.execute("BEGIN")
+            self._in_tx = True
+
+    def _end_tx(self) -> None:
+        if self._in_tx:
+            self.conn.execute("COMMIT")
+            self._in_tx = False
+            self._pending_results = 0
+
+    def close(self) -> None:
+        self._end_tx()
+        self.conn.close()

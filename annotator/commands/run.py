@@ -1,0 +1,101 @@
+"""`annotator run PIPELINE.yaml`"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from annotator.config import load_config
+from annotator.engine import Pipeline, RunStats
+from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord
+
+console = Console(stderr=True)
+
+
+def _progress_text(stats: RunStats) -> str:
+    return (f"[green]{stats.rows_ok} ok[/] [red]{stats.rows_failed} failed[/]  "
+            f"{stats.tokens:,} tok  {stats.rows_per_s:,.1f} rows/s  "
+            f"calls {stats.teacher_calls:,} cached {stats.cache_hits:,}")
+
+
+def run_command(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file (see pipelines/).", show_default=False),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Ask the teacher again for rows that failed validation in an earlier run."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only annotate the first N rows (a quick trial)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Annotate every input row with the teacher.
+
+    Results are saved the moment they arrive (SQLite cache in the output directory): stop at any time (Ctrl-C,
+    crash, kill) and run the same command again to resume; finished rows are never sent to the teacher again.
+    A finished run re-run makes zero teacher calls. Rows whose output stays invalid after the configured attempts
+    are recorded as failed with the raw output and the reason (see --retry-failed).
+
+    Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
+    """
+    cfg = load_config(pipeline)
+    if limit:
+        cfg.input.limit = limit
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal,
+        refresh_per_second=4,
+    )
+    task_id = progress.add_task(cfg.name, total=None, info="loading teacher...")
+    last = [0.0, time.monotonic()]
+    plain = not quiet and not console.is_terminal
+
+    def on_row(record: AnnotationRecord, stats: RunStats) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and stats.rows_done != stats.rows_total:
+            return
+        last[0] = now
+        progress.update(task_id, completed=stats.rows_done, total=stats.rows_total, info=_progress_text(stats))
+        if plain and now - last[1] >= 5.0:  # not a terminal (CI, logs): a plain line every 5 s
+            last[1] = now
+            console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
+
+    runner = Pipeline(cfg, retry_failed=retry_failed, on_row=on_row)
+    started = time.monotonic()
+    with progress:
+        try:
+            manifest = asyncio.run(runner.run())
+        except KeyboardInterrupt:
+            progress.stop()
+            s = runner.stats
+            console.print(
+                f"[yellow]interrupted[/] after {s.rows_done} rows; every finished answer is saved in "
+                f"{cfg.output.dir}. Run the same command again to resume."
+            )
+            sys.exit(130)
+    elapsed = time.monotonic() - started
+    table = Table(title=f"{cfg.name}: done in {elapsed:.1f}s", show_header=False)
+    table.add_row("rows", f"{manifest.rows_total:,}")
+    table.add_row("annotated", f"[green]{manifest.rows_ok:,}[/]")
+    table.add_row("failed", f"[red]{manifest.rows_failed:,}[/]" if manifest.rows_failed else "0")
+    table.add_row("teacher calls", f"{manifest.teacher_calls:,}")
+    table.add_row("cache hits", f"{manifest.cache_hits:,}")
+    table.add_row("tokens", f"{manifest.tokens:,}")
+    table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
+    table.add_row("teacher", manifest.model)
+    table.add_row("annotations", str(Path(cfg.output.dir) / ANNOTATIONS_FILE))
+    table.add_row("manifest", str(Path(cfg.output.dir) / MANIFEST_FILE))
+    console.print(table)
+    if manifest.rows_failed:
+        console.print(
+            f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
+            "annotations.jsonl. Rerun with --retry-failed to try them again."
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

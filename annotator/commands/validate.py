@@ -1,0 +1,43 @@
+"""`annotator validate PIPELINE.yaml`"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from annotator.config import load_config
+from annotator.engine import Pipeline
+from annotator.errors import InputDataError
+from annotator.inputs import count_rows, find_duplicate_ids
+
+console = Console()
+
+
+def validate_command(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file.", show_default=False),
+    show_schema: bool = typer.Option(False, "--schema", help="Also print the JSON schema the teacher must follow."),
+) -> None:
+    """Check a pipeline without calling the teacher: config, input file (columns, rows, duplicate ids),
+    template (renders the first row's prompt, which is printed)."""
+    cfg = load_config(pipeline)
+    runner = Pipeline(cfg)
+    n = count_rows(cfg.input)
+    dupes = find_duplicate_ids(cfg.input)
+    if dupes:
+        raise InputDataError(f"{cfg.input.path}: duplicate ids: {', '.join(map(repr, dupes))}; ids must be unique")
+    row, messages = runner.preview()
+    console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
+                  f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
+                  f"output {cfg.output.dir}")
+    for m in messages:
+        console.print(Panel(m["content"], title=f"{m['role']} message for row {row.id!r}", expand=False))
+    if show_schema:
+        console.print_json(json.dumps(runner.schema))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_command)

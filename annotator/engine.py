@@ -1,0 +1,316 @@
+"""The pipeline engine: stream rows -> render prompt -> teacher (cached) -> validate -> aggregate -> persist.
+
+It knows tasks and backends only through their protocols (:mod:`annotator.tasks.base`,
+:mod:`annotator.backends.base`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+import annotator
+from annotator.backends import Backend, GenerationRequest, build_backend
+from annotator.cache import ResultStore, SampleResult, cache_key
+from annotator.config import LabelTaskConfig, PipelineConfig
+from annotator.errors import BackendError, InputDataError
+from annotator.inputs import InputRow, count_rows, iter_rows
+from annotator.records import (
+    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunManifest,
+)
+from annotator.schemas import extract_json, strict_json_schema
+from annotator.tasks import Task, build_task
+from annotator.templates import PromptTemplate, default_template_path
+
+
+@dataclass
+class RunStats:
+    """Live counters (the progress bar reads these)."""
+
+    rows_total: int = 0
+    rows_done: int = 0
+    rows_ok: int = 0
+    rows_failed: int = 0
+    teacher_calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rows_per_s(self) -> float:
+        dt = time.monotonic() - self.started
+        return self.rows_done / dt if dt > 0 else 0.0
+
+
+def load_template(cfg: PipelineConfig) -> PromptTemplate:
+    path = cfg.prompt.template or default_template_path(cfg.task.type)
+    return PromptTemplate.from_file(Path(path), system=cfg.prompt.system)
+
+
+def item_rng(seed: int, row_id: str) -> random.Random:
+    """Per-item RNG (label shuffling): same item, same order, so prompts (and the cache) are stable."""
+    digest = hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+class _RowBudget:
+    __slots__ = ("tokens", "limit")
+
+    def __init__(self, limit: int | None):
+        self.tokens = 0
+        self.limit = limit
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.tokens >= self.limit
+
+
+class Pipeline:
+    """One configured pipeline. ``await pipeline.run()`` annotates every input row exactly once."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        backend: Backend | None = None,
+        retry_failed: bool = False,
+        on_row: Callable[[AnnotationRecord, RunStats], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.task: Task = build_task(cfg.task)
+        self.template = load_template(cfg)
+        self.schema = strict_json_schema(self.task.output_model)
+        self._backend = backend
+        self.retry_failed = retry_failed
+        self.on_row = on_row
+        self.stats = RunStats()
+        self.out_dir = Path(cfg.output.dir)
+        self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
+
+    # -- prompts -------------------------------------------------------------------------------------
+    def render(self, row: InputRow) -> list[dict[str, str]]:
+        variables = self.task.template_variables(row, item_rng(self.cfg.teacher.seed, row.id or ""))
+        return self.template.render(variables)
+
+    def preview(self) -> tuple[InputRow, list[dict[str, str]]]:
+        """The first input row and its rendered prompt (used by `annotator validate`)."""
+        for row in iter_rows(self.cfg.input):
+            return row, self.render(row)
+        raise InputDataError(f"input file has no rows: {self.cfg.input.path}")
+
+    # -- one sample ----------------------------------------------------------------------------------
+    def _sample_params(self, k: int) -> tuple[float, int]:
+        t = self.cfg.teacher
+        temperature = t.sample_temperature if t.samples > 1 else t.temperature
+        return temperature, t.seed + k
+
+    async def _sample(
+        self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, messages: list[dict[str, str]],
+        k: int, row: InputRow, budget: _RowBudget,
+    ) -> SampleResult:
+        t = self.cfg.teacher
+        temperature, seed = self._sample_params(k)
+        key = cache_key({
+            "messages": messages, "model": backend.model_id, "mode": backend.structured_mode,
+            "schema": self.schema, "temperature": temperature, "max_tokens": t.max_tokens, "seed": seed,
+            "sample": k, "task": self._task_fingerprint,
+        })
+        cached = store.get_sample(key)
+        if cached is not None and (cached.ok or not self.retry_failed):
+            self.stats.cache_hits += 1
+            return cached
+
+        result = SampleResult(ok=False, attempts=0, tokens=0)
+        for attempt in range(self.cfg.validation.max_attempts):
+            if budget.exhausted():
+                result.error = f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
+                break
+            # a retry of an invalid answer at temperature 0 would repeat it: vary seed and warm up
+            req = GenerationRequest(
+                messages=messages, json_schema=self.schema, max_tokens=t.max_tokens,
+                temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
+            )
+            async with sem:
+                self.stats.teacher_calls += 1
+                try:
+                    gen = await backend.generate(req)
+                except BackendError as exc:
+                    # transport failure after the backend's own retries: record, do not cache
+                    result.error = f"teacher call failed: {exc}"
+                    result.attempts = attempt + 1
+                    return result
+            result.attempts = attempt + 1
+            result.tokens += gen.tokens
+            budget.tokens += gen.tokens
+            self.stats.tokens += gen.tokens
+            result.raw = gen.text
+            if gen.finish_reason == "length":
+                result.error = f"output truncated (finish_reason=length at max_tokens={t.max_tokens})"
+                continue
+            try:
+                data = extract_json(gen.text)
+                parsed = self.task.output_model.model_validate(data)
+                self.task.check(parsed, row)
+            except ValidationError as exc:
+                result.error = "schema violation: " + "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+                )
+                continue
+            except ValueError as exc:
+                result.error = f"invalid output: {exc}"
+                continue
+            result = SampleResult(ok=True, output=parsed.model_dump(mode="json"), raw=None, error=None,
+                                  attempts=result.attempts, tokens=result.tokens)
+            break
+        store.put_sample(key, result)
+        return result
+
+    # -- one row -------------------------------------------------------------------------------------
+    def _failed(self, row: InputRow, error: str, model: str, prompt_hash: str = "", raw: str | None = None,
+                attempts: int = 0, tokens: int = 0) -> AnnotationRecord:
+        return AnnotationRecord(
+            id=row.id or "", text=row.text or "", task=self.cfg.task.type, status="failed", error=error, raw=raw,
+            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
+        )
+
+    async def _row(self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, row: InputRow) -> AnnotationRecord:
+        model = backend.model_id
+        if not row.text or not row.text.strip():
+            return self._failed(row, "empty text", model)
+        max_chars = self.cfg.input.max_chars
+        if max_chars and len(row.text) > max_chars:
+            return self._failed(row, f"text too long ({len(row.text)} > input.max_chars={max_chars} characters)", model)
+        messages = self.render(row)
+        prompt_hash = cache_key({"messages": messages})[:16]
+        budget = _RowBudget(self.cfg.validation.max_tokens_per_row)
+        results = await asyncio.gather(*(
+            self._sample(backend, sem, store, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
+        ))
+        attempts = sum(r.attempts for r in results)
+        tokens = sum(r.tokens for r in results)
+        good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
+        if not good:
+            last = results[-1]
+            return self._failed(row, last.error or "no valid output", model, prompt_hash, last.raw, attempts, tokens)
+        agg = self.task.aggregate(good)
+        return AnnotationRecord(
+            id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
+            label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
+            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
+        )
+
+    # -- the run -------------------------------------------------------------------------------------
+    async def run(self) -> RunManifest:
+        """Annotate every row; persist as results arrive; write annotations.jsonl and run.json at the end."""
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.stats.rows_total = count_rows(self.cfg.input)
+        if self.cfg.input.limit:
+            self.stats.rows_total = min(self.stats.rows_total, self.cfg.input.limit)
+        # fail fast on a template error before any teacher call
+        self.preview()
+        backend = self._backend or build_backend(self.cfg.teacher)
+        store = ResultStore(self.out_dir / CACHE_FILE)
+        store.start_run()
+        sem = asyncio.Semaphore(backend.max_concurrency)
+        window = asyncio.Semaphore(max(64, backend.max_concurrency * 2))
+        pending: set[asyncio.Task[None]] = set()
+        errors: list[BaseException] = []
+
+        async def process(row: InputRow) -> None:
+            try:
+                record = await self._row(backend, sem, store, row)
+            finally:
+                window.release()
+            store.put_result(row.index, record.id, record.model_dump_json())
+            self.stats.rows_done += 1
+            if record.status == "ok":
+                self.stats.rows_ok += 1
+            else:
+                self.stats.rows_failed += 1
+            if self.on_row:
+                self.on_row(record, self.stats)
+
+        def done(t: asyncio.Task[None]) -> None:
+            pending.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                errors.append(t.exception())  # type: ignore[arg-type]
+
+        try:
+            for row in iter_rows(self.cfg.input):
+                if errors:
+                    break
+                if row.id is None or row.id == "":
+                    raise InputDataError(f"{self.cfg.input.path}: row {row.index + 1} has no id ({self.cfg.input.id_column!r} is empty)")
+                first = store.mark_seen(row.id, row.index)
+                if first is not None:
+                    raise InputDataError(
+                        f"{self.cfg.input.path}: duplicate id {row.id!r} (rows {first + 1} and {row.index + 1}); ids must be unique"
+                    )
+                await window.acquire()
+                task = asyncio.create_task(process(row))
+                pending.add(task)
+                task.add_done_callback(done)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            if errors:
+                raise errors[0]
+            self._write_outputs(store)
+        finally:
+            for t in pending:
+                t.cancel()
+            store.close()
+            if self._backend is None:
+                await backend.aclose()
+        manifest = self._manifest(backend, started_at)
+        _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+        return manifest
+
+    def _write_outputs(self, store: ResultStore) -> None:
+        target = self.out_dir / ANNOTATIONS_FILE
+        tmp = target.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for rec in store.iter_results():
+                fh.write(rec)
+                fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    def _manifest(self, backend: Backend, started_at: str) -> RunManifest:
+        task = self.cfg.task
+        labels = [LabelInfo(name=lab.name, description=lab.description) for lab in task.labels] if isinstance(task, LabelTaskConfig) else []
+        return RunManifest(
+            pipeline_name=self.cfg.name,
+            pipeline_path=str(self.cfg.source_path or ""),
+            config=self.cfg.model_dump(mode="json"),
+            task=task.type,
+            labels=labels,
+            multi_label=isinstance(task, LabelTaskConfig) and task.multi_label,
+            template_path=self.template.name,
+            template_sha256=self.template.sha256,
+            backend=backend.name,
+            model=backend.model_id,
+            rows_total=self.stats.rows_done,
+            rows_ok=self.stats.rows_ok,
+            rows_failed=self.stats.rows_failed,
+            teacher_calls=self.stats.teacher_calls,
+            cache_hits=self.stats.cache_hits,
+            tokens=self.stats.tokens,
+            started_at=started_at,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            annotator_version=annotator.__version__,
+        )
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,396 @@
+"""Build a ``datasets.DatasetDict`` from a pipeline run and write it (save_to_disk + Parquet + card)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from annotator.errors import AnnotatorError, InputDataError
+from annotator.export.chat_formats import label_rows, qa_rows, rephrase_rows
+from annotator.export.splits import multilabel_strata, parse_split_spec, split_counts, stratified_assign
+from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest, iter_annotations, read_manifest
+
+EXPORT_FILE = "export.json"
+CARD_FILE = "README.md"
+PARQUET_DIR = "parquet"
+AUDIT_REPORT = Path("audit") / "report.json"
+
+ExportFormat = Literal["auto", "classification", "chat", "instruction"]
+FORMATS = ("auto", "classification", "chat", "instruction")
+
+
+class ExportError(AnnotatorError):
+    """The run cannot be exported as asked."""
+
+
+class ExportCounts(BaseModel):
+    total: int = Field(0, description="Rows in annotations.jsonl.")
+    failed_excluded: int = Field(0, description="Rows the teacher failed on (status 'failed').")
+    below_threshold_excluded: int = Field(0, description="Label rows with confidence < --min-confidence.")
+    invalid_label_excluded: int = Field(0, description="Label rows with no label or a label outside the label set.")
+    empty_output_excluded: int = Field(0, description="Rephrase/QA rows without any paraphrase/pair.")
+    exported_items: int = Field(0, description="Input rows that made it into the dataset.")
+    exported_rows: int = Field(0, description="Dataset rows (rephrase/QA: one per paraphrase/pair).")
+    per_split: dict[str, int] = Field(default_factory=dict, description="Dataset rows per split.")
+    per_split_items: dict[str, int] = Field(default_factory=dict, description="Input rows per split.")
+
+
+class ExportSummary(BaseModel):
+    """What ``annotator export`` wrote; saved as ``export.json`` next to the dataset."""
+
+    run_dir: str
+    out: str
+    created_at: str
+    task: str
+    format: str
+    columns: list[str]
+    label_names: list[str] = []
+    multi_label: bool = False
+    seed: int
+    split_fractions: dict[str, float]
+    min_confidence: float | None = None
+    counts: ExportCounts
+    label_distribution: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Label tasks: split (and 'all') -> label -> rows carrying it."
+    )
+    style_distribution: dict[str, dict[str, int]] = Field(default_factory=dict, description="Rephrase: split -> style -> rows.")
+    mean_confidence: dict[str, float | None] = Field(default_factory=dict)
+    teacher_model: str | None = None
+    backend: str | None = None
+    template_path: str | None = None
+    template_sha256: str | None = None
+    pipeline_name: str | None = None
+    pipeline_path: str | None = None
+    pipeline_config: dict[str, Any] = Field(default_factory=dict)
+    annotator_version: str | None = None
+    run_started_at: str | None = None
+    run_finished_at: str | None = None
+    audit_summary: dict[str, Any] | None = None
+    audit_report: str | None = None
+    pushed_to: str | None = None
+    notes: list[str] = []
+
+
+@dataclass
+class ExportOptions:
+    out: Path | None = None
+    seed: int = 42
+    split: str = "0.8,0.1,0.1"
+    min_confidence: float | None = None
+    fmt: str = "auto"
+    push_to_hub: str | None = None
+    private: bool = True
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _run_base(run_dir: Path) -> Path:
+    return run_dir if run_dir.is_dir() else run_dir.parent
+
+
+def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Headline numbers of ``<run>/audit/report.json`` when it exists (its keys may vary).
+
+    Takes its ``summary`` (or ``headline``) mapping when there is one, otherwise the top-level scalar
+    entries; nested mappings of scalars one level down are flattened as ``outer.inner``.
+    """
+    path = _run_base(run_dir) / AUDIT_REPORT
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"note": "audit/report.json exists but is not readable JSON"}, str(path)
+    if not isinstance(data, dict):
+        return None, str(path)
+    source = data
+    for key in ("summary", "headline", "overall"):
+        if isinstance(data.get(key), dict):
+            source = data[key]
+            break
+
+    def scalar(v: Any) -> bool:
+        return v is None or isinstance(v, (str, int, float, bool))
+
+    out: dict[str, Any] = {}
+    for k, v in source.items():
+        if scalar(v):
+            out[str(k)] = v
+        elif isinstance(v, dict) and v and all(scalar(x) for x in v.values()) and len(v) <= 12:
+            for k2, v2 in v.items():
+                out[f"{k}.{k2}"] = v2
+        if len(out) >= 40:
+            break
+    return out, str(path)
+
+
+def _label_answer(rec: AnnotationRecord, multi_label: bool) -> list[str] | None:
+    out = rec.output or {}
+    if multi_label:
+        labels = rec.labels if rec.labels is not None else out.get("labels")
+        if labels is None and (rec.label or out.get("label")):
+            labels = [rec.label or out.get("label")]
+        return None if labels is None else [str(x) for x in labels]
+    label = rec.label if rec.label is not None else out.get("label")
+    if label is None and isinstance(out.get("labels"), list) and len(out["labels"]) == 1:
+        label = out["labels"][0]
+    return None if label is None else [str(label)]
+
+
+def _resolve_format(task: str, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if task == "label":
+        return "classification" if fmt == "auto" else fmt
+    if fmt == "classification":
+        raise ExportError(f"--format classification needs a label task; this run is a {task} task (use chat or instruction)")
+    return "chat" if fmt == "auto" else fmt
+
+
+def _prepare_out(out: Path) -> Path:
+    """A fresh staging dir next to ``out``; refuses to clobber a directory that is not a previous export."""
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()) and not ((out / EXPORT_FILE).exists() or (out / "dataset_dict.json").exists()):
+            raise ExportError(f"--out {out} exists and is not a previous export; refusing to overwrite it")
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, with_rationale: bool):
+    from datasets import ClassLabel, Features, Sequence, Value
+
+    s = Value("string")
+    if fmt == "classification":
+        cols: dict[str, Any] = {"id": s, "text": s}
+        if multi_label:
+            cols["labels"] = Sequence(ClassLabel(names=label_names))
+        else:
+            cols["label"] = ClassLabel(names=label_names)
+        cols["confidence"] = Value("float64")
+        if with_rationale:
+            cols["rationale"] = s
+        return Features(cols)
+    cols = {"id": s, "source_id": s}
+    if task == "rephrase":
+        cols["style"] = s
+    if fmt == "chat":
+        cols["messages"] = [{"role": s, "content": s}]
+    else:
+        cols.update(instruction=s, input=s, output=s)
+    if task == "qa":
+        cols["evidence"] = s
+    if task == "label":
+        cols["confidence"] = Value("float64")
+    return Features(cols)
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSummary:
+    """Export a run directory; returns the summary (also written as ``export.json``)."""
+    run_path = Path(run_dir)
+    if not run_path.exists():
+        raise InputDataError(f"run directory not found: {run_path}")
+    if run_path.is_dir() and not (run_path / ANNOTATIONS_FILE).exists():
+        raise InputDataError(f"{run_path} is not a run directory: no {ANNOTATIONS_FILE} (run `annotator run PIPELINE.yaml` first)")
+    fractions = parse_split_spec(opts.split)
+    if opts.min_confidence is not None and not (0.0 <= opts.min_confidence <= 1.0):
+        raise ExportError(f"--min-confidence must be between 0 and 1, got {opts.min_confidence}")
+    out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
+
+    try:
+        manifest: RunManifest | None = read_manifest(run_path)
+    except ValueError as exc:
+        raise InputDataError(f"{_run_base(run_path) / MANIFEST_FILE} is not a valid run manifest: {exc}") from None
+    records = list(iter_annotations(run_path))
+    if not records:
+        raise ExportError(f"{run_path}: annotations.jsonl has no rows")
+    notes: list[str] = []
+    task = manifest.task if manifest else records[0].task
+    if manifest is None:
+        notes.append(f"no {MANIFEST_FILE}: labels and provenance inferred from the annotations")
+    fmt = _resolve_format(task, opts.fmt)
+
+    multi_label = bool(manifest.multi_label) if manifest else any(r.labels is not None for r in records)
+    label_names: list[str] = [lab.name for lab in manifest.labels] if manifest else []
+    descriptions = {lab.name: lab.description for lab in manifest.labels} if manifest else {}
+    if task == "label" and not label_names:
+        seen: set[str] = set()
+        for r in records:
+            if r.status == "ok":
+                seen.update(_label_answer(r, multi_label) or [])
+        label_names = sorted(seen)
+    counts = ExportCounts(total=len(records))
+
+    # ---- filter
+    kept: list[tuple[AnnotationRecord, list[str] | None]] = []
+    known = set(label_names)
+    for rec in records:
+        if rec.status != "ok":
+            counts.failed_excluded += 1
+            continue
+        if task == "label":
+            answer = _label_answer(rec, multi_label)
+            if answer is None or any(a not in known for a in answer) or (not multi_label and len(answer) != 1):
+                counts.invalid_label_excluded += 1
+                continue
+            if opts.min_confidence is not None and rec.confidence is not None and rec.confidence < opts.min_confidence:
+                counts.below_threshold_excluded += 1
+                continue
+            kept.append((rec, answer))
+        else:
+            key = "paraphrases" if task == "rephrase" else "pairs"
+            if not (rec.output or {}).get(key):
+                counts.empty_output_excluded += 1
+                continue
+            kept.append((rec, None))
+    if task != "label" and opts.min_confidence is not None:
+        notes.append(f"--min-confidence ignored: {task} records carry no confidence")
+    if not kept:
+        raise ExportError(
+            f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
+            f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
+        )
+
+    # ---- split (by input row, stratified by label for label tasks)
+    if task == "label":
+        strata = multilabel_strata([a for _, a in kept]) if multi_label else [a[0] for _, a in kept]  # type: ignore[index]
+    else:
+        strata = [""] * len(kept)
+    assignment = stratified_assign(strata, fractions, seed=opts.seed)
+    split_names = list(fractions)
+    counts.per_split_items = split_counts(assignment, split_names)
+    empty = [s for s, n in counts.per_split_items.items() if n == 0 and fractions[s] > 0]
+    if empty:
+        notes.append(f"too few items for split(s) {', '.join(empty)}: they are empty")
+
+    # ---- rows
+    with_rationale = task == "label" and fmt == "classification" and any(
+        isinstance((r.output or {}).get("rationale"), str) for r, _ in kept
+    )
+    columns_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in split_names}
+    for (rec, answer), split in zip(kept, assignment):
+        if task == "label" and fmt == "classification":
+            row: dict[str, Any] = {"id": rec.id, "text": rec.text, "confidence": rec.confidence}
+            if multi_label:
+                row["labels"] = list(answer or [])
+            else:
+                row["label"] = (answer or [""])[0]
+            if with_rationale:
+                rat = (rec.output or {}).get("rationale")
+                row["rationale"] = rat if isinstance(rat, str) else None
+            rows = [row]
+        elif task == "label":
+            rows = label_rows(rec, fmt, label_names, descriptions, multi_label, answer or [])
+        elif task == "rephrase":
+            rows = rephrase_rows(rec, fmt)
+        else:
+            rows = qa_rows(rec, fmt)
+        for r in rows:
+            r["_split_labels"] = answer
+        columns_by_split[split].extend(rows)
+
+    # ---- distributions
+    label_dist: dict[str, dict[str, int]] = {}
+    style_dist: dict[str, dict[str, int]] = {}
+    mean_conf: dict[str, float | None] = {}
+    for split in [*split_names, "all"]:
+        rows = [r for s in split_names for r in columns_by_split[s]] if split == "all" else columns_by_split[split]
+        if task == "label":
+            c = Counter(lab for r in rows for lab in (r["_split_labels"] or []))
+            label_dist[split] = {name: c.get(name, 0) for name in label_names}
+            confs = [r["confidence"] for r in rows if r.get("confidence") is not None]
+            mean_conf[split] = round(sum(confs) / len(confs), 4) if confs else None
+        elif task == "rephrase":
+            style_dist[split] = dict(sorted(Counter(r["style"] for r in rows).items()))
+    for rows in columns_by_split.values():
+        for r in rows:
+            del r["_split_labels"]
+
+    # ---- build and write
+    from datasets import Dataset, DatasetDict
+
+    features = _features(task, fmt, label_names, multi_label, with_rationale)
+    dsd = DatasetDict()
+    for split in split_names:
+        rows = columns_by_split[split]
+        data = {col: [r.get(col) for r in rows] for col in features}
+        dsd[split] = Dataset.from_dict(data, features=features)
+    counts.per_split = {s: len(dsd[s]) for s in split_names}
+    counts.exported_items = len(kept)
+    counts.exported_rows = sum(counts.per_split.values())
+
+    audit_summary, audit_path = load_audit_summary(run_path)
+    summary = ExportSummary(
+        run_dir=str(run_path),
+        out=str(out),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        task=task,
+        format=fmt,
+        columns=list(features),
+        label_names=label_names if task == "label" else [],
+        multi_label=multi_label if task == "label" else False,
+        seed=opts.seed,
+        split_fractions=fractions,
+        min_confidence=opts.min_confidence,
+        counts=counts,
+        label_distribution=label_dist,
+        style_distribution=style_dist,
+        mean_confidence=mean_conf,
+        teacher_model=manifest.model if manifest else records[0].model,
+        backend=manifest.backend if manifest else None,
+        template_path=manifest.template_path if manifest else None,
+        template_sha256=manifest.template_sha256 if manifest else records[0].prompt_hash,
+        pipeline_name=manifest.pipeline_name if manifest else None,
+        pipeline_path=manifest.pipeline_path if manifest else None,
+        pipeline_config=manifest.config if manifest else {},
+        annotator_version=manifest.annotator_version if manifest else None,
+        run_started_at=manifest.started_at if manifest else None,
+        run_finished_at=manifest.finished_at if manifest else None,
+        audit_summary=audit_summary,
+        audit_report=audit_path,
+        notes=notes,
+    )
+
+    from annotator.export.card import render_card
+
+    staging = _prepare_out(out)
+    try:
+        dsd.save_to_disk(str(staging))
+        (staging / PARQUET_DIR).mkdir()
+        for split in split_names:
+            dsd[split].to_parquet(str(staging / PARQUET_DIR / f"{split}.parquet"))
+        (staging / CARD_FILE).write_text(render_card(summary, features, descriptions), encoding="utf-8")
+        (staging / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if log:
+        log(f"wrote {counts.exported_rows} rows to {out}")
+
+    if opts.push_to_hub:
+        try:
+            dsd.push_to_hub(opts.push_to_hub, private=opts.private)
+        except Exception as exc:  # network, auth, repo errors: one clear line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(f"dataset saved to {out}, but push to hub {opts.push_to_hub!r} failed: {first}") from None
+        summary.pushed_to = opts.push_to_hub
+        (out / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+    return summary

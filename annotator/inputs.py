@@ -1,0 +1,140 @@
+"""Streaming input reader (CSV, JSONL/NDJSON, Parquet) built on polars' lazy scans.
+
+Rows are yielded in batches so a million-row file is processed with flat memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from annotator.config import InputConfig
+from annotator.errors import InputDataError
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+            ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(slots=True)
+class InputRow:
+    """One input row: its position, id, text and every other column (for templates)."""
+
+    index: int
+    id: str | None
+    text: str | None
+    columns: dict[str, Any]
+
+
+def detect_format(cfg: InputConfig) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    fmt = _FORMATS.get(cfg.path.suffix.lower())
+    if fmt is None:
+        raise InputDataError(
+            f"cannot tell the format of {cfg.path} from its extension; set input.format to csv, jsonl or parquet"
+        )
+    return fmt
+
+
+def _scan(cfg: InputConfig) -> pl.LazyFrame:
+    path = cfg.path
+    if not path.exists():
+        raise InputDataError(f"input file not found: {path}")
+    if path.is_dir():
+        raise InputDataError(f"input path is a directory, expected a file: {path}")
+    if path.stat().st_size == 0:
+        raise InputDataError(f"input file is empty: {path}")
+    fmt = detect_format(cfg)
+    if fmt == "csv":
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pl.scan_csv(path, separator=sep, infer_schema=False, encoding="utf8")
+    if fmt == "jsonl":
+        return pl.scan_ndjson(path, infer_schema_length=1000)
+    return pl.scan_parquet(path)
+
+
+def _explain(exc: Exception, path: Path) -> InputDataError:
+    msg = str(exc)
+    if "utf-8" in msg.lower() or "utf8" in msg.lower():
+        return InputDataError(
+            f"{path} is not valid UTF-8 text. Re-encode it, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
+        )
+    first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+    return InputDataError(f"cannot read {path}: {first}")
+
+
+def open_input(cfg: InputConfig) -> pl.LazyFrame:
+    """Validate that the file is readable and has the configured columns; return a lazy frame."""
+    lf = _scan(cfg)
+    try:
+        columns = lf.collect_schema().names()
+    except Exception as exc:  # polars raises several error types for unreadable files
+        raise _explain(exc, cfg.path) from None
+    missing = [c for c in (cfg.id_column, cfg.text_column) if c not in columns]
+    if missing:
+        which = ", ".join(f"'{m}'" for m in missing)
+        raise InputDataError(
+            f"{cfg.path}: missing column {which} (found: {', '.join(columns) or 'none'}). "
+            "Set input.id_column / input.text_column in the pipeline file."
+        )
+    if cfg.limit:
+        lf = lf.head(cfg.limit)
+    return lf
+
+
+def count_rows(cfg: InputConfig) -> int:
+    """Number of input rows (streamed count)."""
+    lf = open_input(cfg)
+    try:
+        n = lf.select(pl.len()).collect(engine="streaming").item()
+    except Exception as exc:
+        raise _explain(exc, cfg.path) from None
+    if n == 0:
+        raise InputDataError(f"input file has no rows: {cfg.path}")
+    return int(n)
+
+
+def find_duplicate_ids(cfg: InputConfig, limit: int = 5) -> list[str]:
+    """A few ids that occur more than once (full scan; used by `validate` and before a run)."""
+    lf = open_input(cfg)
+    col = pl.col(cfg.id_column).cast(pl.String)
+    try:
+        df = (
+            lf.select(col.alias("id"))
+            .group_by("id")
+            .agg(pl.len().alias("n"))
+            .filter(pl.col("n") > 1)
+            .head(limit)
+            .collect(engine="streaming")
+        )
+    except Exception as exc:
+        raise _explain(exc, cfg.path) from None
+    return [str(x) for x in df["id"].to_list()]
+
+
+def iter_rows(cfg: InputConfig, batch_size: int = 2048) -> Iterator[InputRow]:
+    """Stream rows in input order."""
+    lf = open_input(cfg)
+    index = 0
+    try:
+        for batch in lf.collect_batches(chunk_size=batch_size):
+            for rec in batch.iter_rows(named=True):
+                raw_id = rec.get(cfg.id_column)
+                text = rec.get(cfg.text_column)
+                yield InputRow(
+                    index=index,
+                    id=None if raw_id is None else str(raw_id),
+                    text=None if text is None else str(text),
+                    columns=rec,
+                )
+                index += 1
+    except InputDataError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+            raise
+        raise _explain(exc, cfg.path) from None

@@ -1,0 +1,111 @@
+"""The on-disk contract of a pipeline run, shared by `run`, `audit`, `export` and `train-student`.
+
+A run directory holds:
+
+* ``annotations.jsonl`` - one :class:`AnnotationRecord` per input row, in input order.
+* ``run.json``          - one :class:`RunManifest` (provenance and counts).
+* ``cache.sqlite``      - the crash-safe cache/resume store (internal).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from annotator.errors import InputDataError
+
+ANNOTATIONS_FILE = "annotations.jsonl"
+MANIFEST_FILE = "run.json"
+CACHE_FILE = "cache.sqlite"
+
+TaskType = Literal["label", "rephrase", "qa"]
+
+
+class AnnotationRecord(BaseModel):
+    """One annotated (or failed) input row."""
+
+    id: str
+    text: str
+    task: TaskType
+    status: Literal["ok", "failed"]
+    output: dict[str, Any] | None = Field(
+        default=None, description="The validated task output (e.g. {'label': ..., 'rationale': ...})."
+    )
+    label: str | None = Field(default=None, description="Single-label tasks: the (majority) label.")
+    labels: list[str] | None = Field(default=None, description="Multi-label tasks: the (majority) label set.")
+    confidence: float | None = Field(
+        default=None, description="Label tasks: share of samples that agree with the stored answer (1.0 when samples=1)."
+    )
+    votes: dict[str, int] | None = Field(default=None, description="Label tasks: votes per label over all samples.")
+    samples: int = 1
+    error: str | None = Field(default=None, description="Failed rows: why.")
+    raw: str | None = Field(default=None, description="Failed rows: the teacher's last raw text.")
+    attempts: int = 0
+    tokens: int = 0
+    model: str
+    prompt_hash: str
+
+
+class LabelInfo(BaseModel):
+    name: str
+    description: str = ""
+
+
+class RunManifest(BaseModel):
+    """Provenance of a run; written to ``run.json``."""
+
+    pipeline_name: str
+    pipeline_path: str
+    config: dict[str, Any]
+    task: TaskType
+    labels: list[LabelInfo] = []
+    multi_label: bool = False
+    template_path: str
+    template_sha256: str
+    backend: str
+    model: str
+    rows_total: int = 0
+    rows_ok: int = 0
+    rows_failed: int = 0
+    teacher_calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    started_at: str
+    finished_at: str | None = None
+    annotator_version: str
+
+
+def resolve_run_file(path: str | Path, name: str) -> Path:
+    """Accept a run directory or a file inside it; return the path of ``name``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / name
+    return p
+
+
+def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
+    """Stream records from a run directory or an ``annotations.jsonl`` file."""
+    p = resolve_run_file(path, ANNOTATIONS_FILE)
+    if not p.exists():
+        raise InputDataError(f"no annotations at {p} (run `annotator run PIPELINE.yaml` first)")
+    with p.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield AnnotationRecord.model_validate_json(line)
+                except ValueError as exc:
+                    raise InputDataError(f"{p}:{n}: not an annotation record: {exc}") from exc
+
+
+def read_manifest(path: str | Path) -> RunManifest | None:
+    """The run's manifest, or None when the path has none (e.g. a bare annotations file)."""
+    p = resolve_run_file(path, MANIFEST_FILE)
+    if p.is_dir() or not p.exists():
+        p = Path(path).parent / MANIFEST_FILE if not Path(path).is_dir() else p
+    if not p.exists():
+        return None
+    return RunManifest.model_validate(json.loads(p.read_text(encoding="utf-8")))

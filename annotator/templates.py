@@ -1,0 +1,81 @@
+"""Prompt templates: a sandboxed Jinja environment with StrictUndefined.
+
+A template renders the *user* message; the optional system message comes from ``prompt.system`` (also Jinja).
+Templates can't reach Python internals (sandbox) and fail loudly on any variable they reference but were not given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from annotator.errors import TemplateError
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+def default_template_path(task: str) -> Path:
+    return PROMPTS_DIR / f"{task}.jinja"
+
+
+def _env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)
+    return env
+
+
+class PromptTemplate:
+    """A loaded template (user message) plus an optional system message template."""
+
+    def __init__(self, source: str, name: str, system: str | None = None):
+        self.source = source
+        self.name = name
+        self.system_source = system
+        env = _env()
+        try:
+            self._user = env.from_string(source)
+            self._system = env.from_string(system) if system else None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template {name}: syntax error on line {exc.lineno}: {exc.message}") from None
+
+    @classmethod
+    def from_file(cls, path: Path, system: str | None = None) -> PromptTemplate:
+        if not path.exists():
+            raise TemplateError(f"prompt template not found: {path}")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise TemplateError(f"prompt template {path} is not UTF-8 text") from None
+        return cls(source, str(path), system)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of everything in the template that shapes prompts (recorded in provenance)."""
+        return hashlib.sha256((self.source + "\0" + (self.system_source or "")).encode()).hexdigest()
+
+    def render(self, variables: dict[str, Any]) -> list[dict[str, str]]:
+        """Render to chat messages. Raises :class:`TemplateError` naming an undefined variable."""
+        try:
+            messages = []
+            if self._system is not None:
+                messages.append({"role": "system", "content": self._system.render(variables).strip()})
+            messages.append({"role": "user", "content": self._user.render(variables).strip()})
+        except jinja2.UndefinedError as exc:
+            available = ", ".join(sorted(variables))
+            raise TemplateError(f"template {self.name}: {exc.message} (available variables: {available})") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template {self.name}: {exc}") from None
+        except jinja2.exceptions.SecurityError as exc:  # pragma: no cover - subclass of TemplateError
+            raise TemplateError(f"template {self.name}: blocked by the sandbox: {exc}") from None
+        return messages
