@@ -177,7 +177,7 @@ class Pipeline:
     def _failed(self, row: InputRow, error: str, model: str, prompt_hash: str = "", raw: str | None = None,
                 attempts: int = 0, tokens: int = 0) -> AnnotationRecord:
         return AnnotationRecord(
-            id=row.id or "", text=row.text or "", task=self.cfg.task.type, status="failed", error=error, raw=raw,
+            id=row.id or "", text=row.text or "", task=self.cfg.task.type, status="failed", error=error, raw=raw, samples=0,
             attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
         )
 

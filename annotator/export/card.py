@@ -1,0 +1,184 @@
+"""The dataset card (README.md) written next to an export: YAML front matter + provenance in Markdown."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from annotator.export.dataset_builder import ExportSummary
+
+
+def _feature_yaml(name: str, feature: Any) -> dict[str, Any]:
+    """One entry of ``dataset_info.features`` in the Hub's card format."""
+    from datasets import ClassLabel, Value
+
+    def dtype(f: Any) -> Any:
+        if isinstance(f, ClassLabel):
+            return {"class_label": {"names": {str(i): n for i, n in enumerate(f.names)}}}
+        if isinstance(f, Value):
+            return f.dtype
+        if isinstance(f, dict):
+            return {"struct": [{"name": k, "dtype": dtype(v)} for k, v in f.items()]}
+        if isinstance(f, list) and f:
+            return {"list": dtype(f[0])}
+        inner = getattr(f, "feature", None)  # Sequence / List
+        if inner is not None:
+            return {"list": dtype(inner)}
+        return str(f)
+
+    return {"name": name, "dtype": dtype(feature)}
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return label
+    return "n>1M"
+
+
+def front_matter(summary: ExportSummary, features: Any) -> dict[str, Any]:
+    task_category = {"label": "text-classification", "rephrase": "text-generation", "qa": "question-answering"}
+    splits = list(summary.counts.per_split)
+    meta: dict[str, Any] = {
+        "pretty_name": summary.pipeline_name or "annotator export",
+        "task_categories": [task_category.get(summary.task, "other")],
+        "size_categories": [_size_category(summary.counts.exported_rows)],
+        "tags": ["annotator", "llm-annotated", "synthetic-labels"],
+        "dataset_info": {
+            "features": [_feature_yaml(k, v) for k, v in features.items()],
+            "splits": [{"name": s, "num_examples": summary.counts.per_split[s]} for s in splits],
+        },
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"parquet/{s}.parquet"} for s in splits],
+            }
+        ],
+        "annotator": {
+            "teacher_model": summary.teacher_model,
+            "backend": summary.backend,
+            "template_sha256": summary.template_sha256,
+            "pipeline": summary.pipeline_name,
+            "task": summary.task,
+            "format": summary.format,
+            "seed": summary.seed,
+            "min_confidence": summary.min_confidence,
+        },
+    }
+    return meta
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, str] | None = None) -> str:
+    descriptions = descriptions or {}
+    c = summary.counts
+    splits = list(c.per_split)
+    parts: list[str] = ["---", yaml.safe_dump(front_matter(summary, features), sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    title = summary.pipeline_name or "Annotated dataset"
+    parts += [
+        f"# {title}",
+        "",
+        f"Labels produced by the teacher model **{summary.teacher_model}** with `annotator` "
+        f"({summary.task} task), exported as `{summary.format}` rows.",
+        "",
+        "## Provenance",
+        "",
+        _table(
+            ["field", "value"],
+            [
+                ["teacher model", summary.teacher_model],
+                ["backend", summary.backend],
+                ["prompt template", summary.template_path],
+                ["template sha256", f"`{summary.template_sha256}`" if summary.template_sha256 else None],
+                ["pipeline", summary.pipeline_path],
+                ["annotator version", summary.annotator_version],
+                ["run started", summary.run_started_at],
+                ["run finished", summary.run_finished_at],
+                ["exported", summary.created_at],
+                ["split (seed)", ", ".join(f"{k} {v:g}" for k, v in summary.split_fractions.items()) + f" (seed {summary.seed})"],
+                ["min confidence", summary.min_confidence],
+            ],
+        ),
+        "",
+        "## Counts",
+        "",
+        _table(
+            ["", "rows"],
+            [
+                ["annotated rows", c.total],
+                ["failed (excluded)", c.failed_excluded],
+                ["below confidence threshold (excluded)", c.below_threshold_excluded],
+                ["no valid label (excluded)", c.invalid_label_excluded],
+                ["empty output (excluded)", c.empty_output_excluded],
+                ["exported input rows", c.exported_items],
+                ["dataset rows", c.exported_rows],
+                *[[f"split `{s}`", c.per_split[s]] for s in splits],
+            ],
+        ),
+        "",
+    ]
+    if summary.label_distribution:
+        cols = [*splits, "all"]
+        rows = []
+        for name in summary.label_names:
+            rows.append([f"`{name}`", descriptions.get(name, ""), *[summary.label_distribution[s].get(name, 0) for s in cols]])
+        parts += ["## Label distribution", "", _table(["label", "description", *cols], rows), ""]
+        if any(v is not None for v in summary.mean_confidence.values()):
+            parts += [
+                "Mean teacher confidence (share of samples agreeing with the stored label): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in summary.mean_confidence.items() if v is not None),
+                "",
+            ]
+    if summary.style_distribution:
+        styles = sorted({st for d in summary.style_distribution.values() for st in d})
+        cols = [*splits, "all"]
+        rows = [[st, *[summary.style_distribution[s].get(st, 0) for s in cols]] for st in styles]
+        parts += ["## Style distribution", "", _table(["style", *cols], rows), ""]
+    parts += ["## Audit", ""]
+    if summary.audit_summary:
+        parts += [
+            f"From `{summary.audit_report}` (teacher vs human agreement):",
+            "",
+            _table(["metric", "value"], [[k, v] for k, v in summary.audit_summary.items()]),
+            "",
+        ]
+    else:
+        parts += ["No audit report was found for this run (`annotator audit` writes `<run>/audit/report.json`).", ""]
+    if summary.pipeline_config:
+        parts += [
+            "## Pipeline config",
+            "",
+            "```yaml",
+            yaml.safe_dump(summary.pipeline_config, sort_keys=False, allow_unicode=True).rstrip(),
+            "```",
+            "",
+        ]
+    if summary.notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in summary.notes], ""]
+    parts += [
+        "## Usage",
+        "",
+        "```python",
+        "from datasets import load_from_disk, load_dataset",
+        "ds = load_from_disk(\"path/to/this/folder\")          # Arrow copy",
+        "ds = load_dataset(\"path/to/this/folder\")            # or the Parquet files via this card",
+        "```",
+        "",
+        "Labels come from an LLM teacher, not from humans: check the audit before trusting them.",
+        "",
+    ]
+    return "\n".join(parts)
