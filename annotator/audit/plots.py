@@ -1,0 +1,91 @@
+"""PNG plots for the audit (matplotlib with the Agg backend, imported lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annotator.audit.calibration import Calibration
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
+    plt = _plt()
+    k = len(labels)
+    size = max(4.5, 0.7 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("teacher label")
+    ax.set_ylabel("human majority label")
+    ax.set_title("Teacher vs human majority (colour: row share)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def per_class_agreement_png(
+    labels: list[str], human: list[float | None], teacher: list[float | None], low: list[bool], path: Path
+) -> None:
+    plt = _plt()
+    k = len(labels)
+    x = np.arange(k)
+    h = np.array([np.nan if v is None else v for v in human], dtype=float)
+    t = np.array([np.nan if v is None else v for v in teacher], dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * k + 2), 4.2))
+    ax.bar(x - 0.2, np.nan_to_num(h), width=0.4, label="human-human", color="#4C72B0")
+    ax.bar(x + 0.2, np.nan_to_num(t), width=0.4, label="teacher-human", color="#DD8452")
+    for i, flag in enumerate(low):
+        if flag:
+            ax.text(x[i], 1.02, "humans\ndisagree", ha="center", va="bottom", fontsize=7, color="#C44E52")
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1.18)
+    ax.set_ylabel("specific agreement")
+    ax.set_title("Per-class agreement: human-human vs teacher-human")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def calibration_png(cal: Calibration, path: Path) -> None:
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    filled = [b for b in cal.bins if b.n]
+    centers = [(b.low + b.high) / 2 for b in cal.bins]
+    width = cal.bins[0].high - cal.bins[0].low if cal.bins else 0.1
+    ax.bar([(b.low + b.high) / 2 for b in filled], [b.accuracy for b in filled], width=width * 0.9,
+           alpha=0.7, color="#4C72B0", edgecolor="black", label="accuracy vs human majority")
+    ax.plot([b.confidence for b in filled], [b.accuracy for b in filled], "o", color="#DD8452",
+            label="(mean confidence, accuracy)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram (ECE = {cal.ece:.3f}, n = {cal.n})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2.bar(centers, [b.n for b in cal.bins], width=width * 0.9, color="#8C8C8C")
+    ax2.set_xlabel("teacher confidence")
+    ax2.set_ylabel("items")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,386 @@
+"""The audit report: pydantic models (``report.json``) and the Markdown rendering (``report.md``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from annotator.audit.alt_test import AltTestResult
+from annotator.audit.calibration import Calibration
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="null")
+
+
+class Estimate(_Model):
+    """A point estimate with a percentile-bootstrap confidence interval over items (None when undefined)."""
+
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class Inputs(_Model):
+    humans: str
+    humans_format: str
+    teacher: str
+    teacher_source: str
+    teacher_model: str | None = None
+    level: str
+    labels: list[str]
+    label_source: str
+    epsilon: float
+    alpha: float
+    bootstrap: int
+    seed: int
+    confidence_level: float
+    kappa_weights: str | None
+    gate_metric: str
+    min_agreement: float | None = None
+
+
+class Coverage(_Model):
+    annotators: list[str]
+    ratings_per_annotator: dict[str, int]
+    human_items: int
+    human_ratings: int
+    teacher_items: int
+    teacher_failed: int
+    teacher_failed_on_human_items: int
+    teacher_only_items: int
+    evaluated_items: int
+    items_with_2plus_ratings: int
+    tied_majority_items: int
+    min_ratings_per_item: int
+    max_ratings_per_item: int
+
+
+class ClassMetrics(_Model):
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    predicted: int
+
+
+class ConfusionMatrix(_Model):
+    labels: list[str]
+    matrix: list[list[int]] = Field(description="rows = human majority label, columns = teacher label")
+
+
+class Classification(_Model):
+    n_items: int = Field(description="items with a (non-tied) human majority label")
+    accuracy: Estimate
+    micro_f1: Estimate
+    macro_f1: Estimate
+    weighted_f1: float | None
+    per_class: list[ClassMetrics]
+    confusion_matrix: ConfusionMatrix
+
+
+class TeacherVsMajority(_Model):
+    n_items: int
+    percent_agreement: Estimate
+    cohen_kappa: Estimate
+    krippendorff_alpha: Estimate
+    gwet_ac1: Estimate
+
+
+class PairAgreement(_Model):
+    a: str
+    b: str
+    n_items: int
+    cohen_kappa: float | None
+    percent_agreement: float | None
+
+
+class GroupAgreement(_Model):
+    fleiss_kappa: Estimate
+    krippendorff_alpha: Estimate
+    gwet_ac1: Estimate
+
+
+class HumanHuman(GroupAgreement):
+    mean_pairwise_cohen_kappa: Estimate
+    mean_pairwise_percent_agreement: Estimate
+    pairs: list[PairAgreement]
+
+
+class SubstitutedAlpha(_Model):
+    annotator: str
+    krippendorff_alpha: float | None
+
+
+class TeacherHuman(_Model):
+    mean_cohen_kappa: Estimate = Field(description="mean over humans of kappa(teacher, human)")
+    mean_percent_agreement: Estimate
+    per_annotator: list[PairAgreement]
+    with_teacher_added: GroupAgreement = Field(description="the teacher joins the humans as one more rater")
+    alpha_teacher_substituted: Estimate = Field(
+        description="mean over humans j of alpha when the teacher's labels replace j's (on the items j labelled)"
+    )
+    substituted: list[SubstitutedAlpha]
+
+
+class Agreement(_Model):
+    kappa_weights: str | None
+    teacher_vs_majority: TeacherVsMajority
+    human_human: HumanHuman
+    teacher_human: TeacherHuman
+
+
+class Category(_Model):
+    label: str
+    n_majority_items: int
+    human_pair_agreement: float | None = Field(description="share of agreeing human-human pairs on these items")
+    teacher_human_agreement: float | None = Field(description="share of agreeing teacher-human pairs on these items")
+    teacher_accuracy: float | None = Field(description="teacher = majority on these items (the class recall)")
+    human_specific_agreement: float | None
+    teacher_specific_agreement: float | None
+    human_category_kappa: float | None
+    low_human_agreement: bool
+
+
+class Numeric(_Model):
+    teacher_mae: float | None
+    teacher_rmse: float | None
+    teacher_pearson: float | None
+    human_loo_mae: float | None = Field(description="mean |rating - mean of the other humans' ratings|")
+
+
+class Gate(_Model):
+    metric: str
+    description: str
+    value: float | None
+    min_agreement: float | None
+    passed: bool | None
+
+
+class AuditReport(_Model):
+    annotator_version: str
+    created_at: str
+    inputs: Inputs
+    coverage: Coverage
+    warnings: list[str]
+    classification: Classification
+    agreement: Agreement
+    per_category: list[Category]
+    low_agreement_categories: list[str]
+    alt_test: AltTestResult
+    alt_test_verdict: str
+    calibration: Calibration
+    numeric: Numeric | None = None
+    gate: Gate
+    files: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def f(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def fe(e: Estimate) -> str:
+    if e.value is None:
+        return "n/a"
+    if e.ci_low is None or e.ci_high is None:
+        return f(e.value)
+    return f"{f(e.value)} [{f(e.ci_low)}, {f(e.ci_high)}]"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def render_markdown(r: AuditReport) -> str:
+    inp, cov, ag = r.inputs, r.coverage, r.agreement
+    ci = f"{int(round(inp.confidence_level * 100))}%"
+    L: list[str] = ["# Teacher-human agreement audit", ""]
+    L += [f"**{r.alt_test_verdict}**", ""]
+    g = r.gate
+    if g.min_agreement is not None:
+        state = "PASSED" if g.passed else "FAILED"
+        L += [f"**Gate {state}:** {g.metric} = {f(g.value)} (minimum {g.min_agreement:g}; {g.description}).", ""]
+    else:
+        L += [f"Gate metric {g.metric} = {f(g.value)} ({g.description}); no `--min-agreement` given.", ""]
+    tvm, hh = ag.teacher_vs_majority, ag.human_human
+    L += [
+        f"Teacher vs human majority: accuracy {fe(r.classification.accuracy)}, Krippendorff's alpha "
+        f"{fe(tvm.krippendorff_alpha)}. Humans among themselves: alpha {fe(hh.krippendorff_alpha)}; with the "
+        f"teacher in place of a human: alpha {fe(ag.teacher_human.alpha_teacher_substituted)}. "
+        f"Brackets are {ci} bootstrap confidence intervals ({inp.bootstrap} resamples of items).",
+        "",
+    ]
+    if r.low_agreement_categories:
+        L += [
+            "**Categories where the humans themselves disagree** (category kappa < 0.4): "
+            + ", ".join(f"`{c}`" for c in r.low_agreement_categories)
+            + ". Teacher errors there are partly ambiguity in the guidelines, not only teacher mistakes.",
+            "",
+        ]
+
+    L += ["## Data", ""]
+    L += _table(
+        ["", ""],
+        [
+            ["human file", f"`{inp.humans}` ({inp.humans_format} format)"],
+            ["teacher", f"`{inp.teacher}` ({inp.teacher_source}" + (f", model `{inp.teacher_model}`)" if inp.teacher_model else ")")],
+            ["annotators", ", ".join(f"{a} ({cov.ratings_per_annotator[a]})" for a in cov.annotators)],
+            ["label set", f"{', '.join(inp.labels)} (from {inp.label_source}; level {inp.level})"],
+            ["human items / ratings", f"{cov.human_items} / {cov.human_ratings}"],
+            ["evaluated items", f"{cov.evaluated_items} (ratings per item {cov.min_ratings_per_item}-{cov.max_ratings_per_item})"],
+            ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on human items, excluded)"],
+            ["teacher-only items (no human label)", cov.teacher_only_items],
+            ["tied human majority (excluded from 1 and 5)", cov.tied_majority_items],
+        ],
+    )
+    if r.warnings:
+        L += ["Warnings:", ""] + [f"- {w}" for w in r.warnings] + [""]
+
+    c = r.classification
+    L += ["## 1. Teacher vs human majority", "", f"{c.n_items} items with a majority label.", ""]
+    L += _table(
+        ["metric", f"value [{ci} CI]"],
+        [
+            ["accuracy", fe(c.accuracy)],
+            ["micro F1", fe(c.micro_f1)],
+            ["macro F1", fe(c.macro_f1)],
+            ["weighted F1", f(c.weighted_f1)],
+            ["Cohen's kappa" + (f" ({ag.kappa_weights} weights)" if ag.kappa_weights else ""), fe(tvm.cohen_kappa)],
+            [f"Krippendorff's alpha ({inp.level})", fe(tvm.krippendorff_alpha)],
+            ["Gwet's AC1", fe(tvm.gwet_ac1)],
+        ],
+    )
+    L += _table(
+        ["label", "precision", "recall", "F1", "support", "predicted"],
+        [[f"`{p.label}`", f(p.precision), f(p.recall), f(p.f1), p.support, p.predicted] for p in c.per_class],
+    )
+    L += ["Confusion matrix (rows: human majority, columns: teacher):", ""]
+    cm = c.confusion_matrix
+    L += _table([""] + [f"`{x}`" for x in cm.labels], [[f"`{x}`"] + row for x, row in zip(cm.labels, cm.matrix)])
+    if "confusion_matrix" in r.files:
+        L += ["![confusion matrix](confusion_matrix.png)", ""]
+
+    th = ag.teacher_human
+    L += ["## 2. Chance-corrected agreement", ""]
+    L += _table(
+        ["coefficient", "humans only", "humans + teacher", "teacher vs majority"],
+        [
+            ["Fleiss' kappa", fe(hh.fleiss_kappa), fe(th.with_teacher_added.fleiss_kappa), "-"],
+            [f"Krippendorff's alpha ({inp.level})", fe(hh.krippendorff_alpha), fe(th.with_teacher_added.krippendorff_alpha), fe(tvm.krippendorff_alpha)],
+            ["Gwet's AC1", fe(hh.gwet_ac1), fe(th.with_teacher_added.gwet_ac1), fe(tvm.gwet_ac1)],
+            ["Cohen's kappa (mean over pairs)", fe(hh.mean_pairwise_cohen_kappa), "-", fe(tvm.cohen_kappa)],
+        ],
+    )
+    L += ["Pairwise Cohen's kappa:", ""]
+    L += _table(
+        ["rater A", "rater B", "items", "kappa", "agreement"],
+        [[p.a, p.b, p.n_items, f(p.cohen_kappa), f(p.percent_agreement)] for p in hh.pairs + th.per_annotator],
+    )
+
+    L += ["## 3. Teacher-human vs human-human agreement", ""]
+    L += _table(
+        ["", "human-human", "teacher-human"],
+        [
+            ["mean pairwise Cohen's kappa", fe(hh.mean_pairwise_cohen_kappa), fe(th.mean_cohen_kappa)],
+            ["mean pairwise % agreement", fe(hh.mean_pairwise_percent_agreement), fe(th.mean_percent_agreement)],
+            ["Krippendorff's alpha (humans / teacher substituted for one human)", fe(hh.krippendorff_alpha), fe(th.alpha_teacher_substituted)],
+        ],
+    )
+    if th.substituted:
+        L += ["Alpha with the teacher substituted for: " + ", ".join(f"{s.annotator} {f(s.krippendorff_alpha)}" for s in th.substituted) + ".", ""]
+    L += [
+        "Per category (rows with **LOW** are categories where humans disagree: category kappa < 0.4). "
+        "*Items* = items whose human majority is the label; *specific agreement* = of the ratings of that label, "
+        "the share matched by the other rater of a pair.",
+        "",
+    ]
+    L += _table(
+        ["label", "items", "human-human pairs agree", "teacher-human pairs agree", "teacher acc.",
+         "human specific agr.", "teacher specific agr.", "human category kappa", "flag"],
+        [
+            [f"`{k.label}`", k.n_majority_items, f(k.human_pair_agreement), f(k.teacher_human_agreement),
+             f(k.teacher_accuracy), f(k.human_specific_agreement), f(k.teacher_specific_agreement),
+             f(k.human_category_kappa), "**LOW**" if k.low_human_agreement else ""]
+            for k in r.per_category
+        ],
+    )
+    if "per_class_agreement" in r.files:
+        L += ["![per-class agreement](per_class_agreement.png)", ""]
+
+    a = r.alt_test
+    L += ["## 4. Alternative Annotator Test (Calderon, Reichart & Dror, ACL 2025)", "", f"**{r.alt_test_verdict}**", ""]
+    L += [
+        f"Leave-one-annotator-out: for each human, on the items they labelled, is the teacher at least as aligned "
+        f"with the remaining humans as that human is (alignment = {a.scoring})? One-sided t-test of "
+        f"H0: rho_teacher <= rho_human - epsilon (epsilon = {a.epsilon:g}), Benjamini-Yekutieli correction at "
+        f"{a.alpha:g}. The teacher passes when it wins against at least half of the annotators.",
+        "",
+    ]
+    if a.ran:
+        L += _table(
+            ["annotator", "items", "rho teacher", "rho human", "t", "p", "p (BY)", "teacher wins"],
+            [
+                [t.annotator, t.n_items, f(t.rho_teacher), f(t.rho_human), f(t.t_statistic, 2), f(t.p_value, 4),
+                 f(t.p_adjusted, 4), ("yes" if t.teacher_wins else "no") if t.skipped is None else f"skipped: {t.skipped}"]
+                for t in a.annotators
+            ],
+        )
+        L += [f"Winning rate omega = {f(a.winning_rate, 2)}; average advantage probability rho = "
+              f"{f(a.advantage_probability, 3)} ({a.n_items} items).", ""]
+    for w in a.warnings:
+        L += [f"- {w}"]
+    if a.warnings:
+        L += [""]
+
+    cal = r.calibration
+    L += ["## 5. Calibration of the teacher's confidence", ""]
+    if not cal.available:
+        L += [f"Skipped: {cal.reason}.", ""]
+    else:
+        L += [f"Against the human majority label on {cal.n} items: ECE = {f(cal.ece)}, mean confidence "
+              f"{f(cal.mean_confidence)}, accuracy {f(cal.accuracy)}." + (f" Note: {cal.reason}." if cal.reason else ""), ""]
+        L += _table(
+            ["confidence bin", "items", "mean confidence", "accuracy"],
+            [[f"({b.low:.1f}, {b.high:.1f}]", b.n, f(b.confidence), f(b.accuracy)] for b in cal.bins if b.n],
+        )
+        L += ["Accuracy kept at each confidence threshold:", ""]
+        L += _table(
+            ["keep confidence >=", "items kept", "coverage", "accuracy"],
+            [[f"{t.threshold:g}", t.kept, f(t.coverage), f(t.accuracy)] for t in cal.thresholds],
+        )
+        if "calibration" in r.files:
+            L += ["![calibration](calibration.png)", ""]
+
+    if r.numeric is not None:
+        n = r.numeric
+        L += ["## Numeric ratings", ""]
+        L += _table(
+            ["", "value"],
+            [["teacher MAE vs human mean", f(n.teacher_mae)], ["teacher RMSE vs human mean", f(n.teacher_rmse)],
+             ["teacher Pearson r vs human mean", f(n.teacher_pearson)],
+             ["human MAE vs mean of the other humans", f(n.human_loo_mae)]],
+        )
+
+    L += [
+        "## Method notes",
+        "",
+        "- Majority label: the most frequent human label of an item; items with a tied vote have no majority.",
+        "- Cohen's kappa per pair on the items both labelled"
+        + (f", {ag.kappa_weights} weights on the label order" if ag.kappa_weights else "")
+        + "; Fleiss' kappa and Gwet's AC1 allow a varying number of raters per item (Gwet 2014); "
+        "AC1 is nominal and uses the size of the label set. Krippendorff's alpha uses the coincidence matrix "
+        f"at the {inp.level} level (Krippendorff 2011).",
+        f"- Confidence intervals: {ci} percentile bootstrap, {inp.bootstrap} resamples of items, seed {inp.seed}.",
+        "",
+    ]
+    return "\n".join(L)

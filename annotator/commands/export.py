@@ -1,0 +1,71 @@
+"""`annotator export RUN_DIR`: annotations -> datasets.DatasetDict (Arrow + Parquet + dataset card)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `annotator run` (or its annotations.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: RUN_DIR/dataset].")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 42,
+    split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
+    min_confidence: Annotated[
+        Optional[float], typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="auto | classification | chat | instruction (auto: classification for label tasks, chat for rephrase/qa).",
+        ),
+    ] = "auto",
+    push_to_hub: Annotated[
+        Optional[str], typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login).")
+    ] = None,
+    private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
+) -> None:
+    """Export a run's annotations as a Hugging Face dataset with stratified splits and a dataset card."""
+    from annotator.export.dataset_builder import ExportOptions, export_run
+
+    console = Console()
+    summary = export_run(
+        run_dir,
+        ExportOptions(
+            out=out, seed=seed, split=split, min_confidence=min_confidence, fmt=fmt, push_to_hub=push_to_hub, private=private
+        ),
+    )
+    c = summary.counts
+    table = Table(title=f"export: {summary.task} task, {summary.format} format", show_header=True)
+    table.add_column("split")
+    table.add_column("rows", justify="right")
+    if summary.task != "label" or summary.format != "classification":
+        table.add_column("input rows", justify="right")
+    for s, n in c.per_split.items():
+        cells = [s, str(n)]
+        if summary.task != "label" or summary.format != "classification":
+            cells.append(str(c.per_split_items.get(s, 0)))
+        table.add_row(*cells)
+    console.print(table)
+    excluded = [
+        f"{c.failed_excluded} failed",
+        f"{c.below_threshold_excluded} below confidence",
+        f"{c.invalid_label_excluded} without a valid label",
+    ]
+    if c.empty_output_excluded:
+        excluded.append(f"{c.empty_output_excluded} empty")
+    console.print(f"{c.total} annotated rows -> {c.exported_items} exported; excluded: {', '.join(excluded)}")
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)")
+    if summary.pushed_to:
+        console.print(f"pushed to the Hub: {summary.pushed_to}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

@@ -1,0 +1,137 @@
+"""Scores of a student next to its teacher, against human gold labels (the IPTC teacher-student comparison)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Scores(BaseModel):
+    n: int
+    accuracy: float | None = Field(None, description="Single-label: accuracy; multi-label: exact-set match.")
+    macro_f1: float | None = None
+    micro_f1: float | None = Field(None, description="Multi-label only.")
+    per_label_f1: dict[str, float] = Field(default_factory=dict)
+
+
+class ThresholdRow(BaseModel):
+    threshold: float
+    n: int = Field(description="Items whose confidence is >= threshold.")
+    coverage: float = Field(description="n / items with gold in the scope.")
+    teacher_accuracy: float | None = None
+    student_accuracy: float | None = None
+
+
+class EvalBlock(BaseModel):
+    scope: str
+    items: int
+    with_gold: int
+    student: Scores | None = Field(None, description="Student vs human gold.")
+    teacher: Scores | None = Field(None, description="Teacher vs human gold, same items.")
+    student_vs_teacher: Scores | None = Field(None, description="Student vs teacher labels (distillation fidelity).")
+    teacher_confidence_thresholds: list[ThresholdRow] = Field(
+        default_factory=list, description="Accuracy vs gold on the items the teacher was at least this confident on."
+    )
+    student_confidence_thresholds: list[ThresholdRow] = Field(
+        default_factory=list, description="Same, selecting by the student's own probability."
+    )
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def score(gold: Sequence[Any], pred: Sequence[Any], label_names: list[str], multi_label: bool) -> Scores:
+    """Single-label: ``gold``/``pred`` are label names. Multi-label: lists of label names."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    n = len(gold)
+    if n == 0:
+        return Scores(n=0)
+    if multi_label:
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        extra = sorted({lab for s in [*gold, *pred] for lab in s} - set(label_names))
+        mlb = MultiLabelBinarizer(classes=[*label_names, *extra])
+        y_true, y_pred = mlb.fit_transform(gold), mlb.transform(pred)
+        per = f1_score(y_true, y_pred, average=None, zero_division=0)
+        present = [i for i in range(len(mlb.classes_)) if y_true[:, i].any() or y_pred[:, i].any()]
+        return Scores(
+            n=n,
+            accuracy=_r(accuracy_score(y_true, y_pred)),
+            macro_f1=_r(sum(per[i] for i in present) / len(present)) if present else 0.0,
+            micro_f1=_r(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+            per_label_f1={mlb.classes_[i]: _r(per[i]) for i in present},
+        )
+    labels = [lab for lab in label_names if lab in set(gold) | set(pred)]
+    labels += sorted((set(gold) | set(pred)) - set(labels))
+    per = f1_score(gold, pred, labels=labels, average=None, zero_division=0)
+    return Scores(
+        n=n,
+        accuracy=_r(accuracy_score(gold, pred)),
+        macro_f1=_r(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        per_label_f1={lab: _r(f) for lab, f in zip(labels, per)},
+    )
+
+
+def _accuracy(gold: Sequence[Any], pred: Sequence[Any], multi_label: bool) -> float | None:
+    if not gold:
+        return None
+    if multi_label:
+        return _r(sum(set(g) == set(p) for g, p in zip(gold, pred)) / len(gold))
+    return _r(sum(g == p for g, p in zip(gold, pred)) / len(gold))
+
+
+def threshold_rows(
+    conf: Sequence[float], gold: Sequence[Any], teacher: Sequence[Any], student: Sequence[Any], thresholds: Sequence[float], multi_label: bool
+) -> list[ThresholdRow]:
+    rows = []
+    for t in thresholds:
+        idx = [i for i, c in enumerate(conf) if c >= t - 1e-9]
+        g = [gold[i] for i in idx]
+        rows.append(
+            ThresholdRow(
+                threshold=t,
+                n=len(idx),
+                coverage=_r(len(idx) / len(gold)) if gold else 0.0,
+                teacher_accuracy=_accuracy(g, [teacher[i] for i in idx], multi_label),
+                student_accuracy=_accuracy(g, [student[i] for i in idx], multi_label),
+            )
+        )
+    return rows
+
+
+def evaluate_scope(
+    scope: str,
+    ids: Sequence[str],
+    teacher: Sequence[Any],
+    teacher_conf: Sequence[float | None],
+    student: Sequence[Any],
+    student_conf: Sequence[float],
+    gold: dict[str, Any] | None,
+    label_names: list[str],
+    multi_label: bool,
+    thresholds: Sequence[float],
+) -> EvalBlock:
+    """Metrics over the items ``ids`` (parallel lists); gold-based ones only where the item has a gold label."""
+    block = EvalBlock(scope=scope, items=len(ids), with_gold=0)
+    if ids:
+        block.student_vs_teacher = score(list(teacher), list(student), label_names, multi_label)
+    if not gold:
+        return block
+    keep = [i for i, item in enumerate(ids) if item in gold]
+    block.with_gold = len(keep)
+    if not keep:
+        return block
+    g = [gold[ids[i]] for i in keep]
+    t = [teacher[i] for i in keep]
+    s = [student[i] for i in keep]
+    block.student = score(g, s, label_names, multi_label)
+    block.teacher = score(g, t, label_names, multi_label)
+    tc = [1.0 if teacher_conf[i] is None else float(teacher_conf[i]) for i in keep]  # type: ignore[arg-type]
+    sc = [float(student_conf[i]) for i in keep]
+    block.teacher_confidence_thresholds = threshold_rows(tc, g, t, s, thresholds, multi_label)
+    block.student_confidence_thresholds = threshold_rows(sc, g, t, s, thresholds, multi_label)
+    return block

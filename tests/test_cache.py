@@ -1,0 +1,47 @@
+"""The SQLite result store: answers persist across processes, results stream back in input order."""
+
+import subprocess
+import sys
+
+from annotator.cache import ResultStore, SampleResult, cache_key
+
+
+def test_cache_key_is_order_independent_and_sensitive():
+    a = cache_key({"messages": [{"role": "user", "content": "x"}], "model": "m", "temperature": 0.0})
+    b = cache_key({"temperature": 0.0, "model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert a == b
+    assert a != cache_key({"messages": [{"role": "user", "content": "x"}], "model": "m2", "temperature": 0.0})
+
+
+def test_samples_survive_a_killed_process(tmp_path):
+    db = tmp_path / "cache.sqlite"
+    code = f"""
+import os
+from annotator.cache import ResultStore, SampleResult
+s = ResultStore(__import__('pathlib').Path({str(db)!r}))
+s.put_sample('k1', SampleResult(ok=True, output={{'label': 'a'}}, attempts=1, tokens=7))
+s.put_sample('k2', SampleResult(ok=False, raw='{{oops', error='output is not valid JSON', attempts=3, tokens=30))
+s.put_result(0, 'r0', '{{}}')  # results are batched; may be lost on a crash, that's fine
+os._exit(9)  # no close, no commit of pending work: like kill -9
+"""
+    subprocess.run([sys.executable, "-c", code], check=False)
+    store = ResultStore(db)
+    got = store.get_sample("k1")
+    assert got == SampleResult(ok=True, output={"label": "a"}, attempts=1, tokens=7)
+    failed = store.get_sample("k2")
+    assert failed is not None and not failed.ok and failed.raw == "{oops" and failed.attempts == 3
+    assert store.get_sample("missing") is None
+    store.close()
+
+
+def test_results_stream_in_input_order_and_duplicates_detected(tmp_path):
+    store = ResultStore(tmp_path / "c.sqlite", result_commit_every=2)
+    store.start_run()
+    for idx in [3, 0, 2, 1]:
+        assert store.mark_seen(f"id{idx}", idx) is None
+        store.put_result(idx, f"id{idx}", f'{{"i": {idx}}}')
+    assert store.mark_seen("id2", 9) == 2
+    assert list(store.iter_results()) == ['{"i": 0}', '{"i": 1}', '{"i": 2}', '{"i": 3}']
+    store.start_run()  # a new run starts from an empty result log, the cache stays
+    assert list(store.iter_results()) == []
+    store.close()
