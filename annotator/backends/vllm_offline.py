@@ -6,12 +6,12 @@ current structured-outputs API (``SamplingParams(structured_outputs=StructuredOu
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from annotator.backends.base import Generation, GenerationRequest
+from annotator.backends.micro_batcher import MicroBatcher
 from annotator.config import TeacherConfig
-from annotator.errors import AnnotatorError, BackendError
+from annotator.errors import AnnotatorError
 
 
 def vllm_available() -> bool:
@@ -42,10 +42,7 @@ class VLLMBackend:
             raise AnnotatorError(f"vLLM could not load {cfg.model}: {exc}") from None
         self.model_id = f"vllm:{cfg.model}"
         self.max_concurrency = cfg.batch_size
-        self.batch_size = cfg.batch_size
-        self._pending: list[tuple[GenerationRequest, asyncio.Future[Generation]]] = []
-        self._flush_scheduled = False
-        self._gpu_lock = asyncio.Lock()
+        self._batcher: MicroBatcher[GenerationRequest, Generation] = MicroBatcher(self._run_batch, cfg.batch_size)
 
     def _params(self, req: GenerationRequest) -> Any:
         structured = self._structured(json=req.json_schema) if req.json_schema is not None else None
@@ -70,32 +67,8 @@ class VLLMBackend:
             )
         return results
 
-    async def _flush(self) -> None:
-        async with self._gpu_lock:
-            self._flush_scheduled = False
-            while self._pending:
-                batch = self._pending[: self.batch_size]
-                self._pending = self._pending[self.batch_size :]
-                try:
-                    results = await asyncio.to_thread(self._run_batch, [r for r, _ in batch])
-                except Exception as exc:  # one bad batch fails its rows, not the run
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(BackendError(f"vLLM generation failed: {exc}"))
-                    continue
-                for (_, fut), res in zip(batch, results):
-                    if not fut.done():
-                        fut.set_result(res)
-
     async def generate(self, request: GenerationRequest) -> Generation:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Generation] = loop.create_future()
-        self._pending.append((request, fut))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            # wait a tick so that every request the engine issues concurrently joins the same batch
-            loop.call_later(0.005, lambda: asyncio.ensure_future(self._flush()))
-        return await fut
+        return await self._batcher.submit(request)
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,35 @@
+"""Teacher-human agreement audit: can this teacher replace my human annotators?
+
+``annotator audit --humans H.csv --teacher runs/X --out runs/X/audit`` compares the teacher's labels with human
+annotations and writes ``report.json`` (machine-readable), ``report.md`` (a summary you can publish) and PNG plots
+(``confusion_matrix.png``, ``per_class_agreement.png``, ``calibration.png``).
+
+Inputs
+------
+* Human annotations (CSV/TSV, JSONL, Parquet), either *long* format with columns ``item_id`` (or ``id``),
+  ``annotator``, ``label`` - one row per rating - or *wide* format with an ``item_id``/``id`` column and one column
+  per annotator (columns such as ``text`` are ignored). Empty cells and absent rows are missing ratings.
+  At least 2 annotators are needed; the Alternative Annotator Test needs 3.
+* Teacher labels: a run directory (or its ``annotations.jsonl``) of a single-label pipeline - failed records are
+  excluded and counted - or a table with ``item_id``/``id``, ``label`` and optional ``confidence``.
+  Every human item id must occur in the teacher's output.
+* The label set: ``--labels a,b,c``, else ``labels`` in the run's ``run.json``, else every observed label. Labels
+  outside the set are an error. For ``--level ordinal`` the set's order is the scale order.
+
+Report sections
+---------------
+1. Teacher vs the human majority label: accuracy, micro/macro/weighted F1, per-class P/R/F1, confusion matrix.
+2. Chance-corrected agreement: Cohen's kappa (pairwise), Fleiss' kappa, Krippendorff's alpha (nominal, ordinal,
+   interval; missing values allowed), Gwet's AC1, each with a percentile-bootstrap confidence interval.
+3. Teacher-human next to human-human agreement, overall and per category; categories where the humans disagree
+   (Fleiss category kappa < 0.4) are flagged.
+4. The Alternative Annotator Test (Calderon, Reichart & Dror, ACL 2025) with a plain PASSED/FAILED verdict.
+5. Calibration of the teacher's confidence (reliability diagram, ECE, accuracy kept per confidence threshold).
+
+``--min-agreement X`` exits with code 3 when the ``--gate-metric`` (default: Krippendorff's alpha of the teacher vs
+the human majority) is below ``X``, after writing the report.
+"""
+
+from annotator.audit.run_audit import GATE_METRICS, AuditOptions, check_gate, run_audit
+
+__all__ = ["GATE_METRICS", "AuditOptions", "check_gate", "run_audit"]

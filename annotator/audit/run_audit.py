@@ -1,0 +1,314 @@
+"""Orchestrate an audit: load, compute every section, gate, write report.json / report.md / PNGs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from annotator import __version__
+from annotator.audit import agreement as ag
+from annotator.audit import classification as cls
+from annotator.audit.alt_test import alt_test, verdict
+from annotator.audit.bootstrap import bootstrap_ci
+from annotator.audit.calibration import calibrate
+from annotator.audit.dataset import AuditData, build, onehot
+from annotator.audit.humans import load_humans
+from annotator.audit.report import (
+    Agreement, AuditReport, Category, ClassMetrics, Classification, ConfusionMatrix, Coverage, Estimate, Gate,
+    GroupAgreement, HumanHuman, Inputs, Numeric, PairAgreement, SubstitutedAlpha, TeacherHuman, TeacherVsMajority,
+    render_markdown,
+)
+from annotator.audit.teacher import load_teacher
+from annotator.errors import GateFailed, InputDataError
+
+LOW_CATEGORY_KAPPA = 0.4
+
+GATE_METRICS: dict[str, str] = {
+    "krippendorff_alpha": "Krippendorff's alpha, teacher vs human majority, at --level",
+    "cohen_kappa": "Cohen's kappa, teacher vs human majority",
+    "gwet_ac1": "Gwet's AC1, teacher vs human majority",
+    "accuracy": "accuracy vs human majority",
+    "macro_f1": "macro F1 vs human majority",
+    "mean_cohen_kappa": "mean Cohen's kappa of the teacher with each human",
+    "alpha_substituted": "Krippendorff's alpha with the teacher substituted for a human (mean)",
+    "winning_rate": "alt-test winning rate",
+    "advantage_probability": "alt-test average advantage probability",
+}
+KAPPA_WEIGHTS = {"nominal": None, "ordinal": "linear", "interval": "quadratic"}
+
+
+@dataclass
+class AuditOptions:
+    humans: Path
+    teacher: Path
+    out: Path | None = None
+    labels: list[str] | None = None
+    level: str = "nominal"
+    epsilon: float = 0.2
+    alpha: float = 0.05
+    bootstrap: int = 1000
+    seed: int = 0
+    min_agreement: float | None = None
+    gate_metric: str = "krippendorff_alpha"
+    plots: bool = True
+
+
+def _none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _nanmean(xs: list[float]) -> float:
+    arr = np.asarray(xs, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if len(arr) else math.nan
+
+
+class _Stats:
+    """All bootstrappable statistics, computed from one item sample."""
+
+    def __init__(self, d: AuditData) -> None:
+        self.d = d
+        self.k = d.n_labels
+        self.w = KAPPA_WEIGHTS[d.level]
+        self.t1 = onehot(d.teacher, self.k)
+        self.m = len(d.annotators)
+        self.pairs = list(combinations(range(self.m), 2))
+        self.h1 = [onehot(d.H[:, j], self.k) for j in range(self.m)]
+
+    def alpha(self, counts: np.ndarray) -> float:
+        return ag.krippendorff_alpha(counts, self.d.level, self.d.values)
+
+    def __call__(self, idx: np.ndarray) -> dict[str, float]:
+        d, k = self.d, self.k
+        H, t, C, gold = d.H[idx], d.teacher[idx], d.counts[idx], d.majority[idx]
+        g = gold >= 0
+        cm = cls.confusion_matrix(gold, t, k)
+        s = cls.summary(cm)
+        pair_counts = (onehot(gold, k) + self.t1[idx])[g]
+        out = {
+            "accuracy": s["accuracy"], "micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"],
+            "tvm_pa": ag.percent_agreement(gold, t),
+            "tvm_kappa": ag.kappa_from_confusion(cm, self.w),
+            "tvm_alpha": self.alpha(pair_counts),
+            "tvm_ac1": ag.gwet_ac1(pair_counts, k),
+            "hh_fleiss": ag.fleiss_kappa(C), "hh_alpha": self.alpha(C), "hh_ac1": ag.gwet_ac1(C, k),
+            "hh_kappa": _nanmean([ag.cohen_kappa(H[:, a], H[:, b], k, self.w) for a, b in self.pairs]),
+            "hh_pa": _nanmean([ag.percent_agreement(H[:, a], H[:, b]) for a, b in self.pairs]),
+            "th_kappa": _nanmean([ag.cohen_kappa(t, H[:, j], k, self.w) for j in range(self.m)]),
+            "th_pa": _nanmean([ag.percent_agreement(t, H[:, j]) for j in range(self.m)]),
+        }
+        Ct = C + self.t1[idx]
+        out.update({"ht_fleiss": ag.fleiss_kappa(Ct), "ht_alpha": self.alpha(Ct), "ht_ac1": ag.gwet_ac1(Ct, k)})
+        out["sub_alpha"] = _nanmean([self.alpha(self.substituted(idx, j)) for j in range(self.m)])
+        return out
+
+    def substituted(self, idx: np.ndarray, j: int) -> np.ndarray:
+        rated = (self.d.H[idx, j] >= 0)[:, None]
+        return self.d.counts[idx] - self.h1[j][idx] + self.t1[idx] * rated
+
+
+def _per_category(d: AuditData) -> list[Category]:
+    C = d.counts.astype(float)
+    m = C.sum(axis=1)
+    h_sa = ag.specific_agreement(C)
+    t_sa = ag.cross_specific_agreement(d.teacher, C)
+    kappa = ag.category_kappa(C)
+    teacher_hits = C[np.arange(len(d.teacher)), d.teacher]
+    out = []
+    for c, label in enumerate(d.labels):
+        sel = d.majority == c
+        multi = sel & (m >= 2)
+        pairs = (m[multi] * (m[multi] - 1)).sum()
+        hh = (C[multi] * (C[multi] - 1)).sum() / pairs if pairs else math.nan
+        th = teacher_hits[sel].sum() / m[sel].sum() if sel.any() else math.nan
+        acc = float((d.teacher[sel] == c).mean()) if sel.any() else math.nan
+        low = bool(math.isfinite(kappa[c]) and kappa[c] < LOW_CATEGORY_KAPPA)
+        out.append(Category(
+            label=label, n_majority_items=int(sel.sum()), human_pair_agreement=_none(hh),
+            teacher_human_agreement=_none(th), teacher_accuracy=_none(acc),
+            human_specific_agreement=_none(h_sa[c]), teacher_specific_agreement=_none(t_sa[c]),
+            human_category_kappa=_none(kappa[c]), low_human_agreement=low,
+        ))
+    return out
+
+
+def _numeric(d: AuditData) -> Numeric:
+    v = d.values
+    C = d.counts.astype(float)
+    m = C.sum(axis=1)
+    mean = (C @ v) / m
+    tv = v[d.teacher]
+    err = tv - mean
+    r = float(np.corrcoef(tv, mean)[0, 1]) if np.std(tv) > 0 and np.std(mean) > 0 else math.nan
+    loo = []
+    for j in range(len(d.annotators)):
+        rows = np.flatnonzero((d.H[:, j] >= 0) & (m >= 2))
+        x = v[d.H[rows, j]]
+        others = (C[rows] @ v - x) / (m[rows] - 1)
+        loo.extend(np.abs(x - others).tolist())
+    return Numeric(
+        teacher_mae=_none(float(np.mean(np.abs(err)))), teacher_rmse=_none(float(np.sqrt(np.mean(err**2)))),
+        teacher_pearson=_none(r), human_loo_mae=_none(float(np.mean(loo))) if loo else None,
+    )
+
+
+def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str,
+            teacher_model: str | None) -> AuditReport:
+    stats = _Stats(d)
+    n = len(d.items)
+    point = stats(np.arange(n))
+    confidence_level = 1.0 - opts.alpha
+    cis = bootstrap_ci(stats, n, opts.bootstrap, seed=opts.seed, confidence=confidence_level)
+
+    def est(key: str) -> Estimate:
+        lo, hi = cis.get(key, (math.nan, math.nan))
+        return Estimate(value=_none(point[key]), ci_low=_none(lo), ci_high=_none(hi))
+
+    k, w = d.n_labels, stats.w
+    gold, t = d.majority, d.teacher
+    cm = cls.confusion_matrix(gold, t, k)
+    pc = cls.per_class(cm)
+    summ = cls.summary(cm)
+    classification = Classification(
+        n_items=int(cm.sum()), accuracy=est("accuracy"), micro_f1=est("micro_f1"), macro_f1=est("macro_f1"),
+        weighted_f1=_none(summ["weighted_f1"]),
+        per_class=[
+            ClassMetrics(label=lab, precision=float(pc["precision"][i]), recall=float(pc["recall"][i]),
+                         f1=float(pc["f1"][i]), support=int(pc["support"][i]), predicted=int(pc["predicted"][i]))
+            for i, lab in enumerate(d.labels)
+        ],
+        confusion_matrix=ConfusionMatrix(labels=d.labels, matrix=cm.tolist()),
+    )
+
+    def pair(a: str, b: str, x: np.ndarray, y: np.ndarray) -> PairAgreement:
+        both = int(((x >= 0) & (y >= 0)).sum())
+        return PairAgreement(a=a, b=b, n_items=both, cohen_kappa=_none(ag.cohen_kappa(x, y, k, w)),
+                             percent_agreement=_none(ag.percent_agreement(x, y)))
+
+    names = d.annotators
+    all_idx = np.arange(n)
+    agreement = Agreement(
+        kappa_weights=w,
+        teacher_vs_majority=TeacherVsMajority(
+            n_items=int((gold >= 0).sum()), percent_agreement=est("tvm_pa"), cohen_kappa=est("tvm_kappa"),
+            krippendorff_alpha=est("tvm_alpha"), gwet_ac1=est("tvm_ac1"),
+        ),
+        human_human=HumanHuman(
+            fleiss_kappa=est("hh_fleiss"), krippendorff_alpha=est("hh_alpha"), gwet_ac1=est("hh_ac1"),
+            mean_pairwise_cohen_kappa=est("hh_kappa"), mean_pairwise_percent_agreement=est("hh_pa"),
+            pairs=[pair(names[a], names[b], d.H[:, a], d.H[:, b]) for a, b in stats.pairs],
+        ),
+        teacher_human=TeacherHuman(
+            mean_cohen_kappa=est("th_kappa"), mean_percent_agreement=est("th_pa"),
+            per_annotator=[pair("teacher", names[j], t, d.H[:, j]) for j in range(len(names))],
+            with_teacher_added=GroupAgreement(
+                fleiss_kappa=est("ht_fleiss"), krippendorff_alpha=est("ht_alpha"), gwet_ac1=est("ht_ac1")
+            ),
+            alpha_teacher_substituted=est("sub_alpha"),
+            substituted=[
+                SubstitutedAlpha(annotator=names[j], krippendorff_alpha=_none(stats.alpha(stats.substituted(all_idx, j))))
+                for j in range(len(names))
+            ],
+        ),
+    )
+    categories = _per_category(d)
+    scoring = "neg_rmse" if d.level == "interval" else "accuracy"
+    alt = alt_test(d.H, t, names, scoring=scoring, epsilon=opts.epsilon, alpha=opts.alpha, values=d.values)
+    g = gold >= 0
+    calibration = calibrate(d.confidence[g], gold[g] == t[g])
+
+    gate_values = {
+        "krippendorff_alpha": point["tvm_alpha"], "cohen_kappa": point["tvm_kappa"], "gwet_ac1": point["tvm_ac1"],
+        "accuracy": point["accuracy"], "macro_f1": point["macro_f1"], "mean_cohen_kappa": point["th_kappa"],
+        "alpha_substituted": point["sub_alpha"], "winning_rate": alt.winning_rate,
+        "advantage_probability": alt.advantage_probability,
+    }
+    value = _none(gate_values[opts.gate_metric])
+    passed = None if opts.min_agreement is None else (value is not None and value >= opts.min_agreement)
+    gate = Gate(metric=opts.gate_metric, description=GATE_METRICS[opts.gate_metric], value=value,
+                min_agreement=opts.min_agreement, passed=passed)
+    ratings = {a: int((d.H[:, j] >= 0).sum()) for j, a in enumerate(names)}
+    return AuditReport(
+        annotator_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        inputs=Inputs(
+            humans=str(opts.humans), humans_format=humans_format, teacher=str(opts.teacher),
+            teacher_source=teacher_source, teacher_model=teacher_model, level=d.level, labels=d.labels,
+            label_source=d.label_source, epsilon=opts.epsilon, alpha=opts.alpha, bootstrap=opts.bootstrap,
+            seed=opts.seed, confidence_level=confidence_level, kappa_weights=w, gate_metric=opts.gate_metric,
+            min_agreement=opts.min_agreement,
+        ),
+        coverage=Coverage(annotators=names, ratings_per_annotator=ratings, **d.coverage),
+        warnings=list(d.warnings),
+        classification=classification,
+        agreement=agreement,
+        per_category=categories,
+        low_agreement_categories=[c.label for c in categories if c.low_human_agreement],
+        alt_test=alt,
+        alt_test_verdict=verdict(alt),
+        calibration=calibration,
+        numeric=_numeric(d) if d.level == "interval" else None,
+        gate=gate,
+    )
+
+
+def validate_options(opts: AuditOptions) -> None:
+    if opts.gate_metric not in GATE_METRICS:
+        raise InputDataError(f"--gate-metric must be one of {', '.join(GATE_METRICS)}; got {opts.gate_metric!r}")
+    if not 0 < opts.alpha < 1:
+        raise InputDataError(f"--alpha must be between 0 and 1; got {opts.alpha}")
+    if not 0 <= opts.epsilon < 1:
+        raise InputDataError(f"--epsilon must be in [0, 1); got {opts.epsilon}")
+    if opts.bootstrap < 0:
+        raise InputDataError(f"--bootstrap must be >= 0; got {opts.bootstrap}")
+
+
+def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = True) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report_json": str(out / "report.json"), "report_md": str(out / "report.md")}
+    if plots:
+        from annotator.audit import plots as pl
+
+        cm = np.array(report.classification.confusion_matrix.matrix)
+        pl.confusion_matrix_png(cm, d.labels, out / "confusion_matrix.png")
+        files["confusion_matrix"] = str(out / "confusion_matrix.png")
+        cats = report.per_category
+        pl.per_class_agreement_png(
+            d.labels, [c.human_specific_agreement for c in cats], [c.teacher_specific_agreement for c in cats],
+            [c.low_human_agreement for c in cats], out / "per_class_agreement.png",
+        )
+        files["per_class_agreement"] = str(out / "per_class_agreement.png")
+        if report.calibration.available:
+            pl.calibration_png(report.calibration, out / "calibration.png")
+            files["calibration"] = str(out / "calibration.png")
+    report.files = files
+    (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+
+
+def run_audit(opts: AuditOptions) -> AuditReport:
+    """Run the audit and write the outputs (when ``opts.out`` is set). Does not apply the gate: see ``check_gate``."""
+    validate_options(opts)
+    humans = load_humans(opts.humans)
+    teacher = load_teacher(opts.teacher)
+    d = build(humans, teacher, level=opts.level, labels=opts.labels)
+    report = compute(d, opts, humans.format, teacher.source, teacher.model)
+    report.warnings.extend(teacher.notes)
+    if report.calibration.available and report.calibration.reason:
+        report.warnings.append(f"calibration: {report.calibration.reason}")
+    if opts.out is not None:
+        write_outputs(report, d, Path(opts.out), plots=opts.plots)
+    return report
+
+
+def check_gate(report: AuditReport) -> None:
+    g = report.gate
+    if g.min_agreement is None or g.passed:
+        return
+    shown = "undefined" if g.value is None else f"{g.value:.3f}"
+    raise GateFailed(f"audit gate failed: {g.metric} = {shown} < --min-agreement {g.min_agreement:g} ({g.description})")

@@ -1,0 +1,90 @@
+"""`annotator audit`: teacher-human agreement audit (see ``annotator.audit`` for the details)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
+
+Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration) with:
+(1) teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
+(2) Cohen's/Fleiss' kappa, Krippendorff's alpha, Gwet's AC1 with bootstrap confidence intervals;
+(3) teacher-human vs human-human agreement, overall and per category (low-agreement categories flagged);
+(4) the Alternative Annotator Test (Calderon et al., ACL 2025): PASSED or FAILED;
+(5) calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
+
+HUMANS is long format (item_id|id, annotator, label) or wide format (item_id|id + one column per annotator),
+as CSV, JSONL or Parquet; empty cells are missing. TEACHER is a run directory / annotations.jsonl (failed rows
+are excluded and counted) or a table with item_id|id, label and optional confidence.
+
+Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit", help=HELP)(audit)
+
+
+def audit(
+    humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long or wide format."),
+    teacher: Path = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence])."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [default: TEACHER_RUN/audit]."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal) [default: run.json labels, else all observed]."),
+    level: str = typer.Option("nominal", "--level", help="nominal | ordinal | interval. interval = numeric ratings; it also switches the alt-test scoring to negative RMSE."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
+    gate_metric: str = typer.Option("krippendorff_alpha", "--gate-metric", help="krippendorff_alpha (teacher vs human majority, at --level) | cohen_kappa | gwet_ac1 | accuracy | macro_f1 | mean_cohen_kappa | alpha_substituted | winning_rate | advantage_probability."),
+    epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+) -> None:
+    from annotator.audit import AuditOptions, check_gate, run_audit
+    from annotator.audit.report import f, fe
+
+    if out is None:
+        base = teacher if teacher.is_dir() else teacher.parent
+        out = base / "audit"
+    label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    opts = AuditOptions(
+        humans=humans, teacher=teacher, out=out, labels=label_list, level=level.lower(), epsilon=epsilon,
+        alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric, plots=plots,
+    )
+    report = run_audit(opts)
+
+    console = Console()
+    ag, cov = report.agreement, report.coverage
+    hh, th, tvm = ag.human_human, ag.teacher_human, ag.teacher_vs_majority
+    ci = f"{int(round(report.inputs.confidence_level * 100))}% CI"
+    table = Table(title=f"Teacher-human agreement ({cov.evaluated_items} items, {len(cov.annotators)} annotators; [{ci}])")
+    table.add_column("metric")
+    table.add_column("human-human", justify="right")
+    table.add_column("teacher-human", justify="right")
+    table.add_row("accuracy vs majority", "", fe(report.classification.accuracy))
+    table.add_row("macro F1 vs majority", "", fe(report.classification.macro_f1))
+    table.add_row("mean pairwise Cohen's kappa", fe(hh.mean_pairwise_cohen_kappa), fe(th.mean_cohen_kappa))
+    table.add_row("mean pairwise % agreement", fe(hh.mean_pairwise_percent_agreement), fe(th.mean_percent_agreement))
+    table.add_row(f"Krippendorff's alpha ({report.inputs.level})", fe(hh.krippendorff_alpha), f"{fe(th.alpha_teacher_substituted)} (substituted)")
+    table.add_row("alpha teacher vs majority", "", fe(tvm.krippendorff_alpha))
+    table.add_row("Fleiss' kappa (humans / + teacher)", fe(hh.fleiss_kappa), fe(th.with_teacher_added.fleiss_kappa))
+    table.add_row("Gwet's AC1 (humans / + teacher)", fe(hh.gwet_ac1), fe(th.with_teacher_added.gwet_ac1))
+    if report.calibration.available:
+        table.add_row("calibration ECE", "", f(report.calibration.ece))
+    console.print(table)
+    for w in report.warnings + report.alt_test.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if report.low_agreement_categories:
+        console.print("[yellow]humans disagree on:[/] " + ", ".join(report.low_agreement_categories))
+    colour = {True: "green", False: "red", None: "yellow"}[report.alt_test.passed]
+    console.print(f"[bold {colour}]{report.alt_test_verdict}[/]")
+    g = report.gate
+    if g.min_agreement is not None:
+        state = "[green]PASSED[/]" if g.passed else "[red]FAILED[/]"
+        console.print(f"Gate {state}: {g.metric} = {f(g.value)} (min {g.min_agreement:g})")
+    console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}; plots in {out})")
+    check_gate(report)

