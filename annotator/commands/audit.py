@@ -11,16 +11,17 @@ from rich.table import Table
 
 HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
-Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration) with:
-(1) teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
-(2) Cohen's/Fleiss' kappa, Krippendorff's alpha, Gwet's AC1 with bootstrap confidence intervals;
-(3) teacher-human vs human-human agreement, overall and per category (low-agreement categories flagged);
-(4) the Alternative Annotator Test (Calderon et al., ACL 2025): PASSED or FAILED;
-(5) calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
+Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration):
 
-HUMANS is long format (item_id|id, annotator, label) or wide format (item_id|id + one column per annotator),
-as CSV, JSONL or Parquet; empty cells are missing. TEACHER is a run directory / annotations.jsonl (failed rows
-are excluded and counted) or a table with item_id|id, label and optional confidence.
+1. teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
+2. Cohen's and Fleiss' kappa, Krippendorff's alpha, Gwet's AC1, with bootstrap confidence intervals;
+3. teacher-human next to human-human agreement, overall and per category (categories where humans disagree are flagged);
+4. the Alternative Annotator Test (Calderon et al., ACL 2025), with a PASSED or FAILED verdict;
+5. calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
+
+HUMANS: long format (item_id or id, annotator, label) or wide format (item_id or id, plus one column per annotator), as CSV, JSONL or Parquet; empty cells are missing ratings.
+
+TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence.
 
 Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
 """
@@ -33,8 +34,8 @@ def register(app: typer.Typer) -> None:
 def audit(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long or wide format."),
     teacher: Path = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence])."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [default: TEACHER_RUN/audit]."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal) [default: run.json labels, else all observed]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
     level: str = typer.Option("nominal", "--level", help="nominal | ordinal | interval. interval = numeric ratings; it also switches the alt-test scoring to negative RMSE."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
     gate_metric: str = typer.Option("krippendorff_alpha", "--gate-metric", help="krippendorff_alpha (teacher vs human majority, at --level) | cohen_kappa | gwet_ac1 | accuracy | macro_f1 | mean_cohen_kappa | alpha_substituted | winning_rate | advantage_probability."),
