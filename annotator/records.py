@@ -102,10 +102,10 @@ def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
 
 
 def read_manifest(path: str | Path) -> RunManifest | None:
-    """The run's manifest, or None when the path has none (e.g. a bare annotations file)."""
-    p = resolve_run_file(path, MANIFEST_FILE)
-    if p.is_dir() or not p.exists():
-        p = Path(path).parent / MANIFEST_FILE if not Path(path).is_dir() else p
-    if not p.exists():
+    """The run's manifest, given a run directory or any file inside it; None when there is none."""
+    p = Path(path)
+    run_dir = p if p.is_dir() else p.parent
+    manifest = run_dir / MANIFEST_FILE
+    if not manifest.exists():
         return None
-    return RunManifest.model_validate(json.loads(p.read_text(encoding="utf-8")))
+    return RunManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))

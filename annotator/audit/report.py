@@ -180,6 +180,8 @@ class AuditReport(_Model):
 
 # ---------------------------------------------------------------- Markdown
 
+MAX_PAIR_ROWS = 45
+
 
 def f(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -281,11 +283,14 @@ def render_markdown(r: AuditReport) -> str:
             ["Cohen's kappa (mean over pairs)", fe(hh.mean_pairwise_cohen_kappa), "-", fe(tvm.cohen_kappa)],
         ],
     )
-    L += ["Pairwise Cohen's kappa:", ""]
+    shown = [p for p in hh.pairs if p.n_items > 0]
+    L += ["Pairwise Cohen's kappa (means above use the pairs sharing at least 2 items):", ""]
     L += _table(
         ["rater A", "rater B", "items", "kappa", "agreement"],
-        [[p.a, p.b, p.n_items, f(p.cohen_kappa), f(p.percent_agreement)] for p in hh.pairs + th.per_annotator],
+        [[p.a, p.b, p.n_items, f(p.cohen_kappa), f(p.percent_agreement)] for p in shown[:MAX_PAIR_ROWS] + th.per_annotator],
     )
+    if len(shown) > MAX_PAIR_ROWS:
+        L += [f"({len(shown) - MAX_PAIR_ROWS} more human pairs in report.json.)", ""]
 
     L += ["## 3. Teacher-human vs human-human agreement", ""]
     L += _table(

@@ -19,14 +19,30 @@ from annotator.audit.calibration import calibrate
 from annotator.audit.dataset import AuditData, build, onehot
 from annotator.audit.humans import load_humans
 from annotator.audit.report import (
-    Agreement, AuditReport, Category, ClassMetrics, Classification, ConfusionMatrix, Coverage, Estimate, Gate,
-    GroupAgreement, HumanHuman, Inputs, Numeric, PairAgreement, SubstitutedAlpha, TeacherHuman, TeacherVsMajority,
+    Agreement,
+    AuditReport,
+    Category,
+    Classification,
+    ClassMetrics,
+    ConfusionMatrix,
+    Coverage,
+    Estimate,
+    Gate,
+    GroupAgreement,
+    HumanHuman,
+    Inputs,
+    Numeric,
+    PairAgreement,
+    SubstitutedAlpha,
+    TeacherHuman,
+    TeacherVsMajority,
     render_markdown,
 )
 from annotator.audit.teacher import load_teacher
 from annotator.errors import GateFailed, InputDataError
 
 LOW_CATEGORY_KAPPA = 0.4
+MAX_BOOTSTRAP_PAIRS = 60
 
 GATE_METRICS: dict[str, str] = {
     "krippendorff_alpha": "Krippendorff's alpha, teacher vs human majority, at --level",
@@ -78,33 +94,44 @@ class _Stats:
         self.t1 = onehot(d.teacher, self.k)
         self.m = len(d.annotators)
         self.pairs = list(combinations(range(self.m), 2))
+        # Pairs that share items; with very many annotators the pairwise means are not bootstrapped (too slow).
+        self.shared = [(a, b) for a, b in self.pairs if ((d.H[:, a] >= 0) & (d.H[:, b] >= 0)).sum() >= 2]
+        self.boot_pairs = self.shared if len(self.shared) <= MAX_BOOTSTRAP_PAIRS else None
         self.h1 = [onehot(d.H[:, j], self.k) for j in range(self.m)]
 
     def alpha(self, counts: np.ndarray) -> float:
         return ag.krippendorff_alpha(counts, self.d.level, self.d.values)
 
-    def __call__(self, idx: np.ndarray) -> dict[str, float]:
-        d, k = self.d, self.k
+    def resample(self, idx: np.ndarray) -> dict[str, float]:
+        """Statistics of one bootstrap sample; the per-pair ones only when there are not too many pairs."""
+        return self(idx, pairs=self.boot_pairs) if self.boot_pairs is not None else self(idx, per_pair=False)
+
+    def __call__(
+        self, idx: np.ndarray, pairs: list[tuple[int, int]] | None = None, per_pair: bool = True
+    ) -> dict[str, float]:
+        d, k, w = self.d, self.k, self.w
         H, t, C, gold = d.H[idx], d.teacher[idx], d.counts[idx], d.majority[idx]
         g = gold >= 0
         cm = cls.confusion_matrix(gold, t, k)
         s = cls.summary(cm)
         pair_counts = (onehot(gold, k) + self.t1[idx])[g]
+        Ct = C + self.t1[idx]
         out = {
             "accuracy": s["accuracy"], "micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"],
             "tvm_pa": ag.percent_agreement(gold, t),
-            "tvm_kappa": ag.kappa_from_confusion(cm, self.w),
+            "tvm_kappa": ag.kappa_from_confusion(cm, w),
             "tvm_alpha": self.alpha(pair_counts),
             "tvm_ac1": ag.gwet_ac1(pair_counts, k),
             "hh_fleiss": ag.fleiss_kappa(C), "hh_alpha": self.alpha(C), "hh_ac1": ag.gwet_ac1(C, k),
-            "hh_kappa": _nanmean([ag.cohen_kappa(H[:, a], H[:, b], k, self.w) for a, b in self.pairs]),
-            "hh_pa": _nanmean([ag.percent_agreement(H[:, a], H[:, b]) for a, b in self.pairs]),
-            "th_kappa": _nanmean([ag.cohen_kappa(t, H[:, j], k, self.w) for j in range(self.m)]),
+            "th_kappa": _nanmean([ag.cohen_kappa(t, H[:, j], k, w) for j in range(self.m)]),
             "th_pa": _nanmean([ag.percent_agreement(t, H[:, j]) for j in range(self.m)]),
+            "ht_fleiss": ag.fleiss_kappa(Ct), "ht_alpha": self.alpha(Ct), "ht_ac1": ag.gwet_ac1(Ct, k),
         }
-        Ct = C + self.t1[idx]
-        out.update({"ht_fleiss": ag.fleiss_kappa(Ct), "ht_alpha": self.alpha(Ct), "ht_ac1": ag.gwet_ac1(Ct, k)})
-        out["sub_alpha"] = _nanmean([self.alpha(self.substituted(idx, j)) for j in range(self.m)])
+        if per_pair:
+            pairs = self.shared if pairs is None else pairs
+            out["hh_kappa"] = _nanmean([ag.cohen_kappa(H[:, a], H[:, b], k, w) for a, b in pairs])
+            out["hh_pa"] = _nanmean([ag.percent_agreement(H[:, a], H[:, b]) for a, b in pairs])
+            out["sub_alpha"] = _nanmean([self.alpha(self.substituted(idx, j)) for j in range(self.m)])
         return out
 
     def substituted(self, idx: np.ndarray, j: int) -> np.ndarray:
@@ -163,7 +190,7 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
     n = len(d.items)
     point = stats(np.arange(n))
     confidence_level = 1.0 - opts.alpha
-    cis = bootstrap_ci(stats, n, opts.bootstrap, seed=opts.seed, confidence=confidence_level)
+    cis = bootstrap_ci(stats.resample, n, opts.bootstrap, seed=opts.seed, confidence=confidence_level)
 
     def est(key: str) -> Estimate:
         lo, hi = cis.get(key, (math.nan, math.nan))

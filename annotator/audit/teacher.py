@@ -52,7 +52,8 @@ def load_teacher(path: str | Path) -> TeacherAnnotations:
 
 
 def _load_run(p: Path) -> TeacherAnnotations:
-    manifest = read_manifest(p)
+    # read_manifest() given a *file* would parse that file itself; hand it the run directory instead.
+    manifest = read_manifest(p if p.is_dir() else p.parent)
     if manifest is not None:
         if manifest.task != "label":
             raise InputDataError(f"teacher run {p} is a '{manifest.task}' task; audit needs a single-label task")

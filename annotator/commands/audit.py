@@ -87,5 +87,6 @@ def audit(
     if g.min_agreement is not None:
         state = "[green]PASSED[/]" if g.passed else "[red]FAILED[/]"
         console.print(f"Gate {state}: {g.metric} = {f(g.value)} (min {g.min_agreement:g})")
-    console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}; plots in {out})")
+    pngs = [Path(v).name for k, v in report.files.items() if v.endswith(".png")]
+    console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}" + (f"; plots: {', '.join(pngs)})" if pngs else ")"))
     check_gate(report)
