@@ -102,7 +102,7 @@ class Pipeline:
 
     def preview(self) -> tuple[InputRow, list[dict[str, str]]]:
         """The first input row and its rendered prompt (used by `annotator validate`)."""
-        for row in iter_rows(self.cfg.input):
+        for row in iter_rows(self.cfg.input.model_copy(update={"limit": 1})):
             return row, self.render(row)
         raise InputDataError(f"input file has no rows: {self.cfg.input.path}")
 
