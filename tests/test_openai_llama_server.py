@@ -28,18 +28,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = log_path.open("w")  # a file, not a pipe: llama.cpp logs a lot and a full pipe would block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {proc.stderr.read()[-2000:]}")
+            pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
         try:
             if httpx.get(f"{base}/models", timeout=1).status_code == 200:
                 break
@@ -51,6 +53,7 @@ def llama_server():
     yield base
     proc.terminate()
     proc.wait(10)
+    log.close()
 
 
 def pipeline_file(tmp_path, base_url, mode, n=4):
@@ -69,8 +72,10 @@ def pipeline_file(tmp_path, base_url, mode, n=4):
     return p
 
 
-@pytest.mark.parametrize("mode", ["json_object", "json_schema"])
-def test_structured_modes_against_llama_server(tmp_path, llama_server, mode):
+def test_json_object_mode_against_llama_server(tmp_path, llama_server):
+    # llama-cpp-python's server takes the schema inside {"type": "json_object", "schema": ...}; it rejects the
+    # OpenAI {"type": "json_schema"} form, which tests/test_faults.py checks against the fault-injection server.
+    mode = "json_object"
     cfg = load_config(pipeline_file(tmp_path, llama_server, mode))
     manifest = asyncio.run(Pipeline(cfg).run())
     records = list(iter_annotations(cfg.output.dir))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -11,12 +11,14 @@ from rich.table import Table
 
 
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `annotator run` (or its annotations.jsonl).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: RUN_DIR/dataset].")] = None,
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory written by `annotator run` (or its annotations.jsonl).")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: RUN_DIR/dataset).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 42,
     split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
     min_confidence: Annotated[
-        Optional[float], typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
+        float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
     ] = None,
     fmt: Annotated[
         str,
@@ -26,7 +28,8 @@ def export(
         ),
     ] = "auto",
     push_to_hub: Annotated[
-        Optional[str], typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login).")
+        str | None,
+        typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login)."),
     ] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
 ) -> None:
@@ -37,11 +40,18 @@ def export(
     summary = export_run(
         run_dir,
         ExportOptions(
-            out=out, seed=seed, split=split, min_confidence=min_confidence, fmt=fmt, push_to_hub=push_to_hub, private=private
+            out=out,
+            seed=seed,
+            split=split,
+            min_confidence=min_confidence,
+            fmt=fmt,
+            push_to_hub=push_to_hub,
+            private=private,
         ),
     )
     c = summary.counts
-    table = Table(title=f"export: {summary.task} task, {summary.format} format", show_header=True)
+    console.print(f"[bold]{summary.task}[/] task exported as [bold]{summary.format}[/] rows")
+    table = Table(show_header=True)
     table.add_column("split")
     table.add_column("rows", justify="right")
     if summary.task != "label" or summary.format != "classification":
@@ -62,7 +72,7 @@ def export(
     console.print(f"{c.total} annotated rows -> {c.exported_items} exported; excluded: {', '.join(excluded)}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)")
+    console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)", soft_wrap=True)
     if summary.pushed_to:
         console.print(f"pushed to the Hub: {summary.pushed_to}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,26 +15,39 @@ def _fmt(x: float | None) -> str:
 
 
 def train_student_cmd(
-    dataset: Annotated[Path, typer.Argument(help="Folder written by `annotator export` (or the run dir holding dataset/).")],
+    dataset: Annotated[
+        Path, typer.Argument(help="Folder written by `annotator export` (or the run dir holding dataset/).")
+    ],
     gold: Annotated[
-        Optional[Path],
-        typer.Option(help="Human labels: item_id,annotator,label (majority vote; ties -> alphabetical), item_id,label, or wide."),
+        Path | None,
+        typer.Option(
+            help="Human labels: item_id,annotator,label (majority vote; ties -> alphabetical), item_id,label, or wide."
+        ),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: DATASET/../student].")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: DATASET/../student).")
+    ] = None,
     model: Annotated[
-        Optional[str], typer.Option(help="Base encoder: HF model name or local folder [default: the packaged all-MiniLM-L6-v2].")
+        str | None,
+        typer.Option(help="Base encoder: HF model name or local folder (default: the packaged all-MiniLM-L6-v2)."),
     ] = None,
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 10,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs).")] = None,
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 5e-5,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs).")
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate of the encoder (AdamW).")] = 2e-4,
+    head_lr: Annotated[
+        float | None,
+        typer.Option("--head-lr", help="Learning rate of the new classifier head (default: 1e-3; 0: same as --lr)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 16,
     max_length: Annotated[int, typer.Option("--max-length", help="Max tokens per text.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     sizes: Annotated[
-        Optional[str], typer.Option(help="Learning curve: training sizes, e.g. 100,500,1000 (clipped to the train split).")
+        str | None, typer.Option(help="Learning curve: training sizes, e.g. 100,500,1000 (clipped to the train split).")
     ] = None,
     thresholds: Annotated[
-        Optional[str], typer.Option(help="Confidence thresholds for accuracy-at-threshold [default: 0.5,0.7,0.9,1.0].")
+        str | None, typer.Option(help="Confidence thresholds for accuracy-at-threshold (default: 0.5,0.7,0.9,1.0).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
@@ -52,6 +65,8 @@ def train_student_cmd(
 
     if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 0 or (max_steps is not None and max_steps <= 0):
         raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
+    if head_lr is not None and head_lr < 0:
+        raise StudentError("--head-lr must be >= 0")
     console = Console()
     ds_dir = resolve_dataset_dir(dataset)
     out_dir = out or ds_dir.parent / "student"
@@ -60,57 +75,80 @@ def train_student_cmd(
         gold=gold,
         model=model,
         train=TrainConfig(
-            epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, max_steps=max_steps, seed=seed, device=device
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            max_length=max_length,
+            max_steps=max_steps,
+            seed=seed,
+            device=device,
+            **({} if head_lr is None else {"head_lr": head_lr or None}),
         ),
         sizes=parse_sizes(sizes),
         thresholds=parse_thresholds(thresholds),
         show_progress=progress,
     )
-    m = train_student(ds_dir, opts, log=lambda s: console.print(f"[dim]{s}[/]"))
+    m = train_student(ds_dir, opts, log=lambda s: console.print(f"[dim]{s}[/]", soft_wrap=True))
 
-    table = Table(title=f"student ({m.train_size} train items, {m.steps} steps, {m.train_seconds:.0f}s) vs teacher")
-    for c in ("scope", "items", "gold", "student acc", "student macro-F1", "teacher acc", "teacher macro-F1", "student~teacher"):
+    console.print(
+        f"student trained on {m.train_size} items: {m.steps} steps, {m.train_seconds:.0f}s, final loss {m.final_loss}"
+    )
+    table = Table(title="vs human gold (acc / macro-F1); agree = student == teacher")
+    for c in ("scope", "n", "gold", "student", "teacher", "agree"):
         table.add_column(c, justify="left" if c == "scope" else "right")
+
+    def pair(sc) -> str:
+        return "-" if sc is None else f"{_fmt(sc.accuracy)} / {_fmt(sc.macro_f1)}"
+
     for name, b in m.evaluation.items():
-        label = f"{name} ({m.eval_split})" if name == "test" else f"{name} (incl. train)"
+        label = m.eval_split if name == "test" else "all*"
         table.add_row(
             label,
             str(b.items),
             str(b.with_gold),
-            _fmt(b.student.accuracy if b.student else None),
-            _fmt(b.student.macro_f1 if b.student else None),
-            _fmt(b.teacher.accuracy if b.teacher else None),
-            _fmt(b.teacher.macro_f1 if b.teacher else None),
+            pair(b.student),
+            pair(b.teacher),
             _fmt(b.student_vs_teacher.accuracy if b.student_vs_teacher else None),
         )
     console.print(table)
+    if "all" in m.evaluation:
+        console.print("[dim]* all exported items, training items included[/]")
     scope = m.evaluation.get("test") or m.evaluation.get("all")
     if scope and scope.teacher_confidence_thresholds:
-        t = Table(title=f"accuracy vs gold at confidence >= threshold ({scope.scope} scope)")
-        for c in ("threshold", "teacher-conf n", "teacher acc", "student acc", "student-conf n", "teacher acc ", "student acc "):
-            t.add_column(c, justify="right")
-        for a, b in zip(scope.teacher_confidence_thresholds, scope.student_confidence_thresholds):
-            t.add_row(
-                f"{a.threshold:g}", str(a.n), _fmt(a.teacher_accuracy), _fmt(a.student_accuracy),
-                str(b.n), _fmt(b.teacher_accuracy), _fmt(b.student_accuracy),
-            )
+        t = Table(title=f"accuracy vs gold where confidence >= t ({scope.scope} scope)")
+        for c in ("selected by", "t", "n", "coverage", "teacher", "student"):
+            t.add_column(c, justify="left" if c == "selected by" else "right")
+        for who, rows in (
+            ("teacher conf", scope.teacher_confidence_thresholds),
+            ("student conf", scope.student_confidence_thresholds),
+        ):
+            for r in rows:
+                t.add_row(
+                    who,
+                    f"{r.threshold:g}",
+                    str(r.n),
+                    _fmt(r.coverage),
+                    _fmt(r.teacher_accuracy),
+                    _fmt(r.student_accuracy),
+                )
         console.print(t)
     if m.learning_curve:
         t = Table(title="learning curve (held-out scope)")
-        for c in ("train size", "steps", "student acc", "student macro-F1", "student~teacher"):
+        for c in ("train size", "steps", "student vs gold", "agree"):
             t.add_column(c, justify="right")
         for p in m.learning_curve:
             t.add_row(
                 f"{p.size}" + (" (clipped)" if p.clipped else ""),
                 str(p.steps),
-                _fmt(p.student.accuracy if p.student else None),
-                _fmt(p.student.macro_f1 if p.student else None),
+                pair(p.student),
                 _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
             )
         console.print(t)
     for note in m.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"model: [bold]{m.model_dir}[/]   metrics: [bold]{Path(opts.out) / 'metrics.json'}[/]")
+    console.print(
+        f"model: [bold]{m.model_dir}[/]   metrics: [bold]{Path(opts.out) / 'metrics.json'}[/]", soft_wrap=True
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,17 @@ def _feature_yaml(name: str, feature: Any) -> dict[str, Any]:
     return {"name": name, "dtype": dtype(feature)}
 
 
+def features_yaml(features: Any) -> list[dict[str, Any]]:
+    """``dataset_info.features`` as the Hub writes it (datasets' own serializer when it has one)."""
+    to_yaml = getattr(features, "_to_yaml_list", None)
+    if to_yaml is not None:
+        try:
+            return to_yaml()
+        except Exception:  # noqa: BLE001, S110 - private API: fall back to our own rendering
+            pass
+    return [_feature_yaml(k, v) for k, v in features.items()]
+
+
 def _size_category(n: int) -> str:
     for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < bound:
@@ -47,8 +58,15 @@ def front_matter(summary: ExportSummary, features: Any) -> dict[str, Any]:
         "size_categories": [_size_category(summary.counts.exported_rows)],
         "tags": ["annotator", "llm-annotated", "synthetic-labels"],
         "dataset_info": {
-            "features": [_feature_yaml(k, v) for k, v in features.items()],
-            "splits": [{"name": s, "num_examples": summary.counts.per_split[s]} for s in splits],
+            "features": features_yaml(features),
+            "splits": [
+                {
+                    "name": s,
+                    "num_bytes": int(summary.split_bytes.get(s, 0)),
+                    "num_examples": summary.counts.per_split[s],
+                }
+                for s in splits
+            ],
         },
         "configs": [
             {
@@ -79,7 +97,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows if row[-1] is not None]
     return "\n".join(lines)
 
 
@@ -87,13 +105,20 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
     descriptions = descriptions or {}
     c = summary.counts
     splits = list(c.per_split)
-    parts: list[str] = ["---", yaml.safe_dump(front_matter(summary, features), sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    parts: list[str] = [
+        "---",
+        yaml.safe_dump(front_matter(summary, features), sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+    ]
     title = summary.pipeline_name or "Annotated dataset"
     parts += [
         f"# {title}",
         "",
-        f"Labels produced by the teacher model **{summary.teacher_model}** with `annotator` "
-        f"({summary.task} task), exported as `{summary.format}` rows.",
+        (
+            f"Labels produced by the teacher model **{summary.teacher_model}** with `annotator` "
+            f"({summary.task} task), exported as `{summary.format}` rows."
+        ),
         "",
         "## Provenance",
         "",
@@ -109,7 +134,10 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
                 ["run started", summary.run_started_at],
                 ["run finished", summary.run_finished_at],
                 ["exported", summary.created_at],
-                ["split (seed)", ", ".join(f"{k} {v:g}" for k, v in summary.split_fractions.items()) + f" (seed {summary.seed})"],
+                [
+                    "split (seed)",
+                    ", ".join(f"{k} {v:g}" for k, v in summary.split_fractions.items()) + f" (seed {summary.seed})",
+                ],
                 ["min confidence", summary.min_confidence],
             ],
         ),
@@ -135,7 +163,9 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
         cols = [*splits, "all"]
         rows = []
         for name in summary.label_names:
-            rows.append([f"`{name}`", descriptions.get(name, ""), *[summary.label_distribution[s].get(name, 0) for s in cols]])
+            rows.append(
+                [f"`{name}`", descriptions.get(name, ""), *[summary.label_distribution[s].get(name, 0) for s in cols]]
+            )
         parts += ["## Label distribution", "", _table(["label", "description", *cols], rows), ""]
         if any(v is not None for v in summary.mean_confidence.values()):
             parts += [
@@ -174,8 +204,8 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
         "",
         "```python",
         "from datasets import load_from_disk, load_dataset",
-        "ds = load_from_disk(\"path/to/this/folder\")          # Arrow copy",
-        "ds = load_dataset(\"path/to/this/folder\")            # or the Parquet files via this card",
+        'ds = load_from_disk("path/to/this/folder")          # Arrow copy',
+        'ds = load_dataset("path/to/this/folder")            # or the Parquet files via this card',
         "```",
         "",
         "Labels come from an LLM teacher, not from humans: check the audit before trusting them.",

@@ -14,8 +14,20 @@ from pydantic import BaseModel, Field
 
 from annotator.errors import AnnotatorError, InputDataError
 from annotator.export.chat_formats import label_rows, qa_rows, rephrase_rows
-from annotator.export.splits import multilabel_strata, parse_split_spec, split_counts, stratified_assign
-from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest, iter_annotations, read_manifest
+from annotator.export.splits import (
+    multilabel_strata,
+    parse_split_spec,
+    split_counts,
+    stratified_assign,
+)
+from annotator.records import (
+    ANNOTATIONS_FILE,
+    MANIFEST_FILE,
+    AnnotationRecord,
+    RunManifest,
+    iter_annotations,
+    read_manifest,
+)
 
 EXPORT_FILE = "export.json"
 CARD_FILE = "README.md"
@@ -60,8 +72,11 @@ class ExportSummary(BaseModel):
     label_distribution: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Label tasks: split (and 'all') -> label -> rows carrying it."
     )
-    style_distribution: dict[str, dict[str, int]] = Field(default_factory=dict, description="Rephrase: split -> style -> rows.")
+    style_distribution: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Rephrase: split -> style -> rows."
+    )
     mean_confidence: dict[str, float | None] = Field(default_factory=dict)
+    split_bytes: dict[str, int] = Field(default_factory=dict, description="Arrow size of each split.")
     teacher_model: str | None = None
     backend: str | None = None
     template_path: str | None = None
@@ -96,11 +111,48 @@ def _run_base(run_dir: Path) -> Path:
     return run_dir if run_dir.is_dir() else run_dir.parent
 
 
-def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """Headline numbers of ``<run>/audit/report.json`` when it exists (its keys may vary).
+# Headline numbers of annotator's own audit report (annotator/audit/report.py), looked up defensively.
+AUDIT_HEADLINES = (
+    "gate.metric",
+    "gate.value",
+    "gate.min_agreement",
+    "gate.passed",
+    "alt_test_verdict",
+    "coverage.evaluated_items",
+    "coverage.teacher_failed",
+    "classification.accuracy",
+    "classification.macro_f1",
+    "agreement.teacher_vs_majority.cohen_kappa",
+    "agreement.teacher_vs_majority.krippendorff_alpha",
+    "agreement.human_human.krippendorff_alpha",
+    "agreement.human_human.mean_pairwise_cohen_kappa",
+    "agreement.teacher_human.mean_cohen_kappa",
+    "agreement.teacher_human.alpha_teacher_substituted",
+    "low_agreement_categories",
+)
 
-    Takes its ``summary`` (or ``headline``) mapping when there is one, otherwise the top-level scalar
-    entries; nested mappings of scalars one level down are flattened as ``outer.inner``.
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _headline_value(v: Any) -> tuple[bool, Any]:
+    """(usable, value): scalars as they are, estimates ``{value, ci_low, ci_high}`` as their value, short lists joined."""
+    if _scalar(v):
+        return True, v
+    if isinstance(v, dict) and "value" in v and _scalar(v["value"]):
+        return True, v["value"]
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return True, ", ".join(v) if v else "none"
+    return False, None
+
+
+def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Headline numbers of ``<run>/audit/report.json`` when it exists (read as generic JSON: keys may vary).
+
+    Order of preference: a ``summary``/``headline`` mapping; the known headline paths of annotator's
+    audit report (gate, teacher-vs-majority kappa, human alpha, accuracy, macro-F1...); otherwise the
+    top-level scalar entries (and one level of nested scalars, as ``outer.inner``).
     """
     path = _run_base(run_dir) / AUDIT_REPORT
     if not path.is_file():
@@ -111,22 +163,35 @@ def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None
         return {"note": "audit/report.json exists but is not readable JSON"}, str(path)
     if not isinstance(data, dict):
         return None, str(path)
-    source = data
-    for key in ("summary", "headline", "overall"):
-        if isinstance(data.get(key), dict):
-            source = data[key]
-            break
-
-    def scalar(v: Any) -> bool:
-        return v is None or isinstance(v, (str, int, float, bool))
-
     out: dict[str, Any] = {}
-    for k, v in source.items():
-        if scalar(v):
-            out[str(k)] = v
-        elif isinstance(v, dict) and v and all(scalar(x) for x in v.values()) and len(v) <= 12:
+    for key in ("summary", "headline", "headlines"):
+        if isinstance(data.get(key), dict):
+            for k, v in data[key].items():
+                ok, val = _headline_value(v)
+                if ok:
+                    out[str(k)] = val
+            if out:
+                return out, str(path)
+    for dotted in AUDIT_HEADLINES:
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        ok, val = _headline_value(node)
+        if node is not None and ok:
+            out[dotted] = round(val, 4) if isinstance(val, float) else val
+    if out:
+        return out, str(path)
+    for k, v in data.items():
+        ok, val = _headline_value(v)
+        if ok:
+            out[str(k)] = val
+        elif isinstance(v, dict) and v and len(v) <= 12:
             for k2, v2 in v.items():
-                out[f"{k}.{k2}"] = v2
+                ok2, val2 = _headline_value(v2)
+                if ok2:
+                    out[f"{k}.{k2}"] = val2
         if len(out) >= 40:
             break
     return out, str(path)
@@ -151,7 +216,9 @@ def _resolve_format(task: str, fmt: str) -> str:
     if task == "label":
         return "classification" if fmt == "auto" else fmt
     if fmt == "classification":
-        raise ExportError(f"--format classification needs a label task; this run is a {task} task (use chat or instruction)")
+        raise ExportError(
+            f"--format classification needs a label task; this run is a {task} task (use chat or instruction)"
+        )
     return "chat" if fmt == "auto" else fmt
 
 
@@ -206,14 +273,16 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     if not run_path.exists():
         raise InputDataError(f"run directory not found: {run_path}")
     if run_path.is_dir() and not (run_path / ANNOTATIONS_FILE).exists():
-        raise InputDataError(f"{run_path} is not a run directory: no {ANNOTATIONS_FILE} (run `annotator run PIPELINE.yaml` first)")
+        raise InputDataError(
+            f"{run_path} is not a run directory: no {ANNOTATIONS_FILE} (run `annotator run PIPELINE.yaml` first)"
+        )
     fractions = parse_split_spec(opts.split)
     if opts.min_confidence is not None and not (0.0 <= opts.min_confidence <= 1.0):
         raise ExportError(f"--min-confidence must be between 0 and 1, got {opts.min_confidence}")
     out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
 
     try:
-        manifest: RunManifest | None = read_manifest(run_path)
+        manifest: RunManifest | None = read_manifest(_run_base(run_path))
     except ValueError as exc:
         raise InputDataError(f"{_run_base(run_path) / MANIFEST_FILE} is not a valid run manifest: {exc}") from None
     records = list(iter_annotations(run_path))
@@ -279,8 +348,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         notes.append(f"too few items for split(s) {', '.join(empty)}: they are empty")
 
     # ---- rows
-    with_rationale = task == "label" and fmt == "classification" and any(
-        isinstance((r.output or {}).get("rationale"), str) for r, _ in kept
+    with_rationale = (
+        task == "label"
+        and fmt == "classification"
+        and any(isinstance((r.output or {}).get("rationale"), str) for r, _ in kept)
     )
     columns_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in split_names}
     for (rec, answer), split in zip(kept, assignment):
@@ -351,6 +422,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         label_distribution=label_dist,
         style_distribution=style_dist,
         mean_confidence=mean_conf,
+        split_bytes={s: int(dsd[s].data.nbytes) for s in split_names},
         teacher_model=manifest.model if manifest else records[0].model,
         backend=manifest.backend if manifest else None,
         template_path=manifest.template_path if manifest else None,
@@ -366,9 +438,13 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         notes=notes,
     )
 
+    import datasets
+
     from annotator.export.card import render_card
 
     staging = _prepare_out(out)
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
     try:
         dsd.save_to_disk(str(staging))
         (staging / PARQUET_DIR).mkdir()
@@ -382,13 +458,16 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     if log:
         log(f"wrote {counts.exported_rows} rows to {out}")
 
     if opts.push_to_hub:
         try:
             dsd.push_to_hub(opts.push_to_hub, private=opts.private)
-        except Exception as exc:  # network, auth, repo errors: one clear line
+        except Exception as exc:  # noqa: BLE001 - network, auth, repo errors: one clear line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"dataset saved to {out}, but push to hub {opts.push_to_hub!r} failed: {first}") from None
         summary.pushed_to = opts.push_to_hub

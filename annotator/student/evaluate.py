@@ -85,7 +85,12 @@ def _accuracy(gold: Sequence[Any], pred: Sequence[Any], multi_label: bool) -> fl
 
 
 def threshold_rows(
-    conf: Sequence[float], gold: Sequence[Any], teacher: Sequence[Any], student: Sequence[Any], thresholds: Sequence[float], multi_label: bool
+    conf: Sequence[float],
+    gold: Sequence[Any],
+    teacher: Sequence[Any],
+    student: Sequence[Any],
+    thresholds: Sequence[float],
+    multi_label: bool,
 ) -> list[ThresholdRow]:
     rows = []
     for t in thresholds:

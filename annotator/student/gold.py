@@ -110,4 +110,6 @@ def load_gold(path: str | Path, label_names: list[str] | None = None, multi_labe
             gold[item] = [best[0]]
     if not gold:
         raise InputDataError(f"gold labels {path}: no labels found")
-    return GoldLabels(labels=gold, path=str(path), format=fmt, n_annotators=n_ann, ties=ties, unknown_labels=dict(unknown))
+    return GoldLabels(
+        labels=gold, path=str(path), format=fmt, n_annotators=n_ann, ties=ties, unknown_labels=dict(unknown)
+    )

@@ -57,6 +57,7 @@ def load_tokenizer_and_model(
     label2id = {n: i for i, n in id2label.items()}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
+    hf_logging.disable_progress_bar()  # our own bar shows training; weight loading is instant
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForSequenceClassification.from_pretrained(

@@ -1,0 +1,384 @@
+"""`annotator export`: run dir -> DatasetDict (save_to_disk + Parquet + card + export.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from annotator.errors import AnnotatorError, InputDataError
+from annotator.records import AnnotationRecord, LabelInfo, RunManifest
+
+datasets = pytest.importorskip("datasets")
+
+LABELS = ["politics", "economy", "sport"]
+TOPIC_WORDS = {
+    "politics": "The parliament voted on the election law and the minister resigned",
+    "economy": "Inflation rose and the stock market fell as the central bank raised rates",
+    "sport": "The striker scored twice and the club won the league final",
+}
+
+
+def _manifest(task: str, labels: list[str], multi_label: bool, n: int, failed: int) -> RunManifest:
+    return RunManifest(
+        pipeline_name="news_test",
+        pipeline_path="pipelines/news_test.yaml",
+        config={"task": {"type": task, "multi_label": multi_label}, "samples": 3, "backend": {"kind": "fake"}},
+        task=task,  # type: ignore[arg-type]
+        labels=[LabelInfo(name=lab, description=f"about {lab}") for lab in labels],
+        multi_label=multi_label,
+        template_path="prompts/label.j2",
+        template_sha256="ab" * 32,
+        backend="fake",
+        model="teacher-model-x",
+        rows_total=n,
+        rows_ok=n - failed,
+        rows_failed=failed,
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:05:00+00:00",
+        annotator_version="0.1.0",
+    )
+
+
+def write_run(run: Path, records: list[AnnotationRecord], manifest: RunManifest | None) -> Path:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "annotations.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
+    if manifest is not None:
+        (run / "run.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    return run
+
+
+def make_label_run(
+    run: Path, n: int = 40, failed_every: int = 10, low_every: int = 8, multi_label: bool = False
+) -> Path:
+    """n rows cycling through LABELS; every `failed_every`-th failed, every `low_every`-th with confidence 1/3."""
+    recs = []
+    for i in range(n):
+        lab = LABELS[i % len(LABELS)]
+        rid = f"n{i:03d}"
+        text = f"{TOPIC_WORDS[lab]} (story {i})."
+        common = {
+            "id": rid,
+            "text": text,
+            "task": "label",
+            "model": "teacher-model-x",
+            "prompt_hash": "ab" * 32,
+            "samples": 3,
+        }
+        if failed_every and i % failed_every == failed_every - 1:
+            recs.append(AnnotationRecord(status="failed", error="invalid JSON", raw="{oops", **common))
+            continue
+        conf = 1 / 3 if (low_every and i % low_every == 0) else 1.0
+        if multi_label:
+            labs = [lab] + ([LABELS[(i + 1) % 3]] if i % 4 == 0 else [])
+            recs.append(AnnotationRecord(status="ok", output={"labels": labs}, labels=labs, confidence=conf, **common))
+        else:
+            recs.append(
+                AnnotationRecord(
+                    status="ok",
+                    output={"label": lab, "rationale": f"mentions {lab}"},
+                    label=lab,
+                    confidence=conf,
+                    votes={lab: 3},
+                    **common,
+                )
+            )
+    n_failed = sum(r.status == "failed" for r in recs)
+    return write_run(run, recs, _manifest("label", LABELS, multi_label, n, n_failed))
+
+
+def make_gen_run(run: Path, task: str, n: int = 10) -> Path:
+    recs = []
+    for i in range(n):
+        common = {
+            "id": f"d{i}",
+            "text": f"Document {i}. The river Arn flows north.",
+            "task": task,
+            "model": "t",
+            "prompt_hash": "cd" * 32,
+        }
+        if i == n - 1:
+            recs.append(AnnotationRecord(status="failed", error="timeout", **common))
+        elif task == "rephrase":
+            out = {
+                "paraphrases": [{"style": "formal", "text": f"Formal {i}"}, {"style": "casual", "text": f"Casual {i}"}]
+            }
+            recs.append(AnnotationRecord(status="ok", output=out, **common))
+        else:
+            out = {
+                "pairs": [
+                    {
+                        "question": f"Which way does the Arn flow ({i})?",
+                        "answer": "North.",
+                        "evidence": "The river Arn flows north.",
+                    }
+                ]
+            }
+            recs.append(AnnotationRecord(status="ok", output=out, **common))
+    return write_run(run, recs, _manifest(task, [], False, n, 1))
+
+
+def export(run: Path, out: Path, **kw):
+    from annotator.export import ExportOptions, export_run
+
+    return export_run(run, ExportOptions(out=out, **kw))
+
+
+# ------------------------------------------------------------------------------------------------ label
+
+
+def test_export_single_label(tmp_path):
+    run = make_label_run(tmp_path / "run")
+    (run / "audit").mkdir()
+    (run / "audit" / "report.json").write_text(
+        json.dumps({"summary": {"teacher_kappa": 0.731, "human_alpha": 0.62, "n_items": 36}, "per_item": [1, 2]})
+    )
+    out = tmp_path / "ds"
+    s = export(run, out, seed=7, min_confidence=0.5)
+
+    # 40 rows: 4 failed (i=9,19,29,39), low confidence at i=0,8,16,24,32 -> 5 below threshold
+    assert s.counts.total == 40
+    assert s.counts.failed_excluded == 4
+    assert s.counts.below_threshold_excluded == 5
+    assert s.counts.exported_rows == 31 == sum(s.counts.per_split.values())
+
+    dsd = datasets.load_from_disk(str(out))
+    assert list(dsd) == ["train", "validation", "test"]
+    feat = dsd["train"].features
+    assert isinstance(feat["label"], datasets.ClassLabel)
+    assert feat["label"].names == LABELS
+    assert {"id", "text", "label", "confidence", "rationale"} <= set(feat)
+    sizes = {k: len(v) for k, v in dsd.items()}
+    assert sizes == s.counts.per_split
+    assert sizes["train"] == 25 and sizes["validation"] == 3 and sizes["test"] == 3  # 31 * .8/.1/.1, largest remainder
+    ids = [i for split in dsd.values() for i in split["id"]]
+    assert len(ids) == len(set(ids)) == 31
+    assert all(min(c) >= 0.5 for c in [d["confidence"] for d in dsd.values()])
+    # stratified: every label in train, and the distribution recorded per split
+    assert set(dsd["train"]["label"]) == {0, 1, 2}
+    for split, d in dsd.items():
+        counts = Counter(feat["label"].int2str(x) for x in d["label"])
+        assert s.label_distribution[split] == {lab: counts.get(lab, 0) for lab in LABELS}
+
+    # parquet copy + export.json + card
+    for split, n in sizes.items():
+        p = out / "parquet" / f"{split}.parquet"
+        assert p.is_file()
+        assert len(datasets.Dataset.from_parquet(str(p))) == n
+    ej = json.loads((out / "export.json").read_text())
+    assert ej["counts"]["failed_excluded"] == 4 and ej["counts"]["below_threshold_excluded"] == 5
+    assert ej["template_sha256"] == "ab" * 32 and ej["teacher_model"] == "teacher-model-x"
+    assert ej["audit_summary"] == {"teacher_kappa": 0.731, "human_alpha": 0.62, "n_items": 36}
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n")
+    import yaml
+
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["annotator"]["teacher_model"] == "teacher-model-x"
+    assert meta["annotator"]["template_sha256"] == "ab" * 32
+    assert [x["num_examples"] for x in meta["dataset_info"]["splits"]] == [25, 3, 3]
+    assert "teacher_kappa" in card and "0.731" in card
+    assert "failed (excluded) | 4" in card
+    assert "`politics`" in card  # label distribution table
+    assert "samples: 3" in card  # pipeline config
+
+
+def test_split_is_seeded(tmp_path):
+    run = make_label_run(tmp_path / "run", n=60, failed_every=0, low_every=0)
+    a = export(run, tmp_path / "a", seed=1)
+    export(run, tmp_path / "b", seed=1)
+    c = export(run, tmp_path / "c", seed=2)
+    ids = lambda p: {s: sorted(d["id"]) for s, d in datasets.load_from_disk(str(p)).items()}
+    assert ids(tmp_path / "a") == ids(tmp_path / "b")
+    assert ids(tmp_path / "a") != ids(tmp_path / "c")
+    assert a.counts.per_split == c.counts.per_split == {"train": 48, "validation": 6, "test": 6}
+    # exactly stratified: 20 per label -> 16/2/2
+    for split, n in (("train", 16), ("validation", 2), ("test", 2)):
+        assert set(a.label_distribution[split].values()) == {n}
+
+
+def test_two_way_split_and_overwrite(tmp_path):
+    run = make_label_run(tmp_path / "run", n=20, failed_every=0, low_every=0)
+    out = tmp_path / "ds"
+    export(run, out, split="0.75,0.25")
+    s = export(run, out, split="0.5,0.5")  # re-export replaces the previous one
+    dsd = datasets.load_from_disk(str(out))
+    assert list(dsd) == ["train", "test"] and s.counts.per_split == {"train": 10, "test": 10}
+    assert not (out.parent / ".ds.partial").exists()
+
+
+def test_tiny_classes_fall_back_to_train(tmp_path):
+    from annotator.export.splits import parse_split_spec, stratified_assign
+
+    strata = ["a"] * 20 + ["b"] * 2 + ["c"]
+    split = stratified_assign(strata, parse_split_spec("0.8,0.1,0.1"), seed=0)
+    assert Counter(split) == {"train": 19, "validation": 2, "test": 2}  # 18.4/2.3/2.3
+    got = Counter(zip(strata, split))
+    assert got[("c", "train")] == 1 and got[("b", "train")] >= 1
+
+
+def test_export_multi_label(tmp_path):
+    run = make_label_run(tmp_path / "run", n=30, multi_label=True)
+    s = export(run, tmp_path / "ds")
+    dsd = datasets.load_from_disk(str(tmp_path / "ds"))
+    feat = dsd["train"].features["labels"]
+    assert isinstance(feat, (datasets.Sequence, getattr(datasets, "List", datasets.Sequence)))
+    assert isinstance(feat.feature, datasets.ClassLabel) and feat.feature.names == LABELS
+    rows = {r["id"]: r["labels"] for d in dsd.values() for r in d}
+    assert sorted(rows["n004"]) == [1, 2]  # i=4: economy + sport
+    assert s.multi_label and s.counts.failed_excluded == 3
+    assert "labels" in s.columns and "label" not in s.columns
+
+
+def test_export_without_manifest_infers_labels(tmp_path):
+    run = make_label_run(tmp_path / "run", n=12, failed_every=0, low_every=0)
+    (run / "run.json").unlink()
+    s = export(run, tmp_path / "ds")
+    assert s.label_names == sorted(LABELS)
+    assert any("no run.json" in n for n in s.notes)
+
+
+def test_label_task_as_chat(tmp_path):
+    run = make_label_run(tmp_path / "run", n=12, failed_every=0, low_every=0)
+    export(run, tmp_path / "ds", fmt="chat")
+    row = datasets.load_from_disk(str(tmp_path / "ds"))["train"][0]
+    roles = [m["role"] for m in row["messages"]]
+    assert roles == ["system", "user", "assistant"]
+    assert row["messages"][2]["content"] in LABELS and "politics" in row["messages"][0]["content"]
+
+
+# ------------------------------------------------------------------------------------------------ rephrase / qa
+
+
+def test_rephrase_chat_and_instruction(tmp_path):
+    run = make_gen_run(tmp_path / "run", "rephrase", n=11)
+    s = export(run, tmp_path / "chat")
+    assert s.format == "chat" and s.counts.failed_excluded == 1 and s.counts.exported_items == 10
+    dsd = datasets.load_from_disk(str(tmp_path / "chat"))
+    assert sum(len(d) for d in dsd.values()) == 20 == s.counts.exported_rows
+    row = dsd["train"][0]
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["style"] in ("formal", "casual") and row["messages"][2]["content"].split()[0].lower() == row["style"]
+    # both paraphrases of one source item stay in one split
+    where = {}
+    for split, d in dsd.items():
+        for src in d["source_id"]:
+            assert where.setdefault(src, split) == split
+    assert s.style_distribution["all"] == {"casual": 10, "formal": 10}
+
+    s2 = export(run, tmp_path / "inst", fmt="instruction")
+    d2 = datasets.load_from_disk(str(tmp_path / "inst"))["train"]
+    assert {"instruction", "input", "output", "style", "source_id"} <= set(d2.column_names)
+    assert d2[0]["input"].startswith("Document") and s2.format == "instruction"
+
+
+def test_qa_chat(tmp_path):
+    run = make_gen_run(tmp_path / "run", "qa", n=6)
+    s = export(run, tmp_path / "ds", split="0.6,0.2,0.2", min_confidence=0.9)
+    dsd = datasets.load_from_disk(str(tmp_path / "ds"))
+    row = dsd["train"][0]
+    assert "Passage:" in row["messages"][1]["content"] and row["messages"][2]["content"] == "North."
+    assert row["evidence"] == "The river Arn flows north."
+    assert s.counts.exported_rows == 5 and any("ignored" in n for n in s.notes)
+    with pytest.raises(AnnotatorError, match="classification"):
+        export(run, tmp_path / "bad", fmt="classification")
+
+
+# ------------------------------------------------------------------------------------------------ errors / CLI
+
+
+def test_missing_run_dir(tmp_path):
+    with pytest.raises(InputDataError, match="not found"):
+        export(tmp_path / "nope", tmp_path / "ds")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputDataError, match="annotations.jsonl"):
+        export(tmp_path / "empty", tmp_path / "ds")
+
+
+@pytest.mark.parametrize("spec", ["0.8,0.1", "a,b,c", "0.8,0.1,0.1,0", "0.5,0.6,0.1", "0,0.5,0.5", "-0.2,0.6,0.6", ""])
+def test_bad_split(tmp_path, spec):
+    run = make_label_run(tmp_path / "run", n=10)
+    if spec == "0.8,0.1":
+        with pytest.raises(AnnotatorError):
+            export(run, tmp_path / "ds", split="0.8,0.1")  # sums to 0.9
+        return
+    with pytest.raises(AnnotatorError, match="--split"):
+        export(run, tmp_path / "ds", split=spec)
+
+
+def test_refuses_to_clobber_other_dirs(tmp_path):
+    run = make_label_run(tmp_path / "run", n=10)
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(AnnotatorError, match="refusing"):
+        export(run, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_all_failed_is_an_error(tmp_path):
+    run = make_label_run(tmp_path / "run", n=3, failed_every=1)
+    with pytest.raises(AnnotatorError, match="nothing to export"):
+        export(run, tmp_path / "ds")
+
+
+def test_cli_export(tmp_path, capsys):
+    from annotator.cli import main
+
+    run = make_label_run(tmp_path / "run", n=20)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(run), "--split", "0.8,0.2", "--seed", "3", "--min-confidence", "0.9"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "20 annotated rows" in out and "2 failed" in out
+    assert (run / "dataset" / "dataset_dict.json").is_file()  # default --out RUN/dataset
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "not found" in err and "Traceback" not in err
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(run), "--split", "80/20"])
+    assert exc.value.code == 2
+    assert "--split" in capsys.readouterr().err
+
+
+def test_audit_headlines_from_annotator_report(tmp_path):
+    from annotator.export.dataset_builder import load_audit_summary
+
+    run = make_label_run(tmp_path / "run", n=12)
+    (run / "audit").mkdir()
+    est = lambda v: {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}
+    (run / "audit" / "report.json").write_text(
+        json.dumps(
+            {
+                "annotator_version": "0.1.0",
+                "classification": {"n_items": 70, "accuracy": est(0.9), "macro_f1": est(0.88), "per_class": []},
+                "agreement": {
+                    "teacher_vs_majority": {"cohen_kappa": est(0.81234)},
+                    "human_human": {"krippendorff_alpha": est(0.7)},
+                },
+                "gate": {"metric": "kappa", "value": 0.81, "passed": True},
+                "low_agreement_categories": ["health"],
+            }
+        )
+    )
+    got, path = load_audit_summary(run)
+    assert path.endswith("report.json")
+    assert got["classification.accuracy"] == 0.9 and got["agreement.teacher_vs_majority.cohen_kappa"] == 0.8123
+    assert got["gate.passed"] is True and got["low_agreement_categories"] == "health"
+    card = export(run, tmp_path / "ds").out and (tmp_path / "ds" / "README.md").read_text()
+    assert "agreement.human_human.krippendorff_alpha | 0.7" in card
+
+    (run / "audit" / "report.json").write_text(json.dumps({"kappa": 0.5, "nested": {"alpha": 0.4}, "rows": [1, 2]}))
+    assert load_audit_summary(run)[0] == {"kappa": 0.5, "nested.alpha": 0.4}
+    (run / "audit" / "report.json").write_text("{not json")
+    assert "note" in load_audit_summary(run)[0]
