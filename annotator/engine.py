@@ -23,7 +23,7 @@ import annotator
 from annotator.backends import Backend, GenerationRequest, build_backend
 from annotator.cache import ResultStore, SampleResult, cache_key
 from annotator.config import LabelTaskConfig, PipelineConfig
-from annotator.errors import BackendError, InputDataError
+from annotator.errors import BackendError, InputDataError, TemplateError
 from annotator.inputs import InputRow, count_rows, iter_rows
 from annotator.records import (
     ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunManifest,
@@ -188,7 +188,10 @@ class Pipeline:
         max_chars = self.cfg.input.max_chars
         if max_chars and len(row.text) > max_chars:
             return self._failed(row, f"text too long ({len(row.text)} > input.max_chars={max_chars} characters)", model)
-        messages = self.render(row)
+        try:
+            messages = self.render(row)
+        except TemplateError as exc:  # this row's data does not fit the template (the first row did: preview)
+            return self._failed(row, f"prompt could not be rendered: {exc}", model)
         prompt_hash = cache_key({"messages": messages})[:16]
         budget = _RowBudget(self.cfg.validation.max_tokens_per_row)
         results = await asyncio.gather(*(
@@ -220,7 +223,9 @@ class Pipeline:
         store = ResultStore(self.out_dir / CACHE_FILE)
         store.start_run()
         sem = asyncio.Semaphore(backend.max_concurrency)
-        window = asyncio.Semaphore(max(64, backend.max_concurrency * 2))
+        # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
+        # (llama.cpp reuses the KV cache of a shared prompt prefix)
+        window = asyncio.Semaphore(max(2, backend.max_concurrency * 2))
         pending: set[asyncio.Task[None]] = set()
         errors: list[BaseException] = []
 

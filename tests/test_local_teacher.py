@@ -41,7 +41,7 @@ def test_model_file_found_without_importing_the_package():
 
 
 def test_local_label_run_then_rerun_makes_zero_teacher_calls(tmp_path):
-    cfg_path = demo_subset(tmp_path, 6)
+    cfg_path = demo_subset(tmp_path, 6, samples=1)
     manifest = _run(cfg_path)
     records = list(iter_annotations(tmp_path / "out"))
     assert [r.id for r in records] == [f"n00{i}" for i in range(1, 7)]
@@ -70,7 +70,7 @@ def test_self_consistency_votes_with_real_model(tmp_path):
 
 
 def test_cli_run_and_validate(tmp_path):
-    cfg_path = demo_subset(tmp_path, 2)
+    cfg_path = demo_subset(tmp_path, 2, samples=1)
     env = {**os.environ, "COLUMNS": "200"}
     v = subprocess.run([*ANNOTATOR, "validate", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert v.returncode == 0, v.stderr
