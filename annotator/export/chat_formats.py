@@ -39,23 +39,30 @@ def _label_instruction(label_names: list[str], descriptions: dict[str, str], mul
     return ask + "\n" + "\n".join(lines)
 
 
+def _format_row(
+    row: dict[str, Any], fmt: str, system: str, user: str, instruction: str, source: str, answer: str
+) -> dict[str, Any]:
+    """Fill ``row`` in the chat (system/user/assistant messages) or instruction (Alpaca) format."""
+    if fmt == "chat":
+        row["messages"] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": answer},
+        ]
+    else:
+        row.update(instruction=instruction, input=source, output=answer)
+    return row
+
+
 def rephrase_rows(rec: AnnotationRecord, fmt: str) -> list[dict[str, Any]]:
     rows = []
     for i, p in enumerate((rec.output or {}).get("paraphrases") or []):
         style, text = str(p.get("style") or ""), str(p.get("text") or "")
         if not text.strip():
             continue
-        row: dict[str, Any] = {"id": f"{rec.id}#{i}", "source_id": rec.id, "style": style}
         instruction = _rephrase_instruction(style)
-        if fmt == "chat":
-            row["messages"] = [
-                {"role": "system", "content": REPHRASE_SYSTEM},
-                {"role": "user", "content": f"{instruction}\n\n{rec.text}"},
-                {"role": "assistant", "content": text},
-            ]
-        else:
-            row.update(instruction=instruction, input=rec.text, output=text)
-        rows.append(row)
+        row: dict[str, Any] = {"id": f"{rec.id}#{i}", "source_id": rec.id, "style": style}
+        rows.append(_format_row(row, fmt, REPHRASE_SYSTEM, f"{instruction}\n\n{rec.text}", instruction, rec.text, text))
     return rows
 
 
@@ -66,14 +73,7 @@ def qa_rows(rec: AnnotationRecord, fmt: str) -> list[dict[str, Any]]:
         if not q.strip() or not a.strip():
             continue
         row: dict[str, Any] = {"id": f"{rec.id}#{i}", "source_id": rec.id}
-        if fmt == "chat":
-            row["messages"] = [
-                {"role": "system", "content": QA_SYSTEM},
-                {"role": "user", "content": f"Passage:\n{rec.text}\n\nQuestion: {q}"},
-                {"role": "assistant", "content": a},
-            ]
-        else:
-            row.update(instruction=q, input=rec.text, output=a)
+        _format_row(row, fmt, QA_SYSTEM, f"Passage:\n{rec.text}\n\nQuestion: {q}", q, rec.text, a)
         row["evidence"] = str(p.get("evidence") or "")
         rows.append(row)
     return rows
@@ -88,15 +88,7 @@ def label_rows(
     answer: list[str],
 ) -> list[dict[str, Any]]:
     instruction = _label_instruction(label_names, descriptions, multi_label)
-    out = ", ".join(answer)
     row: dict[str, Any] = {"id": rec.id, "source_id": rec.id}
-    if fmt == "chat":
-        row["messages"] = [
-            {"role": "system", "content": instruction},
-            {"role": "user", "content": rec.text},
-            {"role": "assistant", "content": out},
-        ]
-    else:
-        row.update(instruction=instruction, input=rec.text, output=out)
+    _format_row(row, fmt, instruction, rec.text, instruction, rec.text, ", ".join(answer))
     row["confidence"] = rec.confidence
     return [row]
