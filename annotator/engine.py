@@ -13,11 +13,10 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 import annotator
 from annotator.backends import Backend, GenerationRequest, build_backend
@@ -26,25 +25,18 @@ from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.errors import BackendError, InputDataError, TemplateError
 from annotator.inputs import InputRow, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunManifest,
+    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunCounts, RunManifest,
 )
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate, default_template_path
 
 
-@dataclass
-class RunStats:
+class RunStats(RunCounts):
     """Live counters (the progress bar reads these)."""
 
-    rows_total: int = 0
     rows_done: int = 0
-    rows_ok: int = 0
-    rows_failed: int = 0
-    teacher_calls: int = 0
-    cache_hits: int = 0
-    tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
+    started: float = Field(default_factory=time.monotonic)
 
     @property
     def rows_per_s(self) -> float:
@@ -303,12 +295,7 @@ class Pipeline:
             template_sha256=self.template.sha256,
             backend=backend.name,
             model=backend.model_id,
-            rows_total=self.stats.rows_done,
-            rows_ok=self.stats.rows_ok,
-            rows_failed=self.stats.rows_failed,
-            teacher_calls=self.stats.teacher_calls,
-            cache_hits=self.stats.cache_hits,
-            tokens=self.stats.tokens,
+            **self.stats.model_dump(include=set(RunCounts.model_fields)) | {"rows_total": self.stats.rows_done},
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,

@@ -55,7 +55,18 @@ class LabelInfo(BaseModel):
     description: str = ""
 
 
-class RunManifest(BaseModel):
+class RunCounts(BaseModel):
+    """What a run did (live counters during a run, final numbers in ``run.json``)."""
+
+    rows_total: int = 0
+    rows_ok: int = 0
+    rows_failed: int = 0
+    teacher_calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+
+
+class RunManifest(RunCounts):
     """Provenance of a run; written to ``run.json``."""
 
     pipeline_name: str
@@ -68,12 +79,6 @@ class RunManifest(BaseModel):
     template_sha256: str
     backend: str
     model: str
-    rows_total: int = 0
-    rows_ok: int = 0
-    rows_failed: int = 0
-    teacher_calls: int = 0
-    cache_hits: int = 0
-    tokens: int = 0
     started_at: str
     finished_at: str | None = None
     annotator_version: str
