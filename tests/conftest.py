@@ -73,7 +73,7 @@ class ServerHandle:
         """Clear counters and set the default config (plus ``config`` overrides)."""
         self._call("POST", "/reset", {})
         defaults = {"latency": 0.0, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50,
-                    "completion_tokens": 10, "record_times": True}
+                    "completion_tokens": 10, "record_times": True, "max_prompt_chars": 0}
         self._call("POST", "/config", {**defaults, **config})
 
     def configure(self, **config: Any) -> dict[str, Any]:
@@ -226,3 +226,17 @@ def spawn_cli(*args: str, **env: str) -> subprocess.Popen[str]:
     """Start ``annotator ...`` without waiting (crash tests); stdout+stderr go to one pipe."""
     return subprocess.Popen([*annotator_cmd(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=subprocess_env(**env), cwd=str(REPO))
+
+
+# -- in-process runs -----------------------------------------------------------------------------------------
+def run_pipeline(yaml_path: Path, retry_failed: bool = False, backend: Any = None):
+    """Run a pipeline in this process; return ``(manifest, records_by_id)`` (records as dicts)."""
+    import asyncio
+
+    from annotator.config import load_config
+    from annotator.engine import Pipeline
+
+    cfg = load_config(yaml_path)
+    manifest = asyncio.run(Pipeline(cfg, backend=backend, retry_failed=retry_failed).run())
+    records = read_annotations(cfg.output.dir)
+    return manifest, {r["id"]: r for r in records}

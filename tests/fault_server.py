@@ -18,6 +18,7 @@ Faults, by marker in the item text (the part of the prompt after ``Text:``):
     [[length]]       200 with truncated JSON and finish_reason "length"
     [[garbage]]      200 whose HTTP body is not JSON at all
     [[nochoices]]    200 with an empty ``choices`` list
+    [[wrongshape]]   200 with JSON that is not a chat completion (``choices`` is a string)
     [[KIND:N]]       the fault for the item's first N requests only, then valid answers
     [[flaky:N]]      = [[500:N]]
 
@@ -26,7 +27,8 @@ or by global request number (1-based): ``POST /config {"by_request": {"3": "500"
 Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_request``), ``POST /config`` with any
 of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
 ``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens`` (usage reported per answer, fixed so
-tests can compute token budgets), ``by_request``, ``record_times`` (keep per-item arrival times).
+tests can compute token budgets), ``by_request``, ``record_times`` (keep per-item arrival times),
+``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit).
 
 Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
 """
@@ -122,7 +124,7 @@ class FaultServer:
     def __init__(self, latency: float = 0.0):
         self.cfg: dict[str, Any] = {
             "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
-            "by_request": {}, "record_times": True,
+            "by_request": {}, "record_times": True, "max_prompt_chars": 0,
         }
         self.reset()
 
@@ -160,7 +162,7 @@ class FaultServer:
                         headers[k.strip().lower()] = v.strip()
                 n = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(n) if n else b""
-                keep = await self.dispatch(method, path.split("?", 1)[0], body, writer)
+                keep = await self.dispatch(method, path.split("?", 1)[0], body, reader, writer)
                 if not keep or headers.get("connection", "").lower() == "close":
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -180,7 +182,8 @@ class FaultServer:
         hdrs += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(hdrs) + "\r\n\r\n").encode("latin-1") + data)
 
-    async def dispatch(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def dispatch(self, method: str, path: str, body: bytes, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> bool:
         if method == "GET" and path == "/stats":
             self._send(writer, 200, self.stats())
         elif method == "GET" and path in ("/health", "/v1/models"):
@@ -192,7 +195,7 @@ class FaultServer:
             self.cfg.update(json.loads(body or b"{}"))
             self._send(writer, 200, self.cfg)
         elif method == "POST" and path.endswith("/chat/completions"):
-            return await self.completion(body, writer)
+            return await self.completion(body, reader, writer)
         else:
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
         await writer.drain()
@@ -210,7 +213,7 @@ class FaultServer:
                 return kind
         return None
 
-    async def completion(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def completion(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         req = json.loads(body)
         key = item_key(req.get("messages") or [])
         self.total += 1
@@ -219,6 +222,9 @@ class FaultServer:
         if self.cfg["record_times"]:
             self.times[key].append(time.time())
         fault = self._fault_for(key, nth, self.by_item[key])
+        limit = self.cfg["max_prompt_chars"]
+        if limit and sum(len(str(m.get("content") or "")) for m in req.get("messages") or []) > limit:
+            fault = "context"
         if fault:
             self.faults[fault] += 1
         self.in_flight += 1
@@ -226,17 +232,27 @@ class FaultServer:
         try:
             if self.cfg["latency"]:
                 await asyncio.sleep(self.cfg["latency"])
-            return await self._answer(req, key, fault, writer)
+            return await self._answer(req, key, fault, reader, writer)
         finally:
             self.in_flight -= 1
 
-    async def _answer(self, req: dict[str, Any], key: str, fault: str | None, writer: asyncio.StreamWriter) -> bool:
-        if fault == "timeout":
-            await asyncio.sleep(self.cfg["hang"])
+    async def _answer(self, req: dict[str, Any], key: str, fault: str | None, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> bool:
+        if fault == "timeout":  # hold the request until the client gives up (closes) or ``hang`` passes
+            try:
+                await asyncio.wait_for(reader.read(1), self.cfg["hang"])
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
             return False
         if fault == "drop":
             writer.transport.abort()
             return False
+        if fault == "context":
+            self._send(writer, 400, {"error": {
+                "message": f"This model's maximum context length is {self.cfg['max_prompt_chars']} characters",
+                "type": "invalid_request_error", "code": "context_length_exceeded"}})
+            await writer.drain()
+            return True
         if fault and fault.isdigit():
             status = int(fault)
             extra = {"Retry-After": str(self.cfg["retry_after"])} if status == 429 else None
@@ -246,6 +262,10 @@ class FaultServer:
             return True
         if fault == "garbage":
             self._send(writer, 200, None, raw=b"<html>this is not json")
+            await writer.drain()
+            return True
+        if fault == "wrongshape":
+            self._send(writer, 200, {"id": "x", "object": "chat.completion", "choices": "nope"})
             await writer.drain()
             return True
 
