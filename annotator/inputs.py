@@ -30,26 +30,31 @@ class InputRow:
     columns: dict[str, Any]
 
 
-def detect_format(cfg: InputConfig) -> str:
-    if cfg.format != "auto":
-        return cfg.format
-    fmt = _FORMATS.get(cfg.path.suffix.lower())
-    if fmt is None:
+def check_table_file(path: Path, what: str, fmt: str = "auto") -> str:
+    """Check that ``path`` is a non-empty file; return its format (csv, jsonl or parquet).
+
+    ``what`` names the file in messages ("input", "human annotations", ...); ``fmt`` overrides the extension.
+    """
+    if not path.exists():
+        raise InputDataError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise InputDataError(f"{what} path is a directory, expected a file: {path}")
+    if path.stat().st_size == 0:
+        raise InputDataError(f"{what} file is empty: {path}")
+    if fmt != "auto":
+        return fmt
+    detected = _FORMATS.get(path.suffix.lower())
+    if detected is None:
         raise InputDataError(
-            f"cannot tell the format of {cfg.path} from its extension; set input.format to csv, jsonl or parquet"
+            f"cannot tell the format of {what} file {path} from its extension: use .csv, .tsv, .jsonl or "
+            ".parquet (for a pipeline input, or set input.format)"
         )
-    return fmt
+    return detected
 
 
 def _scan(cfg: InputConfig) -> pl.LazyFrame:
     path = cfg.path
-    if not path.exists():
-        raise InputDataError(f"input file not found: {path}")
-    if path.is_dir():
-        raise InputDataError(f"input path is a directory, expected a file: {path}")
-    if path.stat().st_size == 0:
-        raise InputDataError(f"input file is empty: {path}")
-    fmt = detect_format(cfg)
+    fmt = check_table_file(path, "input", cfg.format)
     if fmt == "csv":
         # polars' streaming CSV source reads ahead in chunks sized from the file (~300 MB of decoded rows
         # buffered for a 200 MB file, whatever the consumer's pace); 1 MiB chunks keep that near 40 MB at the

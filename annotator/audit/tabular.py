@@ -9,17 +9,7 @@ from typing import Any
 import polars as pl
 
 from annotator.errors import InputDataError
-
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".txt": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+from annotator.inputs import check_table_file
 
 ID_COLUMNS = ("item_id", "id")
 
@@ -27,15 +17,7 @@ ID_COLUMNS = ("item_id", "id")
 def read_table(path: str | Path, what: str) -> pl.DataFrame:
     """Read ``path`` eagerly. CSV cells are read as strings (no type guessing). ``what`` names the file in errors."""
     p = Path(path)
-    if not p.exists():
-        raise InputDataError(f"{what} file not found: {p}")
-    if p.is_dir():
-        raise InputDataError(f"{what} path is a directory, expected a file: {p}")
-    if p.stat().st_size == 0:
-        raise InputDataError(f"{what} file is empty: {p}")
-    fmt = _FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        raise InputDataError(f"cannot tell the format of {what} file {p}; use .csv, .tsv, .jsonl or .parquet")
+    fmt = check_table_file(p, what)
     try:
         if fmt == "csv":
             sep = "\t" if p.suffix.lower() == ".tsv" else ","
