@@ -206,9 +206,7 @@ class Pipeline:
     async def run(self) -> RunManifest:
         """Annotate every row; persist as results arrive; write annotations.jsonl and run.json at the end."""
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.stats.rows_total = count_rows(self.cfg.input)
-        if self.cfg.input.limit:
-            self.stats.rows_total = min(self.stats.rows_total, self.cfg.input.limit)
+        self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
         # fail fast on a template error before any teacher call
         self.preview()
         backend = self._backend or build_backend(self.cfg.teacher)

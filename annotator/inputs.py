@@ -146,9 +146,5 @@ def iter_rows(cfg: InputConfig, batch_size: int = 2048) -> Iterator[InputRow]:
                     columns=rec,
                 )
                 index += 1
-    except InputDataError:
-        raise
-    except Exception as exc:
-        if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
-            raise
+    except Exception as exc:  # polars' read errors (the consumer's exceptions are not raised in here)
         raise _explain(exc, cfg.path) from None
