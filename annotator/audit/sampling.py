@@ -224,6 +224,24 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _filled_sheets(out: Path) -> list[str]:
+    """Sheets in ``out`` with at least one label written (any non-empty cell outside the sheet's own columns)."""
+    filled = []
+    for name in (LONG_SHEET, WIDE_SHEET):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            df = pl.read_csv(path, infer_schema=False)
+        except Exception:  # noqa: BLE001 - unreadable: treat as precious, never overwrite
+            filled.append(name)
+            continue
+        own = {"item_id", "annotator", "text", INCLUSION_COLUMN}
+        if any(df[c].drop_nulls().str.strip_chars().str.len_chars().gt(0).any() for c in df.columns if c not in own):
+            filled.append(name)
+    return filled
+
+
 def _ls_config(labels: list[str]) -> str:
     from xml.sax.saxutils import quoteattr
 
@@ -238,11 +256,11 @@ def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]],
                  design: dict[str, Any] | None = None) -> dict[str, str]:
     """Blank annotation sheets (long and wide CSV), Label Studio tasks and labeling config, and the design file.
 
-    Refuses to write into a folder that already holds a sheet: it may have been filled in by people."""
-    existing = [name for name in (LONG_SHEET, WIDE_SHEET, LS_TASKS) if (out / name).exists()]
-    if existing:
+    Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label."""
+    filled = _filled_sheets(out)
+    if filled:
         raise InputDataError(
-            f"{out} already holds {', '.join(existing)} (perhaps filled in by annotators); choose another --out"
+            f"{out} holds a sheet with labels already filled in ({', '.join(filled)}); choose another output folder"
         )
     out.mkdir(parents=True, exist_ok=True)
     probs = {INCLUSION_COLUMN: inclusion_prob} if inclusion_prob is not None else {}
