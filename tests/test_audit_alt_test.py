@@ -134,7 +134,9 @@ def test_small_annotator_excluded_by_default_as_in_the_reference() -> None:
     teacher = np.where(rng.random(80) < 0.8, truth, rng.integers(0, 4, 80))
     humans = {NAMES[j]: {i: int(H[i, j]) for i in range(80) if H[i, j] >= 0} for j in range(4)}
     llm = {i: int(teacher[i]) for i in range(80)}
-    acc = lambda x, rest: float(np.mean([x == r for r in rest]))  # noqa: E731
+    def acc(x: int, rest: list[int]) -> float:
+        return float(np.mean([x == r for r in rest]))
+
     wr, adv, pvals = _reference(humans, llm, 0.2, 0.05, acc)
     res = alt_test(H, teacher, NAMES[:4], epsilon=0.2, alpha=0.05)
     assert res.excluded == ["d (25 items)"] and res.annotators[3].skipped

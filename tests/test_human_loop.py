@@ -114,7 +114,7 @@ def test_allocation_and_overlap_design() -> None:
 
 def test_plan_formulas_and_the_alpha_approximation_against_simulation(tmp_path: Path) -> None:
     run, _ = make_run(tmp_path / "run")
-    cands, labels = sp.load_candidates(run)
+    cands, _ = sp.load_candidates(run)
     p = sp.plan(cands, cands, [100, 400], target=0.05)
     mean_conf = float(np.mean([c.confidence for c in cands]))
     assert p.accuracy_guess == pytest.approx(mean_conf)

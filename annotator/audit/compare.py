@@ -158,14 +158,15 @@ def render_comparison(c: Comparison) -> str:
     """The comparison as Markdown: headline table, per-category accuracy, verdicts."""
     ci = f"{int(round((1 - c.alpha) * 100))}%"
     passing = ", ".join(f"`{n}`" for n in c.passing) or "none"
-    L = ["# Teacher comparison", "",
-         f"**Teachers that pass the Alternative Annotator Test: {passing}** (epsilon {c.epsilon:g}, "
-         f"BY-corrected alpha {c.alpha:g}, annotators with fewer than {c.alt_test_min_items} items excluded).", ""]
+    headline = (f"**Teachers that pass the Alternative Annotator Test: {passing}** (epsilon {c.epsilon:g}, "
+                f"BY-corrected alpha {c.alpha:g}, annotators with fewer than {c.alt_test_min_items} items excluded).")
+    L = ["# Teacher comparison", "", headline, ""]
     if c.ranking:
         L += ["Ranked by average advantage probability (the alt-test paper's measure for comparing LLM annotators): "
               + " > ".join(f"`{n}`" for n in c.ranking) + ".", ""]
-    L += [f"Humans: `{c.humans}`, {len(c.annotators)} annotators ({', '.join(c.annotators)}); Krippendorff's "
-          f"alpha among them {fe(c.human_alpha)} ({c.level}). Brackets are {ci} bootstrap confidence intervals.", ""]
+    humans = (f"Humans: `{c.humans}`, {len(c.annotators)} annotators ({', '.join(c.annotators)}); Krippendorff's "
+              f"alpha among them {fe(c.human_alpha)} ({c.level}). Brackets are {ci} bootstrap confidence intervals.")
+    L += [humans, ""]
     with_design = any(s.design_weighted_accuracy is not None for s in c.teachers)
     header = ["teacher", "model", "items", "accuracy"] + (["accuracy (design-corrected)"] if with_design else []) + [
         "macro F1", "kappa vs majority", "alpha vs majority", "alpha substituted", "winning rate",

@@ -78,7 +78,9 @@ def read_label_studio(path: str | Path) -> pl.DataFrame:
     p = Path(path)
     rows: list[dict[str, Any]] = []
     for n, task in enumerate(_load(p), start=1):
-        data = task.get("data") or {} if isinstance(task, dict) else {}
+        if not isinstance(task, dict):
+            raise InputDataError(f"human annotations {p}: task {n} is not a JSON object")
+        data = task.get("data") or {}
         item = to_label(data.get("item_id", data.get("id")))
         if item is None:
             raise InputDataError(
@@ -96,7 +98,7 @@ def read_label_studio(path: str | Path) -> pl.DataFrame:
             rows.append(row)
     if not rows:
         raise InputDataError(f"human annotations {p}: the Label Studio export has no annotations")
-    schema = {"item_id": pl.String, "annotator": pl.String, "label": pl.String}
+    schema: dict[str, type[pl.DataType]] = {"item_id": pl.String, "annotator": pl.String, "label": pl.String}
     if any(INCLUSION_COLUMN in r for r in rows):
         schema[INCLUSION_COLUMN] = pl.Float64
     return pl.DataFrame(rows, schema=schema)

@@ -168,7 +168,7 @@ def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: 
     if strategy == "uncertain":
         weights = []
         for members in groups.values():
-            confs = [cands[i].confidence for i in members if cands[i].confidence is not None]
+            confs = [c for i in members if (c := cands[i].confidence) is not None]
             mean = float(np.mean(confs)) if confs else 0.5
             weights.append(len(members) * (1.0 - mean + UNCERTAIN_FLOOR))
         return allocate(sizes, weights, n, [0] * len(sizes))
@@ -189,8 +189,8 @@ def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[
     strata: list[Stratum] = []
     for (name, members), k in zip(groups.items(), alloc):
         prob = k / len(members)
-        picked = rng.choice(len(members), size=k, replace=False) if k else []
-        chosen += [(members[int(j)], prob) for j in picked]
+        picked = rng.choice(len(members), size=k, replace=False).tolist() if k else []
+        chosen += [(members[j], prob) for j in picked]
         strata.append(Stratum(name=name, size=len(members), drawn=k, inclusion_prob=prob))
     order = rng.permutation(len(chosen))
     return Sample(
@@ -263,22 +263,22 @@ def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]],
             f"{out} holds a sheet with labels already filled in ({', '.join(filled)}); choose another output folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    probs = {INCLUSION_COLUMN: inclusion_prob} if inclusion_prob is not None else {}
+    probs: dict[str, list[float]] = {INCLUSION_COLUMN: inclusion_prob} if inclusion_prob is not None else {}
     long_rows: dict[str, list[Any]] = {"item_id": [], "annotator": [], "label": [], "text": []}
-    if probs:
-        long_rows[INCLUSION_COLUMN] = []
+    for name in probs:
+        long_rows[name] = []
     for j, (item, who) in enumerate(zip(items, assignment)):
         for ann in who:
             long_rows["item_id"].append(item.id)
             long_rows["annotator"].append(ann)
             long_rows["label"].append(None)
             long_rows["text"].append(item.text)
-            if probs:
-                long_rows[INCLUSION_COLUMN].append(inclusion_prob[j])  # type: ignore[index]
+            for name, values in probs.items():
+                long_rows[name].append(values[j])
     wide: dict[str, list[Any]] = {"item_id": [c.id for c in items], "text": [c.text for c in items], **probs}
     wide.update({ann: [None] * len(items) for ann in annotators})
-    tasks = [{"data": {"item_id": c.id, "text": c.text, **({INCLUSION_COLUMN: inclusion_prob[j]} if probs else {})}}
-             for j, c in enumerate(items)]  # type: ignore[index]
+    tasks = [{"data": {"item_id": c.id, "text": c.text, **{k: v[j] for k, v in probs.items()}}}
+             for j, c in enumerate(items)]
     files = {"long": out / LONG_SHEET, "wide": out / WIDE_SHEET, "label_studio_tasks": out / LS_TASKS,
              "label_studio_config": out / LS_CONFIG, "design": out / DESIGN_FILE}
     _write_atomic(files["long"], pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv())

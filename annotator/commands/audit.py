@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from annotator.audit import AuditOptions
+    from annotator.audit.report import AuditReport
 
 HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
@@ -68,7 +72,7 @@ def audit(
     check_gate(report)
 
 
-def _print_report(report, out: Path) -> None:
+def _print_report(report: AuditReport, out: Path) -> None:
     from annotator.audit.report import f, fe
 
     console = Console()
@@ -106,7 +110,7 @@ def _print_report(report, out: Path) -> None:
     console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}" + (f"; plots: {', '.join(pngs)})" if pngs else ")"))
 
 
-def _compare(opts, teachers: list[Path], out: Path) -> None:
+def _compare(opts: AuditOptions, teachers: list[Path], out: Path) -> None:
     """Several teachers: audit each, print the side-by-side table, gate = at least one teacher passes."""
     from annotator.audit.compare import COMPARISON_MD, compare_teachers
     from annotator.audit.report import f, fe

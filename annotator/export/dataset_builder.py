@@ -272,14 +272,14 @@ def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, wi
 
 def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: ExportOptions, labels: list[str]) -> str:
     """Write the items under ``--route-below`` to a blank annotation sheet (the format of ``annotator sample``)."""
-    from annotator.audit.sampling import Candidate, annotator_names, assign, write_sheets
+    from annotator.audit import sampling as sp
 
     out = Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed"
-    names = annotator_names(opts.route_annotators, None)
-    items = [Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
+    names = sp.annotator_names(opts.route_annotators, None)
+    items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
     design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
               "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
-    files = write_sheets(out, items, assign(len(items), names, min(len(names), 3)), names, labels, design=design)
+    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design)
     return files["long"]
 
 
