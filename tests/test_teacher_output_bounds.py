@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from annotator.records import RAW_KEEP_CHARS
 from conftest import LABELS, out_dir_of, rows_of, run_pipeline
 from fault_server import expected_label
+
+from annotator.records import RAW_KEEP_CHARS
 
 
 def _teacher(base_url: str, **kw):

@@ -18,10 +18,11 @@ def _norm(s: str) -> str:
 
 
 # Words that carry no content of their own: an answer made only of these ("yes", "no") needs no word overlap.
-_STOPWORDS = frozenset(
-    "a an the and or but not no yes of in on at to for from by with as is are was were be been it its this that "
-    "these those there their they he she his her him we you i".split()
-)
+_STOPWORDS = frozenset({
+    "a", "an", "the", "and", "or", "but", "not", "no", "yes", "of", "in", "on", "at", "to", "for", "from", "by",
+    "with", "as", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "there",
+    "their", "they", "he", "she", "his", "her", "him", "we", "you", "i",
+})
 
 
 def content_words(s: str) -> set[str]:
