@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.audit.tabular import find_id_column, read_table, to_label
 from annotator.errors import InputDataError
+
+logger = logging.getLogger(__name__)
 
 # Columns of a wide file that are never annotators.
 NON_ANNOTATOR_COLUMNS = frozenset(
@@ -24,6 +27,8 @@ class HumanAnnotations:
     format: str
     path: str
     ignored_columns: list[str] = field(default_factory=list)
+    dropped_annotators: list[str] = field(default_factory=list)
+    """Annotators in the file whose every rating is empty (left out of every metric; the audit report says so)."""
 
     @property
     def n_ratings(self) -> int:
@@ -98,7 +103,10 @@ def load_humans(path: str | Path) -> HumanAnnotations:
                 if label is not None:
                     row[c] = label
     ratings = {k: v for k, v in ratings.items() if v}
-    annotators = [a for a in annotators if any(a in r for r in ratings.values())]
+    dropped = [a for a in annotators if not any(a in r for r in ratings.values())]
+    annotators = [a for a in annotators if a not in dropped]
+    if dropped:
+        logger.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, _fmt_few(dropped))
     if not ratings:
         raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
     if len(annotators) < 2:
@@ -106,6 +114,8 @@ def load_humans(path: str | Path) -> HumanAnnotations:
         raise InputDataError(
             f"human annotations {path}: need at least 2 human annotators to measure agreement; found "
             f"{len(annotators)}{found}"
+            + (f"; left out for having no rating at all: {_fmt_few(dropped)}" if dropped else "")
             + (". Wide format: one column per annotator." if fmt == "wide" else "")
         )
-    return HumanAnnotations(ratings=ratings, annotators=annotators, format=fmt, path=str(path), ignored_columns=ignored)
+    return HumanAnnotations(ratings=ratings, annotators=annotators, format=fmt, path=str(path), ignored_columns=ignored,
+                            dropped_annotators=dropped)
