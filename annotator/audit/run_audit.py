@@ -334,12 +334,27 @@ def run_audit(opts: AuditOptions) -> AuditReport:
     teacher = load_teacher(opts.teacher)
     d = build(humans, teacher, level=opts.level, labels=opts.labels)
     report = compute(d, opts, humans.format, teacher.source, teacher.model)
+    _note_dropped_annotators(report, humans.dropped_annotators)
     report.warnings.extend(teacher.notes)
     if report.calibration.available and report.calibration.reason:
         report.warnings.append(f"calibration: {report.calibration.reason}")
     if opts.out is not None:
         write_outputs(report, d, Path(opts.out), plots=opts.plots)
     return report
+
+
+def _note_dropped_annotators(report: AuditReport, dropped: list[str]) -> None:
+    """Say in the report (JSON and Markdown) that annotators whose ratings are all empty were left out, and
+    what that did to the alt-test when it could not run or is weak."""
+    if not dropped:
+        return
+    names = ", ".join(repr(a) for a in dropped)
+    report.warnings.insert(0, f"human annotator(s) {names} left out: every rating is empty")
+    if not report.alt_test.ran:
+        report.alt_test.reason = (report.alt_test.reason or "") + f" ({names} left out: every rating is empty)"
+        report.alt_test_verdict = verdict(report.alt_test)
+    elif report.alt_test.weak:
+        report.alt_test.warnings.append(f"{names} left out of the alt-test: every rating is empty")
 
 
 def check_gate(report: AuditReport) -> None:

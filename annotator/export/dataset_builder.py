@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -94,6 +95,11 @@ class ExportSummary(BaseModel):
     audit_report: str | None = None
     pushed_to: str | None = None
     notes: list[str] = []
+    files: list[str] = Field(
+        default_factory=list,
+        description="Files this export wrote, relative to its folder: a later export into the same folder replaces "
+        "these and never touches anything else.",
+    )
 
 
 @dataclass
@@ -228,18 +234,70 @@ def _resolve_format(task: str, fmt: str) -> str:
     return "chat" if fmt == "auto" else fmt
 
 
-def _prepare_out(out: Path) -> Path:
-    """A fresh staging dir next to ``out``; refuses to clobber a directory that is not a previous export."""
+def _prepare_out(out: Path) -> tuple[Path, set[str]]:
+    """A fresh staging dir next to ``out``, and the files in ``out`` that a previous export wrote (the only ones
+    this export may replace). Refuses a non-empty ``out`` without such a list: export never deletes what it did
+    not write."""
+    previous: set[str] = set()
     if out.exists():
         if not out.is_dir():
             raise ExportError(f"--out {out} exists and is not a directory")
-        if any(out.iterdir()) and not ((out / EXPORT_FILE).exists() or (out / "dataset_dict.json").exists()):
-            raise ExportError(f"--out {out} exists and is not a previous export; refusing to overwrite it")
+        listed = _previous_export_files(out)
+        if listed is None and any(out.iterdir()):
+            raise ExportError(
+                f"--out {out} is not empty and has no {EXPORT_FILE} listing files an export wrote; refusing to write "
+                "into it (export never deletes or overwrites files it did not write). Choose a new or empty folder."
+            )
+        previous = listed or set()
     staging = out.parent / f".{out.name}.partial"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    return staging
+    return staging, previous
+
+
+def _previous_export_files(out: Path) -> set[str] | None:
+    """The ``files`` list of ``out/export.json`` (paths inside ``out`` only); None when there is none."""
+    try:
+        data = json.loads((out / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        return None
+    return {f for f in files if isinstance(f, str) and f and not PurePosixPath(f).is_absolute()
+            and ".." not in PurePosixPath(f).parts}
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _install(staging: Path, out: Path, previous: set[str]) -> None:
+    """Move the staged export into ``out``, replacing only the files a previous export listed as its own;
+    everything else in ``out`` is left alone."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    new = _files_under(staging)
+    clash = [f for f in new if (out / f).exists() and f not in previous]
+    if clash:
+        raise ExportError(
+            f"--out {out}: {', '.join(clash[:3])} already exist(s) and were not written by export; refusing to "
+            "overwrite. Move them away or choose another folder."
+        )
+    for f in previous:
+        target = out / f
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+    for d in sorted({(out / f).parent for f in previous}, key=lambda p: len(p.parts), reverse=True):
+        while d != out and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+            d = d.parent
+    for f in new:
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / f, out / f)
+    shutil.rmtree(staging)
 
 
 def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, with_rationale: bool):
@@ -474,7 +532,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
 
     from annotator.export.card import render_card
 
-    staging = _prepare_out(out)
+    staging, previous = _prepare_out(out)
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
@@ -483,10 +541,9 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         for split in split_names:
             dsd[split].to_parquet(str(staging / PARQUET_DIR / f"{split}.parquet"))
         (staging / CARD_FILE).write_text(render_card(summary, features, descriptions), encoding="utf-8")
+        summary.files = [*_files_under(staging), EXPORT_FILE]
         (staging / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        _install(staging, out, previous)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
