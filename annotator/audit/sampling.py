@@ -193,6 +193,7 @@ def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[
         chosen += [(members[j], prob) for j in picked]
         strata.append(Stratum(name=name, size=len(members), drawn=k, inclusion_prob=prob))
     order = rng.permutation(len(chosen))
+    log.info("%s sample: %d of %d items, strata %s", strategy, len(chosen), len(cands), [s.drawn for s in strata])
     return Sample(
         strategy=strategy, seed=seed, population=len(cands), items=[cands[chosen[j][0]] for j in order],
         inclusion_prob=[chosen[j][1] for j in order], strata=strata,
