@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample")
 err_console = Console(stderr=True)
 
 

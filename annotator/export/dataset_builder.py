@@ -47,6 +47,7 @@ class ExportCounts(BaseModel):
     total: int = Field(0, description="Rows in annotations.jsonl.")
     failed_excluded: int = Field(0, description="Rows the teacher failed on (status 'failed').")
     below_threshold_excluded: int = Field(0, description="Label rows with confidence < --min-confidence.")
+    routed_to_humans: int = Field(0, description="Label rows with confidence < --route-below, written to a sheet.")
     invalid_label_excluded: int = Field(0, description="Label rows with no label or a label outside the label set.")
     empty_output_excluded: int = Field(0, description="Rephrase/QA rows without any paraphrase/pair.")
     exported_items: int = Field(0, description="Input rows that made it into the dataset.")
@@ -69,6 +70,8 @@ class ExportSummary(BaseModel):
     seed: int
     split_fractions: dict[str, float]
     min_confidence: float | None = None
+    route_below: float | None = None
+    routed_sheet: str | None = None
     counts: ExportCounts
     label_distribution: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Label tasks: split (and 'all') -> label -> rows carrying it."
@@ -108,6 +111,9 @@ class ExportOptions:
     fmt: str = "auto"
     push_to_hub: str | None = None
     private: bool = True
+    route_below: float | None = None
+    route_out: Path | None = None
+    route_annotators: int = 1
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -322,6 +328,19 @@ def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, wi
     return Features(cols)
 
 
+def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: ExportOptions, labels: list[str]) -> str:
+    """Write the items under ``--route-below`` to a blank annotation sheet (the format of ``annotator sample``)."""
+    from annotator.audit import sampling as sp
+
+    out = Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed"
+    names = sp.annotator_names(opts.route_annotators, None)
+    items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
+    design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
+              "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
+    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design)
+    return files["long"]
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -337,6 +356,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     fractions = parse_split_spec(opts.split)
     if opts.min_confidence is not None and not (0.0 <= opts.min_confidence <= 1.0):
         raise ExportError(f"--min-confidence must be between 0 and 1, got {opts.min_confidence}")
+    if opts.route_below is not None and not (0.0 <= opts.route_below <= 1.0):
+        raise ExportError(f"--route-below must be between 0 and 1, got {opts.route_below}")
     out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
 
     try:
@@ -365,6 +386,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
 
     # ---- filter
     kept: list[tuple[AnnotationRecord, list[str] | None]] = []
+    routed: list[AnnotationRecord] = []
     known = set(label_names)
     for rec in records:
         if rec.status != "ok":
@@ -374,6 +396,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
             answer = _label_answer(rec, multi_label)
             if answer is None or any(a not in known for a in answer) or (not multi_label and len(answer) != 1):
                 counts.invalid_label_excluded += 1
+                continue
+            if opts.route_below is not None and rec.confidence is not None and rec.confidence < opts.route_below:
+                counts.routed_to_humans += 1
+                routed.append(rec)
                 continue
             if opts.min_confidence is not None and rec.confidence is not None and rec.confidence < opts.min_confidence:
                 counts.below_threshold_excluded += 1
@@ -387,10 +413,14 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
             kept.append((rec, None))
     if task != "label" and opts.min_confidence is not None:
         notes.append(f"--min-confidence ignored: {task} records carry no confidence")
+    if task != "label" and opts.route_below is not None:
+        notes.append(f"--route-below ignored: {task} records carry no confidence")
+    routed_sheet = _route_to_humans(routed, run_path, opts, label_names) if routed else None
     if not kept:
         raise ExportError(
             f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
             f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
+            + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
         )
 
     # ---- split (by input row, stratified by label for label tasks)
@@ -476,6 +506,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         seed=opts.seed,
         split_fractions=fractions,
         min_confidence=opts.min_confidence,
+        route_below=opts.route_below,
+        routed_sheet=routed_sheet,
         counts=counts,
         label_distribution=label_dist,
         style_distribution=style_dist,
