@@ -31,10 +31,17 @@ or by global request number (1-based): ``POST /config {"by_request": {"3": "500"
 
 Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_request``), ``POST /config`` with any
 of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
-``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens`` (usage reported per answer, fixed so
-tests can compute token budgets), ``by_request``, ``record_times`` (keep per-item arrival times),
+``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per answer, fixed so
+tests can compute token budgets and costs; ``cached_tokens`` goes in ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
 ``trickle_interval`` and ``huge_chars`` (see the faults above).
+
+Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
+requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
+completion_tokens``) in any sliding window of ``rate_window`` seconds (default 60; tests shrink it). Over a limit:
+429 with ``Retry-After``, ``x-ratelimit-limit-*``, ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*``
+(e.g. ``0.35s``); every answer carries the same headers. ``/stats`` has ``arrivals`` (time, accepted, tokens) of
+every completion request and ``faults["rate_limited"]``.
 
 Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
 """
@@ -77,6 +84,11 @@ def _h(text: str) -> int:
 def expected_label(text: str, labels: list[str]) -> str:
     """The label the server answers for ``text`` (``labels`` in schema/config order)."""
     return labels[_h(text) % len(labels)]
+
+
+def parse_seconds(value: str) -> float:
+    """``"0.350s"`` -> 0.35 (the reset format the server sends)."""
+    return float(value.rstrip("s") or 0)
 
 
 def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -131,7 +143,8 @@ class FaultServer:
         self.cfg: dict[str, Any] = {
             "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
-            "huge_chars": 50_000_000,
+            "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
+            "cached_tokens": 0,
         }
         self.reset()
 
@@ -144,12 +157,15 @@ class FaultServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.cfg["by_request"] = {}
+        self._limit_headers: dict[str, str] = {}
+        self.arrivals: list[tuple[float, bool, int]] = []  # (time, accepted, tokens) per completion request
+        self._window: list[tuple[float, int]] = []  # accepted requests in the current rate window
 
     def stats(self) -> dict[str, Any]:
         return {
             "total": self.total, "by_item": dict(self.by_item), "ok_by_item": dict(self.ok_by_item),
             "faults": dict(self.faults), "times": dict(self.times), "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight, "config": self.cfg,
+            "max_in_flight": self.max_in_flight, "config": self.cfg, "arrivals": self.arrivals,
         }
 
     # -- HTTP ----------------------------------------------------------------------------------------------
@@ -224,6 +240,13 @@ class FaultServer:
                          headers: dict[str, str] | None = None) -> bool:
         req = json.loads(body)
         key = item_key(req.get("messages") or [])
+        limited = self._rate_limit()
+        if limited is not None:
+            self.faults["rate_limited"] += 1
+            self._send(writer, 429, {"error": {"message": "Rate limit reached", "type": "requests",
+                                               "code": "rate_limit_exceeded"}}, limited)
+            await writer.drain()
+            return True
         self.total += 1
         nth = self.total
         self.by_item[key] += 1
@@ -243,6 +266,36 @@ class FaultServer:
             return await self._answer(req, key, fault, reader, writer, headers or {})
         finally:
             self.in_flight -= 1
+
+    def _rate_limit(self) -> dict[str, str] | None:
+        """Book this request against ``rpm``/``tpm``; the 429 headers when it is over a limit, else None (the
+        ``x-ratelimit-*`` headers of the answer are then in ``self._limit_headers``)."""
+        now = time.time()
+        tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        window = float(self.cfg["rate_window"])
+        self._window = [(t, n) for t, n in self._window if t > now - window]
+        max_req = self.cfg["rpm"] * window / 60.0
+        max_tok = self.cfg["tpm"] * window / 60.0
+        used_req, used_tok = len(self._window), sum(n for _, n in self._window)
+        over = (max_req and used_req + 1 > max_req) or (max_tok and used_tok + tokens > max_tok)
+        self.arrivals.append((now, not over, tokens))
+        if not over:
+            self._window.append((now, tokens))
+            used_req, used_tok = used_req + 1, used_tok + tokens
+        reset = f"{max(0.0, self._window[0][0] + window - now):.3f}s" if self._window else "0s"
+        headers: dict[str, str] = {}
+        if max_req:
+            headers.update({"x-ratelimit-limit-requests": str(int(max_req)),
+                            "x-ratelimit-remaining-requests": str(max(0, int(max_req - used_req))),
+                            "x-ratelimit-reset-requests": reset})
+        if max_tok:
+            headers.update({"x-ratelimit-limit-tokens": str(int(max_tok)),
+                            "x-ratelimit-remaining-tokens": str(max(0, int(max_tok - used_tok))),
+                            "x-ratelimit-reset-tokens": reset})
+        self._limit_headers = headers
+        if not over:
+            return None
+        return {**headers, "Retry-After": f"{parse_seconds(reset):.3f}"}
 
     async def _answer(self, req: dict[str, Any], key: str, fault: str | None, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter, headers: dict[str, str]) -> bool:
@@ -304,11 +357,12 @@ class FaultServer:
             "choices": [] if fault == "nochoices" else [
                 {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             "usage": {"prompt_tokens": self.cfg["prompt_tokens"], "completion_tokens": self.cfg["completion_tokens"],
-                      "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"]},
+                      "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
+                      "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]}},
         }
         if fault == "trickle":
             return await self._trickle(writer, json.dumps(payload).encode("utf-8"))
-        self._send(writer, 200, payload)
+        self._send(writer, 200, payload, self._limit_headers)
         await writer.drain()
         return True
 
