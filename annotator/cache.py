@@ -6,6 +6,9 @@
 * ``results``: the per-row records of the current run, written as rows finish (any order) and streamed out in
   input order at the end. Rebuilt on every run from ``samples`` (cache hits are free).
 * ``seen``: ids of the current run, to catch duplicate ids without holding them in memory.
+* ``sample_usage``: tokens (prompt, cached prompt, completion) and USD cost per sample, over every call made for
+  it (the engine carries a failed sample's usage forward when ``--retry-failed`` asks it again), so
+  :meth:`ResultStore.spent` is what the output directory has cost in all.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class SampleResult(BaseModel):
     error: str | None = None
     attempts: int = 0
     tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None  # USD, None without teacher.price
 
 
 def cache_key(payload: dict[str, Any]) -> str:
@@ -44,6 +51,9 @@ CREATE TABLE IF NOT EXISTS samples (
     attempts INTEGER NOT NULL, tokens INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS results (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sample_usage (
+    key TEXT PRIMARY KEY, prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL, cost REAL);
 """
 
 
@@ -64,23 +74,35 @@ class ResultStore:
     # -- samples (the cache) -------------------------------------------------------------------------
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
-            "SELECT ok, output, raw, error, attempts, tokens FROM samples WHERE key = ?", (key,)
+            "SELECT ok, output, raw, error, attempts, tokens, prompt_tokens, cached_tokens, completion_tokens, cost "
+            "FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
         return SampleResult(
             ok=bool(row[0]), output=json.loads(row[1]) if row[1] else None, raw=row[2], error=row[3],
-            attempts=row[4], tokens=row[5],
+            attempts=row[4], tokens=row[5], prompt_tokens=row[6] or 0, cached_tokens=row[7] or 0,
+            completion_tokens=row[8] or 0, cost=row[9],
         )
 
     def put_sample(self, key: str, result: SampleResult) -> None:
-        """Persist one teacher answer and commit immediately."""
+        """Persist one teacher answer with its usage and commit immediately."""
         self._end_tx()
+        self.conn.execute("BEGIN")
         self.conn.execute(
             "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, int(result.ok), json.dumps(result.output) if result.output is not None else None, result.raw,
              result.error, result.attempts, result.tokens, time.time()),
         )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO sample_usage VALUES (?, ?, ?, ?, ?)",
+            (key, result.prompt_tokens, result.cached_tokens, result.completion_tokens, result.cost),
+        )
+        self.conn.execute("COMMIT")
+
+    def spent(self) -> float:
+        """USD spent on every teacher answer stored here (0.0 when no price was ever set)."""
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM sample_usage").fetchone()[0])
 
     # -- the current run -----------------------------------------------------------------------------
     def start_run(self) -> None:
@@ -133,3 +155,23 @@ class ResultStore:
     def close(self) -> None:
         self._end_tx()
         self.conn.close()
+
+
+def typical_completion_tokens(path: Path) -> tuple[float, int] | None:
+    """Mean completion tokens per teacher call over the answers stored in the cache file ``path`` (opened
+    read-only), and over how many calls; None when there is no such file or no answer with usage."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT SUM(completion_tokens), SUM(attempts) FROM samples JOIN sample_usage USING (key) "
+            "WHERE completion_tokens > 0"
+        ).fetchone()
+    except sqlite3.Error:  # an older cache without usage, or not ours
+        return None
+    finally:
+        conn.close()
+    if not row or not row[1]:
+        return None
+    return row[0] / row[1], int(row[1])

@@ -116,6 +116,16 @@ class PromptConfig(_Strict):
     system: str | None = None
 
 
+class PriceConfig(_Strict):
+    """What the provider charges, in USD per million tokens (copy it from the provider's price page)."""
+
+    input: float = Field(ge=0, description="USD per 1M prompt tokens.")
+    cached_input: float | None = Field(
+        default=None, ge=0, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
+    )
+    output: float = Field(ge=0, description="USD per 1M completion tokens.")
+
+
 class TeacherConfig(_Strict):
     """The teacher model and how to call it. Fields that do not apply to a backend are ignored by it."""
 
@@ -137,9 +147,21 @@ class TeacherConfig(_Strict):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=50, description="Transport retries (429, 5xx, timeouts).")
     max_backoff: float = Field(default=60.0, gt=0)
+    rpm: int | None = Field(default=None, gt=0, description="Requests per minute the account allows (paced client-side).")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute the account allows (paced client-side).")
+    price: PriceConfig | None = Field(default=None, description="Prices, for cost per row, totals and estimates.")
+    max_cost: float | None = Field(
+        default=None, gt=0, description="USD: stop starting teacher calls once this output directory would spend more."
+    )
     # vllm
     vllm_engine_args: dict[str, Any] = {}
     batch_size: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _budget_needs_price(self) -> TeacherConfig:
+        if self.max_cost is not None and self.price is None:
+            raise ValueError("max_cost needs teacher.price (e.g. price: {input: 2.5, cached_input: 1.25, output: 10})")
+        return self
 
 
 class ValidationConfig(_Strict):

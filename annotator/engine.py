@@ -19,9 +19,10 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 import annotator
-from annotator.backends import Backend, GenerationRequest, build_backend
+from annotator.backends import Backend, Generation, GenerationRequest, build_backend
 from annotator.cache import ResultStore, SampleResult, cache_key
 from annotator.config import LabelTaskConfig, PipelineConfig
+from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import BackendError, InputDataError, TemplateError
 from annotator.inputs import InputRow, count_rows, iter_rows
 from annotator.records import (
@@ -86,6 +87,9 @@ class Pipeline:
         self.on_row = on_row
         self.stats = RunStats()
         self.out_dir = Path(cfg.output.dir)
+        self.budget = Budget(cfg.teacher.price, cfg.teacher.max_cost)
+        if cfg.teacher.price is not None:
+            self.stats.cost_usd = 0.0
         self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
 
     # -- prompts -------------------------------------------------------------------------------------
@@ -98,6 +102,18 @@ class Pipeline:
         for row in iter_rows(self.cfg.input.model_copy(update={"limit": 1})):
             return row, self.render(row)
         raise InputDataError(f"input file has no rows: {self.cfg.input.path}")
+
+    def prompt_of(self, row: InputRow) -> list[dict[str, str]] | str:
+        """The rendered prompt of a row, or why the row is recorded as failed without a teacher call."""
+        if not row.text or not row.text.strip():
+            return "empty text"
+        max_chars = self.cfg.input.max_chars
+        if max_chars and len(row.text) > max_chars:
+            return f"text too long ({len(row.text)} > input.max_chars={max_chars} characters)"
+        try:
+            return self.render(row)
+        except TemplateError as exc:  # this row's data does not fit the template (the first row did: preview)
+            return f"prompt could not be rendered: {exc}"
 
     # -- one sample ----------------------------------------------------------------------------------
     def _sample_params(self, k: int) -> tuple[float, int]:
@@ -122,6 +138,9 @@ class Pipeline:
             return cached
 
         result = SampleResult(ok=False, attempts=0, tokens=0)
+        if cached is not None:  # asked again (--retry-failed): what it cost before still counts
+            result = result.model_copy(update=cached.model_dump(include=_USAGE_FIELDS))
+        estimate = self.budget.estimate(estimate_prompt_tokens(messages), t.max_tokens)
         for attempt in range(self.cfg.validation.max_attempts):
             if budget.exhausted():
                 result.error = f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
@@ -132,18 +151,19 @@ class Pipeline:
                 temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
             )
             async with sem:
+                self.budget.reserve(estimate)  # raises BudgetReached: no new call once teacher.max_cost is near
                 self.stats.teacher_calls += 1
                 try:
                     gen = await backend.generate(req)
                 except BackendError as exc:
                     # transport failure after the backend's own retries: record, do not cache
+                    self.budget.settle(estimate, None)
                     result.error = f"teacher call failed: {exc}"
                     result.attempts = attempt + 1
                     return result
+                self.budget.settle(estimate, self._charge(result, gen))
             result.attempts = attempt + 1
-            result.tokens += gen.tokens
             budget.tokens += gen.tokens
-            self.stats.tokens += gen.tokens
             result.raw = redact(cap_raw(gen.text))
             if gen.finish_reason == "length":
                 result.error = f"output truncated (finish_reason=length at max_tokens={t.max_tokens})"
@@ -160,11 +180,24 @@ class Pipeline:
             except ValueError as exc:
                 result.error = f"invalid output: {exc}"
                 continue
-            result = SampleResult(ok=True, output=parsed.model_dump(mode="json"), raw=None, error=None,
-                                  attempts=result.attempts, tokens=result.tokens)
+            result = result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
+                                               "error": None})
             break
         store.put_sample(key, result)
         return result
+
+    def _charge(self, result: SampleResult, gen: Generation) -> float | None:
+        """Add one answer's usage (and cost, with teacher.price) to the sample and the run; return the cost."""
+        cost = call_cost(self.cfg.teacher.price, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens)
+        for target in (result, self.stats):
+            target.tokens += gen.tokens
+            target.prompt_tokens += gen.prompt_tokens
+            target.cached_tokens += gen.cached_tokens
+            target.completion_tokens += gen.completion_tokens
+        if cost is not None:
+            result.cost = (result.cost or 0.0) + cost
+            self.stats.cost_usd = (self.stats.cost_usd or 0.0) + cost
+        return cost
 
     # -- one row -------------------------------------------------------------------------------------
     def _failed(self, row: InputRow, error: str, model: str, prompt_hash: str = "", raw: str | None = None,
@@ -176,15 +209,9 @@ class Pipeline:
 
     async def _row(self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, row: InputRow) -> AnnotationRecord:
         model = backend.model_id
-        if not row.text or not row.text.strip():
-            return self._failed(row, "empty text", model)
-        max_chars = self.cfg.input.max_chars
-        if max_chars and len(row.text) > max_chars:
-            return self._failed(row, f"text too long ({len(row.text)} > input.max_chars={max_chars} characters)", model)
-        try:
-            messages = self.render(row)
-        except TemplateError as exc:  # this row's data does not fit the template (the first row did: preview)
-            return self._failed(row, f"prompt could not be rendered: {exc}", model)
+        messages = self.prompt_of(row)
+        if isinstance(messages, str):
+            return self._failed(row, messages, model)
         prompt_hash = cache_key({"messages": messages})[:16]
         budget = _RowBudget(self.cfg.validation.max_tokens_per_row)
         results = await asyncio.gather(*(
@@ -192,18 +219,19 @@ class Pipeline:
         ))
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
+        usage = _row_usage(results)
         good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
         sample_errors = [r.error or "no valid output" for r in results if not r.ok]
         if not good:
             last = results[-1]
             failed = self._failed(row, last.error or "no valid output", model, prompt_hash, last.raw, attempts, tokens)
-            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors})
+            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors, **usage})
         agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
             invalid_samples=len(sample_errors), sample_errors=sample_errors,
-            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
+            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash, **usage,
         )
 
     # -- the run -------------------------------------------------------------------------------------
@@ -216,6 +244,7 @@ class Pipeline:
         backend = self._backend or build_backend(self.cfg.teacher)
         store = ResultStore(self.out_dir / CACHE_FILE)
         store.start_run()
+        self.budget.spent_before = store.spent()
         sem = asyncio.Semaphore(backend.max_concurrency)
         # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
         # (llama.cpp reuses the KV cache of a shared prompt prefix)
@@ -298,10 +327,25 @@ class Pipeline:
             backend=backend.name,
             model=backend.model_id,
             **self.stats.model_dump(include=set(RunCounts.model_fields)) | {"rows_total": self.stats.rows_done},
+            cost_total_usd=self.budget.spent if self.cfg.teacher.price else None,
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
         )
+
+
+_USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}
+
+
+def _row_usage(results: list[SampleResult]) -> dict[str, int | float | None]:
+    """A row's tokens by kind and cost (None when no sample has a cost), summed over its samples."""
+    costs = [r.cost for r in results if r.cost is not None]
+    return {
+        "prompt_tokens": sum(r.prompt_tokens for r in results),
+        "cached_tokens": sum(r.cached_tokens for r in results),
+        "completion_tokens": sum(r.completion_tokens for r in results),
+        "cost": sum(costs) if costs else None,
+    }
 
 
 def _atomic_write(path: Path, text: str) -> None:

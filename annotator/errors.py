@@ -29,3 +29,9 @@ class GateFailed(AnnotatorError):
     """A quality gate (e.g. ``audit --min-agreement``) was not met."""
 
     exit_code = 3
+
+
+class BudgetReached(AnnotatorError):
+    """``teacher.max_cost`` reached: no new teacher call was started; everything answered is saved."""
+
+    exit_code = 8

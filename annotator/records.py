@@ -66,6 +66,12 @@ class AnnotationRecord(BaseModel):
     )
     attempts: int = 0
     tokens: int = 0
+    prompt_tokens: int = Field(default=0, description="Prompt tokens of every teacher call made for this row.")
+    cached_tokens: int = Field(default=0, description="The part of prompt_tokens the provider served from its cache.")
+    completion_tokens: int = 0
+    cost: float | None = Field(
+        default=None, description="USD of the teacher calls that produced this row (teacher.price); None without prices."
+    )
     model: str
     prompt_hash: str
 
@@ -84,6 +90,10 @@ class RunCounts(BaseModel):
     teacher_calls: int = 0
     cache_hits: int = 0
     tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = Field(default=None, description="USD spent by this invocation (teacher.price).")
 
 
 class RunManifest(RunCounts):
@@ -99,6 +109,9 @@ class RunManifest(RunCounts):
     template_sha256: str
     backend: str
     model: str
+    cost_total_usd: float | None = Field(
+        default=None, description="USD spent in this output directory over all runs (teacher.price)."
+    )
     started_at: str
     finished_at: str | None = None
     annotator_version: str
