@@ -135,3 +135,29 @@ def test_validate_estimate_bounds_the_real_cost_without_calling_the_teacher(run_
     assert "typical: 12.0 per call over 50 earlier calls" in res.stdout
     typical = _money(r"~ \$([\d.,]+)", res.stdout)
     assert typical < cost_max
+
+
+def test_audit_and_dataset_card_report_the_cost(run_cli, make_pipeline, server, tmp_path):
+    server.reset(prompt_tokens=1000, cached_tokens=400, completion_tokens=10)
+    n = 40
+    yaml_path = make_pipeline(rows_of([f"card item {i}" for i in range(n)]), server.base_url, teacher={"price": PRICE})
+    assert run_cli("run", str(yaml_path), "--quiet").returncode == 0
+    run_dir = out_dir_of(yaml_path)
+    per_call = _call_cost(1000, 400, 10)
+
+    res = run_cli("export", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    card = (run_dir / "dataset" / "README.md").read_text()
+    assert f"| teacher cost | ${n * per_call:,.4f} in all, ${per_call:.6f} per item" in card
+
+    humans = tmp_path / "humans.csv"
+    lines = ["item_id,annotator,label"]
+    for rec in read_annotations(run_dir):
+        lines += [f"{rec['id']},ann_a,{rec['label']}", f"{rec['id']},ann_b,{rec['label']}"]
+    humans.write_text("\n".join(lines) + "\n")
+    res = run_cli("audit", "--humans", str(humans), "--teacher", str(run_dir), "--out", str(tmp_path / "audit"),
+                  "--bootstrap", "0")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["inputs"]["teacher_cost_per_item_usd"] == pytest.approx(per_call)
+    assert f"${per_call:.6f} per item" in (tmp_path / "audit" / "report.md").read_text()
