@@ -64,7 +64,7 @@ class Budget:
         if self.max_cost is not None and self.spent + self._reserved + estimate > self.max_cost:
             raise BudgetReached(
                 f"budget reached: ${self.spent:.4f} spent in this output directory and the next call (up to "
-                f"${estimate:.4f}) would pass teacher.max_cost=${self.max_cost:g}. Every answer so far is saved; "
+                f"${estimate:.6f}) would pass teacher.max_cost=${self.max_cost:g}. Every answer so far is saved; "
                 "raise teacher.max_cost and run the same command again to continue."
             )
         self._reserved += estimate
