@@ -6,6 +6,8 @@
 * ``results``: the per-row records of the current run, written as rows finish (any order) and streamed out in
   input order at the end. Rebuilt on every run from ``samples`` (cache hits are free).
 * ``seen``: ids of the current run, to catch duplicate ids without holding them in memory.
+* ``batches`` / ``batch_items``: Batch API input files and batches submitted (``teacher.mode: batch``) and the
+  requests in each, committed before and right after each batch is created, so a rerun re-attaches to them.
 * ``sample_usage``: tokens (prompt, cached prompt, completion) and USD cost per sample, over every call made for
   it (the engine carries a failed sample's usage forward when ``--retry-failed`` asks it again), so
   :meth:`ResultStore.spent` is what the output directory has cost in all.
@@ -51,6 +53,8 @@ CREATE TABLE IF NOT EXISTS samples (
     attempts INTEGER NOT NULL, tokens INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS results (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (file_id TEXT PRIMARY KEY, batch_id TEXT, done INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS batch_items (custom_id TEXT PRIMARY KEY, file_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sample_usage (
     key TEXT PRIMARY KEY, prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL, cost REAL);
@@ -99,6 +103,33 @@ class ResultStore:
             (key, result.prompt_tokens, result.cached_tokens, result.completion_tokens, result.cost),
         )
         self.conn.execute("COMMIT")
+
+    # -- Batch API ------------------------------------------------------------------------------------
+    def add_batch_file(self, file_id: str, custom_ids: list[str]) -> None:
+        """Record an uploaded batch input file and its requests (before the batch is created)."""
+        self._end_tx()
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO batches (file_id) VALUES (?)", (file_id,))
+        self.conn.executemany("INSERT OR REPLACE INTO batch_items VALUES (?, ?)", [(c, file_id) for c in custom_ids])
+        self.conn.execute("COMMIT")
+
+    def set_batch_id(self, file_id: str, batch_id: str) -> None:
+        self._end_tx()
+        self.conn.execute("UPDATE batches SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
+
+    def finish_batch(self, file_id: str) -> None:
+        self._end_tx()
+        self.conn.execute("UPDATE batches SET done = 1 WHERE file_id = ?", (file_id,))
+
+    def open_batches(self) -> list[tuple[str, str | None]]:
+        """``(file_id, batch_id or None)`` of batches not processed yet."""
+        return [(r[0], r[1]) for r in self.conn.execute("SELECT file_id, batch_id FROM batches WHERE done = 0")]
+
+    def open_batch_items(self) -> dict[str, str]:
+        """custom_id -> file_id of the requests in batches not processed yet."""
+        return dict(self.conn.execute(
+            "SELECT custom_id, file_id FROM batch_items JOIN batches USING (file_id) WHERE done = 0"
+        ).fetchall())
 
     def spent(self) -> float:
         """USD spent on every teacher answer stored here (0.0 when no price was ever set)."""

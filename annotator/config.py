@@ -153,6 +153,13 @@ class TeacherConfig(_Strict):
     max_cost: float | None = Field(
         default=None, gt=0, description="USD: stop starting teacher calls once this output directory would spend more."
     )
+    mode: Literal["online", "batch"] = Field(
+        default="online", description="openai: 'batch' sends the run through the provider's Batch API (files + batches)."
+    )
+    batch_max_requests: int = Field(default=50_000, gt=0, description="Batch API: requests per batch at most.")
+    batch_max_bytes: int = Field(default=200_000_000, gt=0, description="Batch API: input file size per batch at most.")
+    batch_poll_interval: float = Field(default=30.0, gt=0, description="Batch API: seconds between status checks.")
+    batch_completion_window: str = "24h"
     # vllm
     vllm_engine_args: dict[str, Any] = {}
     batch_size: int = Field(default=256, ge=1)
@@ -161,6 +168,8 @@ class TeacherConfig(_Strict):
     def _budget_needs_price(self) -> TeacherConfig:
         if self.max_cost is not None and self.price is None:
             raise ValueError("max_cost needs teacher.price (e.g. price: {input: 2.5, cached_input: 1.25, output: 10})")
+        if self.mode == "batch" and self.backend != "openai":
+            raise ValueError(f"mode: batch needs backend: openai (the Batch API), not {self.backend}")
         return self
 
 

@@ -23,7 +23,7 @@ from annotator.backends import Backend, Generation, GenerationRequest, build_bac
 from annotator.cache import ResultStore, SampleResult, cache_key
 from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
-from annotator.errors import BackendError, InputDataError, TemplateError
+from annotator.errors import BackendError, ConfigError, InputDataError, TemplateError
 from annotator.inputs import InputRow, count_rows, iter_rows
 from annotator.records import (
     ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunCounts, RunManifest, cap_raw,
@@ -88,6 +88,7 @@ class Pipeline:
         self.stats = RunStats()
         self.out_dir = Path(cfg.output.dir)
         self.budget = Budget(cfg.teacher.price, cfg.teacher.max_cost)
+        self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: progress of the submitted requests
         if cfg.teacher.price is not None:
             self.stats.cost_usd = 0.0
         self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
@@ -126,12 +127,7 @@ class Pipeline:
         k: int, row: InputRow, budget: _RowBudget,
     ) -> SampleResult:
         t = self.cfg.teacher
-        temperature, seed = self._sample_params(k)
-        key = cache_key({
-            "messages": messages, "model": backend.model_id, "mode": backend.structured_mode,
-            "schema": self.schema, "temperature": temperature, "max_tokens": t.max_tokens, "seed": seed,
-            "sample": k, "task": self._task_fingerprint,
-        })
+        key = self.sample_key(backend, messages, k)
         cached = store.get_sample(key)
         if cached is not None and (cached.ok or not self.retry_failed):
             self.stats.cache_hits += 1
@@ -145,11 +141,7 @@ class Pipeline:
             if budget.exhausted():
                 result.error = f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
                 break
-            # a retry of an invalid answer at temperature 0 would repeat it: vary seed and warm up
-            req = GenerationRequest(
-                messages=messages, json_schema=self.schema, max_tokens=t.max_tokens,
-                temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
-            )
+            req = self.request(messages, k, attempt)
             async with sem:
                 self.budget.reserve(estimate)  # raises BudgetReached: no new call once teacher.max_cost is near
                 self.stats.teacher_calls += 1
@@ -161,32 +153,56 @@ class Pipeline:
                     result.error = f"teacher call failed: {exc}"
                     result.attempts = attempt + 1
                     return result
-                self.budget.settle(estimate, self._charge(result, gen))
+                self.budget.settle(estimate, self.charge(result, gen))
             result.attempts = attempt + 1
             budget.tokens += gen.tokens
-            result.raw = redact(cap_raw(gen.text))
-            if gen.finish_reason == "length":
-                result.error = f"output truncated (finish_reason=length at max_tokens={t.max_tokens})"
-                continue
-            try:
-                data = extract_json(gen.text)
-                parsed = self.task.output_model.model_validate(data)
-                self.task.check(parsed, row)
-            except ValidationError as exc:
-                result.error = "schema violation: " + "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-                )
-                continue
-            except ValueError as exc:
-                result.error = f"invalid output: {exc}"
-                continue
-            result = result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
-                                               "error": None})
-            break
+            result = self.check_answer(result, gen, row)
+            if result.ok:
+                break
         store.put_sample(key, result)
         return result
 
-    def _charge(self, result: SampleResult, gen: Generation) -> float | None:
+    def sample_key(self, backend: Backend, messages: list[dict[str, str]], k: int) -> str:
+        """The cache key of sample ``k`` of a prompt (everything that shapes the answer)."""
+        temperature, seed = self._sample_params(k)
+        return cache_key({
+            "messages": messages, "model": backend.model_id, "mode": backend.structured_mode,
+            "schema": self.schema, "temperature": temperature, "max_tokens": self.cfg.teacher.max_tokens,
+            "seed": seed, "sample": k, "task": self._task_fingerprint,
+        })
+
+    def request(self, messages: list[dict[str, str]], k: int, attempt: int) -> GenerationRequest:
+        """The teacher request of sample ``k``, try ``attempt`` (0-based)."""
+        temperature, seed = self._sample_params(k)
+        # a retry of an invalid answer at temperature 0 would repeat it: vary seed and warm up
+        return GenerationRequest(
+            messages=messages, json_schema=self.schema, max_tokens=self.cfg.teacher.max_tokens,
+            temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
+        )
+
+    def check_answer(self, result: SampleResult, gen: Generation, row: InputRow) -> SampleResult:
+        """Validate one teacher answer for ``row``: ``result`` turned ok with the parsed output, or with the raw
+        text and why the answer is invalid (its usage must already be charged)."""
+        result.raw = redact(cap_raw(gen.text))
+        if gen.finish_reason == "length":
+            result.error = f"output truncated (finish_reason=length at max_tokens={self.cfg.teacher.max_tokens})"
+            return result
+        try:
+            data = extract_json(gen.text)
+            parsed = self.task.output_model.model_validate(data)
+            self.task.check(parsed, row)
+        except ValidationError as exc:
+            result.error = "schema violation: " + "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            return result
+        except ValueError as exc:
+            result.error = f"invalid output: {exc}"
+            return result
+        return result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
+                                         "error": None})
+
+    def charge(self, result: SampleResult, gen: Generation) -> float | None:
         """Add one answer's usage (and cost, with teacher.price) to the sample and the run; return the cost."""
         cost = call_cost(self.cfg.teacher.price, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens)
         for target in (result, self.stats):
@@ -245,6 +261,13 @@ class Pipeline:
         store = ResultStore(self.out_dir / CACHE_FILE)
         store.start_run()
         self.budget.spent_before = store.spent()
+        if self.cfg.teacher.mode == "batch":  # fill the cache through the Batch API; the pass below reads it
+            from annotator.backends.openai_compat import OpenAICompatBackend
+            from annotator.batch import BatchRun
+
+            if not isinstance(backend, OpenAICompatBackend):
+                raise ConfigError("teacher.mode: batch needs the openai backend")
+            await BatchRun(self, backend, store, self.on_batch).run()
         sem = asyncio.Semaphore(backend.max_concurrency)
         # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
         # (llama.cpp reuses the KV cache of a shared prompt prefix)

@@ -43,6 +43,8 @@ completion_tokens``) in any sliding window of ``rate_window`` seconds (default 6
 (e.g. ``0.35s``); every answer carries the same headers. ``/stats`` has ``arrivals`` (time, accepted, tokens) of
 every completion request and ``faults["rate_limited"]``.
 
+The OpenAI files and batches endpoints (Batch API) are faked too: see ``tests/batch_fake.py``.
+
 Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
 """
 
@@ -57,6 +59,8 @@ import sys
 import time
 from collections import Counter, defaultdict
 from typing import Any
+
+from batch_fake import BatchFake
 
 ITEM_RE = re.compile(r"Text: (.*?)\n\nAnswer with JSON only", re.DOTALL)
 MARKER_RE = re.compile(r"\[\[([a-z0-9]+)(?::(\d+))?\]\]")
@@ -144,8 +148,9 @@ class FaultServer:
             "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
             "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
-            "cached_tokens": 0,
+            "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
         }
+        self.batch_api = BatchFake(self)
         self.reset()
 
     def reset(self) -> None:
@@ -157,6 +162,8 @@ class FaultServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.cfg["by_request"] = {}
+        if hasattr(self, "batch_api"):
+            self.batch_api.reset()
         self._limit_headers: dict[str, str] = {}
         self.arrivals: list[tuple[float, bool, int]] = []  # (time, accepted, tokens) per completion request
         self._window: list[tuple[float, int]] = []  # accepted requests in the current rate window
@@ -166,6 +173,7 @@ class FaultServer:
             "total": self.total, "by_item": dict(self.by_item), "ok_by_item": dict(self.ok_by_item),
             "faults": dict(self.faults), "times": dict(self.times), "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight, "config": self.cfg, "arrivals": self.arrivals,
+            "batch": self.batch_api.stats(),
         }
 
     # -- HTTP ----------------------------------------------------------------------------------------------
@@ -219,6 +227,9 @@ class FaultServer:
             self._send(writer, 200, self.cfg)
         elif method == "POST" and path.endswith("/chat/completions"):
             return await self.completion(body, reader, writer, headers or {})
+        elif path.startswith(("/v1/files", "/v1/batches")):
+            status, payload, raw = self.batch_api.handle(method, path, body, headers or {})
+            self._send(writer, status, payload, raw=raw)
         else:
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
         await writer.drain()
@@ -335,6 +346,15 @@ class FaultServer:
             await writer.drain()
             return True
 
+        payload = self.completion_payload(req, key, fault)
+        if fault == "trickle":
+            return await self._trickle(writer, json.dumps(payload).encode("utf-8"))
+        self._send(writer, 200, payload, self._limit_headers)
+        await writer.drain()
+        return True
+
+    def completion_payload(self, req: dict[str, Any], key: str, fault: str | None) -> dict[str, Any]:
+        """The chat completion answering ``req`` (with a content fault applied)."""
         schema = _schema_of(req)
         answer = instance(schema, key)
         content = json.dumps(answer, ensure_ascii=False)
@@ -351,7 +371,7 @@ class FaultServer:
             content = '{"label": "politics"} On reflection, a better answer: {"label": "economy"}'
         elif fault is None:
             self.ok_by_item[key] += 1
-        payload = {
+        return {
             "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
             "model": req.get("model", "fault-server"),
             "choices": [] if fault == "nochoices" else [
@@ -360,11 +380,6 @@ class FaultServer:
                       "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
                       "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]}},
         }
-        if fault == "trickle":
-            return await self._trickle(writer, json.dumps(payload).encode("utf-8"))
-        self._send(writer, 200, payload, self._limit_headers)
-        await writer.drain()
-        return True
 
     async def _trickle(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Headers at once, then the body one byte every ``trickle_interval`` s until done or the client leaves."""

@@ -169,18 +169,23 @@ class OpenAICompatBackend:
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
 
-    async def generate(self, request: GenerationRequest) -> Generation:
-        kwargs: dict[str, Any] = {
+    def request_body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` for ``request`` (also a Batch API line's body)."""
+        body: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": request.messages,
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
         }
         if request.seed is not None:
-            kwargs["seed"] = request.seed
+            body["seed"] = request.seed
         fmt = self._response_format(request.json_schema)
         if fmt is not None:
-            kwargs["response_format"] = fmt
+            body["response_format"] = fmt
+        return body
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        kwargs = self.request_body(request)
         # what providers count against the token limit before answering: the prompt plus max_tokens
         estimate = estimate_prompt_tokens(request.messages) + request.max_tokens
         try:
@@ -200,7 +205,7 @@ class OpenAICompatBackend:
             raise BackendError(_describe(exc)) from None
         except (openai.APIError, httpx.HTTPError, ValueError, RequestTimeout) as exc:
             raise BackendError(_describe(exc)) from None
-        generation = _generation(data)
+        generation = parse_completion(data)
         self.limiter.correct(estimate, generation.tokens)
         return generation
 
@@ -238,7 +243,7 @@ async def _bounded(request: Awaitable[httpx.Response], timeout: float) -> httpx.
         raise RequestTimeout(f"no complete answer within teacher.timeout={timeout:g}s") from None
 
 
-def _generation(data: Any) -> Generation:
+def parse_completion(data: Any) -> Generation:
     """A chat completion (parsed JSON) as a :class:`Generation`; anything else is a :class:`BackendError`."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices:

@@ -70,7 +70,13 @@ def run_command(
             last[1] = now
             console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
 
+    def on_batch(done: int, total: int, status: str) -> None:
+        progress.update(task_id, completed=done, total=total or None, info=f"Batch API: {status}")
+        if plain:
+            console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
+
     runner = Pipeline(cfg, retry_failed=retry_failed, on_row=on_row)
+    runner.on_batch = on_batch
     started = time.monotonic()
     with progress:
         try:
