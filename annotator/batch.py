@@ -203,7 +203,9 @@ class BatchRun:
         if self.on_progress is not None:
             done = sum(d for d, _ in self.counts.values())
             total = sum(t for _, t in self.counts.values())
-            self.on_progress(done, total, f"{len(self.open)} batch(es) open")
+            ids = [b for b in self.open.values() if b]
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            self.on_progress(done, total, f"{len(self.open)} batch(es) open: {shown}")
 
     async def _process(self, file_id: str, batch: Any) -> None:
         answered: set[str] = set()
