@@ -93,3 +93,22 @@ def test_failed_batches_end_as_failed_rows_after_max_attempts(run_cli, make_pipe
     assert "batch_1 failed (injected failed)" in res.stderr
     [rec] = read_annotations(out_dir_of(yaml_path))
     assert rec["status"] == "failed" and "batch_1 failed before answering" in rec["error"]
+
+
+def test_budget_stops_submitting_collects_what_is_submitted_and_resumes(run_cli, make_pipeline, server):
+    # one request's upper bound: ~65 estimated prompt tokens + max_tokens 100 at $1/1M = ~$0.000165; a batch of 5
+    # fits in $0.001, a second one does not once the first has cost 5 x (50 + 10) tokens = $0.0003
+    teacher = {**BATCH, "batch_max_requests": 5, "max_tokens": 100, "price": {"input": 1.0, "output": 1.0},
+               "max_cost": 0.001}
+    yaml_path = make_pipeline(rows_of([f"budget batch item {i}" for i in range(12)]), server.base_url, teacher=teacher)
+    res = run_cli("run", str(yaml_path), "--quiet")
+    assert res.returncode == 8, res.stderr
+    assert "budget reached" in res.stderr and "Traceback" not in res.stderr
+    b = server.stats()["batch"]
+    assert b["batches_created"] == 1 and b["statuses"] == {"batch_1": "completed"}
+
+    yaml_path.write_text(yaml_path.read_text().replace("max_cost: 0.001", "max_cost: 1.0"))
+    _run_ok(run_cli, yaml_path)
+    b = server.stats()["batch"]
+    assert b["batches_created"] == 3 and b["batch_requests"] == 12
+    assert all(r["status"] == "ok" for r in read_annotations(out_dir_of(yaml_path)))
