@@ -261,13 +261,6 @@ class Pipeline:
         store = ResultStore(self.out_dir / CACHE_FILE)
         store.start_run()
         self.budget.spent_before = store.spent()
-        if self.cfg.teacher.mode == "batch":  # fill the cache through the Batch API; the pass below reads it
-            from annotator.backends.openai_compat import OpenAICompatBackend
-            from annotator.batch import BatchRun
-
-            if not isinstance(backend, OpenAICompatBackend):
-                raise ConfigError("teacher.mode: batch needs the openai backend")
-            await BatchRun(self, backend, store, self.on_batch).run()
         sem = asyncio.Semaphore(backend.max_concurrency)
         # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
         # (llama.cpp reuses the KV cache of a shared prompt prefix)
@@ -295,6 +288,8 @@ class Pipeline:
                 errors.append(t.exception())  # type: ignore[arg-type]
 
         try:
+            if self.cfg.teacher.mode == "batch":
+                await self._fill_from_batches(backend, store)
             for row in iter_rows(self.cfg.input):
                 if errors:
                     break
@@ -323,6 +318,16 @@ class Pipeline:
         manifest = self._manifest(backend, started_at)
         _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
         return manifest
+
+    async def _fill_from_batches(self, backend: Backend, store: ResultStore) -> None:
+        """teacher.mode batch: get every uncached sample through the Batch API into the store first (the pass over
+        the rows then reads them from the cache); see :mod:`annotator.batch`."""
+        from annotator.backends.openai_compat import OpenAICompatBackend
+        from annotator.batch import BatchRun
+
+        if not isinstance(backend, OpenAICompatBackend):
+            raise ConfigError("teacher.mode: batch needs the openai backend")
+        await BatchRun(self, backend, store, self.on_batch).run()
 
     def _write_outputs(self, store: ResultStore) -> None:
         target = self.out_dir / ANNOTATIONS_FILE
