@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
@@ -44,6 +45,7 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (the content of report.json)"),
 ) -> None:
     from annotator.audit import AuditOptions, check_gate, run_audit
     from annotator.audit.report import f, fe
@@ -58,7 +60,16 @@ def audit(
     )
     report = run_audit(opts)
 
-    console = Console()
+    logs = log_console()
+    for w in report.warnings + report.alt_test.warnings:
+        logs.print(f"[yellow]warning:[/] {w}")
+    if report.low_agreement_categories:
+        logs.print("[yellow]humans disagree on:[/] " + ", ".join(report.low_agreement_categories))
+    if as_json:
+        emit_json(report)
+        check_gate(report)
+        return
+    console = result_console()
     ag, cov = report.agreement, report.coverage
     hh, th, tvm = ag.human_human, ag.teacher_human, ag.teacher_vs_majority
     ci = f"{int(round(report.inputs.confidence_level * 100))}% CI"
@@ -77,10 +88,6 @@ def audit(
     if report.calibration.available:
         table.add_row("calibration ECE", "", f(report.calibration.ece))
     console.print(table)
-    for w in report.warnings + report.alt_test.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
-    if report.low_agreement_categories:
-        console.print("[yellow]humans disagree on:[/] " + ", ".join(report.low_agreement_categories))
     colour = {True: "green", False: "red", None: "yellow"}[report.alt_test.passed]
     console.print(f"[bold {colour}]{report.alt_test_verdict}[/]")
     g = report.gate

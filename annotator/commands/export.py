@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 
 def export(
@@ -32,11 +33,12 @@ def export(
         typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login)."),
     ] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Export a run's annotations as a Hugging Face dataset with stratified splits and a dataset card."""
     from annotator.export.dataset_builder import ExportOptions, export_run
 
-    console = Console()
+    console, logs = result_console(), log_console()
     summary = export_run(
         run_dir,
         ExportOptions(
@@ -49,6 +51,11 @@ def export(
             private=private,
         ),
     )
+    for note in summary.notes:
+        logs.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        emit_json(summary)
+        return
     c = summary.counts
     console.print(f"[bold]{summary.task}[/] task exported as [bold]{summary.format}[/] rows")
     table = Table(show_header=True)
@@ -70,8 +77,6 @@ def export(
     if c.empty_output_excluded:
         excluded.append(f"{c.empty_output_excluded} empty")
     console.print(f"{c.total} annotated rows -> {c.exported_items} exported; excluded: {', '.join(excluded)}")
-    for note in summary.notes:
-        console.print(f"[yellow]note:[/] {note}")
     console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)", soft_wrap=True)
     if summary.pushed_to:
         console.print(f"pushed to the Hub: {summary.pushed_to}")

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 
 JSON_HELP = "Print a machine-readable JSON summary to stdout instead of tables (logs and progress go to stderr)."
@@ -29,7 +30,14 @@ def log_console() -> Console:
     return Console(stderr=True)
 
 
-def emit_json(data: Any) -> None:
-    """Write ``data`` as one JSON document to stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+def plain(model: BaseModel) -> dict[str, Any]:
+    """A model as strict-JSON-able data (pydantic's JSON mode: NaN and infinities become null)."""
+    return json.loads(model.model_dump_json())
+
+
+def emit_json(data: BaseModel | dict[str, Any]) -> None:
+    """Write ``data`` as one strict JSON document to stdout."""
+    if isinstance(data, BaseModel):
+        data = plain(data)
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
