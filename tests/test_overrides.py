@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 
 from conftest import REPO, annotator_cmd, out_dir_of, rows_of, subprocess_env

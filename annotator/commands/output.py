@@ -30,7 +30,7 @@ def log_console() -> Console:
     return Console(stderr=True)
 
 
-def plain(model: BaseModel) -> dict[str, Any]:
+def jsonable(model: BaseModel) -> dict[str, Any]:
     """A model as strict-JSON-able data (pydantic's JSON mode: NaN and infinities become null)."""
     return json.loads(model.model_dump_json())
 
@@ -38,6 +38,6 @@ def plain(model: BaseModel) -> dict[str, Any]:
 def emit_json(data: BaseModel | dict[str, Any]) -> None:
     """Write ``data`` as one strict JSON document to stdout."""
     if isinstance(data, BaseModel):
-        data = plain(data)
+        data = jsonable(data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()

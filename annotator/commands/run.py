@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, log_console, plain, result_console
+from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
 from annotator.config import load_config
 from annotator.engine import Pipeline, RunStats
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
@@ -85,7 +84,7 @@ def run_command(
     out_dir = Path(cfg.output.dir)
     if as_json:
         emit_json({"annotations": str(out_dir / ANNOTATIONS_FILE), "run_json": str(out_dir / MANIFEST_FILE),
-                   "elapsed_s": round(elapsed, 3), **plain(manifest)})
+                   "elapsed_s": round(elapsed, 3), **jsonable(manifest)})
     else:
         result_console().print(_summary_table(cfg.name, manifest, elapsed, out_dir))
     if manifest.rows_failed:

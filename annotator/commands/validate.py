@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.panel import Panel
 
-from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, plain, result_console
+from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, result_console
 from annotator.config import load_config
 from annotator.engine import Pipeline
 from annotator.errors import InputDataError
@@ -36,7 +36,7 @@ def validate_command(
             "ok": True, "pipeline": str(pipeline), "task": cfg.task.type, "rows": n, "backend": cfg.teacher.backend,
             "model": cfg.teacher.model, "output": str(cfg.output.dir), "template": runner.template.name,
             "overrides": cfg.overrides, "env_vars": cfg.env_vars, "first_row": row.id, "messages": messages,
-            "config": plain(cfg), **({"schema": runner.schema} if show_schema else {}),
+            "config": jsonable(cfg), **({"schema": runner.schema} if show_schema else {}),
         })
         return
     console = result_console()
