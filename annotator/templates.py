@@ -20,6 +20,11 @@ from annotator.errors import TemplateError
 BUILTIN_PREFIX = "builtin:"
 
 
+def default_template_path(task: str) -> Path:
+    """Where the built-in template of ``task`` lies in the installed package (for tools that track files)."""
+    return Path(str(resources.files("annotator") / "prompts" / f"{task}.jinja"))
+
+
 def builtin_template_source(task: str) -> str:
     """The source of the default template of ``task``, shipped inside the package (``annotator/prompts``)."""
     resource = resources.files("annotator") / "prompts" / f"{task}.jinja"

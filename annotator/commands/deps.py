@@ -60,7 +60,7 @@ def deps_command(
     Example output for pipelines/news_topics.yaml:
 
         news_topics_RUN := runs/news_topics
-        news_topics_DEPS := pipelines/news_topics.yaml pipelines/data/news_sample.csv prompts/label.jinja
+        news_topics_DEPS := pipelines/news_topics.yaml pipelines/data/news_sample.csv annotator/prompts/label.jinja
 
     The project's Makefile generates one such fragment per pipeline under .make/ and includes it.
     """
