@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from conftest import LABELS, out_dir_of, rows_of
+from conftest import LABELS, REPO, out_dir_of, rows_of
 from fault_server import expected_label
 
 TEXTS = [f"Report {i}: the council met and the team won." for i in range(24)]
@@ -69,6 +70,25 @@ def test_audit_and_export_json(make_pipeline, run_cli, server, tmp_path):
     assert "exported" in text.stdout and "dataset:" in text.stdout
 
 
+def test_sample_and_deps_json(make_pipeline, run_cli, server, tmp_path):
+    p = make_pipeline(rows_of(TEXTS), base_url=server.base_url)
+    assert run_cli("run", str(p), "--quiet").returncode == 0
+    run_dir = out_dir_of(p)
+    plan = run_cli("sample", str(run_dir), "--n", "10", "--plan", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert set(json.loads(plan.stdout)) == {"plan"} and not (tmp_path / "sheets").exists()
+    drawn = run_cli("sample", str(run_dir), "--n", "10", "--annotators", "2", "--per-item", "2", "--seed", "1",
+                    "--out", str(tmp_path / "sheets"), "--json")
+    assert drawn.returncode == 0, drawn.stderr
+    result = json.loads(drawn.stdout)
+    assert result["design"] == json.loads((tmp_path / "sheets" / "sample.json").read_text())
+    assert result["design"]["n"] == 10 and all(Path(f).exists() for f in result["files"].values())
+    deps = run_cli("deps", str(p), "--json")
+    assert deps.returncode == 0, deps.stderr
+    assert json.loads(deps.stdout) == {"run": str(run_dir), "deps": [str(p), str(p.parent / "data" / "input.jsonl"),
+                                                                     str(REPO / "annotator" / "prompts" / "label.jinja")]}
+
+
 def test_every_command_offers_json(run_cli):
-    for cmd in ("run", "validate", "audit", "export", "train-student"):
+    for cmd in ("run", "validate", "audit", "export", "train-student", "sample", "deps"):
         assert "--json" in run_cli(cmd, "--help").stdout, cmd
