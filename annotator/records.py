@@ -150,8 +150,9 @@ class RunManifest(RunCounts):
         teacher, cached = self.teacher_calls, self.cache_hits
         kind: InvocationKind = "rerun" if teacher == 0 and cached else ("resume" if cached else "run")
         return Invocation(
-            kind=kind, retry_failed=self.retry_failed, overrides=self.overrides, started_at=self.started_at, finished_at=self.finished_at,
-            annotator_version=self.annotator_version, **self.model_dump(include=set(RunCounts.model_fields)),
+            kind=kind, retry_failed=self.retry_failed, overrides=self.overrides, started_at=self.started_at,
+            finished_at=self.finished_at, annotator_version=self.annotator_version,
+            **self.model_dump(include=set(RunCounts.model_fields)),
         )
 
 

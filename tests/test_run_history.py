@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from conftest import out_dir_of, read_annotations, rows_of
+from conftest import LABELS, out_dir_of, read_annotations, rows_of
 
 TEXTS = [f"Item {i}: the parliament, the markets and the cup final." for i in range(30)]
 TOKENS_PER_CALL = 60  # the fault server's default usage: 50 prompt + 10 completion tokens
@@ -85,3 +85,20 @@ def test_dataset_card_reports_the_answers_not_the_rerun(make_pipeline, run_cli, 
     assert first["answers"]["first_answer_at"] in card
     assert f"| `annotator run` invocations | 2 (run {first['started_at']}, rerun {rerun['started_at']}) |" in card
     assert "run finished" not in card  # the last invocation's times are not presented as the run's
+
+
+def test_teacher_comparison_counts_the_answers_tokens_after_a_rerun(make_pipeline, run_cli, server, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        p = make_pipeline(rows_of(TEXTS), base_url=server.base_url, name=name, output={"dir": f"out-{name}"})
+        run_json(run_cli, p)
+        assert run_json(run_cli, p)["tokens"] == 0  # a cached rerun
+        runs.append(out_dir_of(p))
+    humans = tmp_path / "humans.csv"
+    rows = [f"r{i:05d},{a},{LABELS[i % 3]}" for i in range(len(TEXTS)) for a in ("h1", "h2", "h3")]
+    humans.write_text("id,annotator,label\n" + "\n".join(rows) + "\n")
+    proc = run_cli("audit", "--humans", str(humans), "--teacher", str(runs[0]), "--teacher", str(runs[1]),
+                   "--out", str(tmp_path / "cmp"), "--bootstrap", "0", "--no-plots", "--json")
+    assert proc.returncode == 0, proc.stderr
+    teachers = json.loads(proc.stdout)["comparison"]["teachers"]
+    assert [t["tokens_per_item"] for t in teachers] == [TOKENS_PER_CALL, TOKENS_PER_CALL]
