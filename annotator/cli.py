@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except AnnotatorError as exc:
-        err_console.print(f"[bold red]error:[/] {redact(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True)  # one line, however long
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything finished so far is saved; rerun to resume.")
