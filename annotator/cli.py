@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from annotator.errors import AnnotatorError
+from annotator.ray_support import optional_ray_value
 
 app = typer.Typer(
     name="annotator",
@@ -23,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "predict")
 err_console = Console(stderr=True)
 
 
@@ -44,7 +45,7 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one red line and a non-zero exit code."""
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=optional_ray_value(sys.argv[1:] if argv is None else argv), standalone_mode=True)
     except AnnotatorError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)
