@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +22,7 @@ def import_ray() -> Any:
     """The ``ray`` module, or a one-line error naming the extra to install."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise AnnotatorError("--ray needs Ray Data: pip install 'annotator[ray]' (ray[data]>=2.40)") from None
     return ray
@@ -39,6 +40,20 @@ def optional_ray_value(argv: list[str]) -> list[str]:
     return out
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when a host:port address does not answer."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise AnnotatorError(
+            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc} (is `ray start --head` running "
+            "there, and is this its address?)"
+        ) from None
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[Any]:
     """Connect to (or start) Ray for the duration of the block; an already initialised Ray is used as it is."""
@@ -47,11 +62,14 @@ def ray_session(address: str | None) -> Iterator[Any]:
         yield ray
         return
     target = None if address in (None, LOCAL) else address
+    if target:
+        _check_reachable(target)
     try:
         ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AnnotatorError(f"cannot connect to the Ray cluster at {target or 'the default address'}: {first}") from None
+        where = target or "the default address"
+        raise AnnotatorError(f"cannot connect to the Ray cluster at {where}: {first}") from None
     log.info("Ray cluster: %s", ray.cluster_resources())
     try:
         yield ray

@@ -34,7 +34,7 @@ def predict_command(
     route_out: Annotated[Path | None, typer.Option("--route-out", help="...to this JSONL file.")] = None,
     ray: Annotated[
         str | None,
-        typer.Option("--ray", help="Run on Ray: a cluster address, or 'local' (`--ray` alone) for ray.init()'s default."),
+        typer.Option("--ray", help="Run on Ray: a cluster address, or `--ray` alone for ray.init()'s default."),
     ] = None,
     ray_workers: Annotated[
         int | None, typer.Option("--ray-workers", min=1, help="Model replicas on Ray (default: one per GPU, else 2).")
@@ -64,7 +64,8 @@ def predict_command(
             summary = predict_file(info, cfg, opts, local_labeler(info, device, batch_size),
                                    on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
         else:
-            from annotator.student.ray_predict import ray_labeler, ray_session
+            from annotator.ray_support import ray_session
+            from annotator.student.ray_predict import ray_labeler
 
             with ray_session(None if ray == "local" else ray):
                 summary = predict_file(info, cfg, opts, ray_labeler(info, batch_size, ray_workers),

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from annotator.config import load_config
+from annotator.config import RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord
 
@@ -32,6 +32,9 @@ def run_command(
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only annotate the first N rows (a quick trial)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ray: str | None = typer.Option(
+        None, "--ray", help="Spread the teacher over a Ray cluster: an address, or `--ray` alone for ray.init()'s default."
+    ),
 ) -> None:
     """Annotate every input row with the teacher.
 
@@ -45,6 +48,9 @@ def run_command(
     cfg = load_config(pipeline)
     if limit:
         cfg.input.limit = limit
+    if ray is not None:
+        cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
+                                       "address": None if ray == "local" else ray})
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal,

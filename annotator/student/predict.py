@@ -96,16 +96,16 @@ class StudentModel:
     def label(self, texts: list[str | None]) -> list[Prediction]:
         """One prediction per text; an empty text gets an error instead of a guess."""
         info = self.info
-        todo = [i for i, t in enumerate(texts) if t and t.strip()]
+        todo = [(i, t) for i, t in enumerate(texts) if t and t.strip()]
         out: list[Prediction] = [{"error": "empty text"} for _ in texts]
         if not todo:
             return out
         probs = predict(
-            self.model, self.tokenizer, [texts[i] for i in todo], self.batch_size, info.max_length,
+            self.model, self.tokenizer, [t for _, t in todo], self.batch_size, info.max_length,
             info.multi_label, self.device,
         )
         labels, conf = decode(probs, info.label_names, info.multi_label)
-        for k, i in enumerate(todo):
+        for k, (i, _) in enumerate(todo):
             out[i] = {
                 "labels" if info.multi_label else "label": labels[k],
                 "confidence": round(conf[k], 6),
