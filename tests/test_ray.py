@@ -168,3 +168,30 @@ def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cl
     routed = [r["row"] for r in read_jsonl(tmp_path / "route.jsonl")]
     assert routed == [i for i, r in enumerate(on_ray) if "error" in r or r["confidence"] < 0.4]
 
+
+
+def test_ray_flag_takes_an_optional_address():
+    from annotator.ray_support import optional_ray_value
+
+    assert optional_ray_value(["run", "p.yaml", "--ray"]) == ["run", "p.yaml", "--ray", "local"]
+    assert optional_ray_value(["run", "--ray", "p.yaml"]) == ["run", "--ray", "local", "p.yaml"]
+    assert optional_ray_value(["run", "--ray", "--quiet", "p.yaml"])[2] == "local"
+    for address in ("10.0.0.5:6379", "ray://head:10001", "auto"):
+        assert optional_ray_value(["run", "p.yaml", "--ray", address]) == ["run", "p.yaml", "--ray", address]
+
+
+def test_teacher_placement_on_the_cluster():
+    from annotator.backends.ray_pool import _placement
+    from annotator.config import RayConfig, TeacherConfig
+    from annotator.errors import AnnotatorError
+
+    cluster = {"CPU": 16.0, "GPU": 8.0}
+    vllm = TeacherConfig(backend="vllm", vllm_engine_args={"tensor_parallel_size": 2}, ray=RayConfig())
+    n, res, inner = _placement(vllm, cluster)
+    assert (n, res, inner.ray) == (4, {"num_gpus": 2}, None)  # one engine per 2 GPUs; actors build plain backends
+    n, res, inner = _placement(TeacherConfig(backend="local", n_threads=4, ray=RayConfig()), cluster)
+    assert (n, res, inner.n_threads) == (4, {"num_cpus": 4}, 4)
+    n, res, _ = _placement(TeacherConfig(backend="openai", ray=RayConfig(workers=3)), cluster)
+    assert (n, res) == (3, {"num_cpus": 1})
+    with pytest.raises(AnnotatorError, match="needs GPUs"):
+        _placement(vllm, {"CPU": 2.0})
