@@ -20,7 +20,7 @@ import pytest
 from conftest import LABELS, REPO, out_dir_of, read_annotations, rows_of, spawn_cli, subprocess_env
 from fault_server import expected_label
 from test_crash_resume import finished_texts
-from test_predict import student_dir as student_dir_fixture  # noqa: F401  (registers the fixture student_dir)
+from test_predict import student_dir  # noqa: F401  (the session fixture)
 
 pytest.importorskip("ray")
 
@@ -71,11 +71,15 @@ def stop_ray_head(proc: subprocess.Popen[bytes], temp: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    proc, address, temp = start_ray_head()
-    try:
-        yield address
-    finally:
-        stop_ray_head(proc, temp)
+    """A private cluster; token authentication off, since Ray keeps one token per user (~/.ray), which other Ray
+    users of this machine may replace while the tests run."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        proc, address, temp = start_ray_head()
+        try:
+            yield address
+        finally:
+            stop_ray_head(proc, temp)
 
 
 def _quiet_total(server, settle: float = 1.5, timeout: float = 60) -> dict:
@@ -150,7 +154,7 @@ def test_run_on_ray_bad_address_is_one_line(make_pipeline, run_cli, server):
     assert "cannot connect to the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cli):
+def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cli):  # noqa: F811
     from test_predict import corpus, predict_cli, read_jsonl
 
     inp = corpus(tmp_path / "in.jsonl", 400)
