@@ -128,6 +128,13 @@ class PromptConfig(_Strict):
     system: str | None = None
 
 
+class RayConfig(_Strict):
+    """Spread the teacher over a Ray cluster (also ``annotator run --ray [ADDRESS]``)."""
+
+    address: str | None = Field(default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default).")
+    workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
+
+
 class TeacherConfig(_Strict):
     """The teacher model and how to call it. Fields that do not apply to a backend are ignored by it."""
 
@@ -152,6 +159,8 @@ class TeacherConfig(_Strict):
     # vllm
     vllm_engine_args: dict[str, Any] = {}
     batch_size: int = Field(default=256, ge=1)
+    # Ray: the backend above, one replica per worker (annotator/backends/ray_pool.py)
+    ray: RayConfig | None = None
 
 
 class ValidationConfig(_Strict):
