@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class SampleResult(BaseModel):
@@ -39,6 +39,7 @@ class SampleResult(BaseModel):
     cached_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None  # USD, None without teacher.price
+    created: float | None = Field(default=None, description="When the answer was obtained (Unix time).")
 
 
 def cache_key(payload: dict[str, Any]) -> str:
@@ -78,25 +79,28 @@ class ResultStore:
     # -- samples (the cache) -------------------------------------------------------------------------
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
-            "SELECT ok, output, raw, error, attempts, tokens, prompt_tokens, cached_tokens, completion_tokens, cost "
-            "FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?", (key,)
+            "SELECT ok, output, raw, error, attempts, tokens, created, prompt_tokens, cached_tokens, completion_tokens, "
+            "cost FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
         return SampleResult(
             ok=bool(row[0]), output=json.loads(row[1]) if row[1] else None, raw=row[2], error=row[3],
-            attempts=row[4], tokens=row[5], prompt_tokens=row[6] or 0, cached_tokens=row[7] or 0,
-            completion_tokens=row[8] or 0, cost=row[9],
+            attempts=row[4], tokens=row[5], created=row[6], prompt_tokens=row[7] or 0, cached_tokens=row[8] or 0,
+            completion_tokens=row[9] or 0, cost=row[10],
         )
 
     def put_sample(self, key: str, result: SampleResult) -> None:
-        """Persist one teacher answer with its usage and commit immediately."""
+        """Persist one teacher answer with its usage and commit immediately (stamping ``result.created`` if
+        unset)."""
         self._end_tx()
+        if result.created is None:
+            result.created = time.time()
         self.conn.execute("BEGIN")
         self.conn.execute(
             "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, int(result.ok), json.dumps(result.output) if result.output is not None else None, result.raw,
-             result.error, result.attempts, result.tokens, time.time()),
+             result.error, result.attempts, result.tokens, result.created),
         )
         self.conn.execute(
             "INSERT OR REPLACE INTO sample_usage VALUES (?, ?, ?, ?, ?)",

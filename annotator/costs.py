@@ -96,6 +96,15 @@ class RunEstimate:
         self.prompt_tokens += prompt_tokens * samples
         self.completion_tokens_max += max_tokens * samples
 
+    def summary(self) -> dict[str, int | float | None]:
+        """The estimate as plain numbers (``validate --estimate --json``)."""
+        return {
+            "rows": self.rows, "rows_skipped": self.rows_skipped, "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens_max": self.completion_tokens_max,
+            "completion_tokens_typical": self.completion_tokens_typical, "cost_max_usd": self.cost_max,
+            "cost_typical_usd": self.cost_typical,
+        }
+
     @property
     def completion_tokens_typical(self) -> int | None:
         if self.typical_completion is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import logging
 import os
 import random
 import time
@@ -26,12 +26,49 @@ from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import BackendError, ConfigError, InputDataError, TemplateError
 from annotator.inputs import InputRow, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunCounts, RunManifest, cap_raw,
+    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, AnswerProvenance, Invocation, LabelInfo,
+    RunCounts, RunManifest, cap_raw, read_manifest,
 )
 from annotator.redact import redact
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
-from annotator.templates import PromptTemplate, default_template_path
+from annotator.templates import PromptTemplate
+
+
+log = logging.getLogger(__name__)
+
+
+def _utc(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+class AnswerTotals:
+    """Accumulates the provenance of the answers behind a run's records (tokens, calls, when obtained)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.attempts = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.cost: float | None = None  # USD (teacher.price)
+
+    def observe(self, results: list[SampleResult]) -> float | None:
+        """Count one row's sample results; return when the latest of them was obtained."""
+        times = [r.created for r in results if r.created is not None]
+        self.tokens += sum(r.tokens for r in results)
+        self.attempts += sum(r.attempts for r in results)
+        costs = [r.cost for r in results if r.cost is not None]
+        if costs:
+            self.cost = (self.cost or 0.0) + sum(costs)
+        if not times:
+            return None
+        self.first = min(times) if self.first is None else min(self.first, *times)
+        self.last = max(times) if self.last is None else max(self.last, *times)
+        return max(times)
+
+    def provenance(self) -> AnswerProvenance:
+        return AnswerProvenance(tokens=self.tokens, attempts=self.attempts, first_answer_at=_utc(self.first),
+                                last_answer_at=_utc(self.last), cost_usd=self.cost)
 
 
 class RunStats(RunCounts):
@@ -47,8 +84,10 @@ class RunStats(RunCounts):
 
 
 def load_template(cfg: PipelineConfig) -> PromptTemplate:
-    path = cfg.prompt.template or default_template_path(cfg.task.type)
-    return PromptTemplate.from_file(Path(path), system=cfg.prompt.system)
+    """The pipeline's template: ``prompt.template`` when set, else the package's default for the task."""
+    if cfg.prompt.template is None:
+        return PromptTemplate.builtin(cfg.task.type, system=cfg.prompt.system)
+    return PromptTemplate.from_file(Path(cfg.prompt.template), system=cfg.prompt.system)
 
 
 def item_rng(seed: int, row_id: str) -> random.Random:
@@ -86,6 +125,7 @@ class Pipeline:
         self.retry_failed = retry_failed
         self.on_row = on_row
         self.stats = RunStats()
+        self.answers = AnswerTotals()
         self.out_dir = Path(cfg.output.dir)
         self.budget = Budget(cfg.teacher.price, cfg.teacher.max_cost)
         self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: progress of the submitted requests
@@ -152,6 +192,7 @@ class Pipeline:
                     self.budget.settle(estimate, None)
                     result.error = f"teacher call failed: {exc}"
                     result.attempts = attempt + 1
+                    result.created = time.time()
                     return result
                 self.budget.settle(estimate, self.charge(result, gen))
             result.attempts = attempt + 1
@@ -236,18 +277,20 @@ class Pipeline:
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
         usage = _row_usage(results)
+        answered_at = _utc(self.answers.observe(results))
         good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
         sample_errors = [r.error or "no valid output" for r in results if not r.ok]
         if not good:
             last = results[-1]
             failed = self._failed(row, last.error or "no valid output", model, prompt_hash, last.raw, attempts, tokens)
-            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors, **usage})
+            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors,
+                                             "answered_at": answered_at, **usage})
         agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
             invalid_samples=len(sample_errors), sample_errors=sample_errors,
-            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash, **usage,
+            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=prompt_hash, **usage,
         )
 
     # -- the run -------------------------------------------------------------------------------------
@@ -343,7 +386,7 @@ class Pipeline:
     def _manifest(self, backend: Backend, started_at: str) -> RunManifest:
         task = self.cfg.task
         labels = [LabelInfo(name=lab.name, description=lab.description) for lab in task.labels] if isinstance(task, LabelTaskConfig) else []
-        return RunManifest(
+        manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
             config=self.cfg.model_dump(mode="json"),
@@ -359,7 +402,24 @@ class Pipeline:
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
+            overrides=self.cfg.overrides,
+            retry_failed=self.retry_failed,
+            env_vars=self.cfg.env_vars,
+            answers=self.answers.provenance(),
         )
+        manifest.history = [*self._earlier_invocations(), manifest.invocation()]
+        return manifest
+
+    def _earlier_invocations(self) -> list[Invocation]:
+        """The history in the run.json this invocation replaces (its own entry rebuilt for older files)."""
+        try:
+            previous = read_manifest(self.out_dir)
+        except (ValueError, OSError) as exc:  # unreadable or from an incompatible version: start a new history
+            log.warning("%s: previous run.json not readable (%s); history starts again", self.out_dir, exc)
+            return []
+        if previous is None:
+            return []
+        return previous.history or [previous.invocation()]
 
 
 _USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}

@@ -48,7 +48,8 @@ def test_cost_per_row_and_totals(run_cli, make_pipeline, server):
     assert m["cost_usd"] == pytest.approx(14 * per_call)
     assert m["cost_total_usd"] == pytest.approx(14 * per_call)
     assert (m["prompt_tokens"], m["cached_tokens"], m["completion_tokens"]) == (14_000, 5_600, 140)
-    assert "cost" in res.stderr and f"{14 * per_call:,.4f}" in res.stderr
+    assert m["answers"]["cost_usd"] == pytest.approx(14 * per_call)
+    assert "cost" in res.stdout and f"{14 * per_call:,.4f}" in res.stdout
 
     # a rerun answers from the cache: nothing spent now, the directory's total unchanged, row costs kept
     res = run_cli("run", str(yaml_path), "--quiet")
@@ -56,6 +57,7 @@ def test_cost_per_row_and_totals(run_cli, make_pipeline, server):
     m = _manifest(yaml_path)
     assert m["teacher_calls"] == 0 and m["cost_usd"] == 0.0
     assert m["cost_total_usd"] == pytest.approx(14 * per_call)
+    assert m["answers"]["cost_usd"] == pytest.approx(14 * per_call)  # what the annotations cost, whoever paid
     assert read_annotations(out_dir_of(yaml_path))[0]["cost"] == pytest.approx(per_call)
 
 

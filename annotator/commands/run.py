@@ -8,16 +8,16 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from annotator.config import load_config
+from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
+from annotator.config import RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
 from annotator.errors import BudgetReached
-from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord
+from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
-console = Console(stderr=True)
+console = log_console()
 
 
 def _progress_text(stats: RunStats) -> str:
@@ -34,6 +34,11 @@ def run_command(
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only annotate the first N rows (a quick trial)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ray: str | None = typer.Option(
+        None, "--ray", help="Spread the teacher over a Ray cluster: an address, or `--ray` alone for ray.init()'s default."
+    ),
 ) -> None:
     """Annotate every input row with the teacher.
 
@@ -47,10 +52,14 @@ def run_command(
     teacher.max_cost and run the same command again to continue (saved answers cost nothing again).
 
     Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
+    The summary goes to stdout (--json: run.json's content plus the output paths); progress goes to stderr.
     """
-    cfg = load_config(pipeline)
+    cfg = load_config(pipeline, overrides)
     if limit:
         cfg.input.limit = limit
+    if ray is not None:
+        cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
+                                       "address": None if ray == "local" else ray})
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal,
@@ -94,7 +103,21 @@ def run_command(
             console.print(f"[yellow]stopped[/] after {runner.stats.rows_done} rows: {exc}")
             sys.exit(BudgetReached.exit_code)
     elapsed = time.monotonic() - started
-    table = Table(title=f"{cfg.name}: done in {elapsed:.1f}s", show_header=False)
+    out_dir = Path(cfg.output.dir)
+    if as_json:
+        emit_json({"annotations": str(out_dir / ANNOTATIONS_FILE), "run_json": str(out_dir / MANIFEST_FILE),
+                   "elapsed_s": round(elapsed, 3), **jsonable(manifest)})
+    else:
+        result_console().print(_summary_table(cfg.name, manifest, elapsed, out_dir))
+    if manifest.rows_failed:
+        console.print(
+            f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
+            "annotations.jsonl. Rerun with --retry-failed to try them again."
+        )
+
+
+def _summary_table(name: str, manifest: RunManifest, elapsed: float, out_dir: Path) -> Table:
+    table = Table(title=f"{name}: done in {elapsed:.1f}s", show_header=False)
     table.add_row("rows", f"{manifest.rows_total:,}")
     table.add_row("annotated", f"[green]{manifest.rows_ok:,}[/]")
     table.add_row("failed", f"[red]{manifest.rows_failed:,}[/]" if manifest.rows_failed else "0")
@@ -106,14 +129,9 @@ def run_command(
                               f"${manifest.cost_total_usd or 0.0:,.4f} in this output directory")
     table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
     table.add_row("teacher", manifest.model)
-    table.add_row("annotations", str(Path(cfg.output.dir) / ANNOTATIONS_FILE))
-    table.add_row("manifest", str(Path(cfg.output.dir) / MANIFEST_FILE))
-    console.print(table)
-    if manifest.rows_failed:
-        console.print(
-            f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
-            "annotations.jsonl. Rerun with --retry-failed to try them again."
-        )
+    table.add_row("annotations", str(out_dir / ANNOTATIONS_FILE))
+    table.add_row("manifest", str(out_dir / MANIFEST_FILE))
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -6,20 +6,18 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 
 from rich.table import Table
 
 from annotator.cache import typical_completion_tokens
+from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, result_console
 from annotator.config import PipelineConfig, load_config
 from annotator.costs import RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
 from annotator.errors import InputDataError
 from annotator.inputs import count_rows, find_duplicate_ids, iter_rows
 from annotator.records import CACHE_FILE
-
-console = Console()
 
 
 def validate_command(
@@ -29,6 +27,8 @@ def validate_command(
         False, "--estimate",
         help="Render every prompt and estimate the run's tokens and cost (teacher.price) before any call.",
     ),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check a pipeline without calling the teacher: config, input file (columns, rows, duplicate ids),
     template (renders the first row's prompt, which is printed).
@@ -36,13 +36,24 @@ def validate_command(
     --estimate streams every row through the template: prompt tokens are estimated as characters / 4 (no
     tokenizer), completion tokens as teacher.max_tokens per call (an upper bound) and, when the output directory
     holds earlier answers, as their mean (typical); calls = rows x teacher.samples (first attempts only)."""
-    cfg = load_config(pipeline)
+    cfg = load_config(pipeline, overrides)
     runner = Pipeline(cfg)
     n = count_rows(cfg.input)
     dupes = find_duplicate_ids(cfg.input)
     if dupes:
         raise InputDataError(f"{cfg.input.path}: duplicate ids: {', '.join(map(repr, dupes))}; ids must be unique")
     row, messages = runner.preview()
+    run_estimate = _estimate(runner, cfg) if estimate else None
+    if as_json:
+        emit_json({
+            **({"estimate": run_estimate.summary()} if run_estimate else {}),
+            "ok": True, "pipeline": str(pipeline), "task": cfg.task.type, "rows": n, "backend": cfg.teacher.backend,
+            "model": cfg.teacher.model, "output": str(cfg.output.dir), "template": runner.template.name,
+            "overrides": cfg.overrides, "env_vars": cfg.env_vars, "first_row": row.id, "messages": messages,
+            "config": jsonable(cfg), **({"schema": runner.schema} if show_schema else {}),
+        })
+        return
+    console = result_console()
     console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
                   f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
                   f"output {cfg.output.dir}")
@@ -50,8 +61,8 @@ def validate_command(
         console.print(Panel(m["content"], title=f"{m['role']} message for row {row.id!r}", expand=False))
     if show_schema:
         console.print_json(json.dumps(runner.schema))
-    if estimate:
-        _print_estimate(_estimate(runner, cfg), cfg)
+    if run_estimate:
+        console.print(_estimate_table(run_estimate, cfg))
 
 
 def _estimate(runner: Pipeline, cfg: PipelineConfig) -> RunEstimate:
@@ -67,7 +78,7 @@ def _estimate(runner: Pipeline, cfg: PipelineConfig) -> RunEstimate:
     return est
 
 
-def _print_estimate(est: RunEstimate, cfg: PipelineConfig) -> None:
+def _estimate_table(est: RunEstimate, cfg: PipelineConfig) -> Table:
     t = cfg.teacher
     typical = est.completion_tokens_typical
     table = Table(title=f"estimate: {est.rows:,} rows x {t.samples} sample(s) = {est.calls:,} calls"
@@ -87,7 +98,7 @@ def _print_estimate(est: RunEstimate, cfg: PipelineConfig) -> None:
             table.add_row("", f"~ ${est.cost_typical:,.4f}", "with the typical completion length")
         if t.max_cost is not None:
             table.add_row("budget", f"${t.max_cost:g}", "teacher.max_cost")
-    console.print(table)
+    return table
 
 
 def register(app: typer.Typer) -> None:
