@@ -369,7 +369,8 @@ class Pipeline:
         from annotator.batch import BatchRun
 
         if not isinstance(backend, OpenAICompatBackend):
-            raise ConfigError("teacher.mode: batch needs the openai backend")
+            raise ConfigError(f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
+                              "the Batch API does not run on Ray: drop --ray / teacher.ray)")
         await BatchRun(self, backend, store, self.on_batch).run()
 
     def _write_outputs(self, store: ResultStore) -> None:
