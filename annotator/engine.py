@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -426,7 +427,7 @@ class Pipeline:
 _USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}
 
 
-def _row_usage(results: list[SampleResult]) -> dict[str, int | float | None]:
+def _row_usage(results: list[SampleResult]) -> dict[str, Any]:
     """A row's tokens by kind and cost (None when no sample has a cost), summed over its samples."""
     costs = [r.cost for r in results if r.cost is not None]
     return {

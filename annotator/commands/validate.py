@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 from rich.panel import Panel
-
 from rich.table import Table
 
 from annotator.cache import typical_completion_tokens
