@@ -13,9 +13,9 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError
 
