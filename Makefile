@@ -51,7 +51,7 @@ audit: $(STAMP)
 	$(BIN)/annotator audit --humans $(DEMO_HUMANS) --teacher $(DEMO_RUN) --out $(DEMO_RUN)/audit
 
 export: $(STAMP)
-	$(BIN)/annotator export $(DEMO_RUN) --out $(DEMO_RUN)/dataset
+	$(BIN)/annotator export $(DEMO_RUN) --out $(DEMO_RUN)/dataset --gold $(DEMO_HUMANS)
 
 student: $(STAMP)
 	$(BIN)/annotator train-student $(DEMO_RUN)/dataset --gold $(DEMO_HUMANS) --out $(DEMO_RUN)/student

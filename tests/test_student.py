@@ -193,6 +193,7 @@ def test_train_student_cli(exported, capsys):
     assert cal["fit_split"] == "validation" and cal["fit_items"] == 3 and cal["reference"] == "gold"
     assert cal["eval_items"] == 3 and cal["ece_before"] is not None and cal["ece_after"] is not None
     assert cal["validation_nll_after"] <= cal["validation_nll_before"]
+    assert "only 3 validation items" in cal["note"] or "nothing to fit" in cal["note"]
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["student_temperature"] == cal["temperature"] > 0
     # teacher == gold except where 2 of 3 annotators disagree (i % 5 == 0)
@@ -316,6 +317,8 @@ def test_temperature_scaling_fixes_an_overconfident_classifier():
     lm = np.where(noisy, 5.0, -5.0)
     tm = fit_temperature(lm, ym.astype(float), True)
     assert tm > 1 and ece(probabilities(lm, True, tm), ym, True) < ece(probabilities(lm, True), ym, True)
+    # nothing wrong on validation: no fit (T -> 0 would make every confidence 1.0)
+    assert fit_temperature(np.eye(3)[[0, 1, 2]] * 2.0, np.array([0, 1, 2]), False) == 1.0
 
 
 def test_selector_keeps_the_best_epoch_and_stops_after_patience():

@@ -34,7 +34,7 @@ def _print_training(console: Console, m) -> None:
             f"calibration: temperature {c.temperature:.3f} fit on {c.fit_items} validation items; ECE on "
             f"{c.eval_split} vs {c.reference} ({c.eval_items} items): {_fmt(c.ece_before)} -> {_fmt(c.ece_after)}"
         )
-    elif c.note:
+    if c.note:
         console.print(f"[yellow]calibration:[/] {c.note}")
 
 

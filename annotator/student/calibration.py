@@ -18,7 +18,8 @@ from annotator.audit.calibration import calibrate
 
 TEMPERATURE_KEY = "student_temperature"
 METHOD = "temperature scaling (Guo et al. 2017): T minimises the NLL of the validation logits"
-_LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
+_LOG_T_BOUNDS = (-3.0, 3.0)  # T in [0.05, 20]
+FEW_FIT_ITEMS = 30  # below this many validation items T is noisy (Guo et al. fit on thousands)
 
 
 def saved_temperature(config: Any) -> float:
@@ -49,11 +50,21 @@ def nll(logits: np.ndarray, targets: np.ndarray, multi_label: bool, temperature:
     return float(-np.mean(log_p[np.arange(len(z)), np.asarray(targets, dtype=np.int64)]))
 
 
+def all_correct(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> bool:
+    """True when every prediction on these logits is right: then the NLL falls without limit as T -> 0."""
+    _, correct = confidence_and_correct(probabilities(logits, multi_label), targets, multi_label)
+    return bool(correct.all())
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> float:
-    """T > 0 minimising the validation NLL (bounded 1-D search over log T)."""
+    """T > 0 minimising the validation NLL (bounded 1-D search over log T).
+
+    1.0 (no scaling) when there is nothing to fit: no items, or every prediction right (the NLL would push T to
+    its lower bound and make the student claim certainty it has not earned).
+    """
     from scipy.optimize import minimize_scalar
 
-    if len(logits) == 0:
+    if len(logits) == 0 or all_correct(logits, targets, multi_label):
         return 1.0
     res = minimize_scalar(
         lambda log_t: nll(logits, targets, multi_label, math.exp(log_t)), bounds=_LOG_T_BOUNDS, method="bounded"

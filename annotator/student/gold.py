@@ -35,8 +35,8 @@ class GoldLabels:
         return {k: v[0] for k, v in self.labels.items() if v}
 
 
-def _multi_label_gold(votes: list[str]) -> list[str] | None:
-    sets = [{x for x in _SPLIT.split(v) if x.strip()} for v in votes]
+def _multi_label_gold(sets: list[set[str]]) -> list[str] | None:
+    """Labels chosen by more than half of the annotators; else the majority label over all choices (tie: None)."""
     counts = Counter(lab for s in sets for lab in s)
     chosen = sorted(lab for lab, c in counts.items() if c * 2 > len(sets))
     if chosen:
@@ -61,7 +61,7 @@ def load_gold(path: str | Path, label_names: list[str] | None = None, multi_labe
     ties = 0
     for item, by_ann in humans.ratings.items():
         if multi_label:
-            chosen = _multi_label_gold([";".join(norm(x) for x in _SPLIT.split(v) if x.strip()) for v in by_ann.values()])
+            chosen = _multi_label_gold([{norm(x) for x in _SPLIT.split(v) if x.strip()} for v in by_ann.values()])
         else:
             top = majority_vote(norm(v) for v in by_ann.values())
             chosen = None if top is None else [top]

@@ -26,8 +26,10 @@ from pydantic import BaseModel, Field
 
 from annotator.errors import AnnotatorError, InputDataError
 from annotator.student.calibration import (
+    FEW_FIT_ITEMS,
     METHOD,
     TEMPERATURE_KEY,
+    all_correct,
     ece,
     fit_temperature,
     nll,
@@ -610,6 +612,10 @@ def _calibrate(
         info.fit_split, info.fit_items = "validation", len(fit)
         info.validation_nll_before = round(nll(logits[fit], y_fit, multi_label), 5)
         info.validation_nll_after = round(nll(logits[fit], y_fit, multi_label, info.temperature), 5)
+        if all_correct(logits[fit], y_fit, multi_label):
+            info.note = "every validation item is predicted right: nothing to fit, T = 1"
+        elif len(fit) < FEW_FIT_ITEMS:
+            info.note = f"only {len(fit)} validation items: the temperature is a noisy estimate"
     if eval_split is not None:
         ref, idx, y = _reference_targets(items, items.where(eval_split), gold_map, label_names, multi_label)
         info.eval_split, info.reference, info.eval_items = eval_split, ref, len(idx)
