@@ -25,8 +25,9 @@ from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.errors import BackendError, InputDataError, TemplateError
 from annotator.inputs import InputRow, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunCounts, RunManifest,
+    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, LabelInfo, RunCounts, RunManifest, cap_raw,
 )
+from annotator.redact import redact
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate, default_template_path
@@ -143,7 +144,7 @@ class Pipeline:
             result.tokens += gen.tokens
             budget.tokens += gen.tokens
             self.stats.tokens += gen.tokens
-            result.raw = gen.text
+            result.raw = redact(cap_raw(gen.text))
             if gen.finish_reason == "length":
                 result.error = f"output truncated (finish_reason=length at max_tokens={t.max_tokens})"
                 continue
@@ -192,13 +193,16 @@ class Pipeline:
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
         good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
+        sample_errors = [r.error or "no valid output" for r in results if not r.ok]
         if not good:
             last = results[-1]
-            return self._failed(row, last.error or "no valid output", model, prompt_hash, last.raw, attempts, tokens)
-        agg = self.task.aggregate(good)
+            failed = self._failed(row, last.error or "no valid output", model, prompt_hash, last.raw, attempts, tokens)
+            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors})
+        agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
+            invalid_samples=len(sample_errors), sample_errors=sample_errors,
             attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
         )
 
