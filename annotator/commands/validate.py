@@ -11,8 +11,7 @@ from rich.panel import Panel
 
 from annotator.config import load_config
 from annotator.engine import Pipeline
-from annotator.errors import InputDataError
-from annotator.inputs import count_rows, find_duplicate_ids
+from annotator.inputs import check_ids, count_rows
 
 console = Console()
 
@@ -21,14 +20,12 @@ def validate_command(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file.", show_default=False),
     show_schema: bool = typer.Option(False, "--schema", help="Also print the JSON schema the teacher must follow."),
 ) -> None:
-    """Check a pipeline without calling the teacher: config, input file (columns, rows, duplicate ids),
-    template (renders the first row's prompt, which is printed)."""
+    """Check a pipeline without calling the teacher: config, input file (columns, rows, every id present and
+    unique), template (renders the first row's prompt, which is printed)."""
     cfg = load_config(pipeline)
     runner = Pipeline(cfg)
     n = count_rows(cfg.input)
-    dupes = find_duplicate_ids(cfg.input)
-    if dupes:
-        raise InputDataError(f"{cfg.input.path}: duplicate ids: {', '.join(map(repr, dupes))}; ids must be unique")
+    check_ids(cfg.input)
     row, messages = runner.preview()
     console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
                   f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
