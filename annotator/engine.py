@@ -275,7 +275,7 @@ class Pipeline:
             pending.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 errors.append(t.exception())  # type: ignore[arg-type]
-                for other in pending:  # stop at once (circuit breaker, full disk): nothing unsaved is lost
+                for other in pending:  # stop at once (circuit breaker, full disk); saved answers stay cached
                     other.cancel()
 
         try:
@@ -318,6 +318,7 @@ class Pipeline:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
             _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+            _fsync_dir(self.out_dir)  # the renames themselves survive a power cut
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise os_error(exc, exc.filename or self.out_dir) from None
@@ -350,3 +351,11 @@ def _atomic_write(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

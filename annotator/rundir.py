@@ -20,6 +20,7 @@ import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.config import PipelineConfig
@@ -63,7 +64,7 @@ class RunDirLock:
         self.path = run_dir / LOCK_FILE
         self._fd: int | None = None
 
-    def __enter__(self) -> RunDirLock:
+    def __enter__(self) -> Self:
         prepare_run_dir(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from conftest import LABELS, out_dir_of, read_annotations, rows_of, write_rows
-from annotator.records import normalize_id
 
 
 def _clean_error(proc, *needles: str) -> None:
@@ -22,6 +21,8 @@ def _clean_error(proc, *needles: str) -> None:
 
 
 def test_the_id_rule():
+    from annotator.records import normalize_id
+
     assert [normalize_id(v) for v in (7, 7.0, " 7", "7 ", "a b", 2.5, True)] == ["7", "7", "7", "7", "a b", "2.5", "true"]
     assert [normalize_id(v) for v in (None, "", "  ", float("nan"))] == [None] * 4
 
