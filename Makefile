@@ -13,17 +13,37 @@ export TOKENIZERS_PARALLELISM := false
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 LLAMA_CPP_VERSION ?= 0.3.36
 
-DEMO_PIPELINE := pipelines/news_topics.yaml
-DEMO_RUN      := runs/news_topics
-DEMO_HUMANS   := pipelines/data/news_sample_humans.csv
+# Pipelines: `make run|audit|dataset|student P=<name>` for pipelines/<name>.yaml, with real file targets, so make
+# redoes exactly what a change made stale (see `make help`). Every variable below can be set on the command line.
+PIPELINES_DIR ?= pipelines
+DEPS_DIR      ?= .make
+P             ?=
+HUMANS        ?=
+GOLD          ?= $(HUMANS)
+RUN_ARGS      ?=
+AUDIT_ARGS    ?=
+EXPORT_ARGS   ?=
+STUDENT_ARGS  ?=
+DEMO_HUMANS   ?= $(PIPELINES_DIR)/data/news_sample_humans.csv
+PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPELINES_DIR)/*.yaml)))
 
-.PHONY: setup demo test audit export student bench clean help
+# A failed step never leaves a target that looks fresh.
+.DELETE_ON_ERROR:
+.PHONY: setup demo test bench clean help run audit dataset student
 
 help:
-	@echo "make demo   - set up, label the shipped news sample offline with the embedded teacher, audit, export, train a student"
-	@echo "make test   - set up and run the test suite"
-	@echo "make audit  - teacher-human agreement audit of the demo run"
-	@echo "make bench  - throughput/memory benchmark of the pipeline against a local fixed-latency server"
+	@echo "Set-up and checks:"
+	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
+	@echo "  make test                 set up and run the test suite"
+	@echo "  make bench                throughput / memory benchmark"
+	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
+	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl"
+	@echo "  make audit P=x HUMANS=f   audit    -> <output.dir>/audit/report.json"
+	@echo "  make dataset P=x          export   -> <output.dir>/dataset/dataset_dict.json (after the audit when HUMANS is set)"
+	@echo "  make student P=x [GOLD=f] train    -> <output.dir>/student/metrics.json (GOLD defaults to HUMANS)"
+	@echo "  or name a file itself, e.g.  make runs/news_topics/annotations.jsonl"
+	@echo "  extra flags: RUN_ARGS=... AUDIT_ARGS=... EXPORT_ARGS=... STUDENT_ARGS=...; make redoes only what is stale"
+	@echo "Pipelines found: $(PIPELINE_NAMES)"
 
 setup: $(STAMP)
 
@@ -37,24 +57,62 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[student,dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/annotator run $(DEMO_PIPELINE)
-	$(MAKE) --no-print-directory audit export student
+# -- pipelines --------------------------------------------------------------------------------------------
+# `annotator deps` writes, per pipeline, where its run lives and which files it depends on (pipeline file, input,
+# template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
+# With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
+# goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
+NO_PIPELINE_GOALS := help setup test bench clean
+need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
+ifneq ($(P),)
+$(need_p)
+include $(DEPS_DIR)/$(P).mk
+else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student,$(or $(MAKECMDGOALS),help)),)
+-include $(PIPELINE_NAMES:%=$(DEPS_DIR)/%.mk)
+endif
+
+$(DEPS_DIR)/%.mk: $(PIPELINES_DIR)/%.yaml | $(STAMP)
+	$(BIN)/annotator deps $< --name $* --out $@
+
+# One block of rules per pipeline. The venv is order-only: reinstalling it never makes a result stale.
+define PIPELINE_RULES
+$(1)_ANN     := $$($(1)_RUN)/annotations.jsonl
+$(1)_AUDIT   := $$($(1)_RUN)/audit/report.json
+$(1)_DATASET := $$($(1)_RUN)/dataset/dataset_dict.json
+$(1)_STUDENT := $$($(1)_RUN)/student/metrics.json
+
+$$($(1)_ANN): $$($(1)_DEPS) | $$(STAMP)
+	$$(BIN)/annotator run $$(PIPELINES_DIR)/$(1).yaml $$(RUN_ARGS)
+
+$$($(1)_AUDIT): $$($(1)_ANN) $$(HUMANS) | $$(STAMP)
+	$$(if $$(HUMANS),,$$(error the audit needs human labels: make audit P=$(1) HUMANS=path/to/humans.csv))
+	$$(BIN)/annotator audit --humans $$(HUMANS) --teacher $$($(1)_RUN) --out $$(@D) $$(AUDIT_ARGS)
+
+$$($(1)_DATASET): $$($(1)_ANN) $$(if $$(HUMANS),$$($(1)_AUDIT)) | $$(STAMP)
+	$$(BIN)/annotator export $$($(1)_RUN) --out $$(@D) $$(EXPORT_ARGS)
+
+$$($(1)_STUDENT): $$($(1)_DATASET) $$(GOLD) | $$(STAMP)
+	$$(BIN)/annotator train-student $$($(1)_RUN)/dataset $$(if $$(GOLD),--gold $$(GOLD)) --out $$(@D) $$(STUDENT_ARGS)
+endef
+$(foreach p,$(PIPELINE_NAMES),$(if $($(p)_RUN),$(eval $(call PIPELINE_RULES,$(p)))))
+
+run audit dataset student:
+	$(need_p)
+ifneq ($(P),)
+run: $($(P)_ANN)
+audit: $($(P)_AUDIT)
+dataset: $($(P)_DATASET)
+student: $($(P)_STUDENT)
+endif
+
+demo: | $(STAMP)
+	@$(MAKE) --no-print-directory student P=news_topics HUMANS=$(DEMO_HUMANS)
 	@echo
 	@echo "Demo outputs:"
-	@echo "  annotations : $(DEMO_RUN)/annotations.jsonl"
-	@echo "  audit       : $(DEMO_RUN)/audit/report.md"
-	@echo "  dataset     : $(DEMO_RUN)/dataset"
-	@echo "  student     : $(DEMO_RUN)/student/metrics.json"
-
-audit: $(STAMP)
-	$(BIN)/annotator audit --humans $(DEMO_HUMANS) --teacher $(DEMO_RUN) --out $(DEMO_RUN)/audit
-
-export: $(STAMP)
-	$(BIN)/annotator export $(DEMO_RUN) --out $(DEMO_RUN)/dataset
-
-student: $(STAMP)
-	$(BIN)/annotator train-student $(DEMO_RUN)/dataset --gold $(DEMO_HUMANS) --out $(DEMO_RUN)/student
+	@echo "  annotations : runs/news_topics/annotations.jsonl"
+	@echo "  audit       : runs/news_topics/audit/report.md"
+	@echo "  dataset     : runs/news_topics/dataset"
+	@echo "  student     : runs/news_topics/student/metrics.json"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -63,4 +121,4 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench_pipeline.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache $(DEPS_DIR)

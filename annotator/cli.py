@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from annotator.errors import AnnotatorError
+from annotator.redact import redact
 
 app = typer.Typer(
     name="annotator",
@@ -23,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample")
 err_console = Console(stderr=True)
 
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except AnnotatorError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {redact(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything finished so far is saved; rerun to resume.")

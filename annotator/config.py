@@ -86,7 +86,17 @@ class QATaskConfig(_Strict):
     min_pairs: int = Field(default=1, ge=1)
     max_pairs: int = Field(default=3, ge=1, le=50)
     require_grounding: bool = Field(
-        default=True, description="Reject answers whose evidence quote is not found verbatim in the document."
+        default=True,
+        description="Reject a pair whose evidence is not a verbatim quote of the document or does not support the answer.",
+    )
+    min_evidence_chars: int = Field(
+        default=12, ge=1,
+        description="Grounding: an evidence quote must have at least this many characters (or be the whole document).",
+    )
+    min_answer_support: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Grounding: share of the answer's content words that must occur in its evidence "
+        "(an answer found verbatim in its evidence always passes).",
     )
     few_shot: list[FewShotExample] = []
     instructions: str = ""

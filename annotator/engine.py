@@ -25,7 +25,9 @@ from annotator.errors import BackendError, InputDataError, TeacherUnreachable, T
 from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
 from annotator.records import (
     ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, FailureKind, LabelInfo, RunCounts, RunManifest,
+    cap_raw,
 )
+from annotator.redact import redact
 from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
@@ -148,7 +150,7 @@ class Pipeline:
             result.tokens += gen.tokens
             budget.tokens += gen.tokens
             self.stats.tokens += gen.tokens
-            result.raw = gen.text
+            result.raw = redact(cap_raw(gen.text))
             if gen.finish_reason == "length":
                 result.error = f"output truncated (finish_reason=length at max_tokens={t.max_tokens})"
                 continue
@@ -213,15 +215,18 @@ class Pipeline:
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
         good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
+        sample_errors = [r.error or "no valid output" for r in results if not r.ok]
         if not good:
             last = results[-1]
             kind: FailureKind = "transport" if all(r.transport for r in results) else "validation"
-            return self._failed(row, last.error or "no valid output", model, kind, prompt_hash, last.raw, attempts,
-                                tokens)
-        agg = self.task.aggregate(good)
+            failed = self._failed(row, last.error or "no valid output", model, kind, prompt_hash, last.raw, attempts,
+                                  tokens)
+            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors})
+        agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
+            invalid_samples=len(sample_errors), sample_errors=sample_errors,
             attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
         )
 

@@ -94,9 +94,22 @@ def open_input(cfg: InputConfig) -> pl.LazyFrame:
             f"{cfg.path}: missing column {which} (found: {', '.join(columns) or 'none'}). "
             "Set input.id_column / input.text_column in the pipeline file."
         )
+    _check_text_type(cfg, lf.collect_schema()[cfg.text_column])
     if cfg.limit:
         lf = lf.head(cfg.limit)
     return lf
+
+
+def _check_text_type(cfg: InputConfig, dtype: pl.DataType) -> None:
+    """The text column must hold text: strings (or categoricals, or nothing at all). Any other type (binary,
+    list, struct, bool, numbers, dates) would reach the teacher as a Python repr such as ``b'...'``, so it is
+    refused rather than guessed at."""
+    if dtype == pl.String or dtype == pl.Null or isinstance(dtype, (pl.Categorical, pl.Enum)):
+        return
+    raise InputDataError(
+        f"{cfg.path}: text column {cfg.text_column!r} has type {dtype}, not text. Convert it to strings in the "
+        "file, or point input.text_column at a text column."
+    )
 
 
 def count_rows(cfg: InputConfig) -> int:

@@ -48,6 +48,17 @@ def normalize_id(value: Any) -> str | None:
     return text or None
 
 
+RAW_KEEP_CHARS = 16_384
+
+
+def cap_raw(text: str, limit: int = RAW_KEEP_CHARS) -> str:
+    """The raw teacher text kept for a failed answer: the first ``limit`` characters, plus a marker with the
+    original size when it was longer (a runaway 50 MB answer must not be stored, or held, in full)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[... truncated: {len(text):,} characters in total, first {limit:,} kept]"
+
+
 class AnnotationRecord(BaseModel):
     """One annotated (or failed) input row."""
 
@@ -61,12 +72,22 @@ class AnnotationRecord(BaseModel):
     label: str | None = Field(default=None, description="Single-label tasks: the (majority) label.")
     labels: list[str] | None = Field(default=None, description="Multi-label tasks: the (majority) label set.")
     confidence: float | None = Field(
-        default=None, description="Label tasks: share of samples that agree with the stored answer (1.0 when samples=1)."
+        default=None,
+        description=(
+            "Label tasks: the stored answer's vote share over the samples REQUESTED (teacher.samples), invalid "
+            "samples counting as votes against it: 2 of 3 agreeing = 0.67, 1 valid sample of 3 = 0.33; 1.0 when "
+            "samples=1."
+        ),
     )
-    votes: dict[str, int] | None = Field(default=None, description="Label tasks: votes per label over all samples.")
-    samples: int = 1
+    votes: dict[str, int] | None = Field(default=None, description="Label tasks: votes per label over the valid samples.")
+    samples: int = Field(default=1, description="Valid samples the answer was aggregated from.")
+    invalid_samples: int = Field(default=0, description="Samples that stayed invalid (or whose teacher call failed).")
+    sample_errors: list[str] = Field(default_factory=list, description="Why each invalid sample failed.")
     error: str | None = Field(default=None, description="Failed rows: why.")
-    raw: str | None = Field(default=None, description="Failed rows: the teacher's last raw text.")
+    raw: str | None = Field(
+        default=None,
+        description=f"Failed rows: the teacher's last raw text (the first {RAW_KEEP_CHARS:,} characters; see cap_raw).",
+    )
     attempts: int = 0
     tokens: int = 0
     model: str

@@ -38,9 +38,10 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
 def extract_json(text: str) -> Any:
-    """Parse JSON from model text: the whole text, a fenced block, or the first balanced {...} object.
+    """Parse JSON from model text: the whole text, else the JSON in fenced blocks and balanced ``{...}`` objects.
 
-    Raises ``ValueError`` with a short reason when there is none.
+    Several JSON answers that agree count as one; answers that disagree are ambiguous (which one did the model
+    mean?) and rejected. Raises ``ValueError`` with a short reason when there is no single answer.
     """
     s = text.strip()
     if not s:
@@ -49,17 +50,40 @@ def extract_json(text: str) -> Any:
         return json.loads(s)
     except json.JSONDecodeError:
         pass
-    m = _FENCE.search(s)
-    if m:
+    answers: list[Any] = []
+    for candidate in [*(_fenced(s)), *(_objects(s))]:
+        if candidate not in answers:
+            answers.append(candidate)
+    if not answers:
+        raise ValueError("output is not valid JSON")
+    if len(answers) > 1:
+        shown = "; ".join(json.dumps(a, ensure_ascii=False)[:80] for a in answers[:3])
+        raise ValueError(f"ambiguous output: {len(answers)} different JSON answers ({shown})")
+    return answers[0]
+
+
+def _fenced(s: str) -> list[Any]:
+    """The JSON of every fenced code block that parses."""
+    found = []
+    for m in _FENCE.finditer(s):
         try:
-            return json.loads(m.group(1))
+            found.append(json.loads(m.group(1)))
         except json.JSONDecodeError:
             pass
+    return found
+
+
+def _objects(s: str) -> list[Any]:
+    """Every top-level balanced ``{...}`` object in ``s`` (objects nested in one found are not listed again)."""
+    decoder = json.JSONDecoder()
+    found = []
     start = s.find("{")
     while start != -1:
         try:
-            obj, _ = json.JSONDecoder().raw_decode(s[start:])
-            return obj
+            obj, end = decoder.raw_decode(s, start)
         except json.JSONDecodeError:
             start = s.find("{", start + 1)
-    raise ValueError("output is not valid JSON")
+            continue
+        found.append(obj)
+        start = s.find("{", end)
+    return found

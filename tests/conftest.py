@@ -73,7 +73,8 @@ class ServerHandle:
         """Clear counters and set the default config (plus ``config`` overrides)."""
         self._call("POST", "/reset", {})
         defaults = {"latency": 0.0, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50,
-                    "completion_tokens": 10, "record_times": True, "max_prompt_chars": 0}
+                    "completion_tokens": 10, "record_times": True, "max_prompt_chars": 0,
+                    "trickle_interval": 0.25, "huge_chars": 50_000_000}
         self._call("POST", "/config", {**defaults, **config})
 
     def configure(self, **config: Any) -> dict[str, Any]:

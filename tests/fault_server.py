@@ -19,6 +19,11 @@ Faults, by marker in the item text (the part of the prompt after ``Text:``):
     [[garbage]]      200 whose HTTP body is not JSON at all
     [[nochoices]]    200 with an empty ``choices`` list
     [[wrongshape]]   200 with JSON that is not a chat completion (``choices`` is a string)
+    [[trickle]]      200 whose body is sent one byte every ``trickle_interval`` seconds (a slow-loris server)
+    [[huge]]         200 whose content is ``huge_chars`` characters of non-JSON text (a runaway answer)
+    [[twojson]]      200 whose content holds two JSON answers that disagree
+    [[echokey]]      500 whose error message echoes the request's ``Authorization`` header (the API key);
+                     [[echokey401]] the same with status 401 (any status)
     [[KIND:N]]       the fault for the item's first N requests only, then valid answers
     [[flaky:N]]      = [[500:N]]
 
@@ -28,7 +33,8 @@ Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_req
 of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
 ``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens`` (usage reported per answer, fixed so
 tests can compute token budgets), ``by_request``, ``record_times`` (keep per-item arrival times),
-``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit).
+``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
+``trickle_interval`` and ``huge_chars`` (see the faults above).
 
 Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
 """
@@ -124,7 +130,8 @@ class FaultServer:
     def __init__(self, latency: float = 0.0):
         self.cfg: dict[str, Any] = {
             "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
-            "by_request": {}, "record_times": True, "max_prompt_chars": 0,
+            "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
+            "huge_chars": 50_000_000,
         }
         self.reset()
 
@@ -162,7 +169,7 @@ class FaultServer:
                         headers[k.strip().lower()] = v.strip()
                 n = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(n) if n else b""
-                keep = await self.dispatch(method, path.split("?", 1)[0], body, reader, writer)
+                keep = await self.dispatch(method, path.split("?", 1)[0], body, reader, writer, headers)
                 if not keep or headers.get("connection", "").lower() == "close":
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -183,7 +190,7 @@ class FaultServer:
         writer.write(("\r\n".join(hdrs) + "\r\n\r\n").encode("latin-1") + data)
 
     async def dispatch(self, method: str, path: str, body: bytes, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> bool:
+                       writer: asyncio.StreamWriter, headers: dict[str, str] | None = None) -> bool:
         if method == "GET" and path == "/stats":
             self._send(writer, 200, self.stats())
         elif method == "GET" and path in ("/health", "/v1/models"):
@@ -195,7 +202,7 @@ class FaultServer:
             self.cfg.update(json.loads(body or b"{}"))
             self._send(writer, 200, self.cfg)
         elif method == "POST" and path.endswith("/chat/completions"):
-            return await self.completion(body, reader, writer)
+            return await self.completion(body, reader, writer, headers or {})
         else:
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
         await writer.drain()
@@ -213,7 +220,8 @@ class FaultServer:
                 return kind
         return None
 
-    async def completion(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def completion(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         headers: dict[str, str] | None = None) -> bool:
         req = json.loads(body)
         key = item_key(req.get("messages") or [])
         self.total += 1
@@ -232,12 +240,12 @@ class FaultServer:
         try:
             if self.cfg["latency"]:
                 await asyncio.sleep(self.cfg["latency"])
-            return await self._answer(req, key, fault, reader, writer)
+            return await self._answer(req, key, fault, reader, writer, headers or {})
         finally:
             self.in_flight -= 1
 
     async def _answer(self, req: dict[str, Any], key: str, fault: str | None, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> bool:
+                      writer: asyncio.StreamWriter, headers: dict[str, str]) -> bool:
         if fault == "timeout":  # hold the request until the client gives up (closes) or ``hang`` passes
             try:
                 await asyncio.wait_for(reader.read(1), self.cfg["hang"])
@@ -260,6 +268,11 @@ class FaultServer:
                                                   "code": status}}, extra)
             await writer.drain()
             return True
+        if fault and fault.startswith("echokey"):  # a careless server that echoes the credentials it got
+            self._send(writer, int(fault[len("echokey"):] or 500), {"error": {
+                "message": f"upstream rejected {headers.get('authorization', '')!r}", "type": "fault_server"}})
+            await writer.drain()
+            return True
         if fault == "garbage":
             self._send(writer, 200, None, raw=b"<html>this is not json")
             await writer.drain()
@@ -279,6 +292,10 @@ class FaultServer:
             content = json.dumps({"label": "definitely_not_a_label", "labels": ["definitely_not_a_label"]})
         elif fault == "length":
             content, finish = content[: max(1, len(content) // 2)], "length"
+        elif fault == "huge":
+            content = "A" * int(self.cfg["huge_chars"])
+        elif fault == "twojson":
+            content = '{"label": "politics"} On reflection, a better answer: {"label": "economy"}'
         elif fault is None:
             self.ok_by_item[key] += 1
         payload = {
@@ -289,8 +306,26 @@ class FaultServer:
             "usage": {"prompt_tokens": self.cfg["prompt_tokens"], "completion_tokens": self.cfg["completion_tokens"],
                       "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"]},
         }
+        if fault == "trickle":
+            return await self._trickle(writer, json.dumps(payload).encode("utf-8"))
         self._send(writer, 200, payload)
         await writer.drain()
+        return True
+
+    async def _trickle(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
+        """Headers at once, then the body one byte every ``trickle_interval`` s until done or the client leaves."""
+        head = ["HTTP/1.1 200 OK", "Content-Type: application/json", f"Content-Length: {len(data)}",
+                "Connection: keep-alive"]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        try:
+            for i in range(len(data)):
+                if writer.is_closing():
+                    return False
+                writer.write(data[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(self.cfg["trickle_interval"])
+        except ConnectionError:
+            return False
         return True
 
 

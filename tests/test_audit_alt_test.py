@@ -52,19 +52,27 @@ def test_epsilon_is_a_cost_benefit_allowance() -> None:
     assert strict.advantage_probability == lenient.advantage_probability
 
 
-def test_needs_three_annotators() -> None:
+def test_two_annotators_run_but_the_result_says_weak() -> None:
+    # the reference runs with 2 annotators (min_humans_per_instance=2); so do we, and say that the test is weak
     H, _ = synthetic(m=2)
     res = alt_test(H, majority(H, 4), NAMES[:2])
-    assert not res.ran and res.passed is None
-    assert "at least 3 human annotators" in (res.reason or "")
-    assert "NOT RUN" in verdict(res)
+    assert res.ran and res.weak and res.passed is not None
+    assert len([t for t in res.annotators if t.skipped is None]) == 2
+    assert any(w.startswith("weak test: only 2 annotator(s) tested") for w in res.warnings)
+    assert "weak: only 2 annotator(s) tested" in verdict(res)
+    full = alt_test(*synthetic(m=3)[:1], majority(synthetic(m=3)[0], 4), NAMES[:3])
+    assert full.ran and not full.weak and "weak" not in verdict(full)
 
 
-def test_few_items_warns() -> None:
+def test_annotators_below_min_items_are_excluded_like_the_reference() -> None:
     H, _ = synthetic(n=12)
     res = alt_test(H, majority(H, 4), NAMES[:4])
-    assert res.ran
-    assert any("(< 30)" in w for w in res.warnings)
+    assert not res.ran and res.passed is None
+    assert "at least 30 items" in (res.reason or "") and "NOT RUN" in verdict(res)
+    assert res.excluded == [f"{a} (12 items)" for a in NAMES[:4]]
+    assert all(t.skipped and "< 30, --alt-test-min-items" in t.skipped for t in res.annotators)
+    lowered = alt_test(H, majority(H, 4), NAMES[:4], min_items=10)
+    assert lowered.ran and lowered.excluded == [] and lowered.min_items == 10
 
 
 def test_neg_rmse_scoring_for_ratings() -> None:
@@ -78,8 +86,10 @@ def test_neg_rmse_scoring_for_ratings() -> None:
     assert not alt_test(H, bad, NAMES[:4], scoring="neg_rmse", values=values).passed
 
 
-def _reference(humans: dict, llm: dict, epsilon: float, q: float, scorer) -> tuple[float, float, list[float]]:
-    """Straightforward dict-based version of the published procedure (independent of the vectorised code)."""
+def _reference(humans: dict, llm: dict, epsilon: float, q: float, scorer,
+               min_instances: int = 30) -> tuple[float, float, list[float]]:
+    """Straightforward dict-based version of the published procedure (independent of the vectorised code),
+    including the reference's exclusion of annotators with fewer than ``min_instances`` kept items."""
     item_humans: dict = {}
     for h, anns in humans.items():
         for i in anns:
@@ -88,6 +98,8 @@ def _reference(humans: dict, llm: dict, epsilon: float, q: float, scorer) -> tup
     pvals, advs = [], []
     for h, anns in humans.items():
         ind_f, ind_h = [], []
+        if len([i for i in anns if i in keep]) < min_instances:
+            continue
         for i in [i for i in anns if i in keep]:
             rest = [humans[o][i] for o in item_humans[i] if o != h]
             s_h, s_f = scorer(anns[i], rest), scorer(llm[i], rest)
@@ -112,6 +124,28 @@ def test_matches_reference_procedure_with_missing_ratings() -> None:
     assert res.winning_rate == pytest.approx(wr)
     assert res.advantage_probability == pytest.approx(adv)
     assert [t.p_value for t in res.annotators] == pytest.approx(pvals)
+
+
+def test_small_annotator_excluded_by_default_as_in_the_reference() -> None:
+    # one annotator rated only 25 items: the reference skips them, which changes the winning rate
+    H, truth = synthetic(n=80, m=4, p_correct=0.75, seed=7)
+    H[25:, 3] = -1
+    rng = np.random.default_rng(8)
+    teacher = np.where(rng.random(80) < 0.8, truth, rng.integers(0, 4, 80))
+    humans = {NAMES[j]: {i: int(H[i, j]) for i in range(80) if H[i, j] >= 0} for j in range(4)}
+    llm = {i: int(teacher[i]) for i in range(80)}
+    def acc(x: int, rest: list[int]) -> float:
+        return float(np.mean([x == r for r in rest]))
+
+    wr, adv, pvals = _reference(humans, llm, 0.2, 0.05, acc)
+    res = alt_test(H, teacher, NAMES[:4], epsilon=0.2, alpha=0.05)
+    assert res.excluded == ["d (25 items)"] and res.annotators[3].skipped
+    assert res.winning_rate == pytest.approx(wr) and res.advantage_probability == pytest.approx(adv)
+    assert [t.p_value for t in res.annotators if t.skipped is None] == pytest.approx(pvals)
+    kept = alt_test(H, teacher, NAMES[:4], epsilon=0.2, alpha=0.05, min_items=2)
+    wr_all, adv_all, _ = _reference(humans, llm, 0.2, 0.05, acc, min_instances=2)
+    assert kept.winning_rate == pytest.approx(wr_all) and kept.advantage_probability == pytest.approx(adv_all)
+    assert (kept.winning_rate, kept.advantage_probability) != (res.winning_rate, res.advantage_probability)
 
 
 def test_hand_computed_small_case() -> None:

@@ -108,12 +108,25 @@ def test_teacher_table_two_annotators_without_confidence(tmp_path: Path, capsys:
                                "--out", str(out), "--bootstrap", "20"], capsys)
     assert code == 0
     rep = strict_json(out / "report.json")
-    assert rep["alt_test"]["ran"] is False and "at least 3" in rep["alt_test"]["reason"]
+    # two annotators with 30 items each: the reference runs the alt-test; the report says it is weak
+    assert rep["alt_test"]["ran"] is True and rep["alt_test"]["weak"] is True
+    assert any("weak test: only 2 annotator(s)" in w for w in rep["alt_test"]["warnings"])
     assert rep["calibration"]["available"] is False
     assert not (out / "calibration.png").exists()
     md = (out / "report.md").read_text()
-    assert "Alt-test NOT RUN" in md and "no confidence" in md
-    assert "NOT RUN" in stdout
+    assert "weak: only 2 annotator(s) tested" in md and "no confidence" in md
+    assert "weak" in " ".join(stdout.split())
+    # with 25 items each both annotators are excluded (reference default); the option keeps them
+    (tmp_path / "h.csv").write_text("id,x,y\n" + "".join(f"i{i},{'ab'[i % 2]},{'ab'[(i // 3) % 2]}\n" for i in range(25)))
+    code, stdout, _ = audit_cli(["--humans", str(tmp_path / "h.csv"), "--teacher", str(tmp_path / "t.csv"),
+                               "--out", str(out), "--bootstrap", "0", "--no-plots"], capsys)
+    rep = strict_json(out / "report.json")
+    assert code == 0 and rep["alt_test"]["ran"] is False and rep["alt_test"]["excluded"] == ["x (25 items)", "y (25 items)"]
+    assert "excluded: x (25 items), y (25 items)" in (out / "report.md").read_text()
+    code, _, _ = audit_cli(["--humans", str(tmp_path / "h.csv"), "--teacher", str(tmp_path / "t.csv"), "--out",
+                          str(out), "--bootstrap", "0", "--no-plots", "--alt-test-min-items", "20"], capsys)
+    rep = strict_json(out / "report.json")
+    assert rep["alt_test"]["ran"] is True and rep["alt_test"]["excluded"] == [] and rep["inputs"]["alt_test_min_items"] == 20
 
 
 def test_interval_ratings_use_neg_rmse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

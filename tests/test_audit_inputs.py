@@ -177,3 +177,34 @@ def test_no_overlap_between_teacher_successes_and_humans(tmp_path: Path) -> None
     pl.DataFrame(long_rows()).write_csv(tmp_path / "h.csv")
     run = write_run(tmp_path / "run", {"i1": None, "i2": None, "i3": None})
     assert "no successful label" in err(build, load_humans(tmp_path / "h.csv"), load_teacher(run))
+
+
+def test_annotator_with_only_empty_ratings_is_reported_not_dropped_silently(tmp_path: Path, caplog) -> None:
+    """Three annotator columns, one of them all empty: the alt-test runs with the two left (as the reference
+    implementation does) but is weak, and both report.json and report.md say why (as does the log)."""
+    import json
+    import logging
+
+    from annotator.audit.run_audit import AuditOptions, run_audit
+
+    items = [f"i{k:02d}" for k in range(40)]
+    teacher = {i: LABELS[k % 3] for k, i in enumerate(items)}
+    run = write_run(tmp_path / "run", teacher)
+    lines = ["id,a,b,c"] + [f"{i},{teacher[i]},{LABELS[(k // 5) % 3]}," for k, i in enumerate(items)]
+    (tmp_path / "humans.csv").write_text("\n".join(lines) + "\n")
+
+    with caplog.at_level(logging.WARNING, logger="annotator.audit.humans"):
+        humans = load_humans(tmp_path / "humans.csv")
+    assert humans.annotators == ["a", "b"] and humans.dropped_annotators == ["c"]
+    assert any("'c'" in r.getMessage() and "no rating" in r.getMessage() for r in caplog.records)
+
+    out = tmp_path / "audit"
+    report = run_audit(AuditOptions(humans=tmp_path / "humans.csv", teacher=run, out=out, bootstrap=20, plots=False))
+    assert report.alt_test.ran and report.alt_test.weak
+    saved = json.loads((out / "report.json").read_text())
+    assert any("'c'" in w and "every rating is empty" in w for w in saved["warnings"]), saved["warnings"]
+    assert any("'c' left out of the alt-test" in w for w in saved["alt_test"]["warnings"])
+    assert "weak: only 2 annotator(s) tested" in saved["alt_test_verdict"]
+    md = (out / "report.md").read_text()
+    assert "human annotator(s) 'c' left out: every rating is empty" in md
+    assert "weak" in md and "'c' left out" in md.split("## 4.")[1]

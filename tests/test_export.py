@@ -382,3 +382,40 @@ def test_audit_headlines_from_annotator_report(tmp_path):
     assert load_audit_summary(run)[0] == {"kappa": 0.5, "nested.alpha": 0.4}
     (run / "audit" / "report.json").write_text("{not json")
     assert "note" in load_audit_summary(run)[0]
+
+
+def test_export_never_deletes_files_it_did_not_write(tmp_path):
+    """A folder with a dataset_dict.json (not written by export) plus the user's own files is refused, untouched;
+    re-exporting into export's own folder replaces only the files its export.json lists."""
+    run = make_label_run(tmp_path / "run", n=20, failed_every=0, low_every=0)
+    foreign = tmp_path / "mine"
+    (foreign / "train").mkdir(parents=True)
+    (foreign / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    (foreign / "train" / "notes.txt").write_text("my notes")
+    (foreign / "model.bin").write_bytes(b"\x00weights")
+    before = sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*"))
+    with pytest.raises(AnnotatorError, match="refusing"):
+        export(run, foreign)
+    assert sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*")) == before
+    assert (foreign / "train" / "notes.txt").read_text() == "my notes"
+
+    out = tmp_path / "ds"
+    first = export(run, out, split="0.8,0.1,0.1")
+    assert "export.json" in first.files and "dataset_dict.json" in first.files
+    assert any(f.startswith("validation/") for f in first.files)
+    (out / "my_analysis.ipynb").write_text("{}")
+    (out / "train" / "keep.txt").write_text("mine too")
+    second = export(run, out, split="0.5,0.5")  # no validation split this time
+    assert (out / "my_analysis.ipynb").read_text() == "{}"
+    assert (out / "train" / "keep.txt").read_text() == "mine too"
+    assert not (out / "validation").exists()  # the previous export's own files (and emptied folders) went
+    assert list(datasets.load_from_disk(str(out))) == ["train", "test"]
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == set(second.files) | {"my_analysis.ipynb", "train/keep.txt"}
+
+    # a file of the user's where export wants to write one: refused, nothing changed
+    (out / "parquet" / "validation.parquet").write_text("user data")
+    with pytest.raises(AnnotatorError, match="not written by export"):
+        export(run, out, split="0.8,0.1,0.1")
+    assert (out / "parquet" / "validation.parquet").read_text() == "user data"
+    assert (out / "my_analysis.ipynb").exists() and not (out.parent / ".ds.partial").exists()

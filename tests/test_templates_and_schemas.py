@@ -95,10 +95,10 @@ def test_multi_label_schema_and_dedupe():
 def test_single_label_majority_vote_and_confidence():
     task = label_task()
     outs = [task.output_model.model_validate({"label": x}) for x in ["sport", "health", "sport", "sport", "health"]]
-    agg = task.aggregate(outs)
+    agg = task.aggregate(outs, 5)
     assert agg.label == "sport" and agg.confidence == pytest.approx(0.6)
     assert agg.votes == {"sport": 3, "health": 2}
-    tie = task.aggregate([task.output_model.model_validate({"label": x}) for x in ["health", "sport"]])
+    tie = task.aggregate([task.output_model.model_validate({"label": x}) for x in ["health", "sport"]], 2)
     assert tie.label == "health" and tie.confidence == 0.5  # ties go to the earliest sample
 
 
@@ -106,11 +106,21 @@ def test_multi_label_majority_vote():
     task = label_task(multi_label=True)
     outs = [task.output_model.model_validate({"labels": x}) for x in
             [["sport", "economy"], ["sport"], ["economy", "sport"], ["health"]]]
-    agg = task.aggregate(outs)
+    agg = task.aggregate(outs, 4)
     assert agg.labels == ["sport"]  # sport 3/4; economy 2/4 is not more than half
     assert agg.confidence == pytest.approx(1 / 4)  # share of samples whose whole set equals the answer
-    agg = task.aggregate(outs[:3])
+    agg = task.aggregate(outs[:3], 3)
     assert agg.labels == ["sport", "economy"] and agg.confidence == pytest.approx(2 / 3)
+    # one sample of the four requested was invalid: it counts against the answer
+    agg = task.aggregate(outs[:3], 4)
+    assert agg.labels == ["sport", "economy"] and agg.confidence == pytest.approx(2 / 4)
+
+
+def test_confidence_is_a_share_of_the_samples_requested():
+    task = label_task()
+    one_valid = task.aggregate([task.output_model.model_validate({"label": "sport"})], 3)
+    assert one_valid.label == "sport" and one_valid.confidence == pytest.approx(1 / 3)
+    assert one_valid.votes == {"sport": 1}
 
 
 def test_rephrase_schema_counts_and_rejects_copies():
@@ -144,10 +154,42 @@ def test_qa_grounding_and_bounds():
         task.output_model.model_validate({"pairs": [ok.pairs[0].model_dump()] * 3})
 
 
+def _qa(question: str, answer: str, evidence: str):
+    return {"pairs": [{"question": question, "answer": answer, "evidence": evidence}]}
+
+
+def test_qa_grounding_needs_meaningful_evidence_that_supports_the_answer():
+    task = build_task(QATaskConfig(type="qa", min_pairs=1, max_pairs=2))
+    doc = row("The bridge opened in 1932 and carries six lanes of traffic across the Arn river.")
+    cases = {  # (answer, evidence) -> accepted?
+        ("Six lanes", "carries six lanes of traffic"): True,
+        ("1932", "The bridge opened in 1932"): True,
+        ("It carries traffic across the river", "carries six lanes of traffic across the Arn"): True,
+        ("Yes", "carries six lanes of traffic"): True,     # no content words: the quote's length alone
+        ("Paris", "a"): False,                             # one character: too short to ground anything
+        ("Paris", "The bridge opened in 1932"): False,     # invented answer, real quote: not supported
+        ("A suspension bridge designed by Eiffel", "The bridge opened in 1932"): False,
+    }
+    for (answer, evidence), accepted in cases.items():
+        out = task.output_model.model_validate(_qa("What about the bridge?", answer, evidence))
+        if accepted:
+            task.check(out, doc)
+        else:
+            with pytest.raises(ValueError, match="too short|does not support"):
+                task.check(out, doc)
+    # both bounds are configurable
+    lenient = build_task(QATaskConfig(type="qa", min_evidence_chars=1, min_answer_support=0.0))
+    lenient.check(lenient.output_model.model_validate(_qa("What city?", "Paris", "a")), doc)
+    # a document shorter than min_evidence_chars can be quoted whole
+    task.check(task.output_model.model_validate(_qa("Who won?", "Ada", "Ada won.")), row("Ada won."))
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
         ('{"label": "a"}', {"label": "a"}),
+        ('Here: {"label": "a"} and again: ```json\n{"label": "a"}\n```', {"label": "a"}),  # agreeing answers
+        ('{"label": "a", "meta": {"x": 1}} trailing note', {"label": "a", "meta": {"x": 1}}),
         ('```json\n{"label": "a"}\n```', {"label": "a"}),
         ('Sure! Here it is: {"label": "a"} hope it helps', {"label": "a"}),
     ],
@@ -159,4 +201,13 @@ def test_extract_json(text, expected):
 @pytest.mark.parametrize("text", ["", "no json here", '{"label": '])
 def test_extract_json_rejects(text):
     with pytest.raises(ValueError):
+        extract_json(text)
+
+
+@pytest.mark.parametrize("text", [
+    '{"label": "sport"} Actually, on reflection: {"label": "politics"}',
+    '```json\n{"label": "sport"}\n```\nor maybe\n```json\n{"label": "health"}\n```',
+])
+def test_extract_json_rejects_disagreeing_answers(text):
+    with pytest.raises(ValueError, match="ambiguous output: 2 different JSON answers"):
         extract_json(text)

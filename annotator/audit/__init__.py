@@ -9,7 +9,10 @@ Inputs
 * Human annotations (CSV/TSV, JSONL, Parquet), either *long* format with columns ``item_id`` (or ``id``),
   ``annotator``, ``label`` - one row per rating - or *wide* format with an ``item_id``/``id`` column and one column
   per annotator (columns such as ``text`` are ignored). Empty cells and absent rows are missing ratings.
-  At least 2 annotators are needed; the Alternative Annotator Test needs 3.
+  A Label Studio JSON export (``annotator.audit.label_studio``) and the sheets of ``annotator sample`` are read as
+  they are; an ``inclusion_prob`` column (the sampling design) adds the design-corrected accuracy.
+  At least 2 annotators are needed; the Alternative Annotator Test recommends 3 (with fewer it runs and says
+  the result is weak) and excludes annotators with fewer than ``--alt-test-min-items`` (30) items.
 * Teacher labels: a run directory (or its ``annotations.jsonl``) of a single-label pipeline - failed records are
   excluded and counted - or a table with ``item_id``/``id``, ``label`` and optional ``confidence``.
   Every human item id must occur in the teacher's output.
@@ -24,6 +27,7 @@ Report sections
 3. Teacher-human next to human-human agreement, overall and per category; categories where the humans disagree
    (Fleiss category kappa < 0.4) are flagged.
 4. The Alternative Annotator Test (Calderon, Reichart & Dror, ACL 2025) with a plain PASSED/FAILED verdict.
+   Several ``--teacher`` values: one report each plus a side-by-side comparison (``annotator.audit.compare``).
 5. Calibration of the teacher's confidence (reliability diagram, ECE, accuracy kept per confidence threshold).
 
 ``--min-agreement X`` exits with code 3 when the ``--gate-metric`` (default: Krippendorff's alpha of the teacher vs

@@ -18,10 +18,12 @@ Our reading of the procedure (it follows the authors' reference implementation):
    ``omega >= 0.5``. Average advantage probability ``rho`` = mean of ``rho_f`` over annotators (for ranking
    teachers; higher is better).
 
-Deviations / choices: the paper recommends >= 3 annotators and >= 30 items per annotator; we refuse to run with
-fewer than 3 annotators and *warn* (instead of silently skipping) when an annotator has fewer than 30 items.
-Annotators with fewer than 2 usable items cannot be t-tested and are skipped. When all ``d_i`` are equal the
-t statistic is undefined; we then set p = 0 if ``mean(d) < epsilon`` else 1 (the limit of the t-test).
+Annotators with fewer than ``min_items`` (default 30, as the reference's ``min_instances_per_human``) kept items
+are excluded before the test, as the reference does, and reported with the reason; ``min_items`` can be lowered
+(``--alt-test-min-items``), never below 2 (a t-test needs 2 values). The paper recommends >= 3 annotators; with
+fewer tested annotators the test still runs, as the reference does, and the result says that it is weak.
+Choice: when all ``d_i`` are equal the t statistic is undefined; we then set p = 0 if ``mean(d) < epsilon`` else 1
+(the limit of the t-test; the reference gets p = nan, which never rejects).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-MIN_ANNOTATORS = 3
-MIN_ITEMS = 30
+MIN_ANNOTATORS = 3  # recommended by the paper; fewer make the test weak (it still runs, as in the reference)
+MIN_ITEMS = 30  # the reference's min_instances_per_human: annotators with fewer items are excluded
 
 
 @dataclass
@@ -62,6 +64,9 @@ class AltTestResult:
     winning_rate: float = math.nan
     advantage_probability: float = math.nan
     passed: bool | None = None
+    min_items: int = MIN_ITEMS
+    weak: bool = False
+    excluded: list[str] = field(default_factory=list)
     annotators: list[AnnotatorTest] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -96,6 +101,27 @@ def one_sided_p(d: np.ndarray, epsilon: float) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def _annotator_test(
+    j: int, name: str, rows: np.ndarray, humans: np.ndarray, teacher: np.ndarray, rated: np.ndarray,
+    scoring: str, epsilon: float, num,
+) -> AnnotatorTest:
+    """Leave annotator ``j`` out on ``rows``: indicators, advantage probabilities and the one-sided t-test."""
+    test = AnnotatorTest(annotator=name, n_items=len(rows))
+    others_mask = rated[rows].copy()
+    others_mask[:, j] = False
+    others = [num(humans[r][others_mask[k]]) for k, r in enumerate(rows)]
+    s_teacher = _scores(num(teacher[rows]), others, scoring)
+    s_human = _scores(num(humans[rows, j]), others, scoring)
+    w_f = (s_teacher >= s_human).astype(float)
+    w_h = (s_human >= s_teacher).astype(float)
+    d = w_h - w_f
+    test.rho_teacher = float(w_f.mean())
+    test.rho_human = float(w_h.mean())
+    test.mean_diff = float(d.mean())
+    test.t_statistic, test.p_value = one_sided_p(d, epsilon)
+    return test
+
+
 def alt_test(
     humans: np.ndarray,
     teacher: np.ndarray,
@@ -104,20 +130,16 @@ def alt_test(
     epsilon: float = 0.2,
     alpha: float = 0.05,
     values: np.ndarray | None = None,
-    min_annotators: int = MIN_ANNOTATORS,
     min_items: int = MIN_ITEMS,
 ) -> AltTestResult:
     """``humans``: items x annotators label codes (-1 missing); ``teacher``: item codes (-1 missing).
-    ``values`` maps codes to numbers for ``scoring='neg_rmse'``."""
+    ``values`` maps codes to numbers for ``scoring='neg_rmse'``. Annotators with fewer than ``min_items`` kept
+    items are excluded (reference behaviour); ``min_items`` is raised to 2 when lower."""
     if scoring not in ("accuracy", "neg_rmse"):
         raise ValueError(f"unknown scoring {scoring!r}")
-    result = AltTestResult(ran=False, scoring=scoring, epsilon=epsilon, alpha=alpha, n_annotators=len(annotators))
-    if len(annotators) < min_annotators:
-        result.reason = (
-            f"needs at least {min_annotators} human annotators (leave-one-out against a group); "
-            f"found {len(annotators)}"
-        )
-        return result
+    min_items = max(2, int(min_items))
+    result = AltTestResult(ran=False, scoring=scoring, epsilon=epsilon, alpha=alpha, n_annotators=len(annotators),
+                           min_items=min_items)
     rated = humans >= 0
     keep = (teacher >= 0) & (rated.sum(axis=1) >= 2)
     result.n_items = int(keep.sum())
@@ -127,31 +149,25 @@ def alt_test(
     tests: list[AnnotatorTest] = []
     for j, name in enumerate(annotators):
         rows = np.flatnonzero(keep & rated[:, j])
-        test = AnnotatorTest(annotator=name, n_items=len(rows))
-        tests.append(test)
-        if len(rows) < 2:
-            test.skipped = f"only {len(rows)} item(s) shared with other annotators and the teacher"
-            continue
         if len(rows) < min_items:
-            result.warnings.append(
-                f"annotator {name} has {len(rows)} items (< {min_items}); the t-test's normality assumption is weak"
+            test = AnnotatorTest(annotator=name, n_items=len(rows))
+            test.skipped = (
+                f"excluded: {len(rows)} item(s) shared with another annotator and the teacher "
+                f"(< {min_items}, --alt-test-min-items)"
             )
-        others_mask = rated[rows].copy()
-        others_mask[:, j] = False
-        others = [num(humans[r][others_mask[k]]) for k, r in enumerate(rows)]
-        s_teacher = _scores(num(teacher[rows]), others, scoring)
-        s_human = _scores(num(humans[rows, j]), others, scoring)
-        w_f = (s_teacher >= s_human).astype(float)
-        w_h = (s_human >= s_teacher).astype(float)
-        d = w_h - w_f
-        test.rho_teacher = float(w_f.mean())
-        test.rho_human = float(w_h.mean())
-        test.mean_diff = float(d.mean())
-        test.t_statistic, test.p_value = one_sided_p(d, epsilon)
+            result.excluded.append(f"{name} ({len(rows)} items)")
+        else:
+            test = _annotator_test(j, name, rows, humans, teacher, rated, scoring, epsilon, num)
+        tests.append(test)
     result.annotators = tests
+    if result.excluded:
+        result.warnings.append(
+            f"{len(result.excluded)} annotator(s) excluded from the alt-test with fewer than {min_items} items, as "
+            f"in the reference implementation: {', '.join(result.excluded)} (lower --alt-test-min-items to keep them)"
+        )
     tested = [t for t in tests if t.skipped is None]
     if not tested:
-        result.reason = "no annotator shares at least 2 items with another annotator and the teacher"
+        result.reason = f"no annotator has at least {min_items} items shared with another annotator and the teacher"
         return result
     adjusted = benjamini_yekutieli([t.p_value for t in tested])
     for t, p_adj in zip(tested, adjusted):
@@ -161,6 +177,12 @@ def alt_test(
     result.winning_rate = sum(t.teacher_wins for t in tested) / len(tested)
     result.advantage_probability = float(np.mean([t.rho_teacher for t in tested]))
     result.passed = result.winning_rate >= 0.5
+    if len(tested) < MIN_ANNOTATORS:
+        result.weak = True
+        result.warnings.append(
+            f"weak test: only {len(tested)} annotator(s) tested; the paper recommends at least {MIN_ANNOTATORS} "
+            "(with 2 annotators each is compared with one other person, not with a group consensus)"
+        )
     return result
 
 
@@ -174,6 +196,8 @@ def verdict(result: AltTestResult) -> str:
         f"advantage probability {result.advantage_probability:.2f}, epsilon {result.epsilon:g}, "
         f"BY-corrected alpha {result.alpha:g}"
     )
+    if result.weak:
+        core += f"; weak: only {n_tested} annotator(s) tested, at least {MIN_ANNOTATORS} recommended"
     if result.passed:
         return f"Alt-test PASSED: the teacher can replace the human annotators ({core})."
     return f"Alt-test FAILED: the teacher cannot be shown to replace the human annotators ({core})."

@@ -36,6 +36,7 @@ class AuditData:
     majority: np.ndarray
     coverage: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    inclusion_prob: np.ndarray | None = None  # per item, when the human sheet records its sampling design
 
     @property
     def n_labels(self) -> int:
@@ -186,8 +187,9 @@ def build(
             f"{coverage['tied_majority_items']} item(s) have a tied human vote (no majority label); they are left "
             "out of the teacher-vs-majority metrics and calibration"
         )
+    probs = np.array([humans.inclusion_prob[i] for i in items], dtype=float) if humans.inclusion_prob else None
     return AuditData(
         labels=label_set, level=level, values=values, label_source=label_source, items=items,
         annotators=annotators, H=H, teacher=t, confidence=conf, counts=counts, majority=majority,
-        coverage=coverage, warnings=warnings,
+        coverage=coverage, warnings=warnings, inclusion_prob=probs,
     )

@@ -1,18 +1,24 @@
-"""Load human annotations in long (item_id, annotator, label) or wide (id + one column per annotator) format."""
+"""Load human annotations in long (item_id, annotator, label) or wide (id + one column per annotator) format,
+or a Label Studio JSON export (read as long format, see ``annotator.audit.label_studio``)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from annotator.audit.design import INCLUSION_COLUMN, read_inclusion_probs
+from annotator.audit.label_studio import is_label_studio_export, read_label_studio
 from annotator.audit.tabular import find_id_column, read_table, to_label
 from annotator.errors import InputDataError
 from annotator.records import normalize_id
 
+logger = logging.getLogger(__name__)
+
 # Columns of a wide file that are never annotators.
 NON_ANNOTATOR_COLUMNS = frozenset(
     {"text", "title", "content", "input", "body", "sentence", "gold", "majority", "comment", "comments",
-     "notes", "note", "meta", "metadata", "source", "url", "lang", "language"}
+     "notes", "note", "meta", "metadata", "source", "url", "lang", "language", INCLUSION_COLUMN}
 )
 
 
@@ -25,6 +31,9 @@ class HumanAnnotations:
     format: str
     path: str
     ignored_columns: list[str] = field(default_factory=list)
+    dropped_annotators: list[str] = field(default_factory=list)
+    """Annotators in the file whose every rating is empty (left out of every metric; the audit report says so)."""
+    inclusion_prob: dict[str, float] = field(default_factory=dict)  # sampling design (``annotator sample``)
 
     @property
     def n_ratings(self) -> int:
@@ -37,7 +46,8 @@ def _fmt_few(values: list[str], k: int = 5) -> str:
 
 
 def load_humans(path: str | Path) -> HumanAnnotations:
-    df = read_table(path, "human annotations")
+    label_studio = is_label_studio_export(path)
+    df = read_label_studio(path) if label_studio else read_table(path, "human annotations")
     columns = df.columns
     id_col = find_id_column(columns)
     if id_col is None:
@@ -99,7 +109,10 @@ def load_humans(path: str | Path) -> HumanAnnotations:
                 if label is not None:
                     row[c] = label
     ratings = {k: v for k, v in ratings.items() if v}
-    annotators = [a for a in annotators if any(a in r for r in ratings.values())]
+    dropped = [a for a in annotators if not any(a in r for r in ratings.values())]
+    annotators = [a for a in annotators if a not in dropped]
+    if dropped:
+        logger.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, _fmt_few(dropped))
     if not ratings:
         raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
     if len(annotators) < 2:
@@ -107,6 +120,10 @@ def load_humans(path: str | Path) -> HumanAnnotations:
         raise InputDataError(
             f"human annotations {path}: need at least 2 human annotators to measure agreement; found "
             f"{len(annotators)}{found}"
+            + (f"; left out for having no rating at all: {_fmt_few(dropped)}" if dropped else "")
             + (". Wide format: one column per annotator." if fmt == "wide" else "")
         )
-    return HumanAnnotations(ratings=ratings, annotators=annotators, format=fmt, path=str(path), ignored_columns=ignored)
+    return HumanAnnotations(
+        ratings=ratings, annotators=annotators, format="label-studio" if label_studio else fmt, path=str(path),
+        ignored_columns=ignored, dropped_annotators=dropped, inclusion_prob=read_inclusion_probs(df, id_col, path),
+    )

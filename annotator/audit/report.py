@@ -40,6 +40,7 @@ class Inputs(_Model):
     kappa_weights: str | None
     gate_metric: str
     min_agreement: float | None = None
+    alt_test_min_items: int = 30
 
 
 class Coverage(_Model):
@@ -78,6 +79,9 @@ class Classification(_Model):
     micro_f1: Estimate
     macro_f1: Estimate
     weighted_f1: float | None
+    design_weighted_accuracy: Estimate | None = Field(
+        None, description="accuracy weighted by 1/inclusion_prob of the sampling design (Hajek), when recorded"
+    )
     per_class: list[ClassMetrics]
     confusion_matrix: ConfusionMatrix
 
@@ -250,10 +254,16 @@ def render_markdown(r: AuditReport) -> str:
 
     c = r.classification
     L += ["## 1. Teacher vs human majority", "", f"{c.n_items} items with a majority label.", ""]
+    if c.design_weighted_accuracy is not None:
+        L += ["The human sheet records its sampling design (`inclusion_prob`): the design-corrected accuracy weights "
+              "each item by 1/inclusion_prob (Hajek estimator) and estimates the accuracy over the whole run; the "
+              "other numbers describe the sampled items as they are.", ""]
     L += _table(
         ["metric", f"value [{ci} CI]"],
         [
             ["accuracy", fe(c.accuracy)],
+            *([["accuracy, design-corrected (weights 1/inclusion_prob)", fe(c.design_weighted_accuracy)]]
+              if c.design_weighted_accuracy is not None else []),
             ["micro F1", fe(c.micro_f1)],
             ["macro F1", fe(c.macro_f1)],
             ["weighted F1", f(c.weighted_f1)],
@@ -342,6 +352,8 @@ def render_markdown(r: AuditReport) -> str:
         )
         L += [f"Winning rate omega = {f(a.winning_rate, 2)}; average advantage probability rho = "
               f"{f(a.advantage_probability, 3)} ({a.n_items} items).", ""]
+    L += [f"Annotators with fewer than {a.min_items} items (`--alt-test-min-items`) are excluded, as in the "
+          "authors' reference implementation" + (f"; excluded: {', '.join(a.excluded)}." if a.excluded else "; none was."), ""]
     for w in a.warnings:
         L += [f"- {w}"]
     if a.warnings:

@@ -13,7 +13,7 @@ import numpy as np
 from annotator import __version__
 from annotator.audit import agreement as ag
 from annotator.audit import classification as cls
-from annotator.audit.alt_test import alt_test, verdict
+from annotator.audit.alt_test import MIN_ITEMS, alt_test, verdict
 from annotator.audit.bootstrap import bootstrap_ci
 from annotator.audit.calibration import calibrate
 from annotator.audit.dataset import AuditData, build, onehot
@@ -72,6 +72,7 @@ class AuditOptions:
     min_agreement: float | None = None
     gate_metric: str = "krippendorff_alpha"
     plots: bool = True
+    alt_test_min_items: int = MIN_ITEMS
 
 
 def _none(x: float) -> float | None:
@@ -98,6 +99,7 @@ class _Stats:
         self.shared = [(a, b) for a, b in self.pairs if ((d.H[:, a] >= 0) & (d.H[:, b] >= 0)).sum() >= 2]
         self.boot_pairs = self.shared if len(self.shared) <= MAX_BOOTSTRAP_PAIRS else None
         self.h1 = [onehot(d.H[:, j], self.k) for j in range(self.m)]
+        self.design_w = None if d.inclusion_prob is None else 1.0 / d.inclusion_prob
 
     def alpha(self, counts: np.ndarray) -> float:
         return ag.krippendorff_alpha(counts, self.d.level, self.d.values)
@@ -127,6 +129,9 @@ class _Stats:
             "th_pa": _nanmean([ag.percent_agreement(t, H[:, j]) for j in range(self.m)]),
             "ht_fleiss": ag.fleiss_kappa(Ct), "ht_alpha": self.alpha(Ct), "ht_ac1": ag.gwet_ac1(Ct, k),
         }
+        if self.design_w is not None:
+            w_g = self.design_w[idx][g]
+            out["accuracy_design"] = float((w_g * (gold[g] == t[g])).sum() / w_g.sum()) if g.any() else math.nan
         if per_pair:
             pairs = self.shared if pairs is None else pairs
             out["hh_kappa"] = _nanmean([ag.cohen_kappa(H[:, a], H[:, b], k, w) for a, b in pairs])
@@ -204,6 +209,7 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
     classification = Classification(
         n_items=int(cm.sum()), accuracy=est("accuracy"), micro_f1=est("micro_f1"), macro_f1=est("macro_f1"),
         weighted_f1=_none(summ["weighted_f1"]),
+        design_weighted_accuracy=est("accuracy_design") if d.inclusion_prob is not None else None,
         per_class=[
             ClassMetrics(label=lab, precision=float(pc["precision"][i]), recall=float(pc["recall"][i]),
                          f1=float(pc["f1"][i]), support=int(pc["support"][i]), predicted=int(pc["predicted"][i]))
@@ -245,7 +251,8 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
     )
     categories = _per_category(d)
     scoring = "neg_rmse" if d.level == "interval" else "accuracy"
-    alt = alt_test(d.H, t, names, scoring=scoring, epsilon=opts.epsilon, alpha=opts.alpha, values=d.values)
+    alt = alt_test(d.H, t, names, scoring=scoring, epsilon=opts.epsilon, alpha=opts.alpha, values=d.values,
+                   min_items=opts.alt_test_min_items)
     g = gold >= 0
     calibration = calibrate(d.confidence[g], gold[g] == t[g])
 
@@ -268,7 +275,7 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
             teacher_source=teacher_source, teacher_model=teacher_model, level=d.level, labels=d.labels,
             label_source=d.label_source, epsilon=opts.epsilon, alpha=opts.alpha, bootstrap=opts.bootstrap,
             seed=opts.seed, confidence_level=confidence_level, kappa_weights=w, gate_metric=opts.gate_metric,
-            min_agreement=opts.min_agreement,
+            min_agreement=opts.min_agreement, alt_test_min_items=opts.alt_test_min_items,
         ),
         coverage=Coverage(annotators=names, ratings_per_annotator=ratings, **d.coverage),
         warnings=list(d.warnings),
@@ -291,6 +298,8 @@ def validate_options(opts: AuditOptions) -> None:
         raise InputDataError(f"--alpha must be between 0 and 1; got {opts.alpha}")
     if not 0 <= opts.epsilon < 1:
         raise InputDataError(f"--epsilon must be in [0, 1); got {opts.epsilon}")
+    if opts.alt_test_min_items < 2:
+        raise InputDataError(f"--alt-test-min-items must be >= 2 (a t-test needs 2 items); got {opts.alt_test_min_items}")
     if opts.bootstrap < 0:
         raise InputDataError(f"--bootstrap must be >= 0; got {opts.bootstrap}")
 
@@ -325,12 +334,27 @@ def run_audit(opts: AuditOptions) -> AuditReport:
     teacher = load_teacher(opts.teacher)
     d = build(humans, teacher, level=opts.level, labels=opts.labels)
     report = compute(d, opts, humans.format, teacher.source, teacher.model)
+    _note_dropped_annotators(report, humans.dropped_annotators)
     report.warnings.extend(teacher.notes)
     if report.calibration.available and report.calibration.reason:
         report.warnings.append(f"calibration: {report.calibration.reason}")
     if opts.out is not None:
         write_outputs(report, d, Path(opts.out), plots=opts.plots)
     return report
+
+
+def _note_dropped_annotators(report: AuditReport, dropped: list[str]) -> None:
+    """Say in the report (JSON and Markdown) that annotators whose ratings are all empty were left out, and
+    what that did to the alt-test when it could not run or is weak."""
+    if not dropped:
+        return
+    names = ", ".join(repr(a) for a in dropped)
+    report.warnings.insert(0, f"human annotator(s) {names} left out: every rating is empty")
+    if not report.alt_test.ran:
+        report.alt_test.reason = (report.alt_test.reason or "") + f" ({names} left out: every rating is empty)"
+        report.alt_test_verdict = verdict(report.alt_test)
+    elif report.alt_test.weak:
+        report.alt_test.warnings.append(f"{names} left out of the alt-test: every rating is empty")
 
 
 def check_gate(report: AuditReport) -> None:

@@ -6,9 +6,11 @@ connections with exponential backoff, honouring a server's ``Retry-After`` heade
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from annotator.backends.base import Generation, GenerationRequest
 from annotator.config import TeacherConfig
 from annotator.errors import AnnotatorError, BackendError
+from annotator.redact import redact, register_secret
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # Connections per httpx pool. httpcore's pool does O(pool size) bookkeeping on every request, so one pool of
@@ -26,8 +29,12 @@ POOL_SIZE = 16
 _FATAL_STATUS = {401, 403, 404}
 
 
+class RequestTimeout(Exception):
+    """The whole request (connect, send, wait, read the body) took longer than ``teacher.timeout``."""
+
+
 def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, RequestTimeout)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
@@ -79,8 +86,15 @@ class _RetryAfterOrBackoff:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line about a failed request, with secrets redacted (a server may echo the API key)."""
+    return redact(_describe_raw(exc))
+
+
+def _describe_raw(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {exc.message}"
+    if isinstance(exc, RequestTimeout):
+        return f"request timed out ({exc})"
     if isinstance(exc, openai.APITimeoutError):
         return "request timed out"
     if isinstance(exc, openai.APIConnectionError):
@@ -117,6 +131,7 @@ class OpenAICompatBackend:
                     "for a local OpenAI-compatible server)"
                 )
             key = "no-key"
+        register_secret(key)
         self.cfg = cfg
         self.model_id = f"openai:{cfg.base_url or 'api.openai.com'}:{cfg.model}"
         self.structured_mode = cfg.structured_output
@@ -176,7 +191,9 @@ class OpenAICompatBackend:
                         # The SDK's raw POST: same transport, status errors and timeouts as
                         # chat.completions.create, without its per-request deep transform of the params (the
                         # schema) and response-model construction: about a third of the client CPU per request.
-                        body = await self._clients[i].post("/chat/completions", body=kwargs, cast_to=bytes)
+                        body = await _bounded(
+                            self._clients[i].post("/chat/completions", body=kwargs, cast_to=bytes), self.cfg.timeout
+                        )
                     finally:
                         self._free[i] += 1
                     data = json.loads(body)
@@ -184,13 +201,22 @@ class OpenAICompatBackend:
             if exc.status_code in _FATAL_STATUS:
                 raise AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL")
             raise BackendError(_describe(exc)) from None
-        except (openai.APIError, httpx.HTTPError, ValueError) as exc:
+        except (openai.APIError, httpx.HTTPError, ValueError, RequestTimeout) as exc:
             raise BackendError(_describe(exc)) from None
         return _generation(data)
 
     async def aclose(self) -> None:
         for client in self._clients:
             await client.close()
+
+
+async def _bounded(request: Awaitable[bytes], timeout: float) -> bytes:
+    """``request`` cancelled after ``timeout`` seconds in all. httpx's timeout bounds each read, so a server
+    trickling a byte at a time would otherwise keep a request alive for as long as it likes."""
+    try:
+        return await asyncio.wait_for(request, timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"no complete answer within teacher.timeout={timeout:g}s") from None
 
 
 def _generation(data: Any) -> Generation:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from annotator.audit import AuditOptions
+    from annotator.audit.report import AuditReport
 
 HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
@@ -21,7 +25,9 @@ Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class
 
 HUMANS: long format (item_id or id, annotator, label) or wide format (item_id or id, plus one column per annotator), as CSV, JSONL or Parquet; empty cells are missing ratings.
 
-TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence.
+HUMANS may also be a Label Studio JSON export (tasks imported from `annotator sample`), and a sheet written by `annotator sample` read back as it is; when it records inclusion probabilities, the report adds the design-corrected accuracy.
+
+TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
 
 Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
 """
@@ -33,8 +39,8 @@ def register(app: typer.Typer) -> None:
 
 def audit(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long or wide format."),
-    teacher: Path = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence])."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit."),
+    teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
     level: str = typer.Option("nominal", "--level", help="nominal | ordinal | interval. interval = numeric ratings; it also switches the alt-test scoring to negative RMSE."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
@@ -44,19 +50,30 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) are excluded, as in the reference implementation."),
 ) -> None:
     from annotator.audit import AuditOptions, check_gate, run_audit
-    from annotator.audit.report import f, fe
 
+    first = teacher[0]
+    base = first if first.is_dir() else first.parent
     if out is None:
-        base = teacher if teacher.is_dir() else teacher.parent
-        out = base / "audit"
+        out = base / "audit" if len(teacher) == 1 else base.parent / "audit-comparison"
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     opts = AuditOptions(
-        humans=humans, teacher=teacher, out=out, labels=label_list, level=level.lower(), epsilon=epsilon,
+        humans=humans, teacher=first, out=out, labels=label_list, level=level.lower(), epsilon=epsilon,
         alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric, plots=plots,
+        alt_test_min_items=alt_test_min_items,
     )
+    if len(teacher) > 1:
+        _compare(opts, teacher, out)
+        return
     report = run_audit(opts)
+    _print_report(report, out)
+    check_gate(report)
+
+
+def _print_report(report: AuditReport, out: Path) -> None:
+    from annotator.audit.report import f, fe
 
     console = Console()
     ag, cov = report.agreement, report.coverage
@@ -67,6 +84,8 @@ def audit(
     table.add_column("human-human", justify="right")
     table.add_column("teacher-human", justify="right")
     table.add_row("accuracy vs majority", "", fe(report.classification.accuracy))
+    if report.classification.design_weighted_accuracy is not None:
+        table.add_row("accuracy, design-corrected", "", fe(report.classification.design_weighted_accuracy))
     table.add_row("macro F1 vs majority", "", fe(report.classification.macro_f1))
     table.add_row("mean pairwise Cohen's kappa", fe(hh.mean_pairwise_cohen_kappa), fe(th.mean_cohen_kappa))
     table.add_row("mean pairwise % agreement", fe(hh.mean_pairwise_percent_agreement), fe(th.mean_percent_agreement))
@@ -89,4 +108,30 @@ def audit(
         console.print(f"Gate {state}: {g.metric} = {f(g.value)} (min {g.min_agreement:g})")
     pngs = [Path(v).name for k, v in report.files.items() if v.endswith(".png")]
     console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}" + (f"; plots: {', '.join(pngs)})" if pngs else ")"))
-    check_gate(report)
+
+
+def _compare(opts: AuditOptions, teachers: list[Path], out: Path) -> None:
+    """Several teachers: audit each, print the side-by-side table, gate = at least one teacher passes."""
+    from annotator.audit.compare import COMPARISON_MD, compare_teachers
+    from annotator.audit.report import f, fe
+    from annotator.errors import GateFailed
+
+    comparison, reports = compare_teachers(opts, teachers, out)
+    console = Console()
+    table = Table(title=f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - opts.alpha) * 100))}% CI)")
+    for col in ("teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test", "tokens/item"):
+        table.add_column(col, justify="left" if col == "teacher" else "right")
+    for s in comparison.teachers:
+        alt = "not run" if s.alt_test_passed is None else ("PASSED" if s.alt_test_passed else "FAILED") + (" (weak)" if s.alt_test_weak else "")
+        table.add_row(s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
+                      f(s.advantage_probability, 3), alt, f(s.tokens_per_item, 1))
+    console.print(table)
+    for s, r in zip(comparison.teachers, reports):
+        for w in r.warnings + r.alt_test.warnings:
+            console.print(f"[yellow]warning ({s.name}):[/] {w}")
+    for note in comparison.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
+    console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")
+    if opts.min_agreement is not None and not any(s.gate_passed for s in comparison.teachers):
+        raise GateFailed(f"audit gate failed for every teacher: {opts.gate_metric} < --min-agreement {opts.min_agreement:g}")

@@ -32,6 +32,16 @@ def export(
         typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login)."),
     ] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
+    route_below: Annotated[
+        float | None,
+        typer.Option("--route-below", help="Keep label rows under this teacher confidence out of the dataset and write them to a sheet for humans."),
+    ] = None,
+    route_out: Annotated[
+        Path | None, typer.Option("--route-out", help="Folder of that sheet (default RUN_DIR/routed; refuses to overwrite sheets).")
+    ] = None,
+    route_annotators: Annotated[
+        int, typer.Option("--route-annotators", help="Annotators on the routed sheet (each item gets min(K, 3) of them).")
+    ] = 1,
 ) -> None:
     """Export a run's annotations as a Hugging Face dataset with stratified splits and a dataset card."""
     from annotator.export.dataset_builder import ExportOptions, export_run
@@ -47,6 +57,9 @@ def export(
             fmt=fmt,
             push_to_hub=push_to_hub,
             private=private,
+            route_below=route_below,
+            route_out=route_out,
+            route_annotators=route_annotators,
         ),
     )
     c = summary.counts
@@ -69,7 +82,11 @@ def export(
     ]
     if c.empty_output_excluded:
         excluded.append(f"{c.empty_output_excluded} empty")
+    if summary.routed_sheet:
+        excluded.append(f"{c.routed_to_humans} routed to humans")
     console.print(f"{c.total} annotated rows -> {c.exported_items} exported; excluded: {', '.join(excluded)}")
+    if summary.routed_sheet:
+        console.print(f"items for humans (confidence < {summary.route_below:g}): {summary.routed_sheet}", soft_wrap=True)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)", soft_wrap=True)

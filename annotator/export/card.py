@@ -169,7 +169,7 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
         parts += ["## Label distribution", "", _table(["label", "description", *cols], rows), ""]
         if any(v is not None for v in summary.mean_confidence.values()):
             parts += [
-                "Mean teacher confidence (share of samples agreeing with the stored label): "
+                "Mean teacher confidence (share of the requested samples agreeing with the stored label): "
                 + ", ".join(f"{k} {v:.3f}" for k, v in summary.mean_confidence.items() if v is not None),
                 "",
             ]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -46,6 +47,7 @@ class ExportCounts(BaseModel):
     total: int = Field(0, description="Rows in annotations.jsonl.")
     failed_excluded: int = Field(0, description="Rows the teacher failed on (status 'failed').")
     below_threshold_excluded: int = Field(0, description="Label rows with confidence < --min-confidence.")
+    routed_to_humans: int = Field(0, description="Label rows with confidence < --route-below, written to a sheet.")
     invalid_label_excluded: int = Field(0, description="Label rows with no label or a label outside the label set.")
     empty_output_excluded: int = Field(0, description="Rephrase/QA rows without any paraphrase/pair.")
     exported_items: int = Field(0, description="Input rows that made it into the dataset.")
@@ -68,6 +70,8 @@ class ExportSummary(BaseModel):
     seed: int
     split_fractions: dict[str, float]
     min_confidence: float | None = None
+    route_below: float | None = None
+    routed_sheet: str | None = None
     counts: ExportCounts
     label_distribution: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Label tasks: split (and 'all') -> label -> rows carrying it."
@@ -91,6 +95,11 @@ class ExportSummary(BaseModel):
     audit_report: str | None = None
     pushed_to: str | None = None
     notes: list[str] = []
+    files: list[str] = Field(
+        default_factory=list,
+        description="Files this export wrote, relative to its folder: a later export into the same folder replaces "
+        "these and never touches anything else.",
+    )
 
 
 @dataclass
@@ -102,6 +111,9 @@ class ExportOptions:
     fmt: str = "auto"
     push_to_hub: str | None = None
     private: bool = True
+    route_below: float | None = None
+    route_out: Path | None = None
+    route_annotators: int = 1
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -222,18 +234,70 @@ def _resolve_format(task: str, fmt: str) -> str:
     return "chat" if fmt == "auto" else fmt
 
 
-def _prepare_out(out: Path) -> Path:
-    """A fresh staging dir next to ``out``; refuses to clobber a directory that is not a previous export."""
+def _prepare_out(out: Path) -> tuple[Path, set[str]]:
+    """A fresh staging dir next to ``out``, and the files in ``out`` that a previous export wrote (the only ones
+    this export may replace). Refuses a non-empty ``out`` without such a list: export never deletes what it did
+    not write."""
+    previous: set[str] = set()
     if out.exists():
         if not out.is_dir():
             raise ExportError(f"--out {out} exists and is not a directory")
-        if any(out.iterdir()) and not ((out / EXPORT_FILE).exists() or (out / "dataset_dict.json").exists()):
-            raise ExportError(f"--out {out} exists and is not a previous export; refusing to overwrite it")
+        listed = _previous_export_files(out)
+        if listed is None and any(out.iterdir()):
+            raise ExportError(
+                f"--out {out} is not empty and has no {EXPORT_FILE} listing files an export wrote; refusing to write "
+                "into it (export never deletes or overwrites files it did not write). Choose a new or empty folder."
+            )
+        previous = listed or set()
     staging = out.parent / f".{out.name}.partial"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    return staging
+    return staging, previous
+
+
+def _previous_export_files(out: Path) -> set[str] | None:
+    """The ``files`` list of ``out/export.json`` (paths inside ``out`` only); None when there is none."""
+    try:
+        data = json.loads((out / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        return None
+    return {f for f in files if isinstance(f, str) and f and not PurePosixPath(f).is_absolute()
+            and ".." not in PurePosixPath(f).parts}
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _install(staging: Path, out: Path, previous: set[str]) -> None:
+    """Move the staged export into ``out``, replacing only the files a previous export listed as its own;
+    everything else in ``out`` is left alone."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    new = _files_under(staging)
+    clash = [f for f in new if (out / f).exists() and f not in previous]
+    if clash:
+        raise ExportError(
+            f"--out {out}: {', '.join(clash[:3])} already exist(s) and were not written by export; refusing to "
+            "overwrite. Move them away or choose another folder."
+        )
+    for f in previous:
+        target = out / f
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+    for d in sorted({(out / f).parent for f in previous}, key=lambda p: len(p.parts), reverse=True):
+        while d != out and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+            d = d.parent
+    for f in new:
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / f, out / f)
+    shutil.rmtree(staging)
 
 
 def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, with_rationale: bool):
@@ -264,6 +328,19 @@ def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, wi
     return Features(cols)
 
 
+def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: ExportOptions, labels: list[str]) -> str:
+    """Write the items under ``--route-below`` to a blank annotation sheet (the format of ``annotator sample``)."""
+    from annotator.audit import sampling as sp
+
+    out = Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed"
+    names = sp.annotator_names(opts.route_annotators, None)
+    items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
+    design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
+              "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
+    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design)
+    return files["long"]
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -279,6 +356,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     fractions = parse_split_spec(opts.split)
     if opts.min_confidence is not None and not (0.0 <= opts.min_confidence <= 1.0):
         raise ExportError(f"--min-confidence must be between 0 and 1, got {opts.min_confidence}")
+    if opts.route_below is not None and not (0.0 <= opts.route_below <= 1.0):
+        raise ExportError(f"--route-below must be between 0 and 1, got {opts.route_below}")
     out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
 
     try:
@@ -307,6 +386,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
 
     # ---- filter
     kept: list[tuple[AnnotationRecord, list[str] | None]] = []
+    routed: list[AnnotationRecord] = []
     known = set(label_names)
     for rec in records:
         if rec.status != "ok":
@@ -316,6 +396,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
             answer = _label_answer(rec, multi_label)
             if answer is None or any(a not in known for a in answer) or (not multi_label and len(answer) != 1):
                 counts.invalid_label_excluded += 1
+                continue
+            if opts.route_below is not None and rec.confidence is not None and rec.confidence < opts.route_below:
+                counts.routed_to_humans += 1
+                routed.append(rec)
                 continue
             if opts.min_confidence is not None and rec.confidence is not None and rec.confidence < opts.min_confidence:
                 counts.below_threshold_excluded += 1
@@ -329,10 +413,14 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
             kept.append((rec, None))
     if task != "label" and opts.min_confidence is not None:
         notes.append(f"--min-confidence ignored: {task} records carry no confidence")
+    if task != "label" and opts.route_below is not None:
+        notes.append(f"--route-below ignored: {task} records carry no confidence")
+    routed_sheet = _route_to_humans(routed, run_path, opts, label_names) if routed else None
     if not kept:
         raise ExportError(
             f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
             f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
+            + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
         )
 
     # ---- split (by input row, stratified by label for label tasks)
@@ -418,6 +506,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         seed=opts.seed,
         split_fractions=fractions,
         min_confidence=opts.min_confidence,
+        route_below=opts.route_below,
+        routed_sheet=routed_sheet,
         counts=counts,
         label_distribution=label_dist,
         style_distribution=style_dist,
@@ -442,7 +532,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
 
     from annotator.export.card import render_card
 
-    staging = _prepare_out(out)
+    staging, previous = _prepare_out(out)
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
@@ -451,10 +541,9 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         for split in split_names:
             dsd[split].to_parquet(str(staging / PARQUET_DIR / f"{split}.parquet"))
         (staging / CARD_FILE).write_text(render_card(summary, features, descriptions), encoding="utf-8")
+        summary.files = [*_files_under(staging), EXPORT_FILE]
         (staging / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        _install(staging, out, previous)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -34,8 +34,9 @@ class Task(Protocol):
         """Semantic checks beyond the schema; raise ``ValueError`` to reject (the sample is retried)."""
         ...
 
-    def aggregate(self, outputs: list[BaseModel]) -> Aggregate:
-        """Combine valid samples (at least one) into the row's answer."""
+    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
+        """Combine valid samples (at least one) into the row's answer; ``requested`` is the number of samples
+        asked for (``teacher.samples``): a confidence is a share of those, so invalid samples count against it."""
         ...
 
 
@@ -50,6 +51,6 @@ def common_variables(row: InputRow, few_shot: list[Any], instructions: str) -> d
     }
 
 
-def first_output(outputs: list[BaseModel]) -> Aggregate:
+def first_output(outputs: list[BaseModel], requested: int) -> Aggregate:
     """Aggregation for generative tasks: keep the first valid sample."""
     return Aggregate(output=outputs[0].model_dump())

@@ -52,14 +52,16 @@ class LabelTask:
     def check(self, output: BaseModel, row: InputRow) -> None:
         return None
 
-    def aggregate(self, outputs: list[BaseModel]) -> Aggregate:
+    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
+        """Majority vote over the valid samples; confidence = the winner's share of the ``requested`` samples."""
         n = len(outputs)
+        requested = max(requested, n)
         if not self.cfg.multi_label:
             votes = Counter(o.label for o in outputs)  # type: ignore[attr-defined]
             # most_common keeps first-seen order among ties, so ties go to the earliest sample
             label, count = votes.most_common(1)[0]
             chosen = next(o for o in outputs if o.label == label)  # type: ignore[attr-defined]
-            return Aggregate(output=chosen.model_dump(), label=label, confidence=count / n, votes=dict(votes))
+            return Aggregate(output=chosen.model_dump(), label=label, confidence=count / requested, votes=dict(votes))
         votes = Counter(lab for o in outputs for lab in o.labels)  # type: ignore[attr-defined]
         order = {name: i for i, name in enumerate(self.cfg.label_names)}
         chosen_set = sorted((lab for lab, c in votes.items() if c * 2 > n), key=order.__getitem__)
@@ -68,4 +70,4 @@ class LabelTask:
         agree = sum(1 for o in outputs if set(o.labels) == set(chosen_set))  # type: ignore[attr-defined]
         output = outputs[0].model_dump()
         output["labels"] = chosen_set
-        return Aggregate(output=output, labels=chosen_set, confidence=agree / n, votes=dict(votes))
+        return Aggregate(output=output, labels=chosen_set, confidence=agree / requested, votes=dict(votes))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field, create_model
@@ -16,7 +17,36 @@ def _norm(s: str) -> str:
     return " ".join(s.split()).lower()
 
 
+# Words that carry no content of their own: an answer made only of these ("yes", "no") needs no word overlap.
+_STOPWORDS = frozenset({
+    "a", "an", "the", "and", "or", "but", "not", "no", "yes", "of", "in", "on", "at", "to", "for", "from", "by",
+    "with", "as", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "there",
+    "their", "they", "he", "she", "his", "her", "him", "we", "you", "i",
+})
+
+
+def content_words(s: str) -> set[str]:
+    """Lower-cased words of ``s`` that carry content: not a stopword, and 3+ characters or containing a digit."""
+    return {w for w in re.findall(r"\w+", s.lower())
+            if w not in _STOPWORDS and (len(w) >= 3 or any(c.isdigit() for c in w))}
+
+
+def support(answer: str, evidence: str) -> float:
+    """How well ``evidence`` supports ``answer``: 1.0 when the answer occurs in it verbatim (whitespace and case
+    aside), else the share of the answer's content words found in the evidence (1.0 when it has none)."""
+    a, e = _norm(answer), _norm(evidence)
+    if a and a in e:
+        return 1.0
+    words = content_words(a)
+    if not words:
+        return 1.0
+    return len(words & set(re.findall(r"\w+", e))) / len(words)
+
+
 class QATask:
+    """Question-answer pairs, each grounded (``require_grounding``) by an evidence quote that is verbatim in the
+    document, at least ``min_evidence_chars`` long, and supports the answer (see :func:`support`)."""
+
     name = "qa"
 
     def __init__(self, cfg: QATaskConfig):
@@ -42,9 +72,22 @@ class QATask:
         if not self.cfg.require_grounding:
             return
         doc = _norm(row.text or "")
+        min_chars = min(self.cfg.min_evidence_chars, len(doc))
         for i, p in enumerate(output.pairs, 1):  # type: ignore[attr-defined]
-            if _norm(p.evidence) not in doc:
+            evidence = _norm(p.evidence)
+            if evidence not in doc:
                 raise ValueError(f"pair {i}: evidence is not a verbatim quote of the document")
+            if len(evidence) < min_chars:
+                raise ValueError(
+                    f"pair {i}: evidence {evidence!r} is too short to ground an answer "
+                    f"({len(evidence)} < task.min_evidence_chars={self.cfg.min_evidence_chars} characters)"
+                )
+            share = support(p.answer, evidence)
+            if share < self.cfg.min_answer_support:
+                raise ValueError(
+                    f"pair {i}: the evidence does not support the answer ({share:.0%} of the answer's content words "
+                    f"are in it; task.min_answer_support={self.cfg.min_answer_support:g})"
+                )
 
-    def aggregate(self, outputs: list[BaseModel]) -> Aggregate:
-        return first_output(outputs)
+    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
+        return first_output(outputs, requested)

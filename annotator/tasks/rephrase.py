@@ -42,5 +42,5 @@ class RephraseTask:
             if " ".join(p.text.split()).lower() == source:
                 raise ValueError("a paraphrase is identical to the input")
 
-    def aggregate(self, outputs: list[BaseModel]) -> Aggregate:
-        return first_output(outputs)
+    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
+        return first_output(outputs, requested)

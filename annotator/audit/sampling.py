@@ -1,0 +1,388 @@
+"""Choose the items humans should label for an audit, and say how many are needed.
+
+Designs (all seeded, drawn from the run's successfully labelled items):
+
+* ``random``: simple random sample without replacement; every item has inclusion probability n/N.
+* ``stratified``: strata are the teacher's labels; every label first gets an equal share of half the sample (all
+  its items when it has fewer: rare classes are covered), the rest is proportional to the label's size.
+* ``uncertain``: strata are bands of the teacher's confidence; low-confidence bands are oversampled (allocation
+  proportional to ``N_h * (1 - mean confidence_h + 0.1)``).
+
+Within a stratum ``h`` items are drawn without replacement, so the inclusion probability is exactly
+``pi_i = n_h / N_h``; it is written to the sheet (column ``inclusion_prob``) and the audit reports the accuracy
+weighted by ``1 / pi_i`` next to the raw one.
+
+Overlap: ``annotators`` people, ``per_item`` of them per item, assigned round-robin over the shuffled items so
+every annotator gets ``n * per_item / annotators`` items (+-1) and every pair of annotators shares items.
+
+Planning (:func:`plan`) uses normal approximations, stated with every number it prints:
+
+* accuracy: Wald half-width ``z * sqrt(deff * p (1 - p) / n)``, with ``p`` the expected accuracy (the run's mean
+  confidence, or the accuracy on a pilot human file) and ``deff`` Kish's design effect of unequal weights
+  ``n * sum(w^2) / sum(w)^2`` (Kish 1965, section 11.7);
+* Krippendorff's alpha: the large-sample variance of the two-rater intraclass kappa for a binary category (Bloch
+  & Kraemer 1989), ``var = (1 - a)/n * [(1 - a)(1 - 2a) + a(2 - a) / (2 p (1 - p))]``, applied, as Krippendorff
+  (2004, section 11.4) recommends for sample sizes, to the rarest category (``p`` = its share among the teacher's
+  labels of the drawn items, so a stratified draw that covers rare labels needs fewer items) against the rest; ``a`` is the alpha among the pilot's humans, or an assumed value. With more than 2
+  ratings per item the interval is narrower, so this is conservative.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from annotator.audit.design import INCLUSION_COLUMN
+from annotator.errors import InputDataError
+from annotator.records import iter_annotations, read_manifest
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("random", "stratified", "uncertain")
+CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: [0, .5), [.5, .7), [.7, .9), [.9, 1]
+UNCERTAIN_FLOOR = 0.1
+ALT_TEST_MIN_ITEMS = 30
+LONG_SHEET = "sheet_long.csv"
+WIDE_SHEET = "sheet_wide.csv"
+LS_TASKS = "label_studio_tasks.json"
+LS_CONFIG = "label_studio_config.xml"
+DESIGN_FILE = "sample.json"
+
+
+@dataclass
+class Candidate:
+    """A successfully labelled item of the run."""
+
+    id: str
+    text: str
+    label: str
+    confidence: float | None
+
+
+@dataclass
+class Stratum:
+    name: str
+    size: int
+    drawn: int
+    inclusion_prob: float
+
+
+@dataclass
+class Sample:
+    """Drawn items in sheet order, their inclusion probabilities, and the strata they came from."""
+
+    strategy: str
+    seed: int
+    population: int
+    items: list[Candidate]
+    inclusion_prob: list[float]
+    strata: list[Stratum] = field(default_factory=list)
+
+    @property
+    def design_effect(self) -> float:
+        """Kish's design effect of the weights 1/pi (1.0 for an equal-probability sample)."""
+        w = 1.0 / np.asarray(self.inclusion_prob)
+        return float(len(w) * (w**2).sum() / w.sum() ** 2) if len(w) else 1.0
+
+
+def load_candidates(run: str | Path) -> tuple[list[Candidate], list[str]]:
+    """The run's successfully labelled single-label items, and its label set (run.json, else observed)."""
+    candidates: list[Candidate] = []
+    for rec in iter_annotations(run):
+        if rec.task != "label":
+            raise InputDataError(f"run {run} is a '{rec.task}' task; sampling for an audit needs a label task")
+        label = rec.label if rec.label is not None else (rec.output or {}).get("label")
+        if rec.status == "ok" and label is not None:
+            candidates.append(Candidate(rec.id, rec.text, str(label), rec.confidence))
+    if not candidates:
+        raise InputDataError(f"run {run} has no successfully labelled items to sample from")
+    manifest = read_manifest(run)
+    labels = [lab.name for lab in manifest.labels] if manifest and manifest.labels else []
+    return candidates, labels or sorted({c.label for c in candidates})
+
+
+def allocate(sizes: list[int], weights: list[float], n: int, minimum: list[int]) -> list[int]:
+    """Split ``n`` draws over strata: first ``minimum`` (capped by size), the rest proportional to ``weights``
+    (largest share first when rounding leaves draws over), never more than a stratum's size."""
+    alloc = [min(m, s) for m, s in zip(minimum, sizes)]
+    while sum(alloc) > n:  # minimums too many for n: take from the biggest allocations, keep rare strata
+        alloc[max(range(len(alloc)), key=lambda h: (alloc[h], sizes[h]))] -= 1
+    remaining = n - sum(alloc)
+    while remaining > 0:
+        open_ = [h for h, s in enumerate(sizes) if alloc[h] < s]
+        if not open_:
+            break
+        w = {h: max(weights[h], 0.0) for h in open_}
+        total = sum(w.values())
+        if total <= 0:
+            w, total = {h: 1.0 for h in open_}, float(len(open_))
+        quota = {h: remaining * w[h] / total for h in open_}
+        give = {h: min(sizes[h] - alloc[h], math.floor(q)) for h, q in quota.items()}
+        if not any(give.values()):
+            give[max(open_, key=lambda h: (quota[h], -h))] = 1
+        for h, g in give.items():
+            alloc[h] += g
+            remaining -= g
+    return alloc
+
+
+def _band(conf: float | None) -> str:
+    if conf is None:
+        return "no confidence"
+    lo = 0.0
+    for edge in CONFIDENCE_BANDS:
+        if conf < edge:
+            return f"[{lo:.1f}, {edge:.1f})"
+        lo = edge
+    return f"[{lo:.1f}, 1.0]"
+
+
+def _strata(cands: list[Candidate], strategy: str, labels: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+        key = "all" if strategy == "random" else c.label if strategy == "stratified" else _band(c.confidence)
+        groups.setdefault(key, []).append(i)
+    if strategy == "stratified":
+        order = {lab: k for k, lab in enumerate(labels)}
+        groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    elif strategy == "uncertain":
+        groups = dict(sorted(groups.items()))
+    return groups
+
+
+def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: str, n: int) -> list[int]:
+    sizes = [len(v) for v in groups.values()]
+    if strategy == "stratified":
+        floor = math.ceil(n / (2 * len(sizes)))
+        return allocate(sizes, [float(s) for s in sizes], n, [floor] * len(sizes))
+    if strategy == "uncertain":
+        weights = []
+        for members in groups.values():
+            confs = [c for i in members if (c := cands[i].confidence) is not None]
+            mean = float(np.mean(confs)) if confs else 0.5
+            weights.append(len(members) * (1.0 - mean + UNCERTAIN_FLOOR))
+        return allocate(sizes, weights, n, [0] * len(sizes))
+    return [n]
+
+
+def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[str]) -> Sample:
+    """Draw ``n`` items (all of them when the run has fewer) with the given design; seeded."""
+    if strategy not in STRATEGIES:
+        raise InputDataError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if n < 1:
+        raise InputDataError(f"--n must be at least 1; got {n}")
+    n = min(n, len(cands))
+    rng = np.random.default_rng(seed)
+    groups = _strata(cands, strategy, labels)
+    alloc = _allocation(groups, cands, strategy, n)
+    chosen: list[tuple[int, float]] = []
+    strata: list[Stratum] = []
+    for (name, members), k in zip(groups.items(), alloc):
+        prob = k / len(members)
+        picked = rng.choice(len(members), size=k, replace=False).tolist() if k else []
+        chosen += [(members[j], prob) for j in picked]
+        strata.append(Stratum(name=name, size=len(members), drawn=k, inclusion_prob=prob))
+    order = rng.permutation(len(chosen))
+    log.info("%s sample: %d of %d items, strata %s", strategy, len(chosen), len(cands), [s.drawn for s in strata])
+    return Sample(
+        strategy=strategy, seed=seed, population=len(cands), items=[cands[chosen[j][0]] for j in order],
+        inclusion_prob=[chosen[j][1] for j in order], strata=strata,
+    )
+
+
+def assign(n_items: int, annotators: list[str], per_item: int) -> list[list[str]]:
+    """Round-robin overlap design: item ``j`` goes to annotators ``(j * per_item + r) mod K``."""
+    k = len(annotators)
+    if not 1 <= per_item <= k:
+        raise InputDataError(f"--per-item must be between 1 and --annotators ({k}); got {per_item}")
+    return [[annotators[(j * per_item + r) % k] for r in range(per_item)] for j in range(n_items)]
+
+
+def annotator_names(k: int, names: str | None) -> list[str]:
+    if names:
+        out = [x.strip() for x in names.split(",") if x.strip()]
+        if len(set(out)) != len(out):
+            raise InputDataError(f"--annotator-names repeats a name: {names!r}")
+        return out
+    if k < 1:
+        raise InputDataError(f"--annotators must be at least 1; got {k}")
+    return [f"ann_{i + 1}" for i in range(k)]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _filled_sheets(out: Path) -> list[str]:
+    """Sheets in ``out`` with at least one label written (any non-empty cell outside the sheet's own columns)."""
+    filled = []
+    for name in (LONG_SHEET, WIDE_SHEET):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            df = pl.read_csv(path, infer_schema=False)
+        except Exception:  # noqa: BLE001 - unreadable: treat as precious, never overwrite
+            filled.append(name)
+            continue
+        own = {"item_id", "annotator", "text", INCLUSION_COLUMN}
+        if any(df[c].drop_nulls().str.strip_chars().str.len_chars().gt(0).any() for c in df.columns if c not in own):
+            filled.append(name)
+    return filled
+
+
+def _ls_config(labels: list[str]) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
+    return ('<View>\n  <Text name="text" value="$text"/>\n'
+            f'  <Choices name="label" toName="text" choice="single" showInline="true">\n{choices}\n  </Choices>\n'
+            "</View>\n")
+
+
+def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]], annotators: list[str],
+                 labels: list[str], inclusion_prob: list[float] | None = None,
+                 design: dict[str, Any] | None = None) -> dict[str, str]:
+    """Blank annotation sheets (long and wide CSV), Label Studio tasks and labeling config, and the design file.
+
+    Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label."""
+    filled = _filled_sheets(out)
+    if filled:
+        raise InputDataError(
+            f"{out} holds a sheet with labels already filled in ({', '.join(filled)}); choose another output folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    probs: dict[str, list[float]] = {INCLUSION_COLUMN: inclusion_prob} if inclusion_prob is not None else {}
+    long_rows: dict[str, list[Any]] = {"item_id": [], "annotator": [], "label": [], "text": []}
+    for name in probs:
+        long_rows[name] = []
+    for j, (item, who) in enumerate(zip(items, assignment)):
+        for ann in who:
+            long_rows["item_id"].append(item.id)
+            long_rows["annotator"].append(ann)
+            long_rows["label"].append(None)
+            long_rows["text"].append(item.text)
+            for name, values in probs.items():
+                long_rows[name].append(values[j])
+    wide: dict[str, list[Any]] = {"item_id": [c.id for c in items], "text": [c.text for c in items], **probs}
+    wide.update({ann: [None] * len(items) for ann in annotators})
+    tasks = [{"data": {"item_id": c.id, "text": c.text, **{k: v[j] for k, v in probs.items()}}}
+             for j, c in enumerate(items)]
+    files = {"long": out / LONG_SHEET, "wide": out / WIDE_SHEET, "label_studio_tasks": out / LS_TASKS,
+             "label_studio_config": out / LS_CONFIG, "design": out / DESIGN_FILE}
+    _write_atomic(files["long"], pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv())
+    _write_atomic(files["wide"], pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv())
+    _write_atomic(files["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1))
+    _write_atomic(files["label_studio_config"], _ls_config(labels))
+    _write_atomic(files["design"], json.dumps(design or {}, ensure_ascii=False, indent=2))
+    return {k: str(v) for k, v in files.items()}
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+@dataclass
+class PlanRow:
+    n: int
+    accuracy_half_width: float
+    alpha_half_width: float
+    items_per_annotator: float
+
+
+@dataclass
+class Plan:
+    """Expected 95% CI half-widths for a few sample sizes, and the sizes needed for a target half-width."""
+
+    confidence: float
+    accuracy_guess: float
+    accuracy_source: str
+    alpha_guess: float
+    alpha_source: str
+    rarest_label: str
+    rarest_share: float
+    design_effect: float
+    rows: list[PlanRow]
+    target: float | None = None
+    n_for_accuracy: int | None = None
+    n_for_alpha: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def accuracy_variance(p: float, deff: float = 1.0) -> float:
+    """n * Var(accuracy) under the Wald normal approximation, inflated by the design effect."""
+    return deff * p * (1.0 - p)
+
+
+def alpha_variance(a: float, p: float) -> float:
+    """n * Var(alpha) for two raters and a binary category of share ``p`` (Bloch & Kraemer 1989)."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return (1.0 - a) * ((1.0 - a) * (1.0 - 2.0 * a) + a * (2.0 - a) / (2.0 * p * (1.0 - p)))
+
+
+def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confidence: float = 0.95, target: float | None = None,
+         pilot: tuple[float, float] | None = None, assumed_alpha: float = 0.8, deff: float = 1.0,
+         annotators: int = 3, per_item: int = 3) -> Plan:
+    """Half-widths for each size in ``sizes``; ``pilot`` = (accuracy, human alpha) measured on a pilot file.
+    The rarest label's share is taken in ``drawn`` (the design decides how often humans see it)."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    confs = [c.confidence for c in cands if c.confidence is not None]
+    if pilot is not None:
+        p_acc, acc_src = pilot[0], "accuracy on the pilot human file"
+        a, a_src = pilot[1], "alpha among the pilot's humans"
+    else:
+        p_acc = float(np.mean(confs)) if confs else 0.8
+        acc_src = "the run's mean teacher confidence" if confs else "assumed 0.8 (the run has no confidence)"
+        a, a_src = assumed_alpha, "assumed; give --pilot for a measured value"
+    counts = Counter(c.label for c in drawn or cands)
+    rare, rare_n = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    share = rare_n / sum(counts.values())
+    v_acc, v_alpha = accuracy_variance(p_acc, deff), alpha_variance(a, share)
+    rows = [PlanRow(n=n, accuracy_half_width=z * math.sqrt(v_acc / n), alpha_half_width=z * math.sqrt(max(v_alpha, 0) / n),
+                    items_per_annotator=n * per_item / annotators) for n in sizes]
+    result = Plan(confidence=confidence, accuracy_guess=p_acc, accuracy_source=acc_src, alpha_guess=a,
+                  alpha_source=a_src, rarest_label=rare, rarest_share=share, design_effect=deff, rows=rows,
+                  target=target)
+    if target is not None:
+        if not 0 < target < 1:
+            raise InputDataError(f"--target-ci must be a half-width between 0 and 1; got {target}")
+        result.n_for_accuracy = max(1, math.ceil(z * z * v_acc / target**2))
+        result.n_for_alpha = max(1, math.ceil(z * z * max(v_alpha, 0) / target**2))
+    small = [r.n for r in rows if r.items_per_annotator < ALT_TEST_MIN_ITEMS]
+    if small:
+        result.notes.append(
+            f"with {annotators} annotators and {per_item} per item, n = {', '.join(map(str, small))} gives fewer than "
+            f"{ALT_TEST_MIN_ITEMS} items per annotator: the alt-test would exclude them (--alt-test-min-items)"
+        )
+    if per_item < 3:
+        result.notes.append(f"{per_item} annotator(s) per item: the alt-test needs at least 3 to be more than weak")
+    return result
+
+
+def pilot_estimates(pilot: str | Path, run: str | Path) -> tuple[float, float]:
+    """(teacher accuracy vs the human majority, Krippendorff's alpha among the humans) on a pilot human file."""
+    from annotator.audit import agreement as ag
+    from annotator.audit.dataset import build
+    from annotator.audit.humans import load_humans
+    from annotator.audit.teacher import load_teacher
+
+    d = build(load_humans(pilot), load_teacher(run))
+    g = d.majority >= 0
+    if not g.any():
+        raise InputDataError(f"pilot {pilot}: no item has a human majority label")
+    acc = float((d.majority[g] == d.teacher[g]).mean())
+    alpha = ag.krippendorff_alpha(d.counts, d.level, d.values)
+    if not math.isfinite(alpha):
+        raise InputDataError(f"pilot {pilot}: Krippendorff's alpha is undefined (no variation among the humans)")
+    return acc, float(alpha)
