@@ -54,7 +54,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q "torch==2.13.0"
 	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (compiles llama.cpp: ~10 min on 2 cores, once)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
-	$(BIN)/pip install -q -e ".[student,dev]"
+	$(BIN)/pip install -q -e ".[student,dev,ray]"
 	touch $(STAMP)
 
 # -- pipelines --------------------------------------------------------------------------------------------
@@ -119,6 +119,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench_pipeline.py
+	$(BIN)/python tests/bench_ray.py
 
 clean:
 	rm -rf runs .pytest_cache $(DEPS_DIR)

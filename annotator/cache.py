@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from annotator.errors import RunDirError
 
@@ -46,6 +46,7 @@ class SampleResult(BaseModel):
     error: str | None = None
     attempts: int = 0
     tokens: int = 0
+    created: float | None = Field(default=None, description="When the answer was obtained (Unix time).")
     transport: bool = False  # the teacher call failed for good (never cached, so never read back as True)
 
 
@@ -119,23 +120,25 @@ class ResultStore:
     @_sqlite_errors
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
-            "SELECT ok, output, raw, error, attempts, tokens FROM samples WHERE key = ?", (key,)
+            "SELECT ok, output, raw, error, attempts, tokens, created FROM samples WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
         return SampleResult(
             ok=bool(row[0]), output=json.loads(row[1]) if row[1] else None, raw=row[2], error=row[3],
-            attempts=row[4], tokens=row[5],
+            attempts=row[4], tokens=row[5], created=row[6],
         )
 
     @_sqlite_errors
     def put_sample(self, key: str, result: SampleResult) -> None:
-        """Persist one teacher answer and commit immediately."""
+        """Persist one teacher answer and commit immediately (stamping ``result.created`` if unset)."""
         self._end_tx()
+        if result.created is None:
+            result.created = time.time()
         self.conn.execute(
             "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, int(result.ok), json.dumps(result.output) if result.output is not None else None, result.raw,
-             result.error, result.attempts, result.tokens, time.time()),
+             result.error, result.attempts, result.tokens, result.created),
         )
 
     # -- facts about the run directory ---------------------------------------------------------------

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from annotator.errors import AnnotatorError
 from annotator.redact import redact
+from annotator.ray_support import optional_ray_value
 
 app = typer.Typer(
     name="annotator",
@@ -24,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict")
 err_console = Console(stderr=True)
 
 
@@ -45,9 +46,9 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one red line and a non-zero exit code."""
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=optional_ray_value(sys.argv[1:] if argv is None else argv), standalone_mode=True)
     except AnnotatorError as exc:
-        err_console.print(f"[bold red]error:[/] {redact(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True)  # one line, however long
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything finished so far is saved; rerun to resume.")

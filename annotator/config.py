@@ -2,10 +2,20 @@
 
 Relative paths inside a pipeline file (input, template, output) are resolved against the directory of the
 YAML file, so a pipeline behaves the same whatever directory it is run from.
+
+Two ways to change a pipeline without editing its file, both applied before validation (so they are checked
+like the file itself) and both recorded in ``run.json``:
+
+* ``${VAR}`` / ``${VAR:-default}`` in any string value of the file is replaced by the environment variable
+  (``$${`` writes a literal ``${``);
+* ``--set key.path=value`` overrides (``value`` is parsed as YAML: ``8`` is a number, ``true`` a boolean);
+  relative paths given this way resolve against the current directory.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -112,8 +122,17 @@ TaskConfig = Annotated[LabelTaskConfig | RephraseTaskConfig | QATaskConfig, Fiel
 
 
 class PromptConfig(_Strict):
-    template: Path | None = Field(default=None, description="Jinja template; default prompts/<task>.jinja.")
+    template: Path | None = Field(
+        default=None, description="Jinja template; default: the built-in template of the task (annotator/prompts)."
+    )
     system: str | None = None
+
+
+class RayConfig(_Strict):
+    """Spread the teacher over a Ray cluster (also ``annotator run --ray [ADDRESS]``)."""
+
+    address: str | None = Field(default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default).")
+    workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
 
 
 class TeacherConfig(_Strict):
@@ -140,6 +159,8 @@ class TeacherConfig(_Strict):
     # vllm
     vllm_engine_args: dict[str, Any] = {}
     batch_size: int = Field(default=256, ge=1)
+    # Ray: the backend above, one replica per worker (annotator/backends/ray_pool.py)
+    ray: RayConfig | None = None
 
 
 class ValidationConfig(_Strict):
@@ -175,6 +196,8 @@ class PipelineConfig(_Strict):
     output: OutputConfig
 
     source_path: Path | None = Field(default=None, exclude=True)
+    overrides: list[str] = Field(default=[], exclude=True, description="The --set overrides applied, in order.")
+    env_vars: list[str] = Field(default=[], exclude=True, description="Environment variables the file expanded.")
 
     def resolve(self, base: Path) -> PipelineConfig:
         """Make relative paths absolute against ``base`` (the YAML file's directory)."""
@@ -187,19 +210,101 @@ class PipelineConfig(_Strict):
         return self
 
 
-def _format_validation_error(path: Path, exc: ValidationError) -> str:
+def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
     lines = [f"invalid pipeline config {path}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in {"label", "rephrase", "qa"}))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check spelling)"
-        lines.append(f"  - {loc or '<root>'}: {msg}")
+        origin = next((o for o in reversed(overrides) if _override_touches(o, loc)), None)
+        lines.append(f"  - {loc or '<root>'}: {msg}" + (f" (from --set {origin})" if origin else ""))
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML. Raises :class:`ConfigError` with field names and the file."""
+def _override_touches(override: str, loc: str) -> bool:
+    key = override.partition("=")[0].strip()
+    return bool(loc) and (key == loc or key.startswith(loc + ".") or loc.startswith(key + "."))
+
+
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+PATH_FIELDS = ("input.path", "prompt.template", "output.dir")
+
+
+def expand_env(data: Any, path: Path, used: list[str], where: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value of ``data``; record the names in ``used``."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, path, used, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, path, used, f"{where}.{i}") for i, v in enumerate(data)]
+    if not isinstance(data, str):
+        return data
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(
+                    f"{path}: {where or '<root>'}: environment variable {name} is not set "
+                    f"(set it, or write ${{{name}:-default}} in the file)"
+                )
+            value = default
+        if name not in used:
+            used.append(name)
+        return value
+
+    return _ENV_REF.sub(sub, data)
+
+
+def apply_override(data: dict[str, Any], override: str, path: Path) -> None:
+    """Apply one ``key.path=value`` override to the raw YAML mapping (before validation)."""
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {override!r}: expected KEY.PATH=VALUE, e.g. --set teacher.concurrency=32")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    if key in PATH_FIELDS and isinstance(value, str) and value:
+        value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
+    *parents, leaf = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parents):
+        node = _child(node, part, key)
+        if not isinstance(node, (dict, list)):
+            done = ".".join(parents[: i + 1])
+            raise ConfigError(f"--set {key}: {path}: {done} is a {type(node).__name__}, not a section")
+    if isinstance(node, list):
+        node[_index(node, leaf, key)] = value
+    else:
+        node[leaf] = value
+
+
+def _index(node: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {key}: {part!r} is not an index of a list of {len(node)} item(s)")
+    return int(part)
+
+
+def _child(node: dict[str, Any] | list[Any], part: str, key: str) -> Any:
+    """The section ``part`` of ``node`` (created empty when missing)."""
+    if isinstance(node, list):
+        return node[_index(node, part, key)]
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML, after ``${VAR}`` expansion and ``--set`` ``overrides``.
+
+    Raises :class:`ConfigError` naming the file, the field and (for overrides) the ``--set`` that caused it.
+    """
+    overrides = list(overrides or [])
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"pipeline file not found: {p}")
@@ -209,9 +314,15 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    env_vars: list[str] = []
+    data = expand_env(data, p, env_vars)
+    for override in overrides:
+        apply_override(data, override, p)
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(p, exc)) from None
+        raise ConfigError(_format_validation_error(p, exc, overrides)) from None
     cfg.source_path = p.resolve()
+    cfg.overrides = overrides
+    cfg.env_vars = env_vars
     return cfg.resolve(p.resolve().parent)

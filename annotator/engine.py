@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import random
 import time
@@ -24,14 +25,46 @@ from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.errors import BackendError, InputDataError, TeacherUnreachable, TemplateError
 from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, FailureKind, LabelInfo, RunCounts, RunManifest,
-    cap_raw,
+    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, AnswerProvenance, FailureKind, Invocation,
+    LabelInfo, RunCounts, RunManifest, cap_raw, read_manifest,
 )
 from annotator.redact import redact
 from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
-from annotator.templates import PromptTemplate, default_template_path
+from annotator.templates import PromptTemplate
+
+
+log = logging.getLogger(__name__)
+
+
+def _utc(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+class AnswerTotals:
+    """Accumulates the provenance of the answers behind a run's records (tokens, calls, when obtained)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.attempts = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def observe(self, results: list[SampleResult]) -> float | None:
+        """Count one row's sample results; return when the latest of them was obtained."""
+        times = [r.created for r in results if r.created is not None]
+        self.tokens += sum(r.tokens for r in results)
+        self.attempts += sum(r.attempts for r in results)
+        if not times:
+            return None
+        self.first = min(times) if self.first is None else min(self.first, *times)
+        self.last = max(times) if self.last is None else max(self.last, *times)
+        return max(times)
+
+    def provenance(self) -> AnswerProvenance:
+        return AnswerProvenance(tokens=self.tokens, attempts=self.attempts, first_answer_at=_utc(self.first),
+                                last_answer_at=_utc(self.last))
 
 
 class RunStats(RunCounts):
@@ -48,8 +81,10 @@ class RunStats(RunCounts):
 
 
 def load_template(cfg: PipelineConfig) -> PromptTemplate:
-    path = cfg.prompt.template or default_template_path(cfg.task.type)
-    return PromptTemplate.from_file(Path(path), system=cfg.prompt.system)
+    """The pipeline's template: ``prompt.template`` when set, else the package's default for the task."""
+    if cfg.prompt.template is None:
+        return PromptTemplate.builtin(cfg.task.type, system=cfg.prompt.system)
+    return PromptTemplate.from_file(Path(cfg.prompt.template), system=cfg.prompt.system)
 
 
 def item_rng(seed: int, row_id: str) -> random.Random:
@@ -87,6 +122,7 @@ class Pipeline:
         self.retry_failed = retry_failed
         self.on_row = on_row
         self.stats = RunStats()
+        self.answers = AnswerTotals()
         self.out_dir = Path(cfg.output.dir)
         self._transport_streak = 0  # teacher calls failed in a row (the circuit breaker)
         self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
@@ -144,6 +180,7 @@ class Pipeline:
                     result.error = f"teacher call failed: {exc}"
                     result.attempts = attempt + 1
                     result.transport = True
+                    result.created = time.time()
                     return result
                 self._transport_streak = 0
             result.attempts = attempt + 1
@@ -214,6 +251,7 @@ class Pipeline:
         ))
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
+        answered_at = _utc(self.answers.observe(results))
         good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
         sample_errors = [r.error or "no valid output" for r in results if not r.ok]
         if not good:
@@ -221,13 +259,14 @@ class Pipeline:
             kind: FailureKind = "transport" if all(r.transport for r in results) else "validation"
             failed = self._failed(row, last.error or "no valid output", model, kind, prompt_hash, last.raw, attempts,
                                   tokens)
-            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors})
+            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors,
+                                             "answered_at": answered_at})
         agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
             invalid_samples=len(sample_errors), sample_errors=sample_errors,
-            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
+            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=prompt_hash,
         )
 
     # -- the run -------------------------------------------------------------------------------------
@@ -331,7 +370,7 @@ class Pipeline:
     def _manifest(self, backend: Backend, started_at: str) -> RunManifest:
         task = self.cfg.task
         labels = [LabelInfo(name=lab.name, description=lab.description) for lab in task.labels] if isinstance(task, LabelTaskConfig) else []
-        return RunManifest(
+        manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
             config=self.cfg.model_dump(mode="json"),
@@ -346,7 +385,24 @@ class Pipeline:
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
+            overrides=self.cfg.overrides,
+            retry_failed=self.retry_failed,
+            env_vars=self.cfg.env_vars,
+            answers=self.answers.provenance(),
         )
+        manifest.history = [*self._earlier_invocations(), manifest.invocation()]
+        return manifest
+
+    def _earlier_invocations(self) -> list[Invocation]:
+        """The history in the run.json this invocation replaces (its own entry rebuilt for older files)."""
+        try:
+            previous = read_manifest(self.out_dir)
+        except (ValueError, OSError) as exc:  # unreadable or from an incompatible version: start a new history
+            log.warning("%s: previous run.json not readable (%s); history starts again", self.out_dir, exc)
+            return []
+        if previous is None:
+            return []
+        return previous.history or [previous.invocation()]
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -3,7 +3,10 @@
 A run directory holds:
 
 * ``annotations.jsonl`` - one :class:`AnnotationRecord` per input row, in input order.
-* ``run.json``          - one :class:`RunManifest` (provenance and counts).
+* ``run.json``          - one :class:`RunManifest` (provenance and counts): the counts and times at its top level
+  are the work of the invocation that wrote it; ``answers`` is the provenance of the annotations themselves
+  (tokens spent obtaining them and when, whichever invocation did it); ``history`` lists every finished
+  invocation on this directory, so a cached rerun is recorded as a rerun instead of replacing the record.
 * ``cache.sqlite``      - the crash-safe cache/resume store (internal).
 """
 
@@ -90,6 +93,9 @@ class AnnotationRecord(BaseModel):
     )
     attempts: int = 0
     tokens: int = 0
+    answered_at: str | None = Field(
+        default=None, description="When the last of this row's teacher answers was obtained (UTC, ISO 8601)."
+    )
     model: str
     prompt_hash: str
     # why a failed row failed (not written): "input" (empty/too long/template), "transport" (the teacher call
@@ -113,8 +119,39 @@ class RunCounts(BaseModel):
     tokens: int = 0
 
 
+class AnswerProvenance(BaseModel):
+    """How the answers in ``annotations.jsonl`` were obtained, whichever invocation obtained them."""
+
+    tokens: int = Field(default=0, description="Tokens spent obtaining the answers (invalid attempts included).")
+    attempts: int = Field(default=0, description="Teacher calls behind the answers.")
+    first_answer_at: str | None = Field(default=None, description="When the earliest answer was obtained (UTC).")
+    last_answer_at: str | None = Field(default=None, description="When the latest answer was obtained (UTC).")
+
+
+InvocationKind = Literal["run", "resume", "rerun"]
+
+
+class Invocation(RunCounts):
+    """One finished ``annotator run`` on an output directory: what that invocation did.
+
+    ``kind``: ``run`` (every answer asked of the teacher), ``resume`` (some answers came from the cache),
+    ``rerun`` (no teacher call: every answer came from the cache).
+    """
+
+    kind: InvocationKind
+    retry_failed: bool = False
+    overrides: list[str] = []
+    started_at: str
+    finished_at: str | None = None
+    annotator_version: str
+
+
 class RunManifest(RunCounts):
-    """Provenance of a run; written to ``run.json``."""
+    """Provenance of a run; written to ``run.json``.
+
+    Top-level counts and times: the invocation that wrote this file. ``answers``: the provenance of the
+    annotations. ``history``: every finished invocation, oldest first (the last one is this invocation).
+    """
 
     pipeline_name: str
     pipeline_path: str
@@ -129,6 +166,21 @@ class RunManifest(RunCounts):
     started_at: str
     finished_at: str | None = None
     annotator_version: str
+    overrides: list[str] = Field(default=[], description="The --set overrides this invocation applied.")
+    retry_failed: bool = False
+    env_vars: list[str] = Field(default=[], description="Environment variables the pipeline file expanded.")
+    answers: AnswerProvenance | None = Field(default=None, description="None in run.json files of older versions.")
+    history: list[Invocation] = []
+
+    def invocation(self) -> Invocation:
+        """This manifest's own invocation (the top-level counts and times)."""
+        teacher, cached = self.teacher_calls, self.cache_hits
+        kind: InvocationKind = "rerun" if teacher == 0 and cached else ("resume" if cached else "run")
+        return Invocation(
+            kind=kind, retry_failed=self.retry_failed, overrides=self.overrides, started_at=self.started_at,
+            finished_at=self.finished_at, annotator_version=self.annotator_version,
+            **self.model_dump(include=set(RunCounts.model_fields)),
+        )
 
 
 def resolve_run_file(path: str | Path, name: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,20 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from annotator.errors import TemplateError
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+BUILTIN_PREFIX = "builtin:"
 
 
 def default_template_path(task: str) -> Path:
-    return PROMPTS_DIR / f"{task}.jinja"
+    """Where the built-in template of ``task`` lies in the installed package (for tools that track files)."""
+    return Path(str(resources.files("annotator") / "prompts" / f"{task}.jinja"))
+
+
+def builtin_template_source(task: str) -> str:
+    """The source of the default template of ``task``, shipped inside the package (``annotator/prompts``)."""
+    resource = resources.files("annotator") / "prompts" / f"{task}.jinja"
+    if not resource.is_file():
+        raise TemplateError(f"no built-in prompt template for task {task!r}")
+    return resource.read_text(encoding="utf-8")
 
 
 def _env() -> ImmutableSandboxedEnvironment:
@@ -58,6 +68,11 @@ class PromptTemplate:
         except UnicodeDecodeError:
             raise TemplateError(f"prompt template {path} is not UTF-8 text") from None
         return cls(source, str(path), system)
+
+    @classmethod
+    def builtin(cls, task: str, system: str | None = None) -> PromptTemplate:
+        """The package's default template for ``task``; its name is ``builtin:<task>.jinja``."""
+        return cls(builtin_template_source(task), f"{BUILTIN_PREFIX}{task}.jinja", system)
 
     @property
     def sha256(self) -> str:

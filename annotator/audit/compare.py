@@ -82,7 +82,7 @@ def teacher_names(paths: list[Path]) -> list[str]:
 
 
 def _tokens(path: Path) -> tuple[int | None, float | None]:
-    """Total tokens of a run and tokens per input row, from ``run.json`` (None for a plain table)."""
+    """Tokens spent on a run's answers and per input row, from ``run.json`` (None for a plain table)."""
     if not (path.is_dir() or path.name == "annotations.jsonl"):
         return None, None
     try:
@@ -91,7 +91,9 @@ def _tokens(path: Path) -> tuple[int | None, float | None]:
         return None, None
     if manifest is None or not manifest.rows_total:
         return None, None
-    return manifest.tokens, manifest.tokens / manifest.rows_total
+    # the tokens behind the annotations, not the last invocation's (a cached rerun spends none)
+    tokens = manifest.answers.tokens if manifest.answers is not None else manifest.tokens
+    return tokens, tokens / manifest.rows_total
 
 
 def summarise(name: str, path: Path, report: AuditReport, out: Path) -> TeacherSummary:

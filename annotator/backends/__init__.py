@@ -8,6 +8,10 @@ from annotator.config import TeacherConfig
 
 def build_backend(cfg: TeacherConfig) -> Backend:
     """Instantiate the configured backend (imports its heavy dependencies lazily)."""
+    if cfg.ray is not None:
+        from annotator.backends.ray_pool import RayPoolBackend
+
+        return RayPoolBackend(cfg)
     if cfg.backend == "local":
         from annotator.backends.local_llama import LocalLlamaBackend
 

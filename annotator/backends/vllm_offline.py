@@ -1,4 +1,4 @@
-"""vLLM offline batched inference (optional extra ``annotator[vllm]``, needs a GPU).
+"""vLLM offline batched inference (optional extra ``annotator-llm[vllm]``, needs a GPU).
 
 Requests that arrive together are micro-batched into one ``LLM.chat`` call; the JSON schema is enforced with the
 current structured-outputs API (``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))``).
@@ -32,7 +32,7 @@ class VLLMBackend:
             from vllm.sampling_params import StructuredOutputsParams
         except ImportError:
             raise AnnotatorError(
-                "the vllm backend needs vLLM: `pip install 'annotator[vllm]'` on a machine with a supported GPU"
+                "the vllm backend needs vLLM: `pip install 'annotator-llm[vllm]'` on a machine with a supported GPU"
             ) from None
         self._sampling_params = SamplingParams
         self._structured = StructuredOutputsParams

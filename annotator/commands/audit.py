@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from annotator.commands.output import JSON_HELP, emit_json, jsonable, log_console, result_console
 
 if TYPE_CHECKING:
     from annotator.audit import AuditOptions
+    from annotator.audit.compare import Comparison
     from annotator.audit.report import AuditReport
 
 HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
@@ -51,6 +53,7 @@ def audit(
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) are excluded, as in the reference implementation."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
     from annotator.audit import AuditOptions, check_gate, run_audit
 
@@ -65,17 +68,25 @@ def audit(
         alt_test_min_items=alt_test_min_items,
     )
     if len(teacher) > 1:
-        _compare(opts, teacher, out)
+        _compare(opts, teacher, out, as_json)
         return
     report = run_audit(opts)
-    _print_report(report, out)
+    logs = log_console()
+    for w in report.warnings + report.alt_test.warnings:
+        logs.print(f"[yellow]warning:[/] {w}")
+    if report.low_agreement_categories:
+        logs.print("[yellow]humans disagree on:[/] " + ", ".join(report.low_agreement_categories))
+    if as_json:
+        emit_json(report)
+    else:
+        _print_report(report, out)
     check_gate(report)
 
 
 def _print_report(report: AuditReport, out: Path) -> None:
     from annotator.audit.report import f, fe
 
-    console = Console()
+    console = result_console()
     ag, cov = report.agreement, report.coverage
     hh, th, tvm = ag.human_human, ag.teacher_human, ag.teacher_vs_majority
     ci = f"{int(round(report.inputs.confidence_level * 100))}% CI"
@@ -96,10 +107,6 @@ def _print_report(report: AuditReport, out: Path) -> None:
     if report.calibration.available:
         table.add_row("calibration ECE", "", f(report.calibration.ece))
     console.print(table)
-    for w in report.warnings + report.alt_test.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
-    if report.low_agreement_categories:
-        console.print("[yellow]humans disagree on:[/] " + ", ".join(report.low_agreement_categories))
     colour = {True: "green", False: "red", None: "yellow"}[report.alt_test.passed]
     console.print(f"[bold {colour}]{report.alt_test_verdict}[/]")
     g = report.gate
@@ -110,15 +117,32 @@ def _print_report(report: AuditReport, out: Path) -> None:
     console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}" + (f"; plots: {', '.join(pngs)})" if pngs else ")"))
 
 
-def _compare(opts: AuditOptions, teachers: list[Path], out: Path) -> None:
+def _compare(opts: AuditOptions, teachers: list[Path], out: Path, as_json: bool) -> None:
     """Several teachers: audit each, print the side-by-side table, gate = at least one teacher passes."""
-    from annotator.audit.compare import COMPARISON_MD, compare_teachers
-    from annotator.audit.report import f, fe
+    from annotator.audit.compare import compare_teachers
     from annotator.errors import GateFailed
 
     comparison, reports = compare_teachers(opts, teachers, out)
-    console = Console()
-    table = Table(title=f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - opts.alpha) * 100))}% CI)")
+    logs = log_console()
+    for s, r in zip(comparison.teachers, reports):
+        for w in r.warnings + r.alt_test.warnings:
+            logs.print(f"[yellow]warning ({s.name}):[/] {w}")
+    for note in comparison.notes:
+        logs.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        emit_json({"comparison": jsonable(comparison), "reports": [jsonable(r) for r in reports]})
+    else:
+        _print_comparison(comparison, out, opts.alpha)
+    if opts.min_agreement is not None and not any(s.gate_passed for s in comparison.teachers):
+        raise GateFailed(f"audit gate failed for every teacher: {opts.gate_metric} < --min-agreement {opts.min_agreement:g}")
+
+
+def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
+    from annotator.audit.compare import COMPARISON_MD
+    from annotator.audit.report import f, fe
+
+    console = result_console()
+    table = Table(title=f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - alpha) * 100))}% CI)")
     for col in ("teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test", "tokens/item"):
         table.add_column(col, justify="left" if col == "teacher" else "right")
     for s in comparison.teachers:
@@ -126,12 +150,5 @@ def _compare(opts: AuditOptions, teachers: list[Path], out: Path) -> None:
         table.add_row(s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
                       f(s.advantage_probability, 3), alt, f(s.tokens_per_item, 1))
     console.print(table)
-    for s, r in zip(comparison.teachers, reports):
-        for w in r.warnings + r.alt_test.warnings:
-            console.print(f"[yellow]warning ({s.name}):[/] {w}")
-    for note in comparison.notes:
-        console.print(f"[yellow]note:[/] {note}")
     console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
     console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")
-    if opts.min_agreement is not None and not any(s.gate_passed for s in comparison.teachers):
-        raise GateFailed(f"audit gate failed for every teacher: {opts.gate_metric} < --min-agreement {opts.min_agreement:g}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from annotator.commands.output import JSON_HELP, emit_json
 from annotator.config import load_config
 from annotator.errors import ConfigError
 from annotator.templates import default_template_path
@@ -54,16 +55,21 @@ def deps_command(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write the fragment here (atomically) instead of standard output."
     ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (the run directory and the dependencies)"),
 ) -> None:
     """Print the Makefile fragment that tells `make` where PIPELINE's run lives and what it depends on.
 
     Example output for pipelines/news_topics.yaml:
 
         news_topics_RUN := runs/news_topics
-        news_topics_DEPS := pipelines/news_topics.yaml pipelines/data/news_sample.csv prompts/label.jinja
+        news_topics_DEPS := pipelines/news_topics.yaml pipelines/data/news_sample.csv annotator/prompts/label.jinja
 
     The project's Makefile generates one such fragment per pipeline under .make/ and includes it.
     """
+    if as_json:
+        run_dir, deps = pipeline_dependencies(pipeline)
+        emit_json({"run": str(run_dir), "deps": [str(p) for p in deps]})
+        return
     text = makefile_fragment(pipeline, name or pipeline.stem)
     if out is None:
         typer.echo(text, nl=False)

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 
 def export(
@@ -42,11 +43,12 @@ def export(
     route_annotators: Annotated[
         int, typer.Option("--route-annotators", help="Annotators on the routed sheet (each item gets min(K, 3) of them).")
     ] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Export a run's annotations as a Hugging Face dataset with stratified splits and a dataset card."""
     from annotator.export.dataset_builder import ExportOptions, export_run
 
-    console = Console()
+    console, logs = result_console(), log_console()
     summary = export_run(
         run_dir,
         ExportOptions(
@@ -62,6 +64,11 @@ def export(
             route_annotators=route_annotators,
         ),
     )
+    for note in summary.notes:
+        logs.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        emit_json(summary)
+        return
     c = summary.counts
     console.print(f"[bold]{summary.task}[/] task exported as [bold]{summary.format}[/] rows")
     table = Table(show_header=True)
@@ -87,8 +94,6 @@ def export(
     console.print(f"{c.total} annotated rows -> {c.exported_items} exported; excluded: {', '.join(excluded)}")
     if summary.routed_sheet:
         console.print(f"items for humans (confidence < {summary.route_below:g}): {summary.routed_sheet}", soft_wrap=True)
-    for note in summary.notes:
-        console.print(f"[yellow]note:[/] {note}")
     console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)", soft_wrap=True)
     if summary.pushed_to:
         console.print(f"pushed to the Hub: {summary.pushed_to}")

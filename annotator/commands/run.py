@@ -8,16 +8,16 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from annotator.config import load_config
-from annotator.engine import Pipeline, RunStats
+from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
+from annotator.config import RayConfig, load_config
 from annotator.errors import TooManyFailures
+from annotator.engine import Pipeline, RunStats
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
-console = Console(stderr=True)
+console = log_console()
 
 
 def _progress_text(stats: RunStats) -> str:
@@ -33,6 +33,11 @@ def run_command(
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only annotate the first N rows (a quick trial)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ray: str | None = typer.Option(
+        None, "--ray", help="Spread the teacher over a Ray cluster: an address, or `--ray` alone for ray.init()'s default."
+    ),
     max_failed_fraction: float | None = typer.Option(
         None, "--max-failed-fraction", min=0.0, max=1.0,
         help="Exit 4 when more than this share of rows failed (default: validation.max_failed_fraction, 0.1).",
@@ -46,16 +51,20 @@ def run_command(
     are recorded as failed with the raw output and the reason (see --retry-failed).
 
     Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
+    The summary goes to stdout (--json: run.json's content plus the output paths); progress goes to stderr.
 
     Exit codes: 0 done; 2 a problem to fix (config, input, output.dir); 4 done, but more rows failed than
     --max-failed-fraction allows; 5 stopped early, the teacher is unreachable (rerun to resume); 6 another process
     is using the output directory; 7 run.json and annotations.jsonl disagree; 130 interrupted.
     """
-    cfg = load_config(pipeline)
+    cfg = load_config(pipeline, overrides)
     if limit:
         cfg.input.limit = limit
     if max_failed_fraction is not None:
         cfg.validation.max_failed_fraction = max_failed_fraction
+    if ray is not None:
+        cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
+                                       "address": None if ray == "local" else ray})
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal,
@@ -89,18 +98,12 @@ def run_command(
             )
             sys.exit(130)
     elapsed = time.monotonic() - started
-    table = Table(title=f"{cfg.name}: done in {elapsed:.1f}s", show_header=False)
-    table.add_row("rows", f"{manifest.rows_total:,}")
-    table.add_row("annotated", f"[green]{manifest.rows_ok:,}[/]")
-    table.add_row("failed", f"[red]{manifest.rows_failed:,}[/]" if manifest.rows_failed else "0")
-    table.add_row("teacher calls", f"{manifest.teacher_calls:,}")
-    table.add_row("cache hits", f"{manifest.cache_hits:,}")
-    table.add_row("tokens", f"{manifest.tokens:,}")
-    table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
-    table.add_row("teacher", manifest.model)
-    table.add_row("annotations", str(Path(cfg.output.dir) / ANNOTATIONS_FILE))
-    table.add_row("manifest", str(Path(cfg.output.dir) / MANIFEST_FILE))
-    console.print(table)
+    out_dir = Path(cfg.output.dir)
+    if as_json:
+        emit_json({"annotations": str(out_dir / ANNOTATIONS_FILE), "run_json": str(out_dir / MANIFEST_FILE),
+                   "elapsed_s": round(elapsed, 3), **jsonable(manifest)})
+    else:
+        result_console().print(_summary_table(cfg.name, manifest, elapsed, out_dir))
     _report_failures(manifest, runner.stats, cfg.validation.max_failed_fraction)
 
 
@@ -127,6 +130,21 @@ def _report_failures(manifest: RunManifest, stats: RunStats, max_fraction: float
             f"{manifest.rows_failed} of {manifest.rows_total} rows failed ({share:.0%}), more than "
             f"validation.max_failed_fraction={max_fraction:g} allows (outputs are written; see the hints above)"
         )
+
+
+def _summary_table(name: str, manifest: RunManifest, elapsed: float, out_dir: Path) -> Table:
+    table = Table(title=f"{name}: done in {elapsed:.1f}s", show_header=False)
+    table.add_row("rows", f"{manifest.rows_total:,}")
+    table.add_row("annotated", f"[green]{manifest.rows_ok:,}[/]")
+    table.add_row("failed", f"[red]{manifest.rows_failed:,}[/]" if manifest.rows_failed else "0")
+    table.add_row("teacher calls", f"{manifest.teacher_calls:,}")
+    table.add_row("cache hits", f"{manifest.cache_hits:,}")
+    table.add_row("tokens", f"{manifest.tokens:,}")
+    table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
+    table.add_row("teacher", manifest.model)
+    table.add_row("annotations", str(out_dir / ANNOTATIONS_FILE))
+    table.add_row("manifest", str(out_dir / MANIFEST_FILE))
+    return table
 
 
 def register(app: typer.Typer) -> None:

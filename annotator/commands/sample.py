@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from annotator.commands.output import JSON_HELP, emit_json, result_console
 from rich.table import Table
 
 HELP = """Choose the items humans should label, and write blank annotation sheets for them.
@@ -36,6 +38,7 @@ def sample(
     target_ci: Annotated[float | None, typer.Option("--target-ci", help="Target 95% CI half-width (e.g. 0.05) for the plan.")] = None,
     pilot: Annotated[Path | None, typer.Option("--pilot", help="A filled pilot human file: its accuracy and human alpha replace the guesses.")] = None,
     expected_alpha: Annotated[float, typer.Option("--expected-alpha", help="Human alpha assumed by the plan without --pilot.")] = 0.8,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the plan; with --out also the design and files)")] = False,
 ) -> None:
     from annotator.audit import sampling as sp
     from annotator.errors import InputDataError
@@ -49,8 +52,13 @@ def sample(
     pilot_numbers = sp.pilot_estimates(pilot, run) if pilot else None
     the_plan = sp.plan(cands, drawn.items, sizes, target=target_ci, pilot=pilot_numbers, assumed_alpha=expected_alpha,
                        deff=drawn.design_effect, annotators=len(names), per_item=per_item)
-    console = Console()
-    _print_plan(console, the_plan, strategy)
+    console = result_console()
+    plan_data = json.loads(json.dumps(the_plan, default=vars))
+    if as_json and do_plan:
+        emit_json({"plan": plan_data})
+        return
+    if not as_json:
+        _print_plan(console, the_plan, strategy)
     if do_plan:
         return
     if out is None:
@@ -62,10 +70,13 @@ def sample(
         "design_effect": round(drawn.design_effect, 4),
         "strata": [vars(s) for s in drawn.strata],
         "items_per_annotator": {a: sum(a in who for who in assignment) for a in names},
-        "plan": json.loads(json.dumps(the_plan, default=vars)),
+        "plan": plan_data,
     }
     files = sp.write_sheets(out, drawn.items, assignment, names, labels, inclusion_prob=drawn.inclusion_prob,
                             design=design)
+    if as_json:
+        emit_json({"design": design, "files": {k: str(v) for k, v in files.items()}})
+        return
     table = Table(title=f"{strategy} sample: {len(drawn.items)} of {drawn.population} items, seed {seed}")
     for col in ("stratum", "items in run", "drawn", "inclusion prob."):
         table.add_column(col, justify="left" if col == "stratum" else "right")

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 
 def _fmt(x: float | None) -> str:
@@ -51,6 +52,7 @@ def train_student_cmd(
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
     from annotator.student.train import (
@@ -67,7 +69,7 @@ def train_student_cmd(
         raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
     if head_lr is not None and head_lr < 0:
         raise StudentError("--head-lr must be >= 0")
-    console = Console()
+    console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
     out_dir = out or ds_dir.parent / "student"
     opts = StudentOptions(
@@ -88,7 +90,12 @@ def train_student_cmd(
         thresholds=parse_thresholds(thresholds),
         show_progress=progress,
     )
-    m = train_student(ds_dir, opts, log=lambda s: console.print(f"[dim]{s}[/]", soft_wrap=True))
+    m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
+    for note in m.notes:
+        logs.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        emit_json(m)
+        return
 
     console.print(
         f"student trained on {m.train_size} items: {m.steps} steps, {m.train_seconds:.0f}s, final loss {m.final_loss}"
@@ -144,8 +151,6 @@ def train_student_cmd(
                 _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
             )
         console.print(t)
-    for note in m.notes:
-        console.print(f"[yellow]note:[/] {note}")
     console.print(
         f"model: [bold]{m.model_dir}[/]   metrics: [bold]{Path(opts.out) / 'metrics.json'}[/]", soft_wrap=True
     )

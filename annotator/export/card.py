@@ -101,6 +101,25 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _answer_rows(summary: ExportSummary) -> list[list[Any]]:
+    """Provenance of the answers (not of the last `annotator run`, which may have been a cached rerun)."""
+    a = summary.answers
+    if a is None:
+        rows: list[list[Any]] = [["answers obtained", "not recorded (run.json written by an older version)"]]
+    else:
+        when = a.first_answer_at if a.first_answer_at == a.last_answer_at else f"{a.first_answer_at} to {a.last_answer_at}"
+        rows = [
+            ["answers obtained", when],
+            ["teacher calls behind the answers", a.attempts],
+            ["teacher tokens behind the answers", a.tokens],
+        ]
+    if summary.history:
+        shown = [f"{h.kind} {h.started_at}" for h in summary.history]
+        kinds = ", ".join(shown if len(shown) <= 4 else [shown[0], "...", *shown[-2:]])
+        rows.append(["`annotator run` invocations", f"{len(summary.history)} ({kinds})"])
+    return rows
+
+
 def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, str] | None = None) -> str:
     descriptions = descriptions or {}
     c = summary.counts
@@ -131,8 +150,7 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
                 ["template sha256", f"`{summary.template_sha256}`" if summary.template_sha256 else None],
                 ["pipeline", summary.pipeline_path],
                 ["annotator version", summary.annotator_version],
-                ["run started", summary.run_started_at],
-                ["run finished", summary.run_finished_at],
+                *_answer_rows(summary),
                 ["exported", summary.created_at],
                 [
                     "split (seed)",

@@ -25,6 +25,8 @@ from annotator.records import (
     ANNOTATIONS_FILE,
     MANIFEST_FILE,
     AnnotationRecord,
+    AnswerProvenance,
+    Invocation,
     RunManifest,
     iter_annotations,
     read_manifest,
@@ -89,8 +91,10 @@ class ExportSummary(BaseModel):
     pipeline_path: str | None = None
     pipeline_config: dict[str, Any] = Field(default_factory=dict)
     annotator_version: str | None = None
-    run_started_at: str | None = None
-    run_finished_at: str | None = None
+    answers: AnswerProvenance | None = Field(
+        default=None, description="How the annotations were obtained (None: run.json of an older version)."
+    )
+    history: list[Invocation] = Field(default_factory=list, description="The `annotator run` invocations.")
     audit_summary: dict[str, Any] | None = None
     audit_report: str | None = None
     pushed_to: str | None = None
@@ -521,8 +525,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         pipeline_path=manifest.pipeline_path if manifest else None,
         pipeline_config=manifest.config if manifest else {},
         annotator_version=manifest.annotator_version if manifest else None,
-        run_started_at=manifest.started_at if manifest else None,
-        run_finished_at=manifest.finished_at if manifest else None,
+        answers=manifest.answers if manifest else None,
+        history=(manifest.history or [manifest.invocation()]) if manifest else [],
         audit_summary=audit_summary,
         audit_report=audit_path,
         notes=notes,

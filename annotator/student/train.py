@@ -129,6 +129,7 @@ def train_classifier(
 ) -> TrainResult:
     """Fine-tune ``model`` in place. ``targets``: label ids, or lists of label ids when multi-label."""
     import torch
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -182,6 +183,7 @@ def train_classifier(
         TimeRemainingColumn(),
         disable=not show_progress,
         transient=False,
+        console=Console(stderr=True),  # progress goes to stderr, results to stdout
     )
     with progress:
         bar = progress.add_task(description, total=total, loss="-")

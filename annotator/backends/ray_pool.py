@@ -1,0 +1,139 @@
+"""The teacher on a Ray cluster: a pool of Ray actors, each holding one ordinary backend, behind the Backend protocol.
+
+The engine (:mod:`annotator.engine`) is unchanged: it keeps the cache, the validation retries, the ordered commit of
+rows to the run's store and the resume logic on the driver, and calls ``generate`` on this backend, which sends each
+request to the least busy actor. ``model_id`` and ``structured_mode`` are the wrapped backend's, so a Ray run and a
+local run of one pipeline have the same cache keys and share answers.
+
+Placement: ``vllm`` gets one actor per ``tensor_parallel_size`` GPUs; ``local`` (llama.cpp) one actor per
+``n_threads`` CPUs (default 1); ``openai`` one actor per CPU, each an API client with ``teacher.concurrency``
+requests in flight. ``teacher.ray.workers`` overrides the count.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from typing import Any
+
+from annotator.backends.base import Generation, GenerationRequest
+from annotator.config import TeacherConfig
+from annotator.errors import AnnotatorError, BackendError
+from annotator.ray_support import ray_session
+
+log = logging.getLogger(__name__)
+
+
+class TeacherWorker:
+    """Runs inside a Ray actor: one backend of the configured kind (never a Ray pool itself)."""
+
+    def __init__(self, cfg_json: str):
+        from annotator.backends import build_backend
+
+        self.backend = build_backend(TeacherConfig.model_validate_json(cfg_json))
+
+    def describe(self) -> dict[str, Any]:
+        b = self.backend
+        return {"name": b.name, "model_id": b.model_id, "structured_mode": b.structured_mode,
+                "max_concurrency": b.max_concurrency}
+
+    async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            gen = await self.backend.generate(GenerationRequest.model_validate(request))
+        except BackendError as exc:  # a per-row failure: travels back as data, raised again on the driver
+            return {"error": str(exc)}
+        return {"generation": gen.model_dump()}
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+def _placement(cfg: TeacherConfig, resources: dict[str, float]) -> tuple[int, dict[str, float], TeacherConfig]:
+    """(actors, per-actor resources, the config each actor builds its backend from)."""
+    inner = cfg.model_copy(update={"ray": None})
+    wanted = cfg.ray.workers if cfg.ray else None
+    if cfg.backend == "vllm":
+        tp = int(cfg.vllm_engine_args.get("tensor_parallel_size", 1))
+        gpus = int(resources.get("GPU", 0))
+        if gpus < tp:
+            raise AnnotatorError(
+                f"teacher.backend vllm on Ray needs GPUs: the cluster has {gpus}, tensor_parallel_size is {tp}"
+            )
+        return wanted or gpus // tp, {"num_gpus": tp}, inner
+    cpus = int(resources.get("CPU", 1))
+    if cfg.backend == "local":
+        threads = cfg.n_threads or 1
+        return wanted or max(1, cpus // threads), {"num_cpus": threads}, inner.model_copy(update={"n_threads": threads})
+    return wanted or max(1, cpus), {"num_cpus": 1}, inner
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+class RayPoolBackend:
+    """A :class:`~annotator.backends.base.Backend` whose ``generate`` runs on Ray actors."""
+
+    structured_mode: str
+    model_id: str
+
+    def __init__(self, cfg: TeacherConfig):
+        self._stack = ExitStack()
+        ray = self._stack.enter_context(ray_session(cfg.ray.address if cfg.ray else None))
+        try:
+            self._start(ray, cfg)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self, ray: Any, cfg: TeacherConfig) -> None:
+        n, resources, inner = _placement(cfg, ray.cluster_resources())
+        actor_cls = ray.remote(max_restarts=2, max_task_retries=1, **resources)(TeacherWorker)
+        self._actors = [actor_cls.remote(inner.model_dump_json()) for _ in range(n)]
+        self._stack.callback(lambda: [ray.kill(a) for a in self._actors])
+        try:
+            info = ray.get([a.describe.remote() for a in self._actors])
+        except ray.exceptions.RayError as exc:
+            raise AnnotatorError(f"the teacher could not start on Ray: {_first_line(exc)}") from None
+        first = info[0]
+        self.name = f"ray/{first['name']}"
+        self.model_id = first["model_id"]
+        self.structured_mode = first["structured_mode"]
+        self.max_concurrency = sum(i["max_concurrency"] for i in info)
+        self._inflight = [0] * n
+        self._ray = ray
+        log.info("teacher on Ray: %d x %s %s (%s)", n, first["name"], resources, self.model_id)
+
+    @property
+    def workers(self) -> int:
+        """How many actors serve the teacher."""
+        return len(self._actors)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        i = min(range(len(self._actors)), key=self._inflight.__getitem__)
+        self._inflight[i] += 1
+        try:
+            out = await self._actors[i].generate.remote(request.model_dump())
+        except self._ray.exceptions.RayError as exc:
+            raise BackendError(f"Ray worker {i} failed: {_first_line(exc)}") from None
+        finally:
+            self._inflight[i] -= 1
+        if "error" in out:
+            raise BackendError(out["error"])
+        return Generation.model_validate(out["generation"])
+
+    async def aclose(self) -> None:
+        try:
+            await self._close_workers()
+        finally:
+            self._stack.close()
+
+    async def _close_workers(self) -> None:
+        import asyncio
+
+        refs = [a.aclose.remote() for a in self._actors]
+        try:
+            await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), timeout=30)
+        except asyncio.TimeoutError:
+            log.warning("Ray teacher workers did not close within 30 s; killing them")

@@ -1,0 +1,84 @@
+"""`annotator predict STUDENT INPUT --out FILE`: a trained student labels a corpus (locally or on Ray)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from annotator.config import InputConfig
+
+console = Console(stderr=True)
+
+
+def predict_command(
+    student: Annotated[Path, typer.Argument(help="Student folder written by `annotator train-student`.")],
+    input: Annotated[Path, typer.Argument(help="Texts to label: .csv, .tsv, .jsonl or .parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions (JSONL, one line per input row).")],
+    id_column: Annotated[str, typer.Option("--id-column", help="Column holding the row id.")] = "id",
+    text_column: Annotated[str, typer.Option("--text-column", help="Column holding the text.")] = "text",
+    fmt: Annotated[
+        Literal["auto", "csv", "jsonl", "parquet"], typer.Option("--format", help="Input format (default: extension).")
+    ] = "auto",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N rows.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (local only).")] = "auto",
+    route_below: Annotated[
+        float | None,
+        typer.Option("--route-below", min=0.0, max=1.0, help="Also write rows with confidence below this..."),
+    ] = None,
+    route_out: Annotated[Path | None, typer.Option("--route-out", help="...to this JSONL file.")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="Run on Ray: a cluster address, or `--ray` alone for ray.init()'s default."),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option("--ray-workers", min=1, help="Model replicas on Ray (default: one per GPU, else 2).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Label every row of INPUT with the student: id, label(s), confidence and per-label probabilities.
+
+    Resumable: rerun the same command after a crash or Ctrl-C and it continues after the rows already in OUT
+    (which are checked against INPUT and the student's label set first).
+    """
+    from annotator.student.predict import PredictError, PredictOptions, load_student_info, local_labeler, predict_file
+
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise PredictError(f"--out {out}: predictions are written as JSONL; use a .jsonl file name")
+    info = load_student_info(student)
+    cfg = InputConfig(path=input, format=fmt, id_column=id_column, text_column=text_column, limit=limit)
+    opts = PredictOptions(out=out, route_below=route_below, route_out=route_out, batch_size=batch_size)
+    progress = Progress(
+        TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet, refresh_per_second=4,
+    )
+    bar = progress.add_task("predict", total=None)
+    started = time.monotonic()
+    with progress:
+        if ray is None:
+            summary = predict_file(info, cfg, opts, local_labeler(info, device, batch_size),
+                                   on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+        else:
+            from annotator.ray_support import ray_session
+            from annotator.student.ray_predict import ray_labeler
+
+            with ray_session(None if ray == "local" else ray):
+                summary = predict_file(info, cfg, opts, ray_labeler(info, batch_size, ray_workers),
+                                       on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    elapsed = time.monotonic() - started
+    rate = summary.predicted / elapsed if elapsed > 0 else 0.0
+    resumed = f" (resumed after {summary.resumed_after:,})" if summary.resumed_after else ""
+    console.print(f"{summary.predicted:,} rows labelled{resumed} in {elapsed:.1f}s ({rate:,.1f} rows/s) -> {out}")
+    if summary.failed:
+        console.print(f"[yellow]{summary.failed} row(s) had an empty text[/] (field 'error' in {out})")
+    if route_out is not None:
+        console.print(f"{summary.routed:,} row(s) below confidence {route_below} -> {route_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_command)

@@ -1,0 +1,201 @@
+"""On a real local Ray cluster (``ray start --head`` on 127.0.0.1, 2 CPUs): `annotator run --ray` through the
+openai backend against the fault server (kill the driver, resume, shared cache with a local run), and
+`annotator predict --ray` giving the same labels as a local predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LABELS, REPO, out_dir_of, read_annotations, rows_of, spawn_cli, subprocess_env
+from fault_server import expected_label
+from test_crash_resume import finished_texts
+from test_predict import student_dir  # noqa: F401  (the session fixture)
+
+pytest.importorskip("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ray_head(num_cpus: int = 2) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``ray start --head --block`` on 127.0.0.1 with private ports and temp dir (other Ray users may share the
+    machine); returns (process, address, temp dir)."""
+    port = _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's unix sockets live under it
+    ports = {f"--{name}": _free_port() for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+        "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port")}
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
+           "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
+           "--object-store-memory=300000000", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp}", *(f"{k}={v}" for k, v in ports.items())]
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    return proc, f"127.0.0.1:{port}", temp
+
+
+def stop_ray_head(proc: subprocess.Popen[bytes], temp: Path) -> None:
+    """SIGTERM to `ray start --block` stops the processes it started; its session is its own process group."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A private cluster; token authentication off, since Ray keeps one token per user (~/.ray), which other Ray
+    users of this machine may replace while the tests run."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        proc, address, temp = start_ray_head()
+        try:
+            yield address
+        finally:
+            stop_ray_head(proc, temp)
+
+
+def _quiet_total(server, settle: float = 1.5, timeout: float = 60) -> dict:
+    """Server stats once no request has arrived for ``settle`` seconds (the killed driver's actors are gone)."""
+    deadline = time.monotonic() + timeout
+    last = server.stats()
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        now = server.stats()
+        if now["total"] == last["total"]:
+            return now
+        last = now
+    raise TimeoutError("requests kept arriving after the driver was killed")
+
+
+def test_run_on_ray_kill_driver_resume_and_share_cache(ray_address, server, make_pipeline, run_cli):
+    n = 160
+    texts = [f"ray row {i:04d} about the central bank" for i in range(n)]
+    server.configure(latency=0.05)
+    teacher = {"base_url": server.base_url, "concurrency": 4, "timeout": 5.0, "max_retries": 2}
+    local = make_pipeline(rows_of(texts), name="local", task={"rationale": True}, teacher=teacher)
+    on_ray = make_pipeline(rows_of(texts), name="on_ray", task={"rationale": True},
+                           teacher={**teacher, "ray": {"workers": 2}})
+    run_dir = out_dir_of(on_ray)
+    assert run_dir == out_dir_of(local)
+
+    # a local run of the first 20 rows; the Ray run must reuse these answers (same cache keys)
+    proc = run_cli("run", str(local), "--quiet", "--limit", "20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert server.stats()["total"] == 20
+
+    driver = spawn_cli("run", str(on_ray), "--quiet", "--ray", ray_address)
+    try:
+        server.wait_for(lambda s: s["total"] >= 80 or driver.poll() is not None, timeout=180)
+        assert driver.poll() is None, "the Ray run finished before it could be killed:\n" + driver.stdout.read()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    at_kill = _quiet_total(server)["by_item"]
+    finished = finished_texts(run_dir)
+    assert set(texts[:20]) <= finished and len(finished) < n
+
+    proc = run_cli("run", str(on_ray), "--quiet", "--ray", ray_address, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = server.stats()["by_item"]
+    again = sorted(t for t in finished if after[t] != at_kill[t])
+    assert not again, f"{len(again)} finished rows were sent to the teacher again, e.g. {again[:3]}"
+    assert all(after[t] - at_kill.get(t, 0) == 1 for t in set(texts) - finished)
+
+    records = read_annotations(run_dir)
+    assert [r["id"] for r in records] == [f"r{i:05d}" for i in range(n)]  # each row exactly once, in order
+    assert all(r["status"] == "ok" and r["label"] == expected_label(r["text"], LABELS) for r in records)
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["backend"] == "ray/openai" and manifest["cache_hits"] == len(finished)
+    assert manifest["teacher_calls"] == n - len(finished)
+
+    # and back: a local run of the same pipeline finds every answer in the cache
+    before = server.stats()["total"]
+    proc = run_cli("run", str(local), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert server.stats()["total"] == before
+    assert read_annotations(run_dir) == records
+
+
+def test_run_on_ray_bad_address_is_one_line(make_pipeline, run_cli, server):
+    p = make_pipeline(rows_of(["a text"]), teacher={"base_url": server.base_url})
+    proc = run_cli("run", str(p), "--quiet", "--ray", f"127.0.0.1:{_free_port()}", timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cannot connect to the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cli):  # noqa: F811
+    from test_predict import corpus, predict_cli, read_jsonl
+
+    inp = corpus(tmp_path / "in.jsonl", 400)
+    predict_cli(run_cli, student_dir, inp, tmp_path / "local.jsonl", "--batch-size", "32")
+    proc = predict_cli(run_cli, student_dir, inp, tmp_path / "ray.jsonl", "--batch-size", "16",
+                       "--ray", ray_address, "--ray-workers", "1", "--route-below", "0.4",
+                       "--route-out", str(tmp_path / "route.jsonl"))
+    assert "400 rows labelled" in proc.stderr
+    local, on_ray = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
+    assert [r["id"] for r in on_ray] == [r["id"] for r in local]
+    assert [r.get("label") for r in on_ray] == [r.get("label") for r in local]
+    for a, b in zip(local, on_ray):
+        if "probs" in a:
+            assert b["probs"] == pytest.approx(a["probs"], abs=1e-3)
+    routed = [r["row"] for r in read_jsonl(tmp_path / "route.jsonl")]
+    assert routed == [i for i, r in enumerate(on_ray) if "error" in r or r["confidence"] < 0.4]
+
+
+
+def test_ray_flag_takes_an_optional_address():
+    from annotator.ray_support import optional_ray_value
+
+    assert optional_ray_value(["run", "p.yaml", "--ray"]) == ["run", "p.yaml", "--ray", "local"]
+    assert optional_ray_value(["run", "--ray", "p.yaml"]) == ["run", "--ray", "local", "p.yaml"]
+    assert optional_ray_value(["run", "--ray", "--quiet", "p.yaml"])[2] == "local"
+    for address in ("10.0.0.5:6379", "ray://head:10001", "auto"):
+        assert optional_ray_value(["run", "p.yaml", "--ray", address]) == ["run", "p.yaml", "--ray", address]
+
+
+def test_teacher_placement_on_the_cluster():
+    from annotator.backends.ray_pool import _placement
+    from annotator.config import RayConfig, TeacherConfig
+    from annotator.errors import AnnotatorError
+
+    cluster = {"CPU": 16.0, "GPU": 8.0}
+    vllm = TeacherConfig(backend="vllm", vllm_engine_args={"tensor_parallel_size": 2}, ray=RayConfig())
+    n, res, inner = _placement(vllm, cluster)
+    assert (n, res, inner.ray) == (4, {"num_gpus": 2}, None)  # one engine per 2 GPUs; actors build plain backends
+    n, res, inner = _placement(TeacherConfig(backend="local", n_threads=4, ray=RayConfig()), cluster)
+    assert (n, res, inner.n_threads) == (4, {"num_cpus": 4}, 4)
+    n, res, _ = _placement(TeacherConfig(backend="openai", ray=RayConfig(workers=3)), cluster)
+    assert (n, res) == (3, {"num_cpus": 1})
+    with pytest.raises(AnnotatorError, match="needs GPUs"):
+        _placement(vllm, {"CPU": 2.0})
