@@ -168,6 +168,15 @@ class ValidationConfig(_Strict):
     max_tokens_per_row: int | None = Field(
         default=None, gt=0, description="Stop retrying a row once it has used this many tokens."
     )
+    max_consecutive_transport_failures: int = Field(
+        default=20, ge=1,
+        description="Circuit breaker: stop the run (exit 5) after this many teacher calls in a row failed for good "
+                    "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
+    )
+    max_failed_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="The run exits 4 (outputs still written) when more than this share of rows failed; 1.0 = never.",
+    )
 
 
 class OutputConfig(_Strict):

@@ -18,9 +18,15 @@ Student (``--student``, a separate run; see ``student_bench``): a real labelled 
 of the rows, export with gold strata, train-student with a learning curve: student accuracy vs gold per training
 size (steps, best epoch, seconds) and the ECE before and after temperature scaling.
 
+Durability: the cache commits every answer with SQLite WAL ``synchronous=NORMAL`` (survives a process crash; a power
+cut can lose the commits since the last checkpoint). ``FULL`` (an fsync per commit) would survive a power cut too:
+D rows (default 20,000) go through the pipeline with the zero-latency in-process teacher once with each setting,
+each in a fresh subprocess; rows/s of both and their ratio are reported. With no teacher latency to hide behind,
+this is the worst case of the fsync cost.
+
 Prints a table and writes runs/bench/bench.json. Options: --requests 5000 --concurrency 256 --latency 8.0
---rows-memory 1000000 (0 skips memory) --skip-throughput. It takes ~15 minutes on 2 cores (5 for throughput,
-10 for the million-row memory run).
+--rows-memory 1000000 (0 skips memory) --rows-durability 20000 (0 skips it) --skip-throughput. It takes ~20
+minutes on 2 cores (5 for throughput, 10 for the million-row memory run, 4 for durability).
 
 On the latency default (8 s, ideal 256 / 8 = 32 rows/s): one request through the openai SDK + httpx costs ~3 ms of
 client CPU here (~1 ms of it is the engine and the server), and a fixed server latency keeps the 256 requests in
@@ -117,9 +123,14 @@ class FakeTeacher:
 
 
 def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
-    import annotator.backends.openai_compat  # noqa: F401  (imports are not throughput: the bare client's are
-    from annotator.config import load_config  # outside its clock too)
+    # imports are not throughput (the bare client's are outside its clock too)
+    import annotator.backends.openai_compat  # noqa: F401
+    from annotator import cache
+    from annotator.config import load_config
     from annotator.engine import Pipeline
+
+    if args.synchronous:
+        cache.SYNCHRONOUS = args.synchronous
 
     work = Path(args.work)
     cfg = load_config(pipeline_yaml(work, Path(args.input), args.base_url, args.concurrency, args.latency))
@@ -351,6 +362,20 @@ def student_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def durability(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    inp = write_input(work / "durability.csv", args.rows_durability)
+    out: dict[str, Any] = {"rows": args.rows_durability}
+    for mode in ("NORMAL", "FULL"):
+        shutil.rmtree(work / "out", ignore_errors=True)
+        print(f"  durability: {args.rows_durability:,} rows, synchronous={mode} (in-process teacher) ...", flush=True)
+        out[mode] = run_child("pipeline", ["--work", str(work), "--input", str(inp), "--fake", "--synchronous", mode,
+                                           "--rows-total", str(args.rows_durability),
+                                           "--concurrency", str(args.concurrency)], timeout=3600)
+    inp.unlink()
+    out["full_to_normal"] = out["FULL"]["rows_per_s"] / out["NORMAL"]["rows_per_s"]
+    return out
+
+
 def table(report: dict[str, Any]) -> str:
     lines = []
     t = report.get("throughput")
@@ -382,6 +407,12 @@ def table(report: dict[str, Any]) -> str:
         if big.get("rss_timeline_mb"):
             lines.append("  RSS during the largest run (rows done: MB): "
                          + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in big["rss_timeline_mb"]))
+    d = report.get("durability")
+    if d:
+        lines.append(f"Durability ({d['rows']:,} rows, zero-latency in-process teacher, one commit per answer):")
+        for mode in ("NORMAL", "FULL"):
+            lines.append(f"  synchronous={mode:<7}{d[mode]['rows_per_s']:>9.0f} rows/s{d[mode]['elapsed_s']:>9.1f} s")
+        lines.append(f"  FULL / NORMAL rows/s = {d['full_to_normal']:.3f}")
     return "\n".join(lines)
 
 
@@ -391,6 +422,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--latency", type=float, default=8.0, help="server seconds per request")
     ap.add_argument("--rows-memory", type=int, default=1_000_000, help="rows for the memory check (0: skip)")
+    ap.add_argument("--rows-durability", type=int, default=20_000,
+                    help="rows for the synchronous=FULL vs NORMAL comparison (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     ap.add_argument("--student", action="store_true", help="run only the student bench (real corpus, learning curve)")
@@ -406,6 +439,7 @@ def main() -> None:
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     ap.add_argument("--fake", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rows-total", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--synchronous", choices=["NORMAL", "FULL"], help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
@@ -433,6 +467,8 @@ def main() -> None:
         report["throughput"] = throughput(args, work)
     if args.rows_memory:
         report["memory"] = memory(args, work)
+    if args.rows_durability:
+        report["durability"] = durability(args, work)
     shutil.rmtree(work, ignore_errors=True)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     (args.out / "bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -19,6 +19,7 @@ from annotator.audit.design import INCLUSION_COLUMN, read_inclusion_probs
 from annotator.audit.label_studio import is_label_studio_export, read_label_studio
 from annotator.audit.tabular import find_id_column, read_table, to_label
 from annotator.errors import InputDataError
+from annotator.records import normalize_id
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def load_humans(path: str | Path) -> HumanAnnotations:
         for n, (raw_id, raw_ann, raw_label) in enumerate(
             zip(df[id_col].to_list(), df["annotator"].to_list(), df["label"].to_list()), start=2
         ):
-            item, ann, label = to_label(raw_id), to_label(raw_ann), to_label(raw_label)
+            item, ann, label = normalize_id(raw_id), to_label(raw_ann), to_label(raw_label)
             if item is None:
                 raise InputDataError(f"human annotations {path}: row {n} has no {id_col}")
             if ann is None:
@@ -116,7 +117,7 @@ def load_humans(path: str | Path) -> HumanAnnotations:
         fmt = "simple" if simple is not None else "wide"
         ignored = [c for c in columns if c != id_col and c not in ann_cols]
         annotators = list(ann_cols)
-        ids = [to_label(v) for v in df[id_col].to_list()]
+        ids = [normalize_id(v) for v in df[id_col].to_list()]
         if any(i is None for i in ids):
             raise InputDataError(f"human annotations {path}: row {ids.index(None) + 2} has no {id_col}")
         seen: set[str] = set()

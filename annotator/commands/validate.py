@@ -11,8 +11,7 @@ from rich.panel import Panel
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, result_console
 from annotator.config import load_config
 from annotator.engine import Pipeline
-from annotator.errors import InputDataError
-from annotator.inputs import count_rows, find_duplicate_ids
+from annotator.inputs import check_ids, count_rows
 
 
 
@@ -22,14 +21,12 @@ def validate_command(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Check a pipeline without calling the teacher: config, input file (columns, rows, duplicate ids),
-    template (renders the first row's prompt, which is printed)."""
+    """Check a pipeline without calling the teacher: config, input file (columns, rows, every id present and
+    unique), template (renders the first row's prompt, which is printed)."""
     cfg = load_config(pipeline, overrides)
     runner = Pipeline(cfg)
     n = count_rows(cfg.input)
-    dupes = find_duplicate_ids(cfg.input)
-    if dupes:
-        raise InputDataError(f"{cfg.input.path}: duplicate ids: {', '.join(map(repr, dupes))}; ids must be unique")
+    check_ids(cfg.input)
     row, messages = runner.preview()
     if as_json:
         emit_json({
