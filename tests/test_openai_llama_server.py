@@ -59,13 +59,14 @@ def pipeline_file(tmp_path, base_url, mode, n=4, samples=1):
 def test_schema_modes_against_llama_server(tmp_path, llama_server, mode):
     # json_schema: the OpenAI form {"type": "json_schema", "json_schema": {"schema": ...}}; json_object: llama.cpp's
     # {"type": "json_object", "schema": ...}. Both are enforced by the server's grammar: every sample of every row
-    # (3 per row, at temperature 0.7, two at a time) is JSON with a label from the set, on the first attempt.
+    # (3 per row, at temperature 0.7, two at a time) ends as JSON with a label from the set. (The server's grammar
+    # allows free whitespace, so an answer may run into max_tokens and be retried; it is never off-schema.)
     cfg = load_config(pipeline_file(tmp_path, llama_server, mode, samples=3))
     manifest = asyncio.run(Pipeline(cfg).run())
     records = list(iter_annotations(cfg.output.dir))
     assert [r.status for r in records] == ["ok"] * 4, [r.error for r in records]
-    assert all(r.label in LABELS and sum(r.votes.values()) == 3 for r in records)
-    assert manifest.teacher_calls == 12 and all(r.attempts == 3 for r in records)
+    assert all(r.label in LABELS and sum(r.votes.values()) == 3 and r.samples == 3 for r in records)
+    assert manifest.teacher_calls >= 12 and all(r.attempts >= 3 for r in records)
     assert all(r.model == f"openai:{llama_server}:smollm2" for r in records)
     again = asyncio.run(Pipeline(load_config(pipeline_file(tmp_path, llama_server, mode, samples=3))).run())
     assert again.teacher_calls == 0

@@ -2,9 +2,9 @@
 
 ``xllamacpp.Server`` is llama.cpp's own server (continuous batching over ``n_parallel`` slots) driven from Python:
 ``handle_chat_completions`` takes an OpenAI-style request and releases the GIL, so ``parallel`` worker threads keep
-that many requests decoding together in one batch. Each slot keeps its prompt in the KV cache and a request goes to
-the slot with the longest common prefix, so the samples of a row and the shared instructions of a task are not
-evaluated twice. The JSON schema is enforced by LLGuidance (inside llama.cpp) with compact separators, so a small
+that many requests decoding together in one batch. Each slot keeps its last prompt in the KV cache and a request goes
+to the slot with the longest common prefix, so only the part of a prompt that differs is evaluated: the task's
+shared instructions once per slot, a row's text once per slot that samples it. The JSON schema is enforced by LLGuidance (inside llama.cpp) with compact separators, so a small
 model cannot wander into runs of whitespace.
 """
 
