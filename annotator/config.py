@@ -120,7 +120,7 @@ class TeacherConfig(_Strict):
     n_ctx: int = Field(default=2048, ge=256, description="local: context tokens per slot (prompt + answer).")
     n_threads: int | None = Field(default=None, ge=1, description="local: llama.cpp threads (default 1).")
     parallel: int = Field(
-        default=2, ge=1, le=64, description="local: requests decoded together (llama.cpp slots, one batch)."
+        default=1, ge=1, le=64, description="local: requests decoded together (llama.cpp slots, one batch)."
     )
     # openai-compatible
     base_url: str | None = None
