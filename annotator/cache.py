@@ -5,25 +5,41 @@
   final, so a killed run loses nothing that finished and a rerun never asks the teacher twice.
 * ``results``: the per-row records of the current run, written as rows finish (any order) and streamed out in
   input order at the end. Rebuilt on every run from ``samples`` (cache hits are free).
-* ``seen``: ids of the current run, to catch duplicate ids without holding them in memory.
+* ``meta``: small facts about the run directory (its binding to one pipeline and input, see
+  :mod:`annotator.rundir`).
 * ``batches`` / ``batch_items``: Batch API input files and batches submitted (``teacher.mode: batch``) and the
   requests in each, committed before and right after each batch is created, so a rerun re-attaches to them.
 * ``sample_usage``: tokens (prompt, cached prompt, completion) and USD cost per sample, over every call made for
   it (the engine carries a failed sample's usage forward when ``--retry-failed`` asks it again), so
   :meth:`ResultStore.spent` is what the output directory has cost in all.
+
+Durability (:data:`SYNCHRONOUS`): WAL with ``synchronous=NORMAL``. A committed answer survives a crash, ``kill -9``
+or Ctrl-C of the process. A power cut or an OS crash can lose the commits since the last WAL checkpoint (SQLite
+checkpoints every 1000 pages, about 4 MB: the last few thousand answers at most); the database stays consistent
+and those rows are asked again by the next run. ``synchronous=FULL`` (an fsync per answer) would close that gap
+at a measured cost of ~5x fewer rows/s with a fast teacher (``make bench``, durability section), so it is not the
+default. Every SQLite failure (damaged file, full disk, read-only location) becomes one
+:class:`~annotator.errors.RunDirError` that names the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
+
+from annotator.errors import RunDirError
+
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS = "NORMAL"  # "FULL" also survives power loss, at a cost measured by `make bench` (see above)
 
 
 class SampleResult(BaseModel):
@@ -40,6 +56,7 @@ class SampleResult(BaseModel):
     completion_tokens: int = 0
     cost: float | None = None  # USD, None without teacher.price
     created: float | None = Field(default=None, description="When the answer was obtained (Unix time).")
+    transport: bool = False  # the teacher call failed for good (never cached, so never read back as True)
 
 
 def cache_key(payload: dict[str, Any]) -> str:
@@ -53,30 +70,68 @@ CREATE TABLE IF NOT EXISTS samples (
     key TEXT PRIMARY KEY, ok INTEGER NOT NULL, output TEXT, raw TEXT, error TEXT,
     attempts INTEGER NOT NULL, tokens INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS results (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (file_id TEXT PRIMARY KEY, batch_id TEXT, done INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS batch_items (custom_id TEXT PRIMARY KEY, file_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sample_usage (
     key TEXT PRIMARY KEY, prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL, cost REAL);
 """
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> RunDirError:
+    """One clear line for an SQLite failure on the cache file ``path``."""
+    msg = str(exc)
+    low = msg.lower()
+    if "full" in low:
+        return RunDirError(f"no space left on the device of {path}: free some space and run the same command again "
+                           "(every answer saved so far is kept)")
+    if "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        return RunDirError(f"cannot write {path} ({msg}): make the output location writable or set another "
+                           "output.dir")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return RunDirError(f"{path} is damaged ({msg}). Delete it to start this output directory from scratch "
+                           "(answers saved in it will be asked again)")
+    return RunDirError(f"cache {path} failed: {msg}")
+
+
+def _sqlite_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn an SQLite error raised by a :class:`ResultStore` method into a :class:`RunDirError`."""
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            store = args[0]
+            assert isinstance(store, ResultStore)
+            raise explain_sqlite_error(exc, store.path) from None
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
 
 
 class ResultStore:
     """SQLite-backed cache + result log for one output directory."""
 
+    @_sqlite_errors
     def __init__(self, path: Path, result_commit_every: int = 256):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
-        self.conn.executescript(_SCHEMA)
         self._pending_results = 0
         self._commit_every = result_commit_every
-        self._in_tx = False
+        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.Error:
+            self.conn.close()
+            raise
 
     # -- samples (the cache) -------------------------------------------------------------------------
+    @_sqlite_errors
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
             "SELECT ok, output, raw, error, attempts, tokens, created, prompt_tokens, cached_tokens, completion_tokens, "
@@ -90,6 +145,7 @@ class ResultStore:
             completion_tokens=row[9] or 0, cost=row[10],
         )
 
+    @_sqlite_errors
     def put_sample(self, key: str, result: SampleResult) -> None:
         """Persist one teacher answer with its usage and commit immediately (stamping ``result.created`` if
         unset)."""
@@ -109,6 +165,7 @@ class ResultStore:
         self.conn.execute("COMMIT")
 
     # -- Batch API ------------------------------------------------------------------------------------
+    @_sqlite_errors
     def add_batch_file(self, file_id: str, custom_ids: list[str]) -> None:
         """Record an uploaded batch input file and its requests (before the batch is created)."""
         self._end_tx()
@@ -117,44 +174,51 @@ class ResultStore:
         self.conn.executemany("INSERT OR REPLACE INTO batch_items VALUES (?, ?)", [(c, file_id) for c in custom_ids])
         self.conn.execute("COMMIT")
 
+    @_sqlite_errors
     def set_batch_id(self, file_id: str, batch_id: str) -> None:
         self._end_tx()
         self.conn.execute("UPDATE batches SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
 
+    @_sqlite_errors
     def finish_batch(self, file_id: str) -> None:
         self._end_tx()
         self.conn.execute("UPDATE batches SET done = 1 WHERE file_id = ?", (file_id,))
 
+    @_sqlite_errors
     def open_batches(self) -> list[tuple[str, str | None]]:
         """``(file_id, batch_id or None)`` of batches not processed yet."""
         return [(r[0], r[1]) for r in self.conn.execute("SELECT file_id, batch_id FROM batches WHERE done = 0")]
 
+    @_sqlite_errors
     def open_batch_items(self) -> dict[str, str]:
         """custom_id -> file_id of the requests in batches not processed yet."""
         return dict(self.conn.execute(
             "SELECT custom_id, file_id FROM batch_items JOIN batches USING (file_id) WHERE done = 0"
         ).fetchall())
 
+    @_sqlite_errors
     def spent(self) -> float:
         """USD spent on every teacher answer stored here (0.0 when no price was ever set)."""
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM sample_usage").fetchone()[0])
 
+    # -- facts about the run directory ---------------------------------------------------------------
+    @_sqlite_errors
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @_sqlite_errors
+    def set_meta(self, key: str, value: str) -> None:
+        self._end_tx()
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     # -- the current run -----------------------------------------------------------------------------
+    @_sqlite_errors
     def start_run(self) -> None:
         self._end_tx()
         self.conn.execute("DELETE FROM results")
-        self.conn.execute("DELETE FROM seen")
 
-    def mark_seen(self, row_id: str, idx: int) -> int | None:
-        """Remember an id; return the index it was first seen at when it is a duplicate."""
-        self._begin_tx()
-        try:
-            self.conn.execute("INSERT INTO seen VALUES (?, ?)", (row_id, idx))
-        except sqlite3.IntegrityError:
-            row = self.conn.execute("SELECT idx FROM seen WHERE id = ?", (row_id,)).fetchone()
-            return int(row[0])
-        return None
-
+    @_sqlite_errors
     def put_result(self, idx: int, row_id: str, record_json: str) -> None:
         self._begin_tx()
         self.conn.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (idx, row_id, record_json))
@@ -163,33 +227,40 @@ class ResultStore:
             self._end_tx()
 
     def iter_results(self) -> Iterator[str]:
-        self._end_tx()
-        cur = self.conn.execute("SELECT record FROM results ORDER BY idx")
-        while True:
-            rows = cur.fetchmany(1024)
-            if not rows:
-                return
-            for (rec,) in rows:
-                yield rec
+        """Every record of the current run, in input order (streamed)."""
+        try:
+            self._end_tx()
+            cur = self.conn.execute("SELECT record FROM results ORDER BY idx")
+            while rows := cur.fetchmany(1024):
+                for (rec,) in rows:
+                    yield rec
+        except sqlite3.Error as exc:
+            raise explain_sqlite_error(exc, self.path) from None
 
+    @_sqlite_errors
     def count_samples(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     # -- transactions --------------------------------------------------------------------------------
     def _begin_tx(self) -> None:
-        if not self._in_tx:
+        if not self.conn.in_transaction:
             self.conn.execute("BEGIN")
-            self._in_tx = True
 
     def _end_tx(self) -> None:
-        if self._in_tx:
+        # in_transaction, not a flag of ours: SQLite rolls a transaction back by itself on some errors (full disk)
+        if self.conn.in_transaction:
             self.conn.execute("COMMIT")
-            self._in_tx = False
-            self._pending_results = 0
+        self._pending_results = 0
 
     def close(self) -> None:
-        self._end_tx()
-        self.conn.close()
+        """Commit what is pending and close. On an error path the commit may fail too: that is logged, and the
+        connection is closed anyway (the first error is the one the user needs)."""
+        try:
+            self._end_tx()
+        except sqlite3.Error as exc:
+            log.warning("could not commit the last results to %s: %s", self.path, exc)
+        finally:
+            self.conn.close()
 
 
 def typical_completion_tokens(path: Path) -> tuple[float, int] | None:

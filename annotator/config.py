@@ -156,8 +156,11 @@ class TeacherConfig(_Strict):
     samples: int = Field(default=1, ge=1, le=64, description="Self-consistency: answers drawn per item.")
     sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Temperature used when samples > 1.")
     # local (llama.cpp)
-    n_ctx: int = Field(default=2048, ge=256)
-    n_threads: int | None = None
+    n_ctx: int = Field(default=2048, ge=256, description="local: context tokens per slot (prompt + answer).")
+    n_threads: int | None = Field(default=None, ge=1, description="local: llama.cpp threads (default 1).")
+    parallel: int = Field(
+        default=1, ge=1, le=64, description="local: requests decoded together (llama.cpp slots, one batch)."
+    )
     # openai-compatible
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -198,6 +201,15 @@ class ValidationConfig(_Strict):
     max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per sample when output is invalid.")
     max_tokens_per_row: int | None = Field(
         default=None, gt=0, description="Stop retrying a row once it has used this many tokens."
+    )
+    max_consecutive_transport_failures: int = Field(
+        default=20, ge=1,
+        description="Circuit breaker: stop the run (exit 5) after this many teacher calls in a row failed for good "
+                    "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
+    )
+    max_failed_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="The run exits 4 (outputs still written) when more than this share of rows failed; 1.0 = never.",
     )
 
 

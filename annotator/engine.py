@@ -24,13 +24,16 @@ from annotator.backends import Backend, Generation, GenerationRequest, build_bac
 from annotator.cache import ResultStore, SampleResult, cache_key
 from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
-from annotator.errors import BackendError, ConfigError, InputDataError, TemplateError
-from annotator.inputs import InputRow, count_rows, iter_rows
+from annotator.errors import (
+    BackendError, BudgetReached, ConfigError, InputDataError, TeacherUnreachable, TemplateError,
+)
+from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, AnswerProvenance, Invocation, LabelInfo,
-    RunCounts, RunManifest, cap_raw, read_manifest,
+    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, AnswerProvenance, FailureKind, Invocation,
+    LabelInfo, RunCounts, RunManifest, cap_raw, read_manifest,
 )
 from annotator.redact import redact
+from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
@@ -77,6 +80,7 @@ class RunStats(RunCounts):
 
     rows_done: int = 0
     started: float = Field(default_factory=time.monotonic)
+    failed_by_kind: dict[str, int] = Field(default_factory=dict, description="Failed rows per FailureKind.")
 
     @property
     def rows_per_s(self) -> float:
@@ -128,8 +132,9 @@ class Pipeline:
         self.stats = RunStats()
         self.answers = AnswerTotals()
         self.out_dir = Path(cfg.output.dir)
+        self._transport_streak = 0  # teacher calls failed in a row (the circuit breaker)
         self.budget = Budget(cfg.teacher.price, cfg.teacher.max_cost)
-        self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: progress of the submitted requests
+        self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: requests answered
         if cfg.teacher.price is not None:
             self.stats.cost_usd = 0.0
         self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
@@ -191,11 +196,14 @@ class Pipeline:
                 except BackendError as exc:
                     # transport failure after the backend's own retries: record, do not cache
                     self.budget.settle(estimate, None)
+                    self._trip_breaker(exc)
                     result.error = f"teacher call failed: {exc}"
                     result.attempts = attempt + 1
+                    result.transport = True
                     result.created = time.time()
                     return result
                 self.budget.settle(estimate, self.charge(result, gen))
+                self._transport_streak = 0
             result.attempts = attempt + 1
             budget.tokens += gen.tokens
             result = self.check_answer(result, gen, row)
@@ -257,19 +265,34 @@ class Pipeline:
             self.stats.cost_usd = (self.stats.cost_usd or 0.0) + cost
         return cost
 
+    def _trip_breaker(self, exc: BackendError) -> None:
+        """Count a failed teacher call; stop the run when too many failed in a row (the teacher is down)."""
+        self._transport_streak += 1
+        limit = self.cfg.validation.max_consecutive_transport_failures
+        if self._transport_streak >= limit:
+            where = self.cfg.teacher.base_url or self.cfg.teacher.backend
+            raise TeacherUnreachable(
+                f"stopped: {self._transport_streak} teacher calls in a row failed (last: {exc}). Check that the "
+                f"teacher ({where}) is up and reachable, then run the same command again: every answer saved so far "
+                "is kept and failed calls are asked again (validation.max_consecutive_transport_failures="
+                f"{limit})"
+            )
+
     # -- one row -------------------------------------------------------------------------------------
-    def _failed(self, row: InputRow, error: str, model: str, prompt_hash: str = "", raw: str | None = None,
-                attempts: int = 0, tokens: int = 0) -> AnnotationRecord:
-        return AnnotationRecord(
+    def _failed(self, row: InputRow, error: str, model: str, kind: FailureKind, prompt_hash: str = "",
+                raw: str | None = None, attempts: int = 0, tokens: int = 0) -> AnnotationRecord:
+        record = AnnotationRecord(
             id=row.id or "", text=row.text or "", task=self.cfg.task.type, status="failed", error=error, raw=raw, samples=0,
             attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
         )
+        record._failure_kind = kind
+        return record
 
     async def _row(self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, row: InputRow) -> AnnotationRecord:
         model = backend.model_id
         messages = self.prompt_of(row)
         if isinstance(messages, str):
-            return self._failed(row, messages, model)
+            return self._failed(row, messages, model, "input")
         prompt_hash = cache_key({"messages": messages})[:16]
         budget = _RowBudget(self.cfg.validation.max_tokens_per_row)
         results = await asyncio.gather(*(
@@ -283,7 +306,9 @@ class Pipeline:
         sample_errors = [r.error or "no valid output" for r in results if not r.ok]
         if not good:
             last = results[-1]
-            failed = self._failed(row, last.error or "no valid output", model, prompt_hash, last.raw, attempts, tokens)
+            kind: FailureKind = "transport" if all(r.transport for r in results) else "validation"
+            failed = self._failed(row, last.error or "no valid output", model, kind, prompt_hash, last.raw, attempts,
+                                  tokens)
             return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors,
                                              "answered_at": answered_at, **usage})
         agg = self.task.aggregate(good, len(results))
@@ -296,15 +321,36 @@ class Pipeline:
 
     # -- the run -------------------------------------------------------------------------------------
     async def run(self) -> RunManifest:
-        """Annotate every row; persist as results arrive; write annotations.jsonl and run.json at the end."""
+        """Annotate every row; persist as results arrive; write annotations.jsonl and run.json at the end.
+
+        Holds the run directory's lock throughout; checks the input (ids, template) before any teacher call and
+        the written outputs before returning (see :mod:`annotator.rundir`).
+        """
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
-        # fail fast on a template error before any teacher call
-        self.preview()
-        backend = self._backend or build_backend(self.cfg.teacher)
-        store = ResultStore(self.out_dir / CACHE_FILE)
-        store.start_run()
-        self.budget.spent_before = store.spent()
+        with RunDirLock(self.out_dir):
+            self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
+            check_ids(self.cfg.input)
+            self.preview()  # fail fast on a template error before any teacher call
+            store = ResultStore(self.out_dir / CACHE_FILE)
+            try:
+                bind_run_dir(store, self.cfg)
+                backend = self._backend or build_backend(self.cfg.teacher)
+                try:
+                    store.start_run()
+                    self.budget.spent_before = store.spent()
+                    await self._annotate(backend, store)
+                finally:
+                    if self._backend is None:
+                        await backend.aclose()
+                manifest = self._manifest(backend, started_at)
+                self._write_outputs(store, manifest)
+                verify_outputs(self.out_dir, store)
+            finally:
+                store.close()
+        return manifest
+
+    async def _annotate(self, backend: Backend, store: ResultStore) -> None:
+        """Stream the rows through the teacher; each finished record goes to the store's result log."""
         sem = asyncio.Semaphore(backend.max_concurrency)
         # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
         # (llama.cpp reuses the KV cache of a shared prompt prefix)
@@ -318,33 +364,24 @@ class Pipeline:
             finally:
                 window.release()
             store.put_result(row.index, record.id, record.model_dump_json())
-            self.stats.rows_done += 1
-            if record.status == "ok":
-                self.stats.rows_ok += 1
-            else:
-                self.stats.rows_failed += 1
-            if self.on_row:
-                self.on_row(record, self.stats)
+            self._count(record)
 
         def done(t: asyncio.Task[None]) -> None:
             pending.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 errors.append(t.exception())  # type: ignore[arg-type]
+                if isinstance(t.exception(), BudgetReached):
+                    return  # calls in flight are paid for: they finish and are saved; no new call starts
+                for other in pending:  # stop at once (circuit breaker, full disk); saved answers stay cached
+                    other.cancel()
 
         try:
             if self.cfg.teacher.mode == "batch":
                 await self._fill_from_batches(backend, store)
             for row in iter_rows(self.cfg.input):
+                await window.acquire()
                 if errors:
                     break
-                if row.id is None or row.id == "":
-                    raise InputDataError(f"{self.cfg.input.path}: row {row.index + 1} has no id ({self.cfg.input.id_column!r} is empty)")
-                first = store.mark_seen(row.id, row.index)
-                if first is not None:
-                    raise InputDataError(
-                        f"{self.cfg.input.path}: duplicate id {row.id!r} (rows {first + 1} and {row.index + 1}); ids must be unique"
-                    )
-                await window.acquire()
                 task = asyncio.create_task(process(row))
                 pending.add(task)
                 task.add_done_callback(done)
@@ -352,16 +389,9 @@ class Pipeline:
                 await asyncio.gather(*pending, return_exceptions=True)
             if errors:
                 raise errors[0]
-            self._write_outputs(store)
         finally:
             for t in pending:
                 t.cancel()
-            store.close()
-            if self._backend is None:
-                await backend.aclose()
-        manifest = self._manifest(backend, started_at)
-        _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
-        return manifest
 
     async def _fill_from_batches(self, backend: Backend, store: ResultStore) -> None:
         """teacher.mode batch: get every uncached sample through the Batch API into the store first (the pass over
@@ -374,16 +404,34 @@ class Pipeline:
                               "the Batch API does not run on Ray: drop --ray / teacher.ray)")
         await BatchRun(self, backend, store, self.on_batch).run()
 
-    def _write_outputs(self, store: ResultStore) -> None:
+    def _count(self, record: AnnotationRecord) -> None:
+        self.stats.rows_done += 1
+        if record.status == "ok":
+            self.stats.rows_ok += 1
+        else:
+            self.stats.rows_failed += 1
+            kind = record._failure_kind or "validation"
+            self.stats.failed_by_kind[kind] = self.stats.failed_by_kind.get(kind, 0) + 1
+        if self.on_row:
+            self.on_row(record, self.stats)
+
+    def _write_outputs(self, store: ResultStore, manifest: RunManifest) -> None:
+        """annotations.jsonl (input order, from the result log), then run.json; each atomically, fsynced."""
         target = self.out_dir / ANNOTATIONS_FILE
         tmp = target.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for rec in store.iter_results():
-                fh.write(rec)
-                fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                for rec in store.iter_results():
+                    fh.write(rec)
+                    fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+            _fsync_dir(self.out_dir)  # the renames themselves survive a power cut
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise os_error(exc, exc.filename or self.out_dir) from None
 
     def _manifest(self, backend: Backend, started_at: str) -> RunManifest:
         task = self.cfg.task
@@ -440,5 +488,16 @@ def _row_usage(results: list[SampleResult]) -> dict[str, Any]:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -31,6 +31,34 @@ class GateFailed(AnnotatorError):
     exit_code = 3
 
 
+class RunDirError(AnnotatorError):
+    """The run directory cannot be used: not writable, full disk, damaged cache, bound to another pipeline."""
+
+
+class RunDirBusy(AnnotatorError):
+    """Another process holds the run directory's lock."""
+
+    exit_code = 6
+
+
+class TooManyFailures(AnnotatorError):
+    """The run finished (outputs written) but more rows failed than ``validation.max_failed_fraction`` allows."""
+
+    exit_code = 4
+
+
+class TeacherUnreachable(AnnotatorError):
+    """The circuit breaker stopped the run: too many teacher calls failed in a row."""
+
+    exit_code = 5
+
+
+class InconsistentOutputs(AnnotatorError):
+    """``run.json`` and ``annotations.jsonl`` disagree after a run (they must never; nothing should be trusted)."""
+
+    exit_code = 7
+
+
 class BudgetReached(AnnotatorError):
     """``teacher.max_cost`` reached: no new teacher call was started; everything answered is saved."""
 

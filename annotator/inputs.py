@@ -6,6 +6,7 @@ Rows are yielded in batches so a million-row file is processed with flat memory.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import polars as pl
 
 from annotator.config import InputConfig
 from annotator.errors import InputDataError
+from annotator.records import normalize_id
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
             ".parquet": "parquet", ".pq": "parquet"}
@@ -63,7 +65,8 @@ def _scan(cfg: InputConfig) -> pl.LazyFrame:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
         return pl.scan_csv(path, separator=sep, infer_schema=False, encoding="utf8")
     if fmt == "jsonl":
-        return pl.scan_ndjson(path, infer_schema_length=1000)
+        # ids are strings: an int id column with a string id after row 1000 must not break type inference
+        return pl.scan_ndjson(path, infer_schema_length=1000, schema_overrides={cfg.id_column: pl.String})
     return pl.scan_parquet(path)
 
 
@@ -125,22 +128,41 @@ def count_rows(cfg: InputConfig) -> int:
     return int(n)
 
 
-def find_duplicate_ids(cfg: InputConfig, limit: int = 5) -> list[str]:
-    """A few ids that occur more than once (full scan; used by `validate` and before a run)."""
-    lf = open_input(cfg)
-    col = pl.col(cfg.id_column).cast(pl.String)
+def check_ids(cfg: InputConfig) -> int:
+    """Check every id (as :func:`~annotator.records.normalize_id` reads it) before any teacher call: present and
+    unique. Streams the id column into a temporary on-disk SQLite table, so memory stays flat for any row count.
+    Returns the number of rows checked.
+    """
+    lf = open_input(cfg).select(pl.col(cfg.id_column))
+    db = sqlite3.connect("")  # a private temporary database on disk, deleted on close
     try:
-        df = (
-            lf.select(col.alias("id"))
-            .group_by("id")
-            .agg(pl.len().alias("n"))
-            .filter(pl.col("n") > 1)
-            .head(limit)
-            .collect(engine="streaming")
-        )
-    except Exception as exc:
-        raise _explain(exc, cfg.path) from None
-    return [str(x) for x in df["id"].to_list()]
+        db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY, idx INTEGER NOT NULL)")
+        index = 0
+        try:
+            for batch in lf.collect_batches(chunk_size=8192):
+                for raw in batch.to_series(0):
+                    _check_one_id(db, cfg, normalize_id(raw), index)
+                    index += 1
+        except InputDataError:
+            raise
+        except Exception as exc:  # polars' read errors
+            raise _explain(exc, cfg.path) from None
+        return index
+    finally:
+        db.close()
+
+
+def _check_one_id(db: sqlite3.Connection, cfg: InputConfig, row_id: str | None, index: int) -> None:
+    if row_id is None:
+        raise InputDataError(f"{cfg.path}: row {index + 1} has no id ({cfg.id_column!r} is empty)")
+    try:
+        db.execute("INSERT INTO ids VALUES (?, ?)", (row_id, index))
+    except sqlite3.IntegrityError:
+        first = db.execute("SELECT idx FROM ids WHERE id = ?", (row_id,)).fetchone()[0]
+        raise InputDataError(
+            f"{cfg.path}: duplicate id {row_id!r} (rows {first + 1} and {index + 1}); ids must be unique "
+            "(ids are compared as text without surrounding spaces)"
+        ) from None
 
 
 def iter_rows(cfg: InputConfig, batch_size: int = 2048) -> Iterator[InputRow]:
@@ -154,7 +176,7 @@ def iter_rows(cfg: InputConfig, batch_size: int = 2048) -> Iterator[InputRow]:
                 text = rec.get(cfg.text_column)
                 yield InputRow(
                     index=index,
-                    id=None if raw_id is None else str(raw_id),
+                    id=normalize_id(raw_id),
                     text=None if text is None else str(text),
                     columns=rec,
                 )

@@ -13,11 +13,12 @@ A run directory holds:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from annotator.errors import InputDataError
 
@@ -26,6 +27,29 @@ MANIFEST_FILE = "run.json"
 CACHE_FILE = "cache.sqlite"
 
 TaskType = Literal["label", "rephrase", "qa"]
+FailureKind = Literal["input", "transport", "validation"]
+
+
+def normalize_id(value: Any) -> str | None:
+    """The one id rule of every command (run, validate, audit, export): ids are strings.
+
+    Surrounding whitespace is removed (``" 7"`` and ``"7"`` are the same id), integral numbers are written without
+    a fraction (``7`` and ``7.0`` are ``"7"``), booleans are ``"true"``/``"false"``; None, NaN and an empty or
+    blank string mean "no id" (None).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    return text or None
+
 
 RAW_KEEP_CHARS = 16_384
 
@@ -80,6 +104,9 @@ class AnnotationRecord(BaseModel):
     )
     model: str
     prompt_hash: str
+    # why a failed row failed (not written): "input" (empty/too long/template), "transport" (the teacher call
+    # failed; not cached, a rerun asks again) or "validation" (invalid answers; cached, see --retry-failed)
+    _failure_kind: FailureKind | None = PrivateAttr(default=None)
 
 
 class LabelInfo(BaseModel):
@@ -179,17 +206,33 @@ def resolve_run_file(path: str | Path, name: str) -> Path:
 
 
 def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
-    """Stream records from a run directory or an ``annotations.jsonl`` file."""
+    """Stream records from a run directory or an ``annotations.jsonl`` file.
+
+    Ids follow :func:`normalize_id`; a record without an id, or an id that an earlier line already had, is an
+    error (a run writes each input row once, so such a file was edited or mixed by hand).
+    """
     p = resolve_run_file(path, ANNOTATIONS_FILE)
     if not p.exists():
         raise InputDataError(f"no annotations at {p} (run `annotator run PIPELINE.yaml` first)")
+    first_line: dict[str, int] = {}
     with p.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    yield AnnotationRecord.model_validate_json(line)
+                    rec = AnnotationRecord.model_validate_json(line)
                 except ValueError as exc:
                     raise InputDataError(f"{p}:{n}: not an annotation record: {exc}") from exc
+                rid = normalize_id(rec.id)
+                if rid is None:
+                    raise InputDataError(f"{p}:{n}: record has no id")
+                if rid in first_line:
+                    raise InputDataError(
+                        f"{p}: id {rid!r} occurs twice (lines {first_line[rid]} and {n}); a run writes each id "
+                        "once. Run `annotator run` again into a fresh output.dir to rebuild it."
+                    )
+                first_line[rid] = n
+                rec.id = rid
+                yield rec
 
 
 def read_manifest(path: str | Path) -> RunManifest | None:

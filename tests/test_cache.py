@@ -36,14 +36,33 @@ os._exit(9)  # no close, no commit of pending work: like kill -9
     store.close()
 
 
-def test_results_stream_in_input_order_and_duplicates_detected(tmp_path):
+def test_results_stream_in_input_order(tmp_path):
     store = ResultStore(tmp_path / "c.sqlite", result_commit_every=2)
     store.start_run()
     for idx in [3, 0, 2, 1]:
-        assert store.mark_seen(f"id{idx}", idx) is None
         store.put_result(idx, f"id{idx}", f'{{"i": {idx}}}')
-    assert store.mark_seen("id2", 9) == 2
     assert list(store.iter_results()) == ['{"i": 0}', '{"i": 1}', '{"i": 2}', '{"i": 3}']
     store.start_run()  # a new run starts from an empty result log, the cache stays
     assert list(store.iter_results()) == []
     store.close()
+
+
+def test_the_documented_durability_is_the_one_configured(tmp_path):
+    """README (Run directory) promises what WAL + synchronous=NORMAL give; a change here must change it too."""
+    store = ResultStore(tmp_path / "c.sqlite")
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # 1 = NORMAL
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # pages: the "about 4 MB"
+    assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    store.close()
+
+
+def test_a_damaged_cache_file_is_one_clear_error(tmp_path):
+    import pytest
+
+    from annotator.errors import RunDirError
+
+    db = tmp_path / "cache.sqlite"
+    db.write_bytes(b"this is not an SQLite database, just some bytes " * 100)
+    with pytest.raises(RunDirError, match=r"cache.sqlite is damaged .*Delete it to start"):
+        ResultStore(db)

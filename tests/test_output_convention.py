@@ -28,7 +28,7 @@ def test_run_and_validate_print_results_to_stdout(make_pipeline, run_cli, server
     # failures: the hint is a log line (stderr), the JSON stays parseable
     bad = make_pipeline(rows_of(["[[malformed]] x", "fine"]), base_url=server.base_url, name="bad",
                         output={"dir": "bad-out"}, validation={"max_attempts": 1})
-    j = run_cli("run", str(bad), "--json")
+    j = run_cli("run", str(bad), "--json", "--max-failed-fraction", "1")  # 1 of 2 rows fails on purpose
     assert j.returncode == 0 and json.loads(j.stdout)["rows_failed"] == 1
     assert "failed" in j.stderr and "--retry-failed" in j.stderr
 

@@ -57,7 +57,7 @@ def test_rerun_keeps_the_answers_provenance_and_records_history(make_pipeline, r
 
 def test_retry_failed_is_recorded_in_history(make_pipeline, run_cli, server):
     texts = ["[[malformed]] one", "plain two", "plain three"]
-    p = make_pipeline(rows_of(texts), base_url=server.base_url, validation={"max_attempts": 2})
+    p = make_pipeline(rows_of(texts), base_url=server.base_url, validation={"max_attempts": 2, "max_failed_fraction": 1.0})
     first = run_json(run_cli, p)
     assert first["rows_failed"] == 1 and first["answers"]["tokens"] == (2 + 1 + 1) * TOKENS_PER_CALL
     again = run_json(run_cli, p, "--retry-failed")

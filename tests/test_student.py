@@ -19,19 +19,43 @@ from tests.test_export import LABELS, export, make_label_run
 # ------------------------------------------------------------------------------------------------ gold
 
 
-def test_gold_long_majority_ties_alphabetical(tmp_path):
+def test_gold_long_majority_ties_have_no_gold(tmp_path):
     from annotator.student.gold import load_gold
 
     p = tmp_path / "h.csv"
     p.write_text(
         "item_id,annotator,label\n"
         "a,ann_a,sport\na,ann_b,sport\na,ann_c,economy\n"  # majority
-        "b,ann_a,sport\nb,ann_b,Economy\n"  # 1-1 tie (ann_c missing) -> alphabetical: economy
-        "c,ann_a,politics\nc,ann_b,sport\nc,ann_c,economy\n"  # 1-1-1 -> economy
+        "b,ann_a,sport\nb,ann_b,Economy\n"  # 1-1 tie (ann_c missing): no gold, as in the audit
+        "c,ann_a,politics\nc,ann_b,sport\nc,ann_c,economy\n"  # 1-1-1: no gold
+        "d,ann_a,Economy\n"  # one rating: that is the gold label
     )
     g = load_gold(p, LABELS)
-    assert g.single() == {"a": "sport", "b": "economy", "c": "economy"}
+    assert g.single() == {"a": "sport", "d": "economy"}
     assert g.ties == 2 and g.format == "long" and g.n_annotators == 3 and not g.unknown_labels
+
+
+def test_one_majority_rule_for_audit_and_student(tmp_path):
+    """audit.dataset.build and student.gold.load_gold agree item by item, ties included."""
+    import numpy as np
+
+    from annotator.audit.dataset import build
+    from annotator.audit.humans import load_humans, majority_vote
+    from annotator.audit.teacher import load_teacher
+    from annotator.student.gold import load_gold
+
+    assert majority_vote(["a", "b", "a"]) == "a" and majority_vote(["a", "b"]) is None and majority_vote([]) is None
+    rng = np.random.default_rng(1)
+    lines = ["item_id,annotator,label"] + [
+        f"i{i},{a},{LABELS[rng.integers(3)]}" for i in range(40) for a in ("x", "y", "z", "w") if rng.random() < 0.8
+    ]
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    items = sorted({line.split(",")[0] for line in lines[1:]})
+    (tmp_path / "t.csv").write_text("item_id,label\n" + "".join(f"{i},sport\n" for i in items))
+    d = build(load_humans(tmp_path / "h.csv"), load_teacher(tmp_path / "t.csv"), labels=LABELS)
+    audit_gold = {item: LABELS[c] for item, c in zip(d.items, d.majority) if c >= 0}
+    g = load_gold(tmp_path / "h.csv", LABELS)
+    assert g.single() == audit_gold and g.ties == int((d.majority < 0).sum()) > 0
 
 
 def test_gold_simple_and_wide(tmp_path):
@@ -67,7 +91,7 @@ def test_demo_gold_file_loads():
     if not path.exists():
         pytest.skip("demo data not present")
     g = load_gold(path, ["politics", "economy", "sport", "science_technology", "health", "arts_culture"])
-    assert len(g.labels) == 72 and g.format == "long" and not g.unknown_labels
+    assert len(g.labels) + g.ties == 72 and g.ties == 2 and g.format == "long" and not g.unknown_labels  # 2 tied items
 
 
 def test_packaged_minilm_is_found():
@@ -103,6 +127,12 @@ def exported(tmp_path_factory):
     return base
 
 
+def datasets_rows(base: Path, split: str) -> list[dict]:
+    import datasets
+
+    return list(datasets.load_from_disk(str(base / "dataset"))[split])
+
+
 @pytest.mark.slow
 def test_train_student_cli(exported, capsys):
     pytest.importorskip("transformers")
@@ -117,14 +147,16 @@ def test_train_student_cli(exported, capsys):
         str(exported / "humans.csv"),
         "--out",
         str(out),
-        "--max-steps",
-        "2",
+        "--epochs",
+        "3",
+        "--patience",
+        "1",
         "--batch-size",
-        "4",
+        "8",
         "--max-length",
-        "32",
+        "24",
         "--sizes",
-        "6,1000",
+        "0.3,1000",
         "--thresholds",
         "0.5,0.9",
         "--no-progress",
@@ -136,19 +168,41 @@ def test_train_student_cli(exported, capsys):
     assert "teacher" in printed and "student" in printed
 
     m = json.loads((out / "metrics.json").read_text())
-    assert m["steps"] == 2 and m["train_size"] == 21 and m["label_names"] == LABELS and not m["multi_label"]
+    assert m["train_size"] == 21 and m["label_names"] == LABELS and not m["multi_label"]
     assert m["eval_split"] == "test"
     test, every = m["evaluation"]["test"], m["evaluation"]["all"]
     assert test["items"] == 3 and every["items"] == 27 and every["with_gold"] == 27
     for block in (test, every):
         for who in ("student", "teacher", "student_vs_teacher"):
             assert 0.0 <= block[who]["accuracy"] <= 1.0 and 0.0 <= block[who]["macro_f1"] <= 1.0
-        assert [r["threshold"] for r in block["teacher_confidence_thresholds"]] == [0.5, 0.9]
+        # samples-1-like teacher: every confidence is 1.0, so no table of identical rows but a note
+        assert block["teacher_confidence_thresholds"] == [] and "every teacher confidence is 1" in block[
+            "teacher_confidence_note"
+        ]
+        assert [r["threshold"] for r in block["student_confidence_thresholds"]] == [0.5, 0.9]
+    assert "every teacher confidence is 1" in " ".join(printed.split())
+
+    # model selection: the kept epoch is the best validation score, early stop after `patience` bad epochs
+    hist = m["history"]
+    assert all({"val_accuracy", "val_loss"} <= set(h) for h in hist) and len(hist) <= 3
+    best = max(hist, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert m["best_epoch"] == best["epoch"] and f"best epoch {best['epoch']}" in printed
+    assert m["stopped_early"] == (len(hist) < 3) and (not m["stopped_early"] or len(hist) == best["epoch"] + 1)
+    # calibration: T fit on validation, saved with the model, ECE on test vs gold before and after
+    cal = m["calibration"]
+    assert cal["fit_split"] == "validation" and cal["fit_items"] == 3 and cal["reference"] == "gold"
+    assert cal["eval_items"] == 3 and cal["ece_before"] is not None and cal["ece_after"] is not None
+    assert cal["validation_nll_after"] <= cal["validation_nll_before"]
+    assert "only 3 validation items" in cal["note"] or "nothing to fit" in cal["note"]
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["student_temperature"] == cal["temperature"] > 0
     # teacher == gold except where 2 of 3 annotators disagree (i % 5 == 0)
     assert every["teacher"]["accuracy"] == pytest.approx(21 / 27, abs=1e-3)
     assert m["gold_info"]["matched_items"] == 27 and m["gold_info"]["format"] == "long"
-    assert [p["size"] for p in m["learning_curve"]] == [6, 21]
-    assert m["learning_curve"][1]["clipped"] and any("clipped" in n for n in m["notes"])
+    assert [p["size"] for p in m["learning_curve"]] == [6, 21]  # 0.3 of 21
+    assert [p["requested"] for p in m["learning_curve"]] == ["0.3", "1000"]
+    assert all(p["seconds"] > 0 and p["steps"] > 0 for p in m["learning_curve"])
+    assert m["learning_curve"][1]["clipped"] and any("clipped to the train split (21 items)" in n for n in m["notes"])
     preds = (out / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 27 and {"gold", "teacher", "student", "student_confidence"} <= set(json.loads(preds[0]))
 
@@ -158,6 +212,13 @@ def test_train_student_cli(exported, capsys):
     tok = AutoTokenizer.from_pretrained(out / "model")
     assert model.config.id2label == dict(enumerate(LABELS)) and model.config.num_labels == 3
     assert model(**tok(["hello"], return_tensors="pt")).logits.shape == (1, 3)
+    # predict() applies the saved temperature: the same confidences as predictions.jsonl
+    from annotator.student.train import predict
+
+    first = json.loads(preds[0])
+    text = next(r["text"] for s in ("train", "validation", "test") for r in datasets_rows(exported, s) if r["id"] == first["id"])
+    p = predict(model, tok, [text], max_length=24)
+    assert float(p.max()) == pytest.approx(first["student_confidence"], abs=1e-4)
 
 
 @pytest.mark.slow
@@ -226,8 +287,70 @@ def test_train_student_errors(exported, tmp_path):
 def test_bad_sizes_and_thresholds(capsys, exported):
     from annotator.cli import main
 
-    for extra in (["--sizes", "10,abc"], ["--thresholds", "1.5"], ["--epochs", "0"]):
+    for extra in (["--sizes", "10,abc"], ["--thresholds", "1.5"], ["--epochs", "0"], ["--patience", "-1"]):
         with pytest.raises(SystemExit) as exc:
             main(["train-student", str(exported / "dataset"), *extra])
         assert exc.value.code == 2
         assert "error:" in capsys.readouterr().err
+
+
+def test_sizes_accept_counts_fractions_and_all():
+    from annotator.student.train import StudentError, parse_sizes
+
+    assert parse_sizes("250,1000,all", 2000) == [("250", 250), ("1000", 1000), ("all", 2000)]
+    assert parse_sizes("0.25, 50%,1.0", 2000) == [("0.25", 500), ("50%", 1000), ("1.0", 2000)]
+    assert parse_sizes(None, 10) == []
+    for bad in ("10,abc", "0", "1.5", ",", "-3"):
+        with pytest.raises(StudentError, match="the train split has 2000 items"):
+            parse_sizes(bad, 2000)
+
+
+def test_temperature_scaling_fixes_an_overconfident_classifier():
+    """Guo et al. 2017: one T fit on held-out NLL; accuracy unchanged, ECE and NLL down."""
+    import numpy as np
+
+    from annotator.audit.calibration import calibrate
+    from annotator.student.calibration import ece, fit_temperature, nll, probabilities
+
+    rng = np.random.default_rng(0)
+    n, k = 2000, 3
+    y = rng.integers(k, size=n)
+    guess = np.where(rng.random(n) < 0.7, y, rng.integers(k, size=n))  # ~77% right
+    logits = 6.0 * np.eye(k)[guess] + rng.normal(0, 0.5, (n, k))  # but ~99% sure
+    fit, test = slice(0, 1000), slice(1000, None)
+    t = fit_temperature(logits[fit], y[fit], False)
+    grid = np.exp(np.linspace(-4, 4, 2001))
+    assert t == pytest.approx(grid[np.argmin([nll(logits[fit], y[fit], False, g) for g in grid])], rel=0.01)
+    assert t > 2
+    before, after = ece(probabilities(logits[test], False), y[test], False), ece(probabilities(logits[test], False, t), y[test], False)
+    assert before > 0.15 and after < 0.05
+    p = probabilities(logits[test], False, t)
+    assert (p.argmax(1) == logits[test].argmax(1)).all()
+    # the one ECE implementation: the audit's
+    conf, correct = p.max(1), p.argmax(1) == y[test]
+    assert after == calibrate(conf, correct).ece
+    # multi-label: per-label sigmoid decisions
+    ym = rng.random((500, 4)) < 0.3
+    noisy = np.where(rng.random((500, 4)) < 0.8, ym, ~ym)
+    lm = np.where(noisy, 5.0, -5.0)
+    tm = fit_temperature(lm, ym.astype(float), True)
+    assert tm > 1 and ece(probabilities(lm, True, tm), ym, True) < ece(probabilities(lm, True), ym, True)
+    # nothing wrong on validation: no fit (T -> 0 would make every confidence 1.0)
+    assert fit_temperature(np.eye(3)[[0, 1, 2]] * 2.0, np.array([0, 1, 2]), False) == 1.0
+
+
+def test_selector_keeps_the_best_epoch_and_stops_after_patience():
+    torch = pytest.importorskip("torch")
+    from annotator.student.train import _Selector
+
+    model = torch.nn.Linear(2, 2)
+    sel = _Selector(patience=2)
+    for epoch, (acc, loss) in enumerate([(0.5, 1.0), (0.7, 0.9), (0.7, 0.8), (0.6, 0.5), (0.7, 0.85)], start=1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        stop = sel.update(model, epoch, epoch * 10, acc, loss)
+        if epoch < 5:
+            assert not stop
+    assert stop and sel.best_epoch == 3 and sel.best_step == 30  # tie on accuracy broken by the lower loss
+    sel.restore(model)
+    assert float(model.weight.detach()[0, 0]) == 3.0

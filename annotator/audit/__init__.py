@@ -8,11 +8,13 @@ Inputs
 ------
 * Human annotations (CSV/TSV, JSONL, Parquet), either *long* format with columns ``item_id`` (or ``id``),
   ``annotator``, ``label`` - one row per rating - or *wide* format with an ``item_id``/``id`` column and one column
-  per annotator (columns such as ``text`` are ignored). Empty cells and absent rows are missing ratings.
+  per annotator (columns such as ``text`` are ignored), or *simple* ``item_id,label`` gold. Empty cells and absent
+  rows are missing ratings.
   A Label Studio JSON export (``annotator.audit.label_studio``) and the sheets of ``annotator sample`` are read as
   they are; an ``inclusion_prob`` column (the sampling design) adds the design-corrected accuracy.
-  At least 2 annotators are needed; the Alternative Annotator Test recommends 3 (with fewer it runs and says
-  the result is weak) and excludes annotators with fewer than ``--alt-test-min-items`` (30) items.
+  One annotator (gold) gives teacher-vs-gold accuracy, F1, kappa and calibration; agreement statistics need 2 or
+  more. The Alternative Annotator Test recommends 3 (with fewer it runs and says the result is weak) and excludes
+  annotators with fewer than ``--alt-test-min-items`` (30) items. A tied human vote has no majority.
 * Teacher labels: a run directory (or its ``annotations.jsonl``) of a single-label pipeline - failed records are
   excluded and counted - or a table with ``item_id``/``id``, ``label`` and optional ``confidence``.
   Every human item id must occur in the teacher's output.

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from annotator.audit.humans import HumanAnnotations
+from annotator.audit.humans import HumanAnnotations, majority_vote
 from annotator.audit.tabular import to_float
 from annotator.audit.teacher import TeacherAnnotations
 from annotator.errors import InputDataError
@@ -52,6 +52,18 @@ def onehot(codes: np.ndarray, k: int) -> np.ndarray:
     ok = codes >= 0
     out[np.flatnonzero(ok), codes[ok]] = 1
     return out
+
+
+SINGLE_ANNOTATOR_WARNING = (
+    "one human annotator: agreement statistics (human vs human, teacher vs each human, the alternative "
+    "annotator test) need two or more; teacher-vs-gold accuracy, F1, kappa and calibration are reported"
+)
+
+
+def _majority(codes: np.ndarray) -> int:
+    """The item's majority label code by the one majority rule (``majority_vote``); -1 for a tie."""
+    top = majority_vote(int(c) for c in codes if c >= 0)
+    return -1 if top is None else top
 
 
 def _few(values: list[str], k: int = 5) -> str:
@@ -147,9 +159,7 @@ def build(
     if dropped:
         warnings.append(f"annotator(s) with no rating on the evaluated items ignored: {_few(dropped)}")
     if len(annotators) < 2:
-        raise InputDataError(
-            f"need at least 2 human annotators on the evaluated items; found {len(annotators)}"
-        )
+        warnings.append(SINGLE_ANNOTATOR_WARNING)
     n, m, k = len(items), len(annotators), len(label_set)
     H = np.full((n, m), -1, dtype=np.int64)
     for r, item in enumerate(items):
@@ -163,11 +173,9 @@ def build(
     for c in range(m):
         ok = H[:, c] >= 0
         np.add.at(counts, (np.flatnonzero(ok), H[ok, c]), 1)
-    top = counts.max(axis=1)
-    is_top = counts == top[:, None]
-    majority = np.where(is_top.sum(axis=1) == 1, counts.argmax(axis=1), -1)
+    majority = np.array([_majority(row) for row in H], dtype=np.int64)
     per_item = counts.sum(axis=1)
-    if not (per_item >= 2).any():
+    if m >= 2 and not (per_item >= 2).any():
         raise InputDataError("no item was labelled by two or more human annotators, so agreement is undefined")
     coverage = {
         "human_items": len(humans.ratings),

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from annotator.audit.tabular import to_float, to_label
+from annotator.audit.tabular import to_float
 from annotator.errors import InputDataError
+from annotator.records import normalize_id
 
 INCLUSION_COLUMN = "inclusion_prob"
 
@@ -25,7 +26,7 @@ def read_inclusion_probs(df: pl.DataFrame, id_col: str, path: str | Path) -> dic
         return {}
     out: dict[str, float] = {}
     for n, (raw_id, raw_p) in enumerate(zip(df[id_col].to_list(), df[INCLUSION_COLUMN].to_list()), start=2):
-        item, p = to_label(raw_id), to_float(raw_p)
+        item, p = normalize_id(raw_id), to_float(raw_p)
         if item is None:
             continue
         if p is None or not 0.0 < p <= 1.0:

@@ -1,16 +1,25 @@
-"""Load human annotations in long (item_id, annotator, label) or wide (id + one column per annotator) format,
-or a Label Studio JSON export (read as long format, see ``annotator.audit.label_studio``)."""
+"""Load human annotations (the one reader of gold/human label files, for ``audit``, ``export`` and ``train-student``).
+
+Formats: long (``item_id, annotator, label``), wide (``item_id`` or ``id`` plus one column per annotator), simple
+(``item_id, label`` with no annotator column, or a wide file whose only label column is ``gold`` or ``majority``:
+one annotator) and a Label Studio JSON export (read as long format, see ``annotator.audit.label_studio``).
+``majority_vote`` is the one majority rule: a tie has no majority.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from annotator.audit.design import INCLUSION_COLUMN, read_inclusion_probs
 from annotator.audit.label_studio import is_label_studio_export, read_label_studio
 from annotator.audit.tabular import find_id_column, read_table, to_label
 from annotator.errors import InputDataError
+from annotator.records import normalize_id
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +28,17 @@ NON_ANNOTATOR_COLUMNS = frozenset(
     {"text", "title", "content", "input", "body", "sentence", "gold", "majority", "comment", "comments",
      "notes", "note", "meta", "metadata", "source", "url", "lang", "language", INCLUSION_COLUMN}
 )
+
+
+T = TypeVar("T", bound=Hashable)
+
+
+def majority_vote(votes: Iterable[T]) -> T | None:
+    """The value chosen most often, or None when two or more values tie for the most votes (or no votes)."""
+    counts = Counter(votes).most_common(2)
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
 
 
 @dataclass
@@ -45,6 +65,7 @@ def _fmt_few(values: list[str], k: int = 5) -> str:
 
 
 def load_humans(path: str | Path) -> HumanAnnotations:
+    """Read a human label file in any of the formats above (one annotator is allowed)."""
     label_studio = is_label_studio_export(path)
     df = read_label_studio(path) if label_studio else read_table(path, "human annotations")
     columns = df.columns
@@ -64,7 +85,7 @@ def load_humans(path: str | Path) -> HumanAnnotations:
         for n, (raw_id, raw_ann, raw_label) in enumerate(
             zip(df[id_col].to_list(), df["annotator"].to_list(), df["label"].to_list()), start=2
         ):
-            item, ann, label = to_label(raw_id), to_label(raw_ann), to_label(raw_label)
+            item, ann, label = normalize_id(raw_id), to_label(raw_ann), to_label(raw_label)
             if item is None:
                 raise InputDataError(f"human annotations {path}: row {n} has no {id_col}")
             if ann is None:
@@ -82,18 +103,21 @@ def load_humans(path: str | Path) -> HumanAnnotations:
                 f"human annotations {path}: the same annotator gave one item different labels: {_fmt_few(dupes)}"
             )
     else:
-        fmt = "wide"
         ann_cols = [c for c in columns if c != id_col and c.lower() not in NON_ANNOTATOR_COLUMNS]
-        ignored = [c for c in columns if c != id_col and c not in ann_cols]
-        if "annotator" in columns or "label" in columns:
-            # Half a long file is more likely a mistake than an annotator called "label".
-            missing = "label" if "annotator" in columns else "annotator"
+        if "annotator" in columns:
             raise InputDataError(
-                f"human annotations {path}: looks like long format but has no '{missing}' column "
+                f"human annotations {path}: looks like long format but has no 'label' column "
                 f"(long format needs {id_col}, annotator, label)"
             )
+        simple = next((c for c in ("label", "labels") if c in columns), None)
+        if simple is None and not ann_cols:
+            simple = next((c for c in columns if c.lower() in ("gold", "majority")), None)
+        if simple is not None:
+            ann_cols = [simple]  # item_id,label: one annotator (gold labels given directly)
+        fmt = "simple" if simple is not None else "wide"
+        ignored = [c for c in columns if c != id_col and c not in ann_cols]
         annotators = list(ann_cols)
-        ids = [to_label(v) for v in df[id_col].to_list()]
+        ids = [normalize_id(v) for v in df[id_col].to_list()]
         if any(i is None for i in ids):
             raise InputDataError(f"human annotations {path}: row {ids.index(None) + 2} has no {id_col}")
         seen: set[str] = set()
@@ -114,14 +138,6 @@ def load_humans(path: str | Path) -> HumanAnnotations:
         logger.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, _fmt_few(dropped))
     if not ratings:
         raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
-    if len(annotators) < 2:
-        found = f" ({annotators[0]})" if annotators else ""
-        raise InputDataError(
-            f"human annotations {path}: need at least 2 human annotators to measure agreement; found "
-            f"{len(annotators)}{found}"
-            + (f"; left out for having no rating at all: {_fmt_few(dropped)}" if dropped else "")
-            + (". Wide format: one column per annotator." if fmt == "wide" else "")
-        )
     return HumanAnnotations(
         ratings=ratings, annotators=annotators, format="label-studio" if label_studio else fmt, path=str(path),
         ignored_columns=ignored, dropped_annotators=dropped, inclusion_prob=read_inclusion_probs(df, id_col, path),

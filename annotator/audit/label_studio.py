@@ -17,6 +17,7 @@ import polars as pl
 from annotator.audit.design import INCLUSION_COLUMN
 from annotator.audit.tabular import to_label
 from annotator.errors import InputDataError
+from annotator.records import normalize_id
 
 CONTROL_NAME = "label"
 
@@ -81,7 +82,7 @@ def read_label_studio(path: str | Path) -> pl.DataFrame:
         if not isinstance(task, dict):
             raise InputDataError(f"human annotations {p}: task {n} is not a JSON object")
         data = task.get("data") or {}
-        item = to_label(data.get("item_id", data.get("id")))
+        item = normalize_id(data.get("item_id", data.get("id")))
         if item is None:
             raise InputDataError(
                 f"human annotations {p}: task {n} (Label Studio id {task.get('id')!r}) has no data.item_id; "

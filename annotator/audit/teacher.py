@@ -9,7 +9,7 @@ from pathlib import Path
 from annotator.audit.tabular import find_id_column, read_table, to_float, to_label
 from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
-from annotator.records import ANNOTATIONS_FILE, iter_annotations, read_manifest
+from annotator.records import ANNOTATIONS_FILE, iter_annotations, normalize_id, read_manifest
 
 _RECORD_KEYS = {"status", "task", "prompt_hash"}
 
@@ -110,7 +110,7 @@ def _load_table(p: Path) -> TeacherAnnotations:
     for n, (raw_id, raw_label, raw_conf) in enumerate(
         zip(df[id_col].to_list(), df["label"].to_list(), conf_col), start=2
     ):
-        item = to_label(raw_id)
+        item = normalize_id(raw_id)
         if item is None:
             raise InputDataError(f"teacher file {p}: row {n} has no {id_col}")
         if item in ids:

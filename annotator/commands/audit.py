@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
 
 def audit(
-    humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long or wide format."),
+    humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
     teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),

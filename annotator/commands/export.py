@@ -16,7 +16,11 @@ def export(
         Path, typer.Argument(help="Run directory written by `annotator run` (or its annotations.jsonl).")
     ],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: RUN_DIR/dataset).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 42,
+    seed: Annotated[int, typer.Option(help="Seed of the split (a hash of seed and item id decides each split).")] = 42,
+    gold: Annotated[
+        Path | None,
+        typer.Option(help="Human gold labels (as for audit/train-student): stratify the splits on them."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
     min_confidence: Annotated[
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
@@ -45,7 +49,7 @@ def export(
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Export a run's annotations as a Hugging Face dataset with stratified splits and a dataset card."""
+    """Export a run's annotations as a Hugging Face dataset (splits by item id, same for every teacher) with a card."""
     from annotator.export.dataset_builder import ExportOptions, export_run
 
     console, logs = result_console(), log_console()
@@ -59,6 +63,7 @@ def export(
             fmt=fmt,
             push_to_hub=push_to_hub,
             private=private,
+            gold=gold,
             route_below=route_below,
             route_out=route_out,
             route_annotators=route_annotators,

@@ -14,7 +14,7 @@ from rich.table import Table
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
 from annotator.config import RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
-from annotator.errors import BudgetReached
+from annotator.errors import BudgetReached, TooManyFailures
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
 console = log_console()
@@ -39,6 +39,10 @@ def run_command(
     ray: str | None = typer.Option(
         None, "--ray", help="Spread the teacher over a Ray cluster: an address, or `--ray` alone for ray.init()'s default."
     ),
+    max_failed_fraction: float | None = typer.Option(
+        None, "--max-failed-fraction", min=0.0, max=1.0,
+        help="Exit 4 when more than this share of rows failed (default: validation.max_failed_fraction, 0.1).",
+    ),
 ) -> None:
     """Annotate every input row with the teacher.
 
@@ -53,10 +57,16 @@ def run_command(
 
     Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
     The summary goes to stdout (--json: run.json's content plus the output paths); progress goes to stderr.
+
+    Exit codes: 0 done; 2 a problem to fix (config, input, output.dir); 4 done, but more rows failed than
+    --max-failed-fraction allows; 5 stopped early, the teacher is unreachable (rerun to resume); 6 another process
+    is using the output directory; 7 run.json and annotations.jsonl disagree; 130 interrupted.
     """
     cfg = load_config(pipeline, overrides)
     if limit:
         cfg.input.limit = limit
+    if max_failed_fraction is not None:
+        cfg.validation.max_failed_fraction = max_failed_fraction
     if ray is not None:
         cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
                                        "address": None if ray == "local" else ray})
@@ -109,10 +119,31 @@ def run_command(
                    "elapsed_s": round(elapsed, 3), **jsonable(manifest)})
     else:
         result_console().print(_summary_table(cfg.name, manifest, elapsed, out_dir))
-    if manifest.rows_failed:
-        console.print(
-            f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
-            "annotations.jsonl. Rerun with --retry-failed to try them again."
+    _report_failures(manifest, runner.stats, cfg.validation.max_failed_fraction)
+
+
+_HINTS = {
+    "transport": "the teacher call failed (connection, timeout, HTTP error): such failures are not cached, so "
+                 "check the teacher and run the same command again",
+    "validation": "the teacher's answers stayed invalid: rerun with --retry-failed to ask again, or read 'raw' "
+                  "and 'error' to fix the prompt",
+    "input": "the row could not be sent (empty or too long text, template error): fix those input rows",
+}
+
+
+def _report_failures(manifest: RunManifest, stats: RunStats, max_fraction: float) -> None:
+    """One hint per failure kind; exit 4 (outputs are written) when the failed share is above ``max_fraction``."""
+    if not manifest.rows_failed:
+        return
+    console.print(f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
+                  f"annotations.jsonl.")
+    for kind, n in sorted(stats.failed_by_kind.items()):
+        console.print(f"  {n} row(s): {_HINTS[kind]}.")
+    share = manifest.rows_failed / manifest.rows_total
+    if share > max_fraction:
+        raise TooManyFailures(
+            f"{manifest.rows_failed} of {manifest.rows_total} rows failed ({share:.0%}), more than "
+            f"validation.max_failed_fraction={max_fraction:g} allows (outputs are written; see the hints above)"
         )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
@@ -15,6 +16,64 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _pair(sc) -> str:
+    return "-" if sc is None else f"{_fmt(sc.accuracy)} / {_fmt(sc.macro_f1)}"
+
+
+def _print_training(console: Console, m) -> None:
+    chosen = (
+        f"best epoch {m.best_epoch} on validation" + (" (stopped early)" if m.stopped_early else "")
+        if m.best_epoch is not None
+        else "no validation split: last epoch kept"
+    )
+    console.print(
+        f"student trained on {m.train_size} items: {m.steps} steps ({m.epochs_run:g} epochs), "
+        f"{m.train_seconds:.0f}s; {chosen}"
+    )
+    c = m.calibration
+    if c.fit_items:
+        console.print(
+            f"calibration: temperature {c.temperature:.3f} fit on {c.fit_items} validation items; ECE on "
+            f"{c.eval_split} vs {c.reference} ({c.eval_items} items): {_fmt(c.ece_before)} -> {_fmt(c.ece_after)}"
+        )
+    if c.note:
+        console.print(f"[yellow]calibration:[/] {c.note}")
+
+
+def _print_thresholds(console: Console, scope) -> None:
+    t = Table(title=f"accuracy vs gold where confidence >= t ({scope.scope} scope)")
+    for c in ("selected by", "t", "n", "coverage", "teacher", "student"):
+        t.add_column(c, justify="left" if c == "selected by" else "right")
+    for who, rows in (
+        ("teacher conf", scope.teacher_confidence_thresholds),
+        ("student conf", scope.student_confidence_thresholds),
+    ):
+        for r in rows:
+            t.add_row(who, f"{r.threshold:g}", str(r.n), _fmt(r.coverage), _fmt(r.teacher_accuracy),
+                      _fmt(r.student_accuracy))
+    if t.rows:
+        console.print(t)
+    for note in (scope.teacher_confidence_note, scope.student_confidence_note):
+        if note:
+            console.print(f"[dim]confidence table: {note}[/]")
+
+
+def _print_curve(console: Console, m) -> None:
+    t = Table(title="learning curve (held-out scope)")
+    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree"):
+        t.add_column(c, justify="right")
+    for p in m.learning_curve:
+        t.add_row(
+            f"{p.size}" + (" (clipped)" if p.clipped else ""),
+            str(p.steps),
+            "-" if p.best_epoch is None else str(p.best_epoch),
+            f"{p.seconds:.0f}",
+            _pair(p.student),
+            _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
+        )
+    console.print(t)
+
+
 def train_student_cmd(
     dataset: Annotated[
         Path, typer.Argument(help="Folder written by `annotator export` (or the run dir holding dataset/).")
@@ -22,7 +81,7 @@ def train_student_cmd(
     gold: Annotated[
         Path | None,
         typer.Option(
-            help="Human labels: item_id,annotator,label (majority vote; ties -> alphabetical), item_id,label, or wide."
+            help="Human labels: item_id,annotator,label (majority vote; a tie has no gold), item_id,label, or wide."
         ),
     ] = None,
     out: Annotated[
@@ -32,7 +91,10 @@ def train_student_cmd(
         str | None,
         typer.Option(help="Base encoder: HF model name or local folder (default: the packaged all-MiniLM-L6-v2)."),
     ] = None,
-    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 10,
+    epochs: Annotated[float, typer.Option(help="Most training epochs (early stopping on validation ends sooner).")] = 10,
+    patience: Annotated[
+        int, typer.Option(help="Stop after this many epochs without a better validation score (0: never early).")
+    ] = 2,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs).")
     ] = None,
@@ -45,7 +107,8 @@ def train_student_cmd(
     max_length: Annotated[int, typer.Option("--max-length", help="Max tokens per text.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     sizes: Annotated[
-        str | None, typer.Option(help="Learning curve: training sizes, e.g. 100,500,1000 (clipped to the train split).")
+        str | None,
+        typer.Option(help="Learning curve: train sizes as counts, fractions or all, e.g. 250,1000,all or 0.25,0.5,all."),
     ] = None,
     thresholds: Annotated[
         str | None, typer.Option(help="Confidence thresholds for accuracy-at-threshold (default: 0.5,0.7,0.9,1.0).")
@@ -59,7 +122,6 @@ def train_student_cmd(
         StudentError,
         StudentOptions,
         TrainConfig,
-        parse_sizes,
         parse_thresholds,
         resolve_dataset_dir,
         train_student,
@@ -69,6 +131,8 @@ def train_student_cmd(
         raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
     if head_lr is not None and head_lr < 0:
         raise StudentError("--head-lr must be >= 0")
+    if patience < 0:
+        raise StudentError("--patience must be >= 0")
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
     out_dir = out or ds_dir.parent / "student"
@@ -83,10 +147,11 @@ def train_student_cmd(
             max_length=max_length,
             max_steps=max_steps,
             seed=seed,
+            patience=patience,
             device=device,
             **({} if head_lr is None else {"head_lr": head_lr or None}),
         ),
-        sizes=parse_sizes(sizes),
+        sizes=sizes,
         thresholds=parse_thresholds(thresholds),
         show_progress=progress,
     )
@@ -97,15 +162,10 @@ def train_student_cmd(
         emit_json(m)
         return
 
-    console.print(
-        f"student trained on {m.train_size} items: {m.steps} steps, {m.train_seconds:.0f}s, final loss {m.final_loss}"
-    )
+    _print_training(console, m)
     table = Table(title="vs human gold (acc / macro-F1); agree = student == teacher")
     for c in ("scope", "n", "gold", "student", "teacher", "agree"):
         table.add_column(c, justify="left" if c == "scope" else "right")
-
-    def pair(sc) -> str:
-        return "-" if sc is None else f"{_fmt(sc.accuracy)} / {_fmt(sc.macro_f1)}"
 
     for name, b in m.evaluation.items():
         label = m.eval_split if name == "test" else "all*"
@@ -113,44 +173,18 @@ def train_student_cmd(
             label,
             str(b.items),
             str(b.with_gold),
-            pair(b.student),
-            pair(b.teacher),
+            _pair(b.student),
+            _pair(b.teacher),
             _fmt(b.student_vs_teacher.accuracy if b.student_vs_teacher else None),
         )
     console.print(table)
     if "all" in m.evaluation:
         console.print("[dim]* all exported items, training items included[/]")
     scope = m.evaluation.get("test") or m.evaluation.get("all")
-    if scope and scope.teacher_confidence_thresholds:
-        t = Table(title=f"accuracy vs gold where confidence >= t ({scope.scope} scope)")
-        for c in ("selected by", "t", "n", "coverage", "teacher", "student"):
-            t.add_column(c, justify="left" if c == "selected by" else "right")
-        for who, rows in (
-            ("teacher conf", scope.teacher_confidence_thresholds),
-            ("student conf", scope.student_confidence_thresholds),
-        ):
-            for r in rows:
-                t.add_row(
-                    who,
-                    f"{r.threshold:g}",
-                    str(r.n),
-                    _fmt(r.coverage),
-                    _fmt(r.teacher_accuracy),
-                    _fmt(r.student_accuracy),
-                )
-        console.print(t)
+    if scope and scope.with_gold:
+        _print_thresholds(console, scope)
     if m.learning_curve:
-        t = Table(title="learning curve (held-out scope)")
-        for c in ("train size", "steps", "student vs gold", "agree"):
-            t.add_column(c, justify="right")
-        for p in m.learning_curve:
-            t.add_row(
-                f"{p.size}" + (" (clipped)" if p.clipped else ""),
-                str(p.steps),
-                pair(p.student),
-                _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
-            )
-        console.print(t)
+        _print_curve(console, m)
     console.print(
         f"model: [bold]{m.model_dir}[/]   metrics: [bold]{Path(opts.out) / 'metrics.json'}[/]", soft_wrap=True
     )

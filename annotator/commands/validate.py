@@ -14,8 +14,7 @@ from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, 
 from annotator.config import PipelineConfig, load_config
 from annotator.costs import RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
-from annotator.errors import InputDataError
-from annotator.inputs import count_rows, find_duplicate_ids, iter_rows
+from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import CACHE_FILE
 
 
@@ -29,8 +28,8 @@ def validate_command(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Check a pipeline without calling the teacher: config, input file (columns, rows, duplicate ids),
-    template (renders the first row's prompt, which is printed).
+    """Check a pipeline without calling the teacher: config, input file (columns, rows, every id present and
+    unique), template (renders the first row's prompt, which is printed).
 
     --estimate streams every row through the template: prompt tokens are estimated as characters / 4 (no
     tokenizer), completion tokens as teacher.max_tokens per call (an upper bound) and, when the output directory
@@ -38,9 +37,7 @@ def validate_command(
     cfg = load_config(pipeline, overrides)
     runner = Pipeline(cfg)
     n = count_rows(cfg.input)
-    dupes = find_duplicate_ids(cfg.input)
-    if dupes:
-        raise InputDataError(f"{cfg.input.path}: duplicate ids: {', '.join(map(repr, dupes))}; ids must be unique")
+    check_ids(cfg.input)
     row, messages = runner.preview()
     run_estimate = _estimate(runner, cfg) if estimate else None
     if as_json:

@@ -17,10 +17,10 @@ from annotator.costs import CostTally
 from annotator.errors import AnnotatorError, InputDataError
 from annotator.export.chat_formats import label_rows, qa_rows, rephrase_rows
 from annotator.export.splits import (
+    assign_by_id,
     multilabel_strata,
     parse_split_spec,
     split_counts,
-    stratified_assign,
 )
 from annotator.records import (
     ANNOTATIONS_FILE,
@@ -72,6 +72,10 @@ class ExportSummary(BaseModel):
     multi_label: bool = False
     seed: int
     split_fractions: dict[str, float]
+    split_method: str = Field(
+        "item id", description="'item id' (seeded hash, same for every teacher of the input) or 'item id, gold strata'."
+    )
+    gold: str | None = Field(None, description="Gold label file the splits were stratified on (--gold).")
     min_confidence: float | None = None
     route_below: float | None = None
     routed_sheet: str | None = None
@@ -120,6 +124,7 @@ class ExportOptions:
     fmt: str = "auto"
     push_to_hub: str | None = None
     private: bool = True
+    gold: Path | None = None  # human gold labels: stratify the splits on them (never on the teacher's labels)
     route_below: float | None = None
     route_out: Path | None = None
     route_annotators: int = 1
@@ -229,6 +234,17 @@ def _label_answer(rec: AnnotationRecord, multi_label: bool) -> list[str] | None:
     if label is None and isinstance(out.get("labels"), list) and len(out["labels"]) == 1:
         label = out["labels"][0]
     return None if label is None else [str(label)]
+
+
+def _gold_strata(gold: Path | None, label_names: list[str], multi_label: bool) -> dict[str, str] | None:
+    """item id -> gold stratum (label; multi-label: the rarest gold label) from a human label file."""
+    if gold is None:
+        return None
+    from annotator.student.gold import load_gold
+
+    labels = load_gold(gold, label_names or None, multi_label).labels
+    keys = multilabel_strata(list(labels.values())) if multi_label else [v[0] for v in labels.values()]
+    return dict(zip(labels, keys))
 
 
 def _resolve_format(task: str, fmt: str) -> str:
@@ -436,12 +452,9 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
             + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
         )
 
-    # ---- split (by input row, stratified by label for label tasks)
-    if task == "label":
-        strata = multilabel_strata([a for _, a in kept]) if multi_label else [a[0] for _, a in kept]  # type: ignore[index]
-    else:
-        strata = [""] * len(kept)
-    assignment = stratified_assign(strata, fractions, seed=opts.seed)
+    # ---- split: by the input row's id (seeded hash), never by the teacher's label; see export/splits.py
+    split_of = assign_by_id([r.id for r in records], fractions, opts.seed, _gold_strata(opts.gold, label_names, multi_label))
+    assignment = [split_of[rec.id] for rec, _ in kept]
     split_names = list(fractions)
     counts.per_split_items = split_counts(assignment, split_names)
     empty = [s for s, n in counts.per_split_items.items() if n == 0 and fractions[s] > 0]
@@ -518,6 +531,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         multi_label=multi_label if task == "label" else False,
         seed=opts.seed,
         split_fractions=fractions,
+        split_method="item id, gold strata" if opts.gold else "item id",
+        gold=None if opts.gold is None else str(opts.gold),
         min_confidence=opts.min_confidence,
         route_below=opts.route_below,
         routed_sheet=routed_sheet,

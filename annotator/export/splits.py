@@ -1,31 +1,30 @@
-"""Seeded, stratified train/validation/test splits that never fail on small classes.
+"""Seeded train/validation/test splits: by item id for exports, stratified subsamples for learning curves.
 
-Algorithm (documented behaviour, relied on by ``annotator export``):
+``assign_by_id`` (used by ``annotator export``) decides each item's split from a seeded hash of its id and
+never looks at the teacher's labels, so every teacher run over the same input rows gets the same test set
+and their students can be compared:
 
-1. Global split sizes come from the fractions by largest-remainder rounding, so they always add
-   up to the number of items (e.g. 72 items at 0.8/0.1/0.1 -> 58/7/7).
-2. Each stratum (class) gets ``n_class * fraction`` items of every split, rounded down; the
-   leftover items are handed out by largest fractional remainder (ties broken by the seeded RNG)
-   while respecting the global sizes ("controlled rounding"). Small classes therefore never make
-   the split fail, unlike ``train_test_split(stratify=...)`` which refuses classes with < 2 items.
-3. Graceful fallback for tiny classes: every class that has at least one item gets at least one
-   *train* item (the student must see it). When rounding put all of a class's items into
-   validation/test, one of them is swapped with a train item of the largest class, which keeps the
-   global sizes exact. A class with a single item therefore always lands in train.
-4. Inside a class the items are shuffled with ``random.Random(seed)`` before being dealt out, so a
-   given seed always gives the same split.
+1. The universe is every input row of the run (failed rows included), so a teacher that failed on other
+   rows than another teacher still puts each shared row in the same split.
+2. Items are grouped by stratum (the human gold label when gold is given, one group otherwise) and sorted
+   by ``sha256(f"{seed}:{item_id}")``; each group is dealt out in that order with split sizes from
+   largest-remainder rounding of ``n_group * fraction`` (72 items at 0.8/0.1/0.1 -> 58/7/7).
+3. Items are dropped (failed, low confidence) only after the assignment, so the split sizes of the export
+   are those of the input minus the dropped rows.
 
-Multi-label items are stratified by their rarest label (a light form of iterative
-stratification); items with no label form their own stratum. Rephrase/QA exports split by
-source item (one stratum), so all rows derived from one input row stay in the same split.
+``stratified_assign`` (used for learning-curve subsamples of the train split) stratifies on given keys with
+controlled rounding and never fails on small classes: every class with an item keeps at least one item in the
+first split (a class with a single item always lands there). Multi-label items are stratified by their
+rarest label (``multilabel_strata``); items with no label form their own stratum.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from annotator.errors import AnnotatorError
 
@@ -147,3 +146,36 @@ def multilabel_strata(label_sets: Sequence[Sequence[str]]) -> list[str]:
 def split_counts(assignment: Sequence[str], names: Sequence[str]) -> dict[str, int]:
     c = Counter(assignment)
     return {name: c.get(name, 0) for name in names}
+
+
+def id_rank_key(item_id: str, seed: int) -> str:
+    """The seeded hash that orders items for ``assign_by_id`` (hex digest; equal seeds give equal orders)."""
+    return hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()
+
+
+def assign_by_id(
+    ids: Sequence[str],
+    fractions: dict[str, float],
+    seed: int = 42,
+    strata: Mapping[str, Hashable] | None = None,
+) -> dict[str, str]:
+    """Split name of every id in ``ids`` (the run's input rows); see the module docstring.
+
+    ``strata`` maps item id -> stratum (e.g. the gold label); ids without one share a group of their own.
+    The result depends only on the ids, the seed and the strata, never on the order or on any teacher label.
+    """
+    names = list(fractions)
+    fr = [fractions[s] for s in names]
+    groups: dict[Hashable, list[str]] = defaultdict(list)
+    for item in dict.fromkeys(ids):
+        key = None if strata is None or item not in strata else ("gold", strata[item])
+        groups[key].append(item)
+    out: dict[str, str] = {}
+    for members in groups.values():
+        members.sort(key=lambda i: (id_rank_key(i, seed), i))
+        pos = 0
+        for name, count in zip(names, _largest_remainder(len(members), fr)):
+            for item in members[pos : pos + count]:
+                out[item] = name
+            pos += count
+    return out

@@ -35,8 +35,12 @@ class EvalBlock(BaseModel):
         default_factory=list, description="Accuracy vs gold on the items the teacher was at least this confident on."
     )
     student_confidence_thresholds: list[ThresholdRow] = Field(
-        default_factory=list, description="Same, selecting by the student's own probability."
+        default_factory=list, description="Same, selecting by the student's own (calibrated) probability."
     )
+    teacher_confidence_note: str | None = Field(
+        None, description="Why the teacher table is empty (e.g. one sample per item: every confidence is 1.0)."
+    )
+    student_confidence_note: str | None = None
 
 
 def _r(x: float) -> float:
@@ -135,8 +139,25 @@ def evaluate_scope(
     s = [student[i] for i in keep]
     block.student = score(g, s, label_names, multi_label)
     block.teacher = score(g, t, label_names, multi_label)
-    tc = [1.0 if teacher_conf[i] is None else float(teacher_conf[i]) for i in keep]  # type: ignore[arg-type]
+    tc = [teacher_conf[i] for i in keep]
+    block.teacher_confidence_note = constant_confidence_note(tc, "teacher")
+    if block.teacher_confidence_note is None:
+        tc_known = [float(c) for c in tc]  # type: ignore[arg-type]
+        block.teacher_confidence_thresholds = threshold_rows(tc_known, g, t, s, thresholds, multi_label)
     sc = [float(student_conf[i]) for i in keep]
-    block.teacher_confidence_thresholds = threshold_rows(tc, g, t, s, thresholds, multi_label)
-    block.student_confidence_thresholds = threshold_rows(sc, g, t, s, thresholds, multi_label)
+    block.student_confidence_note = constant_confidence_note(sc, "student")
+    if block.student_confidence_note is None:
+        block.student_confidence_thresholds = threshold_rows(sc, g, t, s, thresholds, multi_label)
     return block
+
+
+def constant_confidence_note(conf: Sequence[float | None], who: str) -> str | None:
+    """Why a confidence-threshold table would say nothing: confidences missing or all equal, else None."""
+    if any(c is None for c in conf):
+        return f"the {who} recorded no confidence for some items: no threshold table"
+    distinct = {round(float(c), 6) for c in conf}  # type: ignore[arg-type]
+    if len(distinct) == 1:
+        value = next(iter(distinct))
+        why = " (a teacher with samples: 1 is always sure; use samples >= 3 for a vote share)" if who == "teacher" else ""
+        return f"every {who} confidence is {value:g}{why}: every threshold keeps the same items, no table"
+    return None
