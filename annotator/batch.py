@@ -218,7 +218,8 @@ class BatchRun:
         missing = [cid for cid, f in self.store.open_batch_items().items() if f == file_id and cid not in answered]
         if batch.status != "completed":
             errors = "; ".join(e.message or "" for e in (batch.errors.data or [])) if batch.errors else ""
-            log.warning("batch %s %s%s: %d of its requests answered; the other %d go into a new batch",
+            log.warning("batch %s %s%s: %d of its requests answered; the other %d are submitted again while they "
+                        "have tries left (validation.max_attempts)",
                         batch.id, batch.status, f" ({errors})" if errors else "", len(answered), len(missing))
         for cid in missing:
             self._retry_or_fail(cid, f"batch {batch.id} {batch.status} before answering")
