@@ -12,6 +12,13 @@ Memory: the input must stream. R rows (default 1,000,000) and R/10 rows go throu
 zero-latency fake teacher, each in a fresh subprocess; peak RSS (``getrusage`` maxrss) of both and their ratio
 are reported (flat means the ratio stays near 1).
 
+vLLM (when vllm is installed): the same N rendered label prompts with the same sampling parameters and JSON schema,
+each in a fresh subprocess after the engine has loaded and answered a few warm-up prompts: ``vllm-raw`` is one
+blocking ``LLM.chat`` over all prompts (vLLM's best case), ``vllm-pipeline`` the Pipeline on the ``vllm`` backend
+(cold cache). Reported: pipeline rows/s / raw rows/s (target >= 0.95). ``--vllm MODEL`` (or ANNOTATOR_BENCH_VLLM_MODEL;
+default SmolLM2-135M converted by tests/vllm_support.py), ``--vllm-rows``, ``--vllm-engine-args JSON`` (default
+``{"max_model_len": 2048}``, plus ``enforce_eager`` without CUDA): on a GPU pass a larger model, nothing else changes.
+
 Prints a table and writes runs/bench/bench.json. Options: --requests 5000 --concurrency 256 --latency 8.0
 --rows-memory 1000000 (0 skips memory) --skip-throughput. It takes ~15 minutes on 2 cores (5 for throughput,
 10 for the million-row memory run).
@@ -176,6 +183,102 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
             "maxrss_mb": maxrss_mb()}
 
 
+def vllm_engine_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.vllm_engine_args:
+        return json.loads(args.vllm_engine_args)
+    import torch
+
+    return {"max_model_len": 2048, **({} if torch.cuda.is_available() else {"enforce_eager": True})}
+
+
+def vllm_prompts(args: argparse.Namespace):
+    """The pipeline config for the vLLM bench and the requests its rows make (rendered before any clock)."""
+    import yaml
+
+    from annotator.backends.base import GenerationRequest
+    from annotator.config import load_config
+    from annotator.engine import Pipeline
+    from annotator.inputs import iter_rows
+
+    work = Path(args.work)
+    doc = yaml.safe_load(pipeline_yaml(work, Path(args.input), None, args.concurrency, 0.0).read_text())
+    doc["teacher"] = {"backend": "vllm", "model": args.vllm, "max_tokens": 32, "batch_size": args.concurrency,
+                      "vllm_engine_args": vllm_engine_args(args)}
+    (work / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    cfg = load_config(work / "bench.yaml")
+    pipe = Pipeline(cfg)
+    t = cfg.teacher
+    requests = [GenerationRequest(messages=pipe.render(row), json_schema=pipe.schema, temperature=t.temperature,
+                                  max_tokens=t.max_tokens, seed=t.seed) for row in iter_rows(cfg.input)]
+    return cfg, requests
+
+
+WARMUP = 8
+
+
+def child_vllm_raw(args: argparse.Namespace) -> dict[str, Any]:
+    from vllm import LLM
+
+    from annotator.backends.vllm_offline import sampling_params
+
+    cfg, requests = vllm_prompts(args)
+    llm = LLM(model=args.vllm, seed=cfg.teacher.seed, **cfg.teacher.vllm_engine_args)
+    messages = [r.messages for r in requests]
+    params = [sampling_params(r) for r in requests]
+    llm.chat(messages[:WARMUP], sampling_params=params[:WARMUP], use_tqdm=False)
+    t0 = time.perf_counter()
+    outputs = llm.chat(messages, sampling_params=params, use_tqdm=False)
+    elapsed = time.perf_counter() - t0
+    labels = [json.loads(o.outputs[0].text)["label"] for o in outputs]
+    assert all(lab in LABELS for lab in labels)
+    return {"rows": len(outputs), "elapsed_s": elapsed, "rows_per_s": len(outputs) / elapsed,
+            "completion_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
+
+
+def child_vllm_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    from annotator.backends.vllm_offline import VLLMBackend
+    from annotator.engine import Pipeline
+
+    cfg, requests = vllm_prompts(args)
+
+    async def main() -> tuple[Any, float]:
+        backend = VLLMBackend(cfg.teacher)
+        await asyncio.gather(*(backend.generate(r) for r in requests[:WARMUP]))
+        t0 = time.perf_counter()
+        manifest = await Pipeline(cfg, backend=backend).run()
+        elapsed = time.perf_counter() - t0
+        await backend.aclose()
+        return manifest, elapsed
+
+    manifest, elapsed = asyncio.run(main())
+    assert manifest.rows_ok == manifest.rows_total == len(requests), manifest
+    return {"rows": manifest.rows_total, "elapsed_s": elapsed, "rows_per_s": manifest.rows_total / elapsed,
+            "teacher_calls": manifest.teacher_calls}
+
+
+def vllm_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(TESTS))
+    from vllm_support import converted_model, vllm_env, why_not_runnable
+
+    reason = why_not_runnable()
+    if reason:
+        print(f"  vLLM: skipped ({reason})", flush=True)
+        return {"skipped": reason}
+    os.environ.update(vllm_env())
+    model = args.vllm or str(converted_model())
+    inp = write_input(work / "vllm.csv", args.vllm_rows)
+    extra = ["--work", str(work), "--input", str(inp), "--vllm", model, "--concurrency", str(args.concurrency)]
+    if args.vllm_engine_args:
+        extra += ["--vllm-engine-args", args.vllm_engine_args]
+    results: dict[str, Any] = {"model": model, "rows": args.vllm_rows}
+    for kind in ("vllm-raw", "vllm-pipeline"):
+        shutil.rmtree(work / "out", ignore_errors=True)
+        print(f"  {kind}: {args.vllm_rows:,} prompts on {model} ...", flush=True)
+        results[kind] = run_child(kind, extra, timeout=3600)
+    results["ratio_pipeline_to_raw"] = results["vllm-pipeline"]["rows_per_s"] / results["vllm-raw"]["rows_per_s"]
+    return results
+
+
 def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *extra]
     env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
@@ -253,6 +356,16 @@ def table(report: dict[str, Any]) -> str:
         ratio = t["pipeline"]["ratio_to_ideal"]
         lines.append(f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
                      f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
+    v = report.get("vllm")
+    if v and "skipped" in v:
+        lines.append(f"vLLM: skipped ({v['skipped']})")
+    elif v:
+        raw, pipe = v["vllm-raw"], v["vllm-pipeline"]
+        ratio = v["ratio_pipeline_to_raw"]
+        lines += [f"vLLM: {v['rows']:,} label prompts on {v['model']}, same prompts and sampling parameters",
+                  (f"  raw LLM.chat {raw['rows_per_s']:.2f} rows/s ({raw['elapsed_s']:.1f} s); "
+                   f"pipeline (vllm backend) {pipe['rows_per_s']:.2f} rows/s ({pipe['elapsed_s']:.1f} s)"),
+                  f"  pipeline / raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"]
     m = report.get("memory")
     if m:
         lines.append("Memory (input streamed; in-process zero-latency teacher):")
@@ -269,6 +382,10 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CHILDREN = {"pipeline": child_pipeline, "bare": child_bare, "vllm-raw": child_vllm_raw,
+            "vllm-pipeline": child_vllm_pipeline}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="annotator pipeline benchmark (throughput vs ideal, peak memory)")
     ap.add_argument("--requests", type=int, default=5000)
@@ -277,8 +394,12 @@ def main() -> None:
     ap.add_argument("--rows-memory", type=int, default=1_000_000, help="rows for the memory check (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    ap.add_argument("--vllm", default=os.environ.get("ANNOTATOR_BENCH_VLLM_MODEL"),
+                    help="model for the vLLM section (HF name or path; default: SmolLM2-135M converted)")
+    ap.add_argument("--vllm-rows", type=int, default=512, help="prompts for the vLLM section (0: skip it)")
+    ap.add_argument("--vllm-engine-args", help='JSON engine arguments (default {"max_model_len": 2048}, eager on CPU)')
     # internal: child processes
-    ap.add_argument("--child", choices=["pipeline", "bare"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -287,8 +408,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.child:
-        res = child_pipeline(args) if args.child == "pipeline" else child_bare(args)
-        print(json.dumps(res))
+        print(json.dumps(CHILDREN[args.child](args)))
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -302,6 +422,8 @@ def main() -> None:
     print("annotator bench", flush=True)
     if not args.skip_throughput:
         report["throughput"] = throughput(args, work)
+    if args.vllm_rows:
+        report["vllm"] = vllm_section(args, work)
     if args.rows_memory:
         report["memory"] = memory(args, work)
     shutil.rmtree(work, ignore_errors=True)

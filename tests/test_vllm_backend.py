@@ -25,8 +25,14 @@ from typing import Any
 
 import pytest
 import yaml
-
-from conftest import LABELS, out_dir_of, read_annotations, rows_of, spawn_cli, subprocess_env
+from conftest import (
+    LABELS,
+    out_dir_of,
+    read_annotations,
+    rows_of,
+    spawn_cli,
+    subprocess_env,
+)
 from vllm_support import converted_model, vllm_env, why_not_runnable
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]

@@ -19,10 +19,15 @@ from annotator.errors import AnnotatorError, BackendError
 logger = logging.getLogger(__name__)
 
 
-def vllm_available() -> bool:
-    import importlib.util
+def sampling_params(req: GenerationRequest) -> Any:
+    """The vLLM ``SamplingParams`` for one request (the benchmark's raw ``LLM.chat`` uses the same)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
-    return importlib.util.find_spec("vllm") is not None
+    structured = StructuredOutputsParams(json=req.json_schema) if req.json_schema is not None else None
+    return SamplingParams(
+        temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed, structured_outputs=structured
+    )
 
 
 class VLLMBackend:
@@ -35,16 +40,13 @@ class VLLMBackend:
         if not cfg.model:
             raise AnnotatorError("teacher.model is required for the vllm backend (an HF model name or path)")
         try:
-            from vllm import AsyncEngineArgs, SamplingParams
+            from vllm import AsyncEngineArgs
             from vllm.renderers import ChatParams
-            from vllm.sampling_params import StructuredOutputsParams
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise AnnotatorError(
                 f"the vllm backend needs vLLM ({exc}): `pip install 'annotator[vllm]'` (GPU) or `make vllm` (CPU)"
             ) from None
-        self._sampling_params = SamplingParams
-        self._structured = StructuredOutputsParams
         try:
             args = AsyncEngineArgs(model=cfg.model, seed=cfg.seed, **cfg.vllm_engine_args)
             self.engine = AsyncLLM.from_engine_args(args)
@@ -59,20 +61,13 @@ class VLLMBackend:
         self.model_id = f"vllm:{cfg.model}"
         self.max_concurrency = cfg.batch_size
 
-    def sampling_params(self, req: GenerationRequest) -> Any:
-        """The vLLM ``SamplingParams`` for one request (also used by the benchmark's raw ``LLM.chat``)."""
-        structured = self._structured(json=req.json_schema) if req.json_schema is not None else None
-        return self._sampling_params(
-            temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed, structured_outputs=structured
-        )
-
     async def generate(self, request: GenerationRequest) -> Generation:
         try:
             _, (prompt,) = await self.engine.renderer.render_chat_async(
                 [request.messages], self._chat_params, self._tok_params
             )
             final = None
-            async for out in self.engine.generate(prompt, self.sampling_params(request), f"annotator-{next(self._ids)}"):
+            async for out in self.engine.generate(prompt, sampling_params(request), f"annotator-{next(self._ids)}"):
                 final = out
         except Exception as exc:  # engine errors (bad request, engine dead) fail this request, not the run
             raise BackendError(f"vLLM generation failed: {type(exc).__name__}: {exc}") from exc
