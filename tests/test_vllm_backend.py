@@ -59,7 +59,8 @@ def vllm_model() -> Path:
 
 
 def engine_args() -> dict[str, Any]:
-    return {"enforce_eager": True, "max_model_len": 2048, "dtype": "bfloat16"}
+    # float32: bfloat16 on a CPU without native bf16 falls back to slow kernels
+    return {"enforce_eager": True, "max_model_len": 2048, "dtype": "float32"}
 
 
 class EngineLoop:
@@ -174,10 +175,13 @@ def test_qa(run_vllm):
 # -- kill -9 and resume, through a real `annotator run` --------------------------------------------------------
 def cached_samples(run_dir: Path) -> dict[str, float]:
     """Cache key -> time the answer was stored (a re-sent row would be stored again with a new time)."""
-    conn = sqlite3.connect(str(run_dir / "cache.sqlite"))
+    path = run_dir / "cache.sqlite"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(str(path))
     try:
         return dict(conn.execute("SELECT key, created FROM samples WHERE ok = 1").fetchall())
-    except sqlite3.OperationalError:  # not created yet
+    except sqlite3.OperationalError:  # the table is not created yet
         return {}
     finally:
         conn.close()
@@ -231,7 +235,7 @@ def vllm_server(vllm_model: Path, tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "server.log").open("w")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(vllm_model),
            "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
-           "--max-model-len", "2048", "--dtype", "bfloat16"]
+           "--max-model-len", "2048", "--dtype", "float32"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(**vllm_env()))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
