@@ -286,7 +286,8 @@ def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO))
     if proc.returncode != 0:
         raise SystemExit(f"bench child {kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # engines (vLLM) log to stdout too: the result is the line the child marks
+    return json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith(RESULT))[len(RESULT):])
 
 
 # -- parent --------------------------------------------------------------------------------------------------
@@ -383,6 +384,7 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RESULT = "BENCH-RESULT "
 CHILDREN = {"pipeline": child_pipeline, "bare": child_bare, "vllm-raw": child_vllm_raw,
             "vllm-pipeline": child_vllm_pipeline}
 
@@ -409,7 +411,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.child:
-        print(json.dumps(CHILDREN[args.child](args)))
+        print(RESULT + json.dumps(CHILDREN[args.child](args)), flush=True)
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
