@@ -184,7 +184,7 @@ class TeacherConfig(_Strict):
     batch_completion_window: str = "24h"
     # vllm
     vllm_engine_args: dict[str, Any] = {}
-    batch_size: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=256, ge=1, description="vllm: requests kept in flight in the async engine.")
     # Ray: the backend above, one replica per worker (annotator/backends/ray_pool.py)
     ray: RayConfig | None = None
 
