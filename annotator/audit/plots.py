@@ -115,10 +115,10 @@ def agreement_by_slice_png(s: Slices, path: Path) -> None:
         if c.too_small:
             ax.text(x[i], 0.05, "too small", ha="center", va="bottom", fontsize=7, color="#C44E52", rotation=90)
     ax.set_xticks(x, [f"{c.value}\n(n={c.n_items})" for c in s.slices], rotation=30, ha="right")
-    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.1)
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.3)
     ax.set_ylabel("agreement / accuracy")
     ax.set_title(f"Agreement by {s.column}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
