@@ -343,7 +343,7 @@ def run_audit(opts: AuditOptions) -> AuditReport:
     d = build(humans, teacher, level=opts.level, labels=opts.labels)
     report = compute(d, opts, humans.format, teacher.source, teacher.model)
     if opts.by:
-        values, source = read_slice_column(opts.by, Path(opts.humans), Path(opts.teacher))
+        values, source = read_slice_column(opts.by, Path(opts.teacher), Path(opts.humans))
         report.slices = audit_slices(d, opts, opts.by, values, source, opts.min_slice_items, humans.format,
                                      teacher.source)
     _note_dropped_annotators(report, humans.dropped_annotators)

@@ -36,7 +36,7 @@ def _values_from(path: Path, column: str, id_col: str | None, what: str) -> dict
         return None
     id_col = id_col if id_col in df.columns else find_id_column(df.columns)
     if id_col is None:
-        raise InputDataError(f"{what} {path}: no item id column to join --by {column} on")
+        raise InputDataError(f"{what} {path}: no item id column to join column {column!r} on")
     out: dict[str, str | None] = {}
     for raw_id, raw_value in zip(df[id_col].to_list(), df[column].to_list()):
         item, value = normalize_id(raw_id), to_label(raw_value)
@@ -44,16 +44,17 @@ def _values_from(path: Path, column: str, id_col: str | None, what: str) -> dict
             continue
         if item in out and out[item] is not None and value is not None and out[item] != value:
             raise InputDataError(
-                f"{what} {path}: item {item!r} has two values of --by column {column!r} ({out[item]!r}, {value!r})"
+                f"{what} {path}: item {item!r} has two values of column {column!r} ({out[item]!r}, {value!r})"
             )
         if out.get(item) is None:
             out[item] = value
     return out
 
 
-def read_slice_column(column: str, humans: Path, teacher: Path) -> tuple[dict[str, str | None], str]:
-    """Item id -> value of ``column``, and the file it came from (the humans file first, then the run's input)."""
-    found = _values_from(humans, column, None, "human annotations")
+def read_slice_column(column: str, teacher: Path, humans: Path | None = None) -> tuple[dict[str, str | None], str]:
+    """Item id -> value of ``column``, and the file it came from: the humans file when given and it has the column,
+    else the run's input file (run.json ``config.input.path``). Used by ``audit --by`` and ``export --stratify-by``."""
+    found = None if humans is None else _values_from(humans, column, None, "human annotations")
     if found is not None:
         return found, str(humans)
     manifest = read_manifest(teacher if teacher.is_dir() else teacher.parent)
@@ -61,12 +62,13 @@ def read_slice_column(column: str, humans: Path, teacher: Path) -> tuple[dict[st
     if inp.get("path"):
         path = Path(inp["path"])
         if not path.exists():
-            raise InputDataError(f"--by {column}: the run's input file {path} (run.json config.input.path) is gone")
+            raise InputDataError(f"column {column!r}: the run's input file {path} (run.json config.input.path) is gone")
         found = _values_from(path, column, inp.get("id_column"), "run input")
         if found is not None:
             return found, str(path)
-    where = f"{humans}" + (f" or the run's input file {inp['path']}" if inp.get("path") else "")
-    raise InputDataError(f"--by {column}: no column {column!r} in {where}; add it to the humans file")
+    places = [str(p) for p in (humans, inp.get("path")) if p]
+    where = " or ".join(places) if places else f"{teacher} (no run.json input path)"
+    raise InputDataError(f"no column {column!r} in {where}; add it to the input file" + (" or the humans file" if humans else ""))
 
 
 def subset(d: AuditData, rows: np.ndarray) -> AuditData:
