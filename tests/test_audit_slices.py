@@ -108,7 +108,7 @@ def test_unknown_column_is_one_clear_line(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_conflicting_values_for_one_item_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    humans, run = write_data(tmp_path, lang_in_humans=True)
+    _, run = write_data(tmp_path, lang_in_humans=True)
     long = tmp_path / "long.csv"
     pl.DataFrame([{"item_id": "e1", "annotator": "h1", "label": "pos", "lang": "en"},
                   {"item_id": "e1", "annotator": "h2", "label": "pos", "lang": "de"}]).write_csv(long)

@@ -380,7 +380,7 @@ def test_train_student_eval_by_scores_every_slice(exported, capsys):
     blocks = sl["slices"]
     assert set(blocks) == {"de", "el", "en"}
     assert (blocks["el"]["items"], blocks["el"]["student"]) == (0, None)  # no test item: an empty slice
-    en = [i for i in test_ids[1:]]
+    en = test_ids[1:]
     # the teacher says LABELS[i % 3]; the gold majority flips every item with i % 5 == 0
     assert blocks["en"]["teacher"]["n"] == len(en)
     assert blocks["en"]["teacher"]["accuracy"] == pytest.approx(sum(int(i[1:]) % 5 != 0 for i in en) / len(en), abs=1e-4)
