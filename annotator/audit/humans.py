@@ -64,8 +64,9 @@ def _fmt_few(values: list[str], k: int = 5) -> str:
     return shown + (f" (+{len(values) - k} more)" if len(values) > k else "")
 
 
-def load_humans(path: str | Path) -> HumanAnnotations:
-    """Read a human label file in any of the formats above (one annotator is allowed)."""
+def load_humans(path: str | Path, not_annotators: tuple[str, ...] = ()) -> HumanAnnotations:
+    """Read a human label file in any of the formats above (one annotator is allowed). ``not_annotators``: more
+    columns that are never annotators in wide format (e.g. the ``audit --by`` column)."""
     label_studio = is_label_studio_export(path)
     df = read_label_studio(path) if label_studio else read_table(path, "human annotations")
     columns = df.columns
@@ -103,7 +104,8 @@ def load_humans(path: str | Path) -> HumanAnnotations:
                 f"human annotations {path}: the same annotator gave one item different labels: {_fmt_few(dupes)}"
             )
     else:
-        ann_cols = [c for c in columns if c != id_col and c.lower() not in NON_ANNOTATOR_COLUMNS]
+        ann_cols = [c for c in columns
+                    if c != id_col and c.lower() not in NON_ANNOTATOR_COLUMNS and c not in not_annotators]
         if "annotator" in columns:
             raise InputDataError(
                 f"human annotations {path}: looks like long format but has no 'label' column "

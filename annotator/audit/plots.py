@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from annotator.audit.calibration import Calibration
+from annotator.audit.report import Estimate, Slices
 
 
 def _plt() -> Any:
@@ -86,6 +87,38 @@ def calibration_png(cal: Calibration, path: Path) -> None:
     ax2.bar(centers, [b.n for b in cal.bins], width=width * 0.9, color="#8C8C8C")
     ax2.set_xlabel("teacher confidence")
     ax2.set_ylabel("items")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _point_and_err(estimates: list[Estimate | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Bar heights (nan -> 0) and asymmetric error bars (0 where there is no interval)."""
+    v = np.array([np.nan if e is None or e.value is None else e.value for e in estimates], dtype=float)
+    lo = np.array([0.0 if e is None or e.ci_low is None or e.value is None else e.value - e.ci_low for e in estimates])
+    hi = np.array([0.0 if e is None or e.ci_high is None or e.value is None else e.ci_high - e.value for e in estimates])
+    return np.nan_to_num(v), np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)])
+
+
+def agreement_by_slice_png(s: Slices, path: Path) -> None:
+    """Human-human next to teacher-human kappa and the teacher's accuracy, per slice, with CI error bars."""
+    plt = _plt()
+    x = np.arange(len(s.slices))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(s.slices) + 2), 4.2))
+    series = [("human-human kappa", [c.human_human_kappa for c in s.slices], "#4C72B0"),
+              ("teacher-human kappa", [c.teacher_human_kappa for c in s.slices], "#DD8452"),
+              ("teacher accuracy", [c.accuracy for c in s.slices], "#55A868")]
+    for i, (name, ests, colour) in enumerate(series):
+        v, err = _point_and_err(ests)
+        ax.bar(x + (i - 1) * 0.27, v, width=0.27, yerr=err, capsize=2, label=name, color=colour)
+    for i, c in enumerate(s.slices):
+        if c.too_small:
+            ax.text(x[i], 0.05, "too small", ha="center", va="bottom", fontsize=7, color="#C44E52", rotation=90)
+    ax.set_xticks(x, [f"{c.value}\n(n={c.n_items})" for c in s.slices], rotation=30, ha="right")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.3)
+    ax.set_ylabel("agreement / accuracy")
+    ax.set_title(f"Agreement by {s.column}")
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

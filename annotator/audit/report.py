@@ -166,6 +166,28 @@ class Gate(_Model):
     passed: bool | None
 
 
+class SliceResult(_Model):
+    value: str = Field(description="the slice's value of the --by column ('(missing)' for items without one)")
+    n_items: int = Field(description="evaluated items in the slice (human-labelled, teacher succeeded)")
+    too_small: bool = Field(description="fewer items than --min-slice-items: no metrics computed")
+    n_annotators: int = 0
+    accuracy: Estimate | None = None
+    macro_f1: Estimate | None = None
+    teacher_vs_majority_alpha: Estimate | None = None
+    human_human_kappa: Estimate | None = Field(default=None, description="mean pairwise Cohen's kappa of the humans")
+    teacher_human_kappa: Estimate | None = Field(default=None, description="mean Cohen's kappa of the teacher with each human")
+    human_human_alpha: Estimate | None = None
+    alt_test_passed: bool | None = None
+    alt_test_verdict: str = "too small"
+
+
+class Slices(_Model):
+    column: str
+    source: str = Field(description="the file the --by column was read from")
+    min_slice_items: int
+    slices: list[SliceResult]
+
+
 class AuditReport(_Model):
     annotator_version: str
     created_at: str
@@ -181,6 +203,7 @@ class AuditReport(_Model):
     calibration: Calibration
     numeric: Numeric | None = None
     gate: Gate
+    slices: Slices | None = None
     files: dict[str, str] = {}
 
 
@@ -392,6 +415,8 @@ def render_markdown(r: AuditReport) -> str:
              ["human MAE vs mean of the other humans", f(n.human_loo_mae)]],
         )
 
+    if r.slices is not None:
+        L += _slices_markdown(r.slices, "agreement_by_slice" in r.files)
     L += [
         "## Method notes",
         "",
@@ -405,3 +430,23 @@ def render_markdown(r: AuditReport) -> str:
         "",
     ]
     return "\n".join(L)
+
+
+def _slices_markdown(s: Slices, plot: bool) -> list[str]:
+    """The per-slice table of ``audit --by COLUMN``."""
+    L = [f"## Results by slice: `{s.column}`", "",
+         f"Each slice is audited on its own (same metrics, bootstrap and alt-test as above); `{s.column}` read from "
+         f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are reported as too small.", ""]
+    rows = []
+    for x in s.slices:
+        if x.too_small:
+            rows.append([x.value, x.n_items, x.n_annotators, "", "", "", "", "", "too small"])
+            continue
+        verdict = {True: "PASSED", False: "FAILED", None: "not run"}[x.alt_test_passed]
+        rows.append([x.value, x.n_items, x.n_annotators, fe(x.accuracy), fe(x.macro_f1),  # type: ignore[arg-type]
+                     fe(x.teacher_vs_majority_alpha), fe(x.human_human_kappa), fe(x.teacher_human_kappa), verdict])  # type: ignore[arg-type]
+    L += _table(["slice", "items", "annotators", "accuracy", "macro F1", "alpha teacher vs majority",
+                 "human-human kappa", "teacher-human kappa", "alt-test"], rows)
+    if plot:
+        L += ["![agreement by slice](agreement_by_slice.png)", ""]
+    return L

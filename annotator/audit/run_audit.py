@@ -38,6 +38,7 @@ from annotator.audit.report import (
     TeacherVsMajority,
     render_markdown,
 )
+from annotator.audit.slices import audit_slices, read_slice_column
 from annotator.audit.teacher import load_teacher
 from annotator.errors import GateFailed, InputDataError
 
@@ -73,6 +74,8 @@ class AuditOptions:
     gate_metric: str = "krippendorff_alpha"
     plots: bool = True
     alt_test_min_items: int = MIN_ITEMS
+    by: str | None = None  # audit every slice of this column too (``annotator.audit.slices``)
+    min_slice_items: int = 20
 
 
 def _none(x: float) -> float | None:
@@ -302,6 +305,8 @@ def validate_options(opts: AuditOptions) -> None:
         raise InputDataError(f"--alt-test-min-items must be >= 2 (a t-test needs 2 items); got {opts.alt_test_min_items}")
     if opts.bootstrap < 0:
         raise InputDataError(f"--bootstrap must be >= 0; got {opts.bootstrap}")
+    if opts.min_slice_items < 1:
+        raise InputDataError(f"--min-slice-items must be >= 1; got {opts.min_slice_items}")
 
 
 def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = True) -> None:
@@ -322,6 +327,9 @@ def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = Tr
         if report.calibration.available:
             pl.calibration_png(report.calibration, out / "calibration.png")
             files["calibration"] = str(out / "calibration.png")
+        if report.slices is not None:
+            pl.agreement_by_slice_png(report.slices, out / "agreement_by_slice.png")
+            files["agreement_by_slice"] = str(out / "agreement_by_slice.png")
     report.files = files
     (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
@@ -330,10 +338,14 @@ def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = Tr
 def run_audit(opts: AuditOptions) -> AuditReport:
     """Run the audit and write the outputs (when ``opts.out`` is set). Does not apply the gate: see ``check_gate``."""
     validate_options(opts)
-    humans = load_humans(opts.humans)
+    humans = load_humans(opts.humans, not_annotators=(opts.by,) if opts.by else ())
     teacher = load_teacher(opts.teacher)
     d = build(humans, teacher, level=opts.level, labels=opts.labels)
     report = compute(d, opts, humans.format, teacher.source, teacher.model)
+    if opts.by:
+        values, source = read_slice_column(opts.by, Path(opts.teacher), Path(opts.humans))
+        report.slices = audit_slices(d, opts, opts.by, values, source, opts.min_slice_items, humans.format,
+                                     teacher.source)
     _note_dropped_annotators(report, humans.dropped_annotators)
     report.warnings.extend(teacher.notes)
     if teacher.cost is not None:

@@ -53,6 +53,8 @@ def audit(
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) are excluded, as in the reference implementation."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else from the run's input file: report.md 'Results by slice', report.json 'slices', agreement_by_slice.png."),
+    min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
     from annotator.audit import AuditOptions, check_gate, run_audit
@@ -65,7 +67,7 @@ def audit(
     opts = AuditOptions(
         humans=humans, teacher=first, out=out, labels=label_list, level=level.lower(), epsilon=epsilon,
         alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric, plots=plots,
-        alt_test_min_items=alt_test_min_items,
+        alt_test_min_items=alt_test_min_items, by=by, min_slice_items=min_slice_items,
     )
     if len(teacher) > 1:
         _compare(opts, teacher, out, as_json)

@@ -22,6 +22,10 @@ def export(
         typer.Option(help="Human gold labels (as for audit/train-student): stratify the splits on them."),
     ] = None,
     split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
+    stratify_by: Annotated[
+        str | None,
+        typer.Option("--stratify-by", metavar="COLUMN", help="Split every slice of this input column (e.g. language) in the fractions (with --gold: every slice's gold-label mix)."),
+    ] = None,
     min_confidence: Annotated[
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
     ] = None,
@@ -64,6 +68,7 @@ def export(
             push_to_hub=push_to_hub,
             private=private,
             gold=gold,
+            stratify_by=stratify_by,
             route_below=route_below,
             route_out=route_out,
             route_annotators=route_annotators,

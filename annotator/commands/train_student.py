@@ -114,6 +114,10 @@ def train_student_cmd(
         str | None, typer.Option(help="Confidence thresholds for accuracy-at-threshold (default: 0.5,0.7,0.9,1.0).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    eval_by: Annotated[
+        str | None,
+        typer.Option("--eval-by", metavar="COLUMN", help="Also score student and teacher vs gold per value of this column (gold file, else the run's input), in metrics.json 'slices'."),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
@@ -154,6 +158,7 @@ def train_student_cmd(
         sizes=sizes,
         thresholds=parse_thresholds(thresholds),
         show_progress=progress,
+        eval_by=eval_by,
     )
     m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
     for note in m.notes:
@@ -167,8 +172,10 @@ def train_student_cmd(
     for c in ("scope", "n", "gold", "student", "teacher", "agree"):
         table.add_column(c, justify="left" if c == "scope" else "right")
 
-    for name, b in m.evaluation.items():
-        label = m.eval_split if name == "test" else "all*"
+    rows = [(m.eval_split if name == "test" else "all*", b) for name, b in m.evaluation.items()]
+    if m.slices is not None:
+        rows += [(f"{m.slices.scope} {m.slices.column}={v}", b) for v, b in m.slices.slices.items()]
+    for label, b in rows:
         table.add_row(
             label,
             str(b.items),

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -73,8 +74,11 @@ class ExportSummary(BaseModel):
     seed: int
     split_fractions: dict[str, float]
     split_method: str = Field(
-        "item id", description="'item id' (seeded hash, same for every teacher of the input) or 'item id, gold strata'."
+        "item id",
+        description="'item id' (seeded hash, same for every teacher of the input), plus ', gold strata' (--gold) "
+        "and ', COLUMN strata' (--stratify-by COLUMN).",
     )
+    stratify_by: str | None = Field(None, description="Input column the splits were stratified on (--stratify-by).")
     gold: str | None = Field(None, description="Gold label file the splits were stratified on (--gold).")
     min_confidence: float | None = None
     route_below: float | None = None
@@ -125,6 +129,7 @@ class ExportOptions:
     push_to_hub: str | None = None
     private: bool = True
     gold: Path | None = None  # human gold labels: stratify the splits on them (never on the teacher's labels)
+    stratify_by: str | None = None  # an input column (e.g. language): every slice is split in the fractions
     route_below: float | None = None
     route_out: Path | None = None
     route_annotators: int = 1
@@ -234,6 +239,18 @@ def _label_answer(rec: AnnotationRecord, multi_label: bool) -> list[str] | None:
     if label is None and isinstance(out.get("labels"), list) and len(out["labels"]) == 1:
         label = out["labels"][0]
     return None if label is None else [str(label)]
+
+
+def _split_strata(run_path: Path, opts: ExportOptions, label_names: list[str], multi_label: bool) -> dict[str, Hashable] | None:
+    """item id -> stratum of the split: the gold label (--gold), the --stratify-by column's value, or both."""
+    gold = _gold_strata(opts.gold, label_names, multi_label)
+    if not opts.stratify_by:
+        return gold  # type: ignore[return-value]
+    from annotator.audit.slices import read_slice_column
+
+    values, _ = read_slice_column(opts.stratify_by, _run_base(run_path))
+    ids = set(values) | set(gold or {})
+    return {i: (values.get(i), None if gold is None else gold.get(i)) for i in ids}
 
 
 def _gold_strata(gold: Path | None, label_names: list[str], multi_label: bool) -> dict[str, str] | None:
@@ -453,7 +470,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         )
 
     # ---- split: by the input row's id (seeded hash), never by the teacher's label; see export/splits.py
-    split_of = assign_by_id([r.id for r in records], fractions, opts.seed, _gold_strata(opts.gold, label_names, multi_label))
+    strata = _split_strata(run_path, opts, label_names, multi_label)
+    split_of = assign_by_id([r.id for r in records], fractions, opts.seed, strata)
     assignment = [split_of[rec.id] for rec, _ in kept]
     split_names = list(fractions)
     counts.per_split_items = split_counts(assignment, split_names)
@@ -531,8 +549,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         multi_label=multi_label if task == "label" else False,
         seed=opts.seed,
         split_fractions=fractions,
-        split_method="item id, gold strata" if opts.gold else "item id",
+        split_method="item id" + (", gold strata" if opts.gold else "")
+        + (f", {opts.stratify_by} strata" if opts.stratify_by else ""),
         gold=None if opts.gold is None else str(opts.gold),
+        stratify_by=opts.stratify_by,
         min_confidence=opts.min_confidence,
         route_below=opts.route_below,
         routed_sheet=routed_sheet,

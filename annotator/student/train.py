@@ -113,6 +113,15 @@ class CalibrationInfo(BaseModel):
     note: str | None = None
 
 
+class SliceEvaluation(BaseModel):
+    """``train-student --eval-by COLUMN``: student and teacher vs gold on each slice of the evaluated scope."""
+
+    column: str
+    source: str = Field(description="The file the column was read from (the gold file, else the run's input).")
+    scope: str = Field(description="The split evaluated per slice (the held-out split, else 'all').")
+    slices: dict[str, EvalBlock]
+
+
 class StudentMetrics(BaseModel):
     """Saved as ``metrics.json`` by ``annotator train-student``."""
 
@@ -141,6 +150,7 @@ class StudentMetrics(BaseModel):
     calibration: CalibrationInfo = Field(default_factory=CalibrationInfo)
     gold_info: dict[str, Any] = Field(default_factory=dict)
     learning_curve: list[LearningCurvePoint] = []
+    slices: SliceEvaluation | None = Field(None, description="--eval-by COLUMN: the evaluated scope per slice.")
     notes: list[str] = []
 
 
@@ -482,6 +492,7 @@ class StudentOptions:
     sizes: str | None = None  # --sizes as given; parsed once the train split's size is known
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     show_progress: bool = True
+    eval_by: str | None = None  # also evaluate per value of this input column (``SliceEvaluation``)
 
 
 @dataclass
@@ -628,15 +639,44 @@ def _calibrate(
     return info
 
 
-def _evaluate(
-    items: Items, student: list[Any], sconf: list[float], eval_split: str | None, gold_map: dict[str, Any] | None,
-    label_names: list[str], multi_label: bool, thresholds: list[float], notes: list[str],
-) -> dict[str, EvalBlock]:
+def _scope_fn(
+    items: Items, student: list[Any], sconf: list[float], gold_map: dict[str, Any] | None,
+    label_names: list[str], multi_label: bool, thresholds: list[float],
+) -> Callable[[str, list[int]], EvalBlock]:
+    """``scope(name, item indices)``: the evaluation block of those items."""
     def scope(name: str, idx: list[int]) -> EvalBlock:
         return evaluate_scope(
             name, [items.ids[i] for i in idx], [items.teacher[i] for i in idx], [items.teacher_conf[i] for i in idx],
             [student[i] for i in idx], [sconf[i] for i in idx], gold_map, label_names, multi_label, thresholds,
         )
+    return scope
+
+
+def _evaluate_by(
+    column: str, ds_dir: Path, gold: Path | None, items: Items, eval_split: str | None,
+    scope: Callable[[str, list[int]], EvalBlock],
+) -> SliceEvaluation:
+    """Per slice of ``column`` (read from the gold file, else the input of the run the dataset was exported from)."""
+    from annotator.audit.slices import MISSING, read_slice_column
+
+    try:
+        run_dir = Path(json.loads((ds_dir / "export.json").read_text(encoding="utf-8"))["run_dir"])
+    except (OSError, ValueError, KeyError):
+        raise StudentError(f"--eval-by {column}: {ds_dir / 'export.json'} (written by annotator export) names no run_dir") from None
+    values, source = read_slice_column(column, run_dir, gold)
+    idx = items.where(eval_split) if eval_split else list(range(len(items.ids)))
+    of_item = {i: values.get(items.ids[i]) or MISSING for i in idx}
+    names = sorted({v for v in values.values() if v is not None} | set(of_item.values()))
+    name = eval_split or "all"
+    blocks = {v: scope(f"{name}, {column}={v}", [i for i in idx if of_item[i] == v]) for v in names}
+    return SliceEvaluation(column=column, source=source, scope=name, slices=blocks)
+
+
+def _evaluate(
+    items: Items, student: list[Any], sconf: list[float], eval_split: str | None, gold_map: dict[str, Any] | None,
+    label_names: list[str], multi_label: bool, thresholds: list[float], notes: list[str],
+) -> dict[str, EvalBlock]:
+    scope = _scope_fn(items, student, sconf, gold_map, label_names, multi_label, thresholds)
 
     evaluation: dict[str, EvalBlock] = {}
     if eval_split:
@@ -783,6 +823,10 @@ def train_student(
     student, sconf = decode(probabilities(logits, multi_label, calibration.temperature), label_names, multi_label)
     evaluation = _evaluate(items, student, sconf, eval_split, gold_map, label_names, multi_label, opts.thresholds,
                            notes)
+    slices = None
+    if opts.eval_by:
+        scope = _scope_fn(items, student, sconf, gold_map, label_names, multi_label, opts.thresholds)
+        slices = _evaluate_by(opts.eval_by, ds_dir, opts.gold, items, eval_split, scope)
     _write_predictions(out / PREDICTIONS_FILE, items, student, sconf, gold_map)
     held = items.where(eval_split) if eval_split else []
     ctx = _CurveContext(base, tokenizer, items, train_idx, held, gold_map, label_names, multi_label, opts)
@@ -810,6 +854,7 @@ def train_student(
         calibration=calibration,
         gold_info=gold_info,
         learning_curve=curve,
+        slices=slices,
         notes=notes,
     )
     (out / METRICS_FILE).write_text(metrics.model_dump_json(indent=2), encoding="utf-8")
