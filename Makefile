@@ -27,12 +27,13 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup demo test bench clean help run audit dataset student
+.PHONY: setup demo lint test bench clean help run audit dataset student
 
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
-	@echo "  make test                 set up and run the test suite"
+	@echo "  make lint                 ruff and mypy (make test runs it first)"
+	@echo "  make test                 set up, lint and run the test suite"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
 	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl"
@@ -59,7 +60,7 @@ $(STAMP): pyproject.toml
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup test bench clean
+NO_PIPELINE_GOALS := help setup lint test bench clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
@@ -111,7 +112,11 @@ demo: | $(STAMP)
 	@echo "  dataset     : runs/news_topics/dataset"
 	@echo "  student     : runs/news_topics/student/metrics.json"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check annotator tests
+	$(BIN)/mypy annotator
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
 from annotator.config import RayConfig, load_config
-from annotator.errors import TooManyFailures
 from annotator.engine import Pipeline, RunStats
+from annotator.errors import TooManyFailures
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
 console = log_console()

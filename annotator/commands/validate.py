@@ -14,7 +14,6 @@ from annotator.engine import Pipeline
 from annotator.inputs import check_ids, count_rows
 
 
-
 def validate_command(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file.", show_default=False),
     show_schema: bool = typer.Option(False, "--schema", help="Also print the JSON schema the teacher must follow."),
