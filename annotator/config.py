@@ -128,6 +128,16 @@ class PromptConfig(_Strict):
     system: str | None = None
 
 
+class PriceConfig(_Strict):
+    """What the provider charges, in USD per million tokens (copy it from the provider's price page)."""
+
+    input: float = Field(ge=0, description="USD per 1M prompt tokens.")
+    cached_input: float | None = Field(
+        default=None, ge=0, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
+    )
+    output: float = Field(ge=0, description="USD per 1M completion tokens.")
+
+
 class RayConfig(_Strict):
     """Spread the teacher over a Ray cluster (also ``annotator run --ray [ADDRESS]``)."""
 
@@ -159,11 +169,32 @@ class TeacherConfig(_Strict):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=50, description="Transport retries (429, 5xx, timeouts).")
     max_backoff: float = Field(default=60.0, gt=0)
+    rpm: int | None = Field(default=None, gt=0, description="Requests per minute the account allows (paced client-side).")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute the account allows (paced client-side).")
+    price: PriceConfig | None = Field(default=None, description="Prices, for cost per row, totals and estimates.")
+    max_cost: float | None = Field(
+        default=None, gt=0, description="USD: stop starting teacher calls once this output directory would spend more."
+    )
+    mode: Literal["online", "batch"] = Field(
+        default="online", description="openai: 'batch' sends the run through the provider's Batch API (files + batches)."
+    )
+    batch_max_requests: int = Field(default=50_000, gt=0, description="Batch API: requests per batch at most.")
+    batch_max_bytes: int = Field(default=200_000_000, gt=0, description="Batch API: input file size per batch at most.")
+    batch_poll_interval: float = Field(default=30.0, gt=0, description="Batch API: seconds between status checks.")
+    batch_completion_window: str = "24h"
     # vllm
     vllm_engine_args: dict[str, Any] = {}
-    batch_size: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=256, ge=1, description="vllm: requests kept in flight in the async engine.")
     # Ray: the backend above, one replica per worker (annotator/backends/ray_pool.py)
     ray: RayConfig | None = None
+
+    @model_validator(mode="after")
+    def _budget_needs_price(self) -> TeacherConfig:
+        if self.max_cost is not None and self.price is None:
+            raise ValueError("max_cost needs teacher.price (e.g. price: {input: 2.5, cached_input: 1.25, output: 10})")
+        if self.mode == "batch" and self.backend != "openai":
+            raise ValueError(f"mode: batch needs backend: openai (the Batch API), not {self.backend}")
+        return self
 
 
 class ValidationConfig(_Strict):

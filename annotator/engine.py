@@ -15,14 +15,23 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError
 
 import annotator
-from annotator.backends import Backend, GenerationRequest, build_backend
+from annotator.backends import Backend, Generation, GenerationRequest, build_backend
 from annotator.cache import ResultStore, SampleResult, cache_key
 from annotator.config import LabelTaskConfig, PipelineConfig
-from annotator.errors import BackendError, InputDataError, TeacherUnreachable, TemplateError
+from annotator.costs import Budget, call_cost, estimate_prompt_tokens
+from annotator.errors import (
+    BackendError,
+    BudgetReached,
+    ConfigError,
+    InputDataError,
+    TeacherUnreachable,
+    TemplateError,
+)
 from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
 from annotator.records import (
     ANNOTATIONS_FILE,
@@ -59,12 +68,16 @@ class AnswerTotals:
         self.attempts = 0
         self.first: float | None = None
         self.last: float | None = None
+        self.cost: float | None = None  # USD (teacher.price)
 
     def observe(self, results: list[SampleResult]) -> float | None:
         """Count one row's sample results; return when the latest of them was obtained."""
         times = [r.created for r in results if r.created is not None]
         self.tokens += sum(r.tokens for r in results)
         self.attempts += sum(r.attempts for r in results)
+        costs = [r.cost for r in results if r.cost is not None]
+        if costs:
+            self.cost = (self.cost or 0.0) + sum(costs)
         if not times:
             return None
         self.first = min(times) if self.first is None else min(self.first, *times)
@@ -73,7 +86,7 @@ class AnswerTotals:
 
     def provenance(self) -> AnswerProvenance:
         return AnswerProvenance(tokens=self.tokens, attempts=self.attempts, first_answer_at=_utc(self.first),
-                                last_answer_at=_utc(self.last))
+                                last_answer_at=_utc(self.last), cost_usd=self.cost)
 
 
 class RunStats(RunCounts):
@@ -134,6 +147,10 @@ class Pipeline:
         self.answers = AnswerTotals()
         self.out_dir = Path(cfg.output.dir)
         self._transport_streak = 0  # teacher calls failed in a row (the circuit breaker)
+        self.budget = Budget(cfg.teacher.price, cfg.teacher.max_cost)
+        self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: requests answered
+        if cfg.teacher.price is not None:
+            self.stats.cost_usd = 0.0
         self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
 
     # -- prompts -------------------------------------------------------------------------------------
@@ -147,6 +164,18 @@ class Pipeline:
             return row, self.render(row)
         raise InputDataError(f"input file has no rows: {self.cfg.input.path}")
 
+    def prompt_of(self, row: InputRow) -> list[dict[str, str]] | str:
+        """The rendered prompt of a row, or why the row is recorded as failed without a teacher call."""
+        if not row.text or not row.text.strip():
+            return "empty text"
+        max_chars = self.cfg.input.max_chars
+        if max_chars and len(row.text) > max_chars:
+            return f"text too long ({len(row.text)} > input.max_chars={max_chars} characters)"
+        try:
+            return self.render(row)
+        except TemplateError as exc:  # this row's data does not fit the template (the first row did: preview)
+            return f"prompt could not be rendered: {exc}"
+
     # -- one sample ----------------------------------------------------------------------------------
     def _sample_params(self, k: int) -> tuple[float, int]:
         t = self.cfg.teacher
@@ -158,65 +187,97 @@ class Pipeline:
         k: int, row: InputRow, budget: _RowBudget,
     ) -> SampleResult:
         t = self.cfg.teacher
-        temperature, seed = self._sample_params(k)
-        key = cache_key({
-            "messages": messages, "model": backend.model_id, "mode": backend.structured_mode,
-            "schema": self.schema, "temperature": temperature, "max_tokens": t.max_tokens, "seed": seed,
-            "sample": k, "task": self._task_fingerprint,
-        })
+        key = self.sample_key(backend, messages, k)
         cached = store.get_sample(key)
         if cached is not None and (cached.ok or not self.retry_failed):
             self.stats.cache_hits += 1
             return cached
 
         result = SampleResult(ok=False, attempts=0, tokens=0)
+        if cached is not None:  # asked again (--retry-failed): what it cost before still counts
+            result = result.model_copy(update=cached.model_dump(include=_USAGE_FIELDS))
+        estimate = self.budget.estimate(estimate_prompt_tokens(messages), t.max_tokens)
         for attempt in range(self.cfg.validation.max_attempts):
             if budget.exhausted():
                 result.error = f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
                 break
-            # a retry of an invalid answer at temperature 0 would repeat it: vary seed and warm up
-            req = GenerationRequest(
-                messages=messages, json_schema=self.schema, max_tokens=t.max_tokens,
-                temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
-            )
+            req = self.request(messages, k, attempt)
             async with sem:
+                self.budget.reserve(estimate)  # raises BudgetReached: no new call once teacher.max_cost is near
                 self.stats.teacher_calls += 1
                 try:
                     gen = await backend.generate(req)
                 except BackendError as exc:
                     # transport failure after the backend's own retries: record, do not cache
+                    self.budget.settle(estimate, None)
                     self._trip_breaker(exc)
                     result.error = f"teacher call failed: {exc}"
                     result.attempts = attempt + 1
                     result.transport = True
                     result.created = time.time()
                     return result
+                self.budget.settle(estimate, self.charge(result, gen))
                 self._transport_streak = 0
             result.attempts = attempt + 1
-            result.tokens += gen.tokens
             budget.tokens += gen.tokens
-            self.stats.tokens += gen.tokens
-            result.raw = redact(cap_raw(gen.text))
-            if gen.finish_reason == "length":
-                result.error = f"output truncated (finish_reason=length at max_tokens={t.max_tokens})"
-                continue
-            try:
-                data = extract_json(gen.text)
-                parsed = self.task.output_model.model_validate(data)
-                self.task.check(parsed, row)
-            except ValidationError as exc:
-                result.error = "schema violation: " + "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-                )
-                continue
-            except ValueError as exc:
-                result.error = f"invalid output: {exc}"
-                continue
-            result = SampleResult(ok=True, output=parsed.model_dump(mode="json"), raw=None, error=None,
-                                  attempts=result.attempts, tokens=result.tokens)
-            break
+            result = self.check_answer(result, gen, row)
+            if result.ok:
+                break
         store.put_sample(key, result)
         return result
+
+    def sample_key(self, backend: Backend, messages: list[dict[str, str]], k: int) -> str:
+        """The cache key of sample ``k`` of a prompt (everything that shapes the answer)."""
+        temperature, seed = self._sample_params(k)
+        return cache_key({
+            "messages": messages, "model": backend.model_id, "mode": backend.structured_mode,
+            "schema": self.schema, "temperature": temperature, "max_tokens": self.cfg.teacher.max_tokens,
+            "seed": seed, "sample": k, "task": self._task_fingerprint,
+        })
+
+    def request(self, messages: list[dict[str, str]], k: int, attempt: int) -> GenerationRequest:
+        """The teacher request of sample ``k``, try ``attempt`` (0-based)."""
+        temperature, seed = self._sample_params(k)
+        # a retry of an invalid answer at temperature 0 would repeat it: vary seed and warm up
+        return GenerationRequest(
+            messages=messages, json_schema=self.schema, max_tokens=self.cfg.teacher.max_tokens,
+            temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
+        )
+
+    def check_answer(self, result: SampleResult, gen: Generation, row: InputRow) -> SampleResult:
+        """Validate one teacher answer for ``row``: ``result`` turned ok with the parsed output, or with the raw
+        text and why the answer is invalid (its usage must already be charged)."""
+        result.raw = redact(cap_raw(gen.text))
+        if gen.finish_reason == "length":
+            result.error = f"output truncated (finish_reason=length at max_tokens={self.cfg.teacher.max_tokens})"
+            return result
+        try:
+            data = extract_json(gen.text)
+            parsed = self.task.output_model.model_validate(data)
+            self.task.check(parsed, row)
+        except ValidationError as exc:
+            result.error = "schema violation: " + "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            return result
+        except ValueError as exc:
+            result.error = f"invalid output: {exc}"
+            return result
+        return result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
+                                         "error": None})
+
+    def charge(self, result: SampleResult, gen: Generation) -> float | None:
+        """Add one answer's usage (and cost, with teacher.price) to the sample and the run; return the cost."""
+        cost = call_cost(self.cfg.teacher.price, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens)
+        for target in (result, self.stats):
+            target.tokens += gen.tokens
+            target.prompt_tokens += gen.prompt_tokens
+            target.cached_tokens += gen.cached_tokens
+            target.completion_tokens += gen.completion_tokens
+        if cost is not None:
+            result.cost = (result.cost or 0.0) + cost
+            self.stats.cost_usd = (self.stats.cost_usd or 0.0) + cost
+        return cost
 
     def _trip_breaker(self, exc: BackendError) -> None:
         """Count a failed teacher call; stop the run when too many failed in a row (the teacher is down)."""
@@ -243,16 +304,9 @@ class Pipeline:
 
     async def _row(self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, row: InputRow) -> AnnotationRecord:
         model = backend.model_id
-        if not row.text or not row.text.strip():
-            return self._failed(row, "empty text", model, "input")
-        max_chars = self.cfg.input.max_chars
-        if max_chars and len(row.text) > max_chars:
-            return self._failed(row, f"text too long ({len(row.text)} > input.max_chars={max_chars} characters)", model,
-                                "input")
-        try:
-            messages = self.render(row)
-        except TemplateError as exc:  # this row's data does not fit the template (the first row did: preview)
-            return self._failed(row, f"prompt could not be rendered: {exc}", model, "input")
+        messages = self.prompt_of(row)
+        if isinstance(messages, str):
+            return self._failed(row, messages, model, "input")
         prompt_hash = cache_key({"messages": messages})[:16]
         budget = _RowBudget(self.cfg.validation.max_tokens_per_row)
         results = await asyncio.gather(*(
@@ -260,6 +314,7 @@ class Pipeline:
         ))
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
+        usage = _row_usage(results)
         answered_at = _utc(self.answers.observe(results))
         good = [self.task.output_model.model_validate(r.output) for r in results if r.ok]
         sample_errors = [r.error or "no valid output" for r in results if not r.ok]
@@ -269,13 +324,13 @@ class Pipeline:
             failed = self._failed(row, last.error or "no valid output", model, kind, prompt_hash, last.raw, attempts,
                                   tokens)
             return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors,
-                                             "answered_at": answered_at})
+                                             "answered_at": answered_at, **usage})
         agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
             invalid_samples=len(sample_errors), sample_errors=sample_errors,
-            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=prompt_hash,
+            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=prompt_hash, **usage,
         )
 
     # -- the run -------------------------------------------------------------------------------------
@@ -296,6 +351,7 @@ class Pipeline:
                 backend = self._backend or build_backend(self.cfg.teacher)
                 try:
                     store.start_run()
+                    self.budget.spent_before = store.spent()
                     await self._annotate(backend, store)
                 finally:
                     if self._backend is None:
@@ -328,10 +384,14 @@ class Pipeline:
             pending.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 errors.append(t.exception())  # type: ignore[arg-type]
+                if isinstance(t.exception(), BudgetReached):
+                    return  # calls in flight are paid for: they finish and are saved; no new call starts
                 for other in pending:  # stop at once (circuit breaker, full disk); saved answers stay cached
                     other.cancel()
 
         try:
+            if self.cfg.teacher.mode == "batch":
+                await self._fill_from_batches(backend, store)
             for row in iter_rows(self.cfg.input):
                 await window.acquire()
                 if errors:
@@ -346,6 +406,17 @@ class Pipeline:
         finally:
             for t in pending:
                 t.cancel()
+
+    async def _fill_from_batches(self, backend: Backend, store: ResultStore) -> None:
+        """teacher.mode batch: get every uncached sample through the Batch API into the store first (the pass over
+        the rows then reads them from the cache); see :mod:`annotator.batch`."""
+        from annotator.backends.openai_compat import OpenAICompatBackend
+        from annotator.batch import BatchRun
+
+        if not isinstance(backend, OpenAICompatBackend):
+            raise ConfigError(f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
+                              "the Batch API does not run on Ray: drop --ray / teacher.ray)")
+        await BatchRun(self, backend, store, self.on_batch).run()
 
     def _count(self, record: AnnotationRecord) -> None:
         self.stats.rows_done += 1
@@ -391,6 +462,7 @@ class Pipeline:
             backend=backend.name,
             model=backend.model_id,
             **self.stats.model_dump(include=set(RunCounts.model_fields)) | {"rows_total": self.stats.rows_done},
+            cost_total_usd=self.budget.spent if self.cfg.teacher.price else None,
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
@@ -412,6 +484,20 @@ class Pipeline:
         if previous is None:
             return []
         return previous.history or [previous.invocation()]
+
+
+_USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}
+
+
+def _row_usage(results: list[SampleResult]) -> dict[str, Any]:
+    """A row's tokens by kind and cost (None when no sample has a cost), summed over its samples."""
+    costs = [r.cost for r in results if r.cost is not None]
+    return {
+        "prompt_tokens": sum(r.prompt_tokens for r in results),
+        "cached_tokens": sum(r.cached_tokens for r in results),
+        "completion_tokens": sum(r.completion_tokens for r in results),
+        "cost": sum(costs) if costs else None,
+    }
 
 
 def _atomic_write(path: Path, text: str) -> None:

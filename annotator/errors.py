@@ -57,3 +57,9 @@ class InconsistentOutputs(AnnotatorError):
     """``run.json`` and ``annotations.jsonl`` disagree after a run (they must never; nothing should be trusted)."""
 
     exit_code = 7
+
+
+class BudgetReached(AnnotatorError):
+    """``teacher.max_cost`` reached: no new teacher call was started; everything answered is saved."""
+
+    exit_code = 8

@@ -93,6 +93,12 @@ class AnnotationRecord(BaseModel):
     )
     attempts: int = 0
     tokens: int = 0
+    prompt_tokens: int = Field(default=0, description="Prompt tokens of every teacher call made for this row.")
+    cached_tokens: int = Field(default=0, description="The part of prompt_tokens the provider served from its cache.")
+    completion_tokens: int = 0
+    cost: float | None = Field(
+        default=None, description="USD of the teacher calls that produced this row (teacher.price); None without prices."
+    )
     answered_at: str | None = Field(
         default=None, description="When the last of this row's teacher answers was obtained (UTC, ISO 8601)."
     )
@@ -117,6 +123,10 @@ class RunCounts(BaseModel):
     teacher_calls: int = 0
     cache_hits: int = 0
     tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = Field(default=None, description="USD spent by this invocation (teacher.price).")
 
 
 class AnswerProvenance(BaseModel):
@@ -126,6 +136,7 @@ class AnswerProvenance(BaseModel):
     attempts: int = Field(default=0, description="Teacher calls behind the answers.")
     first_answer_at: str | None = Field(default=None, description="When the earliest answer was obtained (UTC).")
     last_answer_at: str | None = Field(default=None, description="When the latest answer was obtained (UTC).")
+    cost_usd: float | None = Field(default=None, description="USD the answers cost (teacher.price), failed tries included.")
 
 
 InvocationKind = Literal["run", "resume", "rerun"]
@@ -163,6 +174,9 @@ class RunManifest(RunCounts):
     template_sha256: str
     backend: str
     model: str
+    cost_total_usd: float | None = Field(
+        default=None, description="USD spent in this output directory over all runs (teacher.price)."
+    )
     started_at: str
     finished_at: str | None = None
     annotator_version: str

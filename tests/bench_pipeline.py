@@ -32,6 +32,13 @@ to ``xllamacpp.Server.handle_chat_completions`` from as many threads as slots. P
 and the best of each is kept, as the machine is shared. Then the pipeline again with 1, 2 and 4 slots
 (``--local-slots``) and 1 or 2 llama.cpp threads (``--local-threads``).
 
+vLLM (when vllm is installed): the same N rendered label prompts with the same sampling parameters and JSON schema,
+each in a fresh subprocess after the engine has loaded and answered a few warm-up prompts: ``vllm-raw`` is one
+blocking ``LLM.chat`` over all prompts (vLLM's best case), ``vllm-pipeline`` the Pipeline on the ``vllm`` backend
+(cold cache). Reported: pipeline rows/s / raw rows/s (target >= 0.95). ``--vllm MODEL`` (or ANNOTATOR_BENCH_VLLM_MODEL;
+default SmolLM2-135M converted by tests/vllm_support.py), ``--vllm-rows``, ``--vllm-engine-args JSON`` (default
+``{"max_model_len": 2048}``, plus eager float32 without CUDA): on a GPU pass a larger model, nothing else changes.
+
 Prints a table and writes runs/bench/bench.json. Options: --requests 5000 --concurrency 256 --latency 8.0
 --rows-memory 1000000 (0 skips memory) --rows-durability 20000 (0 skips it) --skip-throughput. It takes ~20
 minutes on 2 cores (5 for throughput, 10 for the million-row memory run, 4 for durability).
@@ -257,13 +264,111 @@ def child_local(args: argparse.Namespace) -> dict[str, Any]:
             "samples": t.samples}
 
 
+def vllm_engine_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.vllm_engine_args:
+        return json.loads(args.vllm_engine_args)
+    import torch
+
+    cpu = {"enforce_eager": True, "dtype": "float32"}  # CPU: eager starts faster; bf16 without native support is slow
+    return {"max_model_len": 2048, **({} if torch.cuda.is_available() else cpu)}
+
+
+def vllm_prompts(args: argparse.Namespace):
+    """The pipeline config for the vLLM bench and the requests its rows make (rendered before any clock)."""
+    import yaml
+
+    from annotator.backends.base import GenerationRequest
+    from annotator.config import load_config
+    from annotator.engine import Pipeline
+    from annotator.inputs import iter_rows
+
+    work = Path(args.work)
+    doc = yaml.safe_load(pipeline_yaml(work, Path(args.input), None, args.concurrency, 0.0).read_text())
+    doc["teacher"] = {"backend": "vllm", "model": args.vllm, "max_tokens": 32, "batch_size": args.concurrency,
+                      "vllm_engine_args": vllm_engine_args(args)}
+    (work / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    cfg = load_config(work / "bench.yaml")
+    pipe = Pipeline(cfg)
+    t = cfg.teacher
+    requests = [GenerationRequest(messages=pipe.render(row), json_schema=pipe.schema, temperature=t.temperature,
+                                  max_tokens=t.max_tokens, seed=t.seed) for row in iter_rows(cfg.input)]
+    return cfg, requests
+
+
+WARMUP = 8
+
+
+def child_vllm_raw(args: argparse.Namespace) -> dict[str, Any]:
+    from vllm import LLM
+
+    from annotator.backends.vllm_offline import sampling_params
+
+    cfg, requests = vllm_prompts(args)
+    llm = LLM(model=args.vllm, seed=cfg.teacher.seed, **cfg.teacher.vllm_engine_args)
+    messages = [r.messages for r in requests]
+    params = [sampling_params(r) for r in requests]
+    llm.chat(messages[:WARMUP], sampling_params=params[:WARMUP], use_tqdm=False)
+    t0 = time.perf_counter()
+    outputs = llm.chat(messages, sampling_params=params, use_tqdm=False)
+    elapsed = time.perf_counter() - t0
+    labels = [json.loads(o.outputs[0].text)["label"] for o in outputs]
+    assert all(lab in LABELS for lab in labels)
+    return {"rows": len(outputs), "elapsed_s": elapsed, "rows_per_s": len(outputs) / elapsed,
+            "completion_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
+
+
+def child_vllm_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    from annotator.backends.vllm_offline import VLLMBackend
+    from annotator.engine import Pipeline
+
+    cfg, requests = vllm_prompts(args)
+
+    async def main() -> tuple[Any, float]:
+        backend = VLLMBackend(cfg.teacher)
+        await asyncio.gather(*(backend.generate(r) for r in requests[:WARMUP]))
+        t0 = time.perf_counter()
+        manifest = await Pipeline(cfg, backend=backend).run()
+        elapsed = time.perf_counter() - t0
+        await backend.aclose()
+        return manifest, elapsed
+
+    manifest, elapsed = asyncio.run(main())
+    assert manifest.rows_ok == manifest.rows_total == len(requests), manifest
+    return {"rows": manifest.rows_total, "elapsed_s": elapsed, "rows_per_s": manifest.rows_total / elapsed,
+            "teacher_calls": manifest.teacher_calls}
+
+
+def vllm_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(TESTS))
+    from vllm_support import converted_model, vllm_env, why_not_runnable
+
+    reason = why_not_runnable()
+    if reason:
+        print(f"  vLLM: skipped ({reason})", flush=True)
+        return {"skipped": reason}
+    os.environ.update(vllm_env())
+    model = args.vllm or str(converted_model())
+    inp = write_input(work / "vllm.csv", args.vllm_rows)
+    extra = ["--work", str(work), "--input", str(inp), "--vllm", model, "--concurrency", str(args.concurrency)]
+    if args.vllm_engine_args:
+        extra += ["--vllm-engine-args", args.vllm_engine_args]
+    results: dict[str, Any] = {"model": model, "rows": args.vllm_rows}
+    for kind in ("vllm-raw", "vllm-pipeline"):
+        shutil.rmtree(work / "out", ignore_errors=True)
+        print(f"  {kind}: {args.vllm_rows:,} prompts on {model} ...", flush=True)
+        results[kind] = run_child(kind, extra, timeout=3600)
+    results["ratio_pipeline_to_raw"] = results["vllm-pipeline"]["rows_per_s"] / results["vllm-raw"]["rows_per_s"]
+    return results
+
+
 def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *extra]
     env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO))
     if proc.returncode != 0:
         raise SystemExit(f"bench child {kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # engines (vLLM) log to stdout too: the result is the line the child marks
+    return json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith(RESULT))[len(RESULT):])
 
 
 # -- parent --------------------------------------------------------------------------------------------------
@@ -502,6 +607,16 @@ def table(report: dict[str, Any]) -> str:
                      f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
     if report.get("local"):
         lines += local_table(report["local"])
+    v = report.get("vllm")
+    if v and "skipped" in v:
+        lines.append(f"vLLM: skipped ({v['skipped']})")
+    elif v:
+        raw, pipe = v["vllm-raw"], v["vllm-pipeline"]
+        ratio = v["ratio_pipeline_to_raw"]
+        lines += [f"vLLM: {v['rows']:,} label prompts on {v['model']}, same prompts and sampling parameters",
+                  (f"  raw LLM.chat {raw['rows_per_s']:.2f} rows/s ({raw['elapsed_s']:.1f} s); "
+                   f"pipeline (vllm backend) {pipe['rows_per_s']:.2f} rows/s ({pipe['elapsed_s']:.1f} s)"),
+                  f"  pipeline / raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"]
     m = report.get("memory")
     if m:
         lines.append("Memory (input streamed; in-process zero-latency teacher):")
@@ -524,6 +639,11 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RESULT = "BENCH-RESULT "
+CHILDREN = {"pipeline": child_pipeline, "bare": child_bare, "local-pipeline": child_local, "local-raw": child_local, "vllm-raw": child_vllm_raw,
+            "vllm-pipeline": child_vllm_pipeline}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="annotator pipeline benchmark (throughput vs ideal, peak memory)")
     ap.add_argument("--requests", type=int, default=5000)
@@ -544,8 +664,12 @@ def main() -> None:
     ap.add_argument("--student-sizes", default="250,1000,all")
     ap.add_argument("--student-max-length", type=int, default=64)
     ap.add_argument("--teacher-noise", type=float, default=0.1)
+    ap.add_argument("--vllm", default=os.environ.get("ANNOTATOR_BENCH_VLLM_MODEL"),
+                    help="model for the vLLM section (HF name or path; default: SmolLM2-135M converted)")
+    ap.add_argument("--vllm-rows", type=int, default=512, help="prompts for the vLLM section (0: skip it)")
+    ap.add_argument("--vllm-engine-args", help='JSON engine arguments (default {"max_model_len": 2048}, eager on CPU)')
     # internal: child processes
-    ap.add_argument("--child", choices=["pipeline", "bare", "local-pipeline", "local-raw"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -558,10 +682,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.child:
-        children = {"pipeline": child_pipeline, "bare": child_bare, "local-pipeline": child_local,
-                    "local-raw": child_local}
-        res = children[args.child](args)
-        print(json.dumps(res))
+        print(RESULT + json.dumps(CHILDREN[args.child](args)), flush=True)
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -584,6 +705,8 @@ def main() -> None:
         report["throughput"] = throughput(args, work)
     if args.local_rows:
         report["local"] = local(args, work)
+    if args.vllm_rows:
+        report["vllm"] = vllm_section(args, work)
     if args.rows_memory:
         report["memory"] = memory(args, work)
     if args.rows_durability:

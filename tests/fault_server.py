@@ -31,10 +31,19 @@ or by global request number (1-based): ``POST /config {"by_request": {"3": "500"
 
 Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_request``), ``POST /config`` with any
 of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
-``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens`` (usage reported per answer, fixed so
-tests can compute token budgets), ``by_request``, ``record_times`` (keep per-item arrival times),
+``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per answer, fixed so
+tests can compute token budgets and costs; ``cached_tokens`` goes in ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
 ``trickle_interval`` and ``huge_chars`` (see the faults above).
+
+Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
+requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
+completion_tokens``) in any sliding window of ``rate_window`` seconds (default 60; tests shrink it). Over a limit:
+429 with ``Retry-After``, ``x-ratelimit-limit-*``, ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*``
+(e.g. ``0.35s``); every answer carries the same headers. ``/stats`` has ``arrivals`` (time, accepted, tokens) of
+every completion request and ``faults["rate_limited"]``.
+
+The OpenAI files and batches endpoints (Batch API) are faked too: see ``tests/batch_fake.py``.
 
 Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
 """
@@ -50,6 +59,8 @@ import sys
 import time
 from collections import Counter, defaultdict
 from typing import Any
+
+from batch_fake import BatchFake
 
 ITEM_RE = re.compile(r"Text: (.*?)\n\nAnswer with JSON only", re.DOTALL)
 MARKER_RE = re.compile(r"\[\[([a-z0-9]+)(?::(\d+))?\]\]")
@@ -77,6 +88,11 @@ def _h(text: str) -> int:
 def expected_label(text: str, labels: list[str]) -> str:
     """The label the server answers for ``text`` (``labels`` in schema/config order)."""
     return labels[_h(text) % len(labels)]
+
+
+def parse_seconds(value: str) -> float:
+    """``"0.350s"`` -> 0.35 (the reset format the server sends)."""
+    return float(value.rstrip("s") or 0)
 
 
 def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -131,8 +147,10 @@ class FaultServer:
         self.cfg: dict[str, Any] = {
             "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
-            "huge_chars": 50_000_000,
+            "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
+            "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
         }
+        self.batch_api = BatchFake(self)
         self.reset()
 
     def reset(self) -> None:
@@ -144,12 +162,18 @@ class FaultServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.cfg["by_request"] = {}
+        if hasattr(self, "batch_api"):
+            self.batch_api.reset()
+        self._limit_headers: dict[str, str] = {}
+        self.arrivals: list[tuple[float, bool, int]] = []  # (time, accepted, tokens) per completion request
+        self._window: list[tuple[float, int]] = []  # accepted requests in the current rate window
 
     def stats(self) -> dict[str, Any]:
         return {
             "total": self.total, "by_item": dict(self.by_item), "ok_by_item": dict(self.ok_by_item),
             "faults": dict(self.faults), "times": dict(self.times), "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight, "config": self.cfg,
+            "max_in_flight": self.max_in_flight, "config": self.cfg, "arrivals": self.arrivals,
+            "batch": self.batch_api.stats(),
         }
 
     # -- HTTP ----------------------------------------------------------------------------------------------
@@ -203,6 +227,9 @@ class FaultServer:
             self._send(writer, 200, self.cfg)
         elif method == "POST" and path.endswith("/chat/completions"):
             return await self.completion(body, reader, writer, headers or {})
+        elif path.startswith(("/v1/files", "/v1/batches")):
+            status, payload, raw = self.batch_api.handle(method, path, body, headers or {})
+            self._send(writer, status, payload, raw=raw)
         else:
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
         await writer.drain()
@@ -224,6 +251,13 @@ class FaultServer:
                          headers: dict[str, str] | None = None) -> bool:
         req = json.loads(body)
         key = item_key(req.get("messages") or [])
+        limited = self._rate_limit()
+        if limited is not None:
+            self.faults["rate_limited"] += 1
+            self._send(writer, 429, {"error": {"message": "Rate limit reached", "type": "requests",
+                                               "code": "rate_limit_exceeded"}}, limited)
+            await writer.drain()
+            return True
         self.total += 1
         nth = self.total
         self.by_item[key] += 1
@@ -243,6 +277,36 @@ class FaultServer:
             return await self._answer(req, key, fault, reader, writer, headers or {})
         finally:
             self.in_flight -= 1
+
+    def _rate_limit(self) -> dict[str, str] | None:
+        """Book this request against ``rpm``/``tpm``; the 429 headers when it is over a limit, else None (the
+        ``x-ratelimit-*`` headers of the answer are then in ``self._limit_headers``)."""
+        now = time.time()
+        tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        window = float(self.cfg["rate_window"])
+        self._window = [(t, n) for t, n in self._window if t > now - window]
+        max_req = self.cfg["rpm"] * window / 60.0
+        max_tok = self.cfg["tpm"] * window / 60.0
+        used_req, used_tok = len(self._window), sum(n for _, n in self._window)
+        over = (max_req and used_req + 1 > max_req) or (max_tok and used_tok + tokens > max_tok)
+        self.arrivals.append((now, not over, tokens))
+        if not over:
+            self._window.append((now, tokens))
+            used_req, used_tok = used_req + 1, used_tok + tokens
+        reset = f"{max(0.0, self._window[0][0] + window - now):.3f}s" if self._window else "0s"
+        headers: dict[str, str] = {}
+        if max_req:
+            headers.update({"x-ratelimit-limit-requests": str(int(max_req)),
+                            "x-ratelimit-remaining-requests": str(max(0, int(max_req - used_req))),
+                            "x-ratelimit-reset-requests": reset})
+        if max_tok:
+            headers.update({"x-ratelimit-limit-tokens": str(int(max_tok)),
+                            "x-ratelimit-remaining-tokens": str(max(0, int(max_tok - used_tok))),
+                            "x-ratelimit-reset-tokens": reset})
+        self._limit_headers = headers
+        if not over:
+            return None
+        return {**headers, "Retry-After": f"{parse_seconds(reset):.3f}"}
 
     async def _answer(self, req: dict[str, Any], key: str, fault: str | None, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter, headers: dict[str, str]) -> bool:
@@ -282,6 +346,15 @@ class FaultServer:
             await writer.drain()
             return True
 
+        payload = self.completion_payload(req, key, fault)
+        if fault == "trickle":
+            return await self._trickle(writer, json.dumps(payload).encode("utf-8"))
+        self._send(writer, 200, payload, self._limit_headers)
+        await writer.drain()
+        return True
+
+    def completion_payload(self, req: dict[str, Any], key: str, fault: str | None) -> dict[str, Any]:
+        """The chat completion answering ``req`` (with a content fault applied)."""
         schema = _schema_of(req)
         answer = instance(schema, key)
         content = json.dumps(answer, ensure_ascii=False)
@@ -298,19 +371,15 @@ class FaultServer:
             content = '{"label": "politics"} On reflection, a better answer: {"label": "economy"}'
         elif fault is None:
             self.ok_by_item[key] += 1
-        payload = {
+        return {
             "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
             "model": req.get("model", "fault-server"),
             "choices": [] if fault == "nochoices" else [
                 {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             "usage": {"prompt_tokens": self.cfg["prompt_tokens"], "completion_tokens": self.cfg["completion_tokens"],
-                      "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"]},
+                      "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
+                      "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]}},
         }
-        if fault == "trickle":
-            return await self._trickle(writer, json.dumps(payload).encode("utf-8"))
-        self._send(writer, 200, payload)
-        await writer.drain()
-        return True
 
     async def _trickle(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Headers at once, then the body one byte every ``trickle_interval`` s until done or the client leaves."""

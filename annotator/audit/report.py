@@ -29,6 +29,8 @@ class Inputs(_Model):
     teacher: str
     teacher_source: str
     teacher_model: str | None = None
+    teacher_cost_usd: float | None = Field(default=None, description="What the teacher run's annotations cost.")
+    teacher_cost_per_item_usd: float | None = None
     level: str
     labels: list[str]
     label_source: str
@@ -246,6 +248,8 @@ def render_markdown(r: AuditReport) -> str:
             ["evaluated items", f"{cov.evaluated_items} (ratings per item {cov.min_ratings_per_item}-{cov.max_ratings_per_item})"],
             ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on human items, excluded)"],
             ["teacher-only items (no human label)", cov.teacher_only_items],
+            *([["teacher cost", f"${inp.teacher_cost_usd:,.4f} in all, ${inp.teacher_cost_per_item_usd:.6f} per item"]]
+              if inp.teacher_cost_usd is not None and inp.teacher_cost_per_item_usd is not None else []),
             ["tied human majority (excluded from 1 and 5)", cov.tied_majority_items],
         ],
     )

@@ -336,6 +336,9 @@ def run_audit(opts: AuditOptions) -> AuditReport:
     report = compute(d, opts, humans.format, teacher.source, teacher.model)
     _note_dropped_annotators(report, humans.dropped_annotators)
     report.warnings.extend(teacher.notes)
+    if teacher.cost is not None:
+        report.inputs.teacher_cost_usd = teacher.cost.total_usd
+        report.inputs.teacher_cost_per_item_usd = teacher.cost.per_item_usd
     if report.calibration.available and report.calibration.reason:
         report.warnings.append(f"calibration: {report.calibration.reason}")
     if opts.out is not None:

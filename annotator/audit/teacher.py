@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.audit.tabular import find_id_column, read_table, to_float, to_label
+from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
 from annotator.records import ANNOTATIONS_FILE, iter_annotations, normalize_id, read_manifest
 
@@ -24,6 +25,7 @@ class TeacherAnnotations:
     manifest_labels: list[str] | None = None
     model: str | None = None
     notes: list[str] = field(default_factory=list)
+    cost: CostSummary | None = None  # runs with teacher.price only
 
 
 def _is_record_file(p: Path) -> bool:
@@ -64,7 +66,9 @@ def _load_run(p: Path) -> TeacherAnnotations:
     failed: list[str] = []
     ids: set[str] = set()
     model = manifest.model if manifest else None
+    tally = CostTally()
     for rec in iter_annotations(p):
+        tally.add(rec.cost)
         if rec.task != "label":
             raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
         ids.add(rec.id)
@@ -85,7 +89,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
     manifest_labels = [lab.name for lab in manifest.labels] if manifest and manifest.labels else None
     return TeacherAnnotations(
         labels=labels, confidence=confidence, failed=failed, ids=ids, source="run", path=str(p),
-        manifest_labels=manifest_labels, model=model,
+        manifest_labels=manifest_labels, model=model, cost=tally.summary(),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class GenerationRequest(BaseModel):
@@ -23,6 +23,7 @@ class Generation(BaseModel):
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
+    cached_tokens: int = Field(default=0, description="Part of prompt_tokens served from the provider's prompt cache.")
     completion_tokens: int = 0
 
     @property

@@ -2,6 +2,8 @@
 
 This is where the OpenAI retry happens: :func:`_retrying` (tenacity) retries 429, 5xx, timeouts and dropped
 connections with exponential backoff, honouring a server's ``Retry-After`` header, a bounded number of times.
+Every attempt first passes the :class:`~annotator.backends.rate_limit.RateLimiter` (``teacher.rpm``/``tpm`` and the
+server's ``x-ratelimit-*`` headers), so 429s stay rare.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from annotator.backends.base import Generation, GenerationRequest
+from annotator.backends.rate_limit import RateLimiter
 from annotator.config import TeacherConfig
+from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError
 from annotator.redact import redact, register_secret
 
@@ -154,6 +158,7 @@ class OpenAICompatBackend:
         self.client = self._clients[0]
         self.retries = 0
         self._wait = _RetryAfterOrBackoff(cfg.max_backoff)
+        self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         if schema is None or self.cfg.structured_output == "none":
@@ -165,18 +170,25 @@ class OpenAICompatBackend:
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
 
-    async def generate(self, request: GenerationRequest) -> Generation:
-        kwargs: dict[str, Any] = {
+    def request_body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` for ``request`` (also a Batch API line's body)."""
+        body: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": request.messages,
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
         }
         if request.seed is not None:
-            kwargs["seed"] = request.seed
+            body["seed"] = request.seed
         fmt = self._response_format(request.json_schema)
         if fmt is not None:
-            kwargs["response_format"] = fmt
+            body["response_format"] = fmt
+        return body
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        kwargs = self.request_body(request)
+        # what providers count against the token limit before answering: the prompt plus max_tokens
+        estimate = estimate_prompt_tokens(request.messages) + request.max_tokens
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_is_retryable),
@@ -186,32 +198,44 @@ class OpenAICompatBackend:
                 reraise=True,
             ):
                 with attempt:
-                    i = max(range(len(self._free)), key=self._free.__getitem__)
-                    self._free[i] -= 1
-                    try:
-                        # The SDK's raw POST: same transport, status errors and timeouts as
-                        # chat.completions.create, without its per-request deep transform of the params (the
-                        # schema) and response-model construction: about a third of the client CPU per request.
-                        body = await _bounded(
-                            self._clients[i].post("/chat/completions", body=kwargs, cast_to=bytes), self.cfg.timeout
-                        )
-                    finally:
-                        self._free[i] += 1
-                    data = json.loads(body)
+                    await self.limiter.acquire(estimate)
+                    data = await self._post(kwargs, estimate)
         except openai.APIStatusError as exc:
             if exc.status_code in _FATAL_STATUS:
                 raise AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL") from None
             raise BackendError(_describe(exc)) from None
         except (openai.APIError, httpx.HTTPError, ValueError, RequestTimeout) as exc:
             raise BackendError(_describe(exc)) from None
-        return _generation(data)
+        generation = parse_completion(data)
+        self.limiter.correct(estimate, generation.tokens)
+        return generation
+
+    async def _post(self, body: dict[str, Any], estimate: int) -> Any:
+        """One POST /chat/completions on the pool with the most free connections; the parsed JSON answer.
+        The rate limiter sees the response's (or the error's) ``x-ratelimit-*`` headers."""
+        i = max(range(len(self._free)), key=self._free.__getitem__)
+        self._free[i] -= 1
+        try:
+            # The SDK's raw POST: same transport, status errors and timeouts as chat.completions.create, without
+            # its per-request deep transform of the params (the schema) and response-model construction: about a
+            # third of the client CPU per request.
+            response = await _bounded(
+                self._clients[i].post("/chat/completions", body=body, cast_to=httpx.Response), self.cfg.timeout
+            )
+        except openai.APIStatusError as exc:
+            self.limiter.observe(exc.response.headers, estimate)
+            raise
+        finally:
+            self._free[i] += 1
+        self.limiter.observe(response.headers, estimate)
+        return json.loads(response.content)
 
     async def aclose(self) -> None:
         for client in self._clients:
             await client.close()
 
 
-async def _bounded(request: Awaitable[bytes], timeout: float) -> bytes:
+async def _bounded(request: Awaitable[httpx.Response], timeout: float) -> httpx.Response:
     """``request`` cancelled after ``timeout`` seconds in all. httpx's timeout bounds each read, so a server
     trickling a byte at a time would otherwise keep a request alive for as long as it likes."""
     try:
@@ -220,7 +244,7 @@ async def _bounded(request: Awaitable[bytes], timeout: float) -> bytes:
         raise RequestTimeout(f"no complete answer within teacher.timeout={timeout:g}s") from None
 
 
-def _generation(data: Any) -> Generation:
+def parse_completion(data: Any) -> Generation:
     """A chat completion (parsed JSON) as a :class:`Generation`; anything else is a :class:`BackendError`."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices:
@@ -229,10 +253,12 @@ def _generation(data: Any) -> Generation:
         choice = choices[0]
         message = choice.get("message") or {}
         usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
         return Generation(
             text=message.get("content") or "",
             finish_reason=choice.get("finish_reason"),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
         )
     except (AttributeError, TypeError, ValueError) as exc:  # JSON, but not a chat completion

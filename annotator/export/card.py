@@ -146,6 +146,12 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
             [
                 ["teacher model", summary.teacher_model],
                 ["backend", summary.backend],
+                [
+                    "teacher cost",
+                    f"${summary.teacher_cost_usd:,.4f} in all, ${summary.teacher_cost_per_item_usd:.6f} per item "
+                    "(teacher.price x the usage each answer reported)"
+                    if summary.teacher_cost_usd is not None and summary.teacher_cost_per_item_usd is not None else None,
+                ],
                 ["prompt template", summary.template_path],
                 ["template sha256", f"`{summary.template_sha256}`" if summary.template_sha256 else None],
                 ["pipeline", summary.pipeline_path],

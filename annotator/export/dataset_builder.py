@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from annotator.costs import CostTally
 from annotator.errors import AnnotatorError, InputDataError
 from annotator.export.chat_formats import label_rows, qa_rows, rephrase_rows
 from annotator.export.splits import (
@@ -88,6 +89,10 @@ class ExportSummary(BaseModel):
     mean_confidence: dict[str, float | None] = Field(default_factory=dict)
     split_bytes: dict[str, int] = Field(default_factory=dict, description="Arrow size of each split.")
     teacher_model: str | None = None
+    teacher_cost_usd: float | None = Field(
+        default=None, description="What the run's annotations cost (teacher.price), failed rows' calls included."
+    )
+    teacher_cost_per_item_usd: float | None = None
     backend: str | None = None
     template_path: str | None = None
     template_sha256: str | None = None
@@ -403,6 +408,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
                 seen.update(_label_answer(rec, multi_label) or [])
         label_names = sorted(seen)
     counts = ExportCounts(total=len(records))
+    tally = CostTally()
+    for rec in records:
+        tally.add(rec.cost)
+    cost = tally.summary()
 
     # ---- filter
     kept: list[tuple[AnnotationRecord, list[str] | None]] = []
@@ -533,6 +542,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         mean_confidence=mean_conf,
         split_bytes={s: int(dsd[s].data.nbytes) for s in split_names},
         teacher_model=manifest.model if manifest else records[0].model,
+        teacher_cost_usd=cost.total_usd if cost else None,
+        teacher_cost_per_item_usd=cost.per_item_usd if cost else None,
         backend=manifest.backend if manifest else None,
         template_path=manifest.template_path if manifest else None,
         template_sha256=manifest.template_sha256 if manifest else records[0].prompt_hash,
