@@ -36,12 +36,13 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo test bench clean help run audit dataset student
+.PHONY: setup vllm demo lint test bench clean help run audit dataset student
 
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
-	@echo "  make test                 set up and run the test suite"
+	@echo "  make lint                 ruff and mypy (make test runs it first)"
+	@echo "  make test                 set up, lint and run the test suite"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
@@ -87,7 +88,7 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup test bench clean
+NO_PIPELINE_GOALS := help setup lint test bench clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
@@ -139,7 +140,11 @@ demo: | $(STAMP)
 	@echo "  dataset     : runs/news_topics/dataset"
 	@echo "  student     : runs/news_topics/student/metrics.json"
 
-test: $(STAMP) $(VLLM_STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check annotator tests
+	$(BIN)/mypy annotator
+
+test: lint $(STAMP) $(VLLM_STAMP)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ -f $(VLLM_SKIPPED) ]; then echo "vLLM tests skipped: $$(cat $(VLLM_SKIPPED))"; \
 	elif ! why=$$($(BIN)/python tests/vllm_support.py); then echo "vLLM tests skipped: $$why"; fi; \

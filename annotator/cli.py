@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 
 from annotator.errors import AnnotatorError
-from annotator.redact import redact
 from annotator.ray_support import optional_ray_value
+from annotator.redact import redact
 
 app = typer.Typer(
     name="annotator",

@@ -25,19 +25,33 @@ from annotator.cache import ResultStore, SampleResult, cache_key
 from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import (
-    BackendError, BudgetReached, ConfigError, InputDataError, TeacherUnreachable, TemplateError,
+    BackendError,
+    BudgetReached,
+    ConfigError,
+    InputDataError,
+    TeacherUnreachable,
+    TemplateError,
 )
 from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, AnnotationRecord, AnswerProvenance, FailureKind, Invocation,
-    LabelInfo, RunCounts, RunManifest, cap_raw, read_manifest,
+    ANNOTATIONS_FILE,
+    CACHE_FILE,
+    MANIFEST_FILE,
+    AnnotationRecord,
+    AnswerProvenance,
+    FailureKind,
+    Invocation,
+    LabelInfo,
+    RunCounts,
+    RunManifest,
+    cap_raw,
+    read_manifest,
 )
 from annotator.redact import redact
 from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
-
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
-from typing import Self
 
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.config import PipelineConfig
@@ -64,7 +63,7 @@ class RunDirLock:
         self.path = run_dir / LOCK_FILE
         self._fd: int | None = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RunDirLock:
         prepare_run_dir(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

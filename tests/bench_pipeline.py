@@ -169,8 +169,8 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_bare(args: argparse.Namespace) -> dict[str, Any]:
-    import openai
     import httpx
+    import openai
 
     from annotator.config import load_config
     from annotator.engine import Pipeline

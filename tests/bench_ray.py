@@ -32,7 +32,7 @@ REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO))
 
-from bench_pipeline import pipeline_yaml, write_input
+from bench_pipeline import pipeline_yaml, write_input  # noqa: E402  (after the sys.path set-up above)
 
 
 def start_ray() -> Any:

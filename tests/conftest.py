@@ -27,7 +27,6 @@ REPO = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-import fault_server as _fault_server_module  # noqa: E402
 
 LABELS = ["politics", "economy", "sport", "science_technology", "health", "arts_culture"]
 

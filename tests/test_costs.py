@@ -8,6 +8,7 @@ import re
 import sqlite3
 
 import pytest
+
 from conftest import out_dir_of, read_annotations, rows_of
 
 PRICE = {"input": 2.5, "cached_input": 1.25, "output": 10.0}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 
-from conftest import REPO, rows_of
-
 from annotator.config import PipelineConfig
 from annotator.inputs import InputRow
 from annotator.tasks import build_task
 from annotator.templates import PromptTemplate
+
+from conftest import REPO, rows_of
 
 REVIEWS = ["Broke after two days. Avoid.", "Does exactly what it says."]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from conftest import out_dir_of, read_annotations
 
 IDS = ["a1", "a2"]

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 
-
 from conftest import REPO, annotator_cmd, out_dir_of, rows_of, subprocess_env
 
 TEXTS = ["The parliament voted.", "Rates rose again.", "The striker scored.", "A new vaccine trial."]

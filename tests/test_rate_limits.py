@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import out_dir_of, read_annotations, rows_of
-
 from annotator.backends.rate_limit import RateLimiter, parse_reset
+
+from conftest import out_dir_of, read_annotations, rows_of
 
 WINDOW = 1.0  # the server's sliding window, seconds (limits are scaled to it)
 

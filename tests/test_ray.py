@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LABELS, REPO, out_dir_of, read_annotations, rows_of, spawn_cli, subprocess_env
-from fault_server import expected_label
 from test_crash_resume import finished_texts
 from test_predict import student_dir  # noqa: F401  (the session fixture)
+
+from conftest import LABELS, REPO, out_dir_of, read_annotations, rows_of, spawn_cli, subprocess_env
+from fault_server import expected_label
 
 pytest.importorskip("ray")
 

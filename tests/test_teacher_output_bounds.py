@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import LABELS, out_dir_of, rows_of, run_pipeline
-from fault_server import expected_label
 
 from annotator.records import RAW_KEEP_CHARS
+
+from conftest import LABELS, out_dir_of, rows_of, run_pipeline
+from fault_server import expected_label
 
 
 def _teacher(base_url: str, **kw):

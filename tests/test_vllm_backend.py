@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
+from vllm_support import converted_model, vllm_env, why_not_runnable
+
 from conftest import (
     LABELS,
     out_dir_of,
@@ -33,7 +35,6 @@ from conftest import (
     spawn_cli,
     subprocess_env,
 )
-from vllm_support import converted_model, vllm_env, why_not_runnable
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 

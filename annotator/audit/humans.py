@@ -111,7 +111,7 @@ def load_humans(path: str | Path, not_annotators: tuple[str, ...] = ()) -> Human
                 f"human annotations {path}: looks like long format but has no 'label' column "
                 f"(long format needs {id_col}, annotator, label)"
             )
-        simple = next((c for c in ("label", "labels") if c in columns), None)
+        simple: str | None = next((c for c in ("label", "labels") if c in columns), None)
         if simple is None and not ann_cols:
             simple = next((c for c in columns if c.lower() in ("gold", "majority")), None)
         if simple is not None:
@@ -123,7 +123,7 @@ def load_humans(path: str | Path, not_annotators: tuple[str, ...] = ()) -> Human
         if any(i is None for i in ids):
             raise InputDataError(f"human annotations {path}: row {ids.index(None) + 2} has no {id_col}")
         seen: set[str] = set()
-        repeated = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        repeated = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value,arg-type]
         if repeated:
             raise InputDataError(f"human annotations {path}: repeated item ids in wide format: {_fmt_few(repeated)}")
         cols = {c: df[c].to_list() for c in ann_cols}

@@ -56,7 +56,7 @@ GATE_METRICS: dict[str, str] = {
     "winning_rate": "alt-test winning rate",
     "advantage_probability": "alt-test average advantage probability",
 }
-KAPPA_WEIGHTS = {"nominal": None, "ordinal": "linear", "interval": "quadratic"}
+KAPPA_WEIGHTS: dict[str, ag.Weights] = {"nominal": None, "ordinal": "linear", "interval": "quadratic"}
 
 
 @dataclass

@@ -40,7 +40,7 @@ def _is_record_file(p: Path) -> bool:
                     first = json.loads(line)
                 except ValueError:
                     return False
-                return isinstance(first, dict) and _RECORD_KEYS <= set(first)
+                return isinstance(first, dict) and set(first) >= _RECORD_KEYS
     return False
 
 

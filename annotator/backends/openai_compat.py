@@ -63,8 +63,8 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
-            from email.utils import parsedate_to_datetime
             from datetime import datetime, timezone
+            from email.utils import parsedate_to_datetime
 
             try:
                 when = parsedate_to_datetime(value)
@@ -138,7 +138,7 @@ class OpenAICompatBackend:
         register_secret(key)
         self.cfg = cfg
         self.model_id = f"openai:{cfg.base_url or 'api.openai.com'}:{cfg.model}"
-        self.structured_mode = cfg.structured_output
+        self.structured_mode: str = cfg.structured_output
         self.max_concurrency = cfg.concurrency
         ctx = _ssl_context()
         self._clients: list[openai.AsyncOpenAI] = []
@@ -151,7 +151,8 @@ class OpenAICompatBackend:
                 base_url=cfg.base_url,
                 max_retries=0,  # retries are ours (tenacity), so they are bounded and observable
                 timeout=cfg.timeout,
-                http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),
+                # recent openai releases type this client against httpx2, whose pools read only httpx.Limits' fields
+                http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),  # type: ignore[arg-type]
             ))
             self._free.append(size)
         self.client = self._clients[0]
@@ -201,7 +202,7 @@ class OpenAICompatBackend:
                     data = await self._post(kwargs, estimate)
         except openai.APIStatusError as exc:
             if exc.status_code in _FATAL_STATUS:
-                raise AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL")
+                raise AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL") from None
             raise BackendError(_describe(exc)) from None
         except (openai.APIError, httpx.HTTPError, ValueError, RequestTimeout) as exc:
             raise BackendError(_describe(exc)) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -42,10 +42,10 @@ def register(app: typer.Typer) -> None:
 def audit(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
     teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
+    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
     level: str = typer.Option("nominal", "--level", help="nominal | ordinal | interval. interval = numeric ratings; it also switches the alt-test scoring to negative RMSE."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
+    min_agreement: float | None = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
     gate_metric: str = typer.Option("krippendorff_alpha", "--gate-metric", help="krippendorff_alpha (teacher vs human majority, at --level) | cohen_kappa | gwet_ac1 | accuracy | macro_f1 | mean_cohen_kappa | alpha_substituted | winning_rate | advantage_probability."),
     epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, emit_json, result_console
-from rich.table import Table
 
 HELP = """Choose the items humans should label, and write blank annotation sheets for them.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -140,6 +140,7 @@ def train_student_cmd(
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
     out_dir = out or ds_dir.parent / "student"
+    head: dict[str, Any] = {} if head_lr is None else {"head_lr": head_lr or None}
     opts = StudentOptions(
         out=out_dir,
         gold=gold,
@@ -153,7 +154,7 @@ def train_student_cmd(
             seed=seed,
             patience=patience,
             device=device,
-            **({} if head_lr is None else {"head_lr": head_lr or None}),
+            **head,
         ),
         sizes=sizes,
         thresholds=parse_thresholds(thresholds),

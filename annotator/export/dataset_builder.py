@@ -420,9 +420,9 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     descriptions = {lab.name: lab.description for lab in manifest.labels} if manifest else {}
     if task == "label" and not label_names:
         seen: set[str] = set()
-        for r in records:
-            if r.status == "ok":
-                seen.update(_label_answer(r, multi_label) or [])
+        for rec in records:
+            if rec.status == "ok":
+                seen.update(_label_answer(rec, multi_label) or [])
         label_names = sorted(seen)
     counts = ExportCounts(total=len(records))
     tally = CostTally()

@@ -140,7 +140,7 @@ def stratified_assign(
 def multilabel_strata(label_sets: Sequence[Sequence[str]]) -> list[str]:
     """Stratum per multi-label item: its rarest label (ties: alphabetical); ``""`` for no label."""
     freq = Counter(label for labels in label_sets for label in set(labels))
-    return [min(labels, key=lambda l: (freq[l], l)) if labels else "" for labels in label_sets]
+    return [min(labels, key=lambda lab: (freq[lab], lab)) if labels else "" for labels in label_sets]
 
 
 def split_counts(assignment: Sequence[str], names: Sequence[str]) -> dict[str, int]:

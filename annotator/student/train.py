@@ -391,7 +391,8 @@ def predict(
 
 def decode(probs, label_names: list[str], multi_label: bool) -> tuple[list[Any], list[float]]:
     """Predicted label (set) and the student's confidence in it."""
-    preds, conf = [], []
+    preds: list[Any] = []
+    conf: list[float] = []
     for row in probs:
         if multi_label:
             chosen = [label_names[i] for i, p in enumerate(row) if p >= 0.5]

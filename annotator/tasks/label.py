@@ -19,12 +19,12 @@ def _output_model(cfg: LabelTaskConfig) -> type[BaseModel]:
     if cfg.rationale:  # rationale first: the model reasons before it commits to a label
         fields["rationale"] = (str, Field(description="One or two sentences of reasoning.", max_length=1000))
     if cfg.multi_label:
-        fields["labels"] = (list[label_type], Field(min_length=1, max_length=len(cfg.label_names)))
+        fields["labels"] = (list[label_type], Field(min_length=1, max_length=len(cfg.label_names)))  # type: ignore[valid-type]
         validators = {"_dedupe": field_validator("labels")(lambda cls, v: list(dict.fromkeys(v)))}
     else:
         fields["label"] = (label_type, ...)
         validators = {}
-    return create_model(  # type: ignore[call-overload]
+    return create_model(
         "MultiLabelOutput" if cfg.multi_label else "LabelOutput", __validators__=validators, **fields
     )
 
@@ -67,7 +67,7 @@ class LabelTask:
         chosen_set = sorted((lab for lab, c in votes.items() if c * 2 > n), key=order.__getitem__)
         if not chosen_set:  # no label has a majority: fall back to the most voted one
             chosen_set = [votes.most_common(1)[0][0]]
-        agree = sum(1 for o in outputs if set(o.labels) == set(chosen_set))  # type: ignore[attr-defined]
+        agree = sum(set(o.labels) == set(chosen_set) for o in outputs)  # type: ignore[attr-defined]
         output = outputs[0].model_dump()
         output["labels"] = chosen_set
         return Aggregate(output=output, labels=chosen_set, confidence=agree / requested, votes=dict(votes))

@@ -17,7 +17,7 @@ class RephraseTask:
 
     def __init__(self, cfg: RephraseTaskConfig):
         self.cfg = cfg
-        style_type = Literal[tuple(cfg.styles)]  # type: ignore[valid-type]
+        style_type: Any = Literal[tuple(cfg.styles)]  # a Literal built at run time
         paraphrase = create_model(
             "Paraphrase", style=(style_type, ...), text=(str, Field(min_length=1, max_length=20000))
         )
