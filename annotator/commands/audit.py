@@ -53,7 +53,7 @@ def audit(
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) are excluded, as in the reference implementation."),
-    by: Optional[str] = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else from the run's input file: report.md 'Results by slice', report.json 'slices', agreement_by_slice.png."),
+    by: str | None = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else from the run's input file: report.md 'Results by slice', report.json 'slices', agreement_by_slice.png."),
     min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
