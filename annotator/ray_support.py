@@ -1,4 +1,4 @@
-"""Connecting to Ray (an optional dependency: ``pip install 'annotator[ray]'``), shared by `run` and `predict`."""
+"""Connecting to Ray (an optional dependency: ``pip install 'annotator-llm[ray]'``), shared by `run` and `predict`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def import_ray() -> Any:
         import ray
         import ray.data
     except ImportError:
-        raise AnnotatorError("--ray needs Ray Data: pip install 'annotator[ray]' (ray[data]>=2.40)") from None
+        raise AnnotatorError("--ray needs Ray Data: pip install 'annotator-llm[ray]' (ray[data]>=2.40)") from None
     return ray
 
 

@@ -275,5 +275,5 @@ def test_clear_error_without_vllm():
     from annotator.config import TeacherConfig
     from annotator.errors import AnnotatorError
 
-    with pytest.raises(AnnotatorError, match=r"annotator\[vllm\]"):
+    with pytest.raises(AnnotatorError, match=r"annotator-llm\[vllm\]"):
         build_backend(TeacherConfig(backend="vllm", model="any"))
