@@ -31,12 +31,14 @@ RUN_ARGS      ?=
 AUDIT_ARGS    ?=
 EXPORT_ARGS   ?=
 STUDENT_ARGS  ?=
+INPUT         ?=
+PREDICT_ARGS  ?=
 DEMO_HUMANS   ?= $(PIPELINES_DIR)/data/news_sample_humans.csv
 PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPELINES_DIR)/*.yaml)))
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint test bench clean help run audit dataset student
+.PHONY: setup vllm demo lint test bench clean help run audit dataset student predict
 
 help:
 	@echo "Set-up and checks:"
@@ -50,6 +52,7 @@ help:
 	@echo "  make audit P=x HUMANS=f   audit    -> <output.dir>/audit/report.json"
 	@echo "  make dataset P=x          export   -> <output.dir>/dataset/dataset_dict.json (after the audit when HUMANS is set)"
 	@echo "  make student P=x [GOLD=f] train    -> <output.dir>/student/metrics.json (GOLD defaults to HUMANS)"
+	@echo "  make predict P=x INPUT=f  student labels a corpus -> <output.dir>/predictions/<f name>.jsonl"
 	@echo "  or name a file itself, e.g.  make runs/news_topics/annotations.jsonl"
 	@echo "  extra flags: RUN_ARGS=... AUDIT_ARGS=... EXPORT_ARGS=... STUDENT_ARGS=...; make redoes only what is stale"
 	@echo "Pipelines found: $(PIPELINE_NAMES)"
@@ -93,7 +96,7 @@ need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPEL
 ifneq ($(P),)
 $(need_p)
 include $(DEPS_DIR)/$(P).mk
-else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student,$(or $(MAKECMDGOALS),help)),)
+else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict,$(or $(MAKECMDGOALS),help)),)
 -include $(PIPELINE_NAMES:%=$(DEPS_DIR)/%.mk)
 endif
 
@@ -122,13 +125,25 @@ $$($(1)_STUDENT): $$($(1)_DATASET) $$(GOLD) | $$(STAMP)
 endef
 $(foreach p,$(PIPELINE_NAMES),$(if $($(p)_RUN),$(eval $(call PIPELINE_RULES,$(p)))))
 
-run audit dataset student:
+run audit dataset student predict:
 	$(need_p)
 ifneq ($(P),)
 run: $($(P)_ANN)
 audit: $($(P)_AUDIT)
 dataset: $($(P)_DATASET)
 student: $($(P)_STUDENT)
+ifneq ($(INPUT),)
+# The student labels a corpus. Rebuilt from scratch when the student or the corpus changed (an interrupted
+# predict is removed by .DELETE_ON_ERROR; `annotator predict` itself resumes when run by hand).
+PREDICTIONS := $($(P)_RUN)/predictions/$(basename $(notdir $(INPUT))).jsonl
+predict: $(PREDICTIONS)
+$(PREDICTIONS): $($(P)_STUDENT) $(INPUT) | $(STAMP)
+	@mkdir -p $(@D) && rm -f $@
+	$(BIN)/annotator predict $($(P)_RUN)/student $(INPUT) --out $@ $(PREDICT_ARGS)
+else
+predict:
+	$(error predict needs a corpus: make predict P=$(P) INPUT=path/to/texts.csv)
+endif
 endif
 
 demo: | $(STAMP)

@@ -99,6 +99,12 @@ def test_chain_builds_once_then_redoes_exactly_what_a_change_made_stale(project:
     assert all(after[name] > built[name] for name in CHAIN), (built, after)
     assert is_up_to_date(project, "student")
 
+    corpus = "INPUT=pipelines/data/tiny.jsonl"  # the student labels a corpus; then predict is up to date too
+    make(project, "predict", "P=tiny", corpus)
+    predictions = project / "runs" / "tiny" / "predictions" / "tiny.jsonl"
+    assert len(predictions.read_text(encoding="utf-8").splitlines()) == len(TEXTS)
+    assert make(project, "-q", "predict", "P=tiny", corpus, check=False).returncode == 0
+
 
 def test_file_goal_and_run_target_are_the_same_rule(project: Path) -> None:
     make(project, "runs/tiny/annotations.jsonl")

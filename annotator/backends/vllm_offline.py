@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any
+from typing import Any, cast
 
 from annotator.backends.base import Generation, GenerationRequest
 from annotator.config import TeacherConfig
@@ -64,7 +64,7 @@ class VLLMBackend:
     async def generate(self, request: GenerationRequest) -> Generation:
         try:
             _, (prompt,) = await self.engine.renderer.render_chat_async(
-                [request.messages], self._chat_params, self._tok_params
+                [cast(Any, request.messages)], self._chat_params, self._tok_params  # vLLM's typed message dicts
             )
             final = None
             async for out in self.engine.generate(prompt, sampling_params(request), f"annotator-{next(self._ids)}"):
