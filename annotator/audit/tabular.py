@@ -10,6 +10,7 @@ import polars as pl
 
 from annotator.errors import InputDataError
 from annotator.inputs import check_table_file
+from annotator.records import normalize_id
 
 ID_COLUMNS = ("item_id", "id")
 
@@ -43,20 +44,9 @@ def find_id_column(columns: list[str]) -> str | None:
     return None
 
 
-def to_label(value: Any) -> str | None:
-    """A cell as a label string; None for missing. Integral floats become ints ("3.0" stays "3.0" as text)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value).strip()
-    return text or None
+# A label cell follows the same rule as an id cell (one implementation): a string, surrounding whitespace removed,
+# integral numbers without a fraction; None, NaN and blank mean missing.
+to_label = normalize_id
 
 
 def to_float(value: Any) -> float | None:
