@@ -48,7 +48,7 @@ from annotator.records import (
     read_manifest,
 )
 from annotator.redact import redact
-from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs
+from annotator.rundir import RunDirLock, atomic_write_text, bind_run_dir, fsync_dir, os_error, verify_outputs
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
@@ -441,8 +441,8 @@ class Pipeline:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-            _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
-            _fsync_dir(self.out_dir)  # the renames themselves survive a power cut
+            atomic_write_text(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+            fsync_dir(self.out_dir)  # the renames themselves survive a power cut
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise os_error(exc, exc.filename or self.out_dir) from None
@@ -499,19 +499,3 @@ def _row_usage(results: list[SampleResult]) -> dict[str, Any]:
         "cost": sum(costs) if costs else None,
     }
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

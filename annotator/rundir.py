@@ -42,6 +42,25 @@ def os_error(exc: OSError, path: Path | str) -> RunDirError:
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames inside ``path`` durable (a power cut after this keeps them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def prepare_run_dir(path: Path) -> None:
     """Create the output directory (and parents) or say in one line why it cannot be used."""
     if path.exists() and not path.is_dir():

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from scipy import stats
 from annotator.audit.design import INCLUSION_COLUMN
 from annotator.errors import InputDataError
 from annotator.records import iter_annotations, read_manifest
+from annotator.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +219,6 @@ def annotator_names(k: int, names: str | None) -> list[str]:
     return [f"ann_{i + 1}" for i in range(k)]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _filled_sheets(out: Path) -> list[str]:
     """Sheets in ``out`` with at least one label written (any non-empty cell outside the sheet's own columns)."""
     filled = []
@@ -282,11 +276,11 @@ def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]],
              for j, c in enumerate(items)]
     files = {"long": out / LONG_SHEET, "wide": out / WIDE_SHEET, "label_studio_tasks": out / LS_TASKS,
              "label_studio_config": out / LS_CONFIG, "design": out / DESIGN_FILE}
-    _write_atomic(files["long"], pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv())
-    _write_atomic(files["wide"], pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv())
-    _write_atomic(files["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1))
-    _write_atomic(files["label_studio_config"], _ls_config(labels))
-    _write_atomic(files["design"], json.dumps(design or {}, ensure_ascii=False, indent=2))
+    atomic_write_text(files["long"], pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv())
+    atomic_write_text(files["wide"], pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv())
+    atomic_write_text(files["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1))
+    atomic_write_text(files["label_studio_config"], _ls_config(labels))
+    atomic_write_text(files["design"], json.dumps(design or {}, ensure_ascii=False, indent=2))
     return {k: str(v) for k, v in files.items()}
 
 

@@ -7,7 +7,6 @@ its prompt template), whatever paths the pipeline file uses.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -15,6 +14,7 @@ import typer
 from annotator.commands.output import JSON_HELP, emit_json
 from annotator.config import load_config
 from annotator.errors import ConfigError
+from annotator.rundir import atomic_write_text
 from annotator.templates import default_template_path
 
 
@@ -75,9 +75,7 @@ def deps_command(
         typer.echo(text, nl=False)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
 
 
 def register(app: typer.Typer) -> None:
