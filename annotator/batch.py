@@ -10,7 +10,7 @@ Before the engine's usual pass over the rows, :class:`BatchRun` fills the cache:
    uploaded but not yet known as a batch is looked up in ``batches.list()`` before a new batch is created);
 3. the batches are polled every ``teacher.batch_poll_interval`` seconds (the run's progress bar shows requests
    done / submitted); output and error files are downloaded and every answer is validated like an online one
-   (:meth:`annotator.engine.Pipeline.check_answer`);
+   (:meth:`annotator.retry.AnswerValidator.check`);
 4. invalid answers, failed requests and the requests of expired, cancelled or failed batches go into a follow-up
    batch, up to ``validation.max_attempts`` tries per sample; then the sample is stored as failed (see
    ``--retry-failed``).
@@ -249,7 +249,7 @@ class BatchRun:
         p.stats.teacher_calls += 1
         item.result.attempts = item.attempt + 1
         p.budget.settle(0.0, p.charge(item.result, gen))
-        item.result = p.check_answer(item.result, gen, item.row)
+        item.result = p.validator.check(item.result, gen, item.row)
         if item.result.ok:
             self._store(item)
         else:

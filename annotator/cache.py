@@ -65,6 +65,37 @@ def cache_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def sample_key(*, messages: list[dict[str, str]], model: str, mode: str, schema: dict[str, Any] | None,
+               temperature: float, max_tokens: int, seed: int, sample: int, task: str) -> str:
+    """The cache key of one sample: a hash of everything that shapes its answer.
+
+    ``messages`` is the rendered prompt (a re-ask's extra turns are not part of it: a sample is stored once, with
+    the outcome of all its tries), ``model`` the backend's model id, ``mode`` how the schema is enforced,
+    ``temperature``/``seed`` those of the sample's first try, ``sample`` its index (``teacher.samples``) and
+    ``task`` the fingerprint of the task config (:func:`task_fingerprint`). Validation settings
+    (``validation.*``) are not part of it: they decide how often to ask, not what an answer means.
+    """
+    payload = {"messages": messages, "model": model, "mode": mode, "schema": schema, "temperature": temperature,
+               "max_tokens": max_tokens, "seed": seed, "sample": sample, "task": task}
+    key = cache_key(payload)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("sample key %s: model=%s mode=%s temperature=%s max_tokens=%s seed=%s sample=%s task=%s "
+                  "prompt=%s schema=%s", key[:16], model, mode, temperature, max_tokens, seed, sample, task[:16],
+                  prompt_hash(messages), cache_key({"schema": schema})[:16])
+    return key
+
+
+def task_fingerprint(task: BaseModel) -> str:
+    """The ``task`` part of :func:`sample_key`: a hash of the task config (without ``few_shot``, whose examples
+    are already in the rendered prompt)."""
+    return cache_key(task.model_dump(mode="json", exclude={"few_shot"}))
+
+
+def prompt_hash(messages: list[dict[str, str]]) -> str:
+    """A short hash of a rendered prompt (a record's ``prompt_hash``)."""
+    return cache_key({"messages": messages})[:16]
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     key TEXT PRIMARY KEY, ok INTEGER NOT NULL, output TEXT, raw TEXT, error TEXT,
@@ -236,10 +267,6 @@ class ResultStore:
                     yield rec
         except sqlite3.Error as exc:
             raise explain_sqlite_error(exc, self.path) from None
-
-    @_sqlite_errors
-    def count_samples(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     # -- transactions --------------------------------------------------------------------------------
     def _begin_tx(self) -> None:

@@ -197,10 +197,20 @@ class TeacherConfig(_Strict):
         return self
 
 
+OnInvalid = Literal["resample", "reask"]
+"""``validation.on_invalid``: how an invalid answer is asked again (see :mod:`annotator.retry`)."""
+
+
 class ValidationConfig(_Strict):
     max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per sample when output is invalid.")
     max_tokens_per_row: int | None = Field(
         default=None, gt=0, description="Stop retrying a row once it has used this many tokens."
+    )
+    on_invalid: OnInvalid = Field(
+        default="resample",
+        description="What the next try of an invalid answer sends: 'resample' = the same prompt again (warmer, "
+                    "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
+                    "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
     )
     max_consecutive_transport_failures: int = Field(
         default=20, ge=1,

@@ -13,15 +13,16 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 import annotator
 from annotator.backends import Backend, Generation, GenerationRequest, build_backend
-from annotator.cache import ResultStore, SampleResult, cache_key
+from annotator.cache import ResultStore, SampleResult, prompt_hash, sample_key, task_fingerprint
 from annotator.config import LabelTaskConfig, PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import (
@@ -44,12 +45,11 @@ from annotator.records import (
     LabelInfo,
     RunCounts,
     RunManifest,
-    cap_raw,
     read_manifest,
 )
-from annotator.redact import redact
+from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
 from annotator.rundir import RunDirLock, atomic_write_text, bind_run_dir, fsync_dir, os_error, verify_outputs
-from annotator.schemas import extract_json, strict_json_schema
+from annotator.schemas import strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
 
@@ -115,15 +115,13 @@ def item_rng(seed: int, row_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-class _RowBudget:
-    __slots__ = ("tokens", "limit")
+@dataclass(frozen=True)
+class _Lane:
+    """What every row of a run goes through: the teacher, its concurrency limit and the store."""
 
-    def __init__(self, limit: int | None):
-        self.tokens = 0
-        self.limit = limit
-
-    def exhausted(self) -> bool:
-        return self.limit is not None and self.tokens >= self.limit
+    backend: Backend
+    sem: asyncio.Semaphore
+    store: ResultStore
 
 
 class Pipeline:
@@ -151,7 +149,9 @@ class Pipeline:
         self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: requests answered
         if cfg.teacher.price is not None:
             self.stats.cost_usd = 0.0
-        self._task_fingerprint = cache_key(cfg.task.model_dump(mode="json", exclude={"few_shot"}))
+        self._task_fingerprint = task_fingerprint(cfg.task)
+        self.policy = ValidationPolicy.from_config(cfg.validation)
+        self.validator = AnswerValidator(self.task, cfg.teacher.max_tokens)
 
     # -- prompts -------------------------------------------------------------------------------------
     def render(self, row: InputRow) -> list[dict[str, str]]:
@@ -182,89 +182,59 @@ class Pipeline:
         temperature = t.sample_temperature if t.samples > 1 else t.temperature
         return temperature, t.seed + k
 
-    async def _sample(
-        self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, messages: list[dict[str, str]],
-        k: int, row: InputRow, budget: _RowBudget,
-    ) -> SampleResult:
-        t = self.cfg.teacher
-        key = self.sample_key(backend, messages, k)
-        cached = store.get_sample(key)
+    async def _sample(self, lane: _Lane, messages: list[dict[str, str]], k: int, row: InputRow,
+                      budget: RowBudget) -> SampleResult:
+        """Sample ``k`` of a row: from the cache, else asked (and validated) under :attr:`policy`, then cached
+        (transport failures are not)."""
+        key = self.sample_key(lane.backend, messages, k)
+        cached = lane.store.get_sample(key)
         if cached is not None and (cached.ok or not self.retry_failed):
             self.stats.cache_hits += 1
             return cached
-
         result = SampleResult(ok=False, attempts=0, tokens=0)
         if cached is not None:  # asked again (--retry-failed): what it cost before still counts
             result = result.model_copy(update=cached.model_dump(include=_USAGE_FIELDS))
-        estimate = self.budget.estimate(estimate_prompt_tokens(messages), t.max_tokens)
-        for attempt in range(self.cfg.validation.max_attempts):
-            if budget.exhausted():
-                result.error = f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
-                break
-            req = self.request(messages, k, attempt)
-            async with sem:
-                self.budget.reserve(estimate)  # raises BudgetReached: no new call once teacher.max_cost is near
-                self.stats.teacher_calls += 1
-                try:
-                    gen = await backend.generate(req)
-                except BackendError as exc:
-                    # transport failure after the backend's own retries: record, do not cache
-                    self.budget.settle(estimate, None)
-                    self._trip_breaker(exc)
-                    result.error = f"teacher call failed: {exc}"
-                    result.attempts = attempt + 1
-                    result.transport = True
-                    result.created = time.time()
-                    return result
-                self.budget.settle(estimate, self.charge(result, gen))
-                self._transport_streak = 0
-            result.attempts = attempt + 1
-            budget.tokens += gen.tokens
-            result = self.check_answer(result, gen, row)
-            if result.ok:
-                break
-        store.put_sample(key, result)
+
+        async def call(req: GenerationRequest, sample: SampleResult) -> Generation:
+            return await self._call(lane, req, sample)
+
+        result = await self.policy.ask(self.request(messages, k, 0), call,
+                                       lambda sample, gen: self.validator.check(sample, gen, row), budget, result)
+        if not result.transport:
+            lane.store.put_sample(key, result)
         return result
 
+    async def _call(self, lane: _Lane, req: GenerationRequest, result: SampleResult) -> Generation:
+        """One teacher call within the concurrency limit and ``teacher.max_cost``, its usage charged to
+        ``result`` and the run; a failure counts towards the circuit breaker."""
+        estimate = self.budget.estimate(estimate_prompt_tokens(req.messages), req.max_tokens)
+        async with lane.sem:
+            self.budget.reserve(estimate)  # raises BudgetReached: no new call once teacher.max_cost is near
+            self.stats.teacher_calls += 1
+            try:
+                gen = await lane.backend.generate(req)
+            except BackendError as exc:  # transport failure after the backend's own retries
+                self.budget.settle(estimate, None)
+                self._trip_breaker(exc)
+                raise
+            self.budget.settle(estimate, self.charge(result, gen))
+            self._transport_streak = 0
+        return gen
+
     def sample_key(self, backend: Backend, messages: list[dict[str, str]], k: int) -> str:
-        """The cache key of sample ``k`` of a prompt (everything that shapes the answer)."""
+        """The cache key of sample ``k`` of a prompt (see :func:`annotator.cache.sample_key`)."""
         temperature, seed = self._sample_params(k)
-        return cache_key({
-            "messages": messages, "model": backend.model_id, "mode": backend.structured_mode,
-            "schema": self.schema, "temperature": temperature, "max_tokens": self.cfg.teacher.max_tokens,
-            "seed": seed, "sample": k, "task": self._task_fingerprint,
-        })
+        return sample_key(messages=messages, model=backend.model_id, mode=backend.structured_mode,
+                          schema=self.schema, temperature=temperature, max_tokens=self.cfg.teacher.max_tokens,
+                          seed=seed, sample=k, task=self._task_fingerprint)
 
     def request(self, messages: list[dict[str, str]], k: int, attempt: int) -> GenerationRequest:
-        """The teacher request of sample ``k``, try ``attempt`` (0-based)."""
+        """The teacher request of sample ``k``, try ``attempt`` (0-based) when resampling (the Batch API's
+        follow-up batches; online re-asks build theirs in :meth:`annotator.retry.ValidationPolicy.ask`)."""
         temperature, seed = self._sample_params(k)
-        # a retry of an invalid answer at temperature 0 would repeat it: vary seed and warm up
-        return GenerationRequest(
-            messages=messages, json_schema=self.schema, max_tokens=self.cfg.teacher.max_tokens,
-            temperature=temperature if attempt == 0 else max(temperature, 0.7), seed=seed + 7919 * attempt,
-        )
-
-    def check_answer(self, result: SampleResult, gen: Generation, row: InputRow) -> SampleResult:
-        """Validate one teacher answer for ``row``: ``result`` turned ok with the parsed output, or with the raw
-        text and why the answer is invalid (its usage must already be charged)."""
-        result.raw = redact(cap_raw(gen.text))
-        if gen.finish_reason == "length":
-            result.error = f"output truncated (finish_reason=length at max_tokens={self.cfg.teacher.max_tokens})"
-            return result
-        try:
-            data = extract_json(gen.text)
-            parsed = self.task.output_model.model_validate(data)
-            self.task.check(parsed, row)
-        except ValidationError as exc:
-            result.error = "schema violation: " + "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-            )
-            return result
-        except ValueError as exc:
-            result.error = f"invalid output: {exc}"
-            return result
-        return result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
-                                         "error": None})
+        first = GenerationRequest(messages=messages, json_schema=self.schema, max_tokens=self.cfg.teacher.max_tokens,
+                                  temperature=temperature, seed=seed)
+        return self.policy.request(first, attempt)
 
     def charge(self, result: SampleResult, gen: Generation) -> float | None:
         """Add one answer's usage (and cost, with teacher.price) to the sample and the run; return the cost."""
@@ -302,15 +272,15 @@ class Pipeline:
         record._failure_kind = kind
         return record
 
-    async def _row(self, backend: Backend, sem: asyncio.Semaphore, store: ResultStore, row: InputRow) -> AnnotationRecord:
-        model = backend.model_id
+    async def _row(self, lane: _Lane, row: InputRow) -> AnnotationRecord:
+        model = lane.backend.model_id
         messages = self.prompt_of(row)
         if isinstance(messages, str):
             return self._failed(row, messages, model, "input")
-        prompt_hash = cache_key({"messages": messages})[:16]
-        budget = _RowBudget(self.cfg.validation.max_tokens_per_row)
+        phash = prompt_hash(messages)
+        budget = RowBudget(self.policy.max_tokens_per_row)
         results = await asyncio.gather(*(
-            self._sample(backend, sem, store, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
+            self._sample(lane, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
         ))
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
@@ -321,7 +291,7 @@ class Pipeline:
         if not good:
             last = results[-1]
             kind: FailureKind = "transport" if all(r.transport for r in results) else "validation"
-            failed = self._failed(row, last.error or "no valid output", model, kind, prompt_hash, last.raw, attempts,
+            failed = self._failed(row, last.error or "no valid output", model, kind, phash, last.raw, attempts,
                                   tokens)
             return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors,
                                              "answered_at": answered_at, **usage})
@@ -330,7 +300,7 @@ class Pipeline:
             id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
             label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
             invalid_samples=len(sample_errors), sample_errors=sample_errors,
-            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=prompt_hash, **usage,
+            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=phash, **usage,
         )
 
     # -- the run -------------------------------------------------------------------------------------
@@ -365,7 +335,7 @@ class Pipeline:
 
     async def _annotate(self, backend: Backend, store: ResultStore) -> None:
         """Stream the rows through the teacher; each finished record goes to the store's result log."""
-        sem = asyncio.Semaphore(backend.max_concurrency)
+        lane = _Lane(backend, asyncio.Semaphore(backend.max_concurrency), store)
         # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
         # (llama.cpp reuses the KV cache of a shared prompt prefix)
         window = asyncio.Semaphore(max(2, backend.max_concurrency * 2))
@@ -374,7 +344,7 @@ class Pipeline:
 
         async def process(row: InputRow) -> None:
             try:
-                record = await self._row(backend, sem, store, row)
+                record = await self._row(lane, row)
             finally:
                 window.release()
             store.put_result(row.index, record.id, record.model_dump_json())
@@ -413,6 +383,9 @@ class Pipeline:
         from annotator.backends.openai_compat import OpenAICompatBackend
         from annotator.batch import BatchRun
 
+        if self.policy.on_invalid == "reask":
+            raise ConfigError("validation.on_invalid: reask is not available with teacher.mode: batch (a follow-up "
+                              "batch asks the same prompt again): use on_invalid: resample, or mode: online")
         if not isinstance(backend, OpenAICompatBackend):
             raise ConfigError(f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
                               "the Batch API does not run on Ray: drop --ray / teacher.ray)")

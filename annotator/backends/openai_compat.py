@@ -1,9 +1,10 @@
 """Any OpenAI-compatible chat endpoint (OpenAI, vLLM serve, llama.cpp server, ...).
 
-This is where the OpenAI retry happens: :func:`_retrying` (tenacity) retries 429, 5xx, timeouts and dropped
-connections with exponential backoff, honouring a server's ``Retry-After`` header, a bounded number of times.
-Every attempt first passes the :class:`~annotator.backends.rate_limit.RateLimiter` (``teacher.rpm``/``tpm`` and the
-server's ``x-ratelimit-*`` headers), so 429s stay rare.
+Failed requests (429, 5xx, timeouts, dropped connections) are retried under the transport policy of
+:mod:`annotator.retry` (:class:`~annotator.retry.TransportRetry`: tenacity, exponential backoff, the server's
+``Retry-After``, ``teacher.max_retries`` at most). Every attempt first passes the
+:class:`~annotator.backends.rate_limit.RateLimiter` (``teacher.rpm``/``tpm`` and the server's ``x-ratelimit-*``
+headers), so 429s stay rare.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 import httpx
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from annotator.backends.base import Generation, GenerationRequest
 from annotator.backends.rate_limit import RateLimiter
@@ -25,68 +25,12 @@ from annotator.config import TeacherConfig
 from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError
 from annotator.redact import redact, register_secret
+from annotator.retry import RequestTimeout, TransportRetry
 
-_RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # Connections per httpx pool. httpcore's pool does O(pool size) bookkeeping on every request, so one pool of
 # 256 connections costs ~3x the client CPU per request of 16 pools of 16 (see tests/bench_pipeline.py).
 POOL_SIZE = 16
 _FATAL_STATUS = {401, 403, 404}
-
-
-class RequestTimeout(Exception):
-    """The whole request (connect, send, wait, read the body) took longer than ``teacher.timeout``."""
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, RequestTimeout)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
-    # a body that is not JSON (e.g. a proxy's HTML error page with status 200) is transient too
-    return isinstance(exc, (httpx.TransportError, openai.APIResponseValidationError, json.JSONDecodeError))
-
-
-def retry_after_seconds(exc: BaseException | None) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After`` / ``retry-after-ms``), if any."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            from datetime import datetime, timezone
-            from email.utils import parsedate_to_datetime
-
-            try:
-                when = parsedate_to_datetime(value)
-                return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-class _RetryAfterOrBackoff:
-    """tenacity wait: the server's Retry-After when given, else exponential backoff with jitter."""
-
-    def __init__(self, max_backoff: float):
-        self.max_backoff = max_backoff
-        self.backoff = wait_exponential_jitter(multiplier=0.5, max=max_backoff, jitter=0.5)
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after_seconds(exc)
-        if hinted is not None:
-            return min(hinted, self.max_backoff)
-        return self.backoff(state)
 
 
 def _describe(exc: BaseException) -> str:
@@ -155,9 +99,8 @@ class OpenAICompatBackend:
                 http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),  # type: ignore[arg-type]
             ))
             self._free.append(size)
-        self.client = self._clients[0]
-        self.retries = 0
-        self._wait = _RetryAfterOrBackoff(cfg.max_backoff)
+        self.client = self._clients[0]  # the Batch API's files and batches (annotator.batch)
+        self.transport_retry = TransportRetry(cfg.max_retries, cfg.max_backoff)
         self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -166,9 +109,6 @@ class OpenAICompatBackend:
         if self.cfg.structured_output == "json_object":  # llama.cpp server style
             return {"type": "json_object", "schema": schema}
         return {"type": "json_schema", "json_schema": {"name": "annotation", "strict": True, "schema": schema}}
-
-    def _count_retry(self, state: RetryCallState) -> None:
-        self.retries += 1
 
     def request_body(self, request: GenerationRequest) -> dict[str, Any]:
         """The JSON body of ``POST /chat/completions`` for ``request`` (also a Batch API line's body)."""
@@ -190,13 +130,7 @@ class OpenAICompatBackend:
         # what providers count against the token limit before answering: the prompt plus max_tokens
         estimate = estimate_prompt_tokens(request.messages) + request.max_tokens
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_is_retryable),
-                stop=stop_after_attempt(self.cfg.max_retries + 1),
-                wait=self._wait,
-                before_sleep=self._count_retry,
-                reraise=True,
-            ):
+            async for attempt in self.transport_retry.attempts():
                 with attempt:
                     await self.limiter.acquire(estimate)
                     data = await self._post(kwargs, estimate)
