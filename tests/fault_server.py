@@ -24,6 +24,11 @@ Faults, by marker in the item text (the part of the prompt after ``Text:``):
     [[twojson]]      200 whose content holds two JSON answers that disagree
     [[echokey]]      500 whose error message echoes the request's ``Authorization`` header (the API key);
                      [[echokey401]] the same with status 401 (any status)
+    [[tellschema]]   [[schema]] until the request re-asks (``validation.on_invalid: reask``): its last message is a
+                     user message after the invalid answer that states the validation error ("schema violation");
+                     then a valid answer. [[telljson]] the same with [[malformed]] ("not valid JSON");
+                     [[deaf]] = [[schema]] whatever it is told. The messages of every request for these items are
+                     kept in ``/stats`` ``messages_by_item``
     [[KIND:N]]       the fault for the item's first N requests only, then valid answers
     [[flaky:N]]      = [[500:N]]
 
@@ -71,14 +76,26 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 
 
 def item_key(messages: list[dict[str, Any]]) -> str:
-    """The item a request is about: the text after ``Text:`` in the last user message (the default
-    templates end that way), else the whole last user message."""
-    content = ""
-    for m in messages:
-        if m.get("role") == "user":
-            content = str(m.get("content") or "")
-    m = ITEM_RE.search(content)
-    return m.group(1) if m else content
+    """The item a request is about: the text after ``Text:`` in the last user message that has one (the default
+    templates end that way; a re-ask adds user messages after it), else the whole last user message."""
+    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    for content in reversed(users):
+        found = ITEM_RE.search(content)
+        if found:
+            return found.group(1)
+    return users[-1] if users else ""
+
+
+TOLD: dict[str, tuple[str, str | None]] = {
+    "tellschema": ("schema", "schema violation"), "telljson": ("malformed", "not valid JSON"), "deaf": ("schema", None)}
+"""Re-ask faults: the content fault, and the words of the validation error a re-ask must state (None: never
+fixed)."""
+
+
+def told(messages: list[dict[str, Any]], error: str | None) -> bool:
+    """Whether the request re-asks with ``error``: the invalid answer (assistant), then a user message naming it."""
+    return (error is not None and len(messages) >= 2 and messages[-2].get("role") == "assistant"
+            and messages[-1].get("role") == "user" and error in str(messages[-1].get("content") or ""))
 
 
 def _h(text: str) -> int:
@@ -159,6 +176,7 @@ class FaultServer:
         self.ok_by_item: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.times: dict[str, list[float]] = defaultdict(list)
+        self.messages_by_item: dict[str, list[Any]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
         self.cfg["by_request"] = {}
@@ -173,7 +191,7 @@ class FaultServer:
             "total": self.total, "by_item": dict(self.by_item), "ok_by_item": dict(self.ok_by_item),
             "faults": dict(self.faults), "times": dict(self.times), "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight, "config": self.cfg, "arrivals": self.arrivals,
-            "batch": self.batch_api.stats(),
+            "batch": self.batch_api.stats(), "messages_by_item": dict(self.messages_by_item),
         }
 
     # -- HTTP ----------------------------------------------------------------------------------------------
@@ -264,6 +282,10 @@ class FaultServer:
         if self.cfg["record_times"]:
             self.times[key].append(time.time())
         fault = self._fault_for(key, nth, self.by_item[key])
+        if fault in TOLD:
+            self.messages_by_item[key].append(req.get("messages") or [])
+            content_fault, error = TOLD[fault]
+            fault = None if told(req.get("messages") or [], error) else content_fault
         limit = self.cfg["max_prompt_chars"]
         if limit and sum(len(str(m.get("content") or "")) for m in req.get("messages") or []) > limit:
             fault = "context"
