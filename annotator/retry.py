@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
@@ -108,6 +108,8 @@ class RetryAfterOrBackoff:
 
 
 def _log_retry(state: RetryCallState) -> None:
+    if not log.isEnabledFor(logging.DEBUG):
+        return
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
     log.debug("teacher request %d failed (%s: %s); retrying in %.2fs", state.attempt_number,
@@ -188,10 +190,9 @@ AnswerCheck = Callable[[SampleResult, Generation], SampleResult]
 class ValidationPolicy:
     """How a sample is asked again when its answer is invalid (``validation.*``)."""
 
-    max_attempts: int = 3
-    max_tokens_per_row: int | None = None
-    on_invalid: OnInvalid = "resample"
-    reask_message: str = field(default=REASK_MESSAGE, repr=False)
+    max_attempts: int
+    max_tokens_per_row: int | None
+    on_invalid: OnInvalid
 
     @classmethod
     def from_config(cls, cfg: ValidationConfig) -> ValidationPolicy:
@@ -215,7 +216,7 @@ class ValidationPolicy:
     def feedback(self, gen: Generation, error: str) -> list[dict[str, str]]:
         """What a re-ask adds to the conversation after the invalid answer ``gen``."""
         return [{"role": "assistant", "content": cap_raw(gen.text)},
-                {"role": "user", "content": self.reask_message.format(error=error)}]
+                {"role": "user", "content": REASK_MESSAGE.format(error=error)}]
 
     async def ask(self, first: GenerationRequest, call: TeacherCall, check: AnswerCheck, budget: RowBudget,
                   result: SampleResult) -> SampleResult:
