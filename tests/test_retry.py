@@ -142,14 +142,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("on_invalid", ["reask"])
-def test_reask_runs_on_the_local_model(tmp_path, on_invalid):
+def test_reask_runs_on_the_local_model(tmp_path):
     """SmolLM2 (llama.cpp in-process): answers cut at max_tokens are re-asked in a conversation the real chat
     template accepts; every attempt is recorded, and a re-ask's prompt is longer than the first."""
     from annotator.records import iter_annotations
 
     runs = {}
-    for mode in ("resample", on_invalid):
+    for mode in ("resample", "reask"):
         cfg = yaml.safe_load((REPO / "pipelines" / "news_topics.yaml").read_text(encoding="utf-8"))
         sub = tmp_path / "in.csv"
         pl.read_csv(REPO / "pipelines" / "data" / "news_sample.csv").head(2).write_csv(sub)
@@ -161,7 +160,7 @@ def test_reask_runs_on_the_local_model(tmp_path, on_invalid):
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         manifest, _ = run_pipeline(path)
         runs[mode] = (manifest, list(iter_annotations(tmp_path / mode)))
-    (m_resample, resampled), (m_reask, reasked) = runs["resample"], runs[on_invalid]
+    (m_resample, resampled), (m_reask, reasked) = runs["resample"], runs["reask"]
     assert m_reask.teacher_calls == m_resample.teacher_calls == 4
     for a, b in zip(resampled, reasked):
         assert a.status == b.status == "failed" and "output truncated" in (b.error or "")
