@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from annotator.config import LabelTaskConfig, load_config
+from annotator.config import load_config
+from annotator.tasks.label import LabelTaskConfig
 from annotator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

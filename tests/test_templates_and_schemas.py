@@ -6,7 +6,9 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from annotator.config import LabelTaskConfig, QATaskConfig, RephraseTaskConfig
+from annotator.tasks.label import LabelTaskConfig
+from annotator.tasks.qa import QATaskConfig
+from annotator.tasks.rephrase import RephraseTaskConfig
 from annotator.engine import item_rng
 from annotator.errors import TemplateError
 from annotator.inputs import InputRow
