@@ -50,7 +50,7 @@ def _task_union(classes: list[type[TaskConfigBase]]) -> Any:
     return Annotated[Union[tuple(classes)], Field(discriminator="type")]  # noqa: UP007 - built at run time
 
 
-_BUILT_WITH = task_config_classes()
+_BUILT_WITH = task_config_classes(plugins=False)  # the built-in tasks
 if TYPE_CHECKING:
     TaskConfig = TaskConfigBase
 else:

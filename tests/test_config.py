@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from annotator.config import load_config
-from annotator.tasks.label import LabelTaskConfig
 from annotator.errors import ConfigError
+from annotator.tasks.label import LabelTaskConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -93,9 +93,13 @@ def get_task_class(name: str) -> type[Task]:
         ) from None
 
 
-def task_config_classes() -> list[type[TaskConfigBase]]:
-    """The config class of every registered task (the members of the pipeline's ``task:`` union)."""
-    return [get_task_class(name).config_model for name in task_names()]
+def task_config_classes(plugins: bool = True) -> list[type[TaskConfigBase]]:
+    """The config class of every registered task (the members of the pipeline's ``task:`` union);
+    ``plugins=False``: without loading the entry points first (at import time, where a broken plugin's error
+    would be a traceback)."""
+    if plugins:
+        _load_plugins()
+    return [cls.config_model for cls in _tasks.values()]
 
 
 def build_task(cfg: Any) -> Task:
