@@ -488,14 +488,14 @@ def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[s
             datasets.enable_progress_bars()
 
 
-def _push(dsd: Any, summary: ExportSummary, opts: ExportOptions, out: Path) -> None:
-    assert opts.push_to_hub
+def _push(dsd: Any, summary: ExportSummary, repo: str, private: bool, out: Path) -> None:
+    """Push the dataset to the Hub repo ``repo``; record it in export.json."""
     try:
-        dsd.push_to_hub(opts.push_to_hub, private=opts.private)
+        dsd.push_to_hub(repo, private=private)
     except Exception as exc:  # noqa: BLE001 - network, auth, repo errors: one clear line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"dataset saved to {out}, but push to hub {opts.push_to_hub!r} failed: {first}") from None
-    summary.pushed_to = opts.push_to_hub
+        raise ExportError(f"dataset saved to {out}, but push to hub {repo!r} failed: {first}") from None
+    summary.pushed_to = repo
     (out / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
 
 
@@ -539,5 +539,5 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], No
     if log:
         log(f"wrote {counts.exported_rows} rows to {out}")
     if opts.push_to_hub:
-        _push(dsd, summary, opts, out)
+        _push(dsd, summary, opts.push_to_hub, opts.private, out)
     return summary

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from annotator.records import LabelInfo
 from annotator.tasks.base import (
     Aggregate,
+    ExportContext,
     Exporter,
     ExportItem,
     FewShotExample,
@@ -101,6 +102,10 @@ class LabelExporter(Exporter):
     formats = ("classification", "chat", "instruction")
     has_confidence = True
 
+    def __init__(self, ctx: ExportContext):
+        super().__init__(ctx)
+        self.with_rationale = False  # classification rows get a rationale column when some answer has one
+
     def prepare(self, records: list[AnnotationRecord]) -> None:
         """Without a label set in run.json, the labels the teacher answered (sorted)."""
         if not self.ctx.label_names:
@@ -109,7 +114,6 @@ class LabelExporter(Exporter):
                 if rec.status == "ok":
                     seen.update(record_labels(rec, self.ctx.multi_label) or [])
             self.ctx.label_names = sorted(seen)
-        self.with_rationale = False
 
     def keep(self, rec: AnnotationRecord) -> ExportItem | str:
         answer = record_labels(rec, self.ctx.multi_label)
