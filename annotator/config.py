@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from annotator.errors import ConfigError
+from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names
 
 
 class _Strict(BaseModel):
@@ -42,83 +43,18 @@ class InputConfig(_Strict):
     limit: int | None = Field(default=None, gt=0, description="Only process the first N rows.")
 
 
-class LabelSpec(_Strict):
-    name: str = Field(min_length=1)
-    description: str = ""
+def _task_union(classes: list[type[TaskConfigBase]]) -> Any:
+    """The ``task:`` field type: the registered task configs, told apart by ``type``."""
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="type")]  # noqa: UP007 - built at run time
 
 
-class FewShotExample(_Strict):
-    text: str
-    output: dict[str, Any] = Field(description="The answer, in the task's output format, e.g. {label: sport}.")
-
-
-class LabelTaskConfig(_Strict):
-    type: Literal["label"]
-    labels: list[LabelSpec] = Field(min_length=2)
-    multi_label: bool = False
-    rationale: bool = Field(default=False, description="Ask for a short rationale before the label.")
-    shuffle_labels: bool = Field(default=True, description="Shuffle label order per item (position-bias control).")
-    few_shot: list[FewShotExample] = []
-    instructions: str = ""
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels_from_strings(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return [{"name": k, "description": d or ""} for k, d in v.items()]
-        if isinstance(v, list):
-            return [{"name": x} if isinstance(x, str) else x for x in v]
-        return v
-
-    @model_validator(mode="after")
-    def _unique_labels(self) -> LabelTaskConfig:
-        names = [lab.name for lab in self.labels]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate label names: {', '.join(dupes)}")
-        return self
-
-    @property
-    def label_names(self) -> list[str]:
-        return [lab.name for lab in self.labels]
-
-
-class RephraseTaskConfig(_Strict):
-    type: Literal["rephrase"]
-    n: int = Field(default=2, ge=1, le=20, description="Paraphrases per input.")
-    styles: list[str] = Field(default_factory=lambda: ["plain"], min_length=1)
-    few_shot: list[FewShotExample] = []
-    instructions: str = ""
-
-
-class QATaskConfig(_Strict):
-    type: Literal["qa"]
-    min_pairs: int = Field(default=1, ge=1)
-    max_pairs: int = Field(default=3, ge=1, le=50)
-    require_grounding: bool = Field(
-        default=True,
-        description="Reject a pair whose evidence is not a verbatim quote of the document or does not support the answer.",
-    )
-    min_evidence_chars: int = Field(
-        default=12, ge=1,
-        description="Grounding: an evidence quote must have at least this many characters (or be the whole document).",
-    )
-    min_answer_support: float = Field(
-        default=0.5, ge=0.0, le=1.0,
-        description="Grounding: share of the answer's content words that must occur in its evidence "
-        "(an answer found verbatim in its evidence always passes).",
-    )
-    few_shot: list[FewShotExample] = []
-    instructions: str = ""
-
-    @model_validator(mode="after")
-    def _bounds(self) -> QATaskConfig:
-        if self.min_pairs > self.max_pairs:
-            raise ValueError(f"min_pairs ({self.min_pairs}) is larger than max_pairs ({self.max_pairs})")
-        return self
-
-
-TaskConfig = Annotated[LabelTaskConfig | RephraseTaskConfig | QATaskConfig, Field(discriminator="type")]
+_BUILT_WITH = task_config_classes(plugins=False)  # the built-in tasks
+if TYPE_CHECKING:
+    TaskConfig = TaskConfigBase
+else:
+    TaskConfig = _task_union(_BUILT_WITH)
 
 
 class PromptConfig(_Strict):
@@ -254,10 +190,44 @@ class PipelineConfig(_Strict):
         return self
 
 
+_models: dict[tuple[type[TaskConfigBase], ...], type[PipelineConfig]] = {}
+
+
+def pipeline_model() -> type[PipelineConfig]:
+    """:class:`PipelineConfig` whose ``task:`` accepts every task registered now (a task registered after this
+    module was imported, e.g. a plugin's, gets a subclass with the larger union)."""
+    classes = task_config_classes()
+    if classes == _BUILT_WITH:
+        return PipelineConfig
+    key = tuple(classes)
+    if key not in _models:
+        _models[key] = create_model(
+            "PipelineConfig", __base__=PipelineConfig, __doc__=PipelineConfig.__doc__,
+            task=(_task_union(classes), ...),
+        )
+    return _models[key]
+
+
+def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
+    """``teacher.samples > 1`` only for a task that aggregates samples: others would pay for answers they drop."""
+    n = cfg.teacher.samples
+    if n > 1 and not get_task_class(cfg.task.type).aggregates_samples:
+        origin = next((o for o in reversed(overrides) if _override_touches(o, "teacher.samples")), None)
+        raise ConfigError(
+            f"invalid pipeline config {path}: teacher.samples: {n}: the {cfg.task.type} task keeps one answer per "
+            f"row (it does not aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; "
+            "set teacher.samples: 1" + (f" (from --set {origin})" if origin else "")
+        )
+
+
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
     lines = [f"invalid pipeline config {path}:"]
+    tags = set(task_names())  # pydantic puts the union member's name in the location: task.label.labels
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in {"label", "rephrase", "qa"}))
+        parts = list(err["loc"])
+        if len(parts) > 1 and parts[0] == "task" and parts[1] in tags:
+            del parts[1]
+        loc = ".".join(str(p) for p in parts)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check spelling)"
@@ -363,9 +333,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     for override in overrides:
         apply_override(data, override, p)
     try:
-        cfg = PipelineConfig.model_validate(data)
+        cfg = pipeline_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(p, exc, overrides)) from None
+    _check_samples(cfg, p, overrides)
     cfg.source_path = p.resolve()
     cfg.overrides = overrides
     cfg.env_vars = env_vars

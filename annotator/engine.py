@@ -23,7 +23,7 @@ from pydantic import Field
 import annotator
 from annotator.backends import Backend, Generation, GenerationRequest, build_backend
 from annotator.cache import ResultStore, SampleResult, prompt_hash, sample_key, task_fingerprint
-from annotator.config import LabelTaskConfig, PipelineConfig
+from annotator.config import PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import (
     BackendError,
@@ -42,7 +42,6 @@ from annotator.records import (
     AnswerProvenance,
     FailureKind,
     Invocation,
-    LabelInfo,
     RunCounts,
     RunManifest,
     read_manifest,
@@ -421,15 +420,14 @@ class Pipeline:
             raise os_error(exc, exc.filename or self.out_dir) from None
 
     def _manifest(self, backend: Backend, started_at: str) -> RunManifest:
-        task = self.cfg.task
-        labels = [LabelInfo(name=lab.name, description=lab.description) for lab in task.labels] if isinstance(task, LabelTaskConfig) else []
+        labels, multi_label = self.task.manifest_labels()
         manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
             config=self.cfg.model_dump(mode="json"),
-            task=task.type,
+            task=self.cfg.task.type,
             labels=labels,
-            multi_label=isinstance(task, LabelTaskConfig) and task.multi_label,
+            multi_label=multi_label,
             template_path=self.template.name,
             template_sha256=self.template.sha256,
             backend=backend.name,

@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -26,7 +26,9 @@ ANNOTATIONS_FILE = "annotations.jsonl"
 MANIFEST_FILE = "run.json"
 CACHE_FILE = "cache.sqlite"
 
-TaskType = Literal["label", "rephrase", "qa"]
+# A registered task's name (annotator.tasks.task_names()); not checked against the registry here, so a run of a
+# task whose plugin is not installed can still be read.
+TaskType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 FailureKind = Literal["input", "transport", "validation"]
 
 

@@ -20,16 +20,26 @@ from annotator.errors import TemplateError
 BUILTIN_PREFIX = "builtin:"
 
 
+def _builtin_name(task: str) -> str:
+    """The file name of the built-in template that the task declares (``default_template``)."""
+    from annotator.tasks import get_task_class
+
+    name = get_task_class(task).default_template
+    if name is None:
+        raise TemplateError(f"task {task!r} has no built-in prompt template: set prompt.template in the pipeline")
+    return name
+
+
 def default_template_path(task: str) -> Path:
     """Where the built-in template of ``task`` lies in the installed package (for tools that track files)."""
-    return Path(str(resources.files("annotator") / "prompts" / f"{task}.jinja"))
+    return Path(str(resources.files("annotator") / "prompts" / _builtin_name(task)))
 
 
 def builtin_template_source(task: str) -> str:
     """The source of the default template of ``task``, shipped inside the package (``annotator/prompts``)."""
-    resource = resources.files("annotator") / "prompts" / f"{task}.jinja"
+    resource = resources.files("annotator") / "prompts" / _builtin_name(task)
     if not resource.is_file():
-        raise TemplateError(f"no built-in prompt template for task {task!r}")
+        raise TemplateError(f"no built-in prompt template for task {task!r} ({resource} is missing)")
     return resource.read_text(encoding="utf-8")
 
 
@@ -71,8 +81,8 @@ class PromptTemplate:
 
     @classmethod
     def builtin(cls, task: str, system: str | None = None) -> PromptTemplate:
-        """The package's default template for ``task``; its name is ``builtin:<task>.jinja``."""
-        return cls(builtin_template_source(task), f"{BUILTIN_PREFIX}{task}.jinja", system)
+        """The package's default template for ``task`` (the one it declares); its name is ``builtin:<file>``."""
+        return cls(builtin_template_source(task), f"{BUILTIN_PREFIX}{_builtin_name(task)}", system)
 
     @property
     def sha256(self) -> str:

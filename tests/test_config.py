@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from annotator.config import LabelTaskConfig, load_config
+from annotator.config import load_config
 from annotator.errors import ConfigError
+from annotator.tasks.label import LabelTaskConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -135,10 +135,6 @@ def export(run: Path, out: Path, **kw):
 
 def test_export_single_label(tmp_path):
     run = make_label_run(tmp_path / "run")
-    (run / "audit").mkdir()
-    (run / "audit" / "report.json").write_text(
-        json.dumps({"summary": {"teacher_kappa": 0.731, "human_alpha": 0.62, "n_items": 36}, "per_item": [1, 2]})
-    )
     out = tmp_path / "ds"
     s = export(run, out, seed=7, min_confidence=0.5)
 
@@ -179,7 +175,7 @@ def test_export_single_label(tmp_path):
     ej = json.loads((out / "export.json").read_text())
     assert ej["counts"]["failed_excluded"] == 4 and ej["counts"]["below_threshold_excluded"] == 5
     assert ej["template_sha256"] == "ab" * 32 and ej["teacher_model"] == "teacher-model-x"
-    assert ej["audit_summary"] == {"teacher_kappa": 0.731, "human_alpha": 0.62, "n_items": 36}
+    assert ej["audit_summary"] is None  # no audit yet (test_audit_headlines_from_annotator_report has one)
     card = (out / "README.md").read_text()
     assert card.startswith("---\n")
     import yaml
@@ -188,7 +184,7 @@ def test_export_single_label(tmp_path):
     assert meta["annotator"]["teacher_model"] == "teacher-model-x"
     assert meta["annotator"]["template_sha256"] == "ab" * 32
     assert [x["num_examples"] for x in meta["dataset_info"]["splits"]] == list(sizes.values())
-    assert "teacher_kappa" in card and "0.731" in card
+    assert "No audit report was found" in card
     assert "failed (excluded) | 4" in card
     assert "`politics`" in card  # label distribution table
     assert "samples: 3" in card  # pipeline config
@@ -383,37 +379,43 @@ def test_cli_export(tmp_path, capsys):
     assert "--split" in capsys.readouterr().err
 
 
-def test_audit_headlines_from_annotator_report(tmp_path):
-    from annotator.export.dataset_builder import load_audit_summary
+def test_audit_headlines_from_annotator_report(tmp_path, capsys):
+    """The headlines come from the report `annotator audit` wrote, read through its pydantic model; a damaged
+    report.json is one error line naming the file."""
+    from test_audit_cli import audit_cli, make_data  # tests/ is on sys.path
 
-    run = make_label_run(tmp_path / "run", n=12)
-    (run / "audit").mkdir()
-    est = lambda v: {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}
-    (run / "audit" / "report.json").write_text(
-        json.dumps(
-            {
-                "annotator_version": "0.1.0",
-                "classification": {"n_items": 70, "accuracy": est(0.9), "macro_f1": est(0.88), "per_class": []},
-                "agreement": {
-                    "teacher_vs_majority": {"cohen_kappa": est(0.81234)},
-                    "human_human": {"krippendorff_alpha": est(0.7)},
-                },
-                "gate": {"metric": "kappa", "value": 0.81, "passed": True},
-                "low_agreement_categories": ["health"],
-            }
-        )
-    )
+    from annotator.cli import main
+    from annotator.export.dataset_builder import ExportError, load_audit_summary
+
+    humans, run = make_data(tmp_path)
+    code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(run / "audit"),
+                            "--bootstrap", "20", "--seed", "1"], capsys)
+    assert code == 0
+    report = json.loads((run / "audit" / "report.json").read_text())
     got, path = load_audit_summary(run)
-    assert path.endswith("report.json")
-    assert got["classification.accuracy"] == 0.9 and got["agreement.teacher_vs_majority.cohen_kappa"] == 0.8123
-    assert got["gate.passed"] is True and got["low_agreement_categories"] == "health"
+    assert path == str(run / "audit" / "report.json")
+    assert got["coverage.evaluated_items"] == report["coverage"]["evaluated_items"] == 40
+    assert got["classification.accuracy"] == round(report["classification"]["accuracy"]["value"], 4)
+    kappa = report["agreement"]["teacher_vs_majority"]["cohen_kappa"]["value"]
+    assert got["agreement.teacher_vs_majority.cohen_kappa"] == round(kappa, 4)
+    assert got["gate.metric"] == report["gate"]["metric"]
+    assert got["low_agreement_categories"] == (", ".join(report["low_agreement_categories"]) or "none")
+    assert "gate.min_agreement" not in got  # unset scalars are left out (no --min-agreement)
     card = export(run, tmp_path / "ds").out and (tmp_path / "ds" / "README.md").read_text()
-    assert "agreement.human_human.krippendorff_alpha | 0.7" in card
+    alpha = round(report["agreement"]["human_human"]["krippendorff_alpha"]["value"], 4)
+    assert f"agreement.human_human.krippendorff_alpha | {alpha:.4g}" in card
 
-    (run / "audit" / "report.json").write_text(json.dumps({"kappa": 0.5, "nested": {"alpha": 0.4}, "rows": [1, 2]}))
-    assert load_audit_summary(run)[0] == {"kappa": 0.5, "nested.alpha": 0.4}
-    (run / "audit" / "report.json").write_text("{not json")
-    assert "note" in load_audit_summary(run)[0]
+    for damaged in ("{not json", json.dumps({"kappa": 0.5, "nested": {"alpha": 0.4}})):
+        (run / "audit" / "report.json").write_text(damaged)
+        with pytest.raises(ExportError, match="report.json is not an audit report") as exc:
+            load_audit_summary(run)
+        assert "\n" not in str(exc.value)
+        with pytest.raises(SystemExit) as ex:
+            main(["export", str(run), "--out", str(tmp_path / "ds2")])
+        assert ex.value.code == 2
+        err = capsys.readouterr().err
+        assert str(run / "audit" / "report.json") in err.replace("\n", "") and "Traceback" not in err
+        assert not (tmp_path / "ds2").exists()
 
 
 def test_export_never_deletes_files_it_did_not_write(tmp_path):

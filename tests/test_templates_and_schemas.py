@@ -6,12 +6,14 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from annotator.config import LabelTaskConfig, QATaskConfig, RephraseTaskConfig
 from annotator.engine import item_rng
 from annotator.errors import TemplateError
 from annotator.inputs import InputRow
 from annotator.schemas import extract_json, strict_json_schema
 from annotator.tasks import build_task
+from annotator.tasks.label import LabelTaskConfig
+from annotator.tasks.qa import QATaskConfig
+from annotator.tasks.rephrase import RephraseTaskConfig
 from annotator.templates import PromptTemplate
 
 LABELS = [{"name": n, "description": f"about {n}"} for n in ["politics", "sport", "health", "economy"]]

@@ -84,11 +84,11 @@ def export(
     table = Table(show_header=True)
     table.add_column("split")
     table.add_column("rows", justify="right")
-    if summary.task != "label" or summary.format != "classification":
+    if summary.format != "classification":  # one row per input row in classification exports
         table.add_column("input rows", justify="right")
     for s, n in c.per_split.items():
         cells = [s, str(n)]
-        if summary.task != "label" or summary.format != "classification":
+        if summary.format != "classification":  # one row per input row in classification exports
             cells.append(str(c.per_split_items.get(s, 0)))
         table.add_row(*cells)
     console.print(table)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from annotator.tasks import get_task_class
+
 if TYPE_CHECKING:
     from annotator.export.dataset_builder import ExportSummary
 
@@ -50,11 +52,11 @@ def _size_category(n: int) -> str:
 
 
 def front_matter(summary: ExportSummary, features: Any) -> dict[str, Any]:
-    task_category = {"label": "text-classification", "rephrase": "text-generation", "qa": "question-answering"}
+    """The card's YAML header: the Hub's metadata (task category declared by the task, features, splits)."""
     splits = list(summary.counts.per_split)
     meta: dict[str, Any] = {
         "pretty_name": summary.pipeline_name or "annotator export",
-        "task_categories": [task_category.get(summary.task, "other")],
+        "task_categories": [get_task_class(summary.task).hub_category],
         "size_categories": [_size_category(summary.counts.exported_rows)],
         "tags": ["annotator", "llm-annotated", "synthetic-labels"],
         "dataset_info": {

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from annotator.costs import CostTally
 from annotator.errors import AnnotatorError, InputDataError
-from annotator.export.chat_formats import label_rows, qa_rows, rephrase_rows
 from annotator.export.splits import (
     assign_by_id,
     multilabel_strata,
@@ -33,6 +31,10 @@ from annotator.records import (
     iter_annotations,
     read_manifest,
 )
+from annotator.tasks import ExportContext, Exporter, ExportItem, get_task_class
+
+if TYPE_CHECKING:
+    from annotator.audit.report import AuditReport
 
 EXPORT_FILE = "export.json"
 CARD_FILE = "README.md"
@@ -142,103 +144,62 @@ def _run_base(run_dir: Path) -> Path:
     return run_dir if run_dir.is_dir() else run_dir.parent
 
 
-# Headline numbers of annotator's own audit report (annotator/audit/report.py), looked up defensively.
-AUDIT_HEADLINES = (
-    "gate.metric",
-    "gate.value",
-    "gate.min_agreement",
-    "gate.passed",
-    "alt_test_verdict",
-    "coverage.evaluated_items",
-    "coverage.teacher_failed",
-    "classification.accuracy",
-    "classification.macro_f1",
-    "agreement.teacher_vs_majority.cohen_kappa",
-    "agreement.teacher_vs_majority.krippendorff_alpha",
-    "agreement.human_human.krippendorff_alpha",
-    "agreement.human_human.mean_pairwise_cohen_kappa",
-    "agreement.teacher_human.mean_cohen_kappa",
-    "agreement.teacher_human.alpha_teacher_substituted",
-    "low_agreement_categories",
-)
-
-
-def _scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool))
-
-
-def _headline_value(v: Any) -> tuple[bool, Any]:
-    """(usable, value): scalars as they are, estimates ``{value, ci_low, ci_high}`` as their value, short lists joined."""
-    if _scalar(v):
-        return True, v
-    if isinstance(v, dict) and "value" in v and _scalar(v["value"]):
-        return True, v["value"]
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return True, ", ".join(v) if v else "none"
-    return False, None
-
-
 def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """Headline numbers of ``<run>/audit/report.json`` when it exists (read as generic JSON: keys may vary).
+    """Headline numbers of ``<run>/audit/report.json`` (read as :class:`AuditReport`) when it exists.
 
-    Order of preference: a ``summary``/``headline`` mapping; the known headline paths of annotator's
-    audit report (gate, teacher-vs-majority kappa, human alpha, accuracy, macro-F1...); otherwise the
-    top-level scalar entries (and one level of nested scalars, as ``outer.inner``).
+    Keys are the report's dotted paths (``gate.passed``, ``agreement.teacher_vs_majority.cohen_kappa``...);
+    estimates give their value, floats are rounded to 4 digits, unset scalars are left out. A report.json that
+    is not an audit report raises :class:`ExportError` naming the file.
     """
+    from annotator.audit.report import AuditReport
+
     path = _run_base(run_dir) / AUDIT_REPORT
     if not path.is_file():
         return None, None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"note": "audit/report.json exists but is not readable JSON"}, str(path)
-    if not isinstance(data, dict):
-        return None, str(path)
+        report = AuditReport.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read the audit report: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        raise ExportError(
+            f"{path} is not an audit report ({where}: {err['msg']}; {exc.error_count()} problem(s)): run "
+            "`annotator audit` again or move the file away"
+        ) from None
+    return _audit_headlines(report), str(path)
+
+
+def _audit_headlines(r: AuditReport) -> dict[str, Any]:
+    from annotator.audit.report import Estimate
+
+    agreement = r.agreement
+    values: dict[str, Any] = {
+        "gate.metric": r.gate.metric,
+        "gate.value": r.gate.value,
+        "gate.min_agreement": r.gate.min_agreement,
+        "gate.passed": r.gate.passed,
+        "alt_test_verdict": r.alt_test_verdict,
+        "coverage.evaluated_items": r.coverage.evaluated_items,
+        "coverage.teacher_failed": r.coverage.teacher_failed,
+        "classification.accuracy": r.classification.accuracy,
+        "classification.macro_f1": r.classification.macro_f1,
+        "agreement.teacher_vs_majority.cohen_kappa": agreement.teacher_vs_majority.cohen_kappa,
+        "agreement.teacher_vs_majority.krippendorff_alpha": agreement.teacher_vs_majority.krippendorff_alpha,
+        "agreement.human_human.krippendorff_alpha": agreement.human_human.krippendorff_alpha,
+        "agreement.human_human.mean_pairwise_cohen_kappa": agreement.human_human.mean_pairwise_cohen_kappa,
+        "agreement.teacher_human.mean_cohen_kappa": agreement.teacher_human.mean_cohen_kappa,
+        "agreement.teacher_human.alpha_teacher_substituted": agreement.teacher_human.alpha_teacher_substituted,
+        "low_agreement_categories": ", ".join(r.low_agreement_categories) or "none",
+    }
     out: dict[str, Any] = {}
-    for key in ("summary", "headline", "headlines"):
-        if isinstance(data.get(key), dict):
-            for k, v in data[key].items():
-                ok, val = _headline_value(v)
-                if ok:
-                    out[str(k)] = val
-            if out:
-                return out, str(path)
-    for dotted in AUDIT_HEADLINES:
-        node: Any = data
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        ok, val = _headline_value(node)
-        if node is not None and ok:
-            out[dotted] = round(val, 4) if isinstance(val, float) else val
-    if out:
-        return out, str(path)
-    for k, v in data.items():
-        ok, val = _headline_value(v)
-        if ok:
-            out[str(k)] = val
-        elif isinstance(v, dict) and v and len(v) <= 12:
-            for k2, v2 in v.items():
-                ok2, val2 = _headline_value(v2)
-                if ok2:
-                    out[f"{k}.{k2}"] = val2
-        if len(out) >= 40:
-            break
-    return out, str(path)
-
-
-def _label_answer(rec: AnnotationRecord, multi_label: bool) -> list[str] | None:
-    out = rec.output or {}
-    if multi_label:
-        labels = rec.labels if rec.labels is not None else out.get("labels")
-        if labels is None and (rec.label or out.get("label")):
-            labels = [rec.label or out.get("label")]
-        return None if labels is None else [str(x) for x in labels]
-    label = rec.label if rec.label is not None else out.get("label")
-    if label is None and isinstance(out.get("labels"), list) and len(out["labels"]) == 1:
-        label = out["labels"][0]
-    return None if label is None else [str(label)]
+    for key, v in values.items():
+        if isinstance(v, Estimate):
+            v = v.value
+        elif v is None:
+            continue
+        out[key] = round(v, 4) if isinstance(v, float) else v
+    return out
 
 
 def _split_strata(run_path: Path, opts: ExportOptions, label_names: list[str], multi_label: bool) -> dict[str, Hashable] | None:
@@ -262,18 +223,6 @@ def _gold_strata(gold: Path | None, label_names: list[str], multi_label: bool) -
     labels = load_gold(gold, label_names or None, multi_label).labels
     keys = multilabel_strata(list(labels.values())) if multi_label else [v[0] for v in labels.values()]
     return dict(zip(labels, keys))
-
-
-def _resolve_format(task: str, fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if task == "label":
-        return "classification" if fmt == "auto" else fmt
-    if fmt == "classification":
-        raise ExportError(
-            f"--format classification needs a label task; this run is a {task} task (use chat or instruction)"
-        )
-    return "chat" if fmt == "auto" else fmt
 
 
 def _prepare_out(out: Path) -> tuple[Path, set[str]]:
@@ -342,34 +291,6 @@ def _install(staging: Path, out: Path, previous: set[str]) -> None:
     shutil.rmtree(staging)
 
 
-def _features(task: str, fmt: str, label_names: list[str], multi_label: bool, with_rationale: bool):
-    from datasets import ClassLabel, Features, Sequence, Value
-
-    s = Value("string")
-    if fmt == "classification":
-        cols: dict[str, Any] = {"id": s, "text": s}
-        if multi_label:
-            cols["labels"] = Sequence(ClassLabel(names=label_names))
-        else:
-            cols["label"] = ClassLabel(names=label_names)
-        cols["confidence"] = Value("float64")
-        if with_rationale:
-            cols["rationale"] = s
-        return Features(cols)
-    cols = {"id": s, "source_id": s}
-    if task == "rephrase":
-        cols["style"] = s
-    if fmt == "chat":
-        cols["messages"] = [{"role": s, "content": s}]
-    else:
-        cols.update(instruction=s, input=s, output=s)
-    if task == "qa":
-        cols["evidence"] = s
-    if task == "label":
-        cols["confidence"] = Value("float64")
-    return Features(cols)
-
-
 def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: ExportOptions, labels: list[str]) -> str:
     """Write the items under ``--route-below`` to a blank annotation sheet (the format of ``annotator sample``)."""
     from annotator.audit import sampling as sp
@@ -383,12 +304,21 @@ def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: Expor
     return files["long"]
 
 
-# --------------------------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------------------------- steps
 
 
-def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSummary:
-    """Export a run directory; returns the summary (also written as ``export.json``)."""
-    run_path = Path(run_dir)
+@dataclass
+class _Run:
+    """What export reads from a run directory."""
+
+    path: Path
+    manifest: RunManifest | None
+    records: list[AnnotationRecord]
+    task: str
+
+
+def _check_options(run_path: Path, opts: ExportOptions) -> dict[str, float]:
+    """Refuse a missing run directory and out-of-range options; return the split fractions."""
     if not run_path.exists():
         raise InputDataError(f"run directory not found: {run_path}")
     if run_path.is_dir() and not (run_path / ANNOTATIONS_FILE).exists():
@@ -400,8 +330,12 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
         raise ExportError(f"--min-confidence must be between 0 and 1, got {opts.min_confidence}")
     if opts.route_below is not None and not (0.0 <= opts.route_below <= 1.0):
         raise ExportError(f"--route-below must be between 0 and 1, got {opts.route_below}")
-    out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
+    if opts.fmt not in FORMATS:
+        raise ExportError(f"unknown --format {opts.fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fractions
 
+
+def _read_run(run_path: Path, notes: list[str]) -> _Run:
     try:
         manifest: RunManifest | None = read_manifest(_run_base(run_path))
     except ValueError as exc:
@@ -409,175 +343,127 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     records = list(iter_annotations(run_path))
     if not records:
         raise ExportError(f"{run_path}: annotations.jsonl has no rows")
-    notes: list[str] = []
-    task = manifest.task if manifest else records[0].task
     if manifest is None:
         notes.append(f"no {MANIFEST_FILE}: labels and provenance inferred from the annotations")
-    fmt = _resolve_format(task, opts.fmt)
+    return _Run(run_path, manifest, records, manifest.task if manifest else records[0].task)
 
-    multi_label = bool(manifest.multi_label) if manifest else any(r.labels is not None for r in records)
-    label_names: list[str] = [lab.name for lab in manifest.labels] if manifest else []
-    descriptions = {lab.name: lab.description for lab in manifest.labels} if manifest else {}
-    if task == "label" and not label_names:
-        seen: set[str] = set()
-        for rec in records:
-            if rec.status == "ok":
-                seen.update(_label_answer(rec, multi_label) or [])
-        label_names = sorted(seen)
-    counts = ExportCounts(total=len(records))
-    tally = CostTally()
-    for rec in records:
-        tally.add(rec.cost)
-    cost = tally.summary()
 
-    # ---- filter
-    kept: list[tuple[AnnotationRecord, list[str] | None]] = []
+def _make_exporter(run: _Run, fmt: str) -> Exporter:
+    """The run's task's exporter, for ``fmt`` (``auto``: the task's first format)."""
+    task_cls = get_task_class(run.task)
+    formats = task_cls.exporter.formats
+    if fmt == "auto":
+        fmt = formats[0]
+    elif fmt not in formats:
+        raise ExportError(f"--format {fmt} does not fit a {run.task} task (use {' or '.join(formats)})")
+    m = run.manifest
+    ctx = ExportContext(
+        task=run.task,
+        fmt=fmt,
+        label_names=[lab.name for lab in m.labels] if m else [],
+        descriptions={lab.name: lab.description for lab in m.labels} if m else {},
+        multi_label=bool(m.multi_label) if m else any(r.labels is not None for r in run.records),
+    )
+    exporter = task_cls.exporter(ctx)
+    exporter.prepare(run.records)
+    return exporter
+
+
+def _select(
+    run: _Run, exporter: Exporter, opts: ExportOptions, counts: ExportCounts, notes: list[str]
+) -> tuple[list[ExportItem], list[AnnotationRecord]]:
+    """The items to export and the records routed to humans (--route-below); counts what is left out."""
+    kept: list[ExportItem] = []
     routed: list[AnnotationRecord] = []
-    known = set(label_names)
-    for rec in records:
+    for rec in run.records:
         if rec.status != "ok":
             counts.failed_excluded += 1
             continue
-        if task == "label":
-            answer = _label_answer(rec, multi_label)
-            if answer is None or any(a not in known for a in answer) or (not multi_label and len(answer) != 1):
-                counts.invalid_label_excluded += 1
-                continue
-            if opts.route_below is not None and rec.confidence is not None and rec.confidence < opts.route_below:
-                counts.routed_to_humans += 1
-                routed.append(rec)
-                continue
-            if opts.min_confidence is not None and rec.confidence is not None and rec.confidence < opts.min_confidence:
-                counts.below_threshold_excluded += 1
-                continue
-            kept.append((rec, answer))
-        else:
-            key = "paraphrases" if task == "rephrase" else "pairs"
-            if not (rec.output or {}).get(key):
-                counts.empty_output_excluded += 1
-                continue
-            kept.append((rec, None))
-    if task != "label" and opts.min_confidence is not None:
-        notes.append(f"--min-confidence ignored: {task} records carry no confidence")
-    if task != "label" and opts.route_below is not None:
-        notes.append(f"--route-below ignored: {task} records carry no confidence")
-    routed_sheet = _route_to_humans(routed, run_path, opts, label_names) if routed else None
-    if not kept:
-        raise ExportError(
-            f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
-            f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
-            + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
-        )
+        item = exporter.keep(rec)
+        if isinstance(item, str):
+            setattr(counts, item, getattr(counts, item) + 1)
+            continue
+        conf = rec.confidence if exporter.has_confidence else None
+        if opts.route_below is not None and conf is not None and conf < opts.route_below:
+            counts.routed_to_humans += 1
+            routed.append(rec)
+            continue
+        if opts.min_confidence is not None and conf is not None and conf < opts.min_confidence:
+            counts.below_threshold_excluded += 1
+            continue
+        kept.append(item)
+    if not exporter.has_confidence:
+        for flag, value in (("--min-confidence", opts.min_confidence), ("--route-below", opts.route_below)):
+            if value is not None:
+                notes.append(f"{flag} ignored: {run.task} records carry no confidence")
+    return kept, routed
 
-    # ---- split: by the input row's id (seeded hash), never by the teacher's label; see export/splits.py
-    strata = _split_strata(run_path, opts, label_names, multi_label)
-    split_of = assign_by_id([r.id for r in records], fractions, opts.seed, strata)
-    assignment = [split_of[rec.id] for rec, _ in kept]
-    split_names = list(fractions)
-    counts.per_split_items = split_counts(assignment, split_names)
+
+def _split(
+    run: _Run, kept: list[ExportItem], exporter: Exporter, opts: ExportOptions, fractions: dict[str, float],
+    counts: ExportCounts, notes: list[str],
+) -> dict[str, list[ExportItem]]:
+    """Deal the kept items into splits by the input row's id (seeded hash), never by the teacher's label."""
+    ctx = exporter.ctx
+    strata = _split_strata(run.path, opts, ctx.label_names, ctx.multi_label)
+    split_of = assign_by_id([r.id for r in run.records], fractions, opts.seed, strata)
+    by_split: dict[str, list[ExportItem]] = {s: [] for s in fractions}
+    for item in kept:
+        by_split[split_of[item.record.id]].append(item)
+    counts.per_split_items = split_counts([split_of[it.record.id] for it in kept], list(fractions))
     empty = [s for s, n in counts.per_split_items.items() if n == 0 and fractions[s] > 0]
     if empty:
         notes.append(f"too few items for split(s) {', '.join(empty)}: they are empty")
+    return by_split
 
-    # ---- rows
-    with_rationale = (
-        task == "label"
-        and fmt == "classification"
-        and any(isinstance((r.output or {}).get("rationale"), str) for r, _ in kept)
-    )
-    columns_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in split_names}
-    for (rec, answer), split in zip(kept, assignment):
-        if task == "label" and fmt == "classification":
-            row: dict[str, Any] = {"id": rec.id, "text": rec.text, "confidence": rec.confidence}
-            if multi_label:
-                row["labels"] = list(answer or [])
-            else:
-                row["label"] = (answer or [""])[0]
-            if with_rationale:
-                rat = (rec.output or {}).get("rationale")
-                row["rationale"] = rat if isinstance(rat, str) else None
-            rows = [row]
-        elif task == "label":
-            rows = label_rows(rec, fmt, label_names, descriptions, multi_label, answer or [])
-        elif task == "rephrase":
-            rows = rephrase_rows(rec, fmt)
-        else:
-            rows = qa_rows(rec, fmt)
-        for r in rows:
-            r["_split_labels"] = answer
-        columns_by_split[split].extend(rows)
 
-    # ---- distributions
-    label_dist: dict[str, dict[str, int]] = {}
-    style_dist: dict[str, dict[str, int]] = {}
-    mean_conf: dict[str, float | None] = {}
-    for split in [*split_names, "all"]:
-        rows = [r for s in split_names for r in columns_by_split[s]] if split == "all" else columns_by_split[split]
-        if task == "label":
-            c = Counter(lab for r in rows for lab in (r["_split_labels"] or []))
-            label_dist[split] = {name: c.get(name, 0) for name in label_names}
-            confs = [r["confidence"] for r in rows if r.get("confidence") is not None]
-            mean_conf[split] = round(sum(confs) / len(confs), 4) if confs else None
-        elif task == "rephrase":
-            style_dist[split] = dict(sorted(Counter(r["style"] for r in rows).items()))
-    for rows in columns_by_split.values():
-        for r in rows:
-            del r["_split_labels"]
-
-    # ---- build and write
+def _build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]]) -> tuple[Any, Any]:
+    """The ``DatasetDict`` of the rows, and its features."""
     from datasets import Dataset, DatasetDict
 
-    features = _features(task, fmt, label_names, multi_label, with_rationale)
+    features = exporter.features()
     dsd = DatasetDict()
-    for split in split_names:
-        rows = columns_by_split[split]
+    for split, rows in rows_by_split.items():
         data = {col: [r.get(col) for r in rows] for col in features}
         dsd[split] = Dataset.from_dict(data, features=features)
-    counts.per_split = {s: len(dsd[s]) for s in split_names}
-    counts.exported_items = len(kept)
-    counts.exported_rows = sum(counts.per_split.values())
+    return dsd, features
 
-    audit_summary, audit_path = load_audit_summary(run_path)
-    summary = ExportSummary(
-        run_dir=str(run_path),
-        out=str(out),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        task=task,
-        format=fmt,
-        columns=list(features),
-        label_names=label_names if task == "label" else [],
-        multi_label=multi_label if task == "label" else False,
-        seed=opts.seed,
-        split_fractions=fractions,
+
+def _summary(
+    run: _Run, exporter: Exporter, opts: ExportOptions, out: Path, fractions: dict[str, float],
+    counts: ExportCounts, dsd: Any, features: Any, statistics: dict[str, Any], routed_sheet: str | None,
+    notes: list[str],
+) -> ExportSummary:
+    m, first = run.manifest, run.records[0]
+    tally = CostTally()
+    for rec in run.records:
+        tally.add(rec.cost)
+    cost = tally.summary()
+    label_names, multi_label = exporter.summary_labels()
+    audit_summary, audit_path = load_audit_summary(run.path)
+    return ExportSummary(
+        run_dir=str(run.path), out=str(out), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        task=run.task, format=exporter.ctx.fmt, columns=list(features), label_names=label_names,
+        multi_label=multi_label, seed=opts.seed, split_fractions=fractions,
         split_method="item id" + (", gold strata" if opts.gold else "")
         + (f", {opts.stratify_by} strata" if opts.stratify_by else ""),
-        gold=None if opts.gold is None else str(opts.gold),
-        stratify_by=opts.stratify_by,
-        min_confidence=opts.min_confidence,
-        route_below=opts.route_below,
-        routed_sheet=routed_sheet,
-        counts=counts,
-        label_distribution=label_dist,
-        style_distribution=style_dist,
-        mean_confidence=mean_conf,
-        split_bytes={s: int(dsd[s].data.nbytes) for s in split_names},
-        teacher_model=manifest.model if manifest else records[0].model,
+        gold=None if opts.gold is None else str(opts.gold), stratify_by=opts.stratify_by,
+        min_confidence=opts.min_confidence, route_below=opts.route_below, routed_sheet=routed_sheet,
+        counts=counts, **statistics, split_bytes={s: int(dsd[s].data.nbytes) for s in dsd},
+        teacher_model=m.model if m else first.model,
         teacher_cost_usd=cost.total_usd if cost else None,
         teacher_cost_per_item_usd=cost.per_item_usd if cost else None,
-        backend=manifest.backend if manifest else None,
-        template_path=manifest.template_path if manifest else None,
-        template_sha256=manifest.template_sha256 if manifest else records[0].prompt_hash,
-        pipeline_name=manifest.pipeline_name if manifest else None,
-        pipeline_path=manifest.pipeline_path if manifest else None,
-        pipeline_config=manifest.config if manifest else {},
-        annotator_version=manifest.annotator_version if manifest else None,
-        answers=manifest.answers if manifest else None,
-        history=(manifest.history or [manifest.invocation()]) if manifest else [],
-        audit_summary=audit_summary,
-        audit_report=audit_path,
-        notes=notes,
+        backend=m.backend if m else None, template_path=m.template_path if m else None,
+        template_sha256=m.template_sha256 if m else first.prompt_hash,
+        pipeline_name=m.pipeline_name if m else None, pipeline_path=m.pipeline_path if m else None,
+        pipeline_config=m.config if m else {}, annotator_version=m.annotator_version if m else None,
+        answers=m.answers if m else None, history=(m.history or [m.invocation()]) if m else [],
+        audit_summary=audit_summary, audit_report=audit_path, notes=notes,
     )
 
+
+def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[str, str], out: Path) -> None:
+    """Stage the dataset (Arrow, Parquet, card, export.json) next to ``out``, then install it (see _install)."""
     import datasets
 
     from annotator.export.card import render_card
@@ -588,7 +474,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     try:
         dsd.save_to_disk(str(staging))
         (staging / PARQUET_DIR).mkdir()
-        for split in split_names:
+        for split in dsd:
             dsd[split].to_parquet(str(staging / PARQUET_DIR / f"{split}.parquet"))
         (staging / CARD_FILE).write_text(render_card(summary, features, descriptions), encoding="utf-8")
         summary.files = [*_files_under(staging), EXPORT_FILE]
@@ -600,15 +486,58 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log=None) -> ExportSumm
     finally:
         if bars:
             datasets.enable_progress_bars()
+
+
+def _push(dsd: Any, summary: ExportSummary, repo: str, private: bool, out: Path) -> None:
+    """Push the dataset to the Hub repo ``repo``; record it in export.json."""
+    try:
+        dsd.push_to_hub(repo, private=private)
+    except Exception as exc:  # noqa: BLE001 - network, auth, repo errors: one clear line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"dataset saved to {out}, but push to hub {repo!r} failed: {first}") from None
+    summary.pushed_to = repo
+    (out / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] | None = None) -> ExportSummary:
+    """Export a run directory; returns the summary (also written as ``export.json``).
+
+    Steps: check the options, read the run, let the run's task (its :class:`~annotator.tasks.Exporter`) keep
+    records and make rows, split by item id, build the ``DatasetDict``, write it with its card and summary.
+    """
+    run_path = Path(run_dir)
+    fractions = _check_options(run_path, opts)
+    out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
+    notes: list[str] = []
+    run = _read_run(run_path, notes)
+    exporter = _make_exporter(run, opts.fmt)
+    counts = ExportCounts(total=len(run.records))
+    kept, routed = _select(run, exporter, opts, counts, notes)
+    routed_sheet = _route_to_humans(routed, run_path, opts, exporter.ctx.label_names) if routed else None
+    if not kept:
+        raise ExportError(
+            f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
+            f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
+            + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
+        )
+    exporter.finish_selection(kept)
+    items_by_split = _split(run, kept, exporter, opts, fractions, counts, notes)
+    rows_by_split = {s: [row for it in items for row in exporter.rows(it)] for s, items in items_by_split.items()}
+    dsd, features = _build_dataset(exporter, rows_by_split)
+    counts.per_split = {s: len(dsd[s]) for s in dsd}
+    counts.exported_items = len(kept)
+    counts.exported_rows = sum(counts.per_split.values())
+    statistics = exporter.statistics(
+        {**items_by_split, "all": [it for items in items_by_split.values() for it in items]},
+        {**rows_by_split, "all": [r for rows in rows_by_split.values() for r in rows]},
+    )
+    summary = _summary(run, exporter, opts, out, fractions, counts, dsd, features, statistics, routed_sheet, notes)
+    _write(dsd, summary, features, exporter.ctx.descriptions, out)
     if log:
         log(f"wrote {counts.exported_rows} rows to {out}")
-
     if opts.push_to_hub:
-        try:
-            dsd.push_to_hub(opts.push_to_hub, private=opts.private)
-        except Exception as exc:  # noqa: BLE001 - network, auth, repo errors: one clear line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ExportError(f"dataset saved to {out}, but push to hub {opts.push_to_hub!r} failed: {first}") from None
-        summary.pushed_to = opts.push_to_hub
-        (out / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        _push(dsd, summary, opts.push_to_hub, opts.private, out)
     return summary

@@ -1,21 +1,43 @@
-"""Task registry."""
+"""Tasks: one module per kind of annotation, registered by name (see :mod:`annotator.tasks.registry`).
+
+A task module declares its config class, output model, default template, checks, aggregation and export
+side (:mod:`annotator.tasks.base`); adding a task is one new module that calls :func:`register`.
+"""
 
 from __future__ import annotations
 
-from annotator.config import LabelTaskConfig, QATaskConfig, RephraseTaskConfig
-from annotator.tasks.base import Aggregate, Task
-from annotator.tasks.label import LabelTask
-from annotator.tasks.qa import QATask
-from annotator.tasks.rephrase import RephraseTask
+# the built-in tasks register themselves on import
+from annotator.tasks import label, qa, rephrase  # noqa: F401
+from annotator.tasks.base import (
+    Aggregate,
+    ExportContext,
+    Exporter,
+    ExportItem,
+    FewShotExample,
+    Task,
+    TaskConfigBase,
+)
+from annotator.tasks.registry import (
+    build_task,
+    get_task_class,
+    register,
+    task_config_classes,
+    task_names,
+    unregister,
+)
 
-
-def build_task(cfg: LabelTaskConfig | RephraseTaskConfig | QATaskConfig) -> Task:
-    """The task object for a pipeline's ``task:`` section."""
-    if isinstance(cfg, LabelTaskConfig):
-        return LabelTask(cfg)
-    if isinstance(cfg, RephraseTaskConfig):
-        return RephraseTask(cfg)
-    return QATask(cfg)
-
-
-__all__ = ["Aggregate", "Task", "build_task"]
+__all__ = [
+    "Aggregate",
+    "ExportContext",
+    "ExportItem",
+    "Exporter",
+    "FewShotExample",
+    "Task",
+    "TaskConfigBase",
+    "build_task",
+    "get_task_class",
+    "register",
+    "task_config_classes",
+    "task_names",
+    "unregister",
+]

@@ -4,13 +4,54 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, model_validator
 
-from annotator.config import QATaskConfig
-from annotator.inputs import InputRow
-from annotator.tasks.base import Aggregate, common_variables, first_output
+from annotator.tasks.base import (
+    Aggregate,
+    Exporter,
+    ExportItem,
+    FewShotExample,
+    TaskConfigBase,
+    common_variables,
+    first_output,
+    format_row,
+)
+from annotator.tasks.registry import register
+
+if TYPE_CHECKING:
+    from annotator.inputs import InputRow
+    from annotator.records import LabelInfo
+
+SYSTEM = "Answer the question using only the given passage."
+
+
+class QATaskConfig(TaskConfigBase):
+    type: Literal["qa"]
+    min_pairs: int = Field(default=1, ge=1)
+    max_pairs: int = Field(default=3, ge=1, le=50)
+    require_grounding: bool = Field(
+        default=True,
+        description="Reject a pair whose evidence is not a verbatim quote of the document or does not support the answer.",
+    )
+    min_evidence_chars: int = Field(
+        default=12, ge=1,
+        description="Grounding: an evidence quote must have at least this many characters (or be the whole document).",
+    )
+    min_answer_support: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Grounding: share of the answer's content words that must occur in its evidence "
+        "(an answer found verbatim in its evidence always passes).",
+    )
+    few_shot: list[FewShotExample] = []
+    instructions: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> QATaskConfig:
+        if self.min_pairs > self.max_pairs:
+            raise ValueError(f"min_pairs ({self.min_pairs}) is larger than max_pairs ({self.max_pairs})")
+        return self
 
 
 def _norm(s: str) -> str:
@@ -43,11 +84,42 @@ def support(answer: str, evidence: str) -> float:
     return len(words & set(re.findall(r"\w+", e))) / len(words)
 
 
+class QAExporter(Exporter):
+    """One row per question-answer pair: the user gives the passage and the question, the assistant answers;
+    ``evidence`` keeps the teacher's verbatim quote."""
+
+    output_key = "pairs"
+
+    def rows(self, item: ExportItem) -> list[dict[str, Any]]:
+        rec = item.record
+        rows = []
+        for i, p in enumerate((rec.output or {}).get("pairs") or []):
+            q, a = str(p.get("question") or ""), str(p.get("answer") or "")
+            if not q.strip() or not a.strip():
+                continue
+            row: dict[str, Any] = {"id": f"{rec.id}#{i}", "source_id": rec.id}
+            format_row(row, self.ctx.fmt, SYSTEM, f"Passage:\n{rec.text}\n\nQuestion: {q}", q, rec.text, a)
+            row["evidence"] = str(p.get("evidence") or "")
+            rows.append(row)
+        return rows
+
+    def columns(self) -> dict[str, Any]:
+        from datasets import Value
+
+        return {"evidence": Value("string")}
+
+
+@register
 class QATask:
     """Question-answer pairs, each grounded (``require_grounding``) by an evidence quote that is verbatim in the
     document, at least ``min_evidence_chars`` long, and supports the answer (see :func:`support`)."""
 
     name = "qa"
+    config_model = QATaskConfig
+    default_template = "qa.jinja"
+    aggregates_samples = False
+    hub_category = "question-answering"
+    exporter = QAExporter
 
     def __init__(self, cfg: QATaskConfig):
         self.cfg = cfg
@@ -91,3 +163,6 @@ class QATask:
 
     def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
         return first_output(outputs, requested)
+
+    def manifest_labels(self) -> tuple[list[LabelInfo], bool]:
+        return [], False

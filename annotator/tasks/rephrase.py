@@ -3,17 +3,83 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from annotator.config import RephraseTaskConfig
-from annotator.inputs import InputRow
-from annotator.tasks.base import Aggregate, common_variables, first_output
+from annotator.tasks.base import (
+    Aggregate,
+    Exporter,
+    ExportItem,
+    FewShotExample,
+    TaskConfigBase,
+    common_variables,
+    first_output,
+    format_row,
+)
+from annotator.tasks.registry import register
+
+if TYPE_CHECKING:
+    from annotator.inputs import InputRow
+    from annotator.records import LabelInfo
+
+SYSTEM = "You rewrite texts faithfully: same meaning, different wording."
 
 
+class RephraseTaskConfig(TaskConfigBase):
+    type: Literal["rephrase"]
+    n: int = Field(default=2, ge=1, le=20, description="Paraphrases per input.")
+    styles: list[str] = Field(default_factory=lambda: ["plain"], min_length=1)
+    few_shot: list[FewShotExample] = []
+    instructions: str = ""
+
+
+def _instruction(style: str) -> str:
+    style = (style or "").strip()
+    return f"Rewrite the text in a {style} style." if style else "Rewrite the text in other words."
+
+
+class RephraseExporter(Exporter):
+    """One row per paraphrase: the user asks for the text in a style, the assistant answers with the paraphrase."""
+
+    output_key = "paraphrases"
+
+    def rows(self, item: ExportItem) -> list[dict[str, Any]]:
+        rec = item.record
+        rows = []
+        for i, p in enumerate((rec.output or {}).get("paraphrases") or []):
+            style, text = str(p.get("style") or ""), str(p.get("text") or "")
+            if not text.strip():
+                continue
+            instruction = _instruction(style)
+            row: dict[str, Any] = {"id": f"{rec.id}#{i}", "source_id": rec.id, "style": style}
+            rows.append(format_row(row, self.ctx.fmt, SYSTEM, f"{instruction}\n\n{rec.text}", instruction, rec.text,
+                                   text))
+        return rows
+
+    def leading_columns(self) -> dict[str, Any]:
+        from datasets import Value
+
+        return {"style": Value("string")}
+
+    def statistics(self, items_by_split: dict[str, list[ExportItem]],
+                   rows_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """``style_distribution``: split (and ``all``) -> style -> rows."""
+        return {"style_distribution": {split: dict(sorted(Counter(r["style"] for r in rows).items()))
+                                       for split, rows in rows_by_split.items()}}
+
+
+@register
 class RephraseTask:
+    """Paraphrases of the input text, one per requested style."""
+
     name = "rephrase"
+    config_model = RephraseTaskConfig
+    default_template = "rephrase.jinja"
+    aggregates_samples = False
+    hub_category = "text-generation"
+    exporter = RephraseExporter
 
     def __init__(self, cfg: RephraseTaskConfig):
         self.cfg = cfg
@@ -44,3 +110,6 @@ class RephraseTask:
 
     def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
         return first_output(outputs, requested)
+
+    def manifest_labels(self) -> tuple[list[LabelInfo], bool]:
+        return [], False
