@@ -33,17 +33,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from annotator.backends import BACKENDS, DEFAULT_BACKEND, BaseTeacherConfig
-from annotator.backends.base import RayConfig
-from annotator.backends.local_llama import LocalTeacherConfig
-from annotator.backends.openai_config import OpenAITeacherConfig, PriceConfig
-from annotator.backends.vllm_offline import VLLMTeacherConfig
+# The teacher's settings are defined by their backends (annotator/backends/) and re-exported here.
+from annotator.backends import BACKENDS, DEFAULT_BACKEND
+from annotator.backends.base import BaseTeacherConfig as BaseTeacherConfig
+from annotator.backends.base import RayConfig as RayConfig
+from annotator.backends.local_llama import LocalTeacherConfig as LocalTeacherConfig
+from annotator.backends.openai_config import OpenAITeacherConfig as OpenAITeacherConfig
+from annotator.backends.openai_config import PriceConfig as PriceConfig
+from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
 from annotator.errors import ConfigError
-
-__all__ = [  # the teacher's settings are defined by their backends and re-exported here
-    "BaseTeacherConfig", "LocalTeacherConfig", "OpenAITeacherConfig", "PriceConfig", "RayConfig", "TeacherConfig",
-    "VLLMTeacherConfig",
-]
 
 
 class _Strict(BaseModel):
