@@ -72,7 +72,7 @@ class BatchRun:
         self.backend = backend
         self.client = backend.client
         self.store = store
-        self.cfg = pipeline.cfg.teacher
+        self.cfg = backend.cfg
         self.on_progress = on_progress
         self.items: dict[str, _Item] = {}
         self.open: dict[str, str | None] = {}  # file_id -> batch_id of batches not processed yet

@@ -17,11 +17,29 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import ErrorDetails
 
+# The teacher's settings are defined by their backends (annotator/backends/) and re-exported here.
+from annotator.backends import BACKENDS, DEFAULT_BACKEND
+from annotator.backends.base import BaseTeacherConfig as BaseTeacherConfig
+from annotator.backends.base import RayConfig as RayConfig
+from annotator.backends.local_llama import LocalTeacherConfig as LocalTeacherConfig
+from annotator.backends.openai_config import OpenAITeacherConfig as OpenAITeacherConfig
+from annotator.backends.openai_config import PriceConfig as PriceConfig
+from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
 from annotator.errors import ConfigError
 from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names
 
@@ -64,73 +82,54 @@ class PromptConfig(_Strict):
     system: str | None = None
 
 
-class PriceConfig(_Strict):
-    """What the provider charges, in USD per million tokens (copy it from the provider's price page)."""
-
-    input: float = Field(ge=0, description="USD per 1M prompt tokens.")
-    cached_input: float | None = Field(
-        default=None, ge=0, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
-    )
-    output: float = Field(ge=0, description="USD per 1M completion tokens.")
+def _backend_of(value: Any) -> str:
+    """The tag that picks a teacher's settings class: its ``backend`` (``local`` when the section has none)."""
+    if isinstance(value, dict):
+        return str(value.get("backend", DEFAULT_BACKEND))
+    return str(getattr(value, "backend", DEFAULT_BACKEND))
 
 
-class RayConfig(_Strict):
-    """Spread the teacher over a Ray cluster (also ``annotator run --ray [ADDRESS]``)."""
+if TYPE_CHECKING:
+    TeacherConfig: TypeAlias = BaseTeacherConfig
+else:
+    TeacherConfig = Annotated[
+        Union[tuple(Annotated[cls, Tag(name)] for name, cls in BACKENDS.items())],  # noqa: UP007 (a union built at run time)
+        Discriminator(_backend_of),
+    ]
+"""The ``teacher`` section: the settings class of its ``backend`` (see :data:`annotator.backends.BACKENDS`), so a
+setting of another backend is an error naming both."""
 
-    address: str | None = Field(default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default).")
-    workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
+_TEACHER_ADAPTER: TypeAdapter[BaseTeacherConfig] = TypeAdapter(TeacherConfig)
 
 
-class TeacherConfig(_Strict):
-    """The teacher model and how to call it. Fields that do not apply to a backend are ignored by it."""
+def teacher_config(data: Any) -> BaseTeacherConfig:
+    """Validate a ``teacher`` section (a mapping, or its JSON text) into its backend's settings class."""
+    if isinstance(data, (str, bytes)):
+        return _TEACHER_ADAPTER.validate_json(data)
+    return _TEACHER_ADAPTER.validate_python(data)
 
-    backend: Literal["local", "openai", "vllm"] = "local"
-    model: str | None = Field(default=None, description="Model name/path; local default: SmolLM2-135M-Instruct.")
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=256, gt=0)
-    seed: int = 0
-    samples: int = Field(default=1, ge=1, le=64, description="Self-consistency: answers drawn per item.")
-    sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Temperature used when samples > 1.")
-    # local (llama.cpp)
-    n_ctx: int = Field(default=2048, ge=256, description="local: context tokens per slot (prompt + answer).")
-    n_threads: int | None = Field(default=None, ge=1, description="local: llama.cpp threads (default 1).")
-    parallel: int = Field(
-        default=1, ge=1, le=64, description="local: requests decoded together (llama.cpp slots, one batch)."
-    )
-    # openai-compatible
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
-    concurrency: int = Field(default=16, ge=1, le=4096)
-    timeout: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=50, description="Transport retries (429, 5xx, timeouts).")
-    max_backoff: float = Field(default=60.0, gt=0)
-    rpm: int | None = Field(default=None, gt=0, description="Requests per minute the account allows (paced client-side).")
-    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute the account allows (paced client-side).")
-    price: PriceConfig | None = Field(default=None, description="Prices, for cost per row, totals and estimates.")
-    max_cost: float | None = Field(
-        default=None, gt=0, description="USD: stop starting teacher calls once this output directory would spend more."
-    )
-    mode: Literal["online", "batch"] = Field(
-        default="online", description="openai: 'batch' sends the run through the provider's Batch API (files + batches)."
-    )
-    batch_max_requests: int = Field(default=50_000, gt=0, description="Batch API: requests per batch at most.")
-    batch_max_bytes: int = Field(default=200_000_000, gt=0, description="Batch API: input file size per batch at most.")
-    batch_poll_interval: float = Field(default=30.0, gt=0, description="Batch API: seconds between status checks.")
-    batch_completion_window: str = "24h"
-    # vllm
-    vllm_engine_args: dict[str, Any] = {}
-    batch_size: int = Field(default=256, ge=1, description="vllm: requests kept in flight in the async engine.")
-    # Ray: the backend above, one replica per worker (annotator/backends/ray_pool.py)
-    ray: RayConfig | None = None
 
-    @model_validator(mode="after")
-    def _budget_needs_price(self) -> TeacherConfig:
-        if self.max_cost is not None and self.price is None:
-            raise ValueError("max_cost needs teacher.price (e.g. price: {input: 2.5, cached_input: 1.25, output: 10})")
-        if self.mode == "batch" and self.backend != "openai":
-            raise ValueError(f"mode: batch needs backend: openai (the Batch API), not {self.backend}")
-        return self
+def _explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
+    """A teacher error in the user's terms: the backend tag dropped from its location, a field of another backend
+    named as such (``teacher.n_ctx: not a setting of backend openai (it belongs to backend local)``), an unknown
+    backend listed against the known ones."""
+    loc = err["loc"]
+    if not loc or loc[0] != "teacher":
+        return err
+    if err["type"] == "union_tag_invalid":
+        known = ", ".join(BACKENDS)
+        return {**err, "loc": ("teacher", "backend"), "type": "unknown_backend",
+                "msg": f"unknown backend {_backend_of(err['input'])!r} (known: {known})"}
+    if len(loc) < 2 or loc[1] not in BACKENDS:
+        return err
+    backend, rest = str(loc[1]), loc[2:]
+    err = {**err, "loc": ("teacher", *rest)}
+    if err["type"] == "extra_forbidden" and len(rest) == 1:
+        owners = [name for name, cls in BACKENDS.items() if rest[0] in cls.model_fields]
+        if owners:
+            return {**err, "type": "other_backend", "msg": f"not a setting of backend {backend} (it belongs to "
+                    f"backend{'s' if len(owners) > 1 else ''} {', '.join(owners)})"}
+    return err
 
 
 OnInvalid = Literal["resample", "reask"]
@@ -171,7 +170,7 @@ class PipelineConfig(_Strict):
     input: InputConfig
     task: TaskConfig
     prompt: PromptConfig = PromptConfig()
-    teacher: TeacherConfig = TeacherConfig()
+    teacher: TeacherConfig = LocalTeacherConfig()
     validation: ValidationConfig = ValidationConfig()
     output: OutputConfig
 
@@ -223,7 +222,7 @@ def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> Non
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
     lines = [f"invalid pipeline config {path}:"]
     tags = set(task_names())  # pydantic puts the union member's name in the location: task.label.labels
-    for err in exc.errors():
+    for err in map(_explain_teacher_error, exc.errors()):
         parts = list(err["loc"])
         if len(parts) > 1 and parts[0] == "task" and parts[1] in tags:
             del parts[1]

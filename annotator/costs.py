@@ -1,4 +1,5 @@
-"""Token estimates, prices and the run budget (``teacher.price``, ``teacher.max_cost``).
+"""Token estimates, prices and the run budget (``teacher.price``, ``teacher.max_cost``: settings of the openai
+backend; a teacher of another backend has no price, so its runs have no cost).
 
 Prices come from the pipeline file only (USD per million input, cached-input and output tokens): there is no
 built-in price list to go stale. Estimates are a chars/4 count of the rendered prompt (the usual rule of thumb for
@@ -12,7 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from annotator.config import PriceConfig
+from annotator.backends.base import BaseTeacherConfig
+from annotator.backends.openai_config import OpenAITeacherConfig, PriceConfig
 from annotator.errors import BudgetReached
 
 CHARS_PER_TOKEN = 4.0
@@ -51,6 +53,13 @@ class Budget:
         self.spent_before = spent_before
         self.spent_now = 0.0  # by this process
         self._reserved = 0.0
+
+    @classmethod
+    def of(cls, teacher: BaseTeacherConfig) -> Budget:
+        """The budget of ``teacher``: its ``price`` and ``max_cost`` (none for a backend without prices)."""
+        if isinstance(teacher, OpenAITeacherConfig):
+            return cls(teacher.price, teacher.max_cost)
+        return cls(None, None)
 
     @property
     def spent(self) -> float:

@@ -23,7 +23,7 @@ from pydantic import Field
 import annotator
 from annotator.backends import Backend, Generation, GenerationRequest, build_backend
 from annotator.cache import ResultStore, SampleResult, prompt_hash, sample_key, task_fingerprint
-from annotator.config import PipelineConfig
+from annotator.config import OpenAITeacherConfig, PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import (
     BackendError,
@@ -144,9 +144,9 @@ class Pipeline:
         self.answers = AnswerTotals()
         self.out_dir = Path(cfg.output.dir)
         self._transport_streak = 0  # teacher calls failed in a row (the circuit breaker)
-        self.budget = Budget(cfg.teacher.price, cfg.teacher.max_cost)
+        self.budget = Budget.of(cfg.teacher)
         self.on_batch: Callable[[int, int, str], None] | None = None  # teacher.mode batch: requests answered
-        if cfg.teacher.price is not None:
+        if self.budget.price is not None:
             self.stats.cost_usd = 0.0
         self._task_fingerprint = task_fingerprint(cfg.task)
         self.policy = ValidationPolicy.from_config(cfg.validation)
@@ -237,7 +237,7 @@ class Pipeline:
 
     def charge(self, result: SampleResult, gen: Generation) -> float | None:
         """Add one answer's usage (and cost, with teacher.price) to the sample and the run; return the cost."""
-        cost = call_cost(self.cfg.teacher.price, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens)
+        cost = call_cost(self.budget.price, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens)
         for target in (result, self.stats):
             target.tokens += gen.tokens
             target.prompt_tokens += gen.prompt_tokens
@@ -253,7 +253,7 @@ class Pipeline:
         self._transport_streak += 1
         limit = self.cfg.validation.max_consecutive_transport_failures
         if self._transport_streak >= limit:
-            where = self.cfg.teacher.base_url or self.cfg.teacher.backend
+            where = self.cfg.teacher.location
             raise TeacherUnreachable(
                 f"stopped: {self._transport_streak} teacher calls in a row failed (last: {exc}). Check that the "
                 f"teacher ({where}) is up and reachable, then run the same command again: every answer saved so far "
@@ -359,7 +359,7 @@ class Pipeline:
                     other.cancel()
 
         try:
-            if self.cfg.teacher.mode == "batch":
+            if isinstance(self.cfg.teacher, OpenAITeacherConfig) and self.cfg.teacher.mode == "batch":
                 await self._fill_from_batches(backend, store)
             for row in iter_rows(self.cfg.input):
                 await window.acquire()
@@ -433,7 +433,7 @@ class Pipeline:
             backend=backend.name,
             model=backend.model_id,
             **self.stats.model_dump(include=set(RunCounts.model_fields)) | {"rows_total": self.stats.rows_done},
-            cost_total_usd=self.budget.spent if self.cfg.teacher.price else None,
+            cost_total_usd=self.budget.spent if self.budget.price else None,
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,

@@ -547,9 +547,9 @@ def durability(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def local(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Local teacher: pipeline vs raw engine at the default slots, then a sweep of slots and threads."""
-    from annotator.config import TeacherConfig
+    from annotator.config import LocalTeacherConfig
 
-    default = TeacherConfig()
+    default = LocalTeacherConfig()
     threads = default.n_threads or 1
 
     def measure(kind: str, parallel: int, n_threads: int) -> dict[str, Any]:

@@ -171,6 +171,8 @@ def pipeline_config(base_url: str | None = None, **overrides: Any) -> dict[str, 
         "validation": {"max_attempts": 3},
         "output": {"dir": "out"},
     }
+    if overrides.get("teacher", {}).get("backend", "openai") != "openai":
+        cfg["teacher"] = {}  # a teacher of another backend replaces the openai one (its settings would be refused)
     return deep_merge(cfg, overrides)
 
 

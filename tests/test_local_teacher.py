@@ -14,7 +14,7 @@ import yaml
 from annotator.backends.base import GenerationRequest
 from annotator.backends.local_llama import LocalLlamaBackend
 from annotator.backends.model_files import default_gguf_path
-from annotator.config import TeacherConfig, load_config
+from annotator.config import LocalTeacherConfig, load_config
 from annotator.engine import Pipeline
 from annotator.records import iter_annotations, read_manifest
 
@@ -95,7 +95,7 @@ def test_parallel_slots_answer_concurrent_requests_each_under_its_schema():
              "required": ["count"], "additionalProperties": False}
 
     async def main():
-        backend = LocalLlamaBackend(TeacherConfig(parallel=4, n_ctx=512))
+        backend = LocalLlamaBackend(LocalTeacherConfig(parallel=4, n_ctx=512))
         assert backend.max_concurrency == 4
         try:
             reqs = [GenerationRequest(messages=[{"role": "user", "content": f"Item {i}: name a colour or a number."}],

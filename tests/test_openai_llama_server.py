@@ -79,3 +79,23 @@ def test_unconstrained_mode_parses_or_fails_with_reason(tmp_path, llama_server):
     assert len(records) == 4
     for r in records:  # a 135M model without a grammar may ramble: then it is a failed row with its raw text
         assert (r.status == "ok" and r.label in LABELS) or (r.status == "failed" and r.error and r.raw is not None)
+
+
+def test_the_cache_keeps_each_backends_answers_apart(tmp_path, llama_server):
+    # The same GGUF in-process (local) and behind llama-server (openai) is two teachers to the cache: the key holds
+    # the backend's model id (gguf:<file>:<size> vs openai:<base_url>:<model>) and structured-output mode (compact
+    # LLGuidance vs the server's grammar), whose answers may differ. One output directory keeps both sets.
+    served = pipeline_file(tmp_path, llama_server, "json_schema", n=2)
+    doc = yaml.safe_load(served.read_text(encoding="utf-8"))
+    doc["teacher"] = {"backend": "local", "max_tokens": 48}
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    first = asyncio.run(Pipeline(load_config(local)).run())
+    assert first.teacher_calls >= 2 and first.cache_hits == 0
+    assert first.model == f"gguf:{default_gguf_path().name}:{default_gguf_path().stat().st_size}"
+    other = asyncio.run(Pipeline(load_config(served)).run())
+    assert other.teacher_calls >= 2 and other.cache_hits == 0  # nothing served from the local backend's answers
+    assert other.model == f"openai:{llama_server}:smollm2"
+    again = asyncio.run(Pipeline(load_config(local)).run())
+    assert again.teacher_calls == 0 and again.cache_hits == 2  # the local answers are still there

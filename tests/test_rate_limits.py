@@ -88,8 +88,8 @@ def test_server_headers_hold_calls_until_the_reset():
 
 def test_on_ray_each_teacher_client_paces_at_its_share_of_the_account_limits():
     from annotator.backends.ray_pool import _placement
-    from annotator.config import RayConfig, TeacherConfig
+    from annotator.config import OpenAITeacherConfig, RayConfig
 
-    cfg = TeacherConfig(backend="openai", rpm=600, tpm=90_000, ray=RayConfig(workers=4))
+    cfg = OpenAITeacherConfig(backend="openai", rpm=600, tpm=90_000, ray=RayConfig(workers=4))
     n, _, inner = _placement(cfg, {"CPU": 16.0})
     assert (n, inner.rpm, inner.tpm) == (4, 150, 22_500)

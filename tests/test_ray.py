@@ -187,16 +187,16 @@ def test_ray_flag_takes_an_optional_address():
 
 def test_teacher_placement_on_the_cluster():
     from annotator.backends.ray_pool import _placement
-    from annotator.config import RayConfig, TeacherConfig
+    from annotator.config import LocalTeacherConfig, OpenAITeacherConfig, RayConfig, VLLMTeacherConfig
     from annotator.errors import AnnotatorError
 
     cluster = {"CPU": 16.0, "GPU": 8.0}
-    vllm = TeacherConfig(backend="vllm", vllm_engine_args={"tensor_parallel_size": 2}, ray=RayConfig())
+    vllm = VLLMTeacherConfig(backend="vllm", vllm_engine_args={"tensor_parallel_size": 2}, ray=RayConfig())
     n, res, inner = _placement(vllm, cluster)
     assert (n, res, inner.ray) == (4, {"num_gpus": 2}, None)  # one engine per 2 GPUs; actors build plain backends
-    n, res, inner = _placement(TeacherConfig(backend="local", n_threads=4, ray=RayConfig()), cluster)
+    n, res, inner = _placement(LocalTeacherConfig(backend="local", n_threads=4, ray=RayConfig()), cluster)
     assert (n, res, inner.n_threads) == (4, {"num_cpus": 4}, 4)
-    n, res, _ = _placement(TeacherConfig(backend="openai", ray=RayConfig(workers=3)), cluster)
+    n, res, _ = _placement(OpenAITeacherConfig(backend="openai", ray=RayConfig(workers=3)), cluster)
     assert (n, res) == (3, {"num_cpus": 1})
     with pytest.raises(AnnotatorError, match="needs GPUs"):
         _placement(vllm, {"CPU": 2.0})

@@ -75,9 +75,9 @@ class EngineLoop:
 
     async def _start(self, model: Path):
         from annotator.backends.vllm_offline import VLLMBackend
-        from annotator.config import TeacherConfig
+        from annotator.config import VLLMTeacherConfig
 
-        return VLLMBackend(TeacherConfig(backend="vllm", model=str(model), vllm_engine_args=engine_args()))
+        return VLLMBackend(VLLMTeacherConfig(backend="vllm", model=str(model), vllm_engine_args=engine_args()))
 
     def call(self, coro, timeout: float = 600):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -272,8 +272,8 @@ def test_openai_backend_against_vllm_server(vllm_server, make_pipeline, run_cli)
 @pytest.mark.skipif(why_not_runnable() is None, reason="vllm is installed")
 def test_clear_error_without_vllm():
     from annotator.backends import build_backend
-    from annotator.config import TeacherConfig
+    from annotator.config import VLLMTeacherConfig
     from annotator.errors import AnnotatorError
 
     with pytest.raises(AnnotatorError, match=r"annotator-llm\[vllm\]"):
-        build_backend(TeacherConfig(backend="vllm", model="any"))
+        build_backend(VLLMTeacherConfig(backend="vllm", model="any"))

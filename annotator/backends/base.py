@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class GenerationRequest(BaseModel):
@@ -46,3 +47,48 @@ class Backend(Protocol):
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
     async def aclose(self) -> None: ...
+
+
+class RayConfig(BaseModel):
+    """Spread the teacher over a Ray cluster (also ``annotator run --ray [ADDRESS]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default).")
+    workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
+
+
+RayPlacement = tuple[int, dict[str, float], "BaseTeacherConfig"]
+"""(actors, Ray resources per actor, the config each actor builds its plain backend from)."""
+
+
+class BaseTeacherConfig(BaseModel, ABC):
+    """The settings every backend has. Each backend module subclasses it with its own ``backend`` tag and fields
+    (extra fields are refused, so a setting of another backend is an error), and registers the subclass in
+    :data:`annotator.backends.BACKENDS`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    model: str | None = Field(default=None, description="Model name/path; local default: SmolLM2-135M-Instruct.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=256, gt=0)
+    seed: int = 0
+    samples: int = Field(default=1, ge=1, le=64, description="Self-consistency: answers drawn per item.")
+    sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Temperature used when samples > 1.")
+    # Ray: the backend above, one replica per worker (annotator/backends/ray_pool.py)
+    ray: RayConfig | None = None
+
+    @abstractmethod
+    def create_backend(self) -> Backend:
+        """The backend these settings describe (its heavy libraries are imported here, not at module import)."""
+
+    @property
+    def location(self) -> str:
+        """Where the teacher runs, for messages about an unreachable teacher."""
+        return self.backend
+
+    def ray_placement(self, resources: dict[str, float], workers: int | None) -> RayPlacement:
+        """How to spread this teacher over a Ray cluster with ``resources``: by default one actor per CPU
+        (``workers``, when given, is the count)."""
+        return workers or max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}, self.model_copy(update={"ray": None})

@@ -20,8 +20,8 @@ import httpx
 import openai
 
 from annotator.backends.base import Generation, GenerationRequest
+from annotator.backends.openai_config import OpenAITeacherConfig
 from annotator.backends.rate_limit import RateLimiter
-from annotator.config import TeacherConfig
 from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError
 from annotator.redact import redact, register_secret
@@ -68,7 +68,7 @@ class OpenAICompatBackend:
 
     name = "openai"
 
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: OpenAITeacherConfig):
         if not cfg.model:
             raise AnnotatorError("teacher.model is required for the openai backend (e.g. gpt-4o-mini)")
         key = os.environ.get(cfg.api_key_env)

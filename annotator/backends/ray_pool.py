@@ -5,9 +5,10 @@ rows to the run's store and the resume logic on the driver, and calls ``generate
 request to the least busy actor. ``model_id`` and ``structured_mode`` are the wrapped backend's, so a Ray run and a
 local run of one pipeline have the same cache keys and share answers.
 
-Placement: ``vllm`` gets one actor per ``tensor_parallel_size`` GPUs; ``local`` (llama.cpp) one actor per
-``n_threads`` CPUs (default 1); ``openai`` one actor per CPU, each an API client with ``teacher.concurrency``
-requests in flight. ``teacher.ray.workers`` overrides the count.
+Placement is the backend's (``ray_placement`` of its settings class): ``vllm`` gets one actor per
+``tensor_parallel_size`` GPUs; ``local`` (llama.cpp) one actor per ``n_threads`` CPUs (default 1); ``openai`` (and
+by default any other backend) one actor per CPU, each an API client with ``teacher.concurrency`` requests in flight.
+``teacher.ray.workers`` overrides the count.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import logging
 from contextlib import ExitStack
 from typing import Any
 
-from annotator.backends.base import Generation, GenerationRequest
-from annotator.config import TeacherConfig
+from annotator.backends.base import BaseTeacherConfig, Generation, GenerationRequest, RayPlacement
 from annotator.errors import AnnotatorError, BackendError
 from annotator.ray_support import ray_session
 
@@ -28,9 +28,9 @@ class TeacherWorker:
     """Runs inside a Ray actor: one backend of the configured kind (never a Ray pool itself)."""
 
     def __init__(self, cfg_json: str):
-        from annotator.backends import build_backend
+        from annotator.config import teacher_config
 
-        self.backend = build_backend(TeacherConfig.model_validate_json(cfg_json))
+        self.backend = teacher_config(cfg_json).create_backend()
 
     def describe(self) -> dict[str, Any]:
         b = self.backend
@@ -48,26 +48,9 @@ class TeacherWorker:
         await self.backend.aclose()
 
 
-def _placement(cfg: TeacherConfig, resources: dict[str, float]) -> tuple[int, dict[str, float], TeacherConfig]:
-    """(actors, per-actor resources, the config each actor builds its backend from)."""
-    inner = cfg.model_copy(update={"ray": None})
-    wanted = cfg.ray.workers if cfg.ray else None
-    if cfg.backend == "vllm":
-        tp = int(cfg.vllm_engine_args.get("tensor_parallel_size", 1))
-        gpus = int(resources.get("GPU", 0))
-        if gpus < tp:
-            raise AnnotatorError(
-                f"teacher.backend vllm on Ray needs GPUs: the cluster has {gpus}, tensor_parallel_size is {tp}"
-            )
-        return wanted or gpus // tp, {"num_gpus": tp}, inner
-    cpus = int(resources.get("CPU", 1))
-    if cfg.backend == "local":
-        threads = cfg.n_threads or 1
-        return wanted or max(1, cpus // threads), {"num_cpus": threads}, inner.model_copy(update={"n_threads": threads})
-    n = wanted or max(1, cpus)
-    # teacher.rpm / tpm are the account's limits: each of the n clients paces at its share
-    shares = {k: max(1, v // n) for k in ("rpm", "tpm") if (v := getattr(cfg, k))}
-    return n, {"num_cpus": 1}, inner.model_copy(update=shares)
+def _placement(cfg: BaseTeacherConfig, resources: dict[str, float]) -> RayPlacement:
+    """(actors, per-actor resources, the config each actor builds its plain backend from)."""
+    return cfg.ray_placement(resources, cfg.ray.workers if cfg.ray else None)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -81,7 +64,7 @@ class RayPoolBackend:
     structured_mode: str
     model_id: str
 
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: BaseTeacherConfig):
         self._stack = ExitStack()
         ray = self._stack.enter_context(ray_session(cfg.ray.address if cfg.ray else None))
         try:
@@ -90,7 +73,7 @@ class RayPoolBackend:
             self._stack.close()
             raise
 
-    def _start(self, ray: Any, cfg: TeacherConfig) -> None:
+    def _start(self, ray: Any, cfg: BaseTeacherConfig) -> None:
         n, resources, inner = _placement(cfg, ray.cluster_resources())
         actor_cls = ray.remote(max_restarts=2, max_task_retries=1, **resources)(TeacherWorker)
         self._actors = [actor_cls.remote(inner.model_dump_json()) for _ in range(n)]

@@ -10,13 +10,37 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from annotator.backends.base import Generation, GenerationRequest
-from annotator.config import TeacherConfig
+from pydantic import Field
+
+from annotator.backends.base import BaseTeacherConfig, Generation, GenerationRequest, RayPlacement
 from annotator.errors import AnnotatorError, BackendError
 
 logger = logging.getLogger(__name__)
+
+
+class VLLMTeacherConfig(BaseTeacherConfig):
+    """``backend: vllm``: vLLM's async engine in this process (``model``: an HF model name or path)."""
+
+    backend: Literal["vllm"]
+    vllm_engine_args: dict[str, Any] = Field(
+        default={}, description="Passed to vllm.AsyncEngineArgs, e.g. {gpu_memory_utilization: 0.8}."
+    )
+    batch_size: int = Field(default=256, ge=1, description="Requests kept in flight in the async engine.")
+
+    def create_backend(self) -> VLLMBackend:
+        return VLLMBackend(self)
+
+    def ray_placement(self, resources: dict[str, float], workers: int | None) -> RayPlacement:
+        """One engine per ``tensor_parallel_size`` GPUs."""
+        tp = int(self.vllm_engine_args.get("tensor_parallel_size", 1))
+        gpus = int(resources.get("GPU", 0))
+        if gpus < tp:
+            raise AnnotatorError(
+                f"teacher.backend vllm on Ray needs GPUs: the cluster has {gpus}, tensor_parallel_size is {tp}"
+            )
+        return workers or gpus // tp, {"num_gpus": tp}, self.model_copy(update={"ray": None})
 
 
 def sampling_params(req: GenerationRequest) -> Any:
@@ -36,7 +60,7 @@ class VLLMBackend:
     name = "vllm"
     structured_mode = "vllm-structured-outputs-json"
 
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: VLLMTeacherConfig):
         if not cfg.model:
             raise AnnotatorError("teacher.model is required for the vllm backend (an HF model name or path)")
         try:

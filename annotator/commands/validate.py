@@ -12,7 +12,7 @@ from rich.table import Table
 from annotator.cache import typical_completion_tokens
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, result_console
 from annotator.config import PipelineConfig, load_config
-from annotator.costs import RunEstimate, estimate_prompt_tokens
+from annotator.costs import Budget, RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
 from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import CACHE_FILE
@@ -64,7 +64,7 @@ def validate_command(
 def _estimate(runner: Pipeline, cfg: PipelineConfig) -> RunEstimate:
     """Tokens and cost of the whole run, from every rendered prompt (streamed)."""
     t = cfg.teacher
-    est = RunEstimate(price=t.price, typical_completion=typical_completion_tokens(cfg.output.dir / CACHE_FILE))
+    est = RunEstimate(price=Budget.of(t).price, typical_completion=typical_completion_tokens(cfg.output.dir / CACHE_FILE))
     for row in iter_rows(cfg.input):
         messages = runner.prompt_of(row)
         if isinstance(messages, str):
@@ -76,6 +76,7 @@ def _estimate(runner: Pipeline, cfg: PipelineConfig) -> RunEstimate:
 
 def _estimate_table(est: RunEstimate, cfg: PipelineConfig) -> Table:
     t = cfg.teacher
+    max_cost = Budget.of(t).max_cost
     typical = est.completion_tokens_typical
     table = Table(title=f"estimate: {est.rows:,} rows x {t.samples} sample(s) = {est.calls:,} calls"
                         + (f" ({est.rows_skipped:,} rows not sendable)" if est.rows_skipped else ""),
@@ -85,15 +86,15 @@ def _estimate_table(est: RunEstimate, cfg: PipelineConfig) -> Table:
     if typical is not None and est.typical_completion is not None:
         per_call, n = est.typical_completion
         table.add_row("", f"~ {typical:,}", f"typical: {per_call:,.1f} per call over {n:,} earlier calls")
-    if t.price is None:
+    if est.price is None:
         table.add_row("cost", "unknown", "set teacher.price (USD per 1M tokens) for a cost estimate")
     else:
         table.add_row("cost", f"<= ${est.cost_max or 0.0:,.4f}",
-                      f"${t.price.input:g} input / ${t.price.output:g} output per 1M tokens")
+                      f"${est.price.input:g} input / ${est.price.output:g} output per 1M tokens")
         if est.cost_typical is not None:
             table.add_row("", f"~ ${est.cost_typical:,.4f}", "with the typical completion length")
-        if t.max_cost is not None:
-            table.add_row("budget", f"${t.max_cost:g}", "teacher.max_cost")
+        if max_cost is not None:
+            table.add_row("budget", f"${max_cost:g}", "teacher.max_cost")
     return table
 
 
