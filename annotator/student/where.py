@@ -8,8 +8,9 @@ Grammar (keywords in lower case)::
     VALUE := a bare word (no spaces, quotes, brackets, commas, = or !) or a 'quoted' / "quoted" string
 
 Examples: ``language != el``, ``language in [de, fr]``, ``language == el and source != 'web forum'``.
-Values are compared as text after the id/label cell rule (surrounding spaces removed, ``7.0`` is ``7``). A row
-without a value in a column matches no condition on that column (``language != el`` leaves it out too).
+Values are compared as text, surrounding spaces removed; the column's cells follow the id/label cell rule (a
+number 2024.0 in a JSONL or Parquet input is ``2024``). A row without a value in a column matches no condition on
+that column (``language != el`` leaves it out too).
 """
 
 from __future__ import annotations
@@ -40,11 +41,6 @@ class Condition:
 
     def matches(self, value: str | None) -> bool:
         return value is not None and (value in self.values) != self.negated
-
-    def __str__(self) -> str:
-        if len(self.values) == 1:
-            return f"{self.column} {'!=' if self.negated else '=='} {self.values[0]}"
-        return f"{self.column} {'not in' if self.negated else 'in'} [{', '.join(self.values)}]"
 
 
 @dataclass(frozen=True)
