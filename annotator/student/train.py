@@ -284,6 +284,49 @@ def _progress(show: bool):
     )
 
 
+@dataclass
+class _Loop:
+    """One fine-tuning run's moving parts: the model, its batches' inputs, the optimiser and the step count."""
+
+    model: Any
+    tokenizer: Any
+    texts: Sequence[str]
+    y: Any  # target tensor
+    cfg: TrainConfig
+    device: Any
+    opt: Any
+    sched: Any
+    total: int  # steps to run at most
+    step: int = 0
+    loss: float | None = None  # the last batch's
+
+    def epoch(self, order: list[int], advance: Callable[[float], None]) -> list[float]:
+        """One pass over ``order`` in batches (stops at ``total`` steps); the batch losses."""
+        import torch
+
+        self.model.train()
+        losses: list[float] = []
+        for b in range(0, len(order), self.cfg.batch_size):
+            if self.step >= self.total:
+                break
+            idx = order[b : b + self.cfg.batch_size]
+            enc = self.tokenizer(
+                [self.texts[i] for i in idx], padding=True, truncation=True, max_length=self.cfg.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            out = self.model(**enc, labels=self.y[idx].to(self.device))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            self.loss = float(out.loss.detach().cpu())
+            losses.append(self.loss)
+            advance(self.loss)
+        return losses
+
+
 def train_classifier(
     model,
     tokenizer,
@@ -312,52 +355,37 @@ def train_classifier(
     per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps else max(1, math.ceil(cfg.epochs * per_epoch))
     opt, sched = _optimizer(model, cfg, total)
-    y = _targets(targets, model.config.num_labels, multi_label)
+    loop = _Loop(model, tokenizer, texts, _targets(targets, model.config.num_labels, multi_label), cfg, device, opt,
+                 sched, total)
     selector = _Selector(cfg.patience) if validation is not None and validation.texts else None
-    step, loss_val, history, stopped = 0, None, [], False
+    history: list[dict[str, Any]] = []
+    stopped = False
     t0 = time.perf_counter()
     with _progress(show_progress) as progress:
         bar = progress.add_task(description, total=total, loss="-")
-        epoch = 0
-        while step < total and not stopped:
-            model.train()
-            order = torch.randperm(n, generator=gen).tolist()
-            epoch_losses = []
-            for b in range(0, n, cfg.batch_size):
-                if step >= total:
-                    break
-                idx = order[b : b + cfg.batch_size]
-                enc = tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length,
-                    return_tensors="pt",
-                ).to(device)
-                out = model(**enc, labels=y[idx].to(device))
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                loss_val = float(out.loss.detach().cpu())
-                epoch_losses.append(loss_val)
-                progress.update(bar, advance=1, loss=f"{loss_val:.4f}")
-                if on_step:
-                    on_step(step, loss_val)
-            epoch += 1
-            entry: dict[str, Any] = {"epoch": epoch, "steps": step, "loss": round(sum(epoch_losses) / len(epoch_losses), 5)}
+
+        def advance(loss: float) -> None:
+            progress.update(bar, advance=1, loss=f"{loss:.4f}")
+            if on_step:
+                on_step(loop.step, loss)
+
+        while loop.step < total and not stopped:
+            losses = loop.epoch(torch.randperm(n, generator=gen).tolist(), advance)
+            entry: dict[str, Any] = {"epoch": len(history) + 1, "steps": loop.step,
+                                     "loss": round(sum(losses) / len(losses), 5)}
             if selector is not None:
                 acc, vloss = validation_scores(model, tokenizer, validation, cfg, multi_label)  # type: ignore[arg-type]
                 entry.update(val_accuracy=round(acc, 5), val_loss=round(vloss, 5))
-                stopped = selector.update(model, epoch, step, acc, vloss) and step < total
+                stopped = selector.update(model, entry["epoch"], loop.step, acc, vloss) and loop.step < total
             history.append(entry)
     if selector is not None:
         selector.restore(model)
     model.eval()
     return TrainResult(
-        steps=step,
-        epochs_run=round(step / per_epoch, 3),
+        steps=loop.step,
+        epochs_run=round(loop.step / per_epoch, 3),
         seconds=round(time.perf_counter() - t0, 2),
-        final_loss=None if loss_val is None else round(loss_val, 5),
+        final_loss=None if loop.loss is None else round(loop.loss, 5),
         history=history,
         best_epoch=selector.best_epoch if selector else None,
         best_step=selector.best_step if selector else None,
