@@ -146,11 +146,12 @@ def test_cli_where_errors_are_one_line(crossling, capsys):
     code, _, err = cli(crossling, capsys, "--train-where", "language != el")
     assert code == 2 and "--train-where: unknown column 'language'; columns of the gold file and the run's input " \
                           "file: annotator, item_id, label, lang, src" in err
-    code, _, err = cli(crossling, capsys, "--test-where", "lang == sl")
-    # 27 exported rows (3 failed): el = 0, 4, ..., 28 (8 rows), en the other 19
-    assert code == 2 and "--test-where 'lang == sl' selects 0 of the 27 exported rows (lang: en 19, el 8)" in err
+    code, _, err = cli(crossling, capsys, "--test-where", "lang in [sl, hr]")
+    # 27 exported rows (3 failed): el = 0, 4, ..., 28 (8 rows), en the other 19; brackets printed verbatim
+    assert code == 2 and "--test-where 'lang in [sl, hr]' selects 0 of the 27 exported rows (lang: en 19, el 8)" in err
     code, _, err = cli(crossling, capsys, "--train-where", "lang = el")
     assert code == 2 and "bad --train-where 'lang = el': expected ==, !=, in or not in, got '='" in err
+    assert "COLUMN in [a, b]" in err
     assert "Traceback" not in err
 
 

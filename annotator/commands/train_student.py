@@ -184,7 +184,7 @@ def train_student_cmd(
     ] = None,
     train_where: Annotated[
         str | None,
-        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, in [a, b], not in [a, b], joined by 'and'; columns as for --eval-by)."),
+        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, in \\[a, b], not in \\[a, b], joined by 'and'; columns as for --eval-by)."),
     ] = None,
     test_where: Annotated[
         str | None,

@@ -48,12 +48,14 @@ def _run_dir(ds_dir: Path, why: str) -> Path:
         raise WhereError(f"{why}: {ds_dir / 'export.json'} (written by annotator export) names no run_dir") from None
 
 
-def available_columns(run_dir: Path, gold: Path | None) -> list[str]:
-    """The columns a slice can be read from: the gold file's and the run input file's."""
+def available_columns(run_dir: Path, gold: Path | None) -> list[str] | None:
+    """The columns a slice can be read from: the gold file's and the run input file's (None: that file is gone)."""
     cols = [] if gold is None else list(read_table(gold, "human annotations").columns)
     manifest = read_manifest(run_dir)
     path = ((manifest.config.get("input") or {}).get("path") if manifest is not None else None)
-    if path and Path(path).is_file():
+    if path:
+        if not Path(path).is_file():
+            return None
         cols += read_table(path, "run input").columns
     return sorted(set(cols))
 
@@ -62,7 +64,7 @@ def read_column(column: str, ds_dir: Path, gold: Path | None, option: str) -> Sl
     """Item id -> value of ``column`` for ``option`` (e.g. ``--eval-by``); unknown columns listed in the error."""
     run_dir = _run_dir(ds_dir, f"{option} {column}")
     known = available_columns(run_dir, gold)
-    if column not in known:
+    if known is not None and column not in known:  # (a gone input file: read_slice_column says so)
         places = " and ".join(p for p in ("the gold file" if gold else "", "the run's input file") if p)
         listed = ", ".join(known) if known else "none found"
         raise InputDataError(f"{option}: unknown column {column!r}; columns of {places}: {listed}")

@@ -646,7 +646,8 @@ def _eval_split(dsd, notes: list[str]) -> str | None:
     return split
 
 
-def _roles(opts: StudentOptions, ds_dir: Path, dsd, items: list[Item], notes: list[str]):
+def _roles(opts: StudentOptions, ds_dir: Path, dsd, items: list[Item],
+           notes: list[str]) -> tuple[Roles, SliceColumn | None, Selection | None]:
     """Parse the where options, read every slice column once, assign the items' roles."""
     wheres = [None if text is None else parse_where(text, option)
               for option, text in (("--train-where", opts.train_where), ("--test-where", opts.test_where))]
@@ -754,13 +755,15 @@ def _slice_names(setup: _Setup, idx: list[int]) -> list[str]:
     return sorted({v for v in col.values.values() if v is not None} | {col.of(setup.items[i].id) for i in idx})
 
 
-def _evaluate(setup: _Setup, labelled: list[Labelled], opts: StudentOptions):
+def _evaluate(setup: _Setup, labelled: list[Labelled],
+              opts: StudentOptions) -> tuple[dict[str, EvalBlock], SliceEvaluation | None]:
     """The 'test' (held-out) and 'all' scopes, and with --eval-by the held-out scope per slice."""
     def scope(name: str, idx: list[int]) -> EvalBlock:
         return evaluate_scope(name, [labelled[i] for i in idx], setup.gold_map, setup.label_names,
                               setup.multi_label, opts.thresholds)
 
-    roles, evaluation = setup.roles, {}
+    roles = setup.roles
+    evaluation: dict[str, EvalBlock] = {}
     if roles.held_name:
         evaluation["test"] = scope("test", roles.held)
         if setup.gold_map is not None and roles.held and evaluation["test"].with_gold == 0:
@@ -793,7 +796,8 @@ def _write_predictions(path: Path, setup: _Setup, labelled: list[Labelled]) -> N
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _fit(setup: _Setup, base: str, opts: StudentOptions, idx: list[int], description: str):
+def _fit(setup: _Setup, base: str, opts: StudentOptions, idx: list[int],
+         description: str) -> tuple[Any, Any, TrainResult]:
     """A fresh student from ``base`` trained on the items ``idx`` (model selection on the validation items)."""
     import torch
 
