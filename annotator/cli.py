@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from annotator.errors import AnnotatorError
 from annotator.ray_support import optional_ray_value
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=optional_ray_value(sys.argv[1:] if argv is None else argv), standalone_mode=True)
     except AnnotatorError as exc:
-        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True)  # one line, however long
+        err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", soft_wrap=True)  # one line, verbatim
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything finished so far is saved; rerun to resume.")

@@ -205,6 +205,12 @@ def test_train_student_cli(exported, capsys):
     assert m["learning_curve"][1]["clipped"] and any("clipped to the train split (21 items)" in n for n in m["notes"])
     preds = (out / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 27 and {"gold", "teacher", "student", "student_confidence"} <= set(json.loads(preds[0]))
+    assert [sum(json.loads(r)["role"] == role for r in preds) for role in ("train", "validation", "test")] == [21, 3, 3]
+    # the model card: the same numbers as metrics.json, no selection or slice sections without those options
+    card = (out / "model" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "## Train / test selection" not in card
+    assert f"| test | 3 | 3 | {test['student']['accuracy']:.3f} / {test['student']['macro_f1']:.3f} |" in card
+    assert "## Learning curve" in card and "| 21 (clipped) |" in card and "## By " not in card
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

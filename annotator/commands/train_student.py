@@ -59,8 +59,9 @@ def _print_thresholds(console: Console, scope) -> None:
 
 
 def _print_curve(console: Console, m) -> None:
-    t = Table(title="learning curve (held-out scope)")
-    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree"):
+    names = list(m.learning_curve[0].slices or {})
+    t = Table(title="learning curve (held-out scope)" + (f"; per {m.slices.column}: student vs gold (n)" if names else ""))
+    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree", *names):
         t.add_column(c, justify="right")
     for p in m.learning_curve:
         t.add_row(
@@ -70,8 +71,71 @@ def _print_curve(console: Console, m) -> None:
             f"{p.seconds:.0f}",
             _pair(p.student),
             _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
+            *(f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()),
         )
     console.print(t)
+
+
+def _print_selection(console: Console, sel) -> None:
+    def counts(values: dict[str, dict[str, int]]) -> str:
+        return "; ".join(f"{c} " + ", ".join(f"{v} {n}" for v, n in vs.items()) for c, vs in values.items())
+
+    console.print(
+        f"train: {sel.train_items} items ({sel.train_where or 'train split'}: {counts(sel.train_values)}), "
+        f"{sel.validation_items} validation; test: {sel.test_items} items "
+        f"({sel.test_where or 'held-out split'}: {counts(sel.test_values)})",
+        soft_wrap=True,
+    )
+
+
+def _print_scores(console: Console, m) -> None:
+    table = Table(title="vs human gold (acc / macro-F1); agree = student == teacher")
+    for c in ("scope", "n", "gold", "student", "teacher", "agree"):
+        table.add_column(c, justify="left" if c == "scope" else "right")
+    rows = [(m.eval_split if name == "test" else "all*", b) for name, b in m.evaluation.items()]
+    if m.slices is not None:
+        rows += [(f"{m.slices.scope} {m.slices.column}={v}", b) for v, b in m.slices.slices.items()]
+    for label, b in rows:
+        table.add_row(
+            label,
+            str(b.items),
+            str(b.with_gold),
+            _pair(b.student),
+            _pair(b.teacher),
+            _fmt(b.student_vs_teacher.accuracy if b.student_vs_teacher else None),
+        )
+    console.print(table)
+    if "all" in m.evaluation:
+        console.print("[dim]* all exported items, training items included[/]")
+
+
+def _print_results(console: Console, m, out: Path) -> None:
+    _print_training(console, m)
+    if m.selection is not None:
+        _print_selection(console, m.selection)
+    _print_scores(console, m)
+    scope = m.evaluation.get("test") or m.evaluation.get("all")
+    if scope and scope.with_gold:
+        _print_thresholds(console, scope)
+    if m.learning_curve:
+        _print_curve(console, m)
+    console.print(f"model: [bold]{m.model_dir}[/]   metrics: [bold]{out / 'metrics.json'}[/]", soft_wrap=True)
+
+
+def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: int, max_length: int,
+                  max_steps: int | None, patience: int, **rest: Any):
+    """The checked training options (one error line per bad value)."""
+    from annotator.student.train import StudentError, TrainConfig
+
+    if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 0 or (max_steps is not None and max_steps <= 0):
+        raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
+    if head_lr is not None and head_lr < 0:
+        raise StudentError("--head-lr must be >= 0")
+    if patience < 0:
+        raise StudentError("--patience must be >= 0")
+    head: dict[str, Any] = {} if head_lr is None else {"head_lr": head_lr or None}
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, max_steps=max_steps,
+                       patience=patience, **head, **rest)
 
 
 def train_student_cmd(
@@ -118,84 +182,35 @@ def train_student_cmd(
         str | None,
         typer.Option("--eval-by", metavar="COLUMN", help="Also score student and teacher vs gold per value of this column (gold file, else the run's input), in metrics.json 'slices'."),
     ] = None,
+    train_where: Annotated[
+        str | None,
+        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, in \\[a, b], not in \\[a, b], joined by 'and'; columns as for --eval-by)."),
+    ] = None,
+    test_where: Annotated[
+        str | None,
+        typer.Option("--test-where", metavar="EXPR", help="Test on every exported item matching EXPR that is not trained on, e.g. \"language == el\" (zero-shot cross-lingual)."),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
-    from annotator.student.train import (
-        StudentError,
-        StudentOptions,
-        TrainConfig,
-        parse_thresholds,
-        resolve_dataset_dir,
-        train_student,
-    )
+    from annotator.student.train import StudentOptions, parse_thresholds, resolve_dataset_dir, train_student
 
-    if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 0 or (max_steps is not None and max_steps <= 0):
-        raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
-    if head_lr is not None and head_lr < 0:
-        raise StudentError("--head-lr must be >= 0")
-    if patience < 0:
-        raise StudentError("--patience must be >= 0")
+    train = _train_config(epochs, lr, head_lr, batch_size, max_length, max_steps, patience, seed=seed, device=device)
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
-    out_dir = out or ds_dir.parent / "student"
-    head: dict[str, Any] = {} if head_lr is None else {"head_lr": head_lr or None}
     opts = StudentOptions(
-        out=out_dir,
-        gold=gold,
-        model=model,
-        train=TrainConfig(
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            max_length=max_length,
-            max_steps=max_steps,
-            seed=seed,
-            patience=patience,
-            device=device,
-            **head,
-        ),
-        sizes=sizes,
-        thresholds=parse_thresholds(thresholds),
-        show_progress=progress,
-        eval_by=eval_by,
+        out=out or ds_dir.parent / "student", gold=gold, model=model, train=train, sizes=sizes,
+        thresholds=parse_thresholds(thresholds), show_progress=progress, eval_by=eval_by,
+        train_where=train_where, test_where=test_where,
     )
     m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
     for note in m.notes:
         logs.print(f"[yellow]note:[/] {note}")
     if as_json:
         emit_json(m)
-        return
-
-    _print_training(console, m)
-    table = Table(title="vs human gold (acc / macro-F1); agree = student == teacher")
-    for c in ("scope", "n", "gold", "student", "teacher", "agree"):
-        table.add_column(c, justify="left" if c == "scope" else "right")
-
-    rows = [(m.eval_split if name == "test" else "all*", b) for name, b in m.evaluation.items()]
-    if m.slices is not None:
-        rows += [(f"{m.slices.scope} {m.slices.column}={v}", b) for v, b in m.slices.slices.items()]
-    for label, b in rows:
-        table.add_row(
-            label,
-            str(b.items),
-            str(b.with_gold),
-            _pair(b.student),
-            _pair(b.teacher),
-            _fmt(b.student_vs_teacher.accuracy if b.student_vs_teacher else None),
-        )
-    console.print(table)
-    if "all" in m.evaluation:
-        console.print("[dim]* all exported items, training items included[/]")
-    scope = m.evaluation.get("test") or m.evaluation.get("all")
-    if scope and scope.with_gold:
-        _print_thresholds(console, scope)
-    if m.learning_curve:
-        _print_curve(console, m)
-    console.print(
-        f"model: [bold]{m.model_dir}[/]   metrics: [bold]{Path(opts.out) / 'metrics.json'}[/]", soft_wrap=True
-    )
+    else:
+        _print_results(console, m, Path(opts.out))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -112,39 +113,46 @@ def threshold_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """One item as scored: its id, the teacher's and the student's label (names, or lists when multi-label) and
+    their confidences."""
+
+    id: str
+    teacher: Any
+    teacher_conf: float | None
+    student: Any
+    student_conf: float
+
+
 def evaluate_scope(
     scope: str,
-    ids: Sequence[str],
-    teacher: Sequence[Any],
-    teacher_conf: Sequence[float | None],
-    student: Sequence[Any],
-    student_conf: Sequence[float],
+    rows: Sequence[Labelled],
     gold: dict[str, Any] | None,
     label_names: list[str],
     multi_label: bool,
     thresholds: Sequence[float],
 ) -> EvalBlock:
-    """Metrics over the items ``ids`` (parallel lists); gold-based ones only where the item has a gold label."""
-    block = EvalBlock(scope=scope, items=len(ids), with_gold=0)
-    if ids:
-        block.student_vs_teacher = score(list(teacher), list(student), label_names, multi_label)
-    if not gold:
-        return block
-    keep = [i for i, item in enumerate(ids) if item in gold]
+    """Metrics over ``rows``; gold-based ones only where the item has a gold label."""
+    block = EvalBlock(scope=scope, items=len(rows), with_gold=0)
+    if rows:
+        block.student_vs_teacher = score([r.teacher for r in rows], [r.student for r in rows], label_names,
+                                         multi_label)
+    keep = [r for r in rows if gold and r.id in gold]
     block.with_gold = len(keep)
-    if not keep:
+    if not gold or not keep:
         return block
-    g = [gold[ids[i]] for i in keep]
-    t = [teacher[i] for i in keep]
-    s = [student[i] for i in keep]
+    g = [gold[r.id] for r in keep]
+    t = [r.teacher for r in keep]
+    s = [r.student for r in keep]
     block.student = score(g, s, label_names, multi_label)
     block.teacher = score(g, t, label_names, multi_label)
-    tc = [teacher_conf[i] for i in keep]
+    tc = [r.teacher_conf for r in keep]
     block.teacher_confidence_note = constant_confidence_note(tc, "teacher")
     if block.teacher_confidence_note is None:
         tc_known = [float(c) for c in tc]  # type: ignore[arg-type]
         block.teacher_confidence_thresholds = threshold_rows(tc_known, g, t, s, thresholds, multi_label)
-    sc = [float(student_conf[i]) for i in keep]
+    sc = [float(r.student_conf) for r in keep]
     block.student_confidence_note = constant_confidence_note(sc, "student")
     if block.student_confidence_note is None:
         block.student_confidence_thresholds = threshold_rows(sc, g, t, s, thresholds, multi_label)

@@ -36,11 +36,14 @@ from annotator.student.calibration import (
     probabilities,
     saved_temperature,
 )
-from annotator.student.evaluate import EvalBlock, Scores, evaluate_scope, score
+from annotator.student.evaluate import EvalBlock, Labelled, Scores, evaluate_scope, score
+from annotator.student.slices import Roles, Selection, SliceColumn, assign_roles, read_column, selection
+from annotator.student.where import parse_where
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 MODEL_DIR = "model"
+CARD_FILE = "README.md"  # the student's model card, in MODEL_DIR
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.9, 1.0)
 
 
@@ -86,6 +89,15 @@ class TrainResult:
     stopped_early: bool = False
 
 
+class SliceScores(BaseModel):
+    """A learning-curve point's scores on one slice of the held-out items."""
+
+    items: int
+    with_gold: int = 0
+    student: Scores | None = Field(None, description="Student vs human gold.")
+    student_vs_teacher: Scores | None = None
+
+
 class LearningCurvePoint(BaseModel):
     requested: str = Field(description="As given in --sizes (a count, a fraction or 'all').")
     size: int
@@ -96,6 +108,7 @@ class LearningCurvePoint(BaseModel):
     seconds: float = 0.0
     student: Scores | None = Field(None, description="Student vs human gold on the evaluation split.")
     student_vs_teacher: Scores | None = None
+    slices: dict[str, SliceScores] | None = Field(None, description="--eval-by COLUMN: the same per slice.")
 
 
 class CalibrationInfo(BaseModel):
@@ -142,7 +155,9 @@ class StudentMetrics(BaseModel):
     train_seconds: float
     final_loss: float | None
     history: list[dict[str, Any]] = []
-    eval_split: str | None = Field(None, description="The held-out split used as 'test' scope.")
+    eval_split: str | None = Field(
+        None, description="The held-out scope ('test' in evaluation): a split, or 'test-where' (--test-where)."
+    )
     evaluation: dict[str, EvalBlock] = Field(
         default_factory=dict,
         description="'test': held-out split; 'all': every exported item (includes training items).",
@@ -151,6 +166,7 @@ class StudentMetrics(BaseModel):
     gold_info: dict[str, Any] = Field(default_factory=dict)
     learning_curve: list[LearningCurvePoint] = []
     slices: SliceEvaluation | None = Field(None, description="--eval-by COLUMN: the evaluated scope per slice.")
+    selection: Selection | None = Field(None, description="--train-where / --test-where as applied.")
     notes: list[str] = []
 
 
@@ -268,6 +284,49 @@ def _progress(show: bool):
     )
 
 
+@dataclass
+class _Loop:
+    """One fine-tuning run's moving parts: the model, its batches' inputs, the optimiser and the step count."""
+
+    model: Any
+    tokenizer: Any
+    texts: Sequence[str]
+    y: Any  # target tensor
+    cfg: TrainConfig
+    device: Any
+    opt: Any
+    sched: Any
+    total: int  # steps to run at most
+    step: int = 0
+    loss: float | None = None  # the last batch's
+
+    def epoch(self, order: list[int], advance: Callable[[float], None]) -> list[float]:
+        """One pass over ``order`` in batches (stops at ``total`` steps); the batch losses."""
+        import torch
+
+        self.model.train()
+        losses: list[float] = []
+        for b in range(0, len(order), self.cfg.batch_size):
+            if self.step >= self.total:
+                break
+            idx = order[b : b + self.cfg.batch_size]
+            enc = self.tokenizer(
+                [self.texts[i] for i in idx], padding=True, truncation=True, max_length=self.cfg.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            out = self.model(**enc, labels=self.y[idx].to(self.device))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            self.loss = float(out.loss.detach().cpu())
+            losses.append(self.loss)
+            advance(self.loss)
+        return losses
+
+
 def train_classifier(
     model,
     tokenizer,
@@ -296,52 +355,37 @@ def train_classifier(
     per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps else max(1, math.ceil(cfg.epochs * per_epoch))
     opt, sched = _optimizer(model, cfg, total)
-    y = _targets(targets, model.config.num_labels, multi_label)
+    loop = _Loop(model, tokenizer, texts, _targets(targets, model.config.num_labels, multi_label), cfg, device, opt,
+                 sched, total)
     selector = _Selector(cfg.patience) if validation is not None and validation.texts else None
-    step, loss_val, history, stopped = 0, None, [], False
+    history: list[dict[str, Any]] = []
+    stopped = False
     t0 = time.perf_counter()
     with _progress(show_progress) as progress:
         bar = progress.add_task(description, total=total, loss="-")
-        epoch = 0
-        while step < total and not stopped:
-            model.train()
-            order = torch.randperm(n, generator=gen).tolist()
-            epoch_losses = []
-            for b in range(0, n, cfg.batch_size):
-                if step >= total:
-                    break
-                idx = order[b : b + cfg.batch_size]
-                enc = tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length,
-                    return_tensors="pt",
-                ).to(device)
-                out = model(**enc, labels=y[idx].to(device))
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                loss_val = float(out.loss.detach().cpu())
-                epoch_losses.append(loss_val)
-                progress.update(bar, advance=1, loss=f"{loss_val:.4f}")
-                if on_step:
-                    on_step(step, loss_val)
-            epoch += 1
-            entry: dict[str, Any] = {"epoch": epoch, "steps": step, "loss": round(sum(epoch_losses) / len(epoch_losses), 5)}
+
+        def advance(loss: float) -> None:
+            progress.update(bar, advance=1, loss=f"{loss:.4f}")
+            if on_step:
+                on_step(loop.step, loss)
+
+        while loop.step < total and not stopped:
+            losses = loop.epoch(torch.randperm(n, generator=gen).tolist(), advance)
+            entry: dict[str, Any] = {"epoch": len(history) + 1, "steps": loop.step,
+                                     "loss": round(sum(losses) / len(losses), 5)}
             if selector is not None:
                 acc, vloss = validation_scores(model, tokenizer, validation, cfg, multi_label)  # type: ignore[arg-type]
                 entry.update(val_accuracy=round(acc, 5), val_loss=round(vloss, 5))
-                stopped = selector.update(model, epoch, step, acc, vloss) and step < total
+                stopped = selector.update(model, entry["epoch"], loop.step, acc, vloss) and loop.step < total
             history.append(entry)
     if selector is not None:
         selector.restore(model)
     model.eval()
     return TrainResult(
-        steps=step,
-        epochs_run=round(step / per_epoch, 3),
+        steps=loop.step,
+        epochs_run=round(loop.step / per_epoch, 3),
         seconds=round(time.perf_counter() - t0, 2),
-        final_loss=None if loss_val is None else round(loss_val, 5),
+        final_loss=None if loop.loss is None else round(loop.loss, 5),
         history=history,
         best_epoch=selector.best_epoch if selector else None,
         best_step=selector.best_step if selector else None,
@@ -494,21 +538,47 @@ class StudentOptions:
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     show_progress: bool = True
     eval_by: str | None = None  # also evaluate per value of this input column (``SliceEvaluation``)
+    train_where: str | None = None  # keep only matching train/validation items (``annotator.student.where``)
+    test_where: str | None = None  # the held-out scope: every matching item not trained on
+
+
+@dataclass(frozen=True)
+class Item:
+    """One exported item."""
+
+    id: str
+    split: str
+    text: str
+    target: Any  # the teacher's label id (or list of ids): the training target
+    teacher: Any  # the teacher's label name (or list of names)
+    teacher_conf: float | None
 
 
 @dataclass
-class Items:
-    """Every exported item, in split order, as parallel columns."""
+class _Setup:
+    """Everything known before training: the items, their roles, the gold labels and the slice columns."""
 
-    split: list[str]
-    ids: list[str]
-    texts: list[str]
-    targets: list[Any]  # label ids (or lists of ids) of the teacher
-    teacher: list[Any]  # teacher label names (or lists)
-    teacher_conf: list[float | None]
+    ds_dir: Path
+    label_names: list[str]
+    multi_label: bool
+    items: list[Item]
+    roles: Roles
+    gold_map: dict[str, Any] | None
+    gold_info: dict[str, Any]
+    eval_by: SliceColumn | None
+    selection: Selection | None
+    sizes: list[tuple[str, int]]
+    notes: list[str]
 
-    def where(self, split: str | None) -> list[int]:
-        return [i for i, s in enumerate(self.split) if s == split]
+    def texts(self, idx: list[int]) -> list[str]:
+        return [self.items[i].text for i in idx]
+
+    def targets(self, idx: list[int]) -> list[Any]:
+        return [self.items[i].target for i in idx]
+
+    def validation_set(self) -> EvalSet | None:
+        idx = self.roles.validation
+        return EvalSet(self.texts(idx), self.targets(idx)) if idx else None
 
 
 def _load_export(dataset: str | Path):
@@ -524,16 +594,14 @@ def _load_export(dataset: str | Path):
     return ds_dir, dsd, col, label_names, multi_label
 
 
-def _items(dsd, col: str, label_names: list[str], multi_label: bool) -> Items:
-    items = Items([], [], [], [], [], [])
+def _items(dsd, col: str, label_names: list[str], multi_label: bool) -> list[Item]:
+    items: list[Item] = []
     for s in dsd:
         d = dsd[s]
-        items.split += [s] * len(d)
-        items.ids += list(d["id"])
-        items.texts += list(d["text"])
-        items.targets += list(d[col])
-        items.teacher += [[label_names[i] for i in x] if multi_label else label_names[x] for x in d[col]]
-        items.teacher_conf += list(d["confidence"]) if "confidence" in d.column_names else [None] * len(d)
+        conf = list(d["confidence"]) if "confidence" in d.column_names else [None] * len(d)
+        for id_, text, target, c in zip(d["id"], d["text"], d[col], conf):
+            teacher = [label_names[i] for i in target] if multi_label else label_names[target]
+            items.append(Item(id_, s, text, target, teacher, c))
     return items
 
 
@@ -578,26 +646,40 @@ def _eval_split(dsd, notes: list[str]) -> str | None:
     return split
 
 
-def _reference_targets(
-    items: Items, idx: list[int], gold_map: dict[str, Any] | None, label_names: list[str], multi_label: bool
-) -> tuple[str, list[int], Any]:
-    """Labels to measure calibration against on ``idx``: gold where given (else the teacher's), as targets."""
-    import numpy as np
+def _roles(opts: StudentOptions, ds_dir: Path, dsd, items: list[Item],
+           notes: list[str]) -> tuple[Roles, SliceColumn | None, Selection | None]:
+    """Parse the where options, read every slice column once, assign the items' roles."""
+    wheres = [None if text is None else parse_where(text, option)
+              for option, text in (("--train-where", opts.train_where), ("--test-where", opts.test_where))]
+    train_where, test_where = wheres
+    columns: dict[str, SliceColumn] = {}
+    for option, w in zip(("--train-where", "--test-where"), wheres):
+        for c in [] if w is None else w.columns:
+            columns[c] = columns.get(c) or read_column(c, ds_dir, opts.gold, option)
+    eval_by = None
+    if opts.eval_by:
+        eval_by = columns.get(opts.eval_by) or read_column(opts.eval_by, ds_dir, opts.gold, "--eval-by")
+    eval_split = _eval_split(dsd, [] if test_where else notes)
+    ids = [it.id for it in items]
+    roles = assign_roles(ids, [it.split for it in items], eval_split, train_where, test_where, columns)
+    chosen = selection(roles, ids, train_where, test_where, columns) if columns else None
+    return roles, eval_by, chosen
 
-    if gold_map is not None:
-        keep = [i for i in idx if items.ids[i] in gold_map]
-        if keep:
-            code = {n: k for k, n in enumerate(label_names)}
-            if multi_label:
-                y = np.zeros((len(keep), len(label_names)))
-                for r, i in enumerate(keep):
-                    for lab in gold_map[items.ids[i]]:
-                        if lab in code:
-                            y[r, code[lab]] = 1
-                return "gold", keep, y
-            return "gold", keep, np.array([code.get(gold_map[items.ids[i]], -1) for i in keep])
-    y = np.array([_target_row(items.targets[i], len(label_names), multi_label) for i in idx])
-    return "teacher", idx, y
+
+def _setup(dataset: str | Path, opts: StudentOptions) -> _Setup:
+    """Load the export and the gold, apply --train-where/--test-where, parse --sizes."""
+    ds_dir, dsd, col, label_names, multi_label = _load_export(dataset)
+    notes: list[str] = []
+    items = _items(dsd, col, label_names, multi_label)
+    gold_map, gold_info = _load_gold_map(opts.gold, label_names, multi_label, [it.id for it in items], notes)
+    roles, eval_by, chosen = _roles(opts, ds_dir, dsd, items, notes)
+    if not roles.validation:
+        what = "validation split" if opts.train_where is None else "validation item matches --train-where"
+        notes.append(f"no {what}: every epoch is trained (no model selection) and no calibration")
+    if roles.held_name is not None and not roles.held:
+        notes.append(f"no {roles.held_name} item matches --train-where: held-out scores are empty")
+    sizes = parse_sizes(opts.sizes, len(roles.train))
+    return _Setup(ds_dir, label_names, multi_label, items, roles, gold_map, gold_info, eval_by, chosen, sizes, notes)
 
 
 def _target_row(t: Any, k: int, multi_label: bool) -> Any:
@@ -609,240 +691,212 @@ def _target_row(t: Any, k: int, multi_label: bool) -> Any:
     return row
 
 
-def _calibrate(
-    logits, items: Items, eval_split: str | None, gold_map: dict[str, Any] | None, label_names: list[str],
-    multi_label: bool,
-) -> CalibrationInfo:
-    """Fit T on the validation split (teacher labels), report ECE on the evaluation split before and after."""
+def _reference_targets(setup: _Setup, idx: list[int]) -> tuple[str, list[int], Any]:
+    """Labels to measure calibration against on ``idx``: gold where given (else the teacher's), as targets."""
     import numpy as np
 
-    info = CalibrationInfo()
-    fit = items.where("validation")
+    items, gold_map, names = setup.items, setup.gold_map, setup.label_names
+    if gold_map is not None:
+        keep = [i for i in idx if items[i].id in gold_map]
+        if keep:
+            code = {n: k for k, n in enumerate(names)}
+            if setup.multi_label:
+                y = np.zeros((len(keep), len(names)))
+                for r, i in enumerate(keep):
+                    for lab in gold_map[items[i].id]:
+                        if lab in code:
+                            y[r, code[lab]] = 1
+                return "gold", keep, y
+            return "gold", keep, np.array([code.get(gold_map[items[i].id], -1) for i in keep])
+    y = np.array([_target_row(items[i].target, len(names), setup.multi_label) for i in idx])
+    return "teacher", idx, y
+
+
+def _calibrate(logits, setup: _Setup) -> CalibrationInfo:
+    """Fit T on the validation items (teacher labels), report ECE on the held-out items before and after."""
+    import numpy as np
+
+    info, ml, fit = CalibrationInfo(), setup.multi_label, setup.roles.validation
     if not fit:
         info.note = "no validation items: the student's confidence is left uncalibrated (T = 1)"
     else:
-        y_fit = np.array([_target_row(items.targets[i], len(label_names), multi_label) for i in fit])
-        info.temperature = round(fit_temperature(logits[fit], y_fit, multi_label), 5)
+        y_fit = np.array([_target_row(setup.items[i].target, len(setup.label_names), ml) for i in fit])
+        info.temperature = round(fit_temperature(logits[fit], y_fit, ml), 5)
         info.fit_split, info.fit_items = "validation", len(fit)
-        info.validation_nll_before = round(nll(logits[fit], y_fit, multi_label), 5)
-        info.validation_nll_after = round(nll(logits[fit], y_fit, multi_label, info.temperature), 5)
-        if all_correct(logits[fit], y_fit, multi_label):
+        info.validation_nll_before = round(nll(logits[fit], y_fit, ml), 5)
+        info.validation_nll_after = round(nll(logits[fit], y_fit, ml, info.temperature), 5)
+        if all_correct(logits[fit], y_fit, ml):
             info.note = "every validation item is predicted right: nothing to fit, T = 1"
         elif len(fit) < FEW_FIT_ITEMS:
             info.note = f"only {len(fit)} validation items: the temperature is a noisy estimate"
-    if eval_split is not None:
-        ref, idx, y = _reference_targets(items, items.where(eval_split), gold_map, label_names, multi_label)
-        info.eval_split, info.reference, info.eval_items = eval_split, ref, len(idx)
-        before = ece(probabilities(logits[idx], multi_label), y, multi_label)
-        after = ece(probabilities(logits[idx], multi_label, info.temperature), y, multi_label)
+    if setup.roles.held:
+        ref, idx, y = _reference_targets(setup, setup.roles.held)
+        info.eval_split, info.reference, info.eval_items = setup.roles.held_name, ref, len(idx)
+        before = ece(probabilities(logits[idx], ml), y, ml)
+        after = ece(probabilities(logits[idx], ml, info.temperature), y, ml)
         info.ece_before = None if before is None else round(before, 5)
         info.ece_after = None if after is None else round(after, 5)
     return info
 
 
-def _scope_fn(
-    items: Items, student: list[Any], sconf: list[float], gold_map: dict[str, Any] | None,
-    label_names: list[str], multi_label: bool, thresholds: list[float],
-) -> Callable[[str, list[int]], EvalBlock]:
-    """``scope(name, item indices)``: the evaluation block of those items."""
+def _save_model(model, tokenizer, out: Path, temperature: float) -> Path:
+    model_dir = out / MODEL_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    setattr(model.config, TEMPERATURE_KEY, temperature)
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    return model_dir
+
+
+def _slice_names(setup: _Setup, idx: list[int]) -> list[str]:
+    """Every value of the --eval-by column (a value with no item in ``idx`` is an empty slice), sorted."""
+    col = setup.eval_by
+    assert col is not None
+    return sorted({v for v in col.values.values() if v is not None} | {col.of(setup.items[i].id) for i in idx})
+
+
+def _evaluate(setup: _Setup, labelled: list[Labelled],
+              opts: StudentOptions) -> tuple[dict[str, EvalBlock], SliceEvaluation | None]:
+    """The 'test' (held-out) and 'all' scopes, and with --eval-by the held-out scope per slice."""
     def scope(name: str, idx: list[int]) -> EvalBlock:
-        return evaluate_scope(
-            name, [items.ids[i] for i in idx], [items.teacher[i] for i in idx], [items.teacher_conf[i] for i in idx],
-            [student[i] for i in idx], [sconf[i] for i in idx], gold_map, label_names, multi_label, thresholds,
-        )
-    return scope
+        return evaluate_scope(name, [labelled[i] for i in idx], setup.gold_map, setup.label_names,
+                              setup.multi_label, opts.thresholds)
 
-
-def _evaluate_by(
-    column: str, ds_dir: Path, gold: Path | None, items: Items, eval_split: str | None,
-    scope: Callable[[str, list[int]], EvalBlock],
-) -> SliceEvaluation:
-    """Per slice of ``column`` (read from the gold file, else the input of the run the dataset was exported from)."""
-    from annotator.audit.slices import MISSING, read_slice_column
-
-    try:
-        run_dir = Path(json.loads((ds_dir / "export.json").read_text(encoding="utf-8"))["run_dir"])
-    except (OSError, ValueError, KeyError):
-        raise StudentError(f"--eval-by {column}: {ds_dir / 'export.json'} (written by annotator export) names no run_dir") from None
-    values, source = read_slice_column(column, run_dir, gold)
-    idx = items.where(eval_split) if eval_split else list(range(len(items.ids)))
-    of_item = {i: values.get(items.ids[i]) or MISSING for i in idx}
-    names = sorted({v for v in values.values() if v is not None} | set(of_item.values()))
-    name = eval_split or "all"
-    blocks = {v: scope(f"{name}, {column}={v}", [i for i in idx if of_item[i] == v]) for v in names}
-    return SliceEvaluation(column=column, source=source, scope=name, slices=blocks)
-
-
-def _evaluate(
-    items: Items, student: list[Any], sconf: list[float], eval_split: str | None, gold_map: dict[str, Any] | None,
-    label_names: list[str], multi_label: bool, thresholds: list[float], notes: list[str],
-) -> dict[str, EvalBlock]:
-    scope = _scope_fn(items, student, sconf, gold_map, label_names, multi_label, thresholds)
-
+    roles = setup.roles
     evaluation: dict[str, EvalBlock] = {}
-    if eval_split:
-        evaluation["test"] = scope("test", items.where(eval_split))
-        if gold_map is not None and evaluation["test"].with_gold == 0:
-            notes.append(f"no item of the {eval_split} split has a gold label")
-    evaluation["all"] = scope("all", list(range(len(items.ids))))
-    return evaluation
+    if roles.held_name:
+        evaluation["test"] = scope("test", roles.held)
+        if setup.gold_map is not None and roles.held and evaluation["test"].with_gold == 0:
+            setup.notes.append(f"no item of the {roles.held_name} scope has a gold label")
+    evaluation["all"] = scope("all", list(range(len(labelled))))
+    if setup.eval_by is None:
+        return evaluation, None
+    col, name = setup.eval_by, roles.held_name or "all"
+    idx = roles.held if roles.held_name else list(range(len(labelled)))
+    blocks = {v: scope(f"{name}, {col.name}={v}", [i for i in idx if col.of(setup.items[i].id) == v])
+              for v in _slice_names(setup, idx)}
+    return evaluation, SliceEvaluation(column=col.name, source=col.source, scope=name, slices=blocks)
 
 
-def _write_predictions(path: Path, items: Items, student: list[Any], sconf: list[float],
-                       gold_map: dict[str, Any] | None) -> None:
+def _write_predictions(path: Path, setup: _Setup, labelled: list[Labelled]) -> None:
+    role = {i: r for r in ("train", "validation") for i in getattr(setup.roles, r)}
+    role |= {i: "test" for i in setup.roles.held if i not in role}
     with path.open("w", encoding="utf-8") as fh:
-        for i in range(len(items.ids)):
+        for i, (item, lab) in enumerate(zip(setup.items, labelled)):
             row = {
-                "id": items.ids[i],
-                "split": items.split[i],
-                "gold": None if gold_map is None else gold_map.get(items.ids[i]),
-                "teacher": items.teacher[i],
-                "teacher_confidence": items.teacher_conf[i],
-                "student": student[i],
-                "student_confidence": round(sconf[i], 5),
+                "id": item.id,
+                "split": item.split,
+                "role": role.get(i),
+                "gold": None if setup.gold_map is None else setup.gold_map.get(item.id),
+                "teacher": item.teacher,
+                "teacher_confidence": item.teacher_conf,
+                "student": lab.student,
+                "student_confidence": round(lab.student_conf, 5),
             }
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _validation_set(items: Items) -> EvalSet | None:
-    idx = items.where("validation")
-    return EvalSet([items.texts[i] for i in idx], [items.targets[i] for i in idx]) if idx else None
-
-
-@dataclass
-class _CurveContext:
-    base: str
-    tokenizer: Any
-    items: Items
-    train_idx: list[int]
-    held: list[int]
-    gold_map: dict[str, Any] | None
-    label_names: list[str]
-    multi_label: bool
-    opts: StudentOptions
-
-
-def _curve_point(ctx: _CurveContext, requested: str, size: int) -> LearningCurvePoint:
-    """Train a fresh student on a stratified subsample of ``size`` train items and score it on the held-out split."""
+def _fit(setup: _Setup, base: str, opts: StudentOptions, idx: list[int],
+         description: str) -> tuple[Any, Any, TrainResult]:
+    """A fresh student from ``base`` trained on the items ``idx`` (model selection on the validation items)."""
     import torch
 
-    from annotator.export.splits import multilabel_strata, stratified_assign
     from annotator.student.models import load_tokenizer_and_model
 
-    items, cfg, n_train = ctx.items, ctx.opts.train, len(ctx.train_idx)
-    teacher = [items.teacher[i] for i in ctx.train_idx]
-    strata = multilabel_strata(teacher) if ctx.multi_label else teacher
-    assign = stratified_assign(strata, {"train": size / n_train, "rest": 1 - size / n_train}, seed=cfg.seed)
-    sub = [ctx.train_idx[k] for k, a in enumerate(assign) if a == "train"]
-    torch.manual_seed(cfg.seed)
-    _, m = load_tokenizer_and_model(ctx.base, ctx.label_names, ctx.multi_label)
-    r = train_classifier(
-        m, ctx.tokenizer, [items.texts[i] for i in sub], [items.targets[i] for i in sub], cfg, ctx.multi_label,
-        f"curve n={size}", ctx.opts.show_progress, validation=_validation_set(items),
-    )
-    probs = predict(m, ctx.tokenizer, [items.texts[i] for i in ctx.held], max(cfg.batch_size, 32), cfg.max_length,
-                    ctx.multi_label, cfg.device, temperature=1.0)
+    torch.manual_seed(opts.train.seed)
+    tokenizer, model = load_tokenizer_and_model(base, setup.label_names, setup.multi_label)
+    result = train_classifier(model, tokenizer, setup.texts(idx), setup.targets(idx), opts.train,
+                              setup.multi_label, description, opts.show_progress,
+                              validation=setup.validation_set())
+    return tokenizer, model, result
+
+
+# ---------------------------------------------------------------------------------------------- learning curve
+
+
+def _subsample(setup: _Setup, size: int, seed: int) -> list[int]:
+    """A stratified (by the teacher's label) subsample of ``size`` train items."""
+    from annotator.export.splits import multilabel_strata, stratified_assign
+
+    train, n = setup.roles.train, len(setup.roles.train)
+    teacher = [setup.items[i].teacher for i in train]
+    strata = multilabel_strata(teacher) if setup.multi_label else teacher
+    assign = stratified_assign(strata, {"train": size / n, "rest": 1 - size / n}, seed=seed)
+    return [train[k] for k, a in enumerate(assign) if a == "train"]
+
+
+def _held_predictions(setup: _Setup, base: str, opts: StudentOptions, size: int) -> tuple[TrainResult, list[Any]]:
+    """Train a fresh student on a subsample of ``size`` train items; its labels on the held-out items."""
+    cfg = opts.train
+    tokenizer, model, r = _fit(setup, base, opts, _subsample(setup, size, cfg.seed), f"curve n={size}")
+    probs = predict(model, tokenizer, setup.texts(setup.roles.held), max(cfg.batch_size, 32), cfg.max_length,
+                    setup.multi_label, cfg.device, temperature=1.0)
+    return r, decode(probs, setup.label_names, setup.multi_label)[0]
+
+
+def _point_scores(setup: _Setup, positions: list[int], pred: list[Any]) -> SliceScores:
+    """Scores of the held-out items at ``positions`` (indices into roles.held and ``pred``)."""
+    items, held, gold, names, ml = setup.items, setup.roles.held, setup.gold_map, setup.label_names, setup.multi_label
+    out = SliceScores(items=len(positions))
+    if positions:
+        out.student_vs_teacher = score([items[held[k]].teacher for k in positions], [pred[k] for k in positions],
+                                       names, ml)
+    gk = [k for k in positions if gold is not None and items[held[k]].id in gold]
+    out.with_gold = len(gk)
+    if gold is not None and gk:
+        out.student = score([gold[items[held[k]].id] for k in gk], [pred[k] for k in gk], names, ml)
+    return out
+
+
+def _curve_point(setup: _Setup, requested: str, size: int, r: TrainResult, pred: list[Any]) -> LearningCurvePoint:
+    pooled = _point_scores(setup, list(range(len(setup.roles.held))), pred)
     point = LearningCurvePoint(requested=requested, size=size, steps=r.steps, epochs_run=r.epochs_run,
-                               best_epoch=r.best_epoch, seconds=r.seconds)
-    _score_point(point, ctx, decode(probs, ctx.label_names, ctx.multi_label)[0])
+                               best_epoch=r.best_epoch, seconds=r.seconds, student=pooled.student,
+                               student_vs_teacher=pooled.student_vs_teacher)
+    if setup.eval_by is not None:
+        col, held = setup.eval_by, setup.roles.held
+        point.slices = {
+            v: _point_scores(setup, [k for k, i in enumerate(held) if col.of(setup.items[i].id) == v], pred)
+            for v in _slice_names(setup, held)
+        }
     return point
 
 
-def _score_point(point: LearningCurvePoint, ctx: _CurveContext, pred: list[Any]) -> None:
-    items, held = ctx.items, ctx.held
-    if not held:
-        return
-    point.student_vs_teacher = score([items.teacher[i] for i in held], pred, ctx.label_names, ctx.multi_label)
-    if ctx.gold_map is not None:
-        gi = [k for k, i in enumerate(held) if items.ids[i] in ctx.gold_map]
-        if gi:
-            point.student = score([ctx.gold_map[items.ids[held[k]]] for k in gi], [pred[k] for k in gi],
-                                  ctx.label_names, ctx.multi_label)
-
-
-def _learning_curve(ctx: _CurveContext, sizes: list[tuple[str, int]], full: TrainResult, student: list[Any],
-                    notes: list[str]) -> list[LearningCurvePoint]:
-    n_train = len(ctx.train_idx)
-    curve: list[LearningCurvePoint] = []
-    done: set[int] = set()
-    for requested, req in sizes:
+def _learning_curve(setup: _Setup, base: str, opts: StudentOptions, full: TrainResult,
+                    student: list[Any]) -> list[LearningCurvePoint]:
+    """One point per distinct --sizes value; the full size reuses the main student."""
+    n_train = len(setup.roles.train)
+    curve: dict[int, LearningCurvePoint] = {}
+    for requested, req in setup.sizes:
         size = min(req, n_train)
-        if size in done:
+        if size in curve:
             continue
-        done.add(size)
         if req > n_train:
-            notes.append(f"learning curve: size {requested} clipped to the train split ({n_train} items)")
+            setup.notes.append(f"learning curve: size {requested} clipped to the train split ({n_train} items)")
         if size == n_train:
-            point = LearningCurvePoint(requested=requested, size=size, steps=full.steps, epochs_run=full.epochs_run,
-                                       best_epoch=full.best_epoch, seconds=full.seconds)
-            _score_point(point, ctx, [student[i] for i in ctx.held])
+            r, pred = full, [student[i] for i in setup.roles.held]
         else:
-            point = _curve_point(ctx, requested, size)
-        point.clipped = req > n_train
-        curve.append(point)
-    return sorted(curve, key=lambda p: p.size)
+            r, pred = _held_predictions(setup, base, opts, size)
+        curve[size] = _curve_point(setup, requested, size, r, pred)
+        curve[size].clipped = req > n_train
+    return [curve[s] for s in sorted(curve)]
 
 
-def train_student(
-    dataset: str | Path, opts: StudentOptions, log: Callable[[str], None] | None = None
-) -> StudentMetrics:
-    """Train, select on validation, calibrate, evaluate (and the learning curve); write model/metrics/predictions."""
-    import torch
+# ---------------------------------------------------------------------------------------------- train_student
 
-    from annotator.student.models import load_tokenizer_and_model, resolve_model
 
-    say = log or (lambda _msg: None)
-    ds_dir, dsd, col, label_names, multi_label = _load_export(dataset)
-    sizes = parse_sizes(opts.sizes, len(dsd["train"]))
-    notes: list[str] = []
-    items = _items(dsd, col, label_names, multi_label)
-    gold_map, gold_info = _load_gold_map(opts.gold, label_names, multi_label, items.ids, notes)
-    eval_split = _eval_split(dsd, notes)
-    cfg = opts.train
-    train_idx = items.where("train")
-    validation = _validation_set(items)
-    if validation is None:
-        notes.append("no validation split: every epoch is trained (no model selection) and no calibration")
-
-    base = resolve_model(opts.model)
-    say(f"base model: {base}")
-    torch.manual_seed(cfg.seed)
-    tokenizer, model = load_tokenizer_and_model(base, label_names, multi_label)
-    result = train_classifier(
-        model, tokenizer, [items.texts[i] for i in train_idx], [items.targets[i] for i in train_idx], cfg,
-        multi_label, "student", opts.show_progress, validation=validation,
-    )
-    logits = predict_logits(model, tokenizer, items.texts, max(cfg.batch_size, 32), cfg.max_length, cfg.device)
-    calibration = _calibrate(logits, items, eval_split, gold_map, label_names, multi_label)
-    out = Path(opts.out)
-    model_dir = out / MODEL_DIR
-    model_dir.mkdir(parents=True, exist_ok=True)
-    setattr(model.config, TEMPERATURE_KEY, calibration.temperature)
-    model.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
-
-    student, sconf = decode(probabilities(logits, multi_label, calibration.temperature), label_names, multi_label)
-    evaluation = _evaluate(items, student, sconf, eval_split, gold_map, label_names, multi_label, opts.thresholds,
-                           notes)
-    slices = None
-    if opts.eval_by:
-        scope = _scope_fn(items, student, sconf, gold_map, label_names, multi_label, opts.thresholds)
-        slices = _evaluate_by(opts.eval_by, ds_dir, opts.gold, items, eval_split, scope)
-    _write_predictions(out / PREDICTIONS_FILE, items, student, sconf, gold_map)
-    held = items.where(eval_split) if eval_split else []
-    ctx = _CurveContext(base, tokenizer, items, train_idx, held, gold_map, label_names, multi_label, opts)
-    curve = _learning_curve(ctx, sizes, result, student, notes) if sizes else []
-
-    metrics = StudentMetrics(
+def _metrics(setup: _Setup, opts: StudentOptions, base: str, model_dir: Path, result: TrainResult,
+             **results: Any) -> StudentMetrics:
+    return StudentMetrics(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        dataset=str(ds_dir),
+        dataset=str(setup.ds_dir),
         gold=None if opts.gold is None else str(opts.gold),
         base_model=opts.model or f"minilm ({base})",
         model_dir=str(model_dir),
-        multi_label=multi_label,
-        label_names=label_names,
-        train_config=dict(vars(cfg)),
-        train_size=len(train_idx),
+        multi_label=setup.multi_label,
+        label_names=setup.label_names,
+        train_config=dict(vars(opts.train)),
+        train_size=len(setup.roles.train),
         steps=result.steps,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
@@ -850,13 +904,39 @@ def train_student(
         train_seconds=result.seconds,
         final_loss=result.final_loss,
         history=result.history,
-        eval_split=eval_split,
-        evaluation=evaluation,
-        calibration=calibration,
-        gold_info=gold_info,
-        learning_curve=curve,
-        slices=slices,
-        notes=notes,
+        eval_split=setup.roles.held_name,
+        gold_info=setup.gold_info,
+        selection=setup.selection,
+        notes=setup.notes,
+        **results,
     )
+
+
+def train_student(
+    dataset: str | Path, opts: StudentOptions, log: Callable[[str], None] | None = None
+) -> StudentMetrics:
+    """Train, select on validation, calibrate, evaluate (and the learning curve); write model, metrics,
+    predictions and the model card (``model/README.md``)."""
+    from annotator.student.card import render_card
+    from annotator.student.models import resolve_model
+
+    setup = _setup(dataset, opts)
+    cfg, out = opts.train, Path(opts.out)
+    base = resolve_model(opts.model)
+    (log or (lambda _msg: None))(f"base model: {base}")
+    tokenizer, model, result = _fit(setup, base, opts, setup.roles.train, "student")
+    logits = predict_logits(model, tokenizer, setup.texts(list(range(len(setup.items)))),
+                            max(cfg.batch_size, 32), cfg.max_length, cfg.device)
+    calibration = _calibrate(logits, setup)
+    model_dir = _save_model(model, tokenizer, out, calibration.temperature)
+    student, sconf = decode(probabilities(logits, setup.multi_label, calibration.temperature), setup.label_names,
+                            setup.multi_label)
+    labelled = [Labelled(it.id, it.teacher, it.teacher_conf, s, c) for it, s, c in zip(setup.items, student, sconf)]
+    evaluation, slices = _evaluate(setup, labelled, opts)
+    _write_predictions(out / PREDICTIONS_FILE, setup, labelled)
+    curve = _learning_curve(setup, base, opts, result, student) if setup.sizes else []
+    metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
+                       learning_curve=curve, slices=slices)
     (out / METRICS_FILE).write_text(metrics.model_dump_json(indent=2), encoding="utf-8")
+    (model_dir / CARD_FILE).write_text(render_card(metrics), encoding="utf-8")
     return metrics
