@@ -101,9 +101,9 @@ def load_candidates(run: str | Path) -> tuple[list[Candidate], list[str]]:
     for rec in iter_annotations(run):
         if rec.task != "label":
             raise InputDataError(f"run {run} is a '{rec.task}' task; sampling for an audit needs a label task")
-        label = rec.label if rec.label is not None else (rec.output or {}).get("label")
+        label = rec.single_label()
         if rec.status == "ok" and label is not None:
-            candidates.append(Candidate(rec.id, rec.text, str(label), rec.confidence))
+            candidates.append(Candidate(rec.id, rec.text, label, rec.confidence))
     if not candidates:
         raise InputDataError(f"run {run} has no successfully labelled items to sample from")
     manifest = read_manifest(run)

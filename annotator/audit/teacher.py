@@ -73,9 +73,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
             raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
         ids.add(rec.id)
         model = model or rec.model
-        label = rec.label
-        if label is None and rec.output:
-            label = to_label(rec.output.get("label"))
+        label = rec.single_label()
         if rec.status != "ok" or label is None:
             if rec.status == "ok" and rec.labels is not None:
                 raise InputDataError(f"teacher run {p} has multi-label records; audit supports single-label tasks only")
