@@ -24,7 +24,7 @@ from annotator.records import normalize_id
 if TYPE_CHECKING:
     import polars as pl
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Columns of a wide file that are never annotators.
 NON_ANNOTATOR_COLUMNS = frozenset(
@@ -162,7 +162,7 @@ def load_humans(path: str | Path, not_annotators: tuple[str, ...] = ()) -> Human
     dropped = [a for a in annotators if not any(a in r for r in ratings.values())]
     annotators = [a for a in annotators if a not in dropped]
     if dropped:
-        logger.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, _fmt_few(dropped))
+        log.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, _fmt_few(dropped))
     if not ratings:
         raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
     return HumanAnnotations(

@@ -16,7 +16,7 @@ from annotator.backends.base import Generation, GenerationRequest
 from annotator.config import TeacherConfig
 from annotator.errors import AnnotatorError, BackendError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def sampling_params(req: GenerationRequest) -> Any:
