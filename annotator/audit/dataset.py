@@ -9,17 +9,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from annotator.audit.humans import HumanAnnotations, majority_vote
 from annotator.audit.tabular import to_float
 from annotator.audit.teacher import TeacherAnnotations
+from annotator.choices import Level
 from annotator.errors import InputDataError
 
-Level = Literal["nominal", "ordinal", "interval"]
-LEVELS = ("nominal", "ordinal", "interval")
+LEVELS = tuple(lv.value for lv in Level)
 
 
 @dataclass

@@ -41,21 +41,22 @@ from annotator.audit.report import (
 )
 from annotator.audit.slices import audit_slices, read_slice_column
 from annotator.audit.teacher import load_teacher
+from annotator.choices import GateMetric
 from annotator.errors import GateFailed, InputDataError
 
 LOW_CATEGORY_KAPPA = 0.4
 MAX_BOOTSTRAP_PAIRS = 60
 
 GATE_METRICS: dict[str, str] = {
-    "krippendorff_alpha": "Krippendorff's alpha, teacher vs human majority, at --level",
-    "cohen_kappa": "Cohen's kappa, teacher vs human majority",
-    "gwet_ac1": "Gwet's AC1, teacher vs human majority",
-    "accuracy": "accuracy vs human majority",
-    "macro_f1": "macro F1 vs human majority",
-    "mean_cohen_kappa": "mean Cohen's kappa of the teacher with each human",
-    "alpha_substituted": "Krippendorff's alpha with the teacher substituted for a human (mean)",
-    "winning_rate": "alt-test winning rate",
-    "advantage_probability": "alt-test average advantage probability",
+    GateMetric.krippendorff_alpha.value: "Krippendorff's alpha, teacher vs human majority, at --level",
+    GateMetric.cohen_kappa.value: "Cohen's kappa, teacher vs human majority",
+    GateMetric.gwet_ac1.value: "Gwet's AC1, teacher vs human majority",
+    GateMetric.accuracy.value: "accuracy vs human majority",
+    GateMetric.macro_f1.value: "macro F1 vs human majority",
+    GateMetric.mean_cohen_kappa.value: "mean Cohen's kappa of the teacher with each human",
+    GateMetric.alpha_substituted.value: "Krippendorff's alpha with the teacher substituted for a human (mean)",
+    GateMetric.winning_rate.value: "alt-test winning rate",
+    GateMetric.advantage_probability.value: "alt-test average advantage probability",
 }
 KAPPA_WEIGHTS: dict[str, ag.Weights] = {"nominal": None, "ordinal": "linear", "interval": "quadratic"}
 

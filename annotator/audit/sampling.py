@@ -42,13 +42,14 @@ import polars as pl
 from scipy import stats
 
 from annotator.audit.design import INCLUSION_COLUMN
+from annotator.choices import Strategy
 from annotator.errors import InputDataError
 from annotator.records import iter_annotations, read_manifest
 from annotator.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("random", "stratified", "uncertain")
+STRATEGIES = tuple(s.value for s in Strategy)
 CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: [0, .5), [.5, .7), [.7, .9), [.9, 1]
 UNCERTAIN_FLOOR = 0.1
 ALT_TEST_MIN_ITEMS = 30

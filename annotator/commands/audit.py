@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from annotator.choices import GateMetric, Level
 from annotator.commands.output import JSON_HELP, emit_json, jsonable, log_console, result_console
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ def audit(
     teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
     out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
-    level: str = typer.Option("nominal", "--level", help="nominal | ordinal | interval. interval = numeric ratings; it also switches the alt-test scoring to negative RMSE."),
+    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
-    gate_metric: str = typer.Option("krippendorff_alpha", "--gate-metric", help="krippendorff_alpha (teacher vs human majority, at --level) | cohen_kappa | gwet_ac1 | accuracy | macro_f1 | mean_cohen_kappa | alpha_substituted | winning_rate | advantage_probability."),
+    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place of a human; winning_rate, advantage_probability: the alt-test."),
     epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
@@ -65,8 +66,8 @@ def audit(
         out = base / "audit" if len(teacher) == 1 else base.parent / "audit-comparison"
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     opts = AuditOptions(
-        humans=humans, teacher=first, out=out, labels=label_list, level=level.lower(), epsilon=epsilon,
-        alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric, plots=plots,
+        humans=humans, teacher=first, out=out, labels=label_list, level=level.value, epsilon=epsilon,
+        alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric.value, plots=plots,
         alt_test_min_items=alt_test_min_items, by=by, min_slice_items=min_slice_items,
     )
     if len(teacher) > 1:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from annotator.choices import ExportFormat
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 
@@ -30,12 +31,9 @@ def export(
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
     ] = None,
     fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="auto | classification | chat | instruction (auto: classification for label tasks, chat for rephrase/qa).",
-        ),
-    ] = "auto",
+        ExportFormat,
+        typer.Option("--format", help="Rows of the dataset (auto: classification for label tasks, chat for rephrase/qa)."),
+    ] = ExportFormat.auto,
     push_to_hub: Annotated[
         str | None,
         typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login)."),
@@ -64,7 +62,7 @@ def export(
             seed=seed,
             split=split,
             min_confidence=min_confidence,
-            fmt=fmt,
+            fmt=fmt.value,
             push_to_hub=push_to_hub,
             private=private,
             gold=gold,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from annotator.choices import InputFormat
 from annotator.config import InputConfig
 
 console = Console(stderr=True)
@@ -22,8 +23,8 @@ def predict_command(
     id_column: Annotated[str, typer.Option("--id-column", help="Column holding the row id.")] = "id",
     text_column: Annotated[str, typer.Option("--text-column", help="Column holding the text.")] = "text",
     fmt: Annotated[
-        Literal["auto", "csv", "jsonl", "parquet"], typer.Option("--format", help="Input format (default: extension).")
-    ] = "auto",
+        InputFormat, typer.Option("--format", help="Input format (auto: from the extension).")
+    ] = InputFormat.auto,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N rows.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (local only).")] = "auto",
@@ -51,7 +52,7 @@ def predict_command(
     if out.suffix.lower() not in (".jsonl", ".ndjson"):
         raise PredictError(f"--out {out}: predictions are written as JSONL; use a .jsonl file name")
     info = load_student_info(student)
-    cfg = InputConfig(path=input, format=fmt, id_column=id_column, text_column=text_column, limit=limit)
+    cfg = InputConfig(path=input, format=fmt.value, id_column=id_column, text_column=text_column, limit=limit)
     opts = PredictOptions(out=out, route_below=route_below, route_out=route_out, batch_size=batch_size)
     progress = Progress(
         TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from annotator.choices import Strategy
 from annotator.commands.output import JSON_HELP, emit_json, result_console
 
 HELP = """Choose the items humans should label, and write blank annotation sheets for them.
@@ -29,7 +30,7 @@ def sample(
     run: Annotated[Path, typer.Argument(help="Run directory written by `annotator run` (a single-label task).")],
     n: Annotated[int, typer.Option("--n", help="Items to draw (all of the run's labelled items when it has fewer).")] = 100,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the sheets (must not hold sheets already).")] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="random | stratified | uncertain.")] = "stratified",
+    strategy: Annotated[Strategy, typer.Option("--strategy", help="How to draw (see above).")] = Strategy.stratified,
     annotators: Annotated[int, typer.Option("--annotators", help="Number of human annotators (K).")] = 3,
     per_item: Annotated[int, typer.Option("--per-item", help="Annotators per item (R <= K; the alt-test needs 3).")] = 3,
     annotator_names: Annotated[str | None, typer.Option("--annotator-names", help="Comma-separated names (default ann_1..ann_K).")] = None,
@@ -47,7 +48,7 @@ def sample(
     names = sp.annotator_names(annotators, annotator_names)
     if per_item < 2 and not do_plan:
         raise InputDataError(f"--per-item must be at least 2 for an agreement audit (3 for the alt-test); got {per_item}")
-    drawn = sp.draw(cands, n, strategy, seed, labels)
+    drawn = sp.draw(cands, n, strategy.value, seed, labels)
     sizes = sorted({*DEFAULT_PLAN_SIZES, len(drawn.items)})
     pilot_numbers = sp.pilot_estimates(pilot, run) if pilot else None
     the_plan = sp.plan(cands, drawn.items, sizes, target=target_ci, pilot=pilot_numbers, assumed_alpha=expected_alpha,
@@ -58,7 +59,7 @@ def sample(
         emit_json({"plan": plan_data})
         return
     if not as_json:
-        _print_plan(console, the_plan, strategy)
+        _print_plan(console, the_plan, strategy.value)
     if do_plan:
         return
     if out is None:
@@ -77,7 +78,7 @@ def sample(
     if as_json:
         emit_json({"design": design, "files": {k: str(v) for k, v in files.items()}})
         return
-    table = Table(title=f"{strategy} sample: {len(drawn.items)} of {drawn.population} items, seed {seed}")
+    table = Table(title=f"{strategy.value} sample: {len(drawn.items)} of {drawn.population} items, seed {seed}")
     for col in ("stratum", "items in run", "drawn", "inclusion prob."):
         table.add_column(col, justify="left" if col == "stratum" else "right")
     for s in drawn.strata:
