@@ -16,31 +16,8 @@ if TYPE_CHECKING:
     from annotator.audit.compare import Comparison
     from annotator.audit.report import AuditReport
 
-HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
-Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration):
-
-1. teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
-2. Cohen's and Fleiss' kappa, Krippendorff's alpha, Gwet's AC1, with bootstrap confidence intervals;
-3. teacher-human next to human-human agreement, overall and per category (categories where humans disagree are flagged);
-4. the Alternative Annotator Test (Calderon et al., ACL 2025), with a PASSED or FAILED verdict;
-5. calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
-
-HUMANS: long format (item_id or id, annotator, label) or wide format (item_id or id, plus one column per annotator), as CSV, JSONL or Parquet; empty cells are missing ratings.
-
-HUMANS may also be a Label Studio JSON export (tasks imported from `annotator sample`), and a sheet written by `annotator sample` read back as it is; when it records inclusion probabilities, the report adds the design-corrected accuracy.
-
-TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
-
-Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
-"""
-
-
-def register(app: typer.Typer) -> None:
-    app.command("audit", help=HELP)(audit)
-
-
-def audit(
+def audit_command(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
     teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
     out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
@@ -58,6 +35,24 @@ def audit(
     min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
+    """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
+
+    Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration):
+
+    1. teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
+    2. Cohen's and Fleiss' kappa, Krippendorff's alpha, Gwet's AC1, with bootstrap confidence intervals;
+    3. teacher-human next to human-human agreement, overall and per category (categories where humans disagree are flagged);
+    4. the Alternative Annotator Test (Calderon et al., ACL 2025), with a PASSED or FAILED verdict;
+    5. calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
+
+    HUMANS: long format (item_id or id, annotator, label) or wide format (item_id or id, plus one column per annotator), as CSV, JSONL or Parquet; empty cells are missing ratings.
+
+    HUMANS may also be a Label Studio JSON export (tasks imported from `annotator sample`), and a sheet written by `annotator sample` read back as it is; when it records inclusion probabilities, the report adds the design-corrected accuracy.
+
+    TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
+
+    Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
+"""
     from annotator.audit import AuditOptions, check_gate, run_audit
 
     first = teacher[0]
@@ -155,3 +150,7 @@ def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
     console.print(table)
     console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
     console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_command)

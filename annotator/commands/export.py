@@ -12,7 +12,7 @@ from annotator.choices import ExportFormat
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 
-def export(
+def export_command(
     run_dir: Annotated[
         Path, typer.Argument(help="Run directory written by `annotator run` (or its annotations.jsonl).")
     ],
@@ -108,4 +108,4 @@ def export(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    app.command("export")(export_command)

@@ -14,19 +14,10 @@ from rich.table import Table
 from annotator.choices import Strategy
 from annotator.commands.output import JSON_HELP, emit_json, result_console
 
-HELP = """Choose the items humans should label, and write blank annotation sheets for them.
-
-Writes to OUT: sheet_long.csv (item_id, annotator, label, text[, inclusion_prob]: one row per assigned rating, label empty), sheet_wide.csv (item_id, text[, inclusion_prob], one empty column per annotator), label_studio_tasks.json + label_studio_config.xml (Label Studio import), sample.json (the design). Fill in either sheet, or export Label Studio's JSON, and give it to `annotator audit --humans` as it is.
-
-Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy).
-
---plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
-"""
-
 DEFAULT_PLAN_SIZES = (30, 50, 100, 200, 400, 800)
 
 
-def sample(
+def sample_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `annotator run` (a single-label task).")],
     n: Annotated[int, typer.Option("--n", help="Items to draw (all of the run's labelled items when it has fewer).")] = 100,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the sheets (must not hold sheets already).")] = None,
@@ -41,6 +32,14 @@ def sample(
     expected_alpha: Annotated[float, typer.Option("--expected-alpha", help="Human alpha assumed by the plan without --pilot.")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the plan; with --out also the design and files)")] = False,
 ) -> None:
+    """Choose the items humans should label, and write blank annotation sheets for them.
+
+    Writes to OUT: sheet_long.csv (item_id, annotator, label, text[, inclusion_prob]: one row per assigned rating, label empty), sheet_wide.csv (item_id, text[, inclusion_prob], one empty column per annotator), label_studio_tasks.json + label_studio_config.xml (Label Studio import), sample.json (the design). Fill in either sheet, or export Label Studio's JSON, and give it to `annotator audit --humans` as it is.
+
+    Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy).
+
+    --plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
+"""
     from annotator.audit import sampling as sp
     from annotator.errors import InputDataError
 
@@ -111,4 +110,4 @@ def _print_plan(console: Console, p, strategy: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sample", help=HELP)(sample)
+    app.command("sample")(sample_command)
