@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from annotator.choices import ExportFormat
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
+
+if TYPE_CHECKING:
+    from annotator.export.dataset_builder import ExportSummary
 
 
 def export_command(
@@ -54,7 +57,6 @@ def export_command(
     """Export a run's annotations as a Hugging Face dataset (splits by item id, same for every teacher) with a card."""
     from annotator.export.dataset_builder import ExportOptions, export_run
 
-    console, logs = result_console(), log_console()
     summary = export_run(
         run_dir,
         ExportOptions(
@@ -72,11 +74,18 @@ def export_command(
             route_annotators=route_annotators,
         ),
     )
+    logs = log_console()
     for note in summary.notes:
         logs.print(f"[yellow]note:[/] {note}")
     if as_json:
         emit_json(summary)
-        return
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(summary: ExportSummary) -> None:
+    """Rows per split, what was left out and where the dataset is."""
+    console = result_console()
     c = summary.counts
     console.print(f"[bold]{summary.task}[/] task exported as [bold]{summary.format}[/] rows")
     table = Table(show_header=True)

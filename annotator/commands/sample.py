@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from annotator.choices import Strategy
 from annotator.commands.output import JSON_HELP, emit_json, result_console
+
+if TYPE_CHECKING:
+    from annotator.audit.sampling import Sample
 
 DEFAULT_PLAN_SIZES = (30, 50, 100, 200, 400, 800)
 
@@ -76,15 +79,21 @@ def sample_command(
                             design=design)
     if as_json:
         emit_json({"design": design, "files": {k: str(v) for k, v in files.items()}})
-        return
-    table = Table(title=f"{strategy.value} sample: {len(drawn.items)} of {drawn.population} items, seed {seed}")
+    else:
+        _print_sample(console, drawn, design, files)
+
+
+def _print_sample(console: Console, drawn: Sample, design: dict[str, Any], files: dict[str, str]) -> None:
+    """The strata drawn, each annotator's load and the files written."""
+    table = Table(title=f"{drawn.strategy} sample: {len(drawn.items)} of {drawn.population} items, seed {design['seed']}")
     for col in ("stratum", "items in run", "drawn", "inclusion prob."):
         table.add_column(col, justify="left" if col == "stratum" else "right")
     for s in drawn.strata:
         table.add_row(s.name, str(s.size), str(s.drawn), f"{s.inclusion_prob:.3f}")
     console.print(table)
     loads = design["items_per_annotator"]
-    console.print(f"{len(names)} annotators, {per_item} per item: " + ", ".join(f"{a} {k}" for a, k in loads.items()))
+    console.print(f"{len(design['annotators'])} annotators, {design['per_item']} per item: "
+                  + ", ".join(f"{a} {k}" for a, k in loads.items()))
     console.print(f"sheets: {files['long']} (long), {files['wide']} (wide); Label Studio: {files['label_studio_tasks']}"
                   f" + {files['label_studio_config']}; design: {files['design']}", soft_wrap=True)
 
