@@ -237,10 +237,6 @@ class ResultStore:
         except sqlite3.Error as exc:
             raise explain_sqlite_error(exc, self.path) from None
 
-    @_sqlite_errors
-    def count_samples(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
-
     # -- transactions --------------------------------------------------------------------------------
     def _begin_tx(self) -> None:
         if not self.conn.in_transaction:

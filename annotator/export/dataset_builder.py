@@ -10,7 +10,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -39,7 +39,6 @@ CARD_FILE = "README.md"
 PARQUET_DIR = "parquet"
 AUDIT_REPORT = Path("audit") / "report.json"
 
-ExportFormat = Literal["auto", "classification", "chat", "instruction"]
 FORMATS = ("auto", "classification", "chat", "instruction")
 
 
