@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from annotator.audit.humans import HumanAnnotations, majority_vote
-from annotator.audit.tabular import to_float
+from annotator.audit.tabular import few, to_float
 from annotator.audit.teacher import TeacherAnnotations
 from annotator.choices import Level
 from annotator.errors import InputDataError
@@ -62,11 +62,6 @@ def _majority(codes: np.ndarray) -> int:
     return -1 if top is None else top
 
 
-def _few(values: list[str], k: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in values[:k])
-    return shown + (f" and {len(values) - k} more" if len(values) > k else "")
-
-
 def _sort_labels(labels: set[str]) -> list[str]:
     nums = {lab: to_float(lab) for lab in labels}
     if all(v is not None for v in nums.values()):
@@ -80,7 +75,7 @@ def resolve_labels(
     if labels:
         dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
         if dupes:
-            raise InputDataError(f"--labels repeats {_few(dupes)}")
+            raise InputDataError(f"--labels repeats {few(dupes)}")
         return list(labels), "--labels"
     if teacher.manifest_labels:
         return list(teacher.manifest_labels), "run.json"
@@ -99,7 +94,7 @@ def build(
         raise InputDataError(f"--level must be one of {', '.join(LEVELS)}; got {level!r}")
     label_set, label_source = resolve_labels(humans, teacher, labels)
     if len(label_set) < 2:
-        raise InputDataError(f"the label set needs at least 2 labels; got {_few(label_set)}")
+        raise InputDataError(f"the label set needs at least 2 labels; got {few(label_set)}")
     values, lookup = _label_codes(label_set, level)
     _check_labels(humans, teacher, lookup, label_set, label_source)
     warnings: list[str] = []
@@ -141,7 +136,7 @@ def _label_codes(label_set: list[str], level: str) -> tuple[np.ndarray, Lookup]:
     floats = [to_float(lab) for lab in label_set]
     bad = [lab for lab, v in zip(label_set, floats) if v is None]
     if bad:
-        raise InputDataError(f"--level interval needs numeric labels (ratings); not numbers: {_few(bad)}")
+        raise InputDataError(f"--level interval needs numeric labels (ratings); not numbers: {few(bad)}")
     values = np.array(floats, dtype=float)
     by_value: dict[float, int] = {}
     for i, v in enumerate(values):
@@ -182,14 +177,14 @@ def _evaluated_items(
     if unknown:
         raise InputDataError(
             f"{len(unknown)} of {len(humans.ratings)} human item ids are not in the teacher's output "
-            f"({teacher.path}): {_few(unknown)}. Check the id column, or annotate these items with the teacher."
+            f"({teacher.path}): {few(unknown)}. Check the id column, or annotate these items with the teacher."
         )
     failed_on_human = [i for i in humans.ratings if i not in teacher.labels]
     items = [i for i in humans.ratings if i in teacher.labels]
     if failed_on_human:
         warnings.append(
             f"{len(failed_on_human)} human-labelled item(s) excluded because the teacher failed on them: "
-            f"{_few(failed_on_human)}"
+            f"{few(failed_on_human)}"
         )
     if not items:
         raise InputDataError("the teacher has no successful label for any human-labelled item")
@@ -201,7 +196,7 @@ def _rated_annotators(humans: HumanAnnotations, items: list[str], warnings: list
     annotators = [a for a in humans.annotators if any(a in humans.ratings[i] for i in items)]
     dropped = [a for a in humans.annotators if a not in annotators]
     if dropped:
-        warnings.append(f"annotator(s) with no rating on the evaluated items ignored: {_few(dropped)}")
+        warnings.append(f"annotator(s) with no rating on the evaluated items ignored: {few(dropped)}")
     if len(annotators) < 2:
         warnings.append(SINGLE_ANNOTATOR_WARNING)
     return annotators

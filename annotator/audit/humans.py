@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from annotator.audit.design import INCLUSION_COLUMN, read_inclusion_probs
 from annotator.audit.label_studio import is_label_studio_export, read_label_studio
-from annotator.audit.tabular import find_id_column, read_table, to_label
+from annotator.audit.tabular import few, find_id_column, read_table, to_label
 from annotator.errors import InputDataError
 from annotator.records import normalize_id
 
@@ -62,11 +62,6 @@ class HumanAnnotations:
         return sum(len(r) for r in self.ratings.values())
 
 
-def _fmt_few(values: list[str], k: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in values[:k])
-    return shown + (f" (+{len(values) - k} more)" if len(values) > k else "")
-
-
 Ratings = dict[str, dict[str, str]]
 
 
@@ -93,7 +88,7 @@ def _read_long(df: pl.DataFrame, id_col: str, path: str | Path) -> tuple[Ratings
         row[ann] = label
     if dupes:
         raise InputDataError(
-            f"human annotations {path}: the same annotator gave one item different labels: {_fmt_few(dupes)}"
+            f"human annotations {path}: the same annotator gave one item different labels: {few(dupes)}"
         )
     return ratings, annotators
 
@@ -126,7 +121,7 @@ def _read_wide(df: pl.DataFrame, id_col: str, ann_cols: list[str], path: str | P
     seen: set[str] = set()
     repeated = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value,arg-type]
     if repeated:
-        raise InputDataError(f"human annotations {path}: repeated item ids in wide format: {_fmt_few(repeated)}")
+        raise InputDataError(f"human annotations {path}: repeated item ids in wide format: {few(repeated)}")
     cols = {c: df[c].to_list() for c in ann_cols}
     ratings: Ratings = {}
     for r, item in enumerate(ids):
@@ -162,7 +157,7 @@ def load_humans(path: str | Path, not_annotators: tuple[str, ...] = ()) -> Human
     dropped = [a for a in annotators if not any(a in r for r in ratings.values())]
     annotators = [a for a in annotators if a not in dropped]
     if dropped:
-        log.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, _fmt_few(dropped))
+        log.warning("human annotations %s: annotator(s) with no rating at all left out: %s", path, few(dropped))
     if not ratings:
         raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
     return HumanAnnotations(

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotator.audit.tabular import find_id_column, read_table, to_float, to_label
+from annotator.audit.tabular import few, find_id_column, read_table, to_float, to_label
 from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
 from annotator.records import ANNOTATIONS_FILE, iter_annotations, normalize_id, read_manifest
@@ -127,6 +127,5 @@ def _load_table(p: Path) -> TeacherAnnotations:
                 raise InputDataError(f"teacher file {p}: row {n} confidence {conf} is outside [0, 1]")
             confidence[item] = conf
     if repeated:
-        few = ", ".join(repr(r) for r in repeated[:5])
-        raise InputDataError(f"teacher file {p}: repeated item ids: {few}")
+        raise InputDataError(f"teacher file {p}: repeated item ids: {few(repeated)}")
     return TeacherAnnotations(labels=labels, confidence=confidence, failed=failed, ids=ids, source="table", path=str(p))
