@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from annotator import __version__
+from annotator.commands.output import set_quiet
 from annotator.errors import AnnotatorError
 from annotator.ray_support import optional_ray_value
 from annotator.redact import redact
@@ -28,6 +31,45 @@ app = typer.Typer(
 
 COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict")
 err_console = Console(stderr=True)
+log = logging.getLogger(__name__)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is when they are written (results keep stdout to themselves)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """The ``annotator`` logger's level: WARNING by default (the messages alone, on stderr, as Python prints
+    them without any configuration), DEBUG with ``--verbose`` (``LEVEL logger: message``), ERROR with ``--quiet``.
+    Idempotent: a second call replaces the first one's handler."""
+    logger = logging.getLogger("annotator")
+    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(h)
+    handler = _StderrHandler()
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log everything (DEBUG) to stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log errors only: no warnings or notes on stderr."),
+) -> None:
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other", param_hint="-v/-q")
+    configure_logging(verbose, quiet)
+    set_quiet(quiet)
+    log.debug("annotator %s, Python %s, %s", __version__, sys.version.split()[0], sys.argv[0])
 
 
 def _register() -> None:

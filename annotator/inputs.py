@@ -5,6 +5,7 @@ Rows are yielded in batches so a million-row file is processed with flat memory.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import polars as pl
 from annotator.config import InputConfig
 from annotator.errors import InputDataError
 from annotator.records import normalize_id
+
+log = logging.getLogger(__name__)
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
             ".parquet": "parquet", ".pq": "parquet"}
@@ -125,6 +128,7 @@ def count_rows(cfg: InputConfig) -> int:
         raise _explain(exc, cfg.path) from None
     if n == 0:
         raise InputDataError(f"input file has no rows: {cfg.path}")
+    log.debug("input %s: %d rows", cfg.path, n)
     return int(n)
 
 
@@ -147,6 +151,7 @@ def check_ids(cfg: InputConfig) -> int:
             raise
         except Exception as exc:  # polars' read errors
             raise _explain(exc, cfg.path) from None
+        log.debug("input %s: %d ids present and unique (column %r)", cfg.path, index, cfg.id_column)
         return index
     finally:
         db.close()

@@ -110,6 +110,11 @@ class AnnotationRecord(BaseModel):
     # failed; not cached, a rerun asks again) or "validation" (invalid answers; cached, see --retry-failed)
     _failure_kind: FailureKind | None = PrivateAttr(default=None)
 
+    def single_label(self) -> str | None:
+        """The label of a single-label record: ``label``, else the output's ``label`` (a file written by another
+        tool or an older version), read by the id cell rule (:func:`normalize_id`); None when there is none."""
+        return self.label if self.label is not None else normalize_id((self.output or {}).get("label"))
+
 
 class LabelInfo(BaseModel):
     name: str

@@ -10,6 +10,7 @@ import pytest
 from test_audit_inputs import write_run  # tests/ is on sys.path (pytest rootdir-relative import)
 
 from annotator.cli import main
+from annotator.errors import InputDataError
 
 LABELS = ["politics", "economy", "sport", "health"]
 
@@ -156,8 +157,6 @@ def test_interval_ratings_use_neg_rmse(tmp_path: Path, capsys: pytest.CaptureFix
         ("empty", "human annotations file is empty"),
         ("unknown_ids", "not in the teacher's output"),
         ("bad_label", "human labels outside the label set"),
-        ("bad_gate", "--gate-metric must be one of"),
-        ("bad_level", "--level must be one of"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str) -> None:
@@ -169,10 +168,6 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         humans.write_text(humans.read_text() + "zz1,ann_a,sport\nzz1,ann_b,sport\n")
     elif case == "bad_label":
         humans.write_text(humans.read_text() + "n001,ann_d,Sports\n")
-    elif case == "bad_gate":
-        extra = ["--gate-metric", "vibes"]
-    elif case == "bad_level":
-        extra = ["--level", "ratio"]
     code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "o"),
                             "--bootstrap", "0", "--no-plots", *extra], capsys)
     assert code == 2
@@ -206,3 +201,56 @@ def test_single_annotator_gold_reports_teacher_vs_gold(tmp_path: Path, capsys: p
         assert rep["coverage"]["annotators"] == [("ann_a" if name == "gold_long.csv" else "label")]
         assert any("need two or more" in w for w in rep["warnings"])
         assert "two or more" in " ".join(printed.split()) + " ".join(err.split())
+
+
+CHOICES = [
+    ("audit", "--level", "<nominal|ordinal|interval>"),
+    ("audit", "--gate-metric", "<krippendorff_alpha|cohen_kappa|gwet_ac1|accuracy|macro_f1|"),
+    ("sample", "--strategy", "<random|stratified|uncertain>"),
+    ("export", "--format", "<auto|classification|chat|instruction>"),
+    ("predict", "--format", "<auto|csv|jsonl|parquet>"),
+]
+
+
+@pytest.mark.parametrize("command,option,shown", CHOICES)
+def test_fixed_choices_are_listed_in_help_and_checked_by_typer(
+    command: str, option: str, shown: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options with a fixed set of values are enums: --help shows the set, any other value is a usage error (2)."""
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code in (0, None)
+    assert shown in capsys.readouterr().out
+    positional = {"audit": ["--humans", "h.csv", "--teacher", "t.csv"], "sample": ["run"], "export": ["run"],
+                  "predict": ["student", "in.csv", "--out", "p.jsonl"]}[command]
+    with pytest.raises(SystemExit) as exc:
+        main([command, *positional, option, "vibes"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2
+    assert f"Invalid value for '{option}'" in err and "'vibes' is not one of" in err and "Traceback" not in err
+
+
+def test_choices_are_one_list_each() -> None:
+    """The CLI enums are the lists the implementations check (LEVELS and STRATEGIES are derived from them)."""
+    from annotator.audit import GATE_METRICS
+    from annotator.choices import ExportFormat, GateMetric
+    from annotator.export.dataset_builder import FORMATS
+
+    assert [m.value for m in GateMetric] == list(GATE_METRICS)  # every metric described, none extra
+    assert tuple(x.value for x in ExportFormat) == FORMATS
+
+
+def test_level_is_case_insensitive_and_the_api_still_checks_its_strings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    humans, run = make_data(tmp_path, n=12)
+    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "o"),
+                              "--bootstrap", "0", "--no-plots", "--level", "Nominal"], capsys)
+    assert code == 0, err
+    from annotator.audit import AuditOptions, run_audit
+
+    for bad, expected in (({"gate_metric": "vibes"}, "--gate-metric must be one of"),
+                          ({"level": "ratio"}, "--level must be one of")):
+        with pytest.raises(InputDataError, match=expected):
+            run_audit(AuditOptions(humans=humans, teacher=run, bootstrap=0, plots=False, **bad))  # type: ignore[arg-type]

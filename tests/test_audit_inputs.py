@@ -218,3 +218,23 @@ def test_annotator_with_only_empty_ratings_is_reported_not_dropped_silently(tmp_
     md = (out / "report.md").read_text()
     assert "human annotator(s) 'c' left out: every rating is empty" in md
     assert "weak" in md and "'c' left out" in md.split("## 4.")[1]
+
+
+def test_a_record_without_label_falls_back_to_its_output_in_audit_and_sample(tmp_path: Path) -> None:
+    """One rule (AnnotationRecord.single_label) for audit and sample: ``label``, else ``output.label`` as a cell."""
+    from annotator.audit.sampling import load_candidates
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = [
+        AnnotationRecord(id="1", text="a", task="label", status="ok", label="pos", output={"label": "pos"},
+                         model="m", prompt_hash="h"),
+        AnnotationRecord(id="2", text="b", task="label", status="ok", output={"label": " neg "}, model="m",
+                         prompt_hash="h"),
+        AnnotationRecord(id="3", text="c", task="label", status="ok", output={"label": 7.0}, model="m", prompt_hash="h"),
+        AnnotationRecord(id="4", text="d", task="label", status="ok", output={"label": ""}, model="m", prompt_hash="h"),
+    ]
+    (run / "annotations.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in recs))
+    assert [r.single_label() for r in recs] == ["pos", "neg", "7", None]
+    assert load_teacher(run).labels == {"1": "pos", "2": "neg", "3": "7"}
+    assert {c.id: c.label for c in load_candidates(run)[0]} == {"1": "pos", "2": "neg", "3": "7"}

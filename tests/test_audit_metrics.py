@@ -270,3 +270,34 @@ def test_calibration_ece_by_hand() -> None:
 def test_calibration_without_confidence() -> None:
     cal = calibrate(np.array([np.nan, np.nan]), np.array([True, False]))
     assert not cal.available and "no confidence" in (cal.reason or "")
+
+
+def test_labels_only_predicted_count_in_the_averages_as_sklearn() -> None:
+    """A label the teacher predicts but no human chose has F1 0 and counts in the macro average (sklearn's rule)."""
+    gold = np.array([0, 0, 1, 1, 1, 0])
+    pred = np.array([0, 2, 1, 1, 2, 0])  # label 2: predicted, never gold; label 3: neither
+    s = cls.summary(cls.confusion_matrix(gold, pred, 4))
+    for avg in ("macro", "weighted"):
+        assert s[f"{avg}_f1"] == pytest.approx(precision_recall_fscore_support(gold, pred, average=avg, zero_division=0)[2])
+    assert s["macro_f1"] == pytest.approx((0.8 + 0.8 + 0.0) / 3)
+
+
+def test_student_scores_use_the_audit_classification_and_match_sklearn() -> None:
+    """The student's single-label scores (label names, the dataset's order) equal scikit-learn's."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from annotator.student.evaluate import score
+
+    rng = np.random.default_rng(3)
+    names = ["sport", "economy", "health", "science", "culture"]
+    gold = [names[i] for i in rng.integers(0, 5, 60)]
+    pred = [g if rng.random() < 0.6 else names[i] for g, i in zip(gold, rng.integers(0, 3, 60))]
+    pred[0] = "unlisted"  # a label outside the label set is scored too (after the listed ones)
+    s = score(gold, pred, names, multi_label=False)
+    labels = [n for n in names if n in set(gold) | set(pred)] + ["unlisted"]
+    per = f1_score(gold, pred, labels=labels, average=None, zero_division=0)
+    assert s.accuracy == round(accuracy_score(gold, pred), 4)
+    assert s.macro_f1 == round(f1_score(gold, pred, labels=labels, average="macro", zero_division=0), 4)
+    assert s.per_label_f1 == {lab: round(float(f), 4) for lab, f in zip(labels, per)}
+    assert list(s.per_label_f1) == labels
+    assert score([], [], names, multi_label=False).n == 0

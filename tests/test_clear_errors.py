@@ -123,3 +123,16 @@ def test_a_template_runtime_error_of_one_row_fails_that_row(server, make_pipelin
     assert recs["a"]["status"] == recs["c"]["status"] == "ok"
     assert recs["b"]["status"] == "failed" and "prompt could not be rendered" in recs["b"]["error"]
     assert "range too big" in recs["b"]["error"].lower()
+
+
+def test_a_template_reaching_python_internals_is_blocked_by_the_sandbox_in_one_line() -> None:
+    """The sandbox's SecurityError (unsafe attribute, or a mutating call in the immutable sandbox) has its message."""
+    from annotator.errors import TemplateError
+    from annotator.templates import PromptTemplate
+
+    for source, attribute in (("{{ text.__class__.__mro__ }}", "__class__"), ("{{ labels.append('x') }}", "append")):
+        with pytest.raises(TemplateError) as exc:
+            PromptTemplate(source, "evil.jinja").render({"text": "x", "labels": []})
+        message = str(exc.value)
+        assert message.startswith("template evil.jinja: blocked by the sandbox:") and attribute in message
+        assert "\n" not in message

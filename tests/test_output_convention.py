@@ -92,3 +92,27 @@ def test_sample_and_deps_json(make_pipeline, run_cli, server, tmp_path):
 def test_every_command_offers_json(run_cli):
     for cmd in ("run", "validate", "audit", "export", "train-student", "sample", "deps"):
         assert "--json" in run_cli(cmd, "--help").stdout, cmd
+
+
+def test_verbose_and_quiet_set_the_log_level_and_leave_results_alone(make_pipeline, run_cli, tmp_path):
+    """``annotator -v`` adds DEBUG lines on stderr, ``-q`` silences warnings and notes; stdout is the same."""
+    p = make_pipeline(rows_of(TEXTS))
+    plain, verbose = run_cli("validate", str(p)), run_cli("-v", "validate", str(p))
+    assert plain.returncode == verbose.returncode == 0, verbose.stderr
+    assert "DEBUG" not in plain.stderr
+    assert "DEBUG annotator.inputs: input" in verbose.stderr and "24 rows" in verbose.stderr
+    assert verbose.stdout == plain.stdout
+
+    humans, teacher = tmp_path / "humans.csv", tmp_path / "teacher.csv"
+    humans.write_text("item_id,annotator,label\n" + "".join(
+        f"i{i},a,{LABELS[i % 2]}\ni{i},b,{LABELS[i % 3 % 2]}\ni{i},c,\n" for i in range(12)))
+    teacher.write_text("item_id,label\n" + "".join(f"i{i},{LABELS[i % 2]}\n" for i in range(12)))
+    args = ["audit", "--humans", str(humans), "--teacher", str(teacher), "--bootstrap", "0", "--no-plots"]
+    default = run_cli(*args, "--out", str(tmp_path / "a1"))
+    quiet = run_cli("-q", *args, "--out", str(tmp_path / "a2"))
+    assert default.returncode == quiet.returncode == 0, quiet.stderr
+    assert "no rating at all left out" in default.stderr and "warning:" in default.stderr  # a log line and a note
+    assert quiet.stderr == ""
+    assert quiet.stdout.replace("a2", "a1") == default.stdout
+    bad = run_cli("-v", "-q", "validate", str(p))
+    assert bad.returncode == 2 and "exclude each other" in bad.stderr

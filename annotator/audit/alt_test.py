@@ -165,10 +165,15 @@ def alt_test(
             f"{len(result.excluded)} annotator(s) excluded from the alt-test with fewer than {min_items} items, as "
             f"in the reference implementation: {', '.join(result.excluded)} (lower --alt-test-min-items to keep them)"
         )
-    tested = [t for t in tests if t.skipped is None]
+    _decide(result, [t for t in tests if t.skipped is None], alpha)
+    return result
+
+
+def _decide(result: AltTestResult, tested: list[AnnotatorTest], alpha: float) -> None:
+    """BY-adjust the annotators' p-values, count the teacher's wins and set the verdict fields of ``result``."""
     if not tested:
-        result.reason = f"no annotator has at least {min_items} items shared with another annotator and the teacher"
-        return result
+        result.reason = f"no annotator has at least {result.min_items} items shared with another annotator and the teacher"
+        return
     adjusted = benjamini_yekutieli([t.p_value for t in tested])
     for t, p_adj in zip(tested, adjusted):
         t.p_adjusted = float(p_adj)
@@ -183,7 +188,6 @@ def alt_test(
             f"weak test: only {len(tested)} annotator(s) tested; the paper recommends at least {MIN_ANNOTATORS} "
             "(with 2 annotators each is compared with one other person, not with a group consensus)"
         )
-    return result
 
 
 def verdict(result: AltTestResult) -> str:

@@ -233,8 +233,21 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def render_markdown(r: AuditReport) -> str:
-    inp, cov, ag = r.inputs, r.coverage, r.agreement
-    ci = f"{int(round(inp.confidence_level * 100))}%"
+    """report.md: the verdict and summary, then one section per part of the audit, then the method notes."""
+    L = _md_summary(r) + _md_data(r) + _md_classification(r) + _md_chance_agreement(r)
+    L += _md_teacher_vs_humans(r) + _md_alt_test(r) + _md_calibration(r) + _md_numeric(r)
+    if r.slices is not None:
+        L += _slices_markdown(r.slices, "agreement_by_slice" in r.files)
+    return "\n".join(L + _md_method_notes(r))
+
+
+def _ci(r: AuditReport) -> str:
+    return f"{int(round(r.inputs.confidence_level * 100))}%"
+
+
+def _md_summary(r: AuditReport) -> list[str]:
+    """Title, alt-test verdict, gate, headline numbers and the categories where humans disagree."""
+    ag = r.agreement
     L: list[str] = ["# Teacher-human agreement audit", ""]
     L += [f"**{r.alt_test_verdict}**", ""]
     g = r.gate
@@ -248,7 +261,7 @@ def render_markdown(r: AuditReport) -> str:
         f"Teacher vs human majority: accuracy {fe(r.classification.accuracy)}, Krippendorff's alpha "
         f"{fe(tvm.krippendorff_alpha)}. Humans among themselves: alpha {fe(hh.krippendorff_alpha)}; with the "
         f"teacher in place of a human: alpha {fe(ag.teacher_human.alpha_teacher_substituted)}. "
-        f"Brackets are {ci} bootstrap confidence intervals ({inp.bootstrap} resamples of items).",
+        f"Brackets are {_ci(r)} bootstrap confidence intervals ({r.inputs.bootstrap} resamples of items).",
         "",
     ]
     if r.low_agreement_categories:
@@ -258,8 +271,13 @@ def render_markdown(r: AuditReport) -> str:
             + ". Teacher errors there are partly ambiguity in the guidelines, not only teacher mistakes.",
             "",
         ]
+    return L
 
-    L += ["## Data", ""]
+
+def _md_data(r: AuditReport) -> list[str]:
+    """## Data: the inputs, coverage and the warnings."""
+    inp, cov = r.inputs, r.coverage
+    L = ["## Data", ""]
     L += _table(
         ["", ""],
         [
@@ -278,15 +296,20 @@ def render_markdown(r: AuditReport) -> str:
     )
     if r.warnings:
         L += ["Warnings:", ""] + [f"- {w}" for w in r.warnings] + [""]
+    return L
 
-    c = r.classification
-    L += ["## 1. Teacher vs human majority", "", f"{c.n_items} items with a majority label.", ""]
+
+def _md_classification(r: AuditReport) -> list[str]:
+    """## 1: accuracy, F1 and the coefficients vs the human majority, per-class scores, confusion matrix."""
+    c, ag, inp = r.classification, r.agreement, r.inputs
+    tvm = ag.teacher_vs_majority
+    L = ["## 1. Teacher vs human majority", "", f"{c.n_items} items with a majority label.", ""]
     if c.design_weighted_accuracy is not None:
         L += ["The human sheet records its sampling design (`inclusion_prob`): the design-corrected accuracy weights "
               "each item by 1/inclusion_prob (Hajek estimator) and estimates the accuracy over the whole run; the "
               "other numbers describe the sampled items as they are.", ""]
     L += _table(
-        ["metric", f"value [{ci} CI]"],
+        ["metric", f"value [{_ci(r)} CI]"],
         [
             ["accuracy", fe(c.accuracy)],
             *([["accuracy, design-corrected (weights 1/inclusion_prob)", fe(c.design_weighted_accuracy)]]
@@ -308,9 +331,14 @@ def render_markdown(r: AuditReport) -> str:
     L += _table([""] + [f"`{x}`" for x in cm.labels], [[f"`{x}`"] + row for x, row in zip(cm.labels, cm.matrix)])
     if "confusion_matrix" in r.files:
         L += ["![confusion matrix](confusion_matrix.png)", ""]
+    return L
 
-    th = ag.teacher_human
-    L += ["## 2. Chance-corrected agreement", ""]
+
+def _md_chance_agreement(r: AuditReport) -> list[str]:
+    """## 2: chance-corrected coefficients (humans, humans + teacher, teacher vs majority) and every pair."""
+    ag, inp = r.agreement, r.inputs
+    tvm, hh, th = ag.teacher_vs_majority, ag.human_human, ag.teacher_human
+    L = ["## 2. Chance-corrected agreement", ""]
     L += _table(
         ["coefficient", "humans only", "humans + teacher", "teacher vs majority"],
         [
@@ -328,8 +356,13 @@ def render_markdown(r: AuditReport) -> str:
     )
     if len(shown) > MAX_PAIR_ROWS:
         L += [f"({len(shown) - MAX_PAIR_ROWS} more human pairs in report.json.)", ""]
+    return L
 
-    L += ["## 3. Teacher-human vs human-human agreement", ""]
+
+def _md_teacher_vs_humans(r: AuditReport) -> list[str]:
+    """## 3: teacher-human next to human-human agreement, overall and per category."""
+    hh, th = r.agreement.human_human, r.agreement.teacher_human
+    L = ["## 3. Teacher-human vs human-human agreement", ""]
     L += _table(
         ["", "human-human", "teacher-human"],
         [
@@ -358,9 +391,13 @@ def render_markdown(r: AuditReport) -> str:
     )
     if "per_class_agreement" in r.files:
         L += ["![per-class agreement](per_class_agreement.png)", ""]
+    return L
 
+
+def _md_alt_test(r: AuditReport) -> list[str]:
+    """## 4: the Alternative Annotator Test, per annotator, with its exclusions and warnings."""
     a = r.alt_test
-    L += ["## 4. Alternative Annotator Test (Calderon, Reichart & Dror, ACL 2025)", "", f"**{r.alt_test_verdict}**", ""]
+    L = ["## 4. Alternative Annotator Test (Calderon, Reichart & Dror, ACL 2025)", "", f"**{r.alt_test_verdict}**", ""]
     L += [
         f"Leave-one-annotator-out: for each human, on the items they labelled, is the teacher at least as aligned "
         f"with the remaining humans as that human is (alignment = {a.scoring})? One-sided t-test of "
@@ -381,55 +418,62 @@ def render_markdown(r: AuditReport) -> str:
               f"{f(a.advantage_probability, 3)} ({a.n_items} items).", ""]
     L += [f"Annotators with fewer than {a.min_items} items (`--alt-test-min-items`) are excluded, as in the "
           "authors' reference implementation" + (f"; excluded: {', '.join(a.excluded)}." if a.excluded else "; none was."), ""]
-    for w in a.warnings:
-        L += [f"- {w}"]
+    L += [f"- {w}" for w in a.warnings]
     if a.warnings:
         L += [""]
+    return L
 
+
+def _md_calibration(r: AuditReport) -> list[str]:
+    """## 5: the teacher's confidence against the human majority (ECE, bins, accuracy kept per threshold)."""
     cal = r.calibration
-    L += ["## 5. Calibration of the teacher's confidence", ""]
+    L = ["## 5. Calibration of the teacher's confidence", ""]
     if not cal.available:
-        L += [f"Skipped: {cal.reason}.", ""]
-    else:
-        L += [f"Against the human majority label on {cal.n} items: ECE = {f(cal.ece)}, mean confidence "
-              f"{f(cal.mean_confidence)}, accuracy {f(cal.accuracy)}." + (f" Note: {cal.reason}." if cal.reason else ""), ""]
-        L += _table(
-            ["confidence bin", "items", "mean confidence", "accuracy"],
-            [[f"({b.low:.1f}, {b.high:.1f}]", b.n, f(b.confidence), f(b.accuracy)] for b in cal.bins if b.n],
-        )
-        L += ["Accuracy kept at each confidence threshold:", ""]
-        L += _table(
-            ["keep confidence >=", "items kept", "coverage", "accuracy"],
-            [[f"{t.threshold:g}", t.kept, f(t.coverage), f(t.accuracy)] for t in cal.thresholds],
-        )
-        if "calibration" in r.files:
-            L += ["![calibration](calibration.png)", ""]
+        return L + [f"Skipped: {cal.reason}.", ""]
+    L += [f"Against the human majority label on {cal.n} items: ECE = {f(cal.ece)}, mean confidence "
+          f"{f(cal.mean_confidence)}, accuracy {f(cal.accuracy)}." + (f" Note: {cal.reason}." if cal.reason else ""), ""]
+    L += _table(
+        ["confidence bin", "items", "mean confidence", "accuracy"],
+        [[f"({b.low:.1f}, {b.high:.1f}]", b.n, f(b.confidence), f(b.accuracy)] for b in cal.bins if b.n],
+    )
+    L += ["Accuracy kept at each confidence threshold:", ""]
+    L += _table(
+        ["keep confidence >=", "items kept", "coverage", "accuracy"],
+        [[f"{t.threshold:g}", t.kept, f(t.coverage), f(t.accuracy)] for t in cal.thresholds],
+    )
+    if "calibration" in r.files:
+        L += ["![calibration](calibration.png)", ""]
+    return L
 
-    if r.numeric is not None:
-        n = r.numeric
-        L += ["## Numeric ratings", ""]
-        L += _table(
-            ["", "value"],
-            [["teacher MAE vs human mean", f(n.teacher_mae)], ["teacher RMSE vs human mean", f(n.teacher_rmse)],
-             ["teacher Pearson r vs human mean", f(n.teacher_pearson)],
-             ["human MAE vs mean of the other humans", f(n.human_loo_mae)]],
-        )
 
-    if r.slices is not None:
-        L += _slices_markdown(r.slices, "agreement_by_slice" in r.files)
-    L += [
+def _md_numeric(r: AuditReport) -> list[str]:
+    """## Numeric ratings (--level interval): the teacher's error against the human mean."""
+    n = r.numeric
+    if n is None:
+        return []
+    return ["## Numeric ratings", ""] + _table(
+        ["", "value"],
+        [["teacher MAE vs human mean", f(n.teacher_mae)], ["teacher RMSE vs human mean", f(n.teacher_rmse)],
+         ["teacher Pearson r vs human mean", f(n.teacher_pearson)],
+         ["human MAE vs mean of the other humans", f(n.human_loo_mae)]],
+    )
+
+
+def _md_method_notes(r: AuditReport) -> list[str]:
+    """## Method notes: majority rule, coefficients and the bootstrap."""
+    inp, weights = r.inputs, r.agreement.kappa_weights
+    return [
         "## Method notes",
         "",
         "- Majority label: the most frequent human label of an item; items with a tied vote have no majority.",
         "- Cohen's kappa per pair on the items both labelled"
-        + (f", {ag.kappa_weights} weights on the label order" if ag.kappa_weights else "")
+        + (f", {weights} weights on the label order" if weights else "")
         + "; Fleiss' kappa and Gwet's AC1 allow a varying number of raters per item (Gwet 2014); "
         "AC1 is nominal and uses the size of the label set. Krippendorff's alpha uses the coincidence matrix "
         f"at the {inp.level} level (Krippendorff 2011).",
-        f"- Confidence intervals: {ci} percentile bootstrap, {inp.bootstrap} resamples of items, seed {inp.seed}.",
+        f"- Confidence intervals: {_ci(r)} percentile bootstrap, {inp.bootstrap} resamples of items, seed {inp.seed}.",
         "",
     ]
-    return "\n".join(L)
 
 
 def _slices_markdown(s: Slices, plot: bool) -> list[str]:

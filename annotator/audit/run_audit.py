@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import combinations
@@ -13,7 +14,7 @@ import numpy as np
 from annotator import __version__
 from annotator.audit import agreement as ag
 from annotator.audit import classification as cls
-from annotator.audit.alt_test import MIN_ITEMS, alt_test, verdict
+from annotator.audit.alt_test import MIN_ITEMS, AltTestResult, alt_test, verdict
 from annotator.audit.bootstrap import bootstrap_ci
 from annotator.audit.calibration import calibrate
 from annotator.audit.dataset import AuditData, build, onehot
@@ -40,21 +41,22 @@ from annotator.audit.report import (
 )
 from annotator.audit.slices import audit_slices, read_slice_column
 from annotator.audit.teacher import load_teacher
+from annotator.choices import GateMetric
 from annotator.errors import GateFailed, InputDataError
 
 LOW_CATEGORY_KAPPA = 0.4
 MAX_BOOTSTRAP_PAIRS = 60
 
 GATE_METRICS: dict[str, str] = {
-    "krippendorff_alpha": "Krippendorff's alpha, teacher vs human majority, at --level",
-    "cohen_kappa": "Cohen's kappa, teacher vs human majority",
-    "gwet_ac1": "Gwet's AC1, teacher vs human majority",
-    "accuracy": "accuracy vs human majority",
-    "macro_f1": "macro F1 vs human majority",
-    "mean_cohen_kappa": "mean Cohen's kappa of the teacher with each human",
-    "alpha_substituted": "Krippendorff's alpha with the teacher substituted for a human (mean)",
-    "winning_rate": "alt-test winning rate",
-    "advantage_probability": "alt-test average advantage probability",
+    GateMetric.krippendorff_alpha.value: "Krippendorff's alpha, teacher vs human majority, at --level",
+    GateMetric.cohen_kappa.value: "Cohen's kappa, teacher vs human majority",
+    GateMetric.gwet_ac1.value: "Gwet's AC1, teacher vs human majority",
+    GateMetric.accuracy.value: "accuracy vs human majority",
+    GateMetric.macro_f1.value: "macro F1 vs human majority",
+    GateMetric.mean_cohen_kappa.value: "mean Cohen's kappa of the teacher with each human",
+    GateMetric.alpha_substituted.value: "Krippendorff's alpha with the teacher substituted for a human (mean)",
+    GateMetric.winning_rate.value: "alt-test winning rate",
+    GateMetric.advantage_probability.value: "alt-test average advantage probability",
 }
 KAPPA_WEIGHTS: dict[str, ag.Weights] = {"nominal": None, "ordinal": "linear", "interval": "quadratic"}
 
@@ -192,8 +194,12 @@ def _numeric(d: AuditData) -> Numeric:
     )
 
 
+Est = Callable[[str], Estimate]
+
+
 def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str,
             teacher_model: str | None) -> AuditReport:
+    """Every section of the report from the encoded data: point estimates, bootstrap CIs, alt-test, gate."""
     stats = _Stats(d)
     n = len(d.items)
     point = stats(np.arange(n))
@@ -204,12 +210,43 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
         lo, hi = cis.get(key, (math.nan, math.nan))
         return Estimate(value=_none(point[key]), ci_low=_none(lo), ci_high=_none(hi))
 
-    k, w = d.n_labels, stats.w
-    gold, t = d.majority, d.teacher
-    cm = cls.confusion_matrix(gold, t, k)
+    categories = _per_category(d)
+    scoring = "neg_rmse" if d.level == "interval" else "accuracy"
+    alt = alt_test(d.H, d.teacher, d.annotators, scoring=scoring, epsilon=opts.epsilon, alpha=opts.alpha,
+                   values=d.values, min_items=opts.alt_test_min_items)
+    g = d.majority >= 0
+    calibration = calibrate(d.confidence[g], d.majority[g] == d.teacher[g])
+    ratings = {a: int((d.H[:, j] >= 0).sum()) for j, a in enumerate(d.annotators)}
+    return AuditReport(
+        annotator_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        inputs=Inputs(
+            humans=str(opts.humans), humans_format=humans_format, teacher=str(opts.teacher),
+            teacher_source=teacher_source, teacher_model=teacher_model, level=d.level, labels=d.labels,
+            label_source=d.label_source, epsilon=opts.epsilon, alpha=opts.alpha, bootstrap=opts.bootstrap,
+            seed=opts.seed, confidence_level=confidence_level, kappa_weights=stats.w, gate_metric=opts.gate_metric,
+            min_agreement=opts.min_agreement, alt_test_min_items=opts.alt_test_min_items,
+        ),
+        coverage=Coverage(annotators=d.annotators, ratings_per_annotator=ratings, **d.coverage),
+        warnings=list(d.warnings),
+        classification=_classification(d, est),
+        agreement=_agreement(d, stats, est),
+        per_category=categories,
+        low_agreement_categories=[c.label for c in categories if c.low_human_agreement],
+        alt_test=alt,
+        alt_test_verdict=verdict(alt),
+        calibration=calibration,
+        numeric=_numeric(d) if d.level == "interval" else None,
+        gate=_gate(point, alt, opts),
+    )
+
+
+def _classification(d: AuditData, est: Est) -> Classification:
+    """Section 1: the teacher vs the human majority as a classifier."""
+    cm = cls.confusion_matrix(d.majority, d.teacher, d.n_labels)
     pc = cls.per_class(cm)
     summ = cls.summary(cm)
-    classification = Classification(
+    return Classification(
         n_items=int(cm.sum()), accuracy=est("accuracy"), micro_f1=est("micro_f1"), macro_f1=est("macro_f1"),
         weighted_f1=_none(summ["weighted_f1"]),
         design_weighted_accuracy=est("accuracy_design") if d.inclusion_prob is not None else None,
@@ -221,17 +258,22 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
         confusion_matrix=ConfusionMatrix(labels=d.labels, matrix=cm.tolist()),
     )
 
+
+def _agreement(d: AuditData, stats: _Stats, est: Est) -> Agreement:
+    """Sections 2 and 3: teacher vs majority, humans among themselves, the teacher with (or for) each human."""
+    k, w, t = d.n_labels, stats.w, d.teacher
+
     def pair(a: str, b: str, x: np.ndarray, y: np.ndarray) -> PairAgreement:
         both = int(((x >= 0) & (y >= 0)).sum())
         return PairAgreement(a=a, b=b, n_items=both, cohen_kappa=_none(ag.cohen_kappa(x, y, k, w)),
                              percent_agreement=_none(ag.percent_agreement(x, y)))
 
     names = d.annotators
-    all_idx = np.arange(n)
-    agreement = Agreement(
+    all_idx = np.arange(len(d.items))
+    return Agreement(
         kappa_weights=w,
         teacher_vs_majority=TeacherVsMajority(
-            n_items=int((gold >= 0).sum()), percent_agreement=est("tvm_pa"), cohen_kappa=est("tvm_kappa"),
+            n_items=int((d.majority >= 0).sum()), percent_agreement=est("tvm_pa"), cohen_kappa=est("tvm_kappa"),
             krippendorff_alpha=est("tvm_alpha"), gwet_ac1=est("tvm_ac1"),
         ),
         human_human=HumanHuman(
@@ -252,13 +294,10 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
             ],
         ),
     )
-    categories = _per_category(d)
-    scoring = "neg_rmse" if d.level == "interval" else "accuracy"
-    alt = alt_test(d.H, t, names, scoring=scoring, epsilon=opts.epsilon, alpha=opts.alpha, values=d.values,
-                   min_items=opts.alt_test_min_items)
-    g = gold >= 0
-    calibration = calibrate(d.confidence[g], gold[g] == t[g])
 
+
+def _gate(point: dict[str, float], alt: AltTestResult, opts: AuditOptions) -> Gate:
+    """The --gate-metric's value and whether it reaches --min-agreement (None when no minimum is given)."""
     gate_values = {
         "krippendorff_alpha": point["tvm_alpha"], "cohen_kappa": point["tvm_kappa"], "gwet_ac1": point["tvm_ac1"],
         "accuracy": point["accuracy"], "macro_f1": point["macro_f1"], "mean_cohen_kappa": point["th_kappa"],
@@ -267,31 +306,8 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
     }
     value = _none(gate_values[opts.gate_metric])
     passed = None if opts.min_agreement is None else (value is not None and value >= opts.min_agreement)
-    gate = Gate(metric=opts.gate_metric, description=GATE_METRICS[opts.gate_metric], value=value,
+    return Gate(metric=opts.gate_metric, description=GATE_METRICS[opts.gate_metric], value=value,
                 min_agreement=opts.min_agreement, passed=passed)
-    ratings = {a: int((d.H[:, j] >= 0).sum()) for j, a in enumerate(names)}
-    return AuditReport(
-        annotator_version=__version__,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        inputs=Inputs(
-            humans=str(opts.humans), humans_format=humans_format, teacher=str(opts.teacher),
-            teacher_source=teacher_source, teacher_model=teacher_model, level=d.level, labels=d.labels,
-            label_source=d.label_source, epsilon=opts.epsilon, alpha=opts.alpha, bootstrap=opts.bootstrap,
-            seed=opts.seed, confidence_level=confidence_level, kappa_weights=w, gate_metric=opts.gate_metric,
-            min_agreement=opts.min_agreement, alt_test_min_items=opts.alt_test_min_items,
-        ),
-        coverage=Coverage(annotators=names, ratings_per_annotator=ratings, **d.coverage),
-        warnings=list(d.warnings),
-        classification=classification,
-        agreement=agreement,
-        per_category=categories,
-        low_agreement_categories=[c.label for c in categories if c.low_human_agreement],
-        alt_test=alt,
-        alt_test_verdict=verdict(alt),
-        calibration=calibration,
-        numeric=_numeric(d) if d.level == "interval" else None,
-        gate=gate,
-    )
 
 
 def validate_options(opts: AuditOptions) -> None:

@@ -42,13 +42,14 @@ import polars as pl
 from scipy import stats
 
 from annotator.audit.design import INCLUSION_COLUMN
+from annotator.choices import Strategy
 from annotator.errors import InputDataError
 from annotator.records import iter_annotations, read_manifest
 from annotator.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("random", "stratified", "uncertain")
+STRATEGIES = tuple(s.value for s in Strategy)
 CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: [0, .5), [.5, .7), [.7, .9), [.9, 1]
 UNCERTAIN_FLOOR = 0.1
 ALT_TEST_MIN_ITEMS = 30
@@ -101,9 +102,9 @@ def load_candidates(run: str | Path) -> tuple[list[Candidate], list[str]]:
     for rec in iter_annotations(run):
         if rec.task != "label":
             raise InputDataError(f"run {run} is a '{rec.task}' task; sampling for an audit needs a label task")
-        label = rec.label if rec.label is not None else (rec.output or {}).get("label")
+        label = rec.single_label()
         if rec.status == "ok" and label is not None:
-            candidates.append(Candidate(rec.id, rec.text, str(label), rec.confidence))
+            candidates.append(Candidate(rec.id, rec.text, label, rec.confidence))
     if not candidates:
         raise InputDataError(f"run {run} has no successfully labelled items to sample from")
     manifest = read_manifest(run)

@@ -49,6 +49,12 @@ def find_id_column(columns: list[str]) -> str | None:
 to_label = normalize_id
 
 
+def few(values: list[str], k: int = 5) -> str:
+    """The first ``k`` values for a message, and how many more there are: ``'a', 'b' and 3 more``."""
+    shown = ", ".join(repr(v) for v in values[:k])
+    return shown + (f" and {len(values) - k} more" if len(values) > k else "")
+
+
 def to_float(value: Any) -> float | None:
     if value is None:
         return None

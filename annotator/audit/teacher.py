@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotator.audit.tabular import find_id_column, read_table, to_float, to_label
+from annotator.audit.tabular import few, find_id_column, read_table, to_float, to_label
 from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
 from annotator.records import ANNOTATIONS_FILE, iter_annotations, normalize_id, read_manifest
@@ -73,9 +73,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
             raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
         ids.add(rec.id)
         model = model or rec.model
-        label = rec.label
-        if label is None and rec.output:
-            label = to_label(rec.output.get("label"))
+        label = rec.single_label()
         if rec.status != "ok" or label is None:
             if rec.status == "ok" and rec.labels is not None:
                 raise InputDataError(f"teacher run {p} has multi-label records; audit supports single-label tasks only")
@@ -129,6 +127,5 @@ def _load_table(p: Path) -> TeacherAnnotations:
                 raise InputDataError(f"teacher file {p}: row {n} confidence {conf} is outside [0, 1]")
             confidence[item] = conf
     if repeated:
-        few = ", ".join(repr(r) for r in repeated[:5])
-        raise InputDataError(f"teacher file {p}: repeated item ids: {few}")
+        raise InputDataError(f"teacher file {p}: repeated item ids: {few(repeated)}")
     return TeacherAnnotations(labels=labels, confidence=confidence, failed=failed, ids=ids, source="table", path=str(p))

@@ -17,7 +17,7 @@ from pydantic import Field
 from annotator.backends.base import BaseTeacherConfig, Generation, GenerationRequest, RayPlacement
 from annotator.errors import AnnotatorError, BackendError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class VLLMTeacherConfig(BaseTeacherConfig):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from annotator.choices import GateMetric, Level
 from annotator.commands.output import JSON_HELP, emit_json, jsonable, log_console, result_console
 
 if TYPE_CHECKING:
@@ -15,38 +16,15 @@ if TYPE_CHECKING:
     from annotator.audit.compare import Comparison
     from annotator.audit.report import AuditReport
 
-HELP = """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
-Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration):
-
-1. teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
-2. Cohen's and Fleiss' kappa, Krippendorff's alpha, Gwet's AC1, with bootstrap confidence intervals;
-3. teacher-human next to human-human agreement, overall and per category (categories where humans disagree are flagged);
-4. the Alternative Annotator Test (Calderon et al., ACL 2025), with a PASSED or FAILED verdict;
-5. calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
-
-HUMANS: long format (item_id or id, annotator, label) or wide format (item_id or id, plus one column per annotator), as CSV, JSONL or Parquet; empty cells are missing ratings.
-
-HUMANS may also be a Label Studio JSON export (tasks imported from `annotator sample`), and a sheet written by `annotator sample` read back as it is; when it records inclusion probabilities, the report adds the design-corrected accuracy.
-
-TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
-
-Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
-"""
-
-
-def register(app: typer.Typer) -> None:
-    app.command("audit", help=HELP)(audit)
-
-
-def audit(
+def audit_command(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
     teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
     out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
-    level: str = typer.Option("nominal", "--level", help="nominal | ordinal | interval. interval = numeric ratings; it also switches the alt-test scoring to negative RMSE."),
+    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
-    gate_metric: str = typer.Option("krippendorff_alpha", "--gate-metric", help="krippendorff_alpha (teacher vs human majority, at --level) | cohen_kappa | gwet_ac1 | accuracy | macro_f1 | mean_cohen_kappa | alpha_substituted | winning_rate | advantage_probability."),
+    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place of a human; winning_rate, advantage_probability: the alt-test."),
     epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
@@ -57,6 +35,24 @@ def audit(
     min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
+    """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
+
+    Writes OUT/report.json, OUT/report.md and PNG plots (confusion_matrix, per_class_agreement, calibration):
+
+    1. teacher vs human majority: accuracy, macro/micro F1, per-class P/R/F1, confusion matrix;
+    2. Cohen's and Fleiss' kappa, Krippendorff's alpha, Gwet's AC1, with bootstrap confidence intervals;
+    3. teacher-human next to human-human agreement, overall and per category (categories where humans disagree are flagged);
+    4. the Alternative Annotator Test (Calderon et al., ACL 2025), with a PASSED or FAILED verdict;
+    5. calibration of the teacher's confidence (ECE, accuracy kept at each confidence threshold).
+
+    HUMANS: long format (item_id or id, annotator, label) or wide format (item_id or id, plus one column per annotator), as CSV, JSONL or Parquet; empty cells are missing ratings.
+
+    HUMANS may also be a Label Studio JSON export (tasks imported from `annotator sample`), and a sheet written by `annotator sample` read back as it is; when it records inclusion probabilities, the report adds the design-corrected accuracy.
+
+    TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
+
+    Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
+"""
     from annotator.audit import AuditOptions, check_gate, run_audit
 
     first = teacher[0]
@@ -65,8 +61,8 @@ def audit(
         out = base / "audit" if len(teacher) == 1 else base.parent / "audit-comparison"
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     opts = AuditOptions(
-        humans=humans, teacher=first, out=out, labels=label_list, level=level.lower(), epsilon=epsilon,
-        alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric, plots=plots,
+        humans=humans, teacher=first, out=out, labels=label_list, level=level.value, epsilon=epsilon,
+        alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric.value, plots=plots,
         alt_test_min_items=alt_test_min_items, by=by, min_slice_items=min_slice_items,
     )
     if len(teacher) > 1:
@@ -154,3 +150,7 @@ def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
     console.print(table)
     console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
     console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_command)

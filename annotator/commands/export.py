@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from annotator.choices import ExportFormat
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
+if TYPE_CHECKING:
+    from annotator.export.dataset_builder import ExportSummary
 
-def export(
+
+def export_command(
     run_dir: Annotated[
         Path, typer.Argument(help="Run directory written by `annotator run` (or its annotations.jsonl).")
     ],
@@ -30,12 +34,9 @@ def export(
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
     ] = None,
     fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="auto | classification | chat | instruction (auto: classification for label tasks, chat for rephrase/qa).",
-        ),
-    ] = "auto",
+        ExportFormat,
+        typer.Option("--format", help="Rows of the dataset (auto: classification for label tasks, chat for rephrase/qa)."),
+    ] = ExportFormat.auto,
     push_to_hub: Annotated[
         str | None,
         typer.Option("--push-to-hub", metavar="REPO", help="Also push to the Hugging Face Hub (needs a login)."),
@@ -56,7 +57,6 @@ def export(
     """Export a run's annotations as a Hugging Face dataset (splits by item id, same for every teacher) with a card."""
     from annotator.export.dataset_builder import ExportOptions, export_run
 
-    console, logs = result_console(), log_console()
     summary = export_run(
         run_dir,
         ExportOptions(
@@ -64,7 +64,7 @@ def export(
             seed=seed,
             split=split,
             min_confidence=min_confidence,
-            fmt=fmt,
+            fmt=fmt.value,
             push_to_hub=push_to_hub,
             private=private,
             gold=gold,
@@ -74,11 +74,18 @@ def export(
             route_annotators=route_annotators,
         ),
     )
+    logs = log_console()
     for note in summary.notes:
         logs.print(f"[yellow]note:[/] {note}")
     if as_json:
         emit_json(summary)
-        return
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(summary: ExportSummary) -> None:
+    """Rows per split, what was left out and where the dataset is."""
+    console = result_console()
     c = summary.counts
     console.print(f"[bold]{summary.task}[/] task exported as [bold]{summary.format}[/] rows")
     table = Table(show_header=True)
@@ -110,4 +117,4 @@ def export(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    app.command("export")(export_command)

@@ -25,9 +25,18 @@ def result_console() -> Console:
     return Console()
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``annotator --quiet``: the consoles :func:`log_console` makes from now on print nothing."""
+    global _quiet
+    _quiet = quiet
+
+
 def log_console() -> Console:
-    """Where progress, warnings and notes go: stderr."""
-    return Console(stderr=True)
+    """Where progress, warnings and notes go: stderr (nothing with ``annotator --quiet``)."""
+    return Console(stderr=True, quiet=_quiet)
 
 
 def jsonable(model: BaseModel) -> dict[str, Any]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from annotator.choices import InputFormat
 from annotator.config import InputConfig
+
+if TYPE_CHECKING:
+    from annotator.student.predict import PredictOptions, PredictSummary, StudentInfo
 
 console = Console(stderr=True)
 
@@ -22,8 +26,8 @@ def predict_command(
     id_column: Annotated[str, typer.Option("--id-column", help="Column holding the row id.")] = "id",
     text_column: Annotated[str, typer.Option("--text-column", help="Column holding the text.")] = "text",
     fmt: Annotated[
-        Literal["auto", "csv", "jsonl", "parquet"], typer.Option("--format", help="Input format (default: extension).")
-    ] = "auto",
+        InputFormat, typer.Option("--format", help="Input format (auto: from the extension).")
+    ] = InputFormat.auto,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N rows.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (local only).")] = "auto",
@@ -46,30 +50,15 @@ def predict_command(
     Resumable: rerun the same command after a crash or Ctrl-C and it continues after the rows already in OUT
     (which are checked against INPUT and the student's label set first).
     """
-    from annotator.student.predict import PredictError, PredictOptions, load_student_info, local_labeler, predict_file
+    from annotator.student.predict import PredictError, PredictOptions, load_student_info
 
     if out.suffix.lower() not in (".jsonl", ".ndjson"):
         raise PredictError(f"--out {out}: predictions are written as JSONL; use a .jsonl file name")
     info = load_student_info(student)
-    cfg = InputConfig(path=input, format=fmt, id_column=id_column, text_column=text_column, limit=limit)
+    cfg = InputConfig(path=input, format=fmt.value, id_column=id_column, text_column=text_column, limit=limit)
     opts = PredictOptions(out=out, route_below=route_below, route_out=route_out, batch_size=batch_size)
-    progress = Progress(
-        TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet, refresh_per_second=4,
-    )
-    bar = progress.add_task("predict", total=None)
     started = time.monotonic()
-    with progress:
-        if ray is None:
-            summary = predict_file(info, cfg, opts, local_labeler(info, device, batch_size),
-                                   on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
-        else:
-            from annotator.ray_support import ray_session
-            from annotator.student.ray_predict import ray_labeler
-
-            with ray_session(None if ray == "local" else ray):
-                summary = predict_file(info, cfg, opts, ray_labeler(info, batch_size, ray_workers),
-                                       on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    summary = _predict_with_progress(info, cfg, opts, device, ray, ray_workers, quiet)
     elapsed = time.monotonic() - started
     rate = summary.predicted / elapsed if elapsed > 0 else 0.0
     resumed = f" (resumed after {summary.resumed_after:,})" if summary.resumed_after else ""
@@ -78,6 +67,30 @@ def predict_command(
         console.print(f"[yellow]{summary.failed} row(s) had an empty text[/] (field 'error' in {out})")
     if route_out is not None:
         console.print(f"{summary.routed:,} row(s) below confidence {route_below} -> {route_out}")
+
+
+def _predict_with_progress(
+    info: StudentInfo, cfg: InputConfig, opts: PredictOptions, device: str, ray: str | None, ray_workers: int | None,
+    quiet: bool,
+) -> PredictSummary:
+    """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""
+    from annotator.student.predict import local_labeler, predict_file
+
+    progress = Progress(
+        TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet, refresh_per_second=4,
+    )
+    bar = progress.add_task("predict", total=None)
+    with progress:
+        if ray is None:
+            return predict_file(info, cfg, opts, local_labeler(info, device, opts.batch_size),
+                                on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+        from annotator.ray_support import ray_session
+        from annotator.student.ray_predict import ray_labeler
+
+        with ray_session(None if ray == "local" else ray):
+            return predict_file(info, cfg, opts, ray_labeler(info, opts.batch_size, ray_workers),
+                                on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
 
 
 def register(app: typer.Typer) -> None:

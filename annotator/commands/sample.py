@@ -5,31 +5,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from annotator.choices import Strategy
 from annotator.commands.output import JSON_HELP, emit_json, result_console
 
-HELP = """Choose the items humans should label, and write blank annotation sheets for them.
-
-Writes to OUT: sheet_long.csv (item_id, annotator, label, text[, inclusion_prob]: one row per assigned rating, label empty), sheet_wide.csv (item_id, text[, inclusion_prob], one empty column per annotator), label_studio_tasks.json + label_studio_config.xml (Label Studio import), sample.json (the design). Fill in either sheet, or export Label Studio's JSON, and give it to `annotator audit --humans` as it is.
-
-Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy).
-
---plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
-"""
+if TYPE_CHECKING:
+    from annotator.audit.sampling import Sample
 
 DEFAULT_PLAN_SIZES = (30, 50, 100, 200, 400, 800)
 
 
-def sample(
+def sample_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `annotator run` (a single-label task).")],
     n: Annotated[int, typer.Option("--n", help="Items to draw (all of the run's labelled items when it has fewer).")] = 100,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the sheets (must not hold sheets already).")] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="random | stratified | uncertain.")] = "stratified",
+    strategy: Annotated[Strategy, typer.Option("--strategy", help="How to draw (see above).")] = Strategy.stratified,
     annotators: Annotated[int, typer.Option("--annotators", help="Number of human annotators (K).")] = 3,
     per_item: Annotated[int, typer.Option("--per-item", help="Annotators per item (R <= K; the alt-test needs 3).")] = 3,
     annotator_names: Annotated[str | None, typer.Option("--annotator-names", help="Comma-separated names (default ann_1..ann_K).")] = None,
@@ -40,6 +35,14 @@ def sample(
     expected_alpha: Annotated[float, typer.Option("--expected-alpha", help="Human alpha assumed by the plan without --pilot.")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the plan; with --out also the design and files)")] = False,
 ) -> None:
+    """Choose the items humans should label, and write blank annotation sheets for them.
+
+    Writes to OUT: sheet_long.csv (item_id, annotator, label, text[, inclusion_prob]: one row per assigned rating, label empty), sheet_wide.csv (item_id, text[, inclusion_prob], one empty column per annotator), label_studio_tasks.json + label_studio_config.xml (Label Studio import), sample.json (the design). Fill in either sheet, or export Label Studio's JSON, and give it to `annotator audit --humans` as it is.
+
+    Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy).
+
+    --plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
+"""
     from annotator.audit import sampling as sp
     from annotator.errors import InputDataError
 
@@ -47,7 +50,7 @@ def sample(
     names = sp.annotator_names(annotators, annotator_names)
     if per_item < 2 and not do_plan:
         raise InputDataError(f"--per-item must be at least 2 for an agreement audit (3 for the alt-test); got {per_item}")
-    drawn = sp.draw(cands, n, strategy, seed, labels)
+    drawn = sp.draw(cands, n, strategy.value, seed, labels)
     sizes = sorted({*DEFAULT_PLAN_SIZES, len(drawn.items)})
     pilot_numbers = sp.pilot_estimates(pilot, run) if pilot else None
     the_plan = sp.plan(cands, drawn.items, sizes, target=target_ci, pilot=pilot_numbers, assumed_alpha=expected_alpha,
@@ -58,7 +61,7 @@ def sample(
         emit_json({"plan": plan_data})
         return
     if not as_json:
-        _print_plan(console, the_plan, strategy)
+        _print_plan(console, the_plan, strategy.value)
     if do_plan:
         return
     if out is None:
@@ -76,15 +79,21 @@ def sample(
                             design=design)
     if as_json:
         emit_json({"design": design, "files": {k: str(v) for k, v in files.items()}})
-        return
-    table = Table(title=f"{strategy} sample: {len(drawn.items)} of {drawn.population} items, seed {seed}")
+    else:
+        _print_sample(console, drawn, design, files)
+
+
+def _print_sample(console: Console, drawn: Sample, design: dict[str, Any], files: dict[str, str]) -> None:
+    """The strata drawn, each annotator's load and the files written."""
+    table = Table(title=f"{drawn.strategy} sample: {len(drawn.items)} of {drawn.population} items, seed {design['seed']}")
     for col in ("stratum", "items in run", "drawn", "inclusion prob."):
         table.add_column(col, justify="left" if col == "stratum" else "right")
     for s in drawn.strata:
         table.add_row(s.name, str(s.size), str(s.drawn), f"{s.inclusion_prob:.3f}")
     console.print(table)
     loads = design["items_per_annotator"]
-    console.print(f"{len(names)} annotators, {per_item} per item: " + ", ".join(f"{a} {k}" for a, k in loads.items()))
+    console.print(f"{len(design['annotators'])} annotators, {design['per_item']} per item: "
+                  + ", ".join(f"{a} {k}" for a, k in loads.items()))
     console.print(f"sheets: {files['long']} (long), {files['wide']} (wide); Label Studio: {files['label_studio_tasks']}"
                   f" + {files['label_studio_config']}; design: {files['design']}", soft_wrap=True)
 
@@ -110,4 +119,4 @@ def _print_plan(console: Console, p, strategy: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sample", help=HELP)(sample)
+    app.command("sample")(sample_command)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -41,7 +41,6 @@ CARD_FILE = "README.md"
 PARQUET_DIR = "parquet"
 AUDIT_REPORT = Path("audit") / "report.json"
 
-ExportFormat = Literal["auto", "classification", "chat", "instruction"]
 FORMATS = ("auto", "classification", "chat", "instruction")
 
 

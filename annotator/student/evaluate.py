@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from annotator.audit import classification
+
 
 class Scores(BaseModel):
     n: int
@@ -49,13 +51,13 @@ def _r(x: float) -> float:
 
 
 def score(gold: Sequence[Any], pred: Sequence[Any], label_names: list[str], multi_label: bool) -> Scores:
-    """Single-label: ``gold``/``pred`` are label names. Multi-label: lists of label names."""
-    from sklearn.metrics import accuracy_score, f1_score
-
+    """Single-label: ``gold``/``pred`` are label names (scored by ``annotator.audit.classification``, as the
+    audit scores its teacher). Multi-label: lists of label names."""
     n = len(gold)
     if n == 0:
         return Scores(n=0)
     if multi_label:
+        from sklearn.metrics import accuracy_score, f1_score
         from sklearn.preprocessing import MultiLabelBinarizer
 
         extra = sorted({lab for s in [*gold, *pred] for lab in s} - set(label_names))
@@ -72,12 +74,13 @@ def score(gold: Sequence[Any], pred: Sequence[Any], label_names: list[str], mult
         )
     labels = [lab for lab in label_names if lab in set(gold) | set(pred)]
     labels += sorted((set(gold) | set(pred)) - set(labels))
-    per = f1_score(gold, pred, labels=labels, average=None, zero_division=0)
+    cm = classification.confusion_from_labels(gold, pred, labels)
+    summary = classification.summary(cm)
     return Scores(
         n=n,
-        accuracy=_r(accuracy_score(gold, pred)),
-        macro_f1=_r(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
-        per_label_f1={lab: _r(f) for lab, f in zip(labels, per)},
+        accuracy=_r(summary["accuracy"]),
+        macro_f1=_r(summary["macro_f1"]),
+        per_label_f1={lab: _r(f) for lab, f in zip(labels, classification.per_class(cm)["f1"])},
     )
 
 
