@@ -90,7 +90,7 @@ def record_labels(rec: AnnotationRecord, multi_label: bool) -> list[str] | None:
         if labels is None and (rec.label or out.get("label")):
             labels = [rec.label or out.get("label")]
         return None if labels is None else [str(x) for x in labels]
-    label = rec.label if rec.label is not None else out.get("label")
+    label = rec.single_label()
     if label is None and isinstance(out.get("labels"), list) and len(out["labels"]) == 1:
         label = out["labels"][0]
     return None if label is None else [str(label)]
