@@ -50,7 +50,7 @@ help:
 	@echo "  make lint                 ruff and mypy (make test runs it first)"
 	@echo "  make test                 set up, lint and run the test suite"
 	@echo "  make bench                throughput / memory benchmark"
-	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~10 min)"
+	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
 	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl"
