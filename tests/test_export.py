@@ -379,6 +379,24 @@ def test_cli_export(tmp_path, capsys):
     assert "--split" in capsys.readouterr().err
 
 
+def test_headlines_of_an_audit_whose_alt_test_did_not_run(tmp_path, capsys):
+    """An alt-test that did not run leaves undefined statistics (null in report.json): export still reads the
+    report (found by the make chain: export refused every report with fewer than 30 items per annotator)."""
+    from test_audit_cli import audit_cli, make_data  # tests/ is on sys.path
+
+    from annotator.export.dataset_builder import load_audit_summary
+
+    humans, run = make_data(tmp_path)
+    code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(run / "audit"),
+                            "--bootstrap", "20", "--alt-test-min-items", "1000"], capsys)
+    assert code == 0
+    report = json.loads((run / "audit" / "report.json").read_text())
+    assert report["alt_test"]["ran"] is False and report["alt_test"]["winning_rate"] is None
+    got, _ = load_audit_summary(run)
+    assert got["coverage.evaluated_items"] == 40
+    assert "alt_test.winning_rate" not in got
+
+
 def test_audit_headlines_from_annotator_report(tmp_path, capsys):
     """The headlines come from the report `annotator audit` wrote, read through its pydantic model; a damaged
     report.json is one error line naming the file."""

@@ -30,24 +30,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+from pydantic import BeforeValidator
 from scipy import stats
 
 MIN_ANNOTATORS = 3  # recommended by the paper; fewer make the test weak (it still runs, as in the reference)
 MIN_ITEMS = 30  # the reference's min_instances_per_human: annotators with fewer items are excluded
+
+Stat = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
+"""A statistic that may be undefined: NaN here, ``null`` in report.json, NaN again when the report is read back."""
 
 
 @dataclass
 class AnnotatorTest:
     annotator: str
     n_items: int
-    rho_teacher: float = math.nan
-    rho_human: float = math.nan
-    mean_diff: float = math.nan
-    t_statistic: float = math.nan
-    p_value: float = math.nan
-    p_adjusted: float = math.nan
+    rho_teacher: Stat = math.nan
+    rho_human: Stat = math.nan
+    mean_diff: Stat = math.nan
+    t_statistic: Stat = math.nan
+    p_value: Stat = math.nan
+    p_adjusted: Stat = math.nan
     teacher_wins: bool = False
     skipped: str | None = None
 
@@ -61,8 +66,8 @@ class AltTestResult:
     reason: str | None = None
     n_annotators: int = 0
     n_items: int = 0
-    winning_rate: float = math.nan
-    advantage_probability: float = math.nan
+    winning_rate: Stat = math.nan
+    advantage_probability: Stat = math.nan
     passed: bool | None = None
     min_items: int = MIN_ITEMS
     weak: bool = False
