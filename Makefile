@@ -131,9 +131,10 @@ $$($(1)_STUDENT): $$($(1)_DATASET) $$(GOLD) | $$(STAMP)
 endef
 $(foreach p,$(PIPELINE_NAMES),$(if $($(p)_RUN),$(eval $(call PIPELINE_RULES,$(p)))))
 
+ifeq ($(P),)
 run audit dataset student predict:
 	$(need_p)
-ifneq ($(P),)
+else
 run: $($(P)_ANN)
 audit: $($(P)_AUDIT)
 dataset: $($(P)_DATASET)
