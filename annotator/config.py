@@ -40,6 +40,7 @@ from annotator.backends.local_llama import LocalTeacherConfig as LocalTeacherCon
 from annotator.backends.openai_config import OpenAITeacherConfig as OpenAITeacherConfig
 from annotator.backends.openai_config import PriceConfig as PriceConfig
 from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
+from annotator.choices import InputFormat
 from annotator.errors import ConfigError
 from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names
 
@@ -52,7 +53,7 @@ class InputConfig(_Strict):
     """Where rows come from. CSV, JSONL/NDJSON and Parquet are read (streamed) with polars."""
 
     path: Path
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    format: InputFormat = InputFormat.auto
     id_column: str = "id"
     text_column: str = "text"
     max_chars: int | None = Field(

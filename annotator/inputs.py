@@ -59,7 +59,7 @@ def check_table_file(path: Path, what: str, fmt: str = "auto") -> str:
 
 def _scan(cfg: InputConfig) -> pl.LazyFrame:
     path = cfg.path
-    fmt = check_table_file(path, "input", cfg.format)
+    fmt = check_table_file(path, "input", cfg.format.value)
     if fmt == "csv":
         # polars' streaming CSV source reads ahead in chunks sized from the file (~300 MB of decoded rows
         # buffered for a 200 MB file, whatever the consumer's pace); 1 MiB chunks keep that near 40 MB at the

@@ -55,7 +55,7 @@ def predict_command(
     if out.suffix.lower() not in (".jsonl", ".ndjson"):
         raise PredictError(f"--out {out}: predictions are written as JSONL; use a .jsonl file name")
     info = load_student_info(student)
-    cfg = InputConfig(path=input, format=fmt.value, id_column=id_column, text_column=text_column, limit=limit)
+    cfg = InputConfig(path=input, format=fmt, id_column=id_column, text_column=text_column, limit=limit)
     opts = PredictOptions(out=out, route_below=route_below, route_out=route_out, batch_size=batch_size)
     started = time.monotonic()
     summary = _predict_with_progress(info, cfg, opts, device, ray, ray_workers, quiet)

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
-from annotator.config import RayConfig, load_config
+from annotator.config import PipelineConfig, RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
 from annotator.errors import BudgetReached, TooManyFailures
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
@@ -62,6 +62,20 @@ def run_command(
     --max-failed-fraction allows; 5 stopped early, the teacher is unreachable (rerun to resume); 6 another process
     is using the output directory; 7 run.json and annotations.jsonl disagree; 130 interrupted.
     """
+    cfg = _configure(pipeline, overrides, limit, max_failed_fraction, ray)
+    progress = _RunProgress(cfg.name, quiet)
+    runner = Pipeline(cfg, retry_failed=retry_failed, on_row=progress.on_row)
+    runner.on_batch = progress.on_batch
+    started = time.monotonic()
+    manifest = _run_until_done(runner, progress.bar, cfg.output.dir)
+    _print_summary(cfg.name, manifest, time.monotonic() - started, Path(cfg.output.dir), as_json)
+    _report_failures(manifest, runner.stats, cfg.validation.max_failed_fraction)
+
+
+def _configure(
+    pipeline: Path, overrides: list[str], limit: int | None, max_failed_fraction: float | None, ray: str | None
+) -> PipelineConfig:
+    """The pipeline's config with the command-line options applied (they win over the file and --set)."""
     cfg = load_config(pipeline, overrides)
     if limit:
         cfg.input.limit = limit
@@ -70,56 +84,66 @@ def run_command(
     if ray is not None:
         cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
                                        "address": None if ray == "local" else ray})
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal,
-        refresh_per_second=4,
-    )
-    task_id = progress.add_task(cfg.name, total=None, info="loading teacher...")
-    last = [0.0, time.monotonic()]
-    plain = not quiet and not console.is_terminal
+    return cfg
 
-    def on_row(record: AnnotationRecord, stats: RunStats) -> None:
+
+class _RunProgress:
+    """The progress bar on stderr (a terminal), or a plain line every 5 s elsewhere (CI, logs); none if quiet."""
+
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+            disable=quiet or not console.is_terminal, refresh_per_second=4,
+        )
+        self.task_id = self.bar.add_task(name, total=None, info="loading teacher...")
+        self.plain = not quiet and not console.is_terminal
+        self.last_update = 0.0
+        self.last_line = time.monotonic()
+
+    def on_row(self, record: AnnotationRecord, stats: RunStats) -> None:
+        """After each row: update the bar at most 5 times a second (and at the last row)."""
         now = time.monotonic()
-        if now - last[0] < 0.2 and stats.rows_done != stats.rows_total:
+        if now - self.last_update < 0.2 and stats.rows_done != stats.rows_total:
             return
-        last[0] = now
-        progress.update(task_id, completed=stats.rows_done, total=stats.rows_total, info=_progress_text(stats))
-        if plain and now - last[1] >= 5.0:  # not a terminal (CI, logs): a plain line every 5 s
-            last[1] = now
+        self.last_update = now
+        self.bar.update(self.task_id, completed=stats.rows_done, total=stats.rows_total, info=_progress_text(stats))
+        if self.plain and now - self.last_line >= 5.0:
+            self.last_line = now
             console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
 
-    def on_batch(done: int, total: int, status: str) -> None:
-        progress.update(task_id, completed=done, total=total or None, info=f"Batch API: {status}")
-        if plain:
+    def on_batch(self, done: int, total: int, status: str) -> None:
+        """While a Batch API job runs: its requests answered so far and its status."""
+        self.bar.update(self.task_id, completed=done, total=total or None, info=f"Batch API: {status}")
+        if self.plain:
             console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
 
-    runner = Pipeline(cfg, retry_failed=retry_failed, on_row=on_row)
-    runner.on_batch = on_batch
-    started = time.monotonic()
+
+def _run_until_done(runner: Pipeline, progress: Progress, out_dir: Path) -> RunManifest:
+    """Run the pipeline; Ctrl-C exits 130 and a reached teacher.max_cost exits 8, each with one line."""
     with progress:
         try:
-            manifest = asyncio.run(runner.run())
+            return asyncio.run(runner.run())
         except KeyboardInterrupt:
             progress.stop()
-            s = runner.stats
             console.print(
-                f"[yellow]interrupted[/] after {s.rows_done} rows; every finished answer is saved in "
-                f"{cfg.output.dir}. Run the same command again to resume."
+                f"[yellow]interrupted[/] after {runner.stats.rows_done} rows; every finished answer is saved in "
+                f"{out_dir}. Run the same command again to resume."
             )
             sys.exit(130)
         except BudgetReached as exc:
             progress.stop()
             console.print(f"[yellow]stopped[/] after {runner.stats.rows_done} rows: {exc}")
             sys.exit(BudgetReached.exit_code)
-    elapsed = time.monotonic() - started
-    out_dir = Path(cfg.output.dir)
+
+
+def _print_summary(name: str, manifest: RunManifest, elapsed: float, out_dir: Path, as_json: bool) -> None:
+    """The run's summary on stdout: a table, or (--json) run.json's content plus the output paths."""
     if as_json:
         emit_json({"annotations": str(out_dir / ANNOTATIONS_FILE), "run_json": str(out_dir / MANIFEST_FILE),
                    "elapsed_s": round(elapsed, 3), **jsonable(manifest)})
     else:
-        result_console().print(_summary_table(cfg.name, manifest, elapsed, out_dir))
-    _report_failures(manifest, runner.stats, cfg.validation.max_failed_fraction)
+        result_console().print(_summary_table(name, manifest, elapsed, out_dir))
 
 
 _HINTS = {

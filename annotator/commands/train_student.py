@@ -138,7 +138,7 @@ def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: i
                        patience=patience, **head, **rest)
 
 
-def train_student_cmd(
+def train_student_command(
     dataset: Annotated[
         Path, typer.Argument(help="Folder written by `annotator export` (or the run dir holding dataset/).")
     ],
@@ -214,4 +214,4 @@ def train_student_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train-student")(train_student_cmd)
+    app.command("train-student")(train_student_command)

@@ -122,18 +122,14 @@ def _answer_rows(summary: ExportSummary) -> list[list[Any]]:
     return rows
 
 
-def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, str] | None = None) -> str:
-    descriptions = descriptions or {}
-    c = summary.counts
-    splits = list(c.per_split)
-    parts: list[str] = [
+def _header(summary: ExportSummary, features: Any) -> list[str]:
+    """The YAML front matter, the title and the one-line description."""
+    title = summary.pipeline_name or "Annotated dataset"
+    return [
         "---",
         yaml.safe_dump(front_matter(summary, features), sort_keys=False, allow_unicode=True).rstrip(),
         "---",
         "",
-    ]
-    title = summary.pipeline_name or "Annotated dataset"
-    parts += [
         f"# {title}",
         "",
         (
@@ -141,57 +137,60 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
             f"({summary.task} task), exported as `{summary.format}` rows."
         ),
         "",
-        "## Provenance",
-        "",
-        _table(
-            ["field", "value"],
-            [
-                ["teacher model", summary.teacher_model],
-                ["backend", summary.backend],
-                [
-                    "teacher cost",
-                    f"${summary.teacher_cost_usd:,.4f} in all, ${summary.teacher_cost_per_item_usd:.6f} per item "
-                    "(teacher.price x the usage each answer reported)"
-                    if summary.teacher_cost_usd is not None and summary.teacher_cost_per_item_usd is not None else None,
-                ],
-                ["prompt template", summary.template_path],
-                ["template sha256", f"`{summary.template_sha256}`" if summary.template_sha256 else None],
-                ["pipeline", summary.pipeline_path],
-                ["annotator version", summary.annotator_version],
-                *_answer_rows(summary),
-                ["exported", summary.created_at],
-                [
-                    "split (seed)",
-                    ", ".join(f"{k} {v:g}" for k, v in summary.split_fractions.items()) + f" (seed {summary.seed})",
-                ],
-                ["min confidence", summary.min_confidence],
-            ],
-        ),
-        "",
-        "## Counts",
-        "",
-        _table(
-            ["", "rows"],
-            [
-                ["annotated rows", c.total],
-                ["failed (excluded)", c.failed_excluded],
-                ["below confidence threshold (excluded)", c.below_threshold_excluded],
-                ["no valid label (excluded)", c.invalid_label_excluded],
-                ["empty output (excluded)", c.empty_output_excluded],
-                ["exported input rows", c.exported_items],
-                ["dataset rows", c.exported_rows],
-                *[[f"split `{s}`", c.per_split[s]] for s in splits],
-            ],
-        ),
-        "",
     ]
+
+
+def _provenance_section(summary: ExportSummary) -> list[str]:
+    """Where the labels come from: teacher, cost, template, pipeline, answers, split."""
+    cost = (
+        f"${summary.teacher_cost_usd:,.4f} in all, ${summary.teacher_cost_per_item_usd:.6f} per item "
+        "(teacher.price x the usage each answer reported)"
+        if summary.teacher_cost_usd is not None and summary.teacher_cost_per_item_usd is not None else None
+    )
+    rows: list[list[Any]] = [
+        ["teacher model", summary.teacher_model],
+        ["backend", summary.backend],
+        ["teacher cost", cost],
+        ["prompt template", summary.template_path],
+        ["template sha256", f"`{summary.template_sha256}`" if summary.template_sha256 else None],
+        ["pipeline", summary.pipeline_path],
+        ["annotator version", summary.annotator_version],
+        *_answer_rows(summary),
+        ["exported", summary.created_at],
+        [
+            "split (seed)",
+            ", ".join(f"{k} {v:g}" for k, v in summary.split_fractions.items()) + f" (seed {summary.seed})",
+        ],
+        ["min confidence", summary.min_confidence],
+    ]
+    return ["## Provenance", "", _table(["field", "value"], rows), ""]
+
+
+def _counts_section(summary: ExportSummary) -> list[str]:
+    """Rows annotated, excluded (per reason), exported, and per split."""
+    c = summary.counts
+    rows: list[list[Any]] = [
+        ["annotated rows", c.total],
+        ["failed (excluded)", c.failed_excluded],
+        ["below confidence threshold (excluded)", c.below_threshold_excluded],
+        ["no valid label (excluded)", c.invalid_label_excluded],
+        ["empty output (excluded)", c.empty_output_excluded],
+        ["exported input rows", c.exported_items],
+        ["dataset rows", c.exported_rows],
+        *[[f"split `{s}`", c.per_split[s]] for s in c.per_split],
+    ]
+    return ["## Counts", "", _table(["", "rows"], rows), ""]
+
+
+def _distribution_sections(summary: ExportSummary, descriptions: dict[str, str]) -> list[str]:
+    """Label distribution (with descriptions and mean confidence) and style distribution, per split."""
+    cols = [*summary.counts.per_split, "all"]
+    parts: list[str] = []
     if summary.label_distribution:
-        cols = [*splits, "all"]
-        rows = []
-        for name in summary.label_names:
-            rows.append(
-                [f"`{name}`", descriptions.get(name, ""), *[summary.label_distribution[s].get(name, 0) for s in cols]]
-            )
+        rows = [
+            [f"`{name}`", descriptions.get(name, ""), *[summary.label_distribution[s].get(name, 0) for s in cols]]
+            for name in summary.label_names
+        ]
         parts += ["## Label distribution", "", _table(["label", "description", *cols], rows), ""]
         if any(v is not None for v in summary.mean_confidence.values()):
             parts += [
@@ -201,19 +200,33 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
             ]
     if summary.style_distribution:
         styles = sorted({st for d in summary.style_distribution.values() for st in d})
-        cols = [*splits, "all"]
         rows = [[st, *[summary.style_distribution[s].get(st, 0) for s in cols]] for st in styles]
         parts += ["## Style distribution", "", _table(["style", *cols], rows), ""]
-    parts += ["## Audit", ""]
-    if summary.audit_summary:
-        parts += [
-            f"From `{summary.audit_report}` (teacher vs human agreement):",
+    return parts
+
+
+def _audit_section(summary: ExportSummary) -> list[str]:
+    """The audit's summary metrics, or a line saying there is no audit."""
+    if not summary.audit_summary:
+        return [
+            "## Audit",
             "",
-            _table(["metric", "value"], [[k, v] for k, v in summary.audit_summary.items()]),
+            "No audit report was found for this run (`annotator audit` writes `<run>/audit/report.json`).",
             "",
         ]
-    else:
-        parts += ["No audit report was found for this run (`annotator audit` writes `<run>/audit/report.json`).", ""]
+    return [
+        "## Audit",
+        "",
+        f"From `{summary.audit_report}` (teacher vs human agreement):",
+        "",
+        _table(["metric", "value"], [[k, v] for k, v in summary.audit_summary.items()]),
+        "",
+    ]
+
+
+def _config_and_notes_sections(summary: ExportSummary) -> list[str]:
+    """The pipeline config as YAML and the export's notes, where there are any."""
+    parts: list[str] = []
     if summary.pipeline_config:
         parts += [
             "## Pipeline config",
@@ -225,16 +238,32 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
         ]
     if summary.notes:
         parts += ["## Notes", "", *[f"- {n}" for n in summary.notes], ""]
-    parts += [
-        "## Usage",
-        "",
-        "```python",
-        "from datasets import load_from_disk, load_dataset",
-        'ds = load_from_disk("path/to/this/folder")          # Arrow copy',
-        'ds = load_dataset("path/to/this/folder")            # or the Parquet files via this card',
-        "```",
-        "",
-        "Labels come from an LLM teacher, not from humans: check the audit before trusting them.",
-        "",
+    return parts
+
+
+_USAGE_SECTION = [
+    "## Usage",
+    "",
+    "```python",
+    "from datasets import load_from_disk, load_dataset",
+    'ds = load_from_disk("path/to/this/folder")          # Arrow copy',
+    'ds = load_dataset("path/to/this/folder")            # or the Parquet files via this card',
+    "```",
+    "",
+    "Labels come from an LLM teacher, not from humans: check the audit before trusting them.",
+    "",
+]
+
+
+def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, str] | None = None) -> str:
+    """The whole card: front matter, then provenance, counts, distributions, audit, config, notes and usage."""
+    parts = [
+        *_header(summary, features),
+        *_provenance_section(summary),
+        *_counts_section(summary),
+        *_distribution_sections(summary, descriptions or {}),
+        *_audit_section(summary),
+        *_config_and_notes_sections(summary),
+        *_USAGE_SECTION,
     ]
     return "\n".join(parts)

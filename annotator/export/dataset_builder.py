@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from annotator.choices import ExportFormat
 from annotator.costs import CostTally
 from annotator.errors import AnnotatorError, InputDataError
 from annotator.export.splits import (
@@ -41,7 +42,7 @@ CARD_FILE = "README.md"
 PARQUET_DIR = "parquet"
 AUDIT_REPORT = Path("audit") / "report.json"
 
-FORMATS = ("auto", "classification", "chat", "instruction")
+FORMATS = tuple(f.value for f in ExportFormat)
 
 
 class ExportError(AnnotatorError):

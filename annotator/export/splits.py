@@ -84,21 +84,32 @@ def stratified_assign(
     if n == 0:
         return []
     rng = random.Random(seed)
-    targets = _largest_remainder(n, fr)
-
     by_class: dict[Hashable, list[int]] = defaultdict(list)
     for idx, key in enumerate(strata):
         by_class[key].append(idx)
     # Deterministic class order regardless of hash seeds.
     classes = sorted(by_class, key=lambda k: (-len(by_class[k]), str(k)))
+    sizes = {c: len(by_class[c]) for c in classes}
+    alloc = _controlled_rounding(sizes, classes, fr, _largest_remainder(n, fr), rng)
+    _first_split_covers_every_class(alloc, classes)
+    return _deal(by_class, classes, names, alloc, rng, n)
 
-    alloc = {c: [math.floor(len(by_class[c]) * f) for f in fr] for c in classes}
-    left_class = {c: len(by_class[c]) - sum(alloc[c]) for c in classes}
-    left_split = [targets[j] - sum(alloc[c][j] for c in classes) for j in range(len(names))]
 
-    cells = [(c, j) for c in classes for j in range(len(names))]
+def _controlled_rounding(
+    sizes: Mapping[Hashable, int],
+    classes: list[Hashable],
+    fr: list[float],
+    targets: list[int],
+    rng: random.Random,
+) -> dict[Hashable, list[int]]:
+    """Items per (class, split): floors, then the largest remainders (random tie-break) within split targets."""
+    alloc = {c: [math.floor(sizes[c] * f) for f in fr] for c in classes}
+    left_class = {c: sizes[c] - sum(alloc[c]) for c in classes}
+    left_split = [targets[j] - sum(alloc[c][j] for c in classes) for j in range(len(fr))]
+
+    cells = [(c, j) for c in classes for j in range(len(fr))]
     tiebreak = {cell: rng.random() for cell in cells}
-    cells.sort(key=lambda cell: (-(len(by_class[cell[0]]) * fr[cell[1]] - alloc[cell[0]][cell[1]]), tiebreak[cell]))
+    cells.sort(key=lambda cell: (-(sizes[cell[0]] * fr[cell[1]] - alloc[cell[0]][cell[1]]), tiebreak[cell]))
     for c, j in cells:
         if left_class[c] > 0 and left_split[j] > 0 and fr[j] > 0:
             alloc[c][j] += 1
@@ -107,24 +118,37 @@ def stratified_assign(
     # Whatever controlled rounding could not place: any split that still has room.
     for c in classes:
         while left_class[c] > 0:
-            j = max(range(len(names)), key=lambda k: (left_split[k], fr[k]))
+            j = max(range(len(fr)), key=lambda k: (left_split[k], fr[k]))
             alloc[c][j] += 1
             left_class[c] -= 1
             left_split[j] -= 1
+    return alloc
 
-    # Every class with items gets at least one train item (swap with the largest class).
+
+def _first_split_covers_every_class(alloc: dict[Hashable, list[int]], classes: list[Hashable]) -> None:
+    """Every class with items gets at least one item in the first split (swap with the largest class)."""
     for c in classes:
         if alloc[c][0] == 0 and sum(alloc[c]) > 0:
             donors = [d for d in classes if d != c and alloc[d][0] > 1]
             if not donors:
                 continue
             donor = max(donors, key=lambda d: (alloc[d][0], -classes.index(d)))
-            j = max(range(1, len(names)), key=lambda k: alloc[c][k])
+            j = max(range(1, len(alloc[c])), key=lambda k: alloc[c][k])
             alloc[c][j] -= 1
             alloc[c][0] += 1
             alloc[donor][0] -= 1
             alloc[donor][j] += 1
 
+
+def _deal(
+    by_class: Mapping[Hashable, list[int]],
+    classes: list[Hashable],
+    names: list[str],
+    alloc: dict[Hashable, list[int]],
+    rng: random.Random,
+    n: int,
+) -> list[str]:
+    """Split name per item index: each class's items shuffled, then dealt out by its allocation."""
     out = [""] * n
     for c in classes:
         idxs = list(by_class[c])

