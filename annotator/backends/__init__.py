@@ -3,9 +3,17 @@
 A backend is a module holding its settings (a :class:`~annotator.backends.base.BaseTeacherConfig` subclass with a
 ``backend`` tag; ``create_backend`` builds the backend) and the backend itself, with its heavy libraries imported
 lazily: :data:`BACKENDS` is imported by :mod:`annotator.config` to validate every pipeline file.
+
+A backend shipped in another package registers through the ``annotator.backends`` entry-point group
+(``name = "package.module:SettingsClass"``); it is loaded when this module is imported. A plugin that fails to load
+is skipped with one warning line naming it (a pipeline using it then gets "unknown backend").
 """
 
 from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import get_args
 
 from annotator.backends.base import Backend, BaseTeacherConfig, Generation, GenerationRequest
 from annotator.backends.local_llama import LocalTeacherConfig
@@ -18,6 +26,41 @@ BACKENDS: dict[str, type[BaseTeacherConfig]] = {
     "vllm": VLLMTeacherConfig,
 }
 """Every backend's settings by ``teacher.backend`` name (the tag of the config union)."""
+
+ENTRY_POINT_GROUP = "annotator.backends"
+log = logging.getLogger(__name__)
+
+
+def _plugin_problem(name: str, cls: object) -> str | None:
+    """Why ``cls`` cannot be the settings class of backend ``name`` (None: it can)."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseTeacherConfig)):
+        return "it is not a subclass of annotator.backends.BaseTeacherConfig"
+    tag = cls.model_fields.get("backend")
+    if tag is None or tag.annotation is None or get_args(tag.annotation) != (name,) or tag.default != name:
+        return f"its backend field must be `backend: Literal[{name!r}] = {name!r}`"
+    if name in BACKENDS and BACKENDS[name] is not cls:
+        return f"backend {name!r} is already {BACKENDS[name].__module__}.{BACKENDS[name].__qualname__}"
+    return None
+
+
+def _load_plugins() -> None:
+    """Add the backends of installed packages (entry-point group ``annotator.backends``) to :data:`BACKENDS`."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin: one line naming it, the others still work
+            problem: str | None = f"it failed to import: {type(exc).__name__}: {exc}"
+        else:
+            problem = _plugin_problem(ep.name, cls)
+        if problem:
+            log.warning("backend plugin %s = %s (entry point group %s) skipped: %s", ep.name, ep.value,
+                        ENTRY_POINT_GROUP, problem)
+            continue
+        BACKENDS[ep.name] = cls
+        log.debug("backend %s loaded from %s", ep.name, ep.value)
+
+
+_load_plugins()
 
 DEFAULT_BACKEND = "local"
 """The teacher of a pipeline whose ``teacher`` section has no ``backend`` (or no ``teacher`` section)."""

@@ -1,0 +1,102 @@
+"""Backends are registered units: a backend defined in this file alone (its settings class and the backend) runs
+`annotator run` as a plugin (an ``annotator.backends`` entry point), without any change to the ``annotator``
+package. Its settings are checked like the built-in ones (a setting of another backend is an error naming both).
+
+This module is also the plugin's code: the CLI subprocesses import ``test_backend_plugins:EchoTeacherConfig``, so
+its top-level imports stay light (fixtures come from conftest through pytest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from annotator.backends import BaseTeacherConfig, Generation, GenerationRequest
+
+TESTS = Path(__file__).resolve().parent
+
+
+class EchoBackend:
+    """A teacher that answers every request with the same label, and counts the requests it got."""
+
+    name = "echo"
+    structured_mode = "json_schema"
+
+    def __init__(self, cfg: EchoTeacherConfig):
+        self.model_id = f"echo:{cfg.answer}"
+        self.max_concurrency = cfg.concurrency
+        self.answer = cfg.answer
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        words = sum(len(m["content"].split()) for m in request.messages)
+        return Generation(text=json.dumps({"label": self.answer}), finish_reason="stop", prompt_tokens=words,
+                          completion_tokens=3)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class EchoTeacherConfig(BaseTeacherConfig):
+    backend: Literal["echo"] = "echo"
+    answer: str = Field(default="sport", description="The label every answer gives.")
+    concurrency: int = Field(default=4, ge=1)
+
+    def create_backend(self) -> EchoBackend:
+        return EchoBackend(self)
+
+
+def install_plugin(site: Path, entry: str = "test_backend_plugins:EchoTeacherConfig") -> dict[str, str]:
+    """A distribution whose ``annotator.backends`` entry point is ``echo = <entry>``, as `pip install` of a backend
+    package would leave it; returns the PYTHONPATH for CLI subprocesses that finds it (and this module)."""
+    dist = site / "annotator_echo_backend-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: annotator-echo-backend\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[annotator.backends]\necho = {entry}\n")
+    paths = [os.environ.get("PYTHONPATH", ""), str(TESTS), str(site)]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def test_a_backend_from_a_plugin_runs_a_pipeline(tmp_path, make_pipeline, run_cli):
+    from conftest import read_annotations, rows_of
+
+    env = install_plugin(tmp_path / "site")
+    yaml_path = make_pipeline(rows_of([f"text {i}" for i in range(7)]), teacher={"backend": "echo",
+                              "answer": "politics", "concurrency": 2})
+    res = run_cli("run", str(yaml_path), **env)
+    assert res.returncode == 0, res.stderr
+    records = read_annotations(tmp_path / "out")
+    assert len(records) == 7 and {r["label"] for r in records} == {"politics"}
+    assert {r["model"] for r in records} == {"echo:politics"}
+    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert manifest["config"]["teacher"]["backend"] == "echo"
+    # a rerun is served from the cache: the plugin's model id is part of the key like a built-in one's
+    res = run_cli("run", str(yaml_path), "--json", **env)
+    assert res.returncode == 0 and json.loads(res.stdout)["teacher_calls"] == 0
+
+    # its settings are checked like a built-in backend's: another backend's field names both
+    bad = make_pipeline(rows_of(["x"]), name="bad", teacher={"backend": "echo", "n_ctx": 512})
+    res = run_cli("validate", str(bad), **env)
+    assert res.returncode == 2
+    assert "teacher.n_ctx: not a setting of backend echo (it belongs to backend local)" in res.stderr
+
+    # without the plugin installed the pipeline is refused in one line that lists the known backends
+    res = run_cli("validate", str(yaml_path))
+    assert res.returncode == 2 and "unknown backend 'echo' (known: local, openai, vllm)" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_broken_backend_plugin_is_skipped_with_one_line(tmp_path, make_pipeline, run_cli):
+    from conftest import rows_of
+
+    yaml_path = make_pipeline(rows_of(["x"]), teacher={"backend": "echo"})
+    for entry, why in (("no_such_module_xyz:Config", "it failed to import: ModuleNotFoundError"),
+                       ("test_backend_plugins:EchoBackend", "it is not a subclass of annotator.backends.BaseTeacherConfig")):
+        site = tmp_path / entry.replace(":", "_")
+        res = run_cli("validate", str(yaml_path), **install_plugin(site, entry))
+        assert res.returncode == 2, res.stdout
+        assert f"backend plugin echo = {entry} (entry point group annotator.backends) skipped: {why}" in res.stderr
+        assert "unknown backend 'echo'" in res.stderr and "Traceback" not in res.stderr
