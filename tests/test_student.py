@@ -188,14 +188,17 @@ def test_train_student_cli(exported, capsys):
     best = max(hist, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
     assert m["best_epoch"] == best["epoch"] and f"best epoch {best['epoch']}" in printed
     assert m["stopped_early"] == (len(hist) < 3) and (not m["stopped_early"] or len(hist) == best["epoch"] + 1)
-    # calibration: T fit on validation, saved with the model, ECE on test vs gold before and after
+    # calibration: 3 validation items are too few to fit T (< 30): T = 1, saved with the model, and said so;
+    # ECE on test vs gold before and after is still reported (the same number)
     cal = m["calibration"]
     assert cal["fit_split"] == "validation" and cal["fit_items"] == 3 and cal["reference"] == "gold"
-    assert cal["eval_items"] == 3 and cal["ece_before"] is not None and cal["ece_after"] is not None
-    assert cal["validation_nll_after"] <= cal["validation_nll_before"]
-    assert "only 3 validation items" in cal["note"] or "nothing to fit" in cal["note"]
+    assert cal["temperature"] == 1.0 and not cal["fitted"] and not cal["at_bound"]
+    assert cal["note"].startswith("only 3 validation items (fewer than 30, --min-calibration-items): not calibrated")
+    assert cal["eval_items"] == 3 and cal["ece_before"] is not None and cal["ece_after"] == cal["ece_before"]
+    assert cal["validation_nll_after"] == cal["validation_nll_before"]
+    assert "calibration: only 3 validation items (fewer than 30" in " ".join(printed.split())
     saved = json.loads((out / "model" / "config.json").read_text())
-    assert saved["student_temperature"] == cal["temperature"] > 0
+    assert saved["student_temperature"] == cal["temperature"]
     # teacher == gold except where 2 of 3 annotators disagree (i % 5 == 0)
     assert every["teacher"]["accuracy"] == pytest.approx(21 / 27, abs=1e-3)
     assert m["gold_info"]["matched_items"] == 27 and m["gold_info"]["format"] == "long"
@@ -203,6 +206,10 @@ def test_train_student_cli(exported, capsys):
     assert [p["requested"] for p in m["learning_curve"]] == ["0.3", "1000"]
     assert all(p["seconds"] > 0 and p["steps"] > 0 for p in m["learning_curve"])
     assert m["learning_curve"][1]["clipped"] and any("clipped to the train split (21 items)" in n for n in m["notes"])
+    # every curve point carries its own calibration (the same structure); the full size is the main student's
+    small, full = (p["calibration"] for p in m["learning_curve"])
+    assert full == cal and (small["fit_items"], small["eval_items"], small["temperature"]) == (3, 3, 1.0)
+    assert small["note"] == cal["note"] and small["ece_before"] is not None
     preds = (out / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 27 and {"gold", "teacher", "student", "student_confidence"} <= set(json.loads(preds[0]))
     assert [sum(json.loads(r)["role"] == role for r in preds) for role in ("train", "validation", "test")] == [21, 3, 3]
@@ -211,6 +218,9 @@ def test_train_student_cli(exported, capsys):
     assert card.startswith("---\nlibrary_name: transformers\n") and "## Train / test selection" not in card
     assert f"| test | 3 | 3 | {test['student']['accuracy']:.3f} / {test['student']['macro_f1']:.3f} |" in card
     assert "## Learning curve" in card and "| 21 (clipped) |" in card and "## By " not in card
+    assert "| T | ECE before -> after |" in card and "temperature 1 (not fit)" in card
+    assert f"| 1 (not fit) | {small['ece_before']:.3f} -> {small['ece_after']:.3f} |" in card
+    assert f"- calibration: {cal['note']}" in card
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -236,13 +246,22 @@ def test_train_student_cli_json(exported, capsys):
 
     out = exported / "student_json"
     argv = ["train-student", str(exported / "dataset"), "--gold", str(exported / "humans.csv"), "--out", str(out),
-            "--max-steps", "1", "--batch-size", "4", "--max-length", "16", "--sizes", "1000", "--json"]
+            "--max-steps", "1", "--batch-size", "4", "--max-length", "16", "--sizes", "0.5,1000", "--json",
+            "--min-calibration-items", "2"]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     captured = capsys.readouterr()
     assert exc.value.code == 0, captured.err
     assert json.loads(captured.out) == json.loads((out / "metrics.json").read_text())
     assert "note:" in captured.err and "clipped" in captured.err  # the learning-curve note is a log line
+    # --min-calibration-items 2: the main student and the 10-item curve point each fit T on the 3 validation items
+    m = json.loads(captured.out)
+    small, full = (p["calibration"] for p in m["learning_curve"])
+    assert m["learning_curve"][0]["size"] == 10 and full == m["calibration"]
+    for cal in (small, full):
+        assert cal["fit_items"] == 3 and cal["eval_items"] == 3 and cal["ece_before"] is not None
+        assert cal["fitted"] or cal["note"] == "every validation item is predicted right: nothing to fit, T = 1"
+        assert cal["validation_nll_after"] <= cal["validation_nll_before"]
 
 
 @pytest.mark.slow
@@ -309,6 +328,60 @@ def test_sizes_accept_counts_fractions_and_all():
     for bad in ("10,abc", "0", "1.5", ",", "-3"):
         with pytest.raises(StudentError, match="the train split has 2000 items"):
             parse_sizes(bad, 2000)
+
+
+def _calibration_setup(logits, teacher: list[int], gold: list[int], n_val: int):
+    """A _Setup whose first ``n_val`` items are validation (fit on ``teacher``), the rest held out (vs ``gold``)."""
+    from annotator.student.slices import Roles
+    from annotator.student.train import Item, _Setup
+
+    names = ["a", "b"]
+    items = [Item(f"i{k}", "validation" if k < n_val else "test", "x", t, names[t], None) for k, t in enumerate(teacher)]
+    roles = Roles(train=[], validation=list(range(n_val)), held=list(range(n_val, len(items))), held_name="test")
+    gold_map = {f"i{k}": names[g] for k, g in enumerate(gold)}
+    return _Setup(Path("."), names, False, items, roles, gold_map, {}, None, None, [], [])
+
+
+def _overconfident(n: int, seed: int, scale: float, right: float):
+    """Logits of a binary classifier right on a ``right`` share of ``n`` items with margin ``scale``; the labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    pred = np.where(rng.random(n) < right, y, 1 - y)
+    logits = np.zeros((n, 2))
+    logits[np.arange(n), pred] = scale * (1 + rng.random(n))
+    return logits, [int(v) for v in y]
+
+
+def test_too_few_validation_items_leave_t_at_1_and_say_why():
+    """12 validation items (< 30): no fit, T = 1, the note says why; with the minimum lowered the same items fit T."""
+    from annotator.student.calibration import MIN_FIT_ITEMS
+    from annotator.student.train import _calibrate
+
+    logits, y = _overconfident(112, seed=3, scale=6.0, right=0.75)
+    setup = _calibration_setup(logits, y, y, n_val=12)
+    val, held = logits[:12], logits[12:]
+    info = _calibrate(setup, val, held, MIN_FIT_ITEMS)
+    assert (info.temperature, info.fitted, info.at_bound, info.fit_items) == (1.0, False, False, 12)
+    assert info.note is not None and info.note.startswith("only 12 validation items (fewer than 30")
+    assert info.ece_before == info.ece_after and info.ece_before is not None and info.ece_before > 0.1
+    fitted = _calibrate(setup, val, held, 10)
+    assert fitted.fitted and fitted.temperature > 1 and fitted.note is None and not fitted.at_bound
+    assert fitted.ece_after is not None and fitted.ece_after < fitted.ece_before == info.ece_before
+
+
+def test_temperature_at_the_search_bound_is_reported():
+    """Coin-flip predictions made with huge margins: the NLL wants T beyond 20.09; the bound is flagged."""
+    from annotator.student.calibration import at_search_bound
+    from annotator.student.train import _calibrate
+
+    logits, y = _overconfident(80, seed=5, scale=60.0, right=0.5)
+    setup = _calibration_setup(logits, y, y, n_val=40)
+    info = _calibrate(setup, logits[:40], logits[40:], 30)
+    assert info.fitted and info.at_bound and info.temperature == pytest.approx(20.0855, abs=1e-3)
+    assert info.note is not None and "sits at the end of its search interval" in info.note
+    assert at_search_bound(info.temperature) and not at_search_bound(1.7)
 
 
 def test_temperature_scaling_fixes_an_overconfident_classifier():

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
+from annotator.student.calibration import MIN_FIT_ITEMS
 
 
 def _fmt(x: float | None) -> str:
@@ -31,7 +32,7 @@ def _print_training(console: Console, m) -> None:
         f"{m.train_seconds:.0f}s; {chosen}"
     )
     c = m.calibration
-    if c.fit_items:
+    if c.fitted:
         console.print(
             f"calibration: temperature {c.temperature:.3f} fit on {c.fit_items} validation items; ECE on "
             f"{c.eval_split} vs {c.reference} ({c.eval_items} items): {_fmt(c.ece_before)} -> {_fmt(c.ece_after)}"
@@ -59,9 +60,12 @@ def _print_thresholds(console: Console, scope) -> None:
 
 
 def _print_curve(console: Console, m) -> None:
+    from annotator.student.card import ece_text, temperature_text
+
     names = list(m.learning_curve[0].slices or {})
     t = Table(title="learning curve (held-out scope)" + (f"; per {m.slices.column}: student vs gold (n)" if names else ""))
-    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree", *names):
+    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree", "T", "ECE before -> after",
+              *names):
         t.add_column(c, justify="right")
     for p in m.learning_curve:
         t.add_row(
@@ -71,9 +75,13 @@ def _print_curve(console: Console, m) -> None:
             f"{p.seconds:.0f}",
             _pair(p.student),
             _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
+            temperature_text(p.calibration),
+            ece_text(p.calibration),
             *(f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()),
         )
     console.print(t)
+    for note in sorted({p.calibration.note for p in m.learning_curve if p.calibration and p.calibration.note}):
+        console.print(f"[yellow]learning curve calibration:[/] {note}")
 
 
 def _print_selection(console: Console, sel) -> None:
@@ -159,6 +167,11 @@ def train_student_command(
     patience: Annotated[
         int, typer.Option(help="Stop after this many epochs without a better validation score (0: never early).")
     ] = 2,
+    min_calibration_items: Annotated[
+        int,
+        typer.Option("--min-calibration-items",
+                     help="Fit the confidence temperature only with at least this many validation items (else T = 1)."),
+    ] = MIN_FIT_ITEMS,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs).")
     ] = None,
@@ -194,15 +207,23 @@ def train_student_command(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
-    from annotator.student.train import StudentOptions, parse_thresholds, resolve_dataset_dir, train_student
+    from annotator.student.train import (
+        StudentError,
+        StudentOptions,
+        parse_thresholds,
+        resolve_dataset_dir,
+        train_student,
+    )
 
+    if min_calibration_items < 1:
+        raise StudentError("--min-calibration-items must be >= 1")
     train = _train_config(epochs, lr, head_lr, batch_size, max_length, max_steps, patience, seed=seed, device=device)
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
     opts = StudentOptions(
         out=out or ds_dir.parent / "student", gold=gold, model=model, train=train, sizes=sizes,
         thresholds=parse_thresholds(thresholds), show_progress=progress, eval_by=eval_by,
-        train_where=train_where, test_where=test_where,
+        train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )
     m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
     for note in m.notes:

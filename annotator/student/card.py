@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from annotator.student.evaluate import EvalBlock, Scores
     from annotator.student.slices import Selection
-    from annotator.student.train import LearningCurvePoint, StudentMetrics
+    from annotator.student.train import CalibrationInfo, LearningCurvePoint, StudentMetrics
 
 
 def _f(x: float | None) -> str:
@@ -49,18 +49,34 @@ def _selection(sel: Selection) -> list[str]:
     ]
 
 
+def temperature_text(c: CalibrationInfo | None) -> str:
+    """The temperature as a table cell: ``1.8``, ``20.09 (bound)``, or ``1 (not fit)``."""
+    if c is None:
+        return "-"
+    return f"{c.temperature:g}" + (" (bound)" if c.at_bound else "" if c.fitted else " (not fit)")
+
+
+def ece_text(c: CalibrationInfo | None) -> str:
+    """ECE before -> after temperature scaling, as a table cell."""
+    return "-" if c is None else f"{_f(c.ece_before)} -> {_f(c.ece_after)}"
+
+
 def _curve(points: list[LearningCurvePoint]) -> list[str]:
     names = list(points[0].slices or {})
-    header = ["train size", "steps", "best epoch", "student vs gold", "agree", *(f"{v} (n)" for v in names)]
+    header = ["train size", "steps", "best epoch", "student vs gold", "agree", "T", "ECE before -> after",
+              *(f"{v} (n)" for v in names)]
     rows = []
     for p in points:
         per = [f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()]
         agree = _f(p.student_vs_teacher.accuracy if p.student_vs_teacher else None)
         best = "-" if p.best_epoch is None else str(p.best_epoch)
         rows.append([f"{p.size}" + (" (clipped)" if p.clipped else ""), str(p.steps), best, _pair(p.student),
-                     agree, *per])
-    return ["## Learning curve", "", "Held-out scope; per slice: student acc / macro-F1 vs gold (items).", "",
-            *_table(header, rows), ""]
+                     agree, temperature_text(p.calibration), ece_text(p.calibration), *per])
+    notes = sorted({p.calibration.note for p in points if p.calibration and p.calibration.note})
+    return ["## Learning curve", "",
+            "Held-out scope; per slice: student acc / macro-F1 vs gold (items). Each size is calibrated on the "
+            "validation split like the main student (T); ECE on the held-out scope before -> after.", "",
+            *_table(header, rows), "", *(f"- calibration: {n}" for n in notes), *([""] if notes else [])]
 
 
 def render_card(m: StudentMetrics) -> str:
@@ -73,7 +89,10 @@ def render_card(m: StudentMetrics) -> str:
         f"Labels ({'multi-label' if m.multi_label else 'single-label'}): {', '.join(m.label_names)}.", "",
         f"- trained on {m.train_size} items: {m.steps} steps ({m.epochs_run:g} epochs), best epoch "
         f"{'-' if m.best_epoch is None else m.best_epoch}{' (stopped early)' if m.stopped_early else ''}",
-        f"- confidence: temperature {m.calibration.temperature:g} (`student_temperature` in config.json)",
+        f"- confidence: temperature {temperature_text(m.calibration)} (`student_temperature` in config.json); "
+        f"ECE on {m.calibration.eval_split or '-'} vs {m.calibration.reference or '-'} before -> after: "
+        f"{ece_text(m.calibration)}",
+        *([f"- calibration: {m.calibration.note}"] if m.calibration.note else []),
         f"- human gold: {m.gold or '(none)'}", "",
     ]
     if m.selection is not None:

@@ -26,10 +26,11 @@ from pydantic import BaseModel, Field
 
 from annotator.errors import AnnotatorError, InputDataError
 from annotator.student.calibration import (
-    FEW_FIT_ITEMS,
     METHOD,
+    MIN_FIT_ITEMS,
     TEMPERATURE_KEY,
     all_correct,
+    at_search_bound,
     ece,
     fit_temperature,
     nll,
@@ -98,6 +99,25 @@ class SliceScores(BaseModel):
     student_vs_teacher: Scores | None = None
 
 
+class CalibrationInfo(BaseModel):
+    """Temperature scaling of one student: T fit on the validation items, ECE on the held-out items."""
+
+    method: str = METHOD
+    temperature: float = 1.0
+    fitted: bool = Field(False, description="T was fit on validation (False: left at 1, the note says why).")
+    at_bound: bool = Field(False, description="The fitted T sits at the end of its search interval [0.05, 20.09].")
+    fit_split: str | None = None
+    fit_items: int = 0
+    validation_nll_before: float | None = None
+    validation_nll_after: float | None = None
+    eval_split: str | None = None
+    reference: str | None = Field(None, description="Labels the ECE is measured against: 'gold' or 'teacher'.")
+    eval_items: int = 0
+    ece_before: float | None = Field(None, description="ECE of the uncalibrated student (T = 1).")
+    ece_after: float | None = Field(None, description="ECE with the fitted temperature.")
+    note: str | None = None
+
+
 class LearningCurvePoint(BaseModel):
     requested: str = Field(description="As given in --sizes (a count, a fraction or 'all').")
     size: int
@@ -109,21 +129,9 @@ class LearningCurvePoint(BaseModel):
     student: Scores | None = Field(None, description="Student vs human gold on the evaluation split.")
     student_vs_teacher: Scores | None = None
     slices: dict[str, SliceScores] | None = Field(None, description="--eval-by COLUMN: the same per slice.")
-
-
-class CalibrationInfo(BaseModel):
-    method: str = METHOD
-    temperature: float = 1.0
-    fit_split: str | None = None
-    fit_items: int = 0
-    validation_nll_before: float | None = None
-    validation_nll_after: float | None = None
-    eval_split: str | None = None
-    reference: str | None = Field(None, description="Labels the ECE is measured against: 'gold' or 'teacher'.")
-    eval_items: int = 0
-    ece_before: float | None = Field(None, description="ECE of the uncalibrated student (T = 1).")
-    ece_after: float | None = Field(None, description="ECE with the fitted temperature.")
-    note: str | None = None
+    calibration: CalibrationInfo | None = Field(
+        None, description="This point's own temperature (fit on validation) and its test ECE before and after."
+    )
 
 
 class SliceEvaluation(BaseModel):
@@ -540,6 +548,7 @@ class StudentOptions:
     eval_by: str | None = None  # also evaluate per value of this input column (``SliceEvaluation``)
     train_where: str | None = None  # keep only matching train/validation items (``annotator.student.where``)
     test_where: str | None = None  # the held-out scope: every matching item not trained on
+    min_calibration_items: int = MIN_FIT_ITEMS  # fewer validation items: no temperature is fit (T = 1)
 
 
 @dataclass(frozen=True)
@@ -692,48 +701,69 @@ def _target_row(t: Any, k: int, multi_label: bool) -> Any:
 
 
 def _reference_targets(setup: _Setup, idx: list[int]) -> tuple[str, list[int], Any]:
-    """Labels to measure calibration against on ``idx``: gold where given (else the teacher's), as targets."""
+    """Labels to measure calibration against on ``idx``: gold where given (else the teacher's), as targets.
+
+    Returns the reference's name, the positions in ``idx`` that have it, and their targets.
+    """
     import numpy as np
 
     items, gold_map, names = setup.items, setup.gold_map, setup.label_names
     if gold_map is not None:
-        keep = [i for i in idx if items[i].id in gold_map]
+        keep = [k for k, i in enumerate(idx) if items[i].id in gold_map]
         if keep:
-            code = {n: k for k, n in enumerate(names)}
+            code = {n: c for c, n in enumerate(names)}
             if setup.multi_label:
                 y = np.zeros((len(keep), len(names)))
-                for r, i in enumerate(keep):
-                    for lab in gold_map[items[i].id]:
+                for r, k in enumerate(keep):
+                    for lab in gold_map[items[idx[k]].id]:
                         if lab in code:
                             y[r, code[lab]] = 1
                 return "gold", keep, y
-            return "gold", keep, np.array([code.get(gold_map[items[i].id], -1) for i in keep])
+            return "gold", keep, np.array([code.get(gold_map[items[idx[k]].id], -1) for k in keep])
     y = np.array([_target_row(items[i].target, len(names), setup.multi_label) for i in idx])
-    return "teacher", idx, y
+    return "teacher", list(range(len(idx))), y
 
 
-def _calibrate(logits, setup: _Setup) -> CalibrationInfo:
-    """Fit T on the validation items (teacher labels), report ECE on the held-out items before and after."""
+def _fit_note(info: CalibrationInfo, n_fit: int, min_items: int, every_right: bool) -> str | None:
+    """Why T stayed at 1, or a warning about the fitted T (None: nothing to say)."""
+    if n_fit == 0:
+        return "no validation items: the student's confidence is left uncalibrated (T = 1)"
+    if n_fit < min_items:
+        return (f"only {n_fit} validation items (fewer than {min_items}, --min-calibration-items): not calibrated, "
+                f"T = 1 (a temperature fit on so few items is noise and can make the test ECE worse)")
+    if every_right:
+        return "every validation item is predicted right: nothing to fit, T = 1"
+    if info.at_bound:
+        return (f"T = {info.temperature:g} sits at the end of its search interval [0.05, 20.09]: the validation "
+                f"NLL wanted a more extreme T; treat the calibrated confidence with care")
+    return None
+
+
+def _calibrate(setup: _Setup, val_logits, held_logits, min_items: int) -> CalibrationInfo:
+    """Fit T on the validation items (teacher labels), report ECE on the held-out items before and after.
+
+    ``val_logits`` / ``held_logits``: the student's logits on ``roles.validation`` / ``roles.held``, in order.
+    With fewer than ``min_items`` validation items T stays 1 (the note says why).
+    """
     import numpy as np
 
     info, ml, fit = CalibrationInfo(), setup.multi_label, setup.roles.validation
-    if not fit:
-        info.note = "no validation items: the student's confidence is left uncalibrated (T = 1)"
-    else:
+    every_right = False
+    if fit:
         y_fit = np.array([_target_row(setup.items[i].target, len(setup.label_names), ml) for i in fit])
-        info.temperature = round(fit_temperature(logits[fit], y_fit, ml), 5)
         info.fit_split, info.fit_items = "validation", len(fit)
-        info.validation_nll_before = round(nll(logits[fit], y_fit, ml), 5)
-        info.validation_nll_after = round(nll(logits[fit], y_fit, ml, info.temperature), 5)
-        if all_correct(logits[fit], y_fit, ml):
-            info.note = "every validation item is predicted right: nothing to fit, T = 1"
-        elif len(fit) < FEW_FIT_ITEMS:
-            info.note = f"only {len(fit)} validation items: the temperature is a noisy estimate"
+        every_right = all_correct(val_logits, y_fit, ml)
+        if len(fit) >= min_items and not every_right:
+            t = fit_temperature(val_logits, y_fit, ml)
+            info.temperature, info.fitted, info.at_bound = round(t, 5), True, at_search_bound(t)
+        info.validation_nll_before = round(nll(val_logits, y_fit, ml), 5)
+        info.validation_nll_after = round(nll(val_logits, y_fit, ml, info.temperature), 5)
+    info.note = _fit_note(info, len(fit), min_items, every_right)
     if setup.roles.held:
-        ref, idx, y = _reference_targets(setup, setup.roles.held)
-        info.eval_split, info.reference, info.eval_items = setup.roles.held_name, ref, len(idx)
-        before = ece(probabilities(logits[idx], ml), y, ml)
-        after = ece(probabilities(logits[idx], ml, info.temperature), y, ml)
+        ref, pos, y = _reference_targets(setup, setup.roles.held)
+        info.eval_split, info.reference, info.eval_items = setup.roles.held_name, ref, len(pos)
+        before = ece(probabilities(held_logits[pos], ml), y, ml)
+        after = ece(probabilities(held_logits[pos], ml, info.temperature), y, ml)
         info.ece_before = None if before is None else round(before, 5)
         info.ece_after = None if after is None else round(after, 5)
     return info
@@ -825,13 +855,18 @@ def _subsample(setup: _Setup, size: int, seed: int) -> list[int]:
     return [train[k] for k, a in enumerate(assign) if a == "train"]
 
 
-def _held_predictions(setup: _Setup, base: str, opts: StudentOptions, size: int) -> tuple[TrainResult, list[Any]]:
-    """Train a fresh student on a subsample of ``size`` train items; its labels on the held-out items."""
+def _held_predictions(setup: _Setup, base: str, opts: StudentOptions,
+                      size: int) -> tuple[TrainResult, list[Any], CalibrationInfo]:
+    """Train a fresh student on a subsample of ``size`` train items, calibrate it on the validation items as the
+    main student is; its labels on the held-out items and its calibration."""
     cfg = opts.train
     tokenizer, model, r = _fit(setup, base, opts, _subsample(setup, size, cfg.seed), f"curve n={size}")
-    probs = predict(model, tokenizer, setup.texts(setup.roles.held), max(cfg.batch_size, 32), cfg.max_length,
-                    setup.multi_label, cfg.device, temperature=1.0)
-    return r, decode(probs, setup.label_names, setup.multi_label)[0]
+    val, held = setup.roles.validation, setup.roles.held
+    logits = predict_logits(model, tokenizer, setup.texts(val + held), max(cfg.batch_size, 32), cfg.max_length,
+                            cfg.device)
+    calibration = _calibrate(setup, logits[: len(val)], logits[len(val):], opts.min_calibration_items)
+    return r, decode(probabilities(logits[len(val):], setup.multi_label), setup.label_names,
+                     setup.multi_label)[0], calibration
 
 
 def _point_scores(setup: _Setup, positions: list[int], pred: list[Any]) -> SliceScores:
@@ -848,11 +883,12 @@ def _point_scores(setup: _Setup, positions: list[int], pred: list[Any]) -> Slice
     return out
 
 
-def _curve_point(setup: _Setup, requested: str, size: int, r: TrainResult, pred: list[Any]) -> LearningCurvePoint:
+def _curve_point(setup: _Setup, requested: str, size: int, r: TrainResult, pred: list[Any],
+                 calibration: CalibrationInfo) -> LearningCurvePoint:
     pooled = _point_scores(setup, list(range(len(setup.roles.held))), pred)
     point = LearningCurvePoint(requested=requested, size=size, steps=r.steps, epochs_run=r.epochs_run,
                                best_epoch=r.best_epoch, seconds=r.seconds, student=pooled.student,
-                               student_vs_teacher=pooled.student_vs_teacher)
+                               student_vs_teacher=pooled.student_vs_teacher, calibration=calibration)
     if setup.eval_by is not None:
         col, held = setup.eval_by, setup.roles.held
         point.slices = {
@@ -862,9 +898,9 @@ def _curve_point(setup: _Setup, requested: str, size: int, r: TrainResult, pred:
     return point
 
 
-def _learning_curve(setup: _Setup, base: str, opts: StudentOptions, full: TrainResult,
-                    student: list[Any]) -> list[LearningCurvePoint]:
-    """One point per distinct --sizes value; the full size reuses the main student."""
+def _learning_curve(setup: _Setup, base: str, opts: StudentOptions, full: TrainResult, student: list[Any],
+                    calibration: CalibrationInfo) -> list[LearningCurvePoint]:
+    """One point per distinct --sizes value, each calibrated on validation; the full size reuses the main student."""
     n_train = len(setup.roles.train)
     curve: dict[int, LearningCurvePoint] = {}
     for requested, req in setup.sizes:
@@ -874,10 +910,10 @@ def _learning_curve(setup: _Setup, base: str, opts: StudentOptions, full: TrainR
         if req > n_train:
             setup.notes.append(f"learning curve: size {requested} clipped to the train split ({n_train} items)")
         if size == n_train:
-            r, pred = full, [student[i] for i in setup.roles.held]
+            r, pred, cal = full, [student[i] for i in setup.roles.held], calibration
         else:
-            r, pred = _held_predictions(setup, base, opts, size)
-        curve[size] = _curve_point(setup, requested, size, r, pred)
+            r, pred, cal = _held_predictions(setup, base, opts, size)
+        curve[size] = _curve_point(setup, requested, size, r, pred, cal)
         curve[size].clipped = req > n_train
     return [curve[s] for s in sorted(curve)]
 
@@ -927,14 +963,15 @@ def train_student(
     tokenizer, model, result = _fit(setup, base, opts, setup.roles.train, "student")
     logits = predict_logits(model, tokenizer, setup.texts(list(range(len(setup.items)))),
                             max(cfg.batch_size, 32), cfg.max_length, cfg.device)
-    calibration = _calibrate(logits, setup)
+    calibration = _calibrate(setup, logits[setup.roles.validation], logits[setup.roles.held],
+                             opts.min_calibration_items)
     model_dir = _save_model(model, tokenizer, out, calibration.temperature)
     student, sconf = decode(probabilities(logits, setup.multi_label, calibration.temperature), setup.label_names,
                             setup.multi_label)
     labelled = [Labelled(it.id, it.teacher, it.teacher_conf, s, c) for it, s, c in zip(setup.items, student, sconf)]
     evaluation, slices = _evaluate(setup, labelled, opts)
     _write_predictions(out / PREDICTIONS_FILE, setup, labelled)
-    curve = _learning_curve(setup, base, opts, result, student) if setup.sizes else []
+    curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
     metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
                        learning_curve=curve, slices=slices)
     (out / METRICS_FILE).write_text(metrics.model_dump_json(indent=2), encoding="utf-8")
