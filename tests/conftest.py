@@ -213,6 +213,17 @@ def out_dir_of(yaml_path: Path) -> Path:
     return d if d.is_absolute() else (Path(yaml_path).parent / d).resolve()
 
 
+def install_entry_point(site: Path, group: str, name: str, entry: str) -> dict[str, str]:
+    """A distribution in ``site`` declaring ``name = entry`` in entry-point ``group``, as `pip install` of a plugin
+    package would leave it; returns the PYTHONPATH for CLI subprocesses that finds it (and the tests' modules)."""
+    dist = site / f"annotator_{name}_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: annotator-{name}-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n{name} = {entry}\n")
+    paths = [os.environ.get("PYTHONPATH", ""), str(TESTS_DIR), str(site)]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
 # -- the CLI -------------------------------------------------------------------------------------------------
 @pytest.fixture
 def run_cli():

@@ -9,7 +9,6 @@ its top-level imports stay light (fixtures come from conftest through pytest).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -50,14 +49,10 @@ class EchoTeacherConfig(BaseTeacherConfig):
 
 
 def install_plugin(site: Path, entry: str = "test_backend_plugins:EchoTeacherConfig") -> dict[str, str]:
-    """A distribution whose ``annotator.backends`` entry point is ``echo = <entry>``, as `pip install` of a backend
-    package would leave it; returns the PYTHONPATH for CLI subprocesses that finds it (and this module)."""
-    dist = site / "annotator_echo_backend-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: annotator-echo-backend\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[annotator.backends]\necho = {entry}\n")
-    paths = [os.environ.get("PYTHONPATH", ""), str(TESTS), str(site)]
-    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    """The plugin installed in ``site`` as entry point ``echo`` of ``annotator.backends``; the CLI's PYTHONPATH."""
+    from conftest import install_entry_point
+
+    return install_entry_point(site, "annotator.backends", "echo", entry)
 
 
 def test_a_backend_from_a_plugin_runs_a_pipeline(tmp_path, make_pipeline, run_cli):

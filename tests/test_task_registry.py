@@ -9,7 +9,6 @@ top-level imports stay light (no conftest import; fixtures come from conftest th
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -109,14 +108,10 @@ def keywords_task():
 
 
 def install_plugin(site: Path, entry: str = "test_task_registry:KeywordsTask") -> dict[str, str]:
-    """A distribution whose ``annotator.tasks`` entry point is ``keywords = <entry>``, as `pip install` of a task
-    package would leave it; returns the PYTHONPATH for CLI subprocesses that finds it (and this module)."""
-    dist = site / "annotator_keywords_task-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: annotator-keywords-task\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[annotator.tasks]\nkeywords = {entry}\n")
-    paths = [os.environ.get("PYTHONPATH", ""), str(TESTS), str(site)]
-    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    """The plugin installed in ``site`` as entry point ``keywords`` of ``annotator.tasks``; the CLI's PYTHONPATH."""
+    from conftest import install_entry_point
+
+    return install_entry_point(site, "annotator.tasks", "keywords", entry)
 
 
 def keywords_pipeline(tmp_path: Path, base_url: str, n: int = 12) -> Path:
