@@ -116,3 +116,16 @@ def test_verbose_and_quiet_set_the_log_level_and_leave_results_alone(make_pipeli
     assert quiet.stdout.replace("a2", "a1") == default.stdout
     bad = run_cli("-v", "-q", "validate", str(p))
     assert bad.returncode == 2 and "exclude each other" in bad.stderr
+
+
+def test_quiet_run_keeps_its_notes_off_stderr(make_pipeline, run_cli, server):
+    """``annotator -q run``: the failed-rows hints are notes, not errors (the run's console is made after -q is
+    read, not when the command module is imported); stdout (the summary) is the same."""
+    p = make_pipeline(rows_of(["[[malformed]] x", "fine"]), base_url=server.base_url,
+                      validation={"max_attempts": 1, "max_failed_fraction": 1.0})
+    default = run_cli("run", str(p))
+    quiet = run_cli("-q", "run", str(p))
+    assert default.returncode == quiet.returncode == 0, quiet.stderr
+    assert "1 row(s) failed" in default.stderr and "--retry-failed" in default.stderr
+    assert quiet.stderr == ""
+    assert "teacher calls" in quiet.stdout

@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from annotator.choices import InputFormat
+from annotator.commands.output import log_console
 from annotator.config import InputConfig
 
 if TYPE_CHECKING:
     from annotator.student.predict import PredictOptions, PredictSummary, StudentInfo
-
-console = Console(stderr=True)
 
 
 def predict_command(
@@ -62,6 +60,7 @@ def predict_command(
     elapsed = time.monotonic() - started
     rate = summary.predicted / elapsed if elapsed > 0 else 0.0
     resumed = f" (resumed after {summary.resumed_after:,})" if summary.resumed_after else ""
+    console = log_console()
     console.print(f"{summary.predicted:,} rows labelled{resumed} in {elapsed:.1f}s ({rate:,.1f} rows/s) -> {out}")
     if summary.failed:
         console.print(f"[yellow]{summary.failed} row(s) had an empty text[/] (field 'error' in {out})")
@@ -78,7 +77,7 @@ def _predict_with_progress(
 
     progress = Progress(
         TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet, refresh_per_second=4,
+        console=log_console(), disable=quiet, refresh_per_second=4,
     )
     bar = progress.add_task("predict", total=None)
     with progress:

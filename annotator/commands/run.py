@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -16,8 +17,6 @@ from annotator.config import PipelineConfig, RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
 from annotator.errors import BudgetReached, TooManyFailures
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
-
-console = log_console()
 
 
 def _progress_text(stats: RunStats) -> str:
@@ -91,6 +90,8 @@ class _RunProgress:
     """The progress bar on stderr (a terminal), or a plain line every 5 s elsewhere (CI, logs); none if quiet."""
 
     def __init__(self, name: str, quiet: bool) -> None:
+        self.console = console = log_console()  # made now: `annotator --quiet` has set it quiet by now
+        quiet = quiet or console.quiet
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -110,17 +111,19 @@ class _RunProgress:
         self.bar.update(self.task_id, completed=stats.rows_done, total=stats.rows_total, info=_progress_text(stats))
         if self.plain and now - self.last_line >= 5.0:
             self.last_line = now
-            console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
+            self.console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
 
     def on_batch(self, done: int, total: int, status: str) -> None:
         """While a Batch API job runs: its requests answered so far and its status."""
         self.bar.update(self.task_id, completed=done, total=total or None, info=f"Batch API: {status}")
         if self.plain:
-            console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
+            self.console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
 
 
 def _run_until_done(runner: Pipeline, progress: Progress, out_dir: Path) -> RunManifest:
-    """Run the pipeline; Ctrl-C exits 130 and a reached teacher.max_cost exits 8, each with one line."""
+    """Run the pipeline; Ctrl-C exits 130 and a reached teacher.max_cost exits 8, each with one line (shown even
+    with --quiet: it is why the run stopped)."""
+    console = Console(stderr=True)
     with progress:
         try:
             return asyncio.run(runner.run())
@@ -159,6 +162,7 @@ def _report_failures(manifest: RunManifest, stats: RunStats, max_fraction: float
     """One hint per failure kind; exit 4 (outputs are written) when the failed share is above ``max_fraction``."""
     if not manifest.rows_failed:
         return
+    console = log_console()
     console.print(f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
                   f"annotations.jsonl.")
     for kind, n in sorted(stats.failed_by_kind.items()):
