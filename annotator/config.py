@@ -220,6 +220,23 @@ def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> Non
         )
 
 
+def _check_batch_mode(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
+    """``teacher.mode: batch`` refuses what a batch cannot do: re-asking, and Ray (checked here so ``validate``
+    says it, not only ``run``)."""
+    teacher = cfg.teacher
+    if not (isinstance(teacher, OpenAITeacherConfig) and teacher.mode == "batch"):
+        return
+    if cfg.validation.on_invalid == "reask":
+        field, why = "validation.on_invalid", ("reask is not available with teacher.mode: batch (a follow-up batch "
+                                               "asks the same prompt again): use on_invalid: resample, or mode: online")
+    elif teacher.ray is not None:
+        field, why = "teacher.ray", "the Batch API does not run on Ray: drop teacher.ray, or use mode: online"
+    else:
+        return
+    origin = next((o for o in reversed(overrides) if _override_touches(o, field)), None)
+    raise ConfigError(f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else ""))
+
+
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
     lines = [f"invalid pipeline config {path}:"]
     tags = set(task_names())  # pydantic puts the union member's name in the location: task.label.labels
@@ -337,6 +354,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(p, exc, overrides)) from None
     _check_samples(cfg, p, overrides)
+    _check_batch_mode(cfg, p, overrides)
     cfg.source_path = p.resolve()
     cfg.overrides = overrides
     cfg.env_vars = env_vars

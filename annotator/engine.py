@@ -382,9 +382,6 @@ class Pipeline:
         from annotator.backends.openai_compat import OpenAICompatBackend
         from annotator.batch import BatchRun
 
-        if self.policy.on_invalid == "reask":
-            raise ConfigError("validation.on_invalid: reask is not available with teacher.mode: batch (a follow-up "
-                              "batch asks the same prompt again): use on_invalid: resample, or mode: online")
         if not isinstance(backend, OpenAICompatBackend):
             raise ConfigError(f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
                               "the Batch API does not run on Ray: drop --ray / teacher.ray)")

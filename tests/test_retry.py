@@ -124,6 +124,19 @@ def test_reask_with_the_batch_api_is_a_config_error(server, make_pipeline):
     assert server.stats()["total"] == 0
 
 
+def test_validate_refuses_what_a_batch_cannot_do(server, make_pipeline, run_cli):
+    """`validate` says what `run` would refuse (re-asks, Ray with the Batch API): one line, exit 2."""
+    p = make_pipeline(rows_of(["a row"]), teacher={"base_url": server.base_url, "mode": "batch"})
+    res = run_cli("validate", str(p), "--set", "validation.on_invalid=reask")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "validation.on_invalid: reask is not available with teacher.mode: batch" in res.stderr
+    assert "(from --set validation.on_invalid=reask)" in " ".join(res.stderr.split())
+    res = run_cli("validate", str(p), "--set", "teacher.ray.workers=2")
+    assert res.returncode == 2 and "teacher.ray: the Batch API does not run on Ray" in " ".join(res.stderr.split())
+    assert run_cli("validate", str(p)).returncode == 0
+    assert server.stats()["total"] == 0
+
+
 def test_sample_key_is_the_old_payload_hash_and_logs_its_fields(caplog):
     fields = {"messages": [{"role": "user", "content": "Text: x"}], "model": "openai:host:m", "mode": "json_schema",
               "schema": {"type": "object"}, "temperature": 0.0, "max_tokens": 32, "seed": 3, "sample": 1,
