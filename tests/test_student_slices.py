@@ -35,6 +35,9 @@ def test_where_forms_and_matching():
     assert not w.matches({"lang": "fr", "src": "web", "year": "2024"})
     assert not w.matches({"lang": "en", "src": "news", "year": "2024"})
     assert parse_where("src == 'web forum'", "--x").matches({"src": "web forum"})
+    # a column name in any script (a gold file's header may be Greek): letters, digits, _ . -
+    w = parse_where("γλώσσα == Ελληνικά and Ärger-1.x != 0", "--x")
+    assert w.columns == ["γλώσσα", "Ärger-1.x"] and w.matches({"γλώσσα": "Ελληνικά", "Ärger-1.x": "1"})
 
 
 @pytest.mark.parametrize(
@@ -52,6 +55,10 @@ def test_where_forms_and_matching():
         ("1lang == el", "expected a column name, got '1lang'"),
         ("lang == ''", "expected a non-blank value"),
         ("   ", "--train-where is empty"),
+        ("lang == 'el", "expected a value, got \"'\" (its closing ' is missing)"),
+        ("src == web forum", "got 'forum' (a value with spaces goes in quotes: 'a b')"),
+        ("lang == el AND src == web", "got 'AND' (keywords are lower case)"),
+        ("lang NOT IN [el]", "expected ==, !=, in or not in, got 'NOT' (keywords are lower case)"),
     ],
 )
 def test_where_bad_syntax_is_one_line(text, message):

@@ -5,6 +5,7 @@ Grammar (keywords in lower case)::
     EXPR  := COND ("and" COND)*
     COND  := COLUMN "==" VALUE | COLUMN "!=" VALUE
            | COLUMN "in" "[" VALUE ("," VALUE)* "]" | COLUMN "not" "in" "[" VALUE ("," VALUE)* "]"
+    COLUMN := a letter (any script) or _, then letters, digits, _ . -
     VALUE := a bare word (no spaces, quotes, brackets, commas, = or !) or a 'quoted' / "quoted" string
 
 Examples: ``language != el``, ``language in [de, fr]``, ``language == el and source != 'web forum'``.
@@ -26,7 +27,7 @@ from annotator.records import normalize_id
 
 FORM = "COLUMN == V, COLUMN != V, COLUMN in [a, b], COLUMN not in [a, b], joined by 'and'"
 _TOKEN = re.compile(r"\s*(==|!=|\[|\]|,|'[^']*'|\"[^\"]*\"|[^\s\[\],=!'\"]+|\S)")
-_COLUMN = re.compile(r"[A-Za-z_][\w.\-]*\Z")
+_COLUMN = re.compile(r"[^\W\d][\w.\-]*\Z")  # a letter (any script) or _, then letters, digits, _ . -
 
 
 class WhereError(AnnotatorError):
@@ -80,9 +81,10 @@ class _Tokens:
         self.items = _TOKEN.findall(text)
         self.pos = 0
 
-    def fail(self, expected: str) -> WhereError:
+    def fail(self, expected: str, hint: str = "") -> WhereError:
         got = f"{self.items[self.pos]!r}" if self.pos < len(self.items) else "the end"
-        return WhereError(f"bad {self.option} {self.text!r}: expected {expected}, got {got} (form: {FORM})")
+        hint = f" ({hint})" if hint else ""
+        return WhereError(f"bad {self.option} {self.text!r}: expected {expected}, got {got}{hint} (form: {FORM})")
 
     def peek(self) -> str | None:
         return self.items[self.pos] if self.pos < len(self.items) else None
@@ -96,6 +98,9 @@ class _Tokens:
 
     def value(self) -> str:
         tok = self.take("a value")
+        if tok in ("'", '"'):
+            self.pos -= 1
+            raise self.fail("a value", f"its closing {tok} is missing")
         if tok[0] in "'\"":
             tok = tok[1:-1]
         elif tok in ("[", "]", ",", "==", "!=") or not re.match(r"[^\s\[\],=!'\"]", tok):
@@ -113,6 +118,9 @@ def _condition(toks: _Tokens) -> Condition:
     if not _COLUMN.match(column):
         toks.pos -= 1
         raise toks.fail("a column name")
+    tok = toks.peek()
+    if tok is not None and tok.lower() in ("in", "not") and tok not in ("in", "not"):
+        raise toks.fail("==, !=, in or not in", "keywords are lower case")
     op = toks.take("==, !=, in or not in", "==", "!=", "in", "not")
     if op in ("==", "!="):
         return Condition(column, (toks.value(),), op == "!=")
@@ -131,7 +139,11 @@ def parse_where(text: str, option: str) -> Where:
     if not toks.items:
         raise WhereError(f"{option} is empty (form: {FORM})")
     conditions = [_condition(toks)]
-    while toks.peek() is not None:
-        toks.take("'and' between conditions ('or' is not supported)", "and")
+    while (tok := toks.peek()) is not None:
+        if tok != "and":
+            hint = ("keywords are lower case" if tok.lower() == "and" else "" if tok.lower() == "or"
+                    else "a value with spaces goes in quotes: 'a b'")
+            raise toks.fail("'and' between conditions ('or' is not supported)", hint)
+        toks.pos += 1
         conditions.append(_condition(toks))
     return Where(option, text.strip(), tuple(conditions))
