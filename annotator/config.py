@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 # The teacher's settings are defined by their backends (annotator/backends/) and re-exported here.
-from annotator.backends import BACKENDS, DEFAULT_BACKEND
+from annotator.backends import BACKENDS, DEFAULT_BACKEND, SKIPPED
 from annotator.backends.base import BaseTeacherConfig as BaseTeacherConfig
 from annotator.backends.base import RayConfig as RayConfig
 from annotator.backends.local_llama import LocalTeacherConfig as LocalTeacherConfig
@@ -118,9 +118,10 @@ def _explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
     if not loc or loc[0] != "teacher":
         return err
     if err["type"] == "union_tag_invalid":
-        known = ", ".join(BACKENDS)
+        name = _backend_of(err["input"])
+        why = f"; {SKIPPED[name]}" if name in SKIPPED else ""
         return {**err, "loc": ("teacher", "backend"), "type": "unknown_backend",
-                "msg": f"unknown backend {_backend_of(err['input'])!r} (known: {known})"}
+                "msg": f"unknown backend {name!r} (known: {', '.join(BACKENDS)}{why})"}
     if len(loc) < 2 or loc[1] not in BACKENDS:
         return err
     backend, rest = str(loc[1]), loc[2:]

@@ -95,3 +95,27 @@ def test_a_broken_backend_plugin_is_skipped_with_one_line(tmp_path, make_pipelin
         assert res.returncode == 2, res.stdout
         assert f"backend plugin echo = {entry} (entry point group annotator.backends) skipped: {why}" in res.stderr
         assert "unknown backend 'echo'" in res.stderr and "Traceback" not in res.stderr
+
+
+class ShadowOpenAIConfig(BaseTeacherConfig):
+    """A plugin claiming the built-in name ``openai``."""
+
+    backend: Literal["openai"] = "openai"
+
+    def create_backend(self) -> EchoBackend:
+        raise AssertionError("a plugin never replaces a built-in backend")
+
+
+def test_a_plugin_shadowing_a_builtin_is_skipped_and_quiet_hides_the_line(tmp_path, make_pipeline, run_cli):
+    """The skip line is a warning: `annotator -q` hides it (it is found at import, before -q is read); the
+    built-in backend stays the one a pipeline gets."""
+    from conftest import install_entry_point, rows_of
+
+    env = install_entry_point(tmp_path / "site", "annotator.backends", "openai", "test_backend_plugins:ShadowOpenAIConfig")
+    yaml_path = make_pipeline(rows_of(["x"]), teacher={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    line = ("backend plugin openai = test_backend_plugins:ShadowOpenAIConfig (entry point group annotator.backends) "
+            "skipped: backend 'openai' is already annotator.backends.openai_config.OpenAITeacherConfig")
+    default, quiet = run_cli("validate", str(yaml_path), **env), run_cli("-q", "validate", str(yaml_path), **env)
+    assert default.returncode == quiet.returncode == 0, default.stderr
+    assert line in " ".join(default.stderr.split())
+    assert quiet.stderr == "" and quiet.stdout == default.stdout

@@ -6,7 +6,9 @@ lazily: :data:`BACKENDS` is imported by :mod:`annotator.config` to validate ever
 
 A backend shipped in another package registers through the ``annotator.backends`` entry-point group
 (``name = "package.module:SettingsClass"``); it is loaded when this module is imported. A plugin that fails to load
-is skipped with one warning line naming it (a pipeline using it then gets "unknown backend").
+is skipped with one warning line naming it (a pipeline using it then gets "unknown backend", with the reason): the line
+is kept in :data:`SKIPPED` and logged by :func:`warn_skipped_plugins`, which the CLI calls once its ``--quiet`` /
+``--verbose`` are read (this module is imported before they are).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ BACKENDS: dict[str, type[BaseTeacherConfig]] = {
 
 ENTRY_POINT_GROUP = "annotator.backends"
 log = logging.getLogger(__name__)
+
+SKIPPED: dict[str, str] = {}
+"""Backend plugins that failed to load: entry-point name -> the warning line saying why."""
 
 
 def _plugin_problem(name: str, cls: object) -> str | None:
@@ -53,14 +58,20 @@ def _load_plugins() -> None:
         else:
             problem = _plugin_problem(ep.name, cls)
         if problem:
-            log.warning("backend plugin %s = %s (entry point group %s) skipped: %s", ep.name, ep.value,
-                        ENTRY_POINT_GROUP, problem)
+            SKIPPED[ep.name] = (f"backend plugin {ep.name} = {ep.value} (entry point group {ENTRY_POINT_GROUP}) "
+                                f"skipped: {problem}")
             continue
         BACKENDS[ep.name] = cls
         log.debug("backend %s loaded from %s", ep.name, ep.value)
 
 
 _load_plugins()
+
+
+def warn_skipped_plugins() -> None:
+    """Log one warning line per backend plugin that failed to load."""
+    for line in SKIPPED.values():
+        log.warning("%s", line)
 
 DEFAULT_BACKEND = "local"
 """The teacher of a pipeline whose ``teacher`` section has no ``backend`` (or no ``teacher`` section)."""
@@ -75,5 +86,5 @@ def build_backend(cfg: BaseTeacherConfig) -> Backend:
     return cfg.create_backend()
 
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BaseTeacherConfig", "Generation", "GenerationRequest",
-           "build_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "SKIPPED", "Backend", "BaseTeacherConfig", "Generation",
+           "GenerationRequest", "build_backend", "warn_skipped_plugins"]
