@@ -110,6 +110,21 @@ def teacher_config(data: Any) -> BaseTeacherConfig:
     return _TEACHER_ADAPTER.validate_python(data)
 
 
+def _unknown_backend(section: Any) -> str:
+    """Why a ``teacher.backend`` value names no backend, and the fix."""
+    name = _backend_of(section)
+    raw = section.get("backend") if isinstance(section, dict) else name
+    shown = "null" if raw is None else repr(raw)
+    if raw is None:
+        hint = f"; leave backend out for {DEFAULT_BACKEND}"
+    elif str(raw).lower() in BACKENDS and str(raw).lower() != raw:
+        hint = f"; did you mean {str(raw).lower()!r}?"
+    else:
+        hint = ""
+    why = f"; {SKIPPED[name]}" if name in SKIPPED else ""
+    return f"unknown backend {shown} (known: {', '.join(BACKENDS)}{hint}{why})"
+
+
 def _explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
     """A teacher error in the user's terms: the backend tag dropped from its location, a field of another backend
     named as such (``teacher.n_ctx: not a setting of backend openai (it belongs to backend local)``), an unknown
@@ -118,10 +133,7 @@ def _explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
     if not loc or loc[0] != "teacher":
         return err
     if err["type"] == "union_tag_invalid":
-        name = _backend_of(err["input"])
-        why = f"; {SKIPPED[name]}" if name in SKIPPED else ""
-        return {**err, "loc": ("teacher", "backend"), "type": "unknown_backend",
-                "msg": f"unknown backend {name!r} (known: {', '.join(BACKENDS)}{why})"}
+        return {**err, "loc": ("teacher", "backend"), "type": "unknown_backend", "msg": _unknown_backend(err["input"])}
     if len(loc) < 2 or loc[1] not in BACKENDS:
         return err
     backend, rest = str(loc[1]), loc[2:]
@@ -249,7 +261,13 @@ def _format_validation_error(path: Path, exc: ValidationError, overrides: list[s
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check spelling)"
+        elif err["type"] == "model_type":  # pydantic's words name a class: "instance of LocalTeacherConfig"
+            got = "nothing (an empty section: fill it, or remove it for the defaults)" if err["input"] is None \
+                else f"{err['input']!r}"
+            msg = f"expected a section of settings (key: value lines), got {got}"
         origin = next((o for o in reversed(overrides) if _override_touches(o, loc)), None)
+        if origin is None and err["type"] == "other_backend":  # the field is the file's; was the backend --set?
+            origin = next((o for o in reversed(overrides) if _override_touches(o, "teacher.backend")), None)
         lines.append(f"  - {loc or '<root>'}: {msg}" + (f" (from --set {origin})" if origin else ""))
     return "\n".join(lines)
 

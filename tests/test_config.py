@@ -128,6 +128,33 @@ def test_unknown_teacher_settings_and_backends(tmp_path):
         "  - teacher.concurrency: Input should be a valid integer")
 
 
+@pytest.mark.parametrize(
+    "teacher, expected",
+    [
+        ("{backend: null}", "teacher.backend: unknown backend null (known: local, openai, vllm; leave backend out "
+                            "for local)"),
+        ("{backend: 3}", "teacher.backend: unknown backend 3 (known: local, openai, vllm)"),
+        ("{backend: OpenAI}", "teacher.backend: unknown backend 'OpenAI' (known: local, openai, vllm; did you mean "
+                              "'openai'?)"),
+        ("", "teacher: expected a section of settings (key: value lines), got nothing (an empty section: fill it, "
+             "or remove it for the defaults)"),
+        ("3", "teacher: expected a section of settings (key: value lines), got 3"),
+    ],
+)
+def test_a_backend_that_is_no_name_says_the_fix(tmp_path, teacher, expected):
+    """Not Python's words ('None', 'instance of LocalTeacherConfig'): the value as written and what to write."""
+    assert teacher_errors(tmp_path, teacher) == [f"  - {expected}"]
+
+
+def test_a_backend_switched_by_set_is_named_in_the_other_backend_error(tmp_path):
+    path = write(tmp_path, GOOD + "teacher: {n_ctx: 512}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, ["teacher.backend=openai"])
+    assert str(exc.value).splitlines()[1:] == [
+        "  - teacher.n_ctx: not a setting of backend openai (it belongs to backend local) "
+        "(from --set teacher.backend=openai)"]
+
+
 def test_teacher_backend_defaults_to_local(tmp_path):
     assert isinstance(load_config(write(tmp_path, GOOD)).teacher, LocalTeacherConfig)  # no teacher section
     cfg = load_config(write(tmp_path, GOOD + "teacher: {n_ctx: 512, samples: 3}\n"))  # a section without backend
