@@ -129,3 +129,15 @@ def test_quiet_run_keeps_its_notes_off_stderr(make_pipeline, run_cli, server):
     assert "1 row(s) failed" in default.stderr and "--retry-failed" in default.stderr
     assert quiet.stderr == ""
     assert "teacher calls" in quiet.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["export", "{missing}", "--format", "Chat"],
+    ["sample", "{missing}", "--strategy", "Random"],
+    ["audit", "--humans", "{missing}", "--teacher", "{missing}", "--gate-metric", "Accuracy"],
+    ["audit", "--humans", "{missing}", "--teacher", "{missing}", "--level", "Ordinal"],
+])
+def test_enum_options_ignore_case_like_every_other(run_cli, tmp_path, args):
+    """--level always took 'Ordinal'; the other choices do too (the command then gets to its own checks)."""
+    res = run_cli(*[a.format(missing=tmp_path / "nowhere") for a in args])
+    assert res.returncode == 2 and "Invalid value" not in res.stderr and "nowhere" in res.stderr, res.stderr

@@ -35,7 +35,7 @@ def export_command(
     ] = None,
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", help="Rows of the dataset (auto: classification for label tasks, chat for rephrase/qa)."),
+        typer.Option("--format", case_sensitive=False, help="Rows of the dataset (auto: classification for label tasks, chat for rephrase/qa)."),
     ] = ExportFormat.auto,
     push_to_hub: Annotated[
         str | None,

@@ -24,7 +24,7 @@ def predict_command(
     id_column: Annotated[str, typer.Option("--id-column", help="Column holding the row id.")] = "id",
     text_column: Annotated[str, typer.Option("--text-column", help="Column holding the text.")] = "text",
     fmt: Annotated[
-        InputFormat, typer.Option("--format", help="Input format (auto: from the extension).")
+        InputFormat, typer.Option("--format", case_sensitive=False, help="Input format (auto: from the extension).")
     ] = InputFormat.auto,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N rows.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")] = 64,

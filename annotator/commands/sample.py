@@ -24,7 +24,7 @@ def sample_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `annotator run` (a single-label task).")],
     n: Annotated[int, typer.Option("--n", help="Items to draw (all of the run's labelled items when it has fewer).")] = 100,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the sheets (must not hold sheets already).")] = None,
-    strategy: Annotated[Strategy, typer.Option("--strategy", help="How to draw (see above).")] = Strategy.stratified,
+    strategy: Annotated[Strategy, typer.Option("--strategy", case_sensitive=False, help="How to draw (see above).")] = Strategy.stratified,
     annotators: Annotated[int, typer.Option("--annotators", help="Number of human annotators (K).")] = 3,
     per_item: Annotated[int, typer.Option("--per-item", help="Annotators per item (R <= K; the alt-test needs 3).")] = 3,
     annotator_names: Annotated[str | None, typer.Option("--annotator-names", help="Comma-separated names (default ann_1..ann_K).")] = None,
