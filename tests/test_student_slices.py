@@ -225,3 +225,20 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
     assert "## By src" in card and "| src=a | 2 | 2 |" in card and "| src=c | 0 | 0 | - | - | - |" in card
     assert "## Learning curve" in card and "a (n)" in card
     assert "test: 8 items (lang == el: lang el 8)" in " ".join(printed.split())
+
+
+def test_quiet_train_student_and_predict_leave_stderr_empty(crossling, capsys, run_cli, tmp_path):
+    """``annotator -q``: no training bar (it ignored -q) and no weight-loading bar from transformers in predict."""
+    from annotator.cli import main
+
+    out = tmp_path / "student"
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "train-student", str(crossling / "dataset"), "--gold", str(crossling / "humans.csv"), "--out",
+              str(out), "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--max-length", "16"])
+    captured = capsys.readouterr()
+    assert (exc.value.code or 0) == 0 and captured.err == "" and "student" in captured.out
+    texts = tmp_path / "texts.csv"
+    texts.write_text("id,text\na,The striker scored twice.\nb,\n")
+    res = run_cli("-q", "predict", str(out), str(texts), "--out", str(tmp_path / "p.jsonl"))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 2

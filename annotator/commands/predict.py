@@ -77,7 +77,7 @@ def _predict_with_progress(
 
     progress = Progress(
         TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=log_console(), disable=quiet, refresh_per_second=4,
+        console=(console := log_console()), disable=quiet or console.quiet, refresh_per_second=4,
     )
     bar = progress.add_task("predict", total=None)
     with progress:

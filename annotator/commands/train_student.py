@@ -222,7 +222,7 @@ def train_student_command(
     ds_dir = resolve_dataset_dir(dataset)
     opts = StudentOptions(
         out=out or ds_dir.parent / "student", gold=gold, model=model, train=train, sizes=sizes,
-        thresholds=parse_thresholds(thresholds), show_progress=progress, eval_by=eval_by,
+        thresholds=parse_thresholds(thresholds), show_progress=progress and not logs.quiet, eval_by=eval_by,
         train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )
     m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))

@@ -80,7 +80,9 @@ class StudentModel:
 
     def __init__(self, info: StudentInfo, model_dir: Path | None = None, device: str = "auto", batch_size: int = 64):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # as in training: loading is instant, `predict` shows its own bar
         where = str(model_dir or info.model_dir)
         self.info = info
         self.device = device
