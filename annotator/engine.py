@@ -277,7 +277,7 @@ class Pipeline:
         if isinstance(messages, str):
             return self._failed(row, messages, model, "input")
         phash = prompt_hash(messages)
-        budget = RowBudget(self.policy.max_tokens_per_row)
+        budget = RowBudget(self.policy.max_tokens_per_row, row_id=row.id)
         results = await asyncio.gather(*(
             self._sample(lane, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
         ))

@@ -176,6 +176,7 @@ class RowBudget:
 
     limit: int | None
     tokens: int = 0
+    row_id: str | None = None  # for the log lines
 
     def exhausted(self) -> bool:
         return self.limit is not None and self.tokens >= self.limit
@@ -246,5 +247,6 @@ class ValidationPolicy:
                 break
             if self.on_invalid == "reask":
                 feedback += self.feedback(gen, result.error or "no valid output")
-            log.debug("attempt %d/%d invalid (%s)", attempt + 1, self.max_attempts, result.error)
+            log.debug("row %s: attempt %d/%d invalid (%s)", budget.row_id, attempt + 1, self.max_attempts,
+                      result.error)
         return result

@@ -88,6 +88,16 @@ def test_reask_is_bounded_by_max_attempts_and_the_token_budget(server, make_pipe
     assert rec["attempts"] == 2 and server.stats()["by_item"][deaf] == 2
 
 
+def test_an_invalid_attempt_is_logged_with_its_row(server, make_pipeline, caplog):
+    """`annotator -v`: with rows asked concurrently, each invalid-attempt line names its row."""
+    texts = ["a plain row", "[[deaf]] never valid"]
+    with caplog.at_level(logging.DEBUG, logger="annotator.retry"):
+        run_pipeline(_pipeline(make_pipeline, server, texts, "reask", max_attempts=2))
+    lines = [r.getMessage() for r in caplog.records if r.name == "annotator.retry"]
+    assert [line.split(" label:")[0] for line in lines] == [
+        f"row r00001: attempt {n}/2 invalid (schema violation:" for n in (1, 2)], lines
+
+
 def test_reask_answers_are_cached_like_any_other(server, make_pipeline):
     """A rerun pays for nothing already answered; an invalid outcome is never served as valid; the key does
     not depend on validation.on_invalid (switching keeps the cache)."""
