@@ -42,7 +42,7 @@ from annotator.backends.openai_config import PriceConfig as PriceConfig
 from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
 from annotator.choices import InputFormat
 from annotator.errors import ConfigError
-from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names
+from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names, unknown_task
 
 
 class _Strict(BaseModel):
@@ -261,6 +261,8 @@ def _format_validation_error(path: Path, exc: ValidationError, overrides: list[s
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check spelling)"
+        elif err["type"] == "union_tag_invalid" and loc == "task":
+            loc, msg = "task.type", unknown_task(err["input"].get("type") if isinstance(err["input"], dict) else None)
         elif err["type"] == "model_type":  # pydantic's words name a class: "instance of LocalTeacherConfig"
             got = "nothing (an empty section: fill it, or remove it for the defaults)" if err["input"] is None \
                 else f"{err['input']!r}"

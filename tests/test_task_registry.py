@@ -176,16 +176,28 @@ def test_a_task_from_a_plugin_runs_and_exports_end_to_end(tmp_path, server, run_
     assert res.returncode == 2 and "--format classification does not fit a keywords task" in res.stderr
     # without the plugin installed the pipeline is refused in one line that lists the known tasks
     res = run_cli("validate", str(yaml_path))
-    assert res.returncode == 2 and "keywords" in res.stderr and "'label'" in res.stderr
+    assert res.returncode == 2
+    assert "task.type: unknown task 'keywords': the registered tasks are label, qa, rephrase" in res.stderr
     assert "Traceback" not in res.stderr
 
 
-def test_a_broken_plugin_is_one_clear_line(tmp_path, make_pipeline, run_cli):
-    env = install_plugin(tmp_path / "site", entry="no_such_module_xyz:KeywordsTask")
-    yaml_path = make_pipeline([{"id": "a", "text": "x"}])
-    res = run_cli("validate", str(yaml_path), **env)
-    assert res.returncode == 2
-    assert "task plugin keywords = no_such_module_xyz:KeywordsTask" in res.stderr and "Traceback" not in res.stderr
+def test_a_broken_plugin_is_skipped_with_one_line(tmp_path, make_pipeline, run_cli):
+    """A task plugin that fails to load does not block the other tasks (as a broken backend plugin does not): one
+    warning line names it, and a pipeline of that task is refused with the reason."""
+    label_yaml = make_pipeline([{"id": "a", "text": "x"}])
+    keywords_yaml = keywords_pipeline(tmp_path, "http://127.0.0.1:9/v1")
+    for entry, why in (("no_such_module_xyz:KeywordsTask", "it failed to import: ModuleNotFoundError"),
+                       ("test_task_registry:KeywordsConfig", "the class's name is None, not 'keywords'")):
+        env = install_plugin(tmp_path / entry.replace(":", "_"), entry=entry)
+        line = f"task plugin keywords = {entry} (entry point group annotator.tasks) skipped: {why}"
+        res = run_cli("validate", str(label_yaml), **env)
+        assert res.returncode == 0, res.stderr
+        assert line in res.stderr and "Traceback" not in res.stderr
+        res = run_cli("validate", str(keywords_yaml), **env)
+        assert res.returncode == 2
+        assert "task.type: unknown task 'keywords': the registered tasks are label" in res.stderr
+        assert line in res.stderr and "Traceback" not in res.stderr
+        assert run_cli("-q", "validate", str(label_yaml), **env).stderr == ""
 
 
 # ------------------------------------------------------------------------------------ the registry

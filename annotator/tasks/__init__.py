@@ -23,6 +23,7 @@ from annotator.tasks.registry import (
     register,
     task_config_classes,
     task_names,
+    unknown_task,
     unregister,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "register",
     "task_config_classes",
     "task_names",
+    "unknown_task",
     "unregister",
 ]

@@ -56,8 +56,14 @@ def unregister(name: str) -> None:
     _tasks.pop(name, None)
 
 
+SKIPPED: dict[str, str] = {}
+"""Task plugins that failed to load: entry-point name -> the warning line saying why."""
+
+
 def _load_plugins() -> None:
-    """Import the tasks of installed packages (entry-point group ``annotator.tasks``), once."""
+    """Import the tasks of installed packages (entry-point group ``annotator.tasks``), once. A plugin that fails to
+    load is skipped with one warning line naming it (as a broken backend plugin is), so the other tasks still work;
+    a pipeline using it gets "unknown task" with the reason."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -65,14 +71,23 @@ def _load_plugins() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin: one line naming it
-            raise ConfigError(f"task plugin {ep.name} = {ep.value} (entry point group {ENTRY_POINT_GROUP}) failed "
-                              f"to import: {type(exc).__name__}: {exc}") from None
-        if getattr(cls, "name", None) != ep.name:
-            raise ConfigError(f"task plugin {ep.name} = {ep.value}: the class's name is {getattr(cls, 'name', None)!r}, "
-                              f"not {ep.name!r}")
-        register(cls)
+            if getattr(cls, "name", None) != ep.name:
+                raise ConfigError(f"the class's name is {getattr(cls, 'name', None)!r}, not {ep.name!r}")
+            register(cls)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin: one line naming it, the others still work
+            why = str(exc) if isinstance(exc, ConfigError) else f"it failed to import: {type(exc).__name__}: {exc}"
+            SKIPPED[ep.name] = f"task plugin {ep.name} = {ep.value} (entry point group {ENTRY_POINT_GROUP}) skipped: {why}"
+            log.warning("%s", SKIPPED[ep.name])
+            continue
         log.debug("task %s loaded from %s", ep.name, ep.value)
+
+
+def unknown_task(name: object) -> str:
+    """The message for a task name nothing registered: the known names, and why a plugin of that name is missing."""
+    _load_plugins()
+    why = f"; {SKIPPED[str(name)]}" if str(name) in SKIPPED else ""
+    return (f"unknown task {name!r}: the registered tasks are {', '.join(_tasks)} (a task from another package "
+            f"registers through the {ENTRY_POINT_GROUP!r} entry-point group){why}")
 
 
 def task_names() -> list[str]:
@@ -87,10 +102,7 @@ def get_task_class(name: str) -> type[Task]:
     try:
         return _tasks[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown task {name!r}: the registered tasks are {', '.join(_tasks)} (a task from another package "
-            f"registers through the {ENTRY_POINT_GROUP!r} entry-point group)"
-        ) from None
+        raise ConfigError(unknown_task(name)) from None
 
 
 def task_config_classes(plugins: bool = True) -> list[type[TaskConfigBase]]:
