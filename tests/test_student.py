@@ -176,11 +176,12 @@ def test_train_student_cli(exported, capsys):
         for who in ("student", "teacher", "student_vs_teacher"):
             assert 0.0 <= block[who]["accuracy"] <= 1.0 and 0.0 <= block[who]["macro_f1"] <= 1.0
         # samples-1-like teacher: every confidence is 1.0, so no table of identical rows but a note
-        assert block["teacher_confidence_thresholds"] == [] and "every teacher confidence is 1" in block[
+        assert block["teacher_confidence_thresholds"] == []
+        assert f"every teacher confidence on these {block['items']} item(s) is 1 (a teacher with samples: 1" in block[
             "teacher_confidence_note"
         ]
         assert [r["threshold"] for r in block["student_confidence_thresholds"]] == [0.5, 0.9]
-    assert "every teacher confidence is 1" in " ".join(printed.split())
+    assert "every teacher confidence on these 3 item(s) is 1" in " ".join(printed.split())
 
     # model selection: the kept epoch is the best validation score, early stop after `patience` bad epochs
     hist = m["history"]
@@ -467,3 +468,15 @@ def test_train_student_eval_by_scores_every_slice(exported, capsys):
     assert blocks["de"]["teacher"]["accuracy"] == (0.0 if int(test_ids[0][1:]) % 5 == 0 else 1.0)
     assert blocks["de"]["items"] == 1
     assert "test lang=en" in captured.out
+
+
+def test_constant_confidence_note_blames_samples_1_only_when_it_is_1():
+    """The demo's test scope had 7 items all at vote share 2/3 (samples: 3): the note said "samples: 1 is always
+    sure", which was wrong; the hint is for a confidence of exactly 1."""
+    from annotator.student.evaluate import constant_confidence_note
+
+    note = constant_confidence_note([2 / 3] * 7, "teacher")
+    assert note is not None and "on these 7 item(s) is 0.666667" in note and "samples: 1" not in note
+    assert "samples: 1 is always sure" in (constant_confidence_note([1.0, 1.0], "teacher") or "")
+    assert constant_confidence_note([1.0, 2 / 3], "teacher") is None
+    assert "no confidence" in (constant_confidence_note([None, 1.0], "student") or "")

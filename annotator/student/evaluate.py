@@ -169,6 +169,8 @@ def constant_confidence_note(conf: Sequence[float | None], who: str) -> str | No
     distinct = {round(float(c), 6) for c in conf}  # type: ignore[arg-type]
     if len(distinct) == 1:
         value = next(iter(distinct))
-        why = " (a teacher with samples: 1 is always sure; use samples >= 3 for a vote share)" if who == "teacher" else ""
-        return f"every {who} confidence is {value:g}{why}: every threshold keeps the same items, no table"
+        sure = who == "teacher" and value == 1
+        why = " (a teacher with samples: 1 is always sure; use samples >= 3 for a vote share)" if sure else ""
+        return (f"every {who} confidence on these {len(conf)} item(s) is {value:g}{why}: every threshold keeps the "
+                "same items, no table")
     return None
