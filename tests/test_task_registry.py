@@ -18,9 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, create_model
 
 from annotator.errors import ConfigError
-from annotator.records import LabelInfo
 from annotator.tasks import (
-    Aggregate,
     Exporter,
     ExportItem,
     TaskConfigBase,
@@ -30,7 +28,7 @@ from annotator.tasks import (
     task_names,
     unregister,
 )
-from annotator.tasks.base import common_variables, first_output, format_row
+from annotator.tasks.base import OneAnswerTask, common_variables, format_row
 
 TESTS = Path(__file__).resolve().parent
 
@@ -61,13 +59,12 @@ class KeywordsExporter(Exporter):
         return {"n_keywords": Value("int32")}
 
 
-class KeywordsTask:
+class KeywordsTask(OneAnswerTask):
     """Extract up to ``max_keywords`` distinct keywords from a text."""
 
     name = "keywords"
     config_model = KeywordsConfig
     default_template = None  # no built-in template: pipelines set prompt.template
-    aggregates_samples = False
     hub_category = "text-generation"
     exporter = KeywordsExporter
 
@@ -85,11 +82,6 @@ class KeywordsTask:
         if any(not w for w in words) or len(set(words)) != len(words):
             raise ValueError("keywords must be distinct and not blank")
 
-    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
-        return first_output(outputs, requested)
-
-    def manifest_labels(self) -> tuple[list[LabelInfo], bool]:
-        return [], False
 
 
 TEMPLATE = """Give at most {{ max_keywords }} keywords of the text below.

@@ -180,9 +180,19 @@ def common_variables(row: InputRow, few_shot: list[FewShotExample], instructions
     }
 
 
-def first_output(outputs: list[BaseModel], requested: int) -> Aggregate:
-    """Aggregation for generative tasks: the one valid sample (``teacher.samples`` is 1 for such tasks)."""
-    return Aggregate(output=outputs[0].model_dump())
+class OneAnswerTask:
+    """Base of a generative task (rephrase, QA, a plugin's): one answer per row, so ``teacher.samples > 1`` is
+    refused at config load, the row's answer is its one valid sample, and the run has no label set."""
+
+    aggregates_samples = False
+
+    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
+        """The one valid sample."""
+        return Aggregate(output=outputs[0].model_dump())
+
+    def manifest_labels(self) -> tuple[list[LabelInfo], bool]:
+        """No labels: ``([], False)``."""
+        return [], False
 
 
 def format_row(row: dict[str, Any], fmt: str, system: str, user: str, instruction: str, source: str,

@@ -9,20 +9,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from annotator.tasks.base import (
-    Aggregate,
     Exporter,
     ExportItem,
     FewShotExample,
+    OneAnswerTask,
     TaskConfigBase,
     common_variables,
-    first_output,
     format_row,
 )
 from annotator.tasks.registry import register
 
 if TYPE_CHECKING:
     from annotator.inputs import InputRow
-    from annotator.records import LabelInfo
 
 SYSTEM = "Answer the question using only the given passage."
 
@@ -110,14 +108,13 @@ class QAExporter(Exporter):
 
 
 @register
-class QATask:
+class QATask(OneAnswerTask):
     """Question-answer pairs, each grounded (``require_grounding``) by an evidence quote that is verbatim in the
     document, at least ``min_evidence_chars`` long, and supports the answer (see :func:`support`)."""
 
     name = "qa"
     config_model = QATaskConfig
     default_template = "qa.jinja"
-    aggregates_samples = False
     hub_category = "question-answering"
     exporter = QAExporter
 
@@ -161,8 +158,3 @@ class QATask:
                     f"are in it; task.min_answer_support={self.cfg.min_answer_support:g})"
                 )
 
-    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
-        return first_output(outputs, requested)
-
-    def manifest_labels(self) -> tuple[list[LabelInfo], bool]:
-        return [], False

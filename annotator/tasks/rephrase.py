@@ -9,20 +9,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from annotator.tasks.base import (
-    Aggregate,
     Exporter,
     ExportItem,
     FewShotExample,
+    OneAnswerTask,
     TaskConfigBase,
     common_variables,
-    first_output,
     format_row,
 )
 from annotator.tasks.registry import register
 
 if TYPE_CHECKING:
     from annotator.inputs import InputRow
-    from annotator.records import LabelInfo
 
 SYSTEM = "You rewrite texts faithfully: same meaning, different wording."
 
@@ -71,13 +69,12 @@ class RephraseExporter(Exporter):
 
 
 @register
-class RephraseTask:
+class RephraseTask(OneAnswerTask):
     """Paraphrases of the input text, one per requested style."""
 
     name = "rephrase"
     config_model = RephraseTaskConfig
     default_template = "rephrase.jinja"
-    aggregates_samples = False
     hub_category = "text-generation"
     exporter = RephraseExporter
 
@@ -108,8 +105,3 @@ class RephraseTask:
             if " ".join(p.text.split()).lower() == source:
                 raise ValueError("a paraphrase is identical to the input")
 
-    def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
-        return first_output(outputs, requested)
-
-    def manifest_labels(self) -> tuple[list[LabelInfo], bool]:
-        return [], False
