@@ -14,13 +14,14 @@ is kept in :data:`SKIPPED` and logged by :func:`warn_skipped_plugins`, which the
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 from typing import get_args
 
 from annotator.backends.base import Backend, BaseTeacherConfig, Generation, GenerationRequest
 from annotator.backends.local_llama import LocalTeacherConfig
 from annotator.backends.openai_config import OpenAITeacherConfig
 from annotator.backends.vllm_offline import VLLMTeacherConfig
+from annotator.errors import ConfigError
+from annotator.plugins import load_plugins
 
 BACKENDS: dict[str, type[BaseTeacherConfig]] = {
     "local": LocalTeacherConfig,
@@ -32,40 +33,20 @@ BACKENDS: dict[str, type[BaseTeacherConfig]] = {
 ENTRY_POINT_GROUP = "annotator.backends"
 log = logging.getLogger(__name__)
 
-SKIPPED: dict[str, str] = {}
-"""Backend plugins that failed to load: entry-point name -> the warning line saying why."""
-
-
-def _plugin_problem(name: str, cls: object) -> str | None:
-    """Why ``cls`` cannot be the settings class of backend ``name`` (None: it can)."""
+def _accept(name: str, cls: object) -> None:
+    """Register ``cls`` as the settings class of backend ``name``; :class:`ConfigError` saying why it cannot be."""
     if not (isinstance(cls, type) and issubclass(cls, BaseTeacherConfig)):
-        return "it is not a subclass of annotator.backends.BaseTeacherConfig"
+        raise ConfigError("it is not a subclass of annotator.backends.BaseTeacherConfig")
     tag = cls.model_fields.get("backend")
     if tag is None or tag.annotation is None or get_args(tag.annotation) != (name,) or tag.default != name:
-        return f"its backend field must be `backend: Literal[{name!r}] = {name!r}`"
+        raise ConfigError(f"its backend field must be `backend: Literal[{name!r}] = {name!r}`")
     if name in BACKENDS and BACKENDS[name] is not cls:
-        return f"backend {name!r} is already {BACKENDS[name].__module__}.{BACKENDS[name].__qualname__}"
-    return None
+        raise ConfigError(f"backend {name!r} is already {BACKENDS[name].__module__}.{BACKENDS[name].__qualname__}")
+    BACKENDS[name] = cls
 
 
-def _load_plugins() -> None:
-    """Add the backends of installed packages (entry-point group ``annotator.backends``) to :data:`BACKENDS`."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin: one line naming it, the others still work
-            problem: str | None = f"it failed to import: {type(exc).__name__}: {exc}"
-        else:
-            problem = _plugin_problem(ep.name, cls)
-        if problem:
-            SKIPPED[ep.name] = (f"backend plugin {ep.name} = {ep.value} (entry point group {ENTRY_POINT_GROUP}) "
-                                f"skipped: {problem}")
-            continue
-        BACKENDS[ep.name] = cls
-        log.debug("backend %s loaded from %s", ep.name, ep.value)
-
-
-_load_plugins()
+SKIPPED: dict[str, str] = load_plugins(ENTRY_POINT_GROUP, "backend", _accept)
+"""Backend plugins that failed to load: entry-point name -> the warning line saying why."""
 
 
 def warn_skipped_plugins() -> None:

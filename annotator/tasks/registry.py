@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from annotator.errors import ConfigError
+from annotator.plugins import load_plugins
 
 if TYPE_CHECKING:
     from annotator.tasks.base import Task, TaskConfigBase
@@ -60,6 +60,13 @@ SKIPPED: dict[str, str] = {}
 """Task plugins that failed to load: entry-point name -> the warning line saying why."""
 
 
+def _accept(name: str, cls: object) -> None:
+    """Register a plugin's task class under its entry-point ``name``; :class:`ConfigError` saying why it cannot."""
+    if getattr(cls, "name", None) != name:
+        raise ConfigError(f"the class's name is {getattr(cls, 'name', None)!r}, not {name!r}")
+    register(cast(type, cls))
+
+
 def _load_plugins() -> None:
     """Import the tasks of installed packages (entry-point group ``annotator.tasks``), once. A plugin that fails to
     load is skipped with one warning line naming it (as a broken backend plugin is), so the other tasks still work;
@@ -68,18 +75,9 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-            if getattr(cls, "name", None) != ep.name:
-                raise ConfigError(f"the class's name is {getattr(cls, 'name', None)!r}, not {ep.name!r}")
-            register(cls)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin: one line naming it, the others still work
-            why = str(exc) if isinstance(exc, ConfigError) else f"it failed to import: {type(exc).__name__}: {exc}"
-            SKIPPED[ep.name] = f"task plugin {ep.name} = {ep.value} (entry point group {ENTRY_POINT_GROUP}) skipped: {why}"
-            log.warning("%s", SKIPPED[ep.name])
-            continue
-        log.debug("task %s loaded from %s", ep.name, ep.value)
+    SKIPPED.update(load_plugins(ENTRY_POINT_GROUP, "task", _accept))
+    for line in SKIPPED.values():
+        log.warning("%s", line)
 
 
 def unknown_task(name: object) -> str:
