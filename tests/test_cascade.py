@@ -144,3 +144,165 @@ def test_uncertifiable_sample_escalates_everything_and_says_how_many_items(
     summary = json.loads(out)
     assert summary["cascade"]["rows_to_humans"] == 73 and summary["rows_total"] == 0
     assert cascade_server.stats()["total"] == calls  # no stage is asked: none could keep anything
+
+
+@pytest.fixture
+def calibrated(make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> Path:
+    """A calibrated cascade pipeline over two copies of the corpus (the first copy is the human sample)."""
+    rows = corpus(2)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    humans = write_humans(tmp_path / "humans.csv", rows[:73])
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
+    assert code == 0, err
+    return pipe
+
+
+def test_export_carries_stage_and_the_card_states_the_guarantee(calibrated: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = cli(["run", str(calibrated), "-q"], capsys)
+    assert code == 0, err
+    code, _, err = cli(["-q", "export", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    import datasets
+
+    dsd = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    rows = [r for split in dsd for r in dsd[split]]
+    assert len(rows) == 146 - 14  # the 14 hard rows went to humans, not into the dataset
+    assert {r["stage"] for r in rows} == {"cheap", "strong"}
+    assert all(r["confidence"] == 1.0 for r in rows)
+    assert not any("[[hard]]" in r["text"] for r in rows)
+    card = (tmp_path / "out" / "dataset" / "README.md").read_text()
+    assert "## Cascade" in card and "With probability at least 80%" in card and "Assumption:" in card
+    assert "not** in this dataset" in card and "human_queue" in card
+    export = json.loads((tmp_path / "out" / "dataset" / "export.json").read_text())
+    assert export["cascade"]["rows_to_humans"] == 14
+
+
+def test_validate_estimate_uses_the_calibrations_coverage(make_pipeline, cascade_server: ServerHandle,
+                                                         tmp_path: Path, capsys) -> None:
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    code, out, err = cli(["validate", str(pipe), "--estimate", "--json"], capsys)
+    assert code == 0, err
+    before = json.loads(out)["estimate"]
+    assert "no calibration yet" in before["basis"] and [s["share_asked"] for s in before["stages"]] == [1.0, 1.0]
+    humans = write_humans(tmp_path / "humans.csv", rows)
+    assert cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)[0] == 0
+    code, out, err = cli(["validate", str(pipe), "--estimate", "--json"], capsys)
+    after = json.loads(out)["estimate"]
+    cheap, strong = after["stages"]
+    assert cheap["share_asked"] == 1.0 and strong["share_asked"] == pytest.approx(32 / 73)
+    assert strong["calls"] == pytest.approx(32 * 3)
+    assert after["cost_max_usd"] == pytest.approx(cheap["cost_max_usd"] + strong["cost_max_usd"])
+    assert after["ratio"] < before["ratio"]  # the cascade is estimated cheaper once coverage is known
+    assert after["strongest_alone_cost_max_usd"] == pytest.approx(before["stages"][1]["cost_max_usd"])
+
+
+def test_design_weights_are_honoured(make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    """The same items, once as a simple random sample and once with inclusion probabilities that made the unsure
+    rows 4x likelier to be drawn: the weighted calibration counts them a quarter each."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pi = {r["id"]: (0.8 if "[[unsure]]" in r["text"] else 0.2) for r in rows}
+    humans = write_humans(tmp_path / "humans.csv", rows, inclusion=pi)
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
+    assert code == 0, err
+    cal = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert cal["weighted"] and cal["items"][0]["weight"] == pytest.approx(5.0)
+    # coverage of the strong stage (the 25 unsure rows at weight 1.25 of 48 rows at 5): 31.25 / 271.25
+    assert cal["stages"][1]["coverage"] == pytest.approx(25 * 1.25 / (25 * 1.25 + 48 * 5))
+    report = (tmp_path / "out" / "cascade" / "report.md").read_text()
+    assert "design weights 1/pi from 1.25 to 5" in report
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"target": 0.95}, "target 0.9 and delta 0.2"),
+    ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 5}}]}, "stage(s) strong changed"),
+])
+def test_a_stale_calibration_is_refused(make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys,
+                                        change: dict[str, Any], message: str) -> None:
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:60])), "-q"],
+               capsys)[0] == 0
+    cascade_pipeline(make_pipeline, cascade_server, None, **change)  # the same file, edited
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2
+    assert "is stale" in err and message in err and "annotator calibrate" in err
+
+
+def test_run_without_calibration_says_how_to_get_one(make_pipeline, cascade_server: ServerHandle, capsys) -> None:
+    pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1))
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "no calibration at" in err and "--draw 300" in err
+    assert cascade_server.stats()["total"] == 0
+
+
+def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, cascade_server: ServerHandle,
+                                                               tmp_path: Path, capsys) -> None:
+    pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1))
+    code, out, err = cli(["calibrate", str(pipe), "--draw", "30", "--out", str(tmp_path / "h"), "--seed", "4"], capsys)
+    assert code == 0, err
+    sheet = list(csv.DictReader((tmp_path / "h" / "sheet_long.csv").open()))
+    assert len(sheet) == 90 and len({r["item_id"] for r in sheet}) == 30  # 3 annotators per item
+    assert {r["label"] for r in sheet} == {""} and {r["inclusion_prob"] for r in sheet} == {str(30 / 73)}
+    assert json.loads((tmp_path / "h" / "label_studio_tasks.json").read_text())[0]["data"]["text"]
+    assert cascade_server.stats()["total"] == 0
+    assert f"--humans {tmp_path / 'h' / 'sheet_long.csv'}" in out
+
+
+@pytest.mark.parametrize(("cascade", "message"), [
+    ({"target": 1.5}, "cascade.target: Input should be less than or equal to 1"),
+    ({"target": 0}, "cascade.target: Input should be greater than 0"),
+    ({"delta": 0.7}, "cascade.delta: Input should be less than or equal to 0.5"),
+    ({"delta": 0}, "cascade.delta: Input should be greater than 0"),
+    ({"stages": [CHEAP]}, "cascade.stages: 1 stage(s): a cascade needs at least 2"),
+    ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 1}}]},
+     "cascade.stages.1.teacher.samples: 1 (stage 'strong'): a stage's confidence is the vote share of its samples"),
+    ({"stages": [CHEAP, {**CHEAP}]}, "stage name(s) cheap used twice"),
+    ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "n_ctx": 4}}]},
+     "cascade.stages.1.teacher.n_ctx: not a setting of backend openai (it belongs to backend"),
+])
+def test_bad_cascade_settings_are_one_clear_line(make_pipeline, cascade_server: ServerHandle, capsys,
+                                                 cascade: dict[str, Any], message: str) -> None:
+    pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1), **cascade)
+    code, _, err = cli(["validate", str(pipe)], capsys)
+    assert code == 2 and message in err, err
+
+
+def test_top_level_teacher_with_a_cascade_is_refused(make_pipeline, cascade_server: ServerHandle, capsys) -> None:
+    pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1))
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["teacher"] = {"backend": "openai", "model": "x"}
+    pipe.write_text(yaml.safe_dump(cfg))
+    code, _, err = cli(["validate", str(pipe)], capsys)
+    assert code == 2 and "teacher: a cascade names its teachers in cascade.stages" in err
+
+
+def test_a_human_sample_of_another_corpus_is_refused(make_pipeline, cascade_server: ServerHandle, tmp_path: Path,
+                                                     capsys) -> None:
+    pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1))
+    other = [{"id": f"x{i}", "text": f"other {i}"} for i in range(10)]
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", other))], capsys)
+    assert code == 2 and "none of its 10 items with a majority label is in the input" in err
+    assert cascade_server.stats()["total"] == 0
+
+
+def test_a_stage_teacher_that_is_down_stops_with_the_stage_named_and_nothing_lost(
+        calibrated: Path, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    """The strong teacher's server fails every call once stage 1 is done: exit 5 naming the stage; the rerun asks
+    only what was never answered."""
+    cfg = yaml.safe_load(calibrated.read_text())
+    cfg["cascade"]["stages"][1]["teacher"]["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens there
+    cfg["validation"] = {"max_attempts": 1, "max_consecutive_transport_failures": 3}
+    down = tmp_path / "down.yaml"
+    down.write_text(yaml.safe_dump(cfg))
+    calls = cascade_server.stats()["total"]
+    code, _, err = cli(["run", str(down), "-q"], capsys)
+    assert code == 5
+    assert "stage 2/2 strong: stopped" in err and "teacher calls in a row failed" in err
+    assert cascade_server.stats()["total"] == calls + 73 * 3  # stage 1 asked the second copy's rows once
+    assert not (tmp_path / "out" / "annotations.jsonl").exists()
+    code, out, err = cli(["run", str(calibrated), "-q", "--json"], capsys)
+    assert code == 0, err
+    assert cascade_server.stats()["total"] == calls + 73 * 3 + 32 * 3  # then only the new escalated rows, once
+    assert json.loads(out)["cascade"]["rows_to_humans"] == 14
