@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,7 @@ import yaml
 
 from annotator.cli import main
 
-from conftest import LABELS, ServerHandle, read_annotations
+from conftest import LABELS, REPO, ServerHandle, read_annotations, spawn_cli, subprocess_env, write_rows
 from fault_server import expected_label
 
 CHEAP = {"name": "cheap", "teacher": {"model": "cheap-model", "samples": 3,
@@ -306,3 +312,95 @@ def test_a_stage_teacher_that_is_down_stops_with_the_stage_named_and_nothing_los
     assert code == 0, err
     assert cascade_server.stats()["total"] == calls + 73 * 3 + 32 * 3  # then only the new escalated rows, once
     assert json.loads(out)["cascade"]["rows_to_humans"] == 14
+
+
+def cached_samples(run_dir: Path) -> int:
+    conn = sqlite3.connect(str(run_dir / "cache.sqlite"))
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM samples WHERE ok = 1").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
+        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    rows = corpus(2)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    cfg = yaml.safe_load(pipe.read_text())
+    for st in cfg["cascade"]["stages"]:
+        st["teacher"]["concurrency"] = 4
+    pipe.write_text(yaml.safe_dump(cfg))
+    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"],
+               capsys)[0] == 0
+    stage2 = tmp_path / "out" / "stages" / "2-strong"
+    from_calibration = cached_samples(stage2)
+    assert from_calibration == 73 * 3
+    cascade_server.configure(latency=0.05)
+    start = cascade_server.stats()["total"]
+    stage1_new = 73 * 3  # the copy outside the sample, 3 samples each
+    proc = spawn_cli("run", str(pipe), "--quiet", PYTHONPATH=str(REPO))
+    try:
+        cascade_server.wait_for(lambda s: s["total"] >= start + stage1_new + 20 or proc.poll() is not None, timeout=90)
+        assert proc.poll() is None, "the run ended before stage 2 could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved_by_run = cached_samples(stage2) - from_calibration
+    assert 0 < saved_by_run < 32 * 3  # killed midway through stage 2's 32 new rows
+    cascade_server.configure(latency=0.0)
+    before = cascade_server.stats()["total"]
+    code, out, err = cli(["run", str(pipe), "-q", "--json"], capsys)
+    assert code == 0, err
+    # stage 1 asks nothing again; stage 2 asks exactly the samples that were not saved when it was killed
+    assert cascade_server.stats()["total"] - before == 32 * 3 - saved_by_run
+    recs = read_annotations(tmp_path / "out")
+    assert len(recs) == len({r["id"] for r in recs}) == 146 - 14
+    assert json.loads(out)["cascade"]["rows_to_humans"] == 14
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade_server: ServerHandle,
+                                                                           tmp_path: Path) -> None:
+    """`make run P=x` of a cascade: refused with the command to calibrate; `make calibrate` writes the thresholds;
+    the run follows them; a new human sample re-calibrates and re-runs."""
+    from test_makefile import bump
+
+    root = tmp_path / "proj"
+    (root / "pipelines" / "data").mkdir(parents=True)
+    shutil.copy(REPO / "Makefile", root / "Makefile")
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    (root / "stamp").touch()
+    rows = corpus(1)
+    write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
+    write_humans(root / "pipelines" / "data" / "cal.csv", rows)
+    teacher = {"backend": "openai", "base_url": cascade_server.base_url, "max_tokens": 32, "timeout": 2.0}
+    cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
+           "output": {"dir": "../runs/casc"},
+           "cascade": {"target": 0.9, "delta": 0.2, "stages": [
+               {"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)]}}
+    (root / "pipelines" / "casc.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    venv = Path(sys.executable).parent.parent
+    env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", f"STAMP={root / 'stamp'}", *args],
+                              cwd=root, capture_output=True, text=True, timeout=600, env=env)
+
+    refused = make("run", "P=casc")
+    assert refused.returncode != 0
+    assert "casc is a cascade: calibrate it on a filled human sample first: make calibrate P=casc" in refused.stderr
+    assert cascade_server.stats()["total"] == 0
+    assert make("calibrate", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv").returncode == 0
+    assert (root / "runs" / "casc" / "calibration.json").exists()
+    done = make("run", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "annotator calibrate" not in done.stdout and "annotator run" in done.stdout
+    assert len(read_annotations(root / "runs" / "casc")) == 66
+    assert make("-q", "run", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv").returncode == 0  # up to date
+    bump(root / "pipelines" / "data" / "cal.csv")  # a new human sample: calibrate again, then run again
+    plan = make("-n", "run", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv").stdout
+    assert "annotator calibrate" in plan and "annotator run" in plan
