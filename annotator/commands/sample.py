@@ -39,7 +39,7 @@ def sample_command(
 
     Writes to OUT: sheet_long.csv (item_id, annotator, label, text[, inclusion_prob]: one row per assigned rating, label empty), sheet_wide.csv (item_id, text[, inclusion_prob], one empty column per annotator), label_studio_tasks.json + label_studio_config.xml (Label Studio import), sample.json (the design). Fill in either sheet, or export Label Studio's JSON, and give it to `annotator audit --humans` as it is.
 
-    Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy).
+    Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy) | confidence (Confidence-Driven Inference for `annotator estimate`: items drawn in proportion to the teacher's likely error, learnt from --pilot when given; one annotator per item is allowed).
 
     --plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
 """
@@ -48,9 +48,10 @@ def sample_command(
 
     cands, labels = sp.load_candidates(run)
     names = sp.annotator_names(annotators, annotator_names)
-    if per_item < 2 and not do_plan:
+    if per_item < 2 and not do_plan and strategy != Strategy.confidence:
         raise InputDataError(f"--per-item must be at least 2 for an agreement audit (3 for the alt-test); got {per_item}")
-    drawn = sp.draw(cands, n, strategy.value, seed, labels)
+    errors = sp.pilot_errors(pilot, run, cands) if pilot and strategy == Strategy.confidence else None
+    drawn = sp.draw(cands, n, strategy.value, seed, labels, pilot=errors)
     sizes = sorted({*DEFAULT_PLAN_SIZES, len(drawn.items)})
     pilot_numbers = sp.pilot_estimates(pilot, run) if pilot else None
     the_plan = sp.plan(cands, drawn.items, sizes, target=target_ci, pilot=pilot_numbers, assumed_alpha=expected_alpha,
