@@ -14,6 +14,7 @@ class _Model(BaseModel):
 class LabelShare(_Model):
     label: str
     teacher_share: float = Field(description="the teacher's raw share of the population (biased by its errors)")
+    humans_with_label: float = Field(description="human items that carry the label (a tie counts its share)")
     corrected: Estimate = Field(description="teacher labels corrected with the human sample, with its CI")
     corrected_se: float | None = None
     lam: float | None = Field(None, description="weight of the teacher's labels (power tuning): 0 = humans only")
@@ -72,10 +73,10 @@ def _n(x: float | None) -> str:
 def _slice_table(s: SliceEstimate, ci: str) -> list[str]:
     if s.too_small:
         return [f"Too small: {s.n_humans} human item(s) (fewer than the minimum); not estimated.", ""]
-    header = ["label", "teacher share (raw)", f"corrected [{ci}]", f"humans only [{ci}]", "width ratio",
-              "effective human labels", "lambda"]
-    rows = [[x.label, f(x.teacher_share), fe(x.corrected), fe(x.human_only), f(x.width_ratio, 2),
-             _n(x.effective_human_labels), f(x.lam, 2)] for x in s.shares]
+    header = ["label", "teacher share (raw)", f"corrected [{ci}]", f"humans only [{ci}]", "human items with label",
+              "width ratio", "effective human labels", "lambda"]
+    rows = [[x.label, f(x.teacher_share), fe(x.corrected), fe(x.human_only), f"{x.humans_with_label:g}",
+             f(x.width_ratio, 2), _n(x.effective_human_labels), f(x.lam, 2)] for x in s.shares]
     return _table(header, rows)
 
 

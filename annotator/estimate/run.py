@@ -19,7 +19,7 @@ from annotator.audit.teacher import TeacherAnnotations, load_teacher
 from annotator.errors import InputDataError
 from annotator.estimate.data import DESIGN, Joined, join, slice_of
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate, TeacherEstimates, render_markdown
-from annotator.estimate.stats import ShareEstimates, share_estimates
+from annotator.estimate.stats import ShareEstimates, share_estimates, slice_estimates
 from annotator.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ REPORT_JSON = "estimate.json"
 REPORT_MD = "estimate.md"
 FOREST_PNG = "forest.png"
 MIN_HUMANS = 2  # a variance needs two items
+MIN_LABEL_HUMANS = 20  # fewer human items with a label: its normal interval may undercover (docs/estimate.md)
 ASSUMPTIONS = [
     "The population is every item of the teacher run with an ok label; failed rows are outside it (their share is "
     "not estimated: if the teacher fails more often on some label, the shares describe the labelled items only).",
@@ -66,7 +67,7 @@ def label_shares(e: ShareEstimates, labels: list[str]) -> list[LabelShare]:
         h_width = e.human_high[k] - e.human_low[k]
         ratio = (e.corrected_high[k] - e.corrected_low[k]) / h_width if h_width > 0 else math.nan
         out.append(LabelShare(
-            label=lab, teacher_share=float(e.raw[k]),
+            label=lab, teacher_share=float(e.raw[k]), humans_with_label=float(e.label_humans[k]),
             corrected=Estimate(value=_none(e.corrected[k]), ci_low=_none(e.corrected_low[k]),
                                ci_high=_none(e.corrected_high[k])),
             corrected_se=_none(e.corrected_se[k]), lam=_none(e.lam[k]),
@@ -77,15 +78,25 @@ def label_shares(e: ShareEstimates, labels: list[str]) -> list[LabelShare]:
     return out
 
 
+def _few(e: ShareEstimates, labels: list[str], where: str) -> list[str]:
+    """A note for the labels of an estimate that too few human items carry for the normal approximation."""
+    few = [f"{lab} ({e.label_humans[k]:g})" for k, lab in enumerate(labels) if e.label_humans[k] < MIN_LABEL_HUMANS]
+    return [f"{where}: fewer than {MIN_LABEL_HUMANS} human items have {', '.join(few)}: the interval of a rare label "
+            "may cover less often than stated; label more items"] if few else []
+
+
 def estimate_slice(j: Joined, name: str, population: np.ndarray, opts: EstimateOptions,
-                   minimum: int) -> SliceEstimate:
-    """One slice (``population``: a mask over the run's items): too small below ``minimum`` human items."""
+                   lam_all: np.ndarray) -> SliceEstimate:
+    """One ``--by`` slice (``population``: a mask over the run's items), with the whole sample's power tuning;
+    too small below ``--min-slice-humans`` human items."""
     in_slice = population[j.rows]
     n_humans = int(in_slice.sum())
     size = int(population.sum())
-    if n_humans < max(minimum, MIN_HUMANS):
+    if n_humans < max(opts.min_slice_humans, MIN_HUMANS):
         return SliceEstimate(slice=name, population=size, n_humans=n_humans, too_small=True)
-    e = share_estimates(j.Y, j.F[j.rows], j.prob, in_slice, j.F[population], confidence=opts.confidence)
+    e = slice_estimates(j.Y, j.F[j.rows], j.prob, in_slice, j.F[population].mean(axis=0), size, lam_all,
+                        opts.confidence)
+    j.notes.extend(_few(e, j.labels, f"slice {name}"))
     return SliceEstimate(slice=name, population=size, n_humans=n_humans,
                          implied_population=e.n_hat if j.design == DESIGN else None,
                          shares=label_shares(e, j.labels))
@@ -93,19 +104,23 @@ def estimate_slice(j: Joined, name: str, population: np.ndarray, opts: EstimateO
 
 def _teacher(name: str, path: Path, teacher: TeacherAnnotations, j: Joined, opts: EstimateOptions,
              slice_names: list[str] | None) -> TeacherEstimates:
-    everything = np.ones(len(j.ids), dtype=bool)
-    overall = estimate_slice(j, ALL, everything, opts, MIN_HUMANS)
+    if len(j.rows) < MIN_HUMANS:
+        raise InputDataError(f"{len(j.rows)} human item(s) in the population of {path}: a share's interval needs "
+                             f"at least {MIN_HUMANS}")
+    e = share_estimates(j.Y, j.F[j.rows], j.prob, np.ones(len(j.rows), dtype=bool), j.F.mean(axis=0), len(j.ids),
+                        opts.confidence)
+    j.notes.extend(_few(e, j.labels, "whole corpus"))
+    overall = SliceEstimate(slice=ALL, population=len(j.ids), n_humans=len(j.rows),
+                            implied_population=e.n_hat if j.design == DESIGN else None,
+                            shares=label_shares(e, j.labels))
     slices = None
     if slice_names is not None:
         arr = np.array(slice_names, dtype=object)
-        slices = [estimate_slice(j, value, arr == value, opts, opts.min_slice_humans)
-                  for value in sorted(set(slice_names))]
+        slices = [estimate_slice(j, value, arr == value, opts, e.lam) for value in sorted(set(slice_names))]
         small = [s.slice for s in slices if s.too_small]
         if small:
             j.notes.append(f"{len(small)} slice(s) with fewer than {opts.min_slice_humans} human items are too small "
                            f"to estimate: {', '.join(small[:10])}" + (" ..." if len(small) > 10 else ""))
-    if overall.n_humans < opts.min_slice_humans:
-        j.notes.append(f"only {overall.n_humans} human items: the normal intervals may be off; label more items")
     method = ("design-based: difference estimator weighted by 1/inclusion_prob (DSL, Egami et al. 2023; "
               "Confidence-Driven Inference, Gligoric et al. 2025), power-tuned" if j.design == DESIGN
               else "PPI++ (Angelopoulos, Duchi & Zrnic 2023), power-tuned, finite-population variance")

@@ -35,9 +35,9 @@ slice). ``V(lam) = A - 2 lam B + lam^2 C`` is quadratic, so the tuned ``lam = B 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
 
 PROB_DIGITS = 9  # inclusion probabilities equal to this many digits form one stratum
 
@@ -118,18 +118,19 @@ class ShareEstimates:
     human_high: np.ndarray
     human_se: np.ndarray
     n_humans: int  # human-labelled items in the slice
+    label_humans: np.ndarray  # per label, the human items of the slice that carry it (ties count their share)
     population: int  # teacher-labelled items in the slice
     effective_humans: np.ndarray  # human labels the corrected estimate is worth (effective_human_labels)
     n_hat: float  # sum of 1/pi over the slice's human items (the population size the design implies)
 
 
-def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, f_population: np.ndarray,
-                    confidence: float = 0.95, lam: np.ndarray | None = None) -> ShareEstimates:
+def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, raw: np.ndarray,
+                    population: int, confidence: float = 0.95, lam: np.ndarray | None = None) -> ShareEstimates:
     """Raw, corrected and human-only shares of every label in one slice, with ``confidence`` normal intervals.
 
     ``Y``, ``f``: human and teacher labels of the WHOLE human sample (items x labels, rows sum to 1); ``prob``: their
-    inclusion probabilities; ``in_slice``: which sampled items are in the slice; ``f_population``: the teacher's
-    labels of every item of the slice (population x labels). ``lam``: fixed power-tuning values (default: tuned)."""
+    inclusion probabilities; ``in_slice``: which sampled items are in the slice; ``raw``: the teacher's share of each
+    label among the slice's ``population`` items. ``lam``: fixed power-tuning values (default: tuned)."""
     w = np.where(in_slice, 1.0 / prob, 0.0)
     n_hat = float(w.sum())
     mu_y, mu_f = hajek_mean(Y, w), hajek_mean(f, w)
@@ -138,10 +139,9 @@ def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np
     b = np.where(inside, f - mu_f, 0.0)
     A, B, C = design_moments(a, b, prob, strata_of(prob), n_hat)
     lam = power_tuned_lambda(B, C) if lam is None else np.broadcast_to(np.asarray(lam, dtype=float), A.shape)
-    raw = f_population.mean(axis=0)
     corrected = lam * raw + mu_y - lam * mu_f
     var_c = np.maximum(A - 2 * lam * B + lam**2 * C, 0.0)
-    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     se_c, se_h = np.sqrt(var_c), np.sqrt(np.maximum(A, 0.0))
     n_d = int(in_slice.sum())
     sigma2 = (w @ (Y - mu_y) ** 2) / n_hat * n_d / max(n_d - 1, 1)
@@ -149,6 +149,19 @@ def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np
         raw=raw, corrected=corrected, corrected_low=np.clip(corrected - z * se_c, 0, 1),
         corrected_high=np.clip(corrected + z * se_c, 0, 1), corrected_se=se_c, lam=lam,
         human=mu_y, human_low=np.clip(mu_y - z * se_h, 0, 1), human_high=np.clip(mu_y + z * se_h, 0, 1),
-        human_se=se_h, n_humans=n_d, population=len(f_population),
-        effective_humans=effective_human_labels(sigma2, var_c, len(f_population)), n_hat=n_hat,
+        human_se=se_h, n_humans=n_d, label_humans=Y[in_slice].sum(axis=0), population=population,
+        effective_humans=effective_human_labels(sigma2, var_c, population), n_hat=n_hat,
     )
+
+
+def slice_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, raw: np.ndarray,
+                    population: int, lam_all: np.ndarray, confidence: float = 0.95) -> ShareEstimates:
+    """One slice of the corpus (``--by``), with the power tuning of the WHOLE sample ``lam_all`` (a slice has too
+    few human items to tune its own: in simulation, slice-tuned intervals covered 92.9% instead of 95%, as the
+    minimised variance of a small sample is too optimistic), except that a label whose slice interval would be
+    wider with the teacher than without (the teacher is worse than useless there) gets ``lam = 0``."""
+    e = share_estimates(Y, f, prob, in_slice, raw, population, confidence, lam=lam_all)
+    worse = e.corrected_se > e.human_se
+    if not worse.any():
+        return e
+    return share_estimates(Y, f, prob, in_slice, raw, population, confidence, lam=np.where(worse, 0.0, lam_all))
