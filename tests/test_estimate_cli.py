@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from conftest import LABELS, ServerHandle, pipeline_config, read_annotations, run_pipeline, write_rows
 from test_audit_cli import strict_json  # tests/ is on sys.path
 from test_audit_inputs import write_run
 from test_human_loop import make_run
@@ -19,6 +18,8 @@ from test_human_loop import make_run
 from annotator.audit import sampling as sp
 from annotator.cli import main
 from annotator.errors import InputDataError
+
+from conftest import LABELS, ServerHandle, pipeline_config, read_annotations, run_pipeline, write_rows
 
 N_ITEMS, N_FAILED, N_HUMANS = 300, 4, 120
 

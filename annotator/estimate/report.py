@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from annotator.audit.report import Estimate, _table, f, fe
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(ser_json_inf_nan="null")
+from annotator.audit.report import Estimate, _Model, _table, f, fe
 
 
 class LabelShare(_Model):

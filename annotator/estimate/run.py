@@ -15,6 +15,7 @@ from annotator import __version__
 from annotator.audit.compare import teacher_names
 from annotator.audit.humans import HumanAnnotations, load_humans
 from annotator.audit.report import Estimate
+from annotator.audit.run_audit import _none
 from annotator.audit.teacher import TeacherAnnotations, load_teacher
 from annotator.errors import InputDataError
 from annotator.estimate.data import DESIGN, Joined, join, slice_of
@@ -54,10 +55,6 @@ class EstimateOptions:
     min_slice_humans: int = 30
     confidence: float = 0.95
     plots: bool = True
-
-
-def _none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def label_shares(e: ShareEstimates, labels: list[str]) -> list[LabelShare]:
