@@ -189,12 +189,13 @@ def bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "confidence": (args(h, run, "--confidence", "95"), "--confidence must be between 0 and 1"),
         "min slice": (args(h, run, "--min-slice-humans", "1"), "--min-slice-humans must be at least 2"),
         "no teacher": (args(h, tmp_path / "nothing"), "teacher path not found"),
+        "out is a file": (args(h)[:-1] + [str(tmp_path / "humans.csv")], "is a file; give a folder"),
     }
 
 
 @pytest.mark.parametrize("case", ["no overlap", "one label", "probability 0", "probability above 1",
                                   "teacher failed on all", "one human item", "no such column", "confidence",
-                                  "min slice", "no teacher"])
+                                  "min slice", "no teacher", "out is a file"])
 def test_bad_input_is_one_line_and_exit_code_2(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args, message = bad_input_cases(tmp_path)[case]
     code, _, err = cli(args, capsys)
@@ -253,3 +254,30 @@ def test_confidence_strata_are_bands_when_confidence_is_continuous(tmp_path: Pat
     cands, labels = sp.load_candidates(run)
     with pytest.raises(InputDataError, match="at least the number of confidence strata"):
         sp.allocation(cands, 2, "confidence", labels)
+
+
+def test_sample_cli_confidence_with_a_one_annotator_pilot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sample --strategy confidence --pilot` with a gold file of one annotator: the pilot's error rates shape the
+    design (the plan's alpha, undefined with one annotator, stays assumed) and the sheet feeds `estimate`."""
+    run, truth = make_run(tmp_path / "run", n=1000, seed=2)
+    pilot_ids = [f"n{i:04d}" for i in range(0, 1000, 10)]
+    pl.DataFrame({"item_id": pilot_ids, "label": [truth[i] for i in pilot_ids]}).write_csv(tmp_path / "pilot.csv")
+    code, stdout, err = cli(["sample", str(run), "--strategy", "confidence", "--n", "150", "--per-item", "1",
+                             "--annotators", "1", "--pilot", str(tmp_path / "pilot.csv"), "--out",
+                             str(tmp_path / "sheets"), "--json"], capsys)
+    assert code == 0, err
+    assert "plan keeps its assumed accuracy and alpha" in " ".join(err.split())
+    cands, labels = sp.load_candidates(run)
+    learnt = sp.allocation(cands, 150, "confidence", labels, pilot=sp.pilot_errors(tmp_path / "pilot.csv", run, cands))
+    strata = json.loads(stdout)["design"]["strata"]
+    assert [s["drawn"] for s in strata] == [k for _, _, k in learnt]
+    assert [s["drawn"] for s in strata] != [k for _, _, k in sp.allocation(cands, 150, "confidence", labels)]
+    sheet = pl.read_csv(tmp_path / "sheets/sheet_long.csv", infer_schema=False)
+    sheet.with_columns(pl.Series("label", [truth[i] for i in sheet["item_id"]])).write_csv(tmp_path / "humans.csv")
+    code, _, err = cli(["estimate", "--humans", str(tmp_path / "humans.csv"), "--teacher", str(run), "--out",
+                        str(tmp_path / "e"), "--no-plots"], capsys)
+    assert code == 0, err
+    shares = strict_json(tmp_path / "e/estimate.json")["teachers"][0]["overall"]["shares"]
+    true_share = np.mean([lab == "politics" for lab in truth.values()])
+    politics = next(s for s in shares if s["label"] == "politics")
+    assert politics["corrected"]["ci_low"] <= true_share <= politics["corrected"]["ci_high"]

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from annotator.choices import Strategy
-from annotator.commands.output import JSON_HELP, emit_json, result_console
+from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 if TYPE_CHECKING:
     from annotator.audit.sampling import Sample
@@ -53,7 +53,7 @@ def sample_command(
     errors = sp.pilot_errors(pilot, run, cands) if pilot and strategy == Strategy.confidence else None
     drawn = sp.draw(cands, n, strategy.value, seed, labels, pilot=errors)
     sizes = sorted({*DEFAULT_PLAN_SIZES, len(drawn.items)})
-    pilot_numbers = sp.pilot_estimates(pilot, run) if pilot else None
+    pilot_numbers = _pilot_numbers(pilot, run, strategy) if pilot else None
     the_plan = sp.plan(cands, drawn.items, sizes, target=target_ci, pilot=pilot_numbers, assumed_alpha=expected_alpha,
                        deff=drawn.design_effect, annotators=len(names), per_item=per_item)
     console = result_console()
@@ -82,6 +82,21 @@ def sample_command(
         emit_json({"design": design, "files": {k: str(v) for k, v in files.items()}})
     else:
         _print_sample(console, drawn, design, files)
+
+
+def _pilot_numbers(pilot: Path, run: Path, strategy: Strategy) -> tuple[float, float] | None:
+    """The pilot's accuracy and human alpha for the plan. A confidence sample (for `estimate`) may come from a pilot
+    with one annotator per item: without an alpha the plan keeps its assumptions."""
+    from annotator.audit import sampling as sp
+    from annotator.errors import InputDataError
+
+    try:
+        return sp.pilot_estimates(pilot, run)
+    except InputDataError as exc:
+        if strategy != Strategy.confidence:
+            raise
+        log_console().print(f"[yellow]note:[/] the plan keeps its assumed accuracy and alpha: {exc}", soft_wrap=True)
+        return None
 
 
 def _print_sample(console: Console, drawn: Sample, design: dict[str, Any], files: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ from annotator.audit.humans import HumanAnnotations, load_humans
 from annotator.audit.report import Estimate
 from annotator.audit.run_audit import _none
 from annotator.audit.teacher import TeacherAnnotations, load_teacher
-from annotator.errors import InputDataError
+from annotator.errors import InputDataError, RunDirError
 from annotator.estimate.data import DESIGN, Joined, join, slice_of
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate, TeacherEstimates, render_markdown
 from annotator.estimate.stats import ShareEstimates, share_estimates, slice_estimates
@@ -42,6 +42,8 @@ ASSUMPTIONS = [
     "are missing at random within their stratum.",
     "The intervals are normal approximations (central limit theorem); they need enough human items per slice and "
     "become unreliable for a label with very few human items or errors in the sample.",
+    "Each label has its own weight lambda of the teacher's labels, tuned on the whole human sample (slices use it "
+    "too), so the corrected shares add up to 1 only approximately.",
 ]
 
 
@@ -155,6 +157,7 @@ def run_estimate(opts: EstimateOptions) -> EstimateReport:
     names = teacher_names(opts.teachers)
     results, source = [], None
     for name, path, teacher, j in zip(names, opts.teachers, teachers, joined):
+        log.info("estimating %s: %d items, %d with human labels (%s)", name, len(j.ids), len(j.rows), j.design)
         slice_names = None
         if opts.by:
             slice_names, source = slice_of(opts.by, path, j.ids)
@@ -171,14 +174,21 @@ def run_estimate(opts: EstimateOptions) -> EstimateReport:
 
 
 def write_outputs(report: EstimateReport, out: Path, plots: bool = True) -> None:
-    """estimate.json, estimate.md and forest.png in ``out``, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
+    """estimate.json, estimate.md and forest.png in ``out``, each written atomically (one line for a failed write)."""
+    if out.exists() and not out.is_dir():
+        raise InputDataError(f"--out {out} is a file; give a folder for the estimate")
     files = {"report_json": str(out / REPORT_JSON), "report_md": str(out / REPORT_MD)}
     if plots:
-        from annotator.estimate.plot import forest_png
-
-        forest_png(report, out / FOREST_PNG)
         files["forest_plot"] = str(out / FOREST_PNG)
     report.files = files
-    atomic_write_text(out / REPORT_JSON, json.dumps(json.loads(report.model_dump_json()), indent=2) + "\n")
-    atomic_write_text(out / REPORT_MD, render_markdown(report))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:
+            from annotator.estimate.plot import forest_png
+
+            forest_png(report, out / FOREST_PNG)
+        atomic_write_text(out / REPORT_JSON, json.dumps(json.loads(report.model_dump_json()), indent=2) + "\n")
+        atomic_write_text(out / REPORT_MD, render_markdown(report))
+    except OSError as exc:
+        raise RunDirError(f"cannot write the estimate in {out}: {exc.strerror or exc}; free space, make it writable "
+                          "or give another --out") from None
