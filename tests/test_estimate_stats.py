@@ -126,3 +126,16 @@ def test_human_label_is_the_majority_and_a_tie_is_split() -> None:
     assert human_label({"x": "a", "y": "b"}, code, 3).tolist() == [0.5, 0.5, 0]
     assert human_label({"x": "a", "y": "b", "z": "c"}, code, 3).tolist() == pytest.approx([1 / 3] * 3)
     assert human_label({"x": "c"}, code, 3).tolist() == [0, 0, 1]
+
+
+def test_teacher_constant_within_strata_gives_lambda_zero_not_rounding_noise() -> None:
+    """Strata by teacher label (`sample --strategy stratified`): within a stratum the teacher's label never varies,
+    so there is nothing to regress on; lambda must be exactly 0 (a ratio of rounding errors would be arbitrary)."""
+    rng = np.random.default_rng(5)
+    teacher = np.repeat([0, 1, 2], [37, 41, 29])
+    truth = np.where(rng.random(len(teacher)) < 0.8, teacher, rng.integers(0, 3, len(teacher)))
+    prob = np.repeat([0.1, 0.3, 0.7], [37, 41, 29])  # pi = 0.1 is not exact in binary
+    e = share_estimates(onehot(list(truth), 3), onehot(list(teacher), 3), prob, np.ones(len(prob), dtype=bool),
+                        np.array([0.5, 0.3, 0.2]), 1000)
+    assert np.all(e.lam == 0.0)
+    assert np.allclose(e.corrected, e.human) and np.allclose(e.corrected_se, e.human_se)

@@ -29,7 +29,7 @@ the whole finite corpus, so ``mean_U(f)`` carries no error and the sample's fini
     e_i(lam) = 1[i in d] * ((Y_i - mu_hat(Y)) - lam (f_i - mu_hat(f))),   N_hat_d = sum_{s_d} w
 
 with ``s_g^2`` the sample variance within stratum ``g`` (over every sampled item of the stratum, zero outside the
-slice). ``V(lam) = A - 2 lam B + lam^2 C`` is quadratic, so the tuned ``lam = B / C`` minimises it exactly.
+slice; a stratum merged from several probabilities uses the expanded values ``e_i / pi_i``, see design_moments). ``V(lam) = A - 2 lam B + lam^2 C`` is quadratic, so the tuned ``lam = B / C`` minimises it exactly.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from statistics import NormalDist
 import numpy as np
 
 PROB_DIGITS = 9  # inclusion probabilities equal to this many digits form one stratum
+ROUNDING = 1e-12  # a centred sum of squares this small next to the uncentred one is zero
 
 
 def strata_of(prob: np.ndarray) -> np.ndarray:
@@ -49,16 +50,14 @@ def strata_of(prob: np.ndarray) -> np.ndarray:
     Wolter 2007, sec. 2.5: conservative)."""
     keys = np.round(np.asarray(prob, dtype=float), PROB_DIGITS)
     values, group, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    if len(values) > 1:
-        target = np.arange(len(values))
-        big = np.flatnonzero(counts > 1)
-        for g in np.flatnonzero(counts == 1):
-            if len(big):
-                target[g] = big[np.argmin(np.abs(values[big] - values[g]))]
-            else:  # every stratum a singleton: one stratum
-                target[g] = 0
-        group = target[group]
-    return np.unique(group, return_inverse=True)[1].reshape(-1)
+    group = group.reshape(-1)
+    if len(values) == 1 or counts.min() > 1:
+        return group
+    big = np.flatnonzero(counts > 1)
+    target = np.arange(len(values))
+    for g in np.flatnonzero(counts == 1):  # every stratum a singleton: one stratum
+        target[g] = big[np.argmin(np.abs(values[big] - values[g]))] if len(big) else 0
+    return np.unique(target[group], return_inverse=True)[1].reshape(-1)
 
 
 def hajek_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -70,21 +69,21 @@ def hajek_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 def design_moments(a: np.ndarray, b: np.ndarray, prob: np.ndarray, strata: np.ndarray,
                    n_hat: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(A, B, C)`` per label: the design variance of ``a``, covariance of ``a`` and ``b``, and variance of ``b``,
-    each ``sum_g n_g (1 - pi_g) / pi_g^2 * s_g(.,.) / n_hat^2`` (stratified sampling without replacement,
-    Sarndal et al. 1992, eq. 3.7.8). ``a``, ``b``: items x labels; strata with one item add nothing."""
-    A, B, C = (np.zeros(a.shape[1]) for _ in range(3))
-    for g in np.unique(strata):
-        rows = strata == g
-        n_g = int(rows.sum())
-        if n_g < 2:
-            continue
-        pi = float(prob[rows][0])
-        coef = n_g * (1.0 - pi) / pi**2 / n_hat**2 / (n_g - 1)
-        ac, bc = a[rows] - a[rows].mean(axis=0), b[rows] - b[rows].mean(axis=0)
-        A += coef * (ac * ac).sum(axis=0)
-        B += coef * (ac * bc).sum(axis=0)
-        C += coef * (bc * bc).sum(axis=0)
-    return A, B, C
+    for a stratified sample without replacement (Sarndal et al. 1992, eq. 3.7.8) written with the expanded values
+    ``z = x / pi``: ``sum_g (1 - mean pi_g) n_g / (n_g - 1) sum_{i in g} (z_i - mean_g z)(z'_i - mean_g z') / n_hat^2``,
+    which is ``n_g (1 - pi_g) / pi_g^2 s_g(x, x') / n_hat^2`` when the stratum's ``pi`` are equal, and the
+    collapsed-strata estimator when they are not (Wolter 2007, sec. 2.5). ``a``, ``b``: items x labels."""
+    n = len(prob)
+    member = np.zeros((int(strata.max()) + 1, n))
+    member[strata, np.arange(n)] = 1.0
+    n_g = member.sum(axis=1)
+    coef = np.where(n_g > 1, (1.0 - member @ prob / n_g) * n_g / np.maximum(n_g - 1, 1), 0.0) / n_hat**2
+    za, zb = a / prob[:, None], b / prob[:, None]
+    ca = za - (member @ za / n_g[:, None])[strata]
+    cb = zb - (member @ zb / n_g[:, None])[strata]
+    var_b = coef @ (member @ (cb * cb))
+    var_b[var_b <= ROUNDING * (coef @ (member @ (zb * zb)))] = 0.0  # rounding: b constant within every stratum
+    return coef @ (member @ (ca * ca)), coef @ (member @ (ca * cb)), var_b
 
 
 def power_tuned_lambda(B: np.ndarray, C: np.ndarray) -> np.ndarray:
