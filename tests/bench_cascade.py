@@ -20,10 +20,11 @@ label is right ~88%.
    bands, low confidence oversampled, weights 1/pi); each is calibrated (``annotator.cascade.guarantee``, the code
    ``annotator calibrate`` runs) and the thresholds applied to the whole corpus, where the true agreement of the
    kept rows with the human majority is known. Reported: the share of samples whose kept rows agree less than the
-   target (must be <= delta), how often anything is certified, coverage per stage, and the cost of the cascade
-   over the cost of the strong teacher alone on every row, itself calibrated the same way at the same target
-   (with its own coverage).
-3. **End to end once**: a 250-row human sheet, ``calibrate`` and ``CascadeRun`` (what ``annotator calibrate`` and
+   target (must be <= delta), how often anything is certified, the mean true agreement of the kept rows, the share
+   of rows kept by each stage and left to humans (over all samples: one that certifies nothing keeps nothing), and,
+   over the samples where both are certified, the cost of the cascade over the cost of the strong teacher alone on
+   every row calibrated the same way at the same target (and per kept row; with the strong teacher's own coverage).
+3. **End to end once** (at the lowest target): a 250-row human sheet, ``calibrate`` and ``CascadeRun`` (what ``annotator calibrate`` and
    ``annotator run`` do), from the answers of step 1 (all cache hits): per stage rows asked and kept, tokens, cost,
    the report's cost ratio, the true agreement of the kept rows, and a check that the run kept exactly the rows
    the thresholds say.
@@ -130,7 +131,7 @@ class SimTeacher:
         return None
 
 
-def write_pipeline(work: Path, n: int) -> Path:
+def write_pipeline(work: Path, n: int, target: float) -> Path:
     with (work / "corpus.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "text"])
@@ -140,7 +141,7 @@ def write_pipeline(work: Path, n: int) -> Path:
                                          "max_tokens": 16, "price": PRICES[name]}} for name in ("cheap", "strong")]
     cfg = {"name": "bench_cascade", "input": {"path": "corpus.csv"},
            "task": {"type": "label", "labels": LABELS}, "output": {"dir": "out"},
-           "cascade": {"stages": stages, "target": 0.9, "delta": 0.1}}
+           "cascade": {"stages": stages, "target": target, "delta": 0.1}}
     path = work / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
@@ -178,8 +179,8 @@ async def answer_everything(cfg: Any, backends: dict[str, SimTeacher], n: int) -
 
 def draw_sample(rng: np.random.Generator, ans: Answers, design: str, sizes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Indices and design weights of one human sample of ``sizes[0]`` to ``sizes[1]`` rows."""
-    n = int(rng.integers(sizes[0], sizes[1] + 1))
     total = len(ans.conf["cheap"])
+    n = min(int(rng.integers(sizes[0], sizes[1] + 1)), total)
     if design == "random":
         return rng.choice(total, size=n, replace=False), np.ones(n)
     cands = [sp.Candidate(str(i), "", "x", float(c)) for i, c in enumerate(ans.conf["cheap"])]
@@ -206,17 +207,16 @@ def resample(pop: Population, ans: Answers, target: float, delta: float, draws: 
         stats["alone_fail"].append(float(alone_kept.any() and 1 - wrong["strong"][alone_kept].mean() < target))
         stats["alone_cov"].append(float(alone_kept.mean()))
         stats["cert"].append(float(kept.any()))
-        if not kept.any():
-            stats["fail"].append(0.0)
-            stats["humans"].append(1.0)
-            continue
-        agree = 1 - np.where(kept_by == 0, wrong["cheap"], wrong["strong"])[kept].mean()
-        stats["agree"].append(float(agree))
-        stats["fail"].append(float(agree < target))
         stats["cov_cheap"].append(float((kept_by == 0).mean()))
         stats["cov_strong"].append(float((kept_by == 1).mean()))
         stats["cov"].append(float(kept.mean()))
         stats["humans"].append(float(1 - kept.mean()))
+        if not kept.any():
+            stats["fail"].append(0.0)
+            continue
+        agree = 1 - np.where(kept_by == 0, wrong["cheap"], wrong["strong"])[kept].mean()
+        stats["agree"].append(float(agree))
+        stats["fail"].append(float(agree < target))
         reach = g.reach_shares(kept_by, np.ones(len(kept_by)), choice.thresholds)
         cost = sum(float(ans.cost[s][(kept_by < 0) | (kept_by >= j)].sum()) if reach[j] else 0.0
                    for j, s in enumerate(("cheap", "strong")))
@@ -274,15 +274,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
 
-    lines = ["| target | delta | human sample | draws | guarantee failed (<= delta) | certified | kept by cheap | "
-             "kept by strong | to humans | cost / strong alone | per kept row | strong alone: kept |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | delta | human sample | draws | guarantee failed (<= delta) | certified | true agreement of kept "
+             "| kept by cheap | kept by strong | to humans | cost / strong alone | per kept row | strong alone: kept |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = "-" if r["cost_ratio_mean"] is None else f"{r['cost_ratio_mean']:.2f} (median {r['cost_ratio_median']:.2f})"
         per_kept = "-" if r["cost_per_kept_row_ratio_mean"] is None else f"{r['cost_per_kept_row_ratio_mean']:.2f}"
         sample = f"{r['design']}, {r['sizes'][0]}-{r['sizes'][1]}"
         lines.append(f"| {r['target']:g} | {r['delta']:g} | {sample} | {r['draws']} | {pct(r['failure_share'])} | "
-                     f"{pct(r['certified_share'])} | {pct(r['coverage_cheap'])} | {pct(r['coverage_strong'])} | "
+                     f"{pct(r['certified_share'])} | {pct(r['true_agreement_mean'])} | {pct(r['coverage_cheap'])} | "
+                     f"{pct(r['coverage_strong'])} | "
                      f"{pct(r['to_humans'])} | {ratio} | {per_kept} | {pct(r['strong_alone_coverage'])} |")
     return "\n".join(lines)
 
@@ -302,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     pop = population(args.items, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        cfg = load_config(write_pipeline(work, args.items))
+        targets = [float(t) for t in args.targets.split(",")]
+        cfg = load_config(write_pipeline(work, args.items, min(targets)), [f"cascade.delta={args.delta}"])
         backends = {name: SimTeacher(name, pop.answers[name]) for name in ("cheap", "strong")}
         ans = asyncio.run(answer_everything(cfg, backends, args.items))
         facts = {
@@ -319,19 +321,18 @@ def main(argv: list[str] | None = None) -> None:
               f"{facts['cost_per_row_usd']['strong']:.2e}; both stages on every row through the engine in "
               f"{ans.seconds:.1f}s", flush=True)
         rows = []
-        for target in (float(t) for t in args.targets.split(",")):
+        for target in targets:
             for design in ("random", "uncertain"):
                 t0 = time.perf_counter()
                 rows.append(resample(pop, ans, target, args.delta, args.draws, design, args.seed + 1))
                 print(f"target {target:g}, {design}: {time.perf_counter() - t0:.1f}s", flush=True)
         big = (args.big_sample, args.big_sample + 100)
-        rows.append(resample(pop, ans, max(float(t) for t in args.targets.split(",")), args.delta, args.draws, "random",
-                             args.seed + 1, big))
+        rows.append(resample(pop, ans, max(targets), args.delta, args.draws, "random", args.seed + 1, big))
         e2e = asyncio.run(end_to_end(cfg, pop, ans, backends, work, args.seed + 2))
     print()
     print(table(rows))
     print()
-    print(f"end to end (target 0.9, delta {args.delta:g}, 250 random human rows): thresholds {e2e['thresholds']}, "
+    print(f"end to end (target {min(targets):g}, delta {args.delta:g}, 250 random human rows): thresholds {e2e['thresholds']}, "
           f"{e2e['rows_to_humans']} rows to humans, true agreement of kept rows "
           f"{e2e['true_agreement_of_kept']:.1%}, cost / strong alone {e2e['cost_ratio_report']:.2f}, run kept exactly "
           f"the rows the thresholds say: {e2e['run_matches_thresholds']}, teacher calls in the run "
