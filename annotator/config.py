@@ -29,6 +29,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -192,6 +193,12 @@ class HumanQueueConfig(_Strict):
 
     annotators: int = Field(default=1, ge=1, description="Annotators the queue is shared between.")
     per_item: int = Field(default=1, ge=1, description="Annotators per row (<= annotators).")
+
+    @model_validator(mode="after")
+    def _per_item_fits(self) -> HumanQueueConfig:
+        if self.per_item > self.annotators:
+            raise ValueError(f"per_item ({self.per_item}) cannot exceed annotators ({self.annotators})")
+        return self
 
 
 class CascadeConfig(_Strict):

@@ -404,3 +404,20 @@ def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade
     bump(root / "pipelines" / "data" / "cal.csv")  # a new human sample: calibrate again, then run again
     plan = make("-n", "run", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv").stdout
     assert "annotator calibrate" in plan and "annotator run" in plan
+
+
+def test_a_stage_in_batch_api_mode_is_asked_only_about_its_rows(make_pipeline, cascade_server: ServerHandle,
+                                                                tmp_path: Path, capsys) -> None:
+    rows = corpus(2)
+    batch_strong = {**STRONG, "teacher": {**STRONG["teacher"], "mode": "batch", "batch_poll_interval": 0.05}}
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows, stages=[CHEAP, batch_strong])
+    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"],
+               capsys)[0] == 0
+    assert cascade_server.stats()["batch"]["batch_requests"] == 73 * 3  # the strong stage on every sample row
+    code, out, err = cli(["run", str(pipe), "-q", "--json"], capsys)
+    assert code == 0, err
+    stages = {s["name"]: s for s in json.loads(out)["cascade"]["stages"]}
+    assert (stages["cheap"]["rows_kept"], stages["strong"]["rows_asked"], stages["strong"]["rows_kept"]) == (82, 64, 50)
+    stats = cascade_server.stats()
+    assert stats["batch"]["batch_requests"] == 73 * 3 + 32 * 3  # then only the 32 new escalated rows
+    assert stats["total"] == 146 * 3  # online calls: the cheap stage only

@@ -59,9 +59,16 @@ def run_command(
     Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
     The summary goes to stdout (--json: run.json's content plus the output paths); progress goes to stderr.
 
-    Exit codes: 0 done; 2 a problem to fix (config, input, output.dir); 4 done, but more rows failed than
-    --max-failed-fraction allows; 5 stopped early, the teacher is unreachable (rerun to resume); 6 another process
-    is using the output directory; 7 run.json and annotations.jsonl disagree; 130 interrupted.
+    A cascade pipeline (a cascade section; see docs/cascade.md) needs its thresholds first (`annotator calibrate`):
+    stage 1 labels every row, each later stage the rows the one before was unsure of, each in its own run directory
+    (OUTPUT_DIR/stages/<k>-<name>); rows no stage keeps go to OUTPUT_DIR/human_queue (blank sheets) and stay out of
+    annotations.jsonl, whose records carry their stage; OUTPUT_DIR/cascade/report.md compares the cost per stage
+    with the strongest stage alone.
+
+    Exit codes: 0 done; 2 a problem to fix (config, input, output.dir; a cascade without a calibration or with a
+    stale one); 4 done, but more rows failed than --max-failed-fraction allows; 5 stopped early, the teacher (a
+    cascade: the stage named) is unreachable (rerun to resume); 6 another process is using the output directory;
+    7 run.json and annotations.jsonl disagree; 8 teacher.max_cost reached; 130 interrupted.
     """
     cfg = _configure(pipeline, overrides, limit, max_failed_fraction, ray)
     started = time.monotonic()
