@@ -91,6 +91,16 @@ class RunStats(RunCounts):
     started: float = Field(default_factory=time.monotonic)
     failed_by_kind: dict[str, int] = Field(default_factory=dict, description="Failed rows per FailureKind.")
 
+    def count(self, record: AnnotationRecord) -> None:
+        """One finished row: ok, or failed (by kind)."""
+        self.rows_done += 1
+        if record.status == "ok":
+            self.rows_ok += 1
+        else:
+            self.rows_failed += 1
+            kind = record._failure_kind or "validation"
+            self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+
     @property
     def rows_per_s(self) -> float:
         dt = time.monotonic() - self.started
@@ -394,13 +404,7 @@ class Pipeline:
         await BatchRun(self, backend, store, self.on_batch).run()
 
     def _count(self, record: AnnotationRecord) -> None:
-        self.stats.rows_done += 1
-        if record.status == "ok":
-            self.stats.rows_ok += 1
-        else:
-            self.stats.rows_failed += 1
-            kind = record._failure_kind or "validation"
-            self.stats.failed_by_kind[kind] = self.stats.failed_by_kind.get(kind, 0) + 1
+        self.stats.count(record)
         if self.on_row:
             self.on_row(record, self.stats)
 

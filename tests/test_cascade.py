@@ -181,6 +181,13 @@ def test_export_carries_stage_and_the_card_states_the_guarantee(calibrated: Path
     assert "not** in this dataset" in card and "human_queue" in card
     export = json.loads((tmp_path / "out" / "dataset" / "export.json").read_text())
     assert export["cascade"]["rows_to_humans"] == 14
+    # an audit of the run with a human file that holds queued rows leaves those out, with a warning
+    code, out, err = cli(["audit", "--humans", str(tmp_path / "humans.csv"), "--teacher", str(tmp_path / "out"),
+                          "--json", "--bootstrap", "0", "--no-plots"], capsys)
+    assert code == 0, err
+    audit = json.loads(out)
+    assert audit["coverage"]["evaluated_items"] == 73 - 7 and audit["coverage"]["teacher_failed_on_human_items"] == 0
+    assert "7 human-labelled item(s) excluded: the cascade left them to humans" in err
 
 
 def test_validate_estimate_uses_the_calibrations_coverage(make_pipeline, cascade_server: ServerHandle,

@@ -180,13 +180,7 @@ class CascadeRun:
 
     def _keep(self, store: ResultStore, idx: int, record: AnnotationRecord) -> None:
         store.put_result(idx, record.id, record.model_dump_json())
-        self.stats.rows_done += 1
-        if record.status == "ok":
-            self.stats.rows_ok += 1
-        else:
-            self.stats.rows_failed += 1
-            kind = record._failure_kind or "validation"
-            self.stats.failed_by_kind[kind] = self.stats.failed_by_kind.get(kind, 0) + 1
+        self.stats.count(record)
 
     # -- the human queue --------------------------------------------------------------------------------
     def _write_queue(self, queue: dict[int, _Open]) -> Path:
