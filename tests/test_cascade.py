@@ -248,6 +248,8 @@ def test_run_without_calibration_says_how_to_get_one(make_pipeline, cascade_serv
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 2 and "no calibration at" in err and "--draw 300" in err
     assert cascade_server.stats()["total"] == 0
+    code, out, _ = cli(["deps", str(pipe), "--json"], capsys)  # make's prerequisite
+    assert code == 0 and json.loads(out)["calibration"] == str(pipe.parent / "out" / "calibration.json")
 
 
 def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, cascade_server: ServerHandle,

@@ -75,7 +75,7 @@ def deps_command(
     if as_json:
         run_dir, deps, calibration = pipeline_dependencies(pipeline)
         emit_json({"run": str(run_dir), "deps": [str(p) for p in deps],
-                   "calibration": None if calibration is None else str(calibration)})
+                   **({"calibration": str(calibration)} if calibration is not None else {})})
         return
     text = makefile_fragment(pipeline, name or pipeline.stem)
     if out is None:
