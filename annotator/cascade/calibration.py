@@ -3,14 +3,18 @@ finite-sample guarantee (:mod:`annotator.cascade.guarantee`) and written to the 
 
 The calibration file (JSON, :class:`CalibrationFile`) is self-contained: the human majority label, design weight
 and every stage's answer for each human item, the thresholds with the walk that chose them, and the guarantee in
-one sentence. ``annotator run`` reads the thresholds (refusing a file made for other stages, target or delta), the
-report and ``validate --estimate`` read the rest.
+one sentence. ``annotator run`` reads the thresholds (refusing a file made for other stages, target or delta, or for
+other human-sample rows than the input holds now, and a file whose thresholds are not the ones its own items give),
+the report and ``validate --estimate`` read the rest.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+import math
+from collections import Counter
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from annotator.audit.humans import HumanAnnotations, load_humans, majority_vote
 from annotator.backends import Backend
+from annotator.cache import cache_key
 from annotator.cascade import guarantee as g
 from annotator.cascade.stages import (
     StageHook,
@@ -31,11 +36,12 @@ from annotator.cascade.stages import (
 )
 from annotator.config import PipelineConfig
 from annotator.errors import ConfigError, InputDataError, TeacherUnreachable
-from annotator.inputs import check_ids, iter_rows
+from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import iter_annotations
 from annotator.rundir import RunDirLock, atomic_write_text, os_error
+from annotator.tasks import build_task
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 ASSUMPTION = (
     "The human sample is a random draw from the corpus the cascade labels (simple random, or with the inclusion "
     "probabilities written in its sheet, honoured as design weights, in which case the bound is Korn & Graubard's "
@@ -111,6 +117,9 @@ class CalibrationFile(BaseModel):
     delta: float
     humans: str
     humans_sha256: str
+    sample_sha256: str = Field(description="The human-sample rows as the input held them (id, text, columns): a run "
+                                           "refuses the file when they changed or left the input.")
+    input_rows: int = Field(description="Rows in the input when the sample was calibrated.")
     human_items: int = Field(description="Items in the human file.")
     used: int = Field(description="Items the thresholds were chosen on.")
     no_majority: int = Field(description="Items left out: the humans tie.")
@@ -149,16 +158,86 @@ class CalibrationFile(BaseModel):
 # ------------------------------------------------------------------------------------------- reading
 
 
+RECALIBRATE = "run `annotator calibrate` again (answers already obtained are reused)"
+
+
 def read_calibration(path: Path) -> CalibrationFile | None:
-    """The calibration file at ``path``; None when there is none; :class:`ConfigError` when it is unreadable."""
+    """The calibration file at ``path``; None when there is none; :class:`ConfigError` (one line) when it is
+    unreadable, of another version, or does not hold what its own human items give (edited or damaged)."""
     if not path.exists():
         return None
     try:
-        cal = CalibrationFile.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError, ValueError) as exc:
-        raise ConfigError(f"{path} is not a calibration file written by `annotator calibrate` ({str(exc).splitlines()[0]}): "
-                          "run `annotator calibrate` again") from None
+        raw = json.loads(path.read_bytes())
+        if not isinstance(raw, dict):
+            raise ValueError(f"a JSON {type(raw).__name__}, not an object")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a calibration file written by `annotator calibrate` "
+                          f"({str(exc).splitlines()[0]}): {RECALIBRATE}") from None
+    if raw.get("version") != CALIBRATION_VERSION:
+        raise ConfigError(f"{path} was written by another version of `annotator calibrate` (version "
+                          f"{raw.get('version')!r}; this one reads {CALIBRATION_VERSION}): {RECALIBRATE}")
+    try:
+        cal = CalibrationFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is not a calibration file written by `annotator calibrate` "
+                          f"({_first_error(exc)}): {RECALIBRATE}") from None
+    why = inconsistency(cal)
+    if why is not None:
+        raise ConfigError(f"{path} does not hold what `annotator calibrate` computed ({why}): was it edited? "
+                          f"{RECALIBRATE}")
     return cal
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return (a is None) == (b is None) and (a is None or b is None or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
+
+
+def inconsistency(cal: CalibrationFile) -> str | None:
+    """Why the file's thresholds, coverage or statement are not what its own human items give at its target and
+    delta (None: they are). The thresholds are a function of the items, so a file edited by hand (a threshold
+    lowered, a stage dropped, NaN) is caught here rather than trusted."""
+    k = len(cal.stages)
+    if not cal.items or any(len(it.answers) != k for it in cal.items):
+        return f"its human items do not each hold one answer per stage ({k} stages)"
+    confidences = [a.confidence for it in cal.items for a in it.answers if a.confidence is not None]
+    if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in confidences):
+        return "a confidence outside [0, 1]"
+    if not all(math.isfinite(it.weight) and it.weight > 0 for it in cal.items):
+        return "a design weight that is not a positive number"
+    conf, wrong, w = cal.arrays()
+    data = [g.StageData(s.name, conf[j], wrong[j]) for j, s in enumerate(cal.stages)]
+    try:
+        choice = g.calibrate_cascade(data, w, cal.target, cal.delta)
+    except ValueError as exc:
+        return str(exc)
+    for j, s in enumerate(cal.stages):
+        if not _same(s.threshold, choice.thresholds[j]):
+            return f"stage {s.name}: threshold {s.threshold} in the file, {choice.thresholds[j]} from its human items"
+        if not _same(s.coverage, choice.coverage(j)):
+            return f"stage {s.name}: coverage {s.coverage} in the file, {choice.coverage(j)} from its human items"
+    if cal.certified != choice.certified or not _same(cal.coverage, choice.coverage()):
+        return "its certified flag or coverage differs from its thresholds'"
+    needed = None if choice.certified else g.items_needed(data, w, cal.target, cal.delta)
+    if cal.used != len(cal.items) or cal.statement != statement(cal, needed):
+        return "its statement is not the one its thresholds certify"
+    return None
+
+
+def sample_fingerprint(cfg: PipelineConfig, ids: Collection[str]) -> tuple[str, int]:
+    """A hash of the input rows with these ids as the input holds them now (id, text and every other column, the
+    template's variables), and how many of the ids it holds."""
+    wanted = set(ids)
+    found: dict[str, str] = {}
+    for row in iter_rows(cfg.input):
+        if row.id in wanted:
+            found[row.id] = json.dumps([row.id, row.text, row.columns], sort_keys=True, default=str,
+                                       ensure_ascii=False)
+    return cache_key({"rows": [found[i] for i in sorted(found)]}), len(found)
 
 
 def stale_reason(cal: CalibrationFile, cfg: PipelineConfig) -> str | None:
@@ -174,6 +253,13 @@ def stale_reason(cal: CalibrationFile, cfg: PipelineConfig) -> str | None:
     if changed:
         return (f"stage(s) {', '.join(changed)} changed since (model, samples, sampling settings, prompt or task): "
                 "their answers on the sample are not the ones the run would use")
+    digest, held = sample_fingerprint(cfg, [it.id for it in cal.items])
+    if held < len(cal.items):
+        return (f"{len(cal.items) - held} of its {len(cal.items)} human-sample rows are not in the input "
+                f"{cfg.input.path} (was it made for another input, or did rows leave it?)")
+    if digest != cal.sample_sha256:
+        return (f"some of its {len(cal.items)} human-sample rows changed in the input {cfg.input.path} since (text or "
+                "another column): the answers on the sample are not the ones the run would use")
     return None
 
 
@@ -203,9 +289,13 @@ class _Sample:
 
     def __init__(self, humans: HumanAnnotations, cfg: PipelineConfig):
         self.humans = humans
+        _check_labels(humans, [lab.name for lab in build_task(cfg.task).manifest_labels()[0]])
         majority = {i: majority_vote(r.values()) for i, r in humans.ratings.items()}
         self.labels = {i: lab for i, lab in majority.items() if lab is not None}
         self.no_majority = len(majority) - len(self.labels)
+        if not self.labels:
+            raise InputDataError(f"human sample {humans.path}: the humans tie on every one of its {len(majority)} "
+                                 "items (no majority label to calibrate on): add an annotator or settle the ties")
         check_ids(cfg.input)
         self.index: dict[str, int] = {}
         for row in iter_rows(cfg.input):
@@ -239,6 +329,16 @@ def _answers(run: StageRun, ids: Sequence[str], label: str) -> dict[str, StageAn
         out[rec.id] = StageAnswer(label=rec.single_label() if ok else None, confidence=rec.confidence if ok else None,
                                   tokens=rec.tokens, cost=rec.cost)
     return out
+
+
+def _check_labels(humans: HumanAnnotations, labels: list[str]) -> None:
+    """Every human label must be one of the task's (a typo would count as a disagreement with every teacher)."""
+    bad = Counter(lab for r in humans.ratings.values() for lab in r.values() if lab not in labels)
+    if bad:
+        shown = ", ".join(f"{lab!r} ({n}x)" for lab, n in bad.most_common(5))
+        raise InputDataError(f"human sample {humans.path}: labels outside the task's labels ({', '.join(labels)}): "
+                             f"{shown}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; correct them in the sheet "
+                             "(labels are compared exactly)")
 
 
 async def _stage_answers(cfg: PipelineConfig, sample: _Sample, backends: dict[str, Backend],
@@ -295,31 +395,44 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
 
 async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, Backend] | None = None,
                     hook: StageHook | None = None) -> CalibrationFile:
-    """Run every stage on the human sample, choose the thresholds, write the calibration file; return it."""
+    """Run every stage on the human sample, choose the thresholds, write the calibration file and the report
+    (``<output.dir>/cascade/``); return the calibration. The output directory stays locked until both are written,
+    so a second ``calibrate`` or ``run`` cannot interleave its files with these."""
+    from annotator.cascade.report import REPORT_DIR, write_report
+
     cascade_of(cfg)
     humans = load_humans(humans_path)
     with RunDirLock(Path(cfg.output.dir)):
         sample = _Sample(humans, cfg)
         answers, models = await _stage_answers(cfg, sample, backends or {}, hook)
+        cal = _calibration(cfg, sample, answers, models)
+        path = calibration_path(cfg)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, cal.model_dump_json(indent=2))
+        except OSError as exc:
+            raise os_error(exc, exc.filename or path) from None
+        write_report(Path(cfg.output.dir) / REPORT_DIR, cal, None, cal.input_rows)
+    return cal
+
+
+def _calibration(cfg: PipelineConfig, sample: _Sample, answers: list[dict[str, StageAnswer]],
+                 models: list[str]) -> CalibrationFile:
+    """The calibration of the sample items every stage could be asked about (the maths and the file's facts)."""
     sendable = [i for i in sample.index if all(i in a for a in answers)]
     items = [HumanItem(id=i, human=sample.labels[i], weight=sample.weight(i), answers=[a[i] for a in answers])
              for i in sendable]
+    humans = sample.humans
     if not items:
-        raise InputDataError(f"human sample {humans_path}: none of its rows can be sent to a teacher (empty or too long "
-                             "text)")
+        raise InputDataError(f"human sample {humans.path}: none of its rows can be sent to a teacher (empty or too "
+                             "long text)")
     cal = _choose(cfg, items, models)
-    cal = cal.model_copy(update={
-        "humans": str(humans_path), "humans_sha256": _sha256(humans_path), "human_items": len(humans.ratings),
+    return cal.model_copy(update={
+        "humans": str(Path(humans.path).resolve()), "humans_sha256": _sha256(Path(humans.path)), "human_items": len(humans.ratings),
+        "sample_sha256": sample_fingerprint(cfg, [it.id for it in items])[0], "input_rows": count_rows(cfg.input),
         "no_majority": sample.no_majority, "not_in_input": sample.not_in_input,
         "not_sendable": len(sample.index) - len(items), "weighted": bool(humans.inclusion_prob),
     })
-    path = calibration_path(cfg)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, cal.model_dump_json(indent=2))
-    except OSError as exc:
-        raise os_error(exc, path) from None
-    return cal
 
 
 def _choose(cfg: PipelineConfig, items: list[HumanItem], models: list[str]) -> CalibrationFile:
@@ -328,7 +441,7 @@ def _choose(cfg: PipelineConfig, items: list[HumanItem], models: list[str]) -> C
     skeleton = CalibrationFile(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), pipeline=cfg.name,
         pipeline_path=str(cfg.source_path or ""), target=cascade.target, delta=cascade.delta, humans="",
-        humans_sha256="", human_items=0, used=len(items), no_majority=0, not_in_input=0, not_sendable=0,
+        humans_sha256="", sample_sha256="", input_rows=0, human_items=0, used=len(items), no_majority=0, not_in_input=0, not_sendable=0,
         weighted=False, stages=[], certified=False, coverage=0.0, agreement=None, agreement_ci=None, statement="",
         strongest_alone=StrongestAlone(name="", threshold=None, coverage=0.0, agreement=None), items_needed=None,
         items=items)

@@ -20,8 +20,9 @@ import numpy as np
 from annotator.cascade import guarantee as g
 from annotator.cascade.calibration import CalibrationFile, describe_weights
 from annotator.records import RunManifest
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_text, os_error
 
+REPORT_DIR = "cascade"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 FRONTIER_PNG = "frontier.png"
@@ -209,13 +210,18 @@ def frontier_png(r: dict[str, Any], path: Path) -> None:
 
 
 def write_report(out: Path, cal: CalibrationFile, manifest: RunManifest | None, rows: int) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``frontier.png`` into ``out`` (each atomically); return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``report.json``, ``report.md`` and ``frontier.png`` into ``out`` (each atomically; a failed write is
+    one line); return their paths."""
     report = build_report(cal, manifest, rows)
     files = {"json": out / REPORT_JSON, "md": out / REPORT_MD, "plot": out / FRONTIER_PNG}
-    atomic_write_text(files["json"], json.dumps(report, indent=2, allow_nan=False))
     tmp = files["plot"].with_name(files["plot"].name + ".tmp.png")
-    frontier_png(report, tmp)
-    tmp.replace(files["plot"])
-    atomic_write_text(files["md"], render_markdown(report))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(files["json"], json.dumps(report, indent=2, allow_nan=False))
+        frontier_png(report, tmp)
+        tmp.replace(files["plot"])
+        atomic_write_text(files["md"], render_markdown(report))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_error(exc, exc.filename or out) from None
     return files

@@ -11,7 +11,7 @@ teacher label shown) and stay out of ``annotations.jsonl``.
 Outputs, in ``output.dir``: ``annotations.jsonl`` (one record per kept or failed row, input order, with ``stage``
 and ``stages``), ``run.json`` (its ``cascade`` section says what was kept where and what is guaranteed),
 ``human_queue/`` and ``cascade/report.{md,json}`` + ``cascade/frontier.png``. Each stage's own run directory is
-``stages/<k>-<name>/`` (see :mod:`annotator.cascade.stages`); the top directory is locked for the whole run and
+``stages/<name>/`` (see :mod:`annotator.cascade.stages`); the top directory is locked for the whole run and
 bound to the pipeline like any run directory.
 """
 
@@ -28,7 +28,7 @@ import annotator
 from annotator.backends import Backend
 from annotator.cache import ResultStore
 from annotator.cascade.calibration import CalibrationFile, fresh_calibration
-from annotator.cascade.stages import StageHook, StageRun, cascade_of, run_stage, stage_config
+from annotator.cascade.stages import StageHook, StageRun, cascade_of, run_stage, stage_config, stage_dir
 from annotator.config import PipelineConfig
 from annotator.engine import Pipeline, RunStats, load_template
 from annotator.errors import InconsistentOutputs, InputDataError
@@ -44,13 +44,12 @@ from annotator.records import (
     earlier_invocations,
     iter_annotations,
 )
-from annotator.rundir import RunDirLock, bind_run_dir, verify_outputs, write_run_outputs
+from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs, write_run_outputs
 from annotator.tasks import build_task
 
 log = logging.getLogger(__name__)
 
 QUEUE_DIR = "human_queue"
-REPORT_DIR = "cascade"
 _USAGE = ("attempts", "tokens", "prompt_tokens", "cached_tokens", "completion_tokens")
 
 
@@ -99,11 +98,18 @@ class CascadeRun:
         self.queue_dir: Path | None = None
 
     async def run(self) -> RunManifest:
-        """Run the stages in turn, write the queue, the outputs and the report; return the run's manifest."""
-        cal = fresh_calibration(self.cfg)
+        """Run the stages in turn, write the queue, the outputs and the report; return the run's manifest. The
+        calibration is read, and every file written, while the output directory is locked."""
+        from annotator.cascade.report import REPORT_DIR, write_report
+
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with RunDirLock(self.out_dir):
+            cal = fresh_calibration(self.cfg)
             rows = count_rows(self.cfg.input)
+            if rows != cal.input_rows:
+                log.warning("the input has %d rows, %d when the human sample was calibrated: the guarantee assumes "
+                            "that sample is a random draw of the rows labelled now (recalibrate on a new sample if "
+                            "the added rows differ)", rows, cal.input_rows)
             check_ids(self.cfg.input)
             Pipeline(stage_config(self.cfg, 0)).preview()  # a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
@@ -117,9 +123,7 @@ class CascadeRun:
                 verify_outputs(self.out_dir, store)
             finally:
                 store.close()
-        from annotator.cascade.report import write_report
-
-        write_report(self.out_dir / REPORT_DIR, cal, manifest, rows)
+            write_report(self.out_dir / REPORT_DIR, cal, manifest, rows)
         return manifest
 
     # -- the stages -------------------------------------------------------------------------------------
@@ -129,7 +133,7 @@ class CascadeRun:
         for k, stage in enumerate(self.cascade.stages):
             threshold = cal.stages[k].threshold
             summary = StageSummary(name=stage.name, model=cal.stages[k].model, threshold=threshold,
-                                   run_dir=str(self.out_dir / "stages" / f"{k + 1}-{stage.name}"))
+                                   run_dir=str(stage_dir(self.cfg, k)))
             self.stages.append(summary)
             if threshold is None:
                 log.info("stage %s keeps nothing (threshold None): not asked", stage.name)
@@ -161,6 +165,11 @@ class CascadeRun:
                 break
             seen += 1
             row = before[idx] if before is not None else _Open(rec.id, rec.text)
+            if rec.id != row.id:
+                raise InputDataError(
+                    f"input {self.cfg.input.path} changed during the run: row {idx + 1} was {row.id!r} for the stage "
+                    f"before {summary.name} and is {rec.id!r} now. Leave the input alone while a run is going and run "
+                    "the same command again (every answer is cached)")
             kind = run.failures.get(rec.id) if rec.status != "ok" else None
             if rec.status == "ok" and rec.confidence is not None and rec.confidence >= threshold:
                 summary.rows_kept += 1
@@ -184,14 +193,15 @@ class CascadeRun:
 
     # -- the human queue --------------------------------------------------------------------------------
     def _write_queue(self, queue: dict[int, _Open]) -> Path:
-        """Blank sheets for the rows no stage kept (unchanged sheets are left alone, filled or not)."""
+        """Blank sheets for the rows no stage kept (unchanged sheets are left alone, filled or not; a missing sheet is
+        written again: the audit reads the queue from the wide one)."""
         from annotator.audit import sampling as sp
 
         out = self.out_dir / QUEUE_DIR
         ids = [queue[i].id for i in sorted(queue)]
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
         design_file = out / sp.DESIGN_FILE
-        if design_file.exists():
+        if design_file.exists() and (out / sp.LONG_SHEET).exists() and (out / sp.WIDE_SHEET).exists():
             try:
                 if json.loads(design_file.read_text(encoding="utf-8")).get("ids_sha256") == digest:
                     return out
@@ -209,6 +219,8 @@ class CascadeRun:
             raise InputDataError(
                 f"{out} holds filled-in sheets of an earlier human queue, and the queue has changed: move {out} away "
                 "(its labels stay there) and run the same command again (every answer is cached)") from None
+        except OSError as exc:
+            raise os_error(exc, exc.filename or out) from None
         return out
 
     # -- the manifest -----------------------------------------------------------------------------------

@@ -14,13 +14,15 @@ from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, 
 
 if TYPE_CHECKING:
     from annotator.cascade.calibration import CalibrationFile
+    from annotator.config import PipelineConfig
 
 
 def calibrate_command(
     pipeline: Path = typer.Argument(..., help="A pipeline YAML file with a cascade section.", show_default=False),
     humans: Path | None = typer.Option(
         None, "--humans", help="The filled human sample: a sheet from --draw or `annotator sample` (long, wide or Label "
-                               "Studio export; inclusion probabilities are honoured)."),
+                               "Studio export; inclusion probabilities are honoured). Default: the sample of the "
+                               "pipeline's current calibration (to calibrate again after the pipeline changed)."),
     draw: int | None = typer.Option(None, "--draw", min=1, help="Instead: write blank sheets for a random sample of N "
                                                                 "input rows to --out (no teacher call)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="--draw: the folder for the sheets."),
@@ -44,6 +46,8 @@ def calibrate_command(
 
     A human sample: `annotator calibrate P.yaml --draw 300 --out humans/` writes blank sheets (and Label Studio
     files) for a random sample of the input; any sheet from `annotator sample` of a run of the same input works too.
+    Without --humans, the sample of the current calibration is used again (after a change to the pipeline: the
+    answers already obtained are reused).
 
     Exit codes: 0 certified; 3 the target cannot be certified with this sample (the file is written: every row
     goes to humans; the message says how many human items would do); 2 bad input (no cascade, a sample that does
@@ -57,9 +61,11 @@ def calibrate_command(
 
     cfg = load_config(pipeline, overrides)
     cascade_of(cfg)
-    if (humans is None) == (draw is None):
+    if humans is not None and draw is not None:
         raise InputDataError("give either --humans FILE (calibrate on a filled sample) or --draw N --out DIR (write "
-                             "the sheets of a new one)")
+                             "the sheets of a new one), not both")
+    if humans is None and draw is None:
+        humans = _current_sample(cfg)
     if draw is not None:
         if out is None:
             raise InputDataError("--draw needs --out DIR: the folder for the blank sheets")
@@ -76,18 +82,35 @@ def calibrate_command(
 
     with StageBars(quiet) as bars:
         cal = asyncio.run(calibrate(cfg, humans, hook=bars))
-    from annotator.cascade.report import write_report
-    from annotator.cascade.runner import REPORT_DIR
-    from annotator.inputs import count_rows
+    from annotator.cascade.report import REPORT_DIR, REPORT_MD
 
-    report = write_report(Path(cfg.output.dir) / REPORT_DIR, cal, None, count_rows(cfg.input))
+    report = Path(cfg.output.dir) / REPORT_DIR / REPORT_MD
     if as_json:
-        emit_json({"calibration": str(calibration_path(cfg)), "report": str(report["md"]),
+        emit_json({"calibration": str(calibration_path(cfg)), "report": str(report),
                    **jsonable(cal.model_copy(update={"items": []}))})
     else:
-        _print(cal, calibration_path(cfg), report["md"])
+        _print(cal, calibration_path(cfg), report)
     if not cal.certified:
         raise GateFailed(cal.statement)
+
+
+def _current_sample(cfg: PipelineConfig) -> Path:
+    """The human sample the pipeline's calibration file names (to calibrate again on it, even when the file is
+    stale or damaged), or a one-line error saying what to give."""
+    import json
+
+    from annotator.cascade.stages import calibration_path
+    from annotator.errors import InputDataError
+
+    path = calibration_path(cfg)
+    try:
+        recorded = json.loads(path.read_bytes()).get("humans")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, str) or not recorded:
+        raise InputDataError(f"no calibration at {path} names a human sample: give --humans FILE (a filled human "
+                             "sample) or --draw N --out DIR (write the sheets of a new one)")
+    return Path(recorded)
 
 
 def _print(cal: CalibrationFile, path: Path, report: Path) -> None:

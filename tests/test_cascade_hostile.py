@@ -1,0 +1,376 @@
+"""A hostile user against the teacher cascade: hand-edited or foreign calibration files, inputs that change under a
+calibration or a run, reordered stages, full disks, a second process, bad human samples, and what the estimate
+and the dataset card say about a cascade run. In process against the shared fault server (see test_cascade.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import errno
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import LABELS, REPO, ServerHandle, read_annotations, subprocess_env, write_rows
+from test_cascade import (  # noqa: F401  (fixtures)
+    CHEAP,
+    STRONG,
+    calibrated,
+    cascade_pipeline,
+    cascade_server,
+    cli,
+    corpus,
+    write_humans,
+)
+
+OUT = "out"
+
+
+def calibrate(pipe: Path, humans: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
+    assert code == 0, err
+
+
+def edit_yaml(path: Path, change) -> None:
+    cfg = yaml.safe_load(path.read_text())
+    change(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+# -- the calibration file ------------------------------------------------------------------------------------
+
+
+def _edits() -> list[tuple[str, Any, str]]:
+    """(what, how the JSON is changed, the message expected)."""
+    def stage(k: int, **kv: Any):
+        def change(c: dict[str, Any]) -> None:
+            c["stages"][k].update(kv)
+        return change
+
+    def certify_nothing_yet_claim(c: dict[str, Any]) -> None:
+        for s in c["stages"]:
+            s["threshold"] = None
+        c["certified"] = True
+
+    def claim(c: dict[str, Any]) -> None:
+        c["statement"] = c["statement"].replace("at least 90%", "at least 99%")
+
+    def lower_target(c: dict[str, Any]) -> None:
+        c["target"] = 0.5  # the pipeline says 0.9: stale, whatever the thresholds
+
+    def drop_items(c: dict[str, Any]) -> None:
+        c["items"] = c["items"][:5]
+
+    return [
+        ("a threshold above 1 (keeps nothing, claims a guarantee)", stage(0, threshold=1.5), "threshold 1.5 in the file"),
+        ("a threshold below 0 (keeps everything)", stage(0, threshold=-0.1), "threshold -0.1 in the file"),
+        ("a threshold of 0", stage(1, threshold=0.0), "stage strong: threshold 0.0 in the file, 1.0"),
+        ("NaN", stage(0, threshold=math.nan), "threshold nan in the file"),
+        ("no thresholds but certified", certify_nothing_yet_claim, "threshold None in the file"),
+        ("a stronger claim", claim, "its statement is not the one its thresholds certify"),
+        ("other target", lower_target, "from its human items"),
+        ("items dropped", drop_items, "in the file"),
+    ]
+
+
+def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
+        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    """Every edit of a threshold, the certified flag or the statement is caught: the thresholds are a function of
+    the file's own human items, recomputed on read. Before the fix a threshold of -0.1 kept every row by the cheap
+    stage under the claimed guarantee, and NaN crashed with a traceback after the run."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    calibrate(pipe, write_humans(tmp_path / "h.csv", rows), capsys)
+    path = tmp_path / OUT / "calibration.json"
+    good = path.read_text()
+    calls = cascade_server.stats()["total"]
+    for what, change, message in _edits():
+        data = json.loads(good)
+        change(data)
+        path.write_text(json.dumps(data))  # json writes NaN as NaN, as a hand edit would
+        code, _, err = cli(["run", str(pipe), "-q"], capsys)
+        assert code == 2, what
+        assert message in err and "annotator calibrate" in err, (what, err)
+        assert "Traceback" not in err
+    for what, text, message in [("truncated", good[: len(good) // 2], "is not a calibration file"),
+                                ("a list", "[]", "JSON list, not an object"),
+                                ("older version", good.replace('"version": 2', '"version": 1'), "another version")]:
+        path.write_text(text)
+        code, _, err = cli(["run", str(pipe), "-q"], capsys)
+        assert code == 2 and message in err, (what, err)
+        code, _, err = cli(["validate", str(pipe), "--estimate"], capsys)  # the estimate reads it too
+        assert code == 2 and message in err, (what, err)
+    assert cascade_server.stats()["total"] == calls
+    path.write_text(good)
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 0, err
+
+
+def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
+        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    """The calibration remembers the human-sample rows as the input held them: an edited or removed sample row
+    (or a calibration copied from a pipeline over another input) is refused; rows added outside the sample only
+    warn, and the run asks about them alone."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    calibrate(pipe, write_humans(tmp_path / "h.csv", rows[:60]), capsys)
+    data = tmp_path / "data" / "input.jsonl"
+    edited = [dict(r) for r in rows]
+    edited[3]["text"] += " (edited)"
+    write_rows(data, edited)
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "is stale" in err and "human-sample rows changed in the input" in err, err
+    write_rows(data, rows[1:])
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "1 of its 60 human-sample rows are not in the input" in err, err
+    # the calibration of a pipeline over another input with the same stages: refused
+    write_rows(data, [{"id": f"x{i}", "text": f"x {i}"} for i in range(60)])
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "60 of its 60 human-sample rows are not in the input" in err, err
+    assert cascade_server.stats()["total"] == 60 * 3 * 2  # calibrate's calls only
+    extra = {"id": "new-1", "text": "a new row about things"}
+    write_rows(data, [*rows, extra])
+    code, out, err = cli(["run", str(pipe), "--json"], capsys)
+    assert code == 0, err
+    assert "the input has 74 rows, 73 when the human sample was calibrated" in err
+    assert len(read_annotations(tmp_path / OUT)) == json.loads(out)["rows_total"]
+
+
+def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, cascade_server: ServerHandle,
+                                                            tmp_path: Path, capsys) -> None:
+    """Stage directories are named after the stage, not its place: before the fix, inserting a stage before the
+    strong one moved it from stages/2-strong to stages/3-strong and every answer of it was paid for again."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    humans = write_humans(tmp_path / "h.csv", rows)
+    calibrate(pipe, humans, capsys)
+    assert cascade_server.stats()["total"] == 73 * 3 * 2
+    mid = {"name": "mid", "teacher": {**STRONG["teacher"], "model": "mid-model"}}
+    cascade_pipeline(make_pipeline, cascade_server, None, stages=[CHEAP, mid, STRONG])
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "it was made for stages ['cheap', 'strong']" in err
+    calibrate(pipe, humans, capsys)
+    assert cascade_server.stats()["total"] == 73 * 3 * 3  # only the new stage was asked
+    assert sorted(p.name for p in (tmp_path / OUT / "stages").iterdir()) == ["cheap", "mid", "strong"]
+    cascade_pipeline(make_pipeline, cascade_server, None, stages=[STRONG, mid, CHEAP])
+    calibrate(pipe, humans, capsys)
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 0, err
+    assert cascade_server.stats()["total"] == 73 * 3 * 3  # reordered: nothing asked again
+
+
+# -- bad human samples ---------------------------------------------------------------------------------------
+
+
+def _sheet(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["item_id", "annotator", "label"], *rows])
+    return path
+
+
+def test_bad_human_samples_are_one_line_before_any_teacher_call(make_pipeline, cascade_server: ServerHandle,
+                                                                tmp_path: Path, capsys) -> None:
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    cases = [
+        # a typo in a label would have counted as a disagreement with every teacher: refused, like the audit does
+        ([[r["id"], "a", "Politics" if i < 5 else LABELS[0]] for i, r in enumerate(rows)],
+         "labels outside the task's labels (politics, economy, sport, science_technology, health, arts_culture): "
+         "'Politics' (5x)"),
+        # every item tied: it used to say "none of its 0 items ... is it a sample of another corpus?"
+        ([[r["id"], a, lab] for r in rows[:10] for a, lab in (("a", LABELS[0]), ("b", LABELS[1]))],
+         "the humans tie on every one of its 10 items"),
+    ]
+    for sheet, message in cases:
+        code, _, err = cli(["calibrate", str(pipe), "--humans", str(_sheet(tmp_path / "h.csv", sheet))], capsys)
+        assert code == 2 and message in err, err
+    assert cascade_server.stats()["total"] == 0
+
+
+# -- writes: full disk, a second process, a changing input ---------------------------------------------------
+
+
+def _enospc(*args: Any, **kwargs: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("target", ["annotator.cascade.calibration.atomic_write_text",
+                                    "annotator.cascade.report.atomic_write_text"])
+def test_a_full_disk_while_calibrating_is_one_line(make_pipeline, cascade_server: ServerHandle, tmp_path: Path,
+                                                   capsys, monkeypatch, target: str) -> None:
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows[:20])
+    humans = write_humans(tmp_path / "h.csv", rows[:20])
+    with monkeypatch.context() as m:
+        m.setattr(target, _enospc)
+        code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
+    assert code == 2 and "no space left writing" in err and "Traceback" not in err, err
+    calls = cascade_server.stats()["total"]
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
+    assert code in (0, 3), err
+    assert cascade_server.stats()["total"] == calls  # every answer was kept
+
+
+@pytest.mark.parametrize("target", ["annotator.audit.sampling.atomic_write_text",
+                                    "annotator.cascade.report.atomic_write_text",
+                                    "annotator.rundir.atomic_write_text"])
+def test_a_full_disk_while_running_is_one_line_and_the_rerun_asks_nothing(
+        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, target: str) -> None:
+    """The human queue, the report and run.json: each write that fails is one line (the queue and the report
+    were tracebacks), and the rerun completes from the cache."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    calibrate(pipe, write_humans(tmp_path / "h.csv", rows[:40]), capsys)
+    with monkeypatch.context() as m:
+        m.setattr(target, _enospc)
+        code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "no space left writing" in err and "Traceback" not in err, err
+    calls = cascade_server.stats()["total"]
+    code, out, err = cli(["run", str(pipe), "-q", "--json"], capsys)
+    assert code == 0, err
+    assert cascade_server.stats()["total"] == calls
+    queue = tmp_path / OUT / "human_queue" / "sheet_wide.csv"
+    assert len(queue.read_text().splitlines()) == 1 + json.loads(out)["cascade"]["rows_to_humans"]
+
+
+def test_calibrate_and_run_write_their_files_while_holding_the_lock(
+        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A second `calibrate` or `run` on the same pipeline is refused (exit 6) until the first has written every
+    file: before the fix calibrate released the lock before writing calibration.json and the report, and run
+    before writing the report, so two processes could interleave them."""
+    from annotator.errors import RunDirBusy
+    from annotator.rundir import RunDirLock, atomic_write_text
+
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows[:20])
+    seen: list[str] = []
+
+    def checked(path: Path, text: str) -> None:
+        try:
+            with RunDirLock(tmp_path / OUT):
+                seen.append(f"unlocked {path.name}")
+        except RunDirBusy:
+            seen.append(f"locked {path.name}")
+        atomic_write_text(path, text)
+
+    monkeypatch.setattr("annotator.cascade.calibration.atomic_write_text", checked)
+    monkeypatch.setattr("annotator.cascade.report.atomic_write_text", checked)
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:20])), "-q"],
+                       capsys)
+    assert code in (0, 3), err
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 0, err
+    assert seen == ["locked calibration.json", "locked report.json", "locked report.md",  # calibrate
+                    "locked report.json", "locked report.md"]  # run
+
+
+def test_an_input_changed_between_stages_stops_the_run_with_one_line(
+        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    """Stages pass rows on by input position: an input rewritten while stage 1 ran would have paired stage 2's
+    answers with other rows' earlier confidences, silently."""
+    from annotator.cascade.runner import CascadeRun
+    from annotator.config import load_config
+    from annotator.errors import InputDataError
+
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    calibrate(pipe, write_humans(tmp_path / "h.csv", rows), capsys)  # both stages keep rows
+
+    def shuffle_before_stage_2(label: str, _pipeline: Any) -> None:
+        if label.startswith("stage 2/"):
+            write_rows(tmp_path / "data" / "input.jsonl", rows[::-1])
+
+    runner = CascadeRun(load_config(pipe), hook=shuffle_before_stage_2)
+    with pytest.raises(InputDataError, match="changed during the run"):
+        asyncio.run(runner.run())
+
+
+def test_a_deleted_queue_sheet_is_written_again(calibrated: Path, tmp_path: Path, capsys) -> None:
+    assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
+    wide = tmp_path / OUT / "human_queue" / "sheet_wide.csv"
+    wide.unlink()
+    assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
+    assert wide.read_text().count("[[hard]]") == 14
+
+
+# -- what is said about a cascade run ------------------------------------------------------------------------
+
+
+def test_estimate_of_a_cascade_run_calls_queued_items_left_to_humans_not_failed(
+        calibrated: Path, tmp_path: Path, capsys) -> None:
+    assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
+    code, out, err = cli(["estimate", "--humans", str(tmp_path / "humans.csv"), "--teacher", str(tmp_path / OUT),
+                          "--out", str(tmp_path / "est"), "--json"], capsys)
+    assert code == 0, err
+    notes = " ".join(json.loads(out)["teachers"][0]["notes"])
+    assert "a cascade run: the 14 row(s) it left to its human queue are outside the population" in notes
+    assert "7 human item(s) among them were left out" in notes
+    assert "failed on" not in notes
+
+
+def test_export_of_a_cascade_that_kept_nothing_says_why(make_pipeline, cascade_server: ServerHandle,
+                                                        tmp_path: Path, capsys) -> None:
+    """Not certified: every row goes to humans and the run keeps none; export said only "annotations.jsonl has no
+    rows"."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, cascade_server, rows, target=0.97, delta=0.1)
+    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:40])), "-q"],
+               capsys)[0] == 3
+    assert cli(["run", str(pipe), "-q"], capsys)[0] == 0
+    code, _, err = cli(["-q", "export", str(tmp_path / OUT)], capsys)
+    assert code == 2
+    assert "the cascade kept no row, so there is nothing to export: its 73 rows are in its human queue" in err
+    assert err.count("Not certified") == 1
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sample(
+        cascade_server: ServerHandle, tmp_path: Path) -> None:
+    """Before the fix, `make calibrate P=x` as the first command of a fresh project said "x has no cascade
+    section" (the check ran before the deps fragment existed), and any edit of the pipeline file (concurrency,
+    say) or of the input made `make run P=x` demand CAL_HUMANS with "calibrate it first" although it was
+    calibrated. Now the calibration is redone on its own sample, asking no teacher anything."""
+    from test_makefile import bump
+
+    root = tmp_path / "proj"
+    (root / "pipelines" / "data").mkdir(parents=True)
+    shutil.copy(REPO / "Makefile", root / "Makefile")
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    (root / "stamp").touch()
+    rows = corpus(1)
+    write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
+    write_humans(root / "pipelines" / "data" / "cal.csv", rows)
+    teacher = {"backend": "openai", "base_url": cascade_server.base_url, "max_tokens": 32, "timeout": 2.0}
+    cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
+           "output": {"dir": "../runs/casc"},
+           "cascade": {"target": 0.9, "delta": 0.2, "stages": [
+               {"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)]}}
+    yaml_path = root / "pipelines" / "casc.yaml"
+    yaml_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    venv = Path(sys.executable).parent.parent
+    env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", f"STAMP={root / 'stamp'}", *args],
+                              cwd=root, capture_output=True, text=True, timeout=600, env=env)
+
+    first = make("calibrate", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert make("run", "P=casc").returncode == 0
+    calls = cascade_server.stats()["total"]
+    cfg["cascade"]["stages"][0]["teacher"]["concurrency"] = 4  # not a change of the answers
+    yaml_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    bump(yaml_path)
+    again = make("run", "P=casc")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "annotator calibrate pipelines/casc.yaml" in again.stdout and "annotator run" in again.stdout
+    assert cascade_server.stats()["total"] == calls
+    assert make("-q", "run", "P=casc").returncode == 0
