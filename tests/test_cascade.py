@@ -341,7 +341,7 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     pipe.write_text(yaml.safe_dump(cfg))
     assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"],
                capsys)[0] == 0
-    stage2 = tmp_path / "out" / "stages" / "2-strong"
+    stage2 = tmp_path / "out" / "stages" / "strong"
     from_calibration = cached_samples(stage2)
     assert from_calibration == 73 * 3
     cascade_server.configure(latency=0.05)

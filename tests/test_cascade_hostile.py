@@ -18,20 +18,18 @@ from typing import Any
 
 import pytest
 import yaml
+from test_cascade import CHEAP, STRONG, cascade_pipeline, cli, corpus, write_humans
 
 from conftest import LABELS, REPO, ServerHandle, read_annotations, subprocess_env, write_rows
-from test_cascade import (  # noqa: F401  (fixtures)
-    CHEAP,
-    STRONG,
-    calibrated,
-    cascade_pipeline,
-    cascade_server,
-    cli,
-    corpus,
-    write_humans,
-)
 
 OUT = "out"
+
+
+@pytest.fixture
+def weak_server(server: ServerHandle) -> ServerHandle:
+    """The fault server playing both teachers (``cheap-model`` weak: see test_cascade.py)."""
+    server.configure(weak_models=["cheap-model"])
+    return server
 
 
 def calibrate(pipe: Path, humans: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,16 +80,16 @@ def _edits() -> list[tuple[str, Any, str]]:
 
 
 def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
     """Every edit of a threshold, the certified flag or the statement is caught: the thresholds are a function of
     the file's own human items, recomputed on read. Before the fix a threshold of -0.1 kept every row by the cheap
     stage under the claimed guarantee, and NaN crashed with a traceback after the run."""
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     calibrate(pipe, write_humans(tmp_path / "h.csv", rows), capsys)
     path = tmp_path / OUT / "calibration.json"
     good = path.read_text()
-    calls = cascade_server.stats()["total"]
+    calls = weak_server.stats()["total"]
     for what, change, message in _edits():
         data = json.loads(good)
         change(data)
@@ -108,19 +106,19 @@ def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
         assert code == 2 and message in err, (what, err)
         code, _, err = cli(["validate", str(pipe), "--estimate"], capsys)  # the estimate reads it too
         assert code == 2 and message in err, (what, err)
-    assert cascade_server.stats()["total"] == calls
+    assert weak_server.stats()["total"] == calls
     path.write_text(good)
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 0, err
 
 
 def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
     """The calibration remembers the human-sample rows as the input held them: an edited or removed sample row
     (or a calibration copied from a pipeline over another input) is refused; rows added outside the sample only
     warn, and the run asks about them alone."""
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     calibrate(pipe, write_humans(tmp_path / "h.csv", rows[:60]), capsys)
     data = tmp_path / "data" / "input.jsonl"
     edited = [dict(r) for r in rows]
@@ -135,7 +133,7 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     write_rows(data, [{"id": f"x{i}", "text": f"x {i}"} for i in range(60)])
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 2 and "60 of its 60 human-sample rows are not in the input" in err, err
-    assert cascade_server.stats()["total"] == 60 * 3 * 2  # calibrate's calls only
+    assert weak_server.stats()["total"] == 60 * 3 * 2  # calibrate's calls only
     extra = {"id": "new-1", "text": "a new row about things"}
     write_rows(data, [*rows, extra])
     code, out, err = cli(["run", str(pipe), "--json"], capsys)
@@ -144,27 +142,27 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     assert len(read_annotations(tmp_path / OUT)) == json.loads(out)["rows_total"]
 
 
-def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, cascade_server: ServerHandle,
+def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, weak_server: ServerHandle,
                                                             tmp_path: Path, capsys) -> None:
     """Stage directories are named after the stage, not its place: before the fix, inserting a stage before the
     strong one moved it from stages/2-strong to stages/3-strong and every answer of it was paid for again."""
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     humans = write_humans(tmp_path / "h.csv", rows)
     calibrate(pipe, humans, capsys)
-    assert cascade_server.stats()["total"] == 73 * 3 * 2
+    assert weak_server.stats()["total"] == 73 * 3 * 2
     mid = {"name": "mid", "teacher": {**STRONG["teacher"], "model": "mid-model"}}
-    cascade_pipeline(make_pipeline, cascade_server, None, stages=[CHEAP, mid, STRONG])
+    cascade_pipeline(make_pipeline, weak_server, None, stages=[CHEAP, mid, STRONG])
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 2 and "it was made for stages ['cheap', 'strong']" in err
     calibrate(pipe, humans, capsys)
-    assert cascade_server.stats()["total"] == 73 * 3 * 3  # only the new stage was asked
+    assert weak_server.stats()["total"] == 73 * 3 * 3  # only the new stage was asked
     assert sorted(p.name for p in (tmp_path / OUT / "stages").iterdir()) == ["cheap", "mid", "strong"]
-    cascade_pipeline(make_pipeline, cascade_server, None, stages=[STRONG, mid, CHEAP])
+    cascade_pipeline(make_pipeline, weak_server, None, stages=[STRONG, mid, CHEAP])
     calibrate(pipe, humans, capsys)
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 0, err
-    assert cascade_server.stats()["total"] == 73 * 3 * 3  # reordered: nothing asked again
+    assert weak_server.stats()["total"] == 73 * 3 * 3  # reordered: nothing asked again
 
 
 # -- bad human samples ---------------------------------------------------------------------------------------
@@ -176,10 +174,10 @@ def _sheet(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
-def test_bad_human_samples_are_one_line_before_any_teacher_call(make_pipeline, cascade_server: ServerHandle,
+def test_bad_human_samples_are_one_line_before_any_teacher_call(make_pipeline, weak_server: ServerHandle,
                                                                 tmp_path: Path, capsys) -> None:
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     cases = [
         # a typo in a label would have counted as a disagreement with every teacher: refused, like the audit does
         ([[r["id"], "a", "Politics" if i < 5 else LABELS[0]] for i, r in enumerate(rows)],
@@ -192,7 +190,7 @@ def test_bad_human_samples_are_one_line_before_any_teacher_call(make_pipeline, c
     for sheet, message in cases:
         code, _, err = cli(["calibrate", str(pipe), "--humans", str(_sheet(tmp_path / "h.csv", sheet))], capsys)
         assert code == 2 and message in err, err
-    assert cascade_server.stats()["total"] == 0
+    assert weak_server.stats()["total"] == 0
 
 
 # -- writes: full disk, a second process, a changing input ---------------------------------------------------
@@ -204,45 +202,45 @@ def _enospc(*args: Any, **kwargs: Any) -> None:
 
 @pytest.mark.parametrize("target", ["annotator.cascade.calibration.atomic_write_text",
                                     "annotator.cascade.report.atomic_write_text"])
-def test_a_full_disk_while_calibrating_is_one_line(make_pipeline, cascade_server: ServerHandle, tmp_path: Path,
+def test_a_full_disk_while_calibrating_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
                                                    capsys, monkeypatch, target: str) -> None:
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows[:20])
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows[:20])
     humans = write_humans(tmp_path / "h.csv", rows[:20])
     with monkeypatch.context() as m:
         m.setattr(target, _enospc)
         code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
     assert code == 2 and "no space left writing" in err and "Traceback" not in err, err
-    calls = cascade_server.stats()["total"]
+    calls = weak_server.stats()["total"]
     code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
     assert code in (0, 3), err
-    assert cascade_server.stats()["total"] == calls  # every answer was kept
+    assert weak_server.stats()["total"] == calls  # every answer was kept
 
 
 @pytest.mark.parametrize("target", ["annotator.audit.sampling.atomic_write_text",
                                     "annotator.cascade.report.atomic_write_text",
                                     "annotator.rundir.atomic_write_text"])
 def test_a_full_disk_while_running_is_one_line_and_the_rerun_asks_nothing(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, target: str) -> None:
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, target: str) -> None:
     """The human queue, the report and run.json: each write that fails is one line (the queue and the report
     were tracebacks), and the rerun completes from the cache."""
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     calibrate(pipe, write_humans(tmp_path / "h.csv", rows[:40]), capsys)
     with monkeypatch.context() as m:
         m.setattr(target, _enospc)
         code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 2 and "no space left writing" in err and "Traceback" not in err, err
-    calls = cascade_server.stats()["total"]
+    calls = weak_server.stats()["total"]
     code, out, err = cli(["run", str(pipe), "-q", "--json"], capsys)
     assert code == 0, err
-    assert cascade_server.stats()["total"] == calls
+    assert weak_server.stats()["total"] == calls
     queue = tmp_path / OUT / "human_queue" / "sheet_wide.csv"
     assert len(queue.read_text().splitlines()) == 1 + json.loads(out)["cascade"]["rows_to_humans"]
 
 
 def test_calibrate_and_run_write_their_files_while_holding_the_lock(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys, monkeypatch) -> None:
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch) -> None:
     """A second `calibrate` or `run` on the same pipeline is refused (exit 6) until the first has written every
     file: before the fix calibrate released the lock before writing calibration.json and the report, and run
     before writing the report, so two processes could interleave them."""
@@ -250,7 +248,7 @@ def test_calibrate_and_run_write_their_files_while_holding_the_lock(
     from annotator.rundir import RunDirLock, atomic_write_text
 
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows[:20])
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows[:20])
     seen: list[str] = []
 
     def checked(path: Path, text: str) -> None:
@@ -273,7 +271,7 @@ def test_calibrate_and_run_write_their_files_while_holding_the_lock(
 
 
 def test_an_input_changed_between_stages_stops_the_run_with_one_line(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
     """Stages pass rows on by input position: an input rewritten while stage 1 ran would have paired stage 2's
     answers with other rows' earlier confidences, silently."""
     from annotator.cascade.runner import CascadeRun
@@ -281,7 +279,7 @@ def test_an_input_changed_between_stages_stops_the_run_with_one_line(
     from annotator.errors import InputDataError
 
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     calibrate(pipe, write_humans(tmp_path / "h.csv", rows), capsys)  # both stages keep rows
 
     def shuffle_before_stage_2(label: str, _pipeline: Any) -> None:
@@ -293,7 +291,17 @@ def test_an_input_changed_between_stages_stops_the_run_with_one_line(
         asyncio.run(runner.run())
 
 
-def test_a_deleted_queue_sheet_is_written_again(calibrated: Path, tmp_path: Path, capsys) -> None:
+def calibrated_pipeline(make_pipeline, server: ServerHandle, tmp_path: Path, capsys) -> Path:
+    """Two copies of the corpus, the first one the human sample (tmp_path/humans.csv), calibrated."""
+    rows = corpus(2)
+    pipe = cascade_pipeline(make_pipeline, server, rows)
+    calibrate(pipe, write_humans(tmp_path / "humans.csv", rows[:73]), capsys)
+    return pipe
+
+
+def test_a_deleted_queue_sheet_is_written_again(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
+                                                capsys) -> None:
+    calibrated = calibrated_pipeline(make_pipeline, weak_server, tmp_path, capsys)
     assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
     wide = tmp_path / OUT / "human_queue" / "sheet_wide.csv"
     wide.unlink()
@@ -305,7 +313,8 @@ def test_a_deleted_queue_sheet_is_written_again(calibrated: Path, tmp_path: Path
 
 
 def test_estimate_of_a_cascade_run_calls_queued_items_left_to_humans_not_failed(
-        calibrated: Path, tmp_path: Path, capsys) -> None:
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    calibrated = calibrated_pipeline(make_pipeline, weak_server, tmp_path, capsys)
     assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
     code, out, err = cli(["estimate", "--humans", str(tmp_path / "humans.csv"), "--teacher", str(tmp_path / OUT),
                           "--out", str(tmp_path / "est"), "--json"], capsys)
@@ -316,12 +325,12 @@ def test_estimate_of_a_cascade_run_calls_queued_items_left_to_humans_not_failed(
     assert "failed on" not in notes
 
 
-def test_export_of_a_cascade_that_kept_nothing_says_why(make_pipeline, cascade_server: ServerHandle,
+def test_export_of_a_cascade_that_kept_nothing_says_why(make_pipeline, weak_server: ServerHandle,
                                                         tmp_path: Path, capsys) -> None:
     """Not certified: every row goes to humans and the run keeps none; export said only "annotations.jsonl has no
     rows"."""
     rows = corpus(1)
-    pipe = cascade_pipeline(make_pipeline, cascade_server, rows, target=0.97, delta=0.1)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows, target=0.97, delta=0.1)
     assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:40])), "-q"],
                capsys)[0] == 3
     assert cli(["run", str(pipe), "-q"], capsys)[0] == 0
@@ -333,7 +342,7 @@ def test_export_of_a_cascade_that_kept_nothing_says_why(make_pipeline, cascade_s
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sample(
-        cascade_server: ServerHandle, tmp_path: Path) -> None:
+        weak_server: ServerHandle, tmp_path: Path) -> None:
     """Before the fix, `make calibrate P=x` as the first command of a fresh project said "x has no cascade
     section" (the check ran before the deps fragment existed), and any edit of the pipeline file (concurrency,
     say) or of the input made `make run P=x` demand CAL_HUMANS with "calibrate it first" although it was
@@ -348,7 +357,7 @@ def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sa
     rows = corpus(1)
     write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
     write_humans(root / "pipelines" / "data" / "cal.csv", rows)
-    teacher = {"backend": "openai", "base_url": cascade_server.base_url, "max_tokens": 32, "timeout": 2.0}
+    teacher = {"backend": "openai", "base_url": weak_server.base_url, "max_tokens": 32, "timeout": 2.0}
     cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
            "output": {"dir": "../runs/casc"},
            "cascade": {"target": 0.9, "delta": 0.2, "stages": [
@@ -365,12 +374,12 @@ def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sa
     first = make("calibrate", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv")
     assert first.returncode == 0, first.stdout + first.stderr
     assert make("run", "P=casc").returncode == 0
-    calls = cascade_server.stats()["total"]
+    calls = weak_server.stats()["total"]
     cfg["cascade"]["stages"][0]["teacher"]["concurrency"] = 4  # not a change of the answers
     yaml_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     bump(yaml_path)
     again = make("run", "P=casc")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "annotator calibrate pipelines/casc.yaml" in again.stdout and "annotator run" in again.stdout
-    assert cascade_server.stats()["total"] == calls
+    assert weak_server.stats()["total"] == calls
     assert make("-q", "run", "P=casc").returncode == 0

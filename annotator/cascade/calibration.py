@@ -45,8 +45,10 @@ CALIBRATION_VERSION = 2
 ASSUMPTION = (
     "The human sample is a random draw from the corpus the cascade labels (simple random, or with the inclusion "
     "probabilities written in its sheet, honoured as design weights, in which case the bound is Korn & Graubard's "
-    "approximation); the human majority label is the reference; the teachers answer the corpus as they answered the "
-    "sample (same models, sampling settings, prompt and task: a calibration made for other stages is refused)."
+    "effective-count approximation with a conservative effective size); nothing checks this: a sample drawn from "
+    "another corpus, or from an earlier version of this one, voids the guarantee. The human majority label is the "
+    "reference; the teachers answer the corpus as they answered the sample (same models, sampling settings, prompt "
+    "and task, and the same sample rows: a calibration made otherwise is refused as stale)."
 )
 
 
@@ -373,23 +375,32 @@ def _stage_summary(cfg: PipelineConfig, k: int, model: str, choice: g.StageChoic
     )
 
 
+def _exact_pct(x: float) -> str:
+    """A certified rate as a percentage, never rounded up (0.975 is 97.5%, not 98%)."""
+    return f"{math.floor(x * 1e6 + 1e-6) / 1e4:g}%"
+
+
 def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
-    """The calibration's guarantee (or why there is none) in one sentence."""
+    """The calibration's guarantee (or why there is none) in one sentence, with its assumption about the sample."""
     k, n = len(cal.stages), cal.used
+    target = _exact_pct(cal.target)
     if cal.certified:
         parts = ", ".join(f"{s.name} {s.coverage:.0%}" for s in cal.stages)
-        return (f"With probability at least {1 - cal.delta:.0%} over the draw of the {n}-item human sample, the labels "
-                f"this cascade keeps agree with the human majority on at least {cal.target:.0%} of the rows it keeps "
-                f"(fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta {cal.delta:g} split over "
-                f"{k} stages); on the sample it keeps {cal.coverage:.0%} of the rows ({parts}) and leaves "
-                f"{1 - cal.coverage:.0%} to humans.")
+        unequal = len({it.weight for it in cal.items}) > 1
+        draw = ("drawn with the inclusion probabilities its sheet records; design-weighted bounds" if unequal
+                else "assumed a random draw of the rows this cascade labels")
+        return (f"With probability at least {_exact_pct(1 - cal.delta)} over the draw of the {n}-item human sample "
+                f"({draw}), the labels this cascade keeps agree with the human majority on at least {target} of the "
+                f"rows it keeps (fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
+                f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows ({parts}) "
+                f"and leaves {1 - cal.coverage:.0%} to humans.")
     if needed is None:
         return (f"Not certified: even at its most confident, no stage agrees with the human majority on more than "
-                f"{cal.target:.0%} of these {n} human items, so no sample size would certify the target; every row "
+                f"{target} of these {n} human items, so no sample size would certify the target; every row "
                 "goes to humans (use stronger teachers, more samples, or a lower target).")
     total, name = needed
     return (f"Not certified: with these {n} human items no stage can be shown to agree with the human majority on "
-            f"{cal.target:.0%} of the rows it keeps (delta {cal.delta:g}), so every row goes to humans; about "
+            f"{target} of the rows it keeps (delta {cal.delta:g}), so every row goes to humans; about "
             f"{total} human items in all ({total - n} more), agreeing as these do, would certify stage {name!r}.")
 
 
