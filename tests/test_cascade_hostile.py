@@ -9,18 +9,16 @@ import csv
 import errno
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_cascade import CHEAP, STRONG, cascade_pipeline, cli, corpus, write_humans
+from test_cascade import CHEAP, STRONG, MakeProject, cached_samples, cascade_pipeline, cli, corpus, write_humans
 
-from conftest import LABELS, REPO, ServerHandle, read_annotations, subprocess_env, write_rows
+from conftest import LABELS, REPO, ServerHandle, read_annotations, spawn_cli, write_rows
 
 OUT = "out"
 
@@ -349,37 +347,45 @@ def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sa
     calibrated. Now the calibration is redone on its own sample, asking no teacher anything."""
     from test_makefile import bump
 
-    root = tmp_path / "proj"
-    (root / "pipelines" / "data").mkdir(parents=True)
-    shutil.copy(REPO / "Makefile", root / "Makefile")
-    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / "stamp").touch()
-    rows = corpus(1)
-    write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
-    write_humans(root / "pipelines" / "data" / "cal.csv", rows)
-    teacher = {"backend": "openai", "base_url": weak_server.base_url, "max_tokens": 32, "timeout": 2.0}
-    cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
-           "output": {"dir": "../runs/casc"},
-           "cascade": {"target": 0.9, "delta": 0.2, "stages": [
-               {"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)]}}
-    yaml_path = root / "pipelines" / "casc.yaml"
-    yaml_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    venv = Path(sys.executable).parent.parent
-    env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-
-    def make(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", f"STAMP={root / 'stamp'}", *args],
-                              cwd=root, capture_output=True, text=True, timeout=600, env=env)
-
+    project = MakeProject(tmp_path / "proj", weak_server)
+    make = project.make
     first = make("calibrate", "P=casc", "CAL_HUMANS=pipelines/data/cal.csv")
     assert first.returncode == 0, first.stdout + first.stderr
     assert make("run", "P=casc").returncode == 0
     calls = weak_server.stats()["total"]
-    cfg["cascade"]["stages"][0]["teacher"]["concurrency"] = 4  # not a change of the answers
-    yaml_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    bump(yaml_path)
+    project.cfg["cascade"]["stages"][0]["teacher"]["concurrency"] = 4  # not a change of the answers
+    project.write()
+    bump(project.pipeline)
     again = make("run", "P=casc")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "annotator calibrate pipelines/casc.yaml" in again.stdout and "annotator run" in again.stdout
     assert weak_server.stats()["total"] == calls
     assert make("-q", "run", "P=casc").returncode == 0
+
+
+def test_ctrl_c_during_calibrate_says_so_and_the_rerun_asks_only_the_rest(
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    """Typer turned Ctrl-C into a silent exit 130: no word of what was kept."""
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
+    edit_yaml(pipe, lambda c: [st["teacher"].update(concurrency=2) for st in c["cascade"]["stages"]])
+    humans = write_humans(tmp_path / "h.csv", rows)
+    weak_server.configure(latency=0.05)
+    proc = spawn_cli("calibrate", str(pipe), "--humans", str(humans), PYTHONPATH=str(REPO))
+    try:
+        weak_server.wait_for(lambda s: s["total"] >= 30 or proc.poll() is not None, timeout=90)
+        assert proc.poll() is None, "calibrate ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "interrupted: every answer obtained so far is saved" in " ".join(out.split())
+    saved = sum(cached_samples(d) for d in (tmp_path / OUT / "stages").iterdir())
+    assert 0 < saved < 73 * 3 * 2
+    weak_server.configure(latency=0.0)
+    before = weak_server.stats()["total"]
+    calibrate(pipe, humans, capsys)
+    assert weak_server.stats()["total"] - before == 73 * 3 * 2 - saved

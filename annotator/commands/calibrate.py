@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
@@ -52,7 +54,7 @@ def calibrate_command(
     Exit codes: 0 certified; 3 the target cannot be certified with this sample (the file is written: every row
     goes to humans; the message says how many human items would do); 2 bad input (no cascade, a sample that does
     not overlap the input, ...); 5 a stage's teacher is unreachable (rerun: answers so far are kept); 6 the output
-    directory is in use.
+    directory is in use; 8 a stage's teacher.max_cost is reached; 130 interrupted (rerun to resume).
     """
     from annotator.cascade.calibration import calibrate, draw_sample
     from annotator.cascade.stages import calibration_path, cascade_of
@@ -81,7 +83,13 @@ def calibrate_command(
     from annotator.commands.run import StageBars
 
     with StageBars(quiet) as bars:
-        cal = asyncio.run(calibrate(cfg, humans, hook=bars))
+        try:
+            cal = asyncio.run(calibrate(cfg, humans, hook=bars))
+        except KeyboardInterrupt:  # typer would exit 130 without a word
+            bars.stop()
+            Console(stderr=True).print("[yellow]interrupted[/]: every answer obtained so far is saved in the stages' "
+                                       "directories; run the same command again to resume (none is asked twice).")
+            sys.exit(130)
     from annotator.cascade.report import REPORT_DIR, REPORT_MD
 
     report = Path(cfg.output.dir) / REPORT_DIR / REPORT_MD
