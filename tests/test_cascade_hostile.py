@@ -138,6 +138,8 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     assert code == 0, err
     assert "the input has 74 rows, 73 when the human sample was calibrated" in err
     assert len(read_annotations(tmp_path / OUT)) == json.loads(out)["rows_total"]
+    code, _, err = cli(["run", str(pipe), "--limit", "10"], capsys)  # a trial on the first rows: not stale
+    assert code == 0 and "the input has" not in err, err
 
 
 def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, weak_server: ServerHandle,

@@ -231,11 +231,11 @@ def inconsistency(cal: CalibrationFile) -> str | None:
 
 
 def sample_fingerprint(cfg: PipelineConfig, ids: Collection[str]) -> tuple[str, int]:
-    """A hash of the input rows with these ids as the input holds them now (id, text and every other column, the
-    template's variables), and how many of the ids it holds."""
+    """A hash of the input rows with these ids as the input file holds them now (id, text and every other column,
+    the template's variables; ``input.limit`` aside), and how many of the ids it holds."""
     wanted = set(ids)
     found: dict[str, str] = {}
-    for row in iter_rows(cfg.input):
+    for row in iter_rows(cfg.input.model_copy(update={"limit": None})):
         if row.id in wanted:
             found[row.id] = json.dumps([row.id, row.text, row.columns], sort_keys=True, default=str,
                                        ensure_ascii=False)
@@ -440,7 +440,8 @@ def _calibration(cfg: PipelineConfig, sample: _Sample, answers: list[dict[str, S
     cal = _choose(cfg, items, models)
     return cal.model_copy(update={
         "humans": str(Path(humans.path).resolve()), "humans_sha256": _sha256(Path(humans.path)), "human_items": len(humans.ratings),
-        "sample_sha256": sample_fingerprint(cfg, [it.id for it in items])[0], "input_rows": count_rows(cfg.input),
+        "sample_sha256": sample_fingerprint(cfg, [it.id for it in items])[0],
+        "input_rows": count_rows(cfg.input.model_copy(update={"limit": None})),
         "no_majority": sample.no_majority, "not_in_input": sample.not_in_input,
         "not_sendable": len(sample.index) - len(items), "weighted": bool(humans.inclusion_prob),
     })

@@ -106,7 +106,7 @@ class CascadeRun:
         with RunDirLock(self.out_dir):
             cal = fresh_calibration(self.cfg)
             rows = count_rows(self.cfg.input)
-            if rows != cal.input_rows:
+            if self.cfg.input.limit is None and rows != cal.input_rows:
                 log.warning("the input has %d rows, %d when the human sample was calibrated: the guarantee assumes "
                             "that sample is a random draw of the rows labelled now (recalibrate on a new sample if "
                             "the added rows differ)", rows, cal.input_rows)
