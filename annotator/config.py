@@ -180,7 +180,7 @@ class OutputConfig(_Strict):
 
 
 class CascadeStageConfig(_Strict):
-    """One stage of a cascade: a name (its run directory is ``<output.dir>/stages/<name>``) and a whole teacher
+    """One stage of a cascade: a name (its run directory is ``<output.dir>/stages/<k>-<name>``) and a whole teacher
     section (any backend, ``samples`` >= 3: the stage's confidence is its vote share)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
@@ -207,9 +207,8 @@ class CascadeConfig(_Strict):
     See docs/cascade.md."""
 
     stages: list[CascadeStageConfig]
-    target: float = Field(gt=0.0, le=1.0, allow_inf_nan=False,
-                          description="Agreement with the human majority the kept labels must reach, below 1.")
-    delta: float = Field(default=0.1, gt=0.0, le=0.5, allow_inf_nan=False,
+    target: float = Field(gt=0.0, le=1.0, description="Agreement with the human majority the kept labels must reach.")
+    delta: float = Field(default=0.1, gt=0.0, le=0.5,
                          description="Allowed chance that the guarantee fails (over the draw of the human sample).")
     calibration: Path | None = Field(
         default=None, description="The thresholds file `annotator calibrate` writes and `run` reads "
