@@ -17,7 +17,7 @@ bound to the pipeline like any run directory.
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import json
 import logging
 from dataclasses import dataclass, field
@@ -193,25 +193,20 @@ class CascadeRun:
 
     # -- the human queue --------------------------------------------------------------------------------
     def _write_queue(self, queue: dict[int, _Open]) -> Path:
-        """Blank sheets for the rows no stage kept (unchanged sheets are left alone, filled or not; a missing sheet is
-        written again: the audit reads the queue from the wide one)."""
+        """Blank sheets for the rows no stage kept. Sheets that already hold exactly these rows are left alone, filled
+        or not; any other state (a sheet missing, or left over from another queue by a run killed while writing) is
+        written again: the audit reads the queue from the wide sheet."""
         from annotator.audit import sampling as sp
 
         out = self.out_dir / QUEUE_DIR
         ids = [queue[i].id for i in sorted(queue)]
-        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        design_file = out / sp.DESIGN_FILE
-        if design_file.exists() and (out / sp.LONG_SHEET).exists() and (out / sp.WIDE_SHEET).exists():
-            try:
-                if json.loads(design_file.read_text(encoding="utf-8")).get("ids_sha256") == digest:
-                    return out
-            except (OSError, ValueError):
-                pass
+        if _queue_sheets_hold(out, ids):
+            return out
         hq = self.cascade.human_queue
         names = sp.annotator_names(hq.annotators, None)
         items = [sp.Candidate(queue[i].id, queue[i].text, "", None) for i in sorted(queue)]
         design = {"pipeline": self.cfg.name, "purpose": "rows no cascade stage kept: label them (teacher labels are "
-                  "not shown)", "n": len(items), "annotators": names, "per_item": hq.per_item, "ids_sha256": digest}
+                  "not shown)", "n": len(items), "annotators": names, "per_item": hq.per_item}
         labels = [lab.name for lab in build_task(self.cfg.task).manifest_labels()[0]]
         try:
             sp.write_sheets(out, items, sp.assign(len(items), names, hq.per_item), names, labels, design=design)
@@ -247,6 +242,22 @@ class CascadeRun:
         )
         manifest.history = [*earlier_invocations(self.out_dir), manifest.invocation()]
         return manifest
+
+
+def _queue_sheets_hold(out: Path, ids: list[str]) -> bool:
+    """Whether the long and wide sheets and the Label Studio tasks in ``out`` are all of exactly ``ids``."""
+    from annotator.audit import sampling as sp
+
+    try:
+        with (out / sp.LONG_SHEET).open(newline="", encoding="utf-8") as fh:
+            long_ids = list(dict.fromkeys(row["item_id"] for row in csv.DictReader(fh)))
+        with (out / sp.WIDE_SHEET).open(newline="", encoding="utf-8") as fh:
+            wide_ids = [row["item_id"] for row in csv.DictReader(fh)]
+        tasks = json.loads((out / sp.LS_TASKS).read_text(encoding="utf-8"))
+        task_ids = [str(t["data"]["item_id"]) for t in tasks]
+    except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        return False
+    return long_ids == wide_ids == task_ids == ids
 
 
 def _sum(values: list[float | None]) -> float | None:
