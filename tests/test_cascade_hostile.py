@@ -143,6 +143,24 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     assert code == 0 and "the input has" not in err, err
 
 
+@pytest.mark.parametrize("change", [
+    # few-shot examples are part of every prompt, so of the answers on the sample; they were left out of the
+    # stages' fingerprint (the engine's cache key leaves them out because it hashes the rendered prompt)
+    lambda c: c["task"].update(few_shot=[{"text": "a match report", "output": {"label": "sport"}}]),
+    lambda c: c.update(prompt={"system": "You label news."}),
+])
+def test_a_prompt_changed_after_calibrating_makes_it_stale(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
+                                                           capsys, change) -> None:
+    rows = corpus(1)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows[:30])
+    calibrate(pipe, write_humans(tmp_path / "h.csv", rows[:30]), capsys)
+    calls = weak_server.stats()["total"]
+    edit_yaml(pipe, change)
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "is stale: stage(s) cheap, strong changed" in err, err
+    assert weak_server.stats()["total"] == calls
+
+
 def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, weak_server: ServerHandle,
                                                             tmp_path: Path, capsys) -> None:
     """Stage directories are named after the stage, not its place: before the fix, inserting a stage before the

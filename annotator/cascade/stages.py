@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.backends import Backend
-from annotator.cache import cache_key, task_fingerprint
+from annotator.cache import cache_key
 from annotator.config import CascadeConfig, OutputConfig, PipelineConfig
 from annotator.engine import Pipeline, RunStats, load_template
 from annotator.errors import BudgetReached, ConfigError, TeacherUnreachable
@@ -70,11 +70,11 @@ def stage_label(cfg: PipelineConfig, k: int) -> str:
 
 def stage_fingerprint(cfg: PipelineConfig, k: int) -> str:
     """A hash of what shapes stage ``k``'s answers: its teacher's model and sampling settings, the prompt template
-    and system prompt, and the task."""
+    and system prompt, and the whole task (its labels, instructions and few-shot examples)."""
     teacher = cascade_of(cfg).stages[k].teacher
     return cache_key({
         "teacher": teacher.model_dump(mode="json", include=FINGERPRINT_FIELDS),
-        "template": load_template(cfg).sha256, "system": cfg.prompt.system, "task": task_fingerprint(cfg.task),
+        "template": load_template(cfg).sha256, "system": cfg.prompt.system, "task": cfg.task.model_dump(mode="json"),
     })
 
 
