@@ -452,3 +452,11 @@ def test_ctrl_c_during_calibrate_says_so_and_the_rerun_asks_only_the_rest(
     before = weak_server.stats()["total"]
     calibrate(pipe, humans, capsys)
     assert weak_server.stats()["total"] - before == 73 * 3 * 2 - saved
+
+
+def test_the_certified_sentence_never_rounds_a_rate_up() -> None:
+    """`{:.0%}` printed delta 0.025 as "at least 98%" and target 0.995 as "at least 100%": more than certified."""
+    from annotator.cascade.calibration import _exact_pct
+
+    assert [_exact_pct(x) for x in (1 - 0.025, 0.995, 0.925, 0.9, 1 - 0.1, 0.12345678)] == [
+        "97.5%", "99.5%", "92.5%", "90%", "90%", "12.3456%"]
