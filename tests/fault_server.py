@@ -138,13 +138,21 @@ def instance(schema: dict[str, Any] | None, text: str, name: str = "") -> Any:
     if typ == "object" or "properties" in schema:
         return {k: instance(v, text, k) for k, v in (schema.get("properties") or {}).items()}
     if typ == "array":
-        n = max(1, int(schema.get("minItems", 1)))
-        items = schema.get("items") or {}
-        if "enum" in items:  # distinct values for sets of labels
-            vals = [str(x) for x in items["enum"]]
-            start = _h(text) % len(vals)
-            return [vals[(start + i) % len(vals)] for i in range(min(n, len(vals)))]
-        return [instance(items, f"{text}#{i}", name) for i in range(n)]
+        return _array_instance(schema, text, name)
+    return _scalar_instance(schema, typ, text, name)
+
+
+def _array_instance(schema: dict[str, Any], text: str, name: str) -> list[Any]:
+    n = max(1, int(schema.get("minItems", 1)))
+    items = schema.get("items") or {}
+    if "enum" in items:  # distinct values for sets of labels
+        vals = [str(x) for x in items["enum"]]
+        start = _h(text) % len(vals)
+        return [vals[(start + i) % len(vals)] for i in range(min(n, len(vals)))]
+    return [instance(items, f"{text}#{i}", name) for i in range(n)]
+
+
+def _scalar_instance(schema: dict[str, Any], typ: Any, text: str, name: str) -> Any:
     if typ == "string":
         s = f"echo: {text}" if name == "rationale" else f"{name or 'value'} for {text[:40]}"
         lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")

@@ -113,7 +113,7 @@ def test_temperature_does_not_worsen_calibration(trained):
     """On validation (where T is fit, against the teacher's labels), recomputed here from the saved model."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from annotator.student.train import predict_logits
+    from annotator.student.loop import predict_logits
 
     m, base = trained["m"], trained["base"]
     cal = m["calibration"]

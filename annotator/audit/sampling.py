@@ -46,6 +46,8 @@ from annotator.choices import Strategy
 from annotator.errors import InputDataError
 from annotator.records import iter_annotations, read_manifest
 from annotator.rundir import atomic_write_text
+from annotator.tables import read_table
+from annotator.tasks import is_classification
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def load_candidates(run: str | Path) -> tuple[list[Candidate], list[str]]:
     """The run's successfully labelled single-label items, and its label set (run.json, else observed)."""
     candidates: list[Candidate] = []
     for rec in iter_annotations(run):
-        if rec.task != "label":
+        if not is_classification(rec.task):
             raise InputDataError(f"run {run} is a '{rec.task}' task; sampling for an audit needs a label task")
         label = rec.single_label()
         if rec.status == "ok" and label is not None:
@@ -228,8 +230,8 @@ def _filled_sheets(out: Path) -> list[str]:
         if not path.exists():
             continue
         try:
-            df = pl.read_csv(path, infer_schema=False)
-        except Exception:  # noqa: BLE001 - unreadable: treat as precious, never overwrite
+            df = read_table(path, "annotation sheet", allow_empty=True)
+        except InputDataError:  # unreadable: treat as precious, never overwrite
             filled.append(name)
             continue
         own = {"item_id", "annotator", "text", INCLUSION_COLUMN}

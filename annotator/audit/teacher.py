@@ -6,10 +6,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotator.audit.tabular import few, find_id_column, read_table, to_float, to_label
+from annotator.audit.tabular import few, find_id_column, to_float, to_label
 from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
 from annotator.records import ANNOTATIONS_FILE, iter_annotations, normalize_id, read_manifest
+from annotator.tables import read_table
+from annotator.tasks import is_classification
 
 _RECORD_KEYS = {"status", "task", "prompt_hash"}
 
@@ -57,7 +59,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
     # read_manifest() given a *file* would parse that file itself; hand it the run directory instead.
     manifest = read_manifest(p if p.is_dir() else p.parent)
     if manifest is not None:
-        if manifest.task != "label":
+        if not is_classification(manifest.task):
             raise InputDataError(f"teacher run {p} is a '{manifest.task}' task; audit needs a single-label task")
         if manifest.multi_label:
             raise InputDataError(f"teacher run {p} is multi-label; audit supports single-label tasks only")
@@ -69,7 +71,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
     tally = CostTally()
     for rec in iter_annotations(p):
         tally.add(rec.cost)
-        if rec.task != "label":
+        if not is_classification(rec.task):
             raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
         ids.add(rec.id)
         model = model or rec.model

@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 
 from annotator.choices import GateMetric, Level
-from annotator.commands.output import JSON_HELP, emit_json, jsonable, log_console, result_console
+from annotator.commands.output import JSON_HELP, emit_json, fitted_table, jsonable, log_console, result_console
 
 if TYPE_CHECKING:
-    from annotator.audit import AuditOptions
     from annotator.audit.compare import Comparison
-    from annotator.audit.report import AuditReport
+    from annotator.audit.compute import AuditOptions
+    from annotator.audit.results import AuditReport
 
 
 def audit_command(
@@ -53,7 +53,8 @@ def audit_command(
 
     Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
 """
-    from annotator.audit import AuditOptions, check_gate, run_audit
+    from annotator.audit.compute import AuditOptions
+    from annotator.audit.run_audit import check_gate, run_audit
 
     first = teacher[0]
     base = first if first.is_dir() else first.parent
@@ -136,18 +137,16 @@ def _compare(opts: AuditOptions, teachers: list[Path], out: Path, as_json: bool)
 
 
 def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
-    from annotator.audit.compare import COMPARISON_MD
+    from annotator.audit.compare import COMPARISON_MD, alt_test_cell
     from annotator.audit.report import f, fe
 
     console = result_console()
-    table = Table(title=f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - alpha) * 100))}% CI)")
-    for col in ("teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test", "tokens/item"):
-        table.add_column(col, justify="left" if col == "teacher" else "right")
-    for s in comparison.teachers:
-        alt = "not run" if s.alt_test_passed is None else ("PASSED" if s.alt_test_passed else "FAILED") + (" (weak)" if s.alt_test_weak else "")
-        table.add_row(s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
-                      f(s.advantage_probability, 3), alt, f(s.tokens_per_item, 1))
-    console.print(table)
+    title = f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - alpha) * 100))}% CI)"
+    columns = ["teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test",
+               "tokens/item"]
+    rows = [[s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
+             f(s.advantage_probability, 3), alt_test_cell(s), f(s.tokens_per_item, 1)] for s in comparison.teachers]
+    console.print(fitted_table(console, title, columns, rows, left=("teacher",)))
     console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
     console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")
 

@@ -12,7 +12,7 @@ from annotator.choices import ExportFormat
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 if TYPE_CHECKING:
-    from annotator.export.dataset_builder import ExportSummary
+    from annotator.export.summary import ExportSummary
 
 
 def export_command(
@@ -55,7 +55,7 @@ def export_command(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Export a run's annotations as a Hugging Face dataset (splits by item id, same for every teacher) with a card."""
-    from annotator.export.dataset_builder import ExportOptions, export_run
+    from annotator.export import ExportOptions, export_run
 
     summary = export_run(
         run_dir,

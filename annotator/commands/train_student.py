@@ -127,13 +127,15 @@ def _print_results(console: Console, m, out: Path) -> None:
         _print_thresholds(console, scope)
     if m.learning_curve:
         _print_curve(console, m)
-    console.print(f"model: [bold]{m.model_dir}[/]   metrics: [bold]{out / 'metrics.json'}[/]", soft_wrap=True)
+    console.print(f"model: [bold]{m.model_dir}[/] (from {m.base_model})   metrics: [bold]{out / 'metrics.json'}[/]",
+                  soft_wrap=True)
 
 
 def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: int, max_length: int,
                   max_steps: int | None, patience: int, **rest: Any):
     """The checked training options (one error line per bad value)."""
-    from annotator.student.train import StudentError, TrainConfig
+    from annotator.student.loop import TrainConfig
+    from annotator.student.metrics import StudentError
 
     if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 0 or (max_steps is not None and max_steps <= 0):
         raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
@@ -207,13 +209,9 @@ def train_student_command(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
-    from annotator.student.train import (
-        StudentError,
-        StudentOptions,
-        parse_thresholds,
-        resolve_dataset_dir,
-        train_student,
-    )
+    from annotator.student.data import StudentOptions, parse_thresholds, resolve_dataset_dir
+    from annotator.student.metrics import StudentError
+    from annotator.student.train import train_student
 
     if min_calibration_items < 1:
         raise StudentError("--min-calibration-items must be >= 1")
@@ -225,7 +223,7 @@ def train_student_command(
         thresholds=parse_thresholds(thresholds), show_progress=progress and not logs.quiet, eval_by=eval_by,
         train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )
-    m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
+    m = train_student(ds_dir, opts)
     for note in m.notes:
         logs.print(f"[yellow]note:[/] {note}")
     if as_json:

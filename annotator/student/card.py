@@ -1,6 +1,6 @@
 """The student's model card (``model/README.md``): Hub front matter, then what it was trained on and how it scores.
 
-Every number comes from the run's :class:`annotator.student.train.StudentMetrics` (the same as metrics.json).
+Every number comes from the run's :class:`annotator.student.metrics.StudentMetrics` (the same as metrics.json).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from annotator.student.evaluate import EvalBlock, Scores
+    from annotator.student.metrics import CalibrationInfo, LearningCurvePoint, StudentMetrics
     from annotator.student.slices import Selection
-    from annotator.student.train import CalibrationInfo, LearningCurvePoint, StudentMetrics
 
 
 def _f(x: float | None) -> str:
