@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import openai
 
@@ -42,7 +42,7 @@ from annotator.retry import AnswerValidator, ValidationPolicy
 
 log = logging.getLogger(__name__)
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 _TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 BatchProgress = Callable[[int, int, str], None]
@@ -200,7 +200,8 @@ class BatchRun:
 
     async def _create(self, file_id: str) -> None:
         batch = await self._api(self.client.batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT, completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
+            input_file_id=file_id, endpoint=ENDPOINT,
+            completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
             metadata={"annotator_pipeline": self.pipeline.cfg.name},
         ))
         self.store.set_batch_id(file_id, batch.id)

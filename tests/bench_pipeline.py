@@ -18,8 +18,8 @@ setup`` with ``--no-deps``; or ``--corpus CSV`` with ``text`` and ``label``/``ca
 (default 1,000) rows get a simulated teacher wrong on ``--teacher-noise`` (10%) of them, then the real ``annotator
 export --gold --split 0.6,0.2,0.2`` and ``annotator train-student --sizes 0.25,0.5,all --epochs 3 --max-length 48``:
 student accuracy and macro-F1 vs gold per training size (steps, best epoch, seconds), each size's own temperature
-(fit on validation) and test ECE before and after it, and the majority-class rate of the test split. 23 minutes of wall time on
-2 cores shared with other jobs (MiniLM's forward/backward is the cost); larger runs with
+(fit on validation) and test ECE before and after it, and the majority-class rate of the test split. 23 minutes of
+wall time on 2 cores shared with other jobs (MiniLM's forward/backward is the cost); larger runs with
 ``--student-rows 3000 --student-split 0.8,0.1,0.1 --student-sizes 250,1000,all``.
 
 Durability: the cache commits every answer with SQLite WAL ``synchronous=NORMAL`` (survives a process crash; a power

@@ -36,8 +36,9 @@ or by global request number (1-based): ``POST /config {"by_request": {"3": "500"
 
 Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_request``), ``POST /config`` with any
 of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
-``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per answer, fixed so
-tests can compute token budgets and costs; ``cached_tokens`` goes in ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
+``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per
+answer, fixed so tests can compute token budgets and costs; ``cached_tokens`` goes in
+``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
 ``trickle_interval`` and ``huge_chars`` (see the faults above).
 

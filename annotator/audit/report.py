@@ -16,8 +16,9 @@ def f(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def fe(e: Estimate) -> str:
-    if e.value is None:
+def fe(e: Estimate | None) -> str:
+    """An estimate and its interval in a table cell (``n/a`` when it is missing or undefined)."""
+    if e is None or e.value is None:
         return "n/a"
     if e.ci_low is None or e.ci_high is None:
         return f(e.value)
@@ -85,7 +86,8 @@ def _md_data(r: AuditReport) -> list[str]:
             ["label set", f"{', '.join(inp.labels)} (from {inp.label_source}; level {inp.level})"],
             ["human items / ratings", f"{cov.human_items} / {cov.human_ratings}"],
             ["evaluated items", f"{cov.evaluated_items} (ratings per item {cov.min_ratings_per_item}-{cov.max_ratings_per_item})"],
-            ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on human items, excluded)"],
+            ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on "
+                f"human items, excluded)"],
             ["teacher-only items (no human label)", cov.teacher_only_items],
             *([["teacher cost", f"${inp.teacher_cost_usd:,.4f} in all, ${inp.teacher_cost_per_item_usd:.6f} per item"]]
               if inp.teacher_cost_usd is not None and inp.teacher_cost_per_item_usd is not None else []),
@@ -278,15 +280,16 @@ def _slices_markdown(s: Slices, plot: bool) -> list[str]:
     """The per-slice table of ``audit --by COLUMN``."""
     L = [f"## Results by slice: `{s.column}`", "",
          f"Each slice is audited on its own (same metrics, bootstrap and alt-test as above); `{s.column}` read from "
-         f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are reported as too small.", ""]
+         f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are "
+             f"reported as too small.", ""]
     rows = []
     for x in s.slices:
         if x.too_small:
             rows.append([x.value, x.n_items, x.n_annotators, "", "", "", "", "", "too small"])
             continue
         verdict = {True: "PASSED", False: "FAILED", None: "not run"}[x.alt_test_passed]
-        rows.append([x.value, x.n_items, x.n_annotators, fe(x.accuracy), fe(x.macro_f1),  # type: ignore[arg-type]
-                     fe(x.teacher_vs_majority_alpha), fe(x.human_human_kappa), fe(x.teacher_human_kappa), verdict])  # type: ignore[arg-type]
+        rows.append([x.value, x.n_items, x.n_annotators, fe(x.accuracy), fe(x.macro_f1),
+                     fe(x.teacher_vs_majority_alpha), fe(x.human_human_kappa), fe(x.teacher_human_kappa), verdict])
     L += markdown_table(["slice", "items", "annotators", "accuracy", "macro F1", "alpha teacher vs majority",
                  "human-human kappa", "teacher-human kappa", "alt-test"], rows)
     if plot:

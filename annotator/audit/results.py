@@ -1,5 +1,5 @@
-"""What an audit finds: the pydantic models of ``report.json`` (rendered as ``report.md`` by :mod:`annotator.audit.report`)
-and of a comparison of teachers (``comparison.json``, :mod:`annotator.audit.compare`)."""
+"""What an audit finds: the pydantic models of ``report.json`` (rendered as ``report.md`` by
+:mod:`annotator.audit.report`) and of a comparison of teachers (``comparison.json``, :mod:`annotator.audit.compare`)."""
 
 from __future__ import annotations
 

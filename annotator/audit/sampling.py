@@ -23,8 +23,9 @@ Planning (:func:`plan`) uses normal approximations, stated with every number it 
 * Krippendorff's alpha: the large-sample variance of the two-rater intraclass kappa for a binary category (Bloch
   & Kraemer 1989), ``var = (1 - a)/n * [(1 - a)(1 - 2a) + a(2 - a) / (2 p (1 - p))]``, applied, as Krippendorff
   (2004, section 11.4) recommends for sample sizes, to the rarest category (``p`` = its share among the teacher's
-  labels of the drawn items, so a stratified draw that covers rare labels needs fewer items) against the rest; ``a`` is the alpha among the pilot's humans, or an assumed value. With more than 2
-  ratings per item the interval is narrower, so this is conservative.
+  labels of the drawn items, so a stratified draw that covers rare labels needs fewer items) against the rest;
+  ``a`` is the alpha among the pilot's humans, or an assumed value. With more than 2 ratings per item the interval
+  is narrower, so this is conservative.
 """
 
 from __future__ import annotations

@@ -19,19 +19,29 @@ if TYPE_CHECKING:
 
 def audit_command(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
-    teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
-    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
-    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
-    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
+    teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). "
+        "Repeat to compare teachers."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: "
+        "FIRST_TEACHER/../audit-comparison)."),
+    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json "
+        "labels, else all observed labels."),
+    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: "
+        "numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
-    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", case_sensitive=False, help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place of a human; winning_rate, advantage_probability: the alt-test."),
+    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", case_sensitive=False, help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, "
+        "accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); "
+        "mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place "
+        "of a human; winning_rate, advantage_probability: the alt-test."),
     epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
-    alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) are excluded, as in the reference implementation."),
-    by: str | None = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else from the run's input file: report.md 'Results by slice', report.json 'slices', agreement_by_slice.png."),
+    alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) "
+        "are excluded, as in the reference implementation."),
+    by: str | None = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else "
+        "from the run's input file: report.md 'Results by slice', report.json 'slices', "
+        "agreement_by_slice.png."),
     min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
@@ -52,7 +62,7 @@ def audit_command(
     TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
 
     Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
-"""
+"""  # noqa: E501 - typer keeps line breaks in --help: one paragraph per line, rich wraps it
     from annotator.audit.compute import AuditOptions
     from annotator.audit.run_audit import check_gate, run_audit
 

@@ -28,7 +28,8 @@ def export_command(
     split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
     stratify_by: Annotated[
         str | None,
-        typer.Option("--stratify-by", metavar="COLUMN", help="Split every slice of this input column (e.g. language) in the fractions (with --gold: every slice's gold-label mix)."),
+        typer.Option("--stratify-by", metavar="COLUMN", help="Split every slice of this input column (e.g. language) in the fractions (with --gold: "
+            "every slice's gold-label mix)."),
     ] = None,
     min_confidence: Annotated[
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
@@ -44,7 +45,8 @@ def export_command(
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
     route_below: Annotated[
         float | None,
-        typer.Option("--route-below", help="Keep label rows under this teacher confidence out of the dataset and write them to a sheet for humans."),
+        typer.Option("--route-below", help="Keep label rows under this teacher confidence out of the dataset and write them to a "
+            "sheet for humans."),
     ] = None,
     route_out: Annotated[
         Path | None, typer.Option("--route-out", help="Folder of that sheet (default RUN_DIR/routed; refuses to overwrite sheets).")

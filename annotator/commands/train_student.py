@@ -127,8 +127,7 @@ def _print_results(console: Console, m, out: Path) -> None:
         _print_thresholds(console, scope)
     if m.learning_curve:
         _print_curve(console, m)
-    console.print(f"model: [bold]{m.model_dir}[/] (from {m.base_model})   metrics: [bold]{out / 'metrics.json'}[/]",
-                  soft_wrap=True)
+    console.print(f"model: [bold]{m.model_dir}[/]   metrics: [bold]{out / 'metrics.json'}[/]", soft_wrap=True)
 
 
 def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: int, max_length: int,
@@ -195,15 +194,18 @@ def train_student_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     eval_by: Annotated[
         str | None,
-        typer.Option("--eval-by", metavar="COLUMN", help="Also score student and teacher vs gold per value of this column (gold file, else the run's input), in metrics.json 'slices'."),
+        typer.Option("--eval-by", metavar="COLUMN", help="Also score student and teacher vs gold per value of this column (gold file, else the "
+            "run's input), in metrics.json 'slices'."),
     ] = None,
     train_where: Annotated[
         str | None,
-        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, in \\[a, b], not in \\[a, b], joined by 'and'; columns as for --eval-by)."),
+        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, "
+            "in \\[a, b], not in \\[a, b], joined by 'and'; columns as for --eval-by)."),
     ] = None,
     test_where: Annotated[
         str | None,
-        typer.Option("--test-where", metavar="EXPR", help="Test on every exported item matching EXPR that is not trained on, e.g. \"language == el\" (zero-shot cross-lingual)."),
+        typer.Option("--test-where", metavar="EXPR", help="Test on every exported item matching EXPR that is not trained on, e.g. \"language == "
+            "el\" (zero-shot cross-lingual)."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,

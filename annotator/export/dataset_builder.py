@@ -431,7 +431,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportSummary:
     if not kept:
         raise ExportError(
             f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
-            f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
+            f"{counts.below_threshold_excluded} below --min-confidence, "
+                f"{counts.invalid_label_excluded} without a valid label"
             + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
         )
     exporter.finish_selection(kept)

@@ -40,7 +40,8 @@ def _selection(sel: Selection) -> list[str]:
 
     return [
         "## Train / test selection", "",
-        f"- `--train-where`: {'`' + sel.train_where + '`' if sel.train_where else '(none: the train/validation splits)'}",
+        f"- `--train-where`: "
+            f"{'`' + sel.train_where + '`' if sel.train_where else '(none: the train/validation splits)'}",
         f"- `--test-where`: {'`' + sel.test_where + '`' if sel.test_where else '(none: the held-out split)'}",
         f"- items: {sel.train_items} train, {sel.validation_items} validation, {sel.test_items} test",
         f"- train items by value: {counts(sel.train_values)}",

@@ -1,9 +1,10 @@
 """Fine-tune a small encoder classifier on an exported dataset and compare it with the teacher on human gold.
 
 The flow (:func:`train_student`): read the export and the gold (:mod:`annotator.student.data`), train
-(:mod:`annotator.student.loop`: plain PyTorch, AdamW, linear warm-up/decay; CPU-friendly defaults: at most 10 epochs, lr 2e-4 for the
-encoder and 1e-3 for the new classifier head, batch 16, max_length 128 (on the 72-item demo BERT's usual 5e-5
-leaves the loss near its start after 40 steps). ``max_steps`` overrides the epochs (as in transformers' Trainer).
+(:mod:`annotator.student.loop`: plain PyTorch, AdamW, linear warm-up/decay), calibrate, evaluate, write. CPU-friendly
+defaults: at most 10 epochs, lr 2e-4 for the encoder and 1e-3 for the new classifier head, batch 16, max_length 128
+(on the 72-item demo BERT's usual 5e-5 leaves the loss near its start after 40 steps). ``max_steps`` overrides the
+epochs (as in transformers' Trainer).
 
 Model selection: after every epoch the student is scored on the export's validation split (accuracy against the
 teacher's labels, ties broken by the lower validation loss); the best epoch's weights are kept and training stops

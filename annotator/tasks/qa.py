@@ -29,7 +29,8 @@ class QATaskConfig(TaskConfigBase):
     max_pairs: int = Field(default=3, ge=1, le=50)
     require_grounding: bool = Field(
         default=True,
-        description="Reject a pair whose evidence is not a verbatim quote of the document or does not support the answer.",
+        description="Reject a pair whose evidence is not a verbatim quote of the document or does not "
+            "support the answer.",
     )
     min_evidence_chars: int = Field(
         default=12, ge=1,
