@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -51,14 +52,15 @@ def emit_json(data: BaseModel | dict[str, Any]) -> None:
 def fitted_table(console: Console, title: str, columns: list[str], rows: list[list[str]],
                  left: tuple[str, ...] = ()) -> RenderableType:
     """A table of ``rows`` under ``columns`` (right-aligned but for the ``left`` ones) as wide as its content when
-    that fits the console, else one block per row (its first cell, then ``column  value`` lines), so no cell is cut
+    that fits the console, else one block per row (its first column and cell, then ``column  value`` lines), so no cell is cut
     (an 80-column terminal would shrink a name such as ``teacher-big`` to ``teach...``)."""
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="left" if col in left else "right")
     for row in rows:
         table.add_row(*row)
-    if console.measure(table).maximum <= console.width:
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    if natural <= console.width:
         return table
     blocks: list[RenderableType] = [Text(title, style="italic", justify="center")]
     for row in rows:
@@ -67,5 +69,5 @@ def fitted_table(console: Console, title: str, columns: list[str], rows: list[li
         grid.add_column()
         for col, cell in zip(columns[1:], row[1:]):
             grid.add_row(col, cell)
-        blocks += [Text(row[0], style="bold"), grid]
+        blocks += [Text(f"{columns[0]} {row[0]}", style="bold"), grid]
     return Group(*blocks)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
+from annotator.commands.output import JSON_HELP, emit_json, fitted_table, log_console, result_console
 from annotator.student.calibration import MIN_FIT_ITEMS
 
 
@@ -63,23 +63,21 @@ def _print_curve(console: Console, m) -> None:
     from annotator.student.card import ece_text, temperature_text
 
     names = list(m.learning_curve[0].slices or {})
-    t = Table(title="learning curve (held-out scope)" + (f"; per {m.slices.column}: student vs gold (n)" if names else ""))
-    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree", "T", "ECE before -> after",
-              *names):
-        t.add_column(c, justify="right")
-    for p in m.learning_curve:
-        t.add_row(
-            f"{p.size}" + (" (clipped)" if p.clipped else ""),
-            str(p.steps),
-            "-" if p.best_epoch is None else str(p.best_epoch),
-            f"{p.seconds:.0f}",
-            _pair(p.student),
-            _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
-            temperature_text(p.calibration),
-            ece_text(p.calibration),
-            *(f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()),
-        )
-    console.print(t)
+    title = "learning curve (held-out scope)" + (f"; per {m.slices.column}: student vs gold (n)" if names else "")
+    columns = ["train size", "steps", "best epoch", "seconds", "student vs gold", "agree", "T", "ECE before -> after",
+               *names]
+    rows = [[
+        f"{p.size}" + (" (clipped)" if p.clipped else ""),
+        str(p.steps),
+        "-" if p.best_epoch is None else str(p.best_epoch),
+        f"{p.seconds:.0f}",
+        _pair(p.student),
+        _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
+        temperature_text(p.calibration),
+        ece_text(p.calibration),
+        *(f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()),
+    ] for p in m.learning_curve]
+    console.print(fitted_table(console, title, columns, rows))
     for note in sorted({p.calibration.note for p in m.learning_curve if p.calibration and p.calibration.note}):
         console.print(f"[yellow]learning curve calibration:[/] {note}")
 
