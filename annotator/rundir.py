@@ -69,17 +69,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write binary ``path`` (an image) whole or not at all, as :func:`atomic_writer` does text."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write binary ``path`` (an image) whole or not at all (:func:`atomic_writer`, through its byte buffer)."""
+    with atomic_writer(path) as fh:
+        fh.buffer.write(data)
 
 
 def fsync_dir(path: Path) -> None:
