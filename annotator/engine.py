@@ -157,10 +157,11 @@ class _InFlight:
 
     def _done(self, t: asyncio.Task[None]) -> None:
         self.pending.discard(t)
-        if t.cancelled() or t.exception() is None:
+        exc = None if t.cancelled() else t.exception()
+        if exc is None:
             return
-        self.errors.append(t.exception())  # type: ignore[arg-type]
-        if isinstance(t.exception(), BudgetReached):
+        self.errors.append(exc)
+        if isinstance(exc, BudgetReached):
             return
         for other in self.pending:
             other.cancel()
@@ -173,6 +174,7 @@ class _InFlight:
             raise self.errors[0]
 
     def cancel(self) -> None:
+        """Cancel the rows still in flight (the run is ending)."""
         for t in self.pending:
             t.cancel()
 
