@@ -22,8 +22,8 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
-    """Write the figure as a PNG, atomically; close it."""
+def save_png(fig: Any, path: Path) -> None:
+    """Write the figure as a PNG (120 dpi), atomically (:func:`annotator.rundir.atomic_write_bytes`); close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     _plt().close(fig)
@@ -50,7 +50,7 @@ def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
     ax.set_title("Teacher vs human majority (colour: row share)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def per_class_agreement_png(
@@ -73,7 +73,7 @@ def per_class_agreement_png(
     ax.set_title("Per-class agreement: human-human vs teacher-human")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def calibration_png(cal: Calibration, path: Path) -> None:
@@ -96,7 +96,7 @@ def calibration_png(cal: Calibration, path: Path) -> None:
     ax2.set_xlabel("teacher confidence")
     ax2.set_ylabel("items")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _point_and_err(estimates: list[Estimate | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -127,4 +127,4 @@ def agreement_by_slice_png(s: Slices, path: Path) -> None:
     ax.set_title(f"Agreement by {s.column}")
     ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)

@@ -52,8 +52,8 @@ def emit_json(data: BaseModel | dict[str, Any]) -> None:
 def fitted_table(console: Console, title: str, columns: list[str], rows: list[list[str]],
                  left: tuple[str, ...] = ()) -> RenderableType:
     """A table of ``rows`` under ``columns`` (right-aligned but for the ``left`` ones) as wide as its content when
-    that fits the console, else one block per row (its first column and cell, then ``column  value`` lines), so no cell is cut
-    (an 80-column terminal would shrink a name such as ``teacher-big`` to ``teach...``)."""
+    that fits the console, else one block per row (its first column and cell, then ``column  value`` lines), so no
+    cell is cut (an 80-column terminal would shrink a name such as ``teacher-big`` to ``teach...``)."""
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="left" if col in left else "right")
