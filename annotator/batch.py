@@ -36,7 +36,7 @@ from annotator.cache import ResultStore, SampleResult
 from annotator.config import PipelineConfig
 from annotator.costs import Budget, estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError, BudgetReached
-from annotator.inputs import InputRow, iter_rows
+from annotator.inputs import InputRow
 from annotator.records import RunCounts
 from annotator.retry import AnswerValidator, ValidationPolicy
 
@@ -78,6 +78,7 @@ class SampleSource(Protocol):
     @property
     def validator(self) -> AnswerValidator: ...
 
+    def rows(self) -> Iterator[InputRow]: ...
     def prompt_of(self, row: InputRow) -> list[dict[str, str]] | str: ...
     def sample_key(self, backend: Backend, messages: list[dict[str, str]], k: int) -> str: ...
     def request(self, messages: list[dict[str, str]], k: int, attempt: int) -> GenerationRequest: ...
@@ -137,7 +138,7 @@ class BatchRun:
     # -- what to ask -----------------------------------------------------------------------------------
     def _collect(self) -> Iterator[_Item]:
         p = self.pipeline
-        for row in iter_rows(p.cfg.input):
+        for row in p.rows():
             messages = p.prompt_of(row)
             if isinstance(messages, str):
                 continue  # recorded as failed by the engine without a call

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from annotator.backends.base import BaseTeacherConfig
 from annotator.backends.local_llama import LocalTeacherConfig
 from annotator.backends.registry import TeacherConfig, explain_teacher_error
+from annotator.cascade.settings import CascadeConfig
 from annotator.errors import ConfigError
 from annotator.inputs import InputConfig
 from annotator.retry import ValidationConfig
@@ -70,6 +72,7 @@ class PipelineConfig(_Strict):
     teacher: TeacherConfig = LocalTeacherConfig()
     validation: ValidationConfig = ValidationConfig()
     output: OutputConfig
+    cascade: CascadeConfig | None = Field(default=None, description="Several teachers in turn (docs/cascade.md).")
 
     source_path: Path | None = Field(default=None, exclude=True)
     overrides: list[str] = Field(default=[], exclude=True, description="The --set overrides applied, in order.")
@@ -89,7 +92,15 @@ class PipelineConfig(_Strict):
         self.input.path = fix(self.input.path)  # type: ignore[assignment]
         self.prompt.template = fix(self.prompt.template)
         self.output.dir = fix(self.output.dir)  # type: ignore[assignment]
+        if self.cascade is not None:
+            self.cascade.calibration = fix(self.cascade.calibration) or self.output.dir / "calibration.json"
         return self
+
+    def stage_teachers(self) -> list[tuple[str, BaseTeacherConfig]]:
+        """Every teacher of the pipeline with its place in the file: ``teacher``, or each cascade stage's."""
+        if self.cascade is None:
+            return [("teacher", self.teacher)]
+        return [(f"cascade.stages.{i}.teacher", st.teacher) for i, st in enumerate(self.cascade.stages)]
 
 
 _models: dict[tuple[type[TaskConfigBase], ...], type[PipelineConfig]] = {}
@@ -110,30 +121,65 @@ def pipeline_model() -> type[PipelineConfig]:
     return _models[key]
 
 
+def _refusal(path: Path, field: str, why: str, overrides: list[str]) -> ConfigError:
+    """A config error for ``field``, naming the ``--set`` it came from when it came from one."""
+    origin = next((o for o in reversed(overrides) if _override_touches(o, field)), None)
+    return ConfigError(f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else ""))
+
+
 def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
     """``teacher.samples > 1`` only for a task that aggregates samples: others would pay for answers they drop."""
     n = cfg.teacher.samples
     if n > 1 and not get_task_class(cfg.task.type).aggregates_samples:
-        origin = next((o for o in reversed(overrides) if _override_touches(o, "teacher.samples")), None)
-        raise ConfigError(
-            f"invalid pipeline config {path}: teacher.samples: {n}: the {cfg.task.type} task keeps one answer per "
-            f"row (it does not aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; "
-            "set teacher.samples: 1" + (f" (from --set {origin})" if origin else "")
-        )
+        raise _refusal(path, "teacher.samples", f"{n}: the {cfg.task.type} task keeps one answer per row (it does not "
+                       f"aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; set "
+                       "teacher.samples: 1", overrides)
 
 
 def _check_capabilities(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
-    """Refuse a setting the teacher cannot honour (:meth:`~annotator.backends.base.BaseTeacherConfig.capabilities`):
-    re-asking, Ray (checked here so ``validate`` says it, not only ``run``)."""
-    caps = cfg.teacher.capabilities()
-    if cfg.validation.on_invalid == "reask" and caps.reask_refused:
-        field, why = "validation.on_invalid", caps.reask_refused
-    elif cfg.teacher.ray is not None and caps.ray_refused:
-        field, why = "teacher.ray", caps.ray_refused
-    else:
+    """Refuse a setting a teacher cannot honour (:meth:`~annotator.backends.base.BaseTeacherConfig.capabilities`):
+    re-asking, Ray (checked here so ``validate`` says it, not only ``run``); every teacher of the file (``teacher``,
+    or each cascade stage's), each named by its place."""
+    for where, teacher in cfg.stage_teachers():
+        caps = teacher.capabilities()
+        if cfg.validation.on_invalid == "reask" and caps.reask_refused:
+            raise _refusal(path, "validation.on_invalid", caps.reask_refused.format(teacher=where), overrides)
+        if teacher.ray is not None and caps.ray_refused:
+            raise _refusal(path, f"{where}.ray", caps.ray_refused.format(teacher=where), overrides)
+
+
+MIN_CASCADE_SAMPLES = 3
+"""A stage's confidence is the vote share of its samples: fewer than 3 cannot tell 'sure' from 'unsure'."""
+
+
+def _check_cascade(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
+    """A cascade has >= 2 stages with distinct names, each with a confidence (``samples`` >= 3), over a
+    single-label task that aggregates samples, and no top-level ``teacher`` (each stage names its own)."""
+    cascade = cfg.cascade
+    if cascade is None:
         return
-    origin = next((o for o in reversed(overrides) if _override_touches(o, field)), None)
-    raise ConfigError(f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else ""))
+    if "teacher" in cfg.model_fields_set:
+        raise _refusal(path, "teacher", "a cascade names its teachers in cascade.stages: move this teacher section "
+                       "into a stage, or remove the cascade section", overrides)
+    if len(cascade.stages) < 2:
+        raise _refusal(path, "cascade.stages", f"{len(cascade.stages)} stage(s): a cascade needs at least 2 (a cheap "
+                       "teacher first, a stronger one for the rows it is unsure of); for one teacher remove the "
+                       "cascade section and use teacher:", overrides)
+    task_cls = get_task_class(cfg.task.type)
+    if not task_cls.aggregates_samples or getattr(cfg.task, "multi_label", False):
+        raise _refusal(path, "cascade", f"the {cfg.task.type} task has no vote-share confidence to escalate on (a "
+                       "cascade needs a single-label task that aggregates samples, e.g. type: label)", overrides)
+    names = [st.name for st in cascade.stages]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _refusal(path, "cascade.stages", f"stage name(s) {', '.join(twice)} used twice; each stage needs its "
+                       "own name (it names the stage's run directory)", overrides)
+    for i, st in enumerate(cascade.stages):
+        if st.teacher.samples < MIN_CASCADE_SAMPLES:
+            raise _refusal(path, f"cascade.stages.{i}.teacher.samples", f"{st.teacher.samples} (stage {st.name!r}): "
+                           "a stage's confidence is the vote share of its samples, so it needs samples: "
+                           f"{MIN_CASCADE_SAMPLES} or more (no built-in backend returns token log-probabilities)",
+                           overrides)
 
 
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
@@ -166,7 +212,7 @@ def _override_touches(override: str, loc: str) -> bool:
 
 
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-PATH_FIELDS = ("input.path", "prompt.template", "output.dir")
+PATH_FIELDS = ("input.path", "prompt.template", "output.dir", "cascade.calibration")
 
 
 def expand_env(data: Any, path: Path, used: list[str], where: str = "") -> Any:
@@ -262,6 +308,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise ConfigError(_format_validation_error(p, exc, overrides)) from None
     _check_samples(cfg, p, overrides)
     _check_capabilities(cfg, p, overrides)
+    _check_cascade(cfg, p, overrides)
     cfg.source_path = p.resolve()
     cfg.overrides = overrides
     cfg.env_vars = env_vars

@@ -46,12 +46,16 @@ class ProgressDisplay:
         self._line = time.monotonic()
 
     def __enter__(self) -> ProgressDisplay:
-        self.bar.start()
+        self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def start(self) -> None:
+        """Show the live bar (on a terminal); ``with ProgressDisplay(...)`` starts and stops it."""
+        self.bar.start()
 
     def stop(self) -> None:
         """Take the live bar off the screen (before a final message); idempotent."""

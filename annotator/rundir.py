@@ -26,7 +26,7 @@ from typing import TextIO
 
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
-from annotator.records import ANNOTATIONS_FILE, read_manifest
+from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, RunManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write binary ``path`` (an image) whole or not at all (:func:`atomic_writer`, through its byte buffer)."""
     with atomic_writer(path) as fh:
         fh.buffer.write(data)
+
+
+def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest) -> None:
+    """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
+    fsynced, then the directory (so the renames survive a power cut too)."""
+    try:
+        with atomic_writer(run_dir / ANNOTATIONS_FILE) as fh:
+            for rec in store.iter_results():
+                fh.write(rec)
+                fh.write("\n")
+        atomic_write_text(run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+        fsync_dir(run_dir)
+    except OSError as exc:
+        raise os_error(exc, exc.filename or run_dir) from None
 
 
 def fsync_dir(path: Path) -> None:

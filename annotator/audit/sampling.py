@@ -51,7 +51,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from annotator.audit.design import INCLUSION_COLUMN
+from annotator.audit.design import INCLUSION_COLUMN, LONG_SHEET, WIDE_SHEET
 from annotator.choices import Strategy
 from annotator.errors import InputDataError
 from annotator.records import iter_annotations, read_manifest
@@ -69,8 +69,6 @@ CDI_MIN_ERROR = 0.05  # the error rate assumed at least, whatever the confidence
 CDI_PILOT_PRIOR = 5.0  # pseudo-items of the assumed error rate added to a pilot stratum's counts
 MAX_CONFIDENCE_STRATA = 20
 ALT_TEST_MIN_ITEMS = 30
-LONG_SHEET = "sheet_long.csv"
-WIDE_SHEET = "sheet_wide.csv"
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
 DESIGN_FILE = "sample.json"

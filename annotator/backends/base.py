@@ -85,9 +85,10 @@ class TeacherCapabilities:
     """The answers come through a provider's Batch API: the engine fills the cache from it (:mod:`annotator.batch`)
     before its usual pass, and the backend must be batch-capable (:class:`annotator.batch.BatchBackend`)."""
     reask_refused: str | None = None
-    """Why ``validation.on_invalid: reask`` cannot be used with these settings (None: it can)."""
+    """Why ``validation.on_invalid: reask`` cannot be used with these settings (None: it can); ``{teacher}`` in it
+    stands for the section's place in the pipeline file (``teacher``, or a cascade stage's)."""
     ray_refused: str | None = None
-    """Why ``teacher.ray`` cannot be used with these settings (None: it can)."""
+    """Why ``teacher.ray`` cannot be used with these settings (None: it can); ``{teacher}`` as above."""
 
 
 RayPlacement = tuple[int, dict[str, float], "BaseTeacherConfig"]

@@ -52,9 +52,9 @@ class OpenAITeacherConfig(BaseTeacherConfig):
             return TeacherCapabilities(price=self.price, max_cost=self.max_cost)
         return TeacherCapabilities(
             price=self.price, max_cost=self.max_cost, batch=True,
-            reask_refused="reask is not available with teacher.mode: batch (a follow-up batch asks the same prompt "
+            reask_refused="reask is not available with {teacher}.mode: batch (a follow-up batch asks the same prompt "
                           "again): use on_invalid: resample, or mode: online",
-            ray_refused="the Batch API does not run on Ray: drop teacher.ray, or use mode: online",
+            ray_refused="the Batch API does not run on Ray: drop {teacher}.ray, or use mode: online",
         )
 
     def create_backend(self) -> Backend:

@@ -108,16 +108,19 @@ def _unknown_backend(section: Any) -> str:
 def explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
     """A teacher error in the user's terms: the backend tag dropped from its location, a field of another backend
     named as such (``teacher.n_ctx: not a setting of backend openai (it belongs to backend local)``), an unknown
-    backend listed against the known ones. Errors outside the ``teacher`` section pass unchanged."""
+    backend listed against the known ones. Applies to ``teacher`` and to each cascade stage's ``teacher``; other
+    errors pass unchanged."""
     loc = err["loc"]
-    if not loc or loc[0] != "teacher":
+    if "teacher" not in loc:
         return err
-    if err["type"] == "union_tag_invalid":
-        return {**err, "loc": ("teacher", "backend"), "type": "unknown_backend", "msg": _unknown_backend(err["input"])}
-    if len(loc) < 2 or loc[1] not in BACKENDS:
+    at = loc.index("teacher") + 1
+    head, tail = loc[:at], loc[at:]
+    if err["type"] == "union_tag_invalid" and not tail:
+        return {**err, "loc": (*head, "backend"), "type": "unknown_backend", "msg": _unknown_backend(err["input"])}
+    if not tail or tail[0] not in BACKENDS:
         return err
-    backend, rest = str(loc[1]), loc[2:]
-    err = {**err, "loc": ("teacher", *rest)}
+    backend, rest = str(tail[0]), tail[1:]
+    err = {**err, "loc": (*head, *rest)}
     if err["type"] == "extra_forbidden" and len(rest) == 1:
         owners = [name for name, cls in BACKENDS.items() if rest[0] in cls.model_fields]
         if owners:

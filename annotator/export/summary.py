@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from annotator.choices import ExportFormat
 from annotator.errors import AnnotatorError
-from annotator.records import AnswerProvenance, Invocation
+from annotator.records import AnswerProvenance, CascadeSummary, Invocation
 
 EXPORT_FILE = "export.json"
 CARD_FILE = "README.md"
@@ -86,6 +86,9 @@ class ExportSummary(BaseModel):
         default=None, description="How the annotations were obtained (None: run.json of an older version)."
     )
     history: list[Invocation] = Field(default_factory=list, description="The `annotator run` invocations.")
+    cascade: CascadeSummary | None = Field(
+        default=None, description="A cascade run: its stages, thresholds and guarantee (rows left to humans are not in "
+                                  "the dataset).")
     audit_summary: dict[str, Any] | None = None
     audit_report: str | None = None
     pushed_to: str | None = None
