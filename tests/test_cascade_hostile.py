@@ -67,7 +67,8 @@ def _edits() -> list[tuple[str, Any, str]]:
         c["items"] = c["items"][:5]
 
     return [
-        ("a threshold above 1 (keeps nothing, claims a guarantee)", stage(0, threshold=1.5), "threshold 1.5 in the file"),
+        ("a threshold above 1 (keeps nothing, claims a guarantee)", stage(0, threshold=1.5),
+         "threshold 1.5 in the file"),
         ("a threshold below 0 (keeps everything)", stage(0, threshold=-0.1), "threshold -0.1 in the file"),
         ("a threshold of 0", stage(1, threshold=0.0), "stage strong: threshold 0.0 in the file, 1.0"),
         ("NaN", stage(0, threshold=math.nan), "threshold nan in the file"),

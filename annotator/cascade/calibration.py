@@ -278,8 +278,8 @@ def fresh_calibration(cfg: PipelineConfig) -> CalibrationFile:
             f"{where} --humans humans/sheet_long.csv` (see docs/cascade.md)")
     why = stale_reason(cal, cfg)
     if why is not None:
-        raise ConfigError(f"calibration {path} is stale: {why}. Run `annotator calibrate {where} --humans {cal.humans}` "
-                          "again (answers already obtained are reused)")
+        raise ConfigError(f"calibration {path} is stale: {why}. Run `annotator calibrate {where} --humans "
+                          f"{cal.humans}` again (answers already obtained are reused)")
     return cal
 
 
@@ -361,7 +361,8 @@ def _stage_summary(cfg: PipelineConfig, k: int, model: str, choice: g.StageChoic
     kept = cascade.kept_by == k
     counts = g.effective_counts(wrong[kept], cascade.weights[kept])
     agree = None if counts.n_eff <= 0 else counts.n_eff - counts.disagree_eff
-    answered = [it.answers[k] for it in items if it.answers[k].confidence is not None] or [it.answers[k] for it in items]
+    answers = [it.answers[k] for it in items]
+    answered = [a for a in answers if a.confidence is not None] or answers
     costs = [a.cost for a in answered if a.cost is not None]
     return StageCalibration(
         name=cascade_of(cfg).stages[k].name, model=model, fingerprint=stage_fingerprint(cfg, k), delta=choice.delta,
@@ -392,8 +393,8 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
         return (f"With probability at least {_exact_pct(1 - cal.delta)} over the draw of the {n}-item human sample "
                 f"({draw}), the labels this cascade keeps agree with the human majority on at least {target} of the "
                 f"rows it keeps (fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
-                f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows ({parts}) "
-                f"and leaves {1 - cal.coverage:.0%} to humans.")
+                f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows "
+                f"({parts}) and leaves {1 - cal.coverage:.0%} to humans.")
     if needed is None:
         return (f"Not certified: even at its most confident, no stage agrees with the human majority on more than "
                 f"{target} of these {n} human items, so no sample size would certify the target; every row "
@@ -439,7 +440,8 @@ def _calibration(cfg: PipelineConfig, sample: _Sample, answers: list[dict[str, S
                              "long text)")
     cal = _choose(cfg, items, models)
     return cal.model_copy(update={
-        "humans": str(Path(humans.path).resolve()), "humans_sha256": _sha256(Path(humans.path)), "human_items": len(humans.ratings),
+        "humans": str(Path(humans.path).resolve()), "humans_sha256": _sha256(Path(humans.path)),
+        "human_items": len(humans.ratings),
         "sample_sha256": sample_fingerprint(cfg, [it.id for it in items])[0],
         "input_rows": count_rows(cfg.input.model_copy(update={"limit": None})),
         "no_majority": sample.no_majority, "not_in_input": sample.not_in_input,
@@ -453,7 +455,8 @@ def _choose(cfg: PipelineConfig, items: list[HumanItem], models: list[str]) -> C
     skeleton = CalibrationFile(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), pipeline=cfg.name,
         pipeline_path=str(cfg.source_path or ""), target=cascade.target, delta=cascade.delta, humans="",
-        humans_sha256="", sample_sha256="", input_rows=0, human_items=0, used=len(items), no_majority=0, not_in_input=0, not_sendable=0,
+        humans_sha256="", sample_sha256="", input_rows=0, human_items=0, used=len(items), no_majority=0,
+        not_in_input=0, not_sendable=0,
         weighted=False, stages=[], certified=False, coverage=0.0, agreement=None, agreement_ci=None, statement="",
         strongest_alone=StrongestAlone(name="", threshold=None, coverage=0.0, agreement=None), items_needed=None,
         items=items)

@@ -39,8 +39,8 @@ gives ``1 - sum(delta_j)`` for the cascade, so here each of the ``K`` stages is 
 the binomial bound is Korn & Graubard's (1998) effective-count Clopper-Pearson (``k* = n* x`` the weighted
 disagreement rate) with a conservative effective size ``n* = sum w / max w``: the number of items that would
 carry the same total weight if each weighed as much as the heaviest. It is the plain count for equal weights (the
-exact test). Kish's ``n* = (sum w)^2 / sum w^2``, the usual choice, lets the guarantee fail in up to 35% of human samples
-at delta 0.1 when the disagreements sit in a heavily weighted stratum of which the sample holds few items (10 of
+exact test). Kish's ``n* = (sum w)^2 / sum w^2``, the usual choice, lets the guarantee fail in up to 35% of human
+samples at delta 0.1 when the disagreements sit in a heavily weighted stratum of which the sample holds few items (10 of
 300 draws for half the corpus): with ``sum w / max w`` those few items count as few, and the failure rate stayed
 within delta in every design simulated (``tests/test_cascade_guarantee.py``, docs/cascade.md).
 

@@ -114,7 +114,7 @@ class CascadeRun:
             Pipeline(stage_config(self.cfg, 0)).preview()  # a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
             try:
-                bind_run_dir(store, self.cfg)
+                bind_run_dir(store, self.cfg.binding(), self.cfg.source_path)
                 store.start_run()
                 queue = await self._stages(store, cal, rows)
                 self.queue_dir = self._write_queue(queue)
@@ -183,8 +183,8 @@ class CascadeRun:
                 row.add(rec, summary.name)
                 still[idx] = row
         if seen != m.rows_total:
-            raise InconsistentOutputs(f"{run.dir}: annotations.jsonl holds {seen} rows, run.json {m.rows_total}; run the "
-                                      "same command again to rebuild the stage")
+            raise InconsistentOutputs(f"{run.dir}: annotations.jsonl holds {seen} rows, run.json {m.rows_total}; run "
+                                      "the same command again to rebuild the stage")
         return still
 
     def _keep(self, store: ResultStore, idx: int, record: AnnotationRecord) -> None:

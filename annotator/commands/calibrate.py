@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 def calibrate_command(
     pipeline: Path = typer.Argument(..., help="A pipeline YAML file with a cascade section.", show_default=False),
     humans: Path | None = typer.Option(
-        None, "--humans", help="The filled human sample: a sheet from --draw or `annotator sample` (long, wide or Label "
-                               "Studio export; inclusion probabilities are honoured). Default: the sample of the "
+        None, "--humans", help="The filled human sample: a sheet from --draw or `annotator sample` (long, wide or "
+                               "Label Studio export; inclusion probabilities are honoured). Default: the sample of the "
                                "pipeline's current calibration (to calibrate again after the pipeline changed)."),
     draw: int | None = typer.Option(None, "--draw", min=1, help="Instead: write blank sheets for a random sample of N "
                                                                 "input rows to --out (no teacher call)."),

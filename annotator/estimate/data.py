@@ -77,8 +77,8 @@ def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: l
     if unknown:
         notes.append(f"{len(unknown)} human item(s) are not in the run and were left out: {few(unknown)}")
     if teacher.left_to_humans:
-        notes.append(f"a cascade run: the {len(teacher.left_to_humans):,} row(s) it left to its human queue are outside "
-                     "the population (the shares describe the rows it kept)"
+        notes.append(f"a cascade run: the {len(teacher.left_to_humans):,} row(s) it left to its human queue are "
+                     "outside the population (the shares describe the rows it kept)"
                      + (f"; {len(queued)} human item(s) among them were left out: {few(queued)}" if queued else ""))
     if failed:
         notes.append(f"{len(failed)} human item(s) the teacher failed on are outside the population: {few(failed)}")
