@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -406,12 +406,11 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
 
 
 async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, Backend] | None = None,
-                    hook: StageHook | None = None) -> CalibrationFile:
-    """Run every stage on the human sample, choose the thresholds, write the calibration file and the report
-    (``<output.dir>/cascade/``); return the calibration. The output directory stays locked until both are written,
-    so a second ``calibrate`` or ``run`` cannot interleave its files with these."""
-    from annotator.cascade.report import REPORT_DIR, write_report
-
+                    hook: StageHook | None = None,
+                    then: Callable[[CalibrationFile], object] | None = None) -> CalibrationFile:
+    """Run every stage on the human sample, choose the thresholds, write the calibration file, call ``then`` with
+    it (``annotator calibrate`` writes the report there); return it. The output directory stays locked until
+    ``then`` returns, so a second ``calibrate`` or ``run`` cannot interleave its files with these."""
     cascade_of(cfg)
     humans = load_humans(humans_path)
     with RunDirLock(Path(cfg.output.dir)):
@@ -424,7 +423,8 @@ async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, 
             atomic_write_text(path, cal.model_dump_json(indent=2))
         except OSError as exc:
             raise os_error(exc, exc.filename or path) from None
-        write_report(Path(cfg.output.dir) / REPORT_DIR, cal, None, cal.input_rows)
+        if then is not None:
+            then(cal)
     return cal
 
 

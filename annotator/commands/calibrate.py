@@ -80,19 +80,19 @@ def calibrate_command(
                                    f"calibrate {pipeline} --humans {files['long']}", soft_wrap=True)
         return
     assert humans is not None
+    from annotator.cascade.report import REPORT_DIR, REPORT_MD, write_report
     from annotator.commands.run import StageBars
 
+    report = Path(cfg.output.dir) / REPORT_DIR / REPORT_MD
     with StageBars(quiet) as bars:
         try:
-            cal = asyncio.run(calibrate(cfg, humans, hook=bars))
+            cal = asyncio.run(calibrate(cfg, humans, hook=bars, then=lambda c: write_report(
+                report.parent, c, None, c.input_rows)))
         except KeyboardInterrupt:  # typer would exit 130 without a word
             bars.stop()
             Console(stderr=True).print("[yellow]interrupted[/]: every answer obtained so far is saved in the stages' "
                                        "directories; run the same command again to resume (none is asked twice).")
             sys.exit(130)
-    from annotator.cascade.report import REPORT_DIR, REPORT_MD
-
-    report = Path(cfg.output.dir) / REPORT_DIR / REPORT_MD
     if as_json:
         emit_json({"calibration": str(calibration_path(cfg)), "report": str(report),
                    **jsonable(cal.model_copy(update={"items": []}))})
