@@ -263,6 +263,13 @@ def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, c
     assert json.loads((tmp_path / "h" / "label_studio_tasks.json").read_text())[0]["data"]["text"]
     assert cascade_server.stats()["total"] == 0
     assert f"--humans {tmp_path / 'h' / 'sheet_long.csv'}" in out
+    # more than the input holds: every row, and it says so (it said "sheets for 500 random input rows")
+    code, out, err = cli(["calibrate", str(pipe), "--draw", "500", "--out", str(tmp_path / "all"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["rows"] == 73, err
+    assert "--draw 500: the input" in err and "has only 73 rows" in err
+    code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "x"), "--annotators",
+                        str(10**9)], capsys)
+    assert code == 2 and "--annotators must be between 1 and 1000" in err, err
 
 
 @pytest.mark.parametrize(("cascade", "message"), [

@@ -286,3 +286,17 @@ def test_cascade_guarantee_with_confidences_that_say_nothing(kind: str) -> None:
             stages.append(g.StageData(name, conf, rng.random(n) < alpha + 0.01))
         failures += g.calibrate_cascade(stages, np.ones(n), 1 - alpha, delta).certified
     assert 0 < failures / draws <= delta
+
+
+def test_items_needed_past_its_search_limit_is_not_called_hopeless() -> None:
+    """Target 0.9999999 with a stage that never disagrees needs ~3e7 items (more than the search goes): the
+    statement said "no stage agrees with the human majority on more than 100% ... no sample size would certify"."""
+    from annotator.cascade.calibration import CalibrationFile, HumanItem, StageAnswer, statement
+
+    perfect = g.StageData("perfect", np.ones(73), np.zeros(73, bool))
+    assert g.items_needed([perfect], np.ones(73), 0.9999999, 0.1) == (g.ITEMS_LIMIT, "perfect")
+    assert g.items_needed([perfect], np.ones(73), 0.9999, 0.1)[0] < g.ITEMS_LIMIT
+    cal = CalibrationFile.model_construct(stages=[], used=73, target=0.9999999, delta=0.1, certified=False,
+                                          items=[HumanItem(id="a", human="x", answers=[StageAnswer()])])
+    said = statement(cal, (g.ITEMS_LIMIT, "perfect"))
+    assert "more than 10,000,000 human items" in said and "no sample size" not in said

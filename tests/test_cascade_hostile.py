@@ -112,6 +112,62 @@ def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
     assert code == 0, err
 
 
+def test_a_calibration_nested_past_the_stack_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
+                                                         capsys) -> None:
+    """JSON nested deeper than Python's recursion limit was a RecursionError traceback in `run` and `calibrate`."""
+    pipe = cascade_pipeline(make_pipeline, weak_server, corpus(1))
+    path = tmp_path / OUT / "calibration.json"
+    path.parent.mkdir()
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    for args in (["run", str(pipe), "-q"], ["calibrate", str(pipe), "-q"]):
+        code, _, err = cli(args, capsys)
+        assert code == 2 and "Traceback" not in err and "RecursionError" not in err, err
+    assert "is not a calibration file written by `annotator calibrate` (maximum recursion depth" in cli(
+        ["run", str(pipe), "-q"], capsys)[2]
+
+
+@pytest.mark.parametrize("victim", ["humans", "input", "a directory"])
+def test_calibration_never_overwrites_a_file_it_did_not_write(make_pipeline, weak_server: ServerHandle,
+                                                              tmp_path: Path, capsys, victim: str) -> None:
+    """`cascade.calibration` naming the filled human sheet replaced it with the calibration (the people's labels were
+    gone); naming the input would have replaced the corpus. Refused before any teacher call; a calibration file
+    (this one's, or one of an older version) is overwritten as before."""
+    rows = corpus(1)
+    humans = write_humans(tmp_path / "h.csv", rows[:30])
+    target = {"humans": humans, "input": tmp_path / "data" / "input.jsonl", "a directory": tmp_path / "d"}[victim]
+    target.mkdir() if victim == "a directory" else None
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows, calibration=str(target))
+    before = target.read_bytes() if target.is_file() else None
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
+    assert code == 2 and f"cascade.calibration: {target} exists and is not a calibration file" in err, err
+    assert (target.read_bytes() if target.is_file() else None) == before
+    assert weak_server.stats()["total"] == 0
+    own = tmp_path / "cal.json"
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows, calibration=str(own))
+    calibrate(pipe, humans, capsys)
+    own.write_text(own.read_text().replace('"version": 2', '"version": 1'))
+    calibrate(pipe, humans, capsys)
+    assert json.loads(own.read_text())["version"] == 2
+
+
+def test_the_frontier_of_many_stages_is_bounded() -> None:
+    """Stages with one confidence each (a teacher at temperature 0 votes unanimously) cannot be thinned: from 12
+    stages on (2**12 > MAX_FRONTIER_POINTS combinations) the thinning loop never ended and calibrate hung."""
+    from annotator.cascade.calibration import CalibrationFile, HumanItem, StageAnswer, StageCalibration
+    from annotator.cascade.report import MAX_FRONTIER_POINTS, frontier
+
+    k = 16
+    stage = StageCalibration(name="s", model="m", fingerprint="", delta=0.1 / k, threshold=None, reached=20, kept=0,
+                             coverage=0.0, agreement=None, agreement_ci=None, steps=[], tokens_per_item=3.0,
+                             cost_per_item=None)
+    items = [HumanItem(id=str(i), human=LABELS[0], answers=[StageAnswer(label=LABELS[i % 2], confidence=1.0)] * k)
+             for i in range(20)]
+    cal = CalibrationFile.model_construct(stages=[stage.model_copy(update={"name": f"s{j}"}) for j in range(k)],
+                                          items=items)
+    points = frontier(cal)
+    assert len(points) == MAX_FRONTIER_POINTS and all(p["coverage"] in (0.0, 1.0) for p in points)
+
+
 def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
         make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
     """The calibration remembers the human-sample rows as the input held them: an edited or removed sample row
@@ -194,6 +250,10 @@ def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, weak_
     ({"target": float("nan")}, "cascade.target:"),
     # stage directories are named after stages: two that differ in case are one directory on macOS or Windows
     ({"stages": [CHEAP, {**STRONG, "name": "Cheap"}]}, "stage name(s) Cheap, cheap used twice (case aside)"),
+    # bounded: each stage is tested at delta / K (and the report's frontier enumerates their thresholds); a human
+    # queue with a billion annotators built a billion sheet columns
+    ({"stages": [{**CHEAP, "name": f"s{i}"} for i in range(17)]}, "cascade.stages: List should have at most 16"),
+    ({"human_queue": {"annotators": 10**9}}, "cascade.human_queue.annotators: Input should be less than or equal"),
 ])
 def test_bad_cascade_settings_are_refused_before_any_work(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
                                                           capsys, cascade: dict[str, Any], message: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -40,6 +41,8 @@ from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import iter_annotations
 from annotator.rundir import RunDirLock, atomic_write_text, os_error
 from annotator.tasks import build_task
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_VERSION = 2
 ASSUMPTION = (
@@ -172,7 +175,7 @@ def read_calibration(path: Path) -> CalibrationFile | None:
         raw = json.loads(path.read_bytes())
         if not isinstance(raw, dict):
             raise ValueError(f"a JSON {type(raw).__name__}, not an object")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
         raise ConfigError(f"{path} is not a calibration file written by `annotator calibrate` "
                           f"({str(exc).splitlines()[0]}): {RECALIBRATE}") from None
     if raw.get("version") != CALIBRATION_VERSION:
@@ -400,9 +403,12 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
                 f"{target} of these {n} human items, so no sample size would certify the target; every row "
                 "goes to humans (use stronger teachers, more samples, or a lower target).")
     total, name = needed
+    how_many = (f"more than {total:,} human items, agreeing as these do, would be needed to certify stage {name!r} "
+                "(its agreement is too close to the target)" if total >= g.ITEMS_LIMIT else
+                f"about {total} human items in all ({total - n} more), agreeing as these do, would certify stage "
+                f"{name!r}")
     return (f"Not certified: with these {n} human items no stage can be shown to agree with the human majority on "
-            f"{target} of the rows it keeps (delta {cal.delta:g}), so every row goes to humans; about "
-            f"{total} human items in all ({total - n} more), agreeing as these do, would certify stage {name!r}.")
+            f"{target} of the rows it keeps (delta {cal.delta:g}), so every row goes to humans; {how_many}.")
 
 
 async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, Backend] | None = None,
@@ -414,6 +420,7 @@ async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, 
     cascade_of(cfg)
     humans = load_humans(humans_path)
     with RunDirLock(Path(cfg.output.dir)):
+        _check_ours(calibration_path(cfg))
         sample = _Sample(humans, cfg)
         answers, models = await _stage_answers(cfg, sample, backends or {}, hook)
         cal = _calibration(cfg, sample, answers, models)
@@ -426,6 +433,26 @@ async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, 
         if then is not None:
             then(cal)
     return cal
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse to write the calibration over a file this command did not write (``cascade.calibration`` naming the
+    human sheet, the input or any other file would have replaced it): only a missing file, or a JSON object with a
+    calibration's fields (any version), may be overwritten."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        raw = json.loads(path.read_bytes()) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        raw = None
+    if not (isinstance(raw, dict) and raw.keys() >= _MARKER):
+        raise ConfigError(f"cascade.calibration: {path} exists and is not a calibration file written by `annotator "
+                          "calibrate`; refusing to overwrite it: name a new file in cascade.calibration (or move "
+                          "that one away)")
+
+
+_MARKER = {"version", "target", "delta", "stages", "items", "statement"}
+"""Fields every calibration file has had: what marks a file at cascade.calibration as one this command wrote."""
 
 
 def _calibration(cfg: PipelineConfig, sample: _Sample, answers: list[dict[str, StageAnswer]],
@@ -494,9 +521,10 @@ def _sha256(path: Path) -> str:
 
 
 def draw_sample(cfg: PipelineConfig, n: int, out: Path, seed: int = 0,
-                annotators: int = 3, per_item: int = 3) -> dict[str, str]:
+                annotators: int = 3, per_item: int = 3) -> tuple[dict[str, str], int]:
     """Blank sheets (``annotator sample``'s formats, Label Studio files included) for a seeded simple random sample
-    of ``n`` input rows: the human sample ``annotator calibrate --humans`` wants. No teacher is called."""
+    of ``n`` input rows (every row when the input has fewer): the human sample ``annotator calibrate --humans``
+    wants; and how many rows were drawn. No teacher is called."""
     from annotator.audit import sampling as sp
 
     if n < 1:
@@ -511,8 +539,12 @@ def draw_sample(cfg: PipelineConfig, n: int, out: Path, seed: int = 0,
     design = {"pipeline": cfg.name, "input": str(cfg.input.path), "strategy": "random", "seed": seed,
               "population": len(rows), "n": len(items), "annotators": names, "per_item": per_item,
               "purpose": "human sample for `annotator calibrate` (a simple random draw of the input rows)"}
-    return sp.write_sheets(out, items, sp.assign(len(items), names, per_item), names, labels,
-                           inclusion_prob=[len(items) / len(rows)] * len(items), design=design)
+    if len(items) < n:
+        log.warning("--draw %d: the input %s has only %d rows; every one of them is in the sample", n,
+                    cfg.input.path, len(items))
+    files = sp.write_sheets(out, items, sp.assign(len(items), names, per_item), names, labels,
+                            inclusion_prob=[len(items) / len(rows)] * len(items), design=design)
+    return files, len(items)
 
 
 def describe_weights(weights: Sequence[float]) -> str:

@@ -270,11 +270,17 @@ def reach_shares(kept_by: np.ndarray, weights: np.ndarray, thresholds: Sequence[
 # ----------------------------------------------------------------------------------------- sample size
 
 
+ITEMS_LIMIT = 10_000_000
+""":func:`items_needed` searches sample sizes up to this; a stage that needs more is reported as needing it."""
+
+
 def items_needed(stages: Sequence[StageData], weights: np.ndarray, target: float, delta: float,
-                 limit: int = 10_000_000) -> tuple[int, str] | None:
+                 limit: int = ITEMS_LIMIT) -> tuple[int, str] | None:
     """When nothing can be certified: how many human items in all would certify the most confident threshold of
     the most promising stage, if new items agree as these do; and that stage's name. None when no stage's most
     confident items agree more often than ``target`` (no sample size helps: better teachers or a lower target).
+    A stage whose items agree more often than ``target``, but by too little to be shown with ``limit`` items,
+    gives ``limit`` (read: at least that many).
 
     Counts scale with the sample; the stage is calibrated on all items (no earlier stage keeps any), at
     ``delta / K``."""
@@ -292,10 +298,9 @@ def items_needed(stages: Sequence[StageData], weights: np.ndarray, target: float
         if c.n_eff <= 0 or c.disagree_eff / c.n_eff >= alpha:
             continue
         scale = _scale_to_pass(c.disagree_eff, c.n_eff, alpha, per_stage, limit / max(n_now, 1))
-        if scale is not None:
-            total = math.ceil(n_now * scale)
-            if best is None or total < best[0]:
-                best = (total, stage.name)
+        total = limit if scale is None else min(math.ceil(n_now * scale), limit)
+        if best is None or total < best[0]:
+            best = (total, stage.name)
     return best
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,14 @@ def frontier(cal: CalibrationFile) -> list[dict[str, Any]]:
     unit = _unit(cal)
     per_item = _per_item(cal, unit)
     grids: list[list[float | None]] = [[*g.grid_of(c), None] for c in conf]
-    while np.prod([len(x) for x in grids]) > MAX_FRONTIER_POINTS:  # thin the longest grid
+    while math.prod(len(x) for x in grids) > MAX_FRONTIER_POINTS:  # thin the longest grid
         longest = max(range(len(grids)), key=lambda j: len(grids[j]))
+        if len(grids[longest]) <= 2:  # one threshold or none in every stage: nothing left to thin
+            break
         grids[longest] = [t for t in grids[longest] if t is not None][::2] + [None]
     points: list[dict[str, Any]] = []
-    for combo in itertools.product(*grids):
+    # at most MAX_FRONTIER_POINTS combinations even when thinning cannot get there (many stages: 2**K of them)
+    for combo in itertools.islice(itertools.product(*grids), MAX_FRONTIER_POINTS):
         kept_by = g.apply_thresholds(conf, combo)
         kept = kept_by >= 0
         reach = g.reach_shares(kept_by, w, combo)
@@ -169,8 +173,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["## This run", "", f"{r['run']['kept']:,} rows kept, {r['run']['failed']:,} failed, "
                   f"{r['run']['to_humans']:,} left to humans (sheets in `{r['run']['human_queue']}`).", ""]
     if r["items_needed"]:
-        lines += [f"About {r['items_needed']} human items in all would make the target certifiable (if they agree as "
-                  "these do).", ""]
+        about = "More than" if r["items_needed"] >= g.ITEMS_LIMIT else "About"
+        lines += [f"{about} {r['items_needed']:,} human items in all would make the target certifiable (if they agree "
+                  "as these do).", ""]
     pareto = sorted((p for p in r["frontier"] if p.get("pareto")), key=lambda p: p["cost_per_row"])
     lines += ["## Cost-agreement frontier (human sample; descriptive, only the chosen thresholds are certified)", "",
               "| thresholds | coverage | agreement | cost per row |", "|---|---|---|---|"]

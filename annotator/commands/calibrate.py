@@ -71,11 +71,11 @@ def calibrate_command(
     if draw is not None:
         if out is None:
             raise InputDataError("--draw needs --out DIR: the folder for the blank sheets")
-        files = draw_sample(cfg, draw, out, seed, annotators, per_item)
+        files, drawn = draw_sample(cfg, draw, out, seed, annotators, per_item)
         if as_json:
-            emit_json({"files": files})
+            emit_json({"files": files, "rows": drawn})
         else:
-            result_console().print(f"sheets for {draw} random input rows: {files['long']} (long), {files['wide']} "
+            result_console().print(f"sheets for {drawn} random input rows: {files['long']} (long), {files['wide']} "
                                    f"(wide), Label Studio {files['label_studio_tasks']}. Fill one, then: annotator "
                                    f"calibrate {pipeline} --humans {files['long']}", soft_wrap=True)
         return
@@ -113,7 +113,7 @@ def _current_sample(cfg: PipelineConfig) -> Path:
     path = calibration_path(cfg)
     try:
         recorded = json.loads(path.read_bytes()).get("humans")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         recorded = None
     if not isinstance(recorded, str) or not recorded:
         raise InputDataError(f"no calibration at {path} names a human sample: give --humans FILE (a filled human "
