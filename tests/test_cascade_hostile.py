@@ -432,6 +432,33 @@ def test_a_missing_or_foreign_queue_sheet_is_written_again(make_pipeline, weak_s
     assert wide.read_text() == full
 
 
+def test_the_filled_human_queue_is_not_taken_for_a_calibration_sample(make_pipeline, weak_server: ServerHandle,
+                                                                       tmp_path: Path, capsys) -> None:
+    """The queue holds the rows no stage kept (the hardest) and no inclusion probabilities: calibrating on it once
+    people filled it was accepted as a simple random sample, voiding the guarantee in silence."""
+    calibrated = calibrated_pipeline(make_pipeline, weak_server, tmp_path, capsys)
+    assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
+    sheet = tmp_path / OUT / "human_queue" / "sheet_long.csv"
+    filled = list(csv.DictReader(sheet.open(newline="", encoding="utf-8")))
+    with sheet.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(filled[0]))
+        writer.writeheader()
+        writer.writerows({**r, "label": LABELS[0]} for r in filled)
+    calls = weak_server.stats()["total"]
+    code, _, err = cli(["calibrate", str(calibrated), "--humans", str(sheet)], capsys)
+    assert code == 2 and "says it is not a random draw of the input" in err and "--draw 300" in err, err
+    assert weak_server.stats()["total"] == calls
+    # a sample drawn for calibration, filled the same way, is taken
+    assert cli(["calibrate", str(calibrated), "--draw", "20", "--out", str(tmp_path / "drawn"), "-q"], capsys)[0] == 0
+    drawn = tmp_path / "drawn" / "sheet_long.csv"
+    rows = list(csv.DictReader(drawn.open(newline="", encoding="utf-8")))
+    with drawn.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "label": LABELS[0]} for r in rows)
+    assert cli(["calibrate", str(calibrated), "--humans", str(drawn), "-q"], capsys)[0] in (0, 3)
+
+
 # -- what is said about a cascade run ------------------------------------------------------------------------
 
 

@@ -294,6 +294,7 @@ class _Sample:
 
     def __init__(self, humans: HumanAnnotations, cfg: PipelineConfig):
         self.humans = humans
+        _check_design(humans)
         _check_labels(humans, [lab.name for lab in build_task(cfg.task).manifest_labels()[0]])
         majority = {i: majority_vote(r.values()) for i, r in humans.ratings.items()}
         self.labels = {i: lab for i, lab in majority.items() if lab is not None}
@@ -334,6 +335,29 @@ def _answers(run: StageRun, ids: Sequence[str], label: str) -> dict[str, StageAn
         out[rec.id] = StageAnswer(label=rec.single_label() if ok else None, confidence=rec.confidence if ok else None,
                                   tokens=rec.tokens, cost=rec.cost)
     return out
+
+
+def _check_design(humans: HumanAnnotations) -> None:
+    """Refuse sheets whose design file (``sample.json`` beside them) says they are not a draw of the corpus: a
+    cascade's human queue holds the rows no stage kept, the hardest ones, and carries no inclusion probabilities, so
+    calibrating on it (filled by the people it was written for) would void the guarantee in silence. A sample drawn
+    by ``--draw`` or ``annotator sample`` names its strategy (and the latter its inclusion probabilities)."""
+    from annotator.audit.sampling import DESIGN_FILE
+    from annotator.choices import Strategy
+
+    path = Path(humans.path).parent / DESIGN_FILE
+    try:
+        design = json.loads(path.read_bytes()) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        return  # not a design file this tool wrote: nothing to say about the sample
+    if not isinstance(design, dict) or humans.inclusion_prob:
+        return
+    if design.get("strategy") not in {s.value for s in Strategy}:
+        raise InputDataError(
+            f"human sample {humans.path}: its design file {path} says it is not a random draw of the input "
+            f"({str(design.get('purpose') or design.get('strategy'))[:80]!r}): a cascade's human queue holds the rows "
+            "no stage kept, and calibrating on it would void the guarantee. Draw a random sample: `annotator "
+            "calibrate PIPELINE.yaml --draw 300 --out humans/`")
 
 
 def _check_labels(humans: HumanAnnotations, labels: list[str]) -> None:

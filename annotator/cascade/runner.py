@@ -206,7 +206,8 @@ class CascadeRun:
         names = sp.annotator_names(hq.annotators, None)
         items = [sp.Candidate(queue[i].id, queue[i].text, "", None) for i in sorted(queue)]
         design = {"pipeline": self.cfg.name, "purpose": "rows no cascade stage kept: label them (teacher labels are "
-                  "not shown)", "n": len(items), "annotators": names, "per_item": hq.per_item}
+                  "not shown)", "strategy": "cascade human queue (not a random sample: no calibration on it)",
+                  "n": len(items), "annotators": names, "per_item": hq.per_item}
         labels = [lab.name for lab in build_task(self.cfg.task).manifest_labels()[0]]
         try:
             sp.write_sheets(out, items, sp.assign(len(items), names, hq.per_item), names, labels, design=design)
