@@ -548,3 +548,6 @@ def test_the_certified_sentence_never_rounds_a_rate_up() -> None:
 
     assert [_exact_pct(x) for x in (1 - 0.025, 0.995, 0.925, 0.9, 1 - 0.1, 0.12345678)] == [
         "97.5%", "99.5%", "92.5%", "90%", "90%", "12.3456%"]
+    # at the edges: target 1 - 1e-12 and delta 1e-300 (1 - delta is 1.0 as a float) printed "at least 100%"
+    assert _exact_pct(1 - 1e-12) == "99.9999%" and _exact_pct(1e-9) == "0%"
+    assert _exact_pct(1e-300, complement=True) == "99.9999%" and _exact_pct(0.1, complement=True) == "90%"

@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
@@ -403,9 +404,13 @@ def _stage_summary(cfg: PipelineConfig, k: int, model: str, choice: g.StageChoic
     )
 
 
-def _exact_pct(x: float) -> str:
-    """A certified rate as a percentage, never rounded up (0.975 is 97.5%, not 98%)."""
-    return f"{math.floor(x * 1e6 + 1e-6) / 1e4:g}%"
+def _exact_pct(x: float, complement: bool = False) -> str:
+    """A certified rate ``x`` (or ``1 - x``) as a percentage, never rounded up (0.975 is 97.5%, not 98%; 1 - 1e-12
+    is 99.9999%, not 100%): the decimal number the float was written as (``repr``), floored at 4 decimals."""
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_FLOOR
+        d = (1 - Decimal(repr(x)) if complement else Decimal(repr(x))) * 100
+        return f"{d.quantize(Decimal('0.0001')).normalize():f}%"
 
 
 def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
@@ -417,7 +422,7 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
         unequal = len({it.weight for it in cal.items}) > 1
         draw = ("drawn with the inclusion probabilities its sheet records; design-weighted bounds" if unequal
                 else "assumed a random draw of the rows this cascade labels")
-        return (f"With probability at least {_exact_pct(1 - cal.delta)} over the draw of the {n}-item human sample "
+        return (f"With probability at least {_exact_pct(cal.delta, complement=True)} over the draw of the {n}-item human sample "
                 f"({draw}), the labels this cascade keeps agree with the human majority on at least {target} of the "
                 f"rows it keeps (fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
                 f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows "

@@ -123,7 +123,7 @@ def _current_sample(cfg: PipelineConfig) -> Path:
 
 def _print(cal: CalibrationFile, path: Path, report: Path) -> None:
     """The thresholds, what each stage keeps on the sample, and the guarantee."""
-    table = Table(title=f"calibration on {cal.used} human items (target {cal.target:g}, delta {cal.delta:g})")
+    table = Table(title=f"calibration on {cal.used} human items (target {cal.target!r}, delta {cal.delta!r})")
     for col in ("stage", "threshold", "asked", "kept", "agreement of kept (95% CI)"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in cal.stages:
