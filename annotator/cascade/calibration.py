@@ -422,9 +422,10 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
         unequal = len({it.weight for it in cal.items}) > 1
         draw = ("drawn with the inclusion probabilities its sheet records; design-weighted bounds" if unequal
                 else "assumed a random draw of the rows this cascade labels")
-        return (f"With probability at least {_exact_pct(cal.delta, complement=True)} over the draw of the {n}-item human sample "
-                f"({draw}), the labels this cascade keeps agree with the human majority on at least {target} of the "
-                f"rows it keeps (fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
+        sure = _exact_pct(cal.delta, complement=True)
+        return (f"With probability at least {sure} over the draw of the {n}-item human sample ({draw}), the labels "
+                f"this cascade keeps agree with the human majority on at least {target} of the rows it keeps "
+                f"(fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
                 f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows "
                 f"({parts}) and leaves {1 - cal.coverage:.0%} to humans.")
     if needed is None:
