@@ -514,9 +514,11 @@ def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sa
     assert make("-q", "run", "P=casc").returncode == 0
 
 
-def test_ctrl_c_during_calibrate_says_so_and_the_rerun_asks_only_the_rest(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
-    """Typer turned Ctrl-C into a silent exit 130: no word of what was kept."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_ctrl_c_or_kill_9_during_calibrate_and_the_rerun_asks_only_the_rest(
+        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, sig: signal.Signals) -> None:
+    """Typer turned Ctrl-C into a silent exit 130: no word of what was kept. After kill -9 (no word possible) the
+    rerun takes the dead process's lock and asks only what no stage had saved."""
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     edit_yaml(pipe, lambda c: [st["teacher"].update(concurrency=2) for st in c["cascade"]["stages"]])
@@ -526,14 +528,18 @@ def test_ctrl_c_during_calibrate_says_so_and_the_rerun_asks_only_the_rest(
     try:
         weak_server.wait_for(lambda s: s["total"] >= 30 or proc.poll() is not None, timeout=90)
         assert proc.poll() is None, "calibrate ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130
-    assert "interrupted: every answer obtained so far is saved" in " ".join(out.split())
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "interrupted: every answer obtained so far is saved" in " ".join(out.split())
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / OUT / "calibration.json").exists()
     saved = sum(cached_samples(d) for d in (tmp_path / OUT / "stages").iterdir())
     assert 0 < saved < 73 * 3 * 2
     weak_server.configure(latency=0.0)
