@@ -270,6 +270,8 @@ def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, c
     code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "x"), "--annotators",
                         str(10**9)], capsys)
     assert code == 2 and "--annotators must be between 1 and 1000" in err, err
+    code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "y"), "--seed", "-1"], capsys)
+    assert code == 2 and "--seed" in err and "Traceback" not in err, err  # numpy's ValueError traceback
 
 
 @pytest.mark.parametrize(("cascade", "message"), [

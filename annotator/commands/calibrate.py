@@ -28,7 +28,7 @@ def calibrate_command(
     draw: int | None = typer.Option(None, "--draw", min=1, help="Instead: write blank sheets for a random sample of N "
                                                                 "input rows to --out (no teacher call)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="--draw: the folder for the sheets."),
-    seed: int = typer.Option(0, "--seed", help="--draw: random seed."),
+    seed: int = typer.Option(0, "--seed", min=0, help="--draw: random seed (0 or more)."),
     annotators: int = typer.Option(3, "--annotators", help="--draw: number of annotators."),
     per_item: int = typer.Option(3, "--per-item", help="--draw: annotators per item (their majority is the reference)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
