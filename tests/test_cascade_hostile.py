@@ -114,7 +114,8 @@ def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
 
 def test_a_calibration_nested_past_the_stack_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
                                                          capsys) -> None:
-    """JSON nested deeper than Python's recursion limit was a RecursionError traceback in `run` and `calibrate`."""
+    """JSON nested deeper than Python's recursion limit was a RecursionError traceback in `run` and `calibrate`; a
+    calibration path that is a device was read without end."""
     pipe = cascade_pipeline(make_pipeline, weak_server, corpus(1))
     path = tmp_path / OUT / "calibration.json"
     path.parent.mkdir()
@@ -124,6 +125,12 @@ def test_a_calibration_nested_past_the_stack_is_one_line(make_pipeline, weak_ser
         assert code == 2 and "Traceback" not in err and "RecursionError" not in err, err
     assert "is not a calibration file written by `annotator calibrate` (maximum recursion depth" in cli(
         ["run", str(pipe), "-q"], capsys)[2]
+    path.unlink()
+    path.symlink_to("/dev/zero")  # read to the end, it filled the memory
+    code, _, err = cli(["run", str(pipe), "-q"], capsys)
+    assert code == 2 and "is not a calibration file written by `annotator calibrate` (not a regular file)" in err, err
+    code, _, err = cli(["calibrate", str(pipe), "-q"], capsys)
+    assert code == 2 and "names a human sample: give --humans FILE" in err, err
 
 
 @pytest.mark.parametrize("victim", ["humans", "input", "a directory"])

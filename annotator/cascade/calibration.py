@@ -173,6 +173,8 @@ def read_calibration(path: Path) -> CalibrationFile | None:
     if not path.exists():
         return None
     try:
+        if not path.is_file():  # a directory, or a FIFO or device that would block or never end
+            raise ValueError("not a regular file")
         raw = json.loads(path.read_bytes())
         if not isinstance(raw, dict):
             raise ValueError(f"a JSON {type(raw).__name__}, not an object")

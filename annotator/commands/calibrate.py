@@ -112,7 +112,7 @@ def _current_sample(cfg: PipelineConfig) -> Path:
 
     path = calibration_path(cfg)
     try:
-        recorded = json.loads(path.read_bytes()).get("humans")
+        recorded = json.loads(path.read_bytes()).get("humans") if path.is_file() else None
     except (OSError, ValueError, AttributeError, RecursionError):
         recorded = None
     if not isinstance(recorded, str) or not recorded:
