@@ -76,6 +76,8 @@ def _edits() -> list[tuple[str, Any, str]]:
         ("a stronger claim", claim, "its statement is not the one its thresholds certify"),
         ("other target", lower_target, "from its human items"),
         ("items dropped", drop_items, "in the file"),
+        ("a weight that overflows", lambda c: c["items"][0].update(weight=1e308), "a design weight that is not a "
+         "number in (0, 1e+12]"),
     ]
 
 
@@ -296,6 +298,10 @@ def test_bad_human_samples_are_one_line_before_any_teacher_call(make_pipeline, w
     for sheet, message in cases:
         code, _, err = cli(["calibrate", str(pipe), "--humans", str(_sheet(tmp_path / "h.csv", sheet))], capsys)
         assert code == 2 and message in err, err
+    # inclusion probabilities of 1e-308: weights of 1e308 overflowed to NaN, a traceback after every teacher call
+    tiny = write_humans(tmp_path / "t.csv", rows, {r["id"]: 1e-308 if i % 2 else 0.5 for i, r in enumerate(rows)})
+    code, _, err = cli(["calibrate", str(pipe), "--humans", str(tiny)], capsys)
+    assert code == 2 and "item 'c0-001' has inclusion_prob 1e-308 (36 item(s) under 1e-12" in err, err
     assert weak_server.stats()["total"] == 0
 
 

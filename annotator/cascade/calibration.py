@@ -46,6 +46,8 @@ from annotator.tasks import build_task
 log = logging.getLogger(__name__)
 
 CALIBRATION_VERSION = 2
+MIN_INCLUSION_PROB = 1e-12
+"""Smaller inclusion probabilities are refused: their design weights (1 / pi) would overflow the sums."""
 ASSUMPTION = (
     "The human sample is a random draw from the corpus the cascade labels (simple random, or with the inclusion "
     "probabilities written in its sheet, honoured as design weights, in which case the bound is Korn & Graubard's "
@@ -215,8 +217,8 @@ def inconsistency(cal: CalibrationFile) -> str | None:
     confidences = [a.confidence for it in cal.items for a in it.answers if a.confidence is not None]
     if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in confidences):
         return "a confidence outside [0, 1]"
-    if not all(math.isfinite(it.weight) and it.weight > 0 for it in cal.items):
-        return "a design weight that is not a positive number"
+    if not all(0 < it.weight <= 1 / MIN_INCLUSION_PROB for it in cal.items):
+        return f"a design weight that is not a number in (0, {1 / MIN_INCLUSION_PROB:g}]"
     conf, wrong, w = cal.arrays()
     data = [g.StageData(s.name, conf[j], wrong[j]) for j, s in enumerate(cal.stages)]
     try:
@@ -298,6 +300,13 @@ class _Sample:
     def __init__(self, humans: HumanAnnotations, cfg: PipelineConfig):
         self.humans = humans
         _check_design(humans)
+        tiny = {i: pi for i, pi in humans.inclusion_prob.items() if pi < MIN_INCLUSION_PROB}
+        if tiny:
+            item, pi = next(iter(tiny.items()))
+            raise InputDataError(
+                f"human sample {humans.path}: item {item!r} has inclusion_prob {pi:g} ({len(tiny)} item(s) under "
+                f"{MIN_INCLUSION_PROB:g}, i.e. more than 10^12 rows per drawn item; their weights would overflow): "
+                "was the column written by `annotator sample`? Correct it, or drop the column for a random sample")
         _check_labels(humans, [lab.name for lab in build_task(cfg.task).manifest_labels()[0]])
         majority = {i: majority_vote(r.values()) for i, r in humans.ratings.items()}
         self.labels = {i: lab for i, lab in majority.items() if lab is not None}
