@@ -207,6 +207,11 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     assert len(read_annotations(tmp_path / OUT)) == json.loads(out)["rows_total"]
     code, _, err = cli(["run", str(pipe), "--limit", "10"], capsys)  # a trial on the first rows: not stale
     assert code == 0 and "the input has" not in err, err
+    # nor does it shrink the calibration: with input.limit 10 in the file, calibrate used 10 of the 60 sample items
+    # (50 "not in the input"), and the run without the limit trusted that calibration
+    edit_yaml(pipe, lambda c: c["input"].update(limit=10))
+    code, out, err = cli(["calibrate", str(pipe), "--humans", str(tmp_path / "h.csv"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["used"] == 60 and json.loads(out)["not_in_input"] == 0, err
 
 
 @pytest.mark.parametrize("change", [

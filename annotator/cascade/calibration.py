@@ -459,6 +459,9 @@ async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, 
     it (``annotator calibrate`` writes the report there); return it. The output directory stays locked until
     ``then`` returns, so a second ``calibrate`` or ``run`` cannot interleave its files with these."""
     cascade_of(cfg)
+    # the sample is a draw of the whole input: input.limit (a trial run's first rows) would have left the sample
+    # items past it out as "not in the input", and the run without the limit would have trusted that calibration
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"limit": None})})
     humans = load_humans(humans_path)
     with RunDirLock(Path(cfg.output.dir)):
         _check_ours(calibration_path(cfg))
