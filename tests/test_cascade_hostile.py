@@ -348,6 +348,22 @@ def test_a_full_disk_while_calibrating_is_one_line(make_pipeline, weak_server: S
 
 
 @needs_proc
+def test_a_full_disk_while_drawing_sheets_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
+                                                      capsys, monkeypatch) -> None:
+    """`calibrate --draw` on a full disk was an OSError traceback."""
+    pipe = cascade_pipeline(make_pipeline, weak_server, corpus(1))
+    out = tmp_path / "humans"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        disk_full_in(m, out.resolve())
+        code, _, err = cli(["calibrate", str(pipe), "--draw", "10", "--out", str(out)], capsys)
+    assert code == 2 and "no space left writing" in err and "Traceback" not in err, err
+    assert not list(out.glob("*.tmp"))
+    code, _, err = cli(["calibrate", str(pipe), "--draw", "10", "--out", str(out)], capsys)
+    assert code == 0 and (out / "sheet_long.csv").is_file(), err
+
+
+@needs_proc
 @pytest.mark.parametrize("folder", ["human_queue", "cascade", "."])
 def test_a_full_disk_while_running_is_one_line_and_the_rerun_asks_nothing(
         make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, folder: str) -> None:

@@ -586,8 +586,11 @@ def draw_sample(cfg: PipelineConfig, n: int, out: Path, seed: int = 0,
     if len(items) < n:
         log.warning("--draw %d: the input %s has only %d rows; every one of them is in the sample", n,
                     cfg.input.path, len(items))
-    files = sp.write_sheets(out, items, sp.assign(len(items), names, per_item), names, labels,
-                            inclusion_prob=[len(items) / len(rows)] * len(items), design=design)
+    try:
+        files = sp.write_sheets(out, items, sp.assign(len(items), names, per_item), names, labels,
+                                inclusion_prob=[len(items) / len(rows)] * len(items), design=design)
+    except OSError as exc:
+        raise os_error(exc, exc.filename or out) from None
     return files, len(items)
 
 
