@@ -219,6 +219,9 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     # stages' fingerprint (the engine's cache key leaves them out because it hashes the rendered prompt)
     lambda c: c["task"].update(few_shot=[{"text": "a match report", "output": {"label": "sport"}}]),
     lambda c: c.update(prompt={"system": "You label news."}),
+    # fewer tries or another policy for invalid answers change which rows end valid (and their vote shares)
+    lambda c: c.update(validation={"max_attempts": 1}),
+    lambda c: c.update(validation={"on_invalid": "reask"}),
 ])
 def test_a_prompt_changed_after_calibrating_makes_it_stale(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
                                                            capsys, change) -> None:

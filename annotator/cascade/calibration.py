@@ -53,8 +53,8 @@ ASSUMPTION = (
     "probabilities written in its sheet, honoured as design weights, in which case the bound is Korn & Graubard's "
     "effective-count approximation with a conservative effective size); nothing checks this: a sample drawn from "
     "another corpus, or from an earlier version of this one, voids the guarantee. The human majority label is the "
-    "reference; the teachers answer the corpus as they answered the sample (same models, sampling settings, prompt "
-    "and task, and the same sample rows: a calibration made otherwise is refused as stale)."
+    "reference; the teachers answer the corpus as they answered the sample (same models, sampling settings, prompt, "
+    "task and validation, and the same sample rows: a calibration made otherwise is refused as stale)."
 )
 
 
@@ -261,8 +261,8 @@ def stale_reason(cal: CalibrationFile, cfg: PipelineConfig) -> str | None:
                 f"{cascade.target:g} and {cascade.delta:g}")
     changed = [s.name for k, s in enumerate(cal.stages) if s.fingerprint != stage_fingerprint(cfg, k)]
     if changed:
-        return (f"stage(s) {', '.join(changed)} changed since (model, samples, sampling settings, prompt or task): "
-                "their answers on the sample are not the ones the run would use")
+        return (f"stage(s) {', '.join(changed)} changed since (model, samples, sampling settings, prompt, task or "
+                "validation): their answers on the sample are not the ones the run would use")
     digest, held = sample_fingerprint(cfg, [it.id for it in cal.items])
     if held < len(cal.items):
         return (f"{len(cal.items) - held} of its {len(cal.items)} human-sample rows are not in the input "
