@@ -318,7 +318,7 @@ def test_a_stage_teacher_that_is_down_stops_with_the_stage_named_and_nothing_los
     only what was never answered."""
     cfg = yaml.safe_load(calibrated.read_text())
     cfg["cascade"]["stages"][1]["teacher"]["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens there
-    cfg["validation"] = {"max_attempts": 1, "max_consecutive_transport_failures": 3}
+    cfg["validation"] = {"max_consecutive_transport_failures": 3}  # not in the stages' fingerprint
     down = tmp_path / "down.yaml"
     down.write_text(yaml.safe_dump(cfg))
     calls = cascade_server.stats()["total"]
