@@ -42,13 +42,14 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint test bench bench-student clean help run audit dataset student predict
+.PHONY: setup vllm demo lint test test-fast bench bench-student clean help run audit dataset student predict
 
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
 	@echo "  make lint                 ruff and mypy (make test runs it first)"
-	@echo "  make test                 set up, lint and run the test suite"
+	@echo "  make test                 set up, lint and run the whole test suite (real engines and servers; minutes)"
+	@echo "  make test-fast            the edit-test loop: every test that loads no model and starts no engine (~1 min)"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
@@ -97,7 +98,7 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint test bench bench-student clean
+NO_PIPELINE_GOALS := help setup lint test test-fast bench bench-student clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
@@ -163,21 +164,30 @@ demo: | $(STAMP)
 	@echo "  student     : runs/news_topics/student/metrics.json"
 
 lint: $(STAMP)
-	$(BIN)/ruff check annotator tests
+	$(BIN)/ruff check annotator tests bench
 	$(BIN)/mypy annotator
 
+# The suite runs on TEST_WORKERS pytest-xdist workers; a test that shares an engine (vLLM, llama.cpp, Ray) runs on
+# the worker that holds it (--dist loadgroup, see tests/conftest.py). The 15 slowest steps are printed at the end.
+TEST_WORKERS ?= 2
+PYTEST       := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
 test: lint $(STAMP) $(VLLM_STAMP)
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+	@$(PYTEST); rc=$$?; \
 	if [ -f $(VLLM_SKIPPED) ]; then echo "vLLM tests skipped: $$(cat $(VLLM_SKIPPED))"; \
 	elif ! why=$$($(BIN)/python tests/vllm_support.py); then echo "vLLM tests skipped: $$why"; fi; \
 	exit $$rc
 
+test-fast: $(STAMP)
+	$(BIN)/ruff check annotator tests bench
+	$(PYTEST) -m "not slow"
+
 bench: $(STAMP)
-	$(BIN)/python tests/bench_pipeline.py
-	$(BIN)/python tests/bench_ray.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_ray.py
 
 bench-student: $(STAMP)
-	$(BIN)/python tests/bench_pipeline.py --student
+	$(BIN)/python bench/bench_pipeline.py --student
 
 clean:
 	rm -rf runs .pytest_cache $(DEPS_DIR)

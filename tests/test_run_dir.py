@@ -48,7 +48,7 @@ def _assert_complete(run_dir: Path, texts: list[str], prefix: str = "r") -> None
 @pytest.mark.parametrize("second", ["same", "limit", "other-pipeline"])
 def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server, make_pipeline, run_cli, second):
     texts = [f"lock row {i} about the harvest" for i in range(N_ROWS)]
-    server.configure(latency=0.3)
+    server.configure(latency=0.2)  # the first run holds the lock for ~4 s: the refusal takes well under 1 s
     p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})
     if second == "other-pipeline":
         q = make_pipeline(rows_of([f"other {i}" for i in range(5)], prefix="o"), server.base_url, name="other",

@@ -14,7 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from annotator.errors import AnnotatorError, InputDataError
-from tests.test_export import LABELS, export, make_label_run
+
+from label_runs import LABELS, export, make_label_run
 
 # ------------------------------------------------------------------------------------------------ gold
 

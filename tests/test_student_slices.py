@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from annotator.student.slices import SliceColumn, assign_roles
 from annotator.student.where import Condition, WhereError, parse_where
-from tests.test_export import LABELS, export, make_label_run
+
+from label_runs import LABELS, export, make_label_run
 
 # ------------------------------------------------------------------------------------------------ parser
 
@@ -170,7 +171,7 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
 
     out = crossling / "student"
     code, printed, err = cli(crossling, capsys, "--out", str(out), "--train-where", "lang != el", "--test-where",
-                             "lang == el", "--eval-by", "src", "--sizes", "0.5,all", "--epochs", "2",
+                             "lang == el", "--eval-by", "src", "--sizes", "0.5,all", "--max-steps", "1",
                              "--batch-size", "8", "--max-length", "16", "--no-progress")
     assert code == 0, err
     dsd = datasets.load_from_disk(str(crossling / "dataset"))
@@ -227,6 +228,7 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
     assert "test: 8 items (lang == el: lang el 8)" in " ".join(printed.split())
 
 
+@pytest.mark.slow
 def test_quiet_train_student_and_predict_leave_stderr_empty(crossling, capsys, run_cli, tmp_path):
     """``annotator -q``: no training bar (it ignored -q) and no weight-loading bar from transformers in predict."""
     from annotator.cli import main
