@@ -3,6 +3,7 @@ topics, generation runs, and :func:`export` (the export of one, in this process)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from annotator.records import AnnotationRecord, LabelInfo, RunManifest
@@ -118,3 +119,18 @@ def export(run: Path, out: Path, **kw):
     from annotator.export import ExportOptions, export_run
 
     return export_run(run, ExportOptions(out=out, **kw))
+
+
+def exported_with_gold(base: Path, columns: dict[str, Callable[[int], str]] | None = None) -> Path:
+    """``base/dataset``: 30 label rows exported (seed 0; the teacher says LABELS[i % 3], rows 9, 19 and 29 failed);
+    ``base/humans.csv``: 3 annotators, ann_b and ann_c flip the items with i % 5 == 0, plus ``columns`` (name ->
+    the value for item i). Returns ``base``."""
+    export(make_label_run(base / "run", n=30, failed_every=10, low_every=0), base / "dataset", seed=0)
+    extra = columns or {}
+    lines = [",".join(["item_id", "annotator", "label", *extra])]
+    for i in range(30):
+        for ann in ("ann_a", "ann_b", "ann_c"):
+            lab = LABELS[(i + 1) % 3] if ann != "ann_a" and i % 5 == 0 else LABELS[i % 3]
+            lines.append(",".join([f"n{i:03d}", ann, lab, *(value(i) for value in extra.values())]))
+    (base / "humans.csv").write_text("\n".join(lines) + "\n")
+    return base

@@ -15,8 +15,6 @@ from conftest import LABELS, kill_group, out_dir_of, read_annotations, rows_of, 
 from fault_server import expected_label
 from servers import free_port
 
-pytest.importorskip("ray")
-
 
 def _quiet_total(server, settle: float = 1.5, timeout: float = 60) -> dict:
     """Server stats once no request has arrived for ``settle`` seconds (the killed driver's actors are gone)."""
@@ -82,6 +80,7 @@ def test_run_on_ray_kill_driver_resume_and_share_cache(ray_address, server, make
 
 
 def test_run_on_ray_bad_address_is_one_line(make_pipeline, run_cli, server):
+    pytest.importorskip("ray")
     p = make_pipeline(rows_of(["a text"]), teacher={"base_url": server.base_url})
     proc = run_cli("run", str(p), "--quiet", "--ray", f"127.0.0.1:{free_port()}", timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
