@@ -14,6 +14,7 @@ A test gets a fresh run directory from ``tmp_path`` as always; only the engine i
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import sys
@@ -115,6 +116,8 @@ class EngineLoop:
         try:
             self.call(self.backend.aclose(), timeout=120)
         finally:
+            del self.backend  # finalised now, not at interpreter exit (vLLM's __del__ fails there)
+            gc.collect()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(30)
             self.loop.close()

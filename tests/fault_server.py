@@ -39,7 +39,8 @@ of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-A
 ``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per answer, fixed so
 tests can compute token budgets and costs; ``cached_tokens`` goes in ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
-``trickle_interval`` and ``huge_chars`` (see the faults above).
+``trickle_interval`` and ``huge_chars`` (see the faults above), ``hold`` (true: every answer waits, in flight, until
+``hold`` is set false again; a test that needs a run alive, e.g. holding its lock, holds its answers).
 
 Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
 requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
@@ -166,7 +167,10 @@ class FaultServer:
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
             "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
             "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
+            "hold": False,
         }
+        self.released = asyncio.Event()  # cleared while ``hold`` is on
+        self.released.set()
         self.batch_api = BatchFake(self)
         self.reset()
 
@@ -242,6 +246,10 @@ class FaultServer:
             self._send(writer, 200, {"ok": True})
         elif method == "POST" and path == "/config":
             self.cfg.update(json.loads(body or b"{}"))
+            if self.cfg["hold"]:
+                self.released.clear()
+            else:
+                self.released.set()
             self._send(writer, 200, self.cfg)
         elif method == "POST" and path.endswith("/chat/completions"):
             return await self.completion(body, reader, writer, headers or {})
@@ -296,6 +304,7 @@ class FaultServer:
         try:
             if self.cfg["latency"]:
                 await asyncio.sleep(self.cfg["latency"])
+            await self.released.wait()
             return await self._answer(req, key, fault, reader, writer, headers or {})
         finally:
             self.in_flight -= 1

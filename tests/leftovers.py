@@ -17,13 +17,20 @@ import pytest
 SESSION_VAR = "ANNOTATOR_TEST_SESSION"
 
 
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+"""Helpers that Python's multiprocessing starts for this process (vLLM uses it): they end when it ends."""
+
+
 def _started_here() -> list[object]:
-    """Live processes (not this one) whose environment carries this session's mark."""
+    """Live processes (not this one, nor its multiprocessing helpers) whose environment carries this session's
+    mark."""
     import psutil
 
     mark, me, found = os.environ.get(SESSION_VAR), os.getpid(), []
-    for proc in psutil.process_iter(["pid", "status"]):
+    for proc in psutil.process_iter(["pid", "ppid", "status", "cmdline"]):
         if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if proc.info["ppid"] == me and any(h in " ".join(proc.info["cmdline"] or ()) for h in _HELPERS):
             continue
         try:
             if proc.environ().get(SESSION_VAR) == mark:

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from conftest import spawn_cli, write_rows
+from conftest import kill_group, spawn_cli, write_rows
 from label_runs import LABELS
 
 WORDS = ["election parliament minister", "inflation market bank", "football match goal", "weather"]
@@ -40,7 +40,7 @@ def predict_cli(run_cli, student: Path, inp: Path, out: Path, *extra: str):
 
 
 def test_predict_labels_routes_and_resumes_after_kill(student_dir, tmp_path, run_cli):
-    n = 600
+    n = 240  # the kill comes after ~10 rows: the rest takes far longer than the 50 ms between checks
     inp = corpus(tmp_path / "in.csv", n)
     ref, ref_route = tmp_path / "ref.jsonl", tmp_path / "ref_route.jsonl"
     predict_cli(run_cli, student_dir, inp, ref, "--route-below", "0.4", "--route-out", str(ref_route))
@@ -62,12 +62,15 @@ def test_predict_labels_routes_and_resumes_after_kill(student_dir, tmp_path, run
     out, route = tmp_path / "out.jsonl", tmp_path / "route.jsonl"
     proc = spawn_cli("predict", str(student_dir), str(inp), "--out", str(out), "--quiet", "--batch-size", "8",
                      "--route-below", "0.4", "--route-out", str(route))
-    deadline = time.monotonic() + 300
-    while (not out.exists() or out.stat().st_size < 1500) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "predict finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while (not out.exists() or out.stat().st_size < 1500) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "predict finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        kill_group(proc)
     partial = out.read_text(encoding="utf-8").splitlines()
     assert 0 < len(partial) < n
     with out.open("a", encoding="utf-8") as fh:

@@ -90,12 +90,12 @@ def test_run_on_ray_bad_address_is_one_line(make_pipeline, run_cli, server):
 def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cli):
     from test_predict import corpus, predict_cli, read_jsonl
 
-    inp = corpus(tmp_path / "in.jsonl", 400)
+    inp = corpus(tmp_path / "in.jsonl", 160)
     predict_cli(run_cli, student_dir, inp, tmp_path / "local.jsonl", "--batch-size", "32")
     proc = predict_cli(run_cli, student_dir, inp, tmp_path / "ray.jsonl", "--batch-size", "16",
                        "--ray", ray_address, "--ray-workers", "1", "--route-below", "0.4",
                        "--route-out", str(tmp_path / "route.jsonl"))
-    assert "400 rows labelled" in proc.stderr
+    assert "160 rows labelled" in proc.stderr
     local, on_ray = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
     assert [r["id"] for r in on_ray] == [r["id"] for r in local]
     assert [r.get("label") for r in on_ray] == [r.get("label") for r in local]
