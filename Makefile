@@ -167,10 +167,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check annotator tests bench
 	$(BIN)/mypy annotator
 
-# The suite runs on TEST_WORKERS pytest-xdist workers; a test that shares an engine (vLLM, llama.cpp, Ray) runs on
-# the worker that holds it (--dist loadgroup, see tests/conftest.py). The 15 slowest steps are printed at the end.
+# The suite runs on TEST_WORKERS pytest-xdist workers, a file's tests on one worker (--dist loadfile: the engines
+# and module fixtures it shares start once; see tests/conftest.py). The 15 slowest steps are printed at the end.
 TEST_WORKERS ?= 2
-PYTEST       := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+PYTEST       := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test: lint $(STAMP) $(VLLM_STAMP)
 	@$(PYTEST); rc=$$?; \

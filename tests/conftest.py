@@ -7,7 +7,8 @@
   ``run_cli_process`` / ``spawn_cli``: as a real process, for what only a process shows (signals, kill -9, locks
   between processes, its exit status, what C libraries write to its stderr, entry points read at import).
 * shared engines, one per session (tests/engines.py): ``llama_server``, ``local_teacher``, ``vllm_engine``,
-  ``ray_address``, ``student_dir``; a test that uses one is marked ``slow`` and joins its pytest-xdist group.
+  ``ray_address``, ``student_dir``; a test that uses one is marked ``slow``. ``make test`` runs on pytest-xdist
+  workers with ``--dist loadfile``: a file's tests share a worker, so an engine used by one file starts once.
 * every process the tests start carries ``ANNOTATOR_TEST_SESSION`` in its environment; at the end of the session
   none may still run (``nothing_left_running``).
 """
@@ -194,38 +195,31 @@ def run_cli_process():
 
 
 # -- sessions: shared engines, pytest-xdist, nothing left behind ---------------------------------------------
-def _xdist_group(item: pytest.Item) -> str | None:
-    """The group of tests that must share a worker: those of a shared engine, or those of one module whose
-    module-scoped fixture (a trained student, a built wheel) would otherwise be made again on every worker."""
+def _weight(item: pytest.Item) -> int:
+    """0.. for the tests of a shared engine (vLLM first, the longest), then tests with a module-scoped fixture (a
+    trained student, a built wheel), then the rest."""
     names = getattr(item, "fixturenames", ())
-    engine = next((ENGINE_GROUPS[f] for f in names if f in ENGINE_GROUPS), None)
-    if engine:
-        return engine
+    order = list(dict.fromkeys(ENGINE_GROUPS.values()))
+    engines = [order.index(ENGINE_GROUPS[f]) for f in names if f in ENGINE_GROUPS]
+    if engines:
+        return min(engines)
     defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    if any(d.scope in ("module", "package", "class") for fixture in defs.values() for d in fixture):
-        return item.module.__name__ if isinstance(item, pytest.Function) else None
-    return None
+    module_scoped = any(d.scope in ("module", "package", "class") for fixture in defs.values() for d in fixture)
+    return len(order) if module_scoped else len(order) + 1
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test that uses a shared engine (tests/engines.py) is ``slow``. Tests that must share a worker join one
-    xdist group (``--dist loadgroup``: one worker starts the engine); grouped tests go first, engines first of all,
-    so the longest work starts first."""
-    order = list(dict.fromkeys(ENGINE_GROUPS.values()))
+    """A test that uses a shared engine (tests/engines.py) is ``slow``. Files go in the order of their heaviest
+    test, so with ``--dist loadfile`` (a file's tests on one worker: its module fixtures made once) the longest work
+    starts first; a file's tests keep their order."""
+    file_weight: dict[str, int] = {}
     for item in items:
         if any(f in ENGINE_GROUPS for f in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        group = _xdist_group(item)
-        if group and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-    def rank(item: pytest.Item) -> int:
-        mark = item.get_closest_marker("xdist_group")
-        name = (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else None
-        return order.index(name) if name in order else len(order) if name else len(order) + 1
-
-    items.sort(key=rank)  # stable: file order within a rank
+        path = item.nodeid.split("::")[0]
+        file_weight[path] = min(file_weight.get(path, _weight(item)), _weight(item))
+    items.sort(key=lambda item: file_weight[item.nodeid.split("::")[0]])  # stable
 
 
 @pytest.fixture(scope="session", autouse=True)

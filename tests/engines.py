@@ -1,5 +1,5 @@
-"""Engines and servers the tests share, started once per session (per pytest-xdist worker: conftest gives every
-test that uses one the engine's xdist group, so one worker starts it) and stopped when the session ends.
+"""Engines and servers the tests share, started once per session (per pytest-xdist worker that needs one: with
+``--dist loadfile`` a file's tests share a worker) and stopped when the session ends.
 
 * ``llama_server``: llama.cpp's OpenAI-compatible HTTP server (the ``xllamacpp`` wheel) on the SmolLM2 GGUF;
   ``local_teacher``: the embedded teacher (llama.cpp in this process) on the same model, loaded once.
@@ -30,9 +30,9 @@ from vllm_support import converted_model, vllm_env, why_not_runnable
 from cli_runner import REPO, subprocess_env
 from servers import free_port, start_server, tcp_open
 
-ENGINE_GROUPS = {"vllm_model": "vllm", "vllm_engine": "vllm", "llama_server": "llama", "local_teacher": "llama",
-                 "ray_address": "ray", "student_dir": "ray"}
-"""Fixture -> the pytest-xdist group of every test that uses it (conftest marks them)."""
+ENGINE_GROUPS = {"vllm_model": "vllm", "vllm_engine": "vllm", "ray_address": "ray", "student_dir": "ray",
+                 "llama_server": "llama", "local_teacher": "llama"}
+"""Fixture -> its engine, longest start-up first: conftest marks their tests ``slow`` and runs their files first."""
 
 
 # -- llama.cpp's HTTP server ---------------------------------------------------------------------------------
