@@ -371,6 +371,7 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     assert json.loads(out)["cascade"]["rows_to_humans"] == 14
 
 
+@pytest.mark.slow  # real make and annotator processes
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade_server: ServerHandle,
                                                                            tmp_path: Path) -> None:
