@@ -50,7 +50,7 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
-	@echo "  make lint                 ruff and mypy (make test runs it first)"
+	@echo "  make lint                 ruff and mypy (make test runs them too)"
 	@echo "  make test                 set up, lint and run the whole test suite (real engines and servers; minutes)"
 	@echo "  make test-fast            the edit-test loop: every test that loads no model and starts no engine (~1 min)"
 	@echo "  make bench                throughput / memory benchmark"
@@ -190,8 +190,13 @@ lint: $(STAMP)
 TEST_WORKERS ?= 2
 PYTEST       := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
-test: lint $(STAMP) $(VLLM_STAMP)
-	@$(PYTEST); rc=$$?; \
+# ruff first (seconds, fails early); mypy then checks beside the tests (a minute of one core; the tests wait on
+# processes and servers part of the time) and its report follows theirs. `make lint` runs both alone.
+test: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/ruff check annotator tests bench
+	@log=$$(mktemp); $(BIN)/mypy annotator > $$log 2>&1 & mypy=$$!; \
+	$(PYTEST); rc=$$?; \
+	wait $$mypy; mypy_rc=$$?; echo "mypy annotator:"; cat $$log; rm -f $$log; [ $$rc -ne 0 ] || rc=$$mypy_rc; \
 	if [ -f $(VLLM_SKIPPED) ]; then echo "vLLM tests skipped: $$(cat $(VLLM_SKIPPED))"; \
 	elif ! why=$$($(BIN)/python tests/vllm_support.py); then echo "vLLM tests skipped: $$why"; fi; \
 	exit $$rc
