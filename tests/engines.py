@@ -116,7 +116,9 @@ class EngineLoop:
         try:
             self.call(self.backend.aclose(), timeout=120)
         finally:
-            del self.backend  # finalised now, not at interpreter exit (vLLM's __del__ fails there)
+            # vLLM's AsyncLLM finalised now, not at interpreter exit, where its __del__ fails with a traceback
+            vars(self.backend).pop("engine", None)
+            del self.backend
             gc.collect()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(30)
@@ -157,12 +159,13 @@ def ray_address() -> Iterator[str]:
            f"--temp-dir={temp}", *(f"{k}={v}" for k, v in ports.items())]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report from the drivers either
         env = subprocess_env(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
         server = start_server(cmd, name="ray head", probe=tcp_open("127.0.0.1", port), timeout=120, env=env)
         try:
             yield f"127.0.0.1:{port}"
         finally:
-            server.stop(grace=60, group=False)  # SIGTERM to `ray start --block`: it stops what it started
+            server.stop(grace=20, group=False)  # SIGTERM to `ray start --block`: it stops what it started
             shutil.rmtree(temp, ignore_errors=True)
 
 
