@@ -205,16 +205,22 @@ def _library_state() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _environment(env: dict[str, str], cwd: Path | str, argv: list[str]) -> Iterator[None]:
-    """``os.environ`` = ``env``, the working directory ``cwd`` and ``sys.argv`` = ``argv`` for the block."""
+    """``os.environ`` = ``env``, the working directory ``cwd`` and ``sys.argv`` = ``argv`` for the block, with
+    ``__main__`` looking like the console script's (click names the program after it: ``annotator``, not
+    ``python -m pytest.annotator``)."""
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    main_module = sys.modules["__main__"]
+    saved_package = main_module.__dict__.get("__package__")
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
     sys.argv = argv
+    main_module.__package__ = None
     try:
         yield
     finally:
+        main_module.__package__ = saved_package
         sys.argv = saved_argv
         os.chdir(saved_cwd)
         os.environ.clear()
@@ -248,7 +254,7 @@ def run_in_process(*args: str, timeout: float | None = None, cwd: Path | str | N
 
     out, err = _Capture("<stdout>"), _Capture("<stderr>")
     old_out, old_err = sys.stdout, sys.stderr
-    argv = ["annotator", *args]
+    argv = [annotator_cmd()[0], *args]  # what the console script sees (its -v log line names it)
     call_env = {**_base_env, **env} if _base_env is not None else subprocess_env(**env)
     with _environment(call_env, cwd or REPO, argv), cli_state_kept(), _library_state(), \
             _logging_as_in_a_process(out, err, old_out, old_err), _process_warnings(err):
