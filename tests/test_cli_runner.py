@@ -33,10 +33,10 @@ def test_a_call_leaves_the_process_as_it_found_it(make_pipeline, run_cli, tmp_pa
     p = make_pipeline(rows_of(["The striker scored."]))
     env, cwd = dict(os.environ), os.getcwd()
     ours = logging.getLogger("annotator")
-    handlers, level = ours.handlers[:], ours.level
+    handlers, level, was_quiet = ours.handlers[:], ours.level, quiet()
     res = run_cli("-q", "validate", str(p), "--set", "input.path=two.jsonl", ANNOTATOR_TEST_VAR="set", cwd=tmp_path)
     assert res.returncode == 2 and "two.jsonl" in res.stderr  # relative to cwd=tmp_path, read in the call
     assert dict(os.environ) == env and os.getcwd() == cwd and "ANNOTATOR_TEST_VAR" not in os.environ
-    assert ours.handlers == handlers and ours.level == level and not quiet()
+    assert ours.handlers == handlers and ours.level == level and quiet() == was_quiet
     with pytest.raises(ValueError, match="run_cli_process"):
         run_cli("validate", str(p), PYTHONPATH="/elsewhere")  # only a new process reads entry points
