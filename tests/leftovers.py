@@ -55,7 +55,7 @@ def check_nothing_left_running(grace: float = 15.0) -> None:
     """Fail (after killing them) if processes this session started still run ``grace`` seconds from now."""
     try:
         import psutil
-    except ImportError:  # psutil is in the dev extra; without it there is nothing to check with
+    except ImportError:  # psutil is in the dev extra (make setup installs it); without it nothing can be checked
         return
     deadline = time.monotonic() + grace
     left = _started_here()
