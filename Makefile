@@ -44,15 +44,17 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint format docs test bench bench-student bench-cascade clean help run audit dataset student predict calibrate
+.PHONY: setup vllm demo lint format docs test test-fast bench bench-student bench-cascade clean help run audit dataset \
+        student predict calibrate
 
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
-	@echo "  make lint                 ruff check (complexity limit included), ruff format --check, mypy (make test runs it first)"
-	@echo "  make format               ruff format + ruff check --fix over annotator/ and tests/ (the one formatting)"
+	@echo "  make lint                 ruff check (complexity limit included), ruff format --check, mypy (make test runs them too)"
+	@echo "  make format               ruff format + ruff check --fix over annotator/, tests/ and bench/ (the one formatting)"
 	@echo "  make docs                 the docs site (docs/*.md, mkdocs --strict) into .site/; a broken link fails it"
-	@echo "  make test                 set up, lint and run the test suite"
+	@echo "  make test                 set up, lint and run the whole test suite (real engines and servers; minutes)"
+	@echo "  make test-fast            the edit-test loop: every test that loads no model and starts no engine (~1 min)"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
 	@echo "  make bench-cascade        teacher cascade: how often its guarantee fails over 300 human samples, cost vs the strong teacher (~3 min)"
@@ -103,7 +105,7 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint format docs test bench bench-student bench-cascade clean
+NO_PIPELINE_GOALS := help setup lint format docs test test-fast bench bench-student bench-cascade clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
@@ -185,33 +187,48 @@ demo: | $(STAMP)
 	@echo "  student     : runs/news_topics/student/metrics.json"
 
 lint: $(STAMP)
-	$(BIN)/ruff check annotator tests
-	$(BIN)/ruff format --check annotator tests
+	$(BIN)/ruff check annotator tests bench
+	$(BIN)/ruff format --check annotator tests bench
 	$(BIN)/mypy annotator
 
 format: $(STAMP)
-	$(BIN)/ruff format annotator tests
-	$(BIN)/ruff check --fix annotator tests
+	$(BIN)/ruff format annotator tests bench
+	$(BIN)/ruff check --fix annotator tests bench
 
 # The strict build also runs in the test suite (tests/test_docs.py), so `make test` fails on a broken link.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir .site
 
-test: lint $(STAMP) $(VLLM_STAMP)
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+# The suite runs on TEST_WORKERS pytest-xdist workers, a file's tests on one worker (--dist loadfile: the engines
+# and module fixtures it shares start once; see tests/conftest.py). The 15 slowest steps are printed at the end.
+TEST_WORKERS ?= 2
+PYTEST       := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+
+# ruff first (seconds, fails early); mypy then checks beside the tests (a minute of one core; the tests wait on
+# processes and servers part of the time) and its report follows theirs. `make lint` runs all three alone.
+test: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/ruff check annotator tests bench
+	$(BIN)/ruff format --check annotator tests bench
+	@log=$$(mktemp); $(BIN)/mypy annotator > $$log 2>&1 & mypy=$$!; \
+	$(PYTEST); rc=$$?; \
+	wait $$mypy; mypy_rc=$$?; echo "mypy annotator:"; cat $$log; rm -f $$log; [ $$rc -ne 0 ] || rc=$$mypy_rc; \
 	if [ -f $(VLLM_SKIPPED) ]; then echo "vLLM tests skipped: $$(cat $(VLLM_SKIPPED))"; \
 	elif ! why=$$($(BIN)/python tests/vllm_support.py); then echo "vLLM tests skipped: $$why"; fi; \
 	exit $$rc
 
+test-fast: $(STAMP)
+	$(BIN)/ruff check annotator tests bench
+	$(PYTEST) -m "not slow"
+
 bench: $(STAMP)
-	$(BIN)/python tests/bench_pipeline.py
-	$(BIN)/python tests/bench_ray.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_ray.py
 
 bench-student: $(STAMP)
-	$(BIN)/python tests/bench_pipeline.py --student
+	$(BIN)/python bench/bench_pipeline.py --student
 
 bench-cascade: $(STAMP)
-	$(BIN)/python tests/bench_cascade.py
+	$(BIN)/python bench/bench_cascade.py
 
 clean:
 	rm -rf runs .pytest_cache .site $(DEPS_DIR)
