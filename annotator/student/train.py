@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from annotator.errors import AnnotatorError, InputDataError
+from annotator.student.baseline import BaselineReport, compare_baseline
 from annotator.student.calibration import (
     METHOD,
     MIN_FIT_ITEMS,
@@ -175,6 +176,7 @@ class StudentMetrics(BaseModel):
     learning_curve: list[LearningCurvePoint] = []
     slices: SliceEvaluation | None = Field(None, description="--eval-by COLUMN: the evaluated scope per slice.")
     selection: Selection | None = Field(None, description="--train-where / --test-where as applied.")
+    baseline: BaselineReport | None = Field(None, description="TF-IDF + logistic regression on the same labels.")
     notes: list[str] = []
 
 
@@ -970,10 +972,11 @@ def train_student(
                             setup.multi_label)
     labelled = [Labelled(it.id, it.teacher, it.teacher_conf, s, c) for it, s, c in zip(setup.items, student, sconf)]
     evaluation, slices = _evaluate(setup, labelled, opts)
+    baseline = compare_baseline(setup, evaluation)
     _write_predictions(out / PREDICTIONS_FILE, setup, labelled)
     curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
     metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
-                       learning_curve=curve, slices=slices)
+                       learning_curve=curve, slices=slices, baseline=baseline)
     (out / METRICS_FILE).write_text(metrics.model_dump_json(indent=2), encoding="utf-8")
     (model_dir / CARD_FILE).write_text(render_card(metrics), encoding="utf-8")
     return metrics
