@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "distill")
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 

