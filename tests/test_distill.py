@@ -175,6 +175,23 @@ def test_seed_missing_a_label_then_a_larger_seed_reuses_the_answers(project, tin
     assert all(again[t] == 1 for t in first) and max(again.values()) == 1
 
 
+def test_max_cost_stops_the_rounds_within_budget(project, tiny, server, capsys):
+    """--max-cost: batches are cut to what the money pays for, the pipeline's teacher.max_cost is the hard cap;
+    the outputs of the finished rounds are written (exit 0). Too little for round 0: exit 8, nothing lost."""
+    cfg = yaml.safe_load(project["yaml"].read_text())
+    cfg["teacher"]["price"] = {"input": 1000.0, "output": 1000.0}  # 50 + 10 tokens per call: $0.06
+    project["yaml"].write_text(yaml.safe_dump(cfg))
+    code, printed, err = distill(capsys, *fast(project, tiny, "--max-cost", "2.2", "--patience", "0", "--json"))
+    assert code == 0, err
+    report = json.loads(printed)
+    assert report["stopped"]["reason"] == "cost" and report["cost_usd"] <= 2.2
+    assert len(report["rounds"]) >= 2 and server.stats()["total"] * 0.06 <= 2.2 + 1e-9
+    assert max(server.stats()["by_item"].values()) == 1
+    code, _, err = distill(capsys, *fast(project, tiny, "--max-cost", "0.5", "--patience", "0") + ["--out",
+                           str(project["dir"] / "poor")])
+    assert code == 8 and "no round finished, so there is no student yet; raise --max-cost" in err
+
+
 # ---------------------------------------------------------------------------------------------- rechecks
 
 

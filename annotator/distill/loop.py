@@ -173,10 +173,19 @@ class Distiller:
 
     # -- start and resume ------------------------------------------------------------------------------
     def _design(self) -> dict[str, Any]:
-        o, train = self.opts, self.student.train
+        """What fixes the rounds: the seed, the gold, the student's settings, and the teacher's question (prompt,
+        task, the teacher settings in the cache key): a change there would ask the teacher again for every row."""
+        from annotator.cache import task_fingerprint
+        from annotator.engine import load_template
+
+        o, train, t = self.opts, self.student.train, self.cfg.teacher
+        teacher = {k: v for k, v in t.model_dump(mode="json").items()
+                   if k in ("backend", "model", "base_url", "temperature", "max_tokens", "seed", "samples",
+                            "sample_temperature", "structured_output")}
         return {"seed": o.seed, "gold": None if o.gold is None else str(o.gold),
                 "model": self.student.model, "train": None if train is None else json.loads(json.dumps(
-                    {k: v for k, v in vars(train).items() if k != "device"}))}
+                    {k: v for k, v in vars(train).items() if k != "device"})),
+                "prompt": load_template(self.cfg).sha256, "task": task_fingerprint(self.cfg.task), "teacher": teacher}
 
     def _load_or_start(self) -> DistillState:
         state = load_state(self.out)
@@ -273,7 +282,7 @@ class Distiller:
         if state.stopped is None:
             state.pending = self._next(state, scan, last.round + 1)
             if state.pending is None:
-                state.stopped = Stop(reason="budget", detail="no teacher call left for another row")
+                state.stopped = self._no_batch(state)
         save_state(self.out, state)
 
     # -- accounting -------------------------------------------------------------------------------------
@@ -401,12 +410,10 @@ class Distiller:
                     scan.cl_ids.append(rid)
                     scan.cl_probs.append(probs)
                     scan.cl_given.append(code[str(labels[rid])])
-            elif rid not in asked and rid not in gold:
+            elif rid not in asked and rid not in gold and probs is not None:  # no probs: an empty text
                 scan.pool_left += 1
-                if probs is not None:
-                    score = 0.0 if o.strategy == "random" else float(select.uncertainty(np.array([probs]), o.strategy)[0])
-                    scan.top.push(select.Candidate(score, select.rank_of(id_rank_key(rid, o.seed)), rid,
-                                                   row.text or ""))
+                score = 0.0 if o.strategy == "random" else float(select.uncertainty(np.array([probs]), o.strategy)[0])
+                scan.top.push(select.Candidate(score, select.rank_of(id_rank_key(rid, o.seed)), rid, row.text or ""))
         return scan
 
     def batch_size(self, state: DistillState) -> int:
@@ -427,7 +434,7 @@ class Distiller:
         if state.stopped is None:
             state.pending = self._next(state, scan, p.round + 1)
             if state.pending is None:
-                state.stopped = Stop(reason="budget", detail="no teacher call left for another row")
+                state.stopped = self._no_batch(state)
         self._clean_up(state)
         self.say(_round_line(record, state))
 
@@ -510,9 +517,9 @@ class Distiller:
         if self.opts.budget is not None:
             size = min(size, (self.opts.budget - self._planned(state)) // self.samples)
         size = min(size, self._rows_affordable())
-        if size <= 0:
-            return None
         cands = scan.top.best_first()
+        if size <= 0 or not cands:
+            return None
         if self.opts.strategy == "random":
             return Pending(round=k, ids=[c.id for c in cands[:size]])
         if self.opts.diversity and len(cands) > size:
@@ -523,6 +530,14 @@ class Distiller:
             chosen = cands[:size]
         return Pending(round=k, ids=[c.id for c in chosen],
                        mean_uncertainty=round(float(np.mean([c.score for c in chosen])), 4) if chosen else None)
+
+    def _no_batch(self, state: DistillState) -> Stop:
+        """Why no row fits in another round (the stop rules passed): the money or the call budget."""
+        if self._rows_affordable() <= 0:
+            return Stop(reason="cost", detail=f"${self._spent():.4f} spent: --max-cost ${self.opts.max_cost:g} "
+                        "pays for no further row at the mean cost per call so far")
+        return Stop(reason="budget", detail=f"{self._planned(state)} of the {self.opts.budget} teacher calls of "
+                    "--budget are used: none is left for another row")
 
     def _rows_affordable(self) -> int:
         """Rows the money budget still pays for, at the mean cost per call so far (no budget: no limit)."""
