@@ -73,7 +73,7 @@ def _predict_with_progress(
     quiet: bool,
 ) -> PredictSummary:
     """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""
-    from annotator.student.predict import local_labeler, predict_file
+    from annotator.student.predict import predict_here_or_on_ray
 
     progress = Progress(
         TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -81,15 +81,8 @@ def _predict_with_progress(
     )
     bar = progress.add_task("predict", total=None)
     with progress:
-        if ray is None:
-            return predict_file(info, cfg, opts, local_labeler(info, device, opts.batch_size),
-                                on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
-        from annotator.ray_support import ray_session
-        from annotator.student.ray_predict import ray_labeler
-
-        with ray_session(None if ray == "local" else ray):
-            return predict_file(info, cfg, opts, ray_labeler(info, opts.batch_size, ray_workers),
-                                on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+        return predict_here_or_on_ray(info, cfg, opts, device, ray, ray_workers,
+                                      on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
 
 
 def register(app: typer.Typer) -> None:

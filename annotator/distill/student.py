@@ -13,7 +13,13 @@ from typing import Any
 
 from annotator.config import InputConfig, PipelineConfig
 from annotator.records import AnnotationRecord
-from annotator.student.predict import PredictOptions, PredictSummary, StudentModel, load_student_info, predict_file
+from annotator.student.predict import (
+    PredictOptions,
+    PredictSummary,
+    StudentModel,
+    load_student_info,
+    predict_here_or_on_ray,
+)
 from annotator.student.train import StudentMetrics, StudentOptions, TrainConfig, train_student
 from annotator.tasks import ExportContext, ExportItem, build_task, get_task_class
 
@@ -90,17 +96,8 @@ def train_round(dataset: Path, out: Path, s: StudentSettings, log: Callable[[str
 def predict_corpus(student: Path, corpus: InputConfig, out: Path, s: StudentSettings,
                    on_progress: Callable[[int, int], None] | None = None) -> PredictSummary:
     """The student labels every corpus row into ``out`` (resumes a partial file), here or on Ray."""
-    from annotator.student.predict import local_labeler
-
-    info = load_student_info(student)
     opts = PredictOptions(out=out, batch_size=s.predict_batch_size)
-    if s.ray is None:
-        return predict_file(info, corpus, opts, local_labeler(info, s.device, s.predict_batch_size), on_progress)
-    from annotator.ray_support import ray_session
-    from annotator.student.ray_predict import ray_labeler
-
-    with ray_session(None if s.ray == "local" else s.ray):
-        return predict_file(info, corpus, opts, ray_labeler(info, s.predict_batch_size, s.ray_workers), on_progress)
+    return predict_here_or_on_ray(load_student_info(student), corpus, opts, s.device, s.ray, s.ray_workers, on_progress)
 
 
 def embed(student: Path, texts: list[str], device: str = "auto", batch_size: int = 64) -> Any:

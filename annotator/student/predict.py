@@ -298,6 +298,21 @@ def predict_file(
     return summary
 
 
+def predict_here_or_on_ray(
+    info: StudentInfo, input_cfg: InputConfig, opts: PredictOptions, device: str = "auto", ray: str | None = None,
+    ray_workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+) -> PredictSummary:
+    """:func:`predict_file` in this process (on ``device``), or with ``ray`` (an address, or ``"local"`` for
+    ray.init()'s default) on a Ray cluster."""
+    if ray is None:
+        return predict_file(info, input_cfg, opts, local_labeler(info, device, opts.batch_size), on_progress)
+    from annotator.ray_support import ray_session
+    from annotator.student.ray_predict import ray_labeler
+
+    with ray_session(None if ray == "local" else ray):
+        return predict_file(info, input_cfg, opts, ray_labeler(info, opts.batch_size, ray_workers), on_progress)
+
+
 def _write_batch(
     batch: list[InputRow], preds: list[Prediction], out_fh: IO[bytes], route_fh: IO[bytes] | None,
     threshold: float | None, summary: PredictSummary,
