@@ -14,7 +14,9 @@ choosing rows by margin with diversity (active) and once at random, each until `
 with no early stop. Reported: test macro-F1 vs gold per round for both, and the teacher calls (seed + batches, the
 human sample's labels not counted) each needs to reach 98% of the reference's macro-F1, as a share of the pool.
 
-Output: ``bench_distill.json`` and ``bench_distill.png`` in ``--out`` and a Markdown table on stdout.
+Output: ``bench_distill.json`` and ``bench_distill.png`` in ``--out`` and a Markdown table on stdout. Resumable: a
+rerun reuses the finished references and resumes each distill run (its teacher answers are cached), so a machine
+that stopped half-way loses little (``--fresh`` starts over).
 """
 
 from __future__ import annotations
@@ -35,9 +37,26 @@ for extra in (ROOT / "tests", ROOT / "bench", ROOT):
 import yaml  # noqa: E402
 
 from bench_pipeline import find_corpus, read_corpus  # noqa: E402
-from conftest import pipeline_config, start_fault_server, stop_fault_server, write_rows  # noqa: E402
+from conftest import ServerHandle, pipeline_config, stop_fault_server, subprocess_env, write_rows  # noqa: E402
 
 TARGET = 0.98
+
+
+def start_teacher(work: Path) -> ServerHandle:
+    """The fault server on the port a previous run of this benchmark used (the teacher's address is part of the
+    cache key: a resumed run must find its answers), else on a free one."""
+    import subprocess
+
+    port_file = work / "teacher_port"
+    port = port_file.read_text().strip() if port_file.exists() else "0"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fault_server.py"), "--port", port],
+                            stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("PORT "):
+        proc.kill()
+        sys.exit(f"bench-distill: the simulated teacher did not start on port {port}: {line!r}")
+    port_file.write_text(line.split()[1])
+    return ServerHandle(proc, int(line.split()[1]))
 
 
 def setup_corpus(args: argparse.Namespace, work: Path, base_url: str) -> tuple[Path, Path, list[tuple[str, str, str]]]:
@@ -75,7 +94,11 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
     from annotator.distill.teacher import TeacherRun, rows_by_id
     from annotator.export.splits import id_rank_key
     from annotator.inputs import iter_rows
+    from annotator.student.train import StudentMetrics
 
+    done = work / "student" / "metrics.json"  # train-student writes it last: a finished reference
+    if done.exists():
+        return _reference_result(StudentMetrics.model_validate_json(done.read_text()), seed, None)
     cfg = load_config(pipeline)
     gold_ids = {line.split(",")[0] for line in gold.read_text().splitlines()[1:]}
     pool = [str(r.id) for r in iter_rows(cfg.input) if r.id not in gold_ids]
@@ -90,9 +113,13 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
     ds = write_dataset(work / "dataset", d.cfg, records, splits)
     t0 = time.perf_counter()
     m = train_round(ds, work / "student", student_settings(args, seed, gold))
+    return _reference_result(m, seed, round(time.perf_counter() - t0, 1))
+
+
+def _reference_result(m: Any, seed: int, seconds: float | None) -> dict[str, Any]:
     test = m.evaluation["test"]
     return {"seed": seed, "train": m.train_size, "student": test.student.model_dump() if test.student else None,
-            "teacher": test.teacher.model_dump() if test.teacher else None, "seconds": round(time.perf_counter() - t0, 1),
+            "teacher": test.teacher.model_dump() if test.teacher else None, "seconds": seconds,
             "baseline": m.baseline.evaluation["test"].baseline.model_dump() if m.baseline else None}
 
 
@@ -195,14 +222,17 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
+    ap.add_argument("--fresh", action="store_true", help="start over (default: resume what --out holds: finished "
+                    "references are reused, distill runs resume from their state)")
     args = ap.parse_args()
     import os
     import shutil
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    server = start_fault_server()
+    if args.fresh:
+        shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    server = start_teacher(args.out)
     try:
         pipeline, gold, items = setup_corpus(args, args.out, server.base_url)
         server.reset(oracle={t: lab for _, t, lab in items}, oracle_flip=args.noise, oracle_seed=1)

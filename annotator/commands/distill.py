@@ -123,18 +123,19 @@ def distill_command(
 
 
 def _print_summary(r: DistillReport) -> None:
-    from annotator.distill.report import f1_cell, scores_cell
+    from annotator.distill.report import f1_cell
 
     console = result_console()
     gold = any(x.student_test for x in r.rounds)
-    table = Table(title=f"distill: stopped ({r.stopped.reason}) after {len(r.rounds)} round(s)")
-    for c in ("round", "teacher labels", "calls", "val student", "val baseline",
-              *(("gold: student", "teacher", "baseline") if gold else ()), "disputed/changed"):
+    table = Table(title=f"distill: stopped ({r.stopped.reason}) after {len(r.rounds)} round(s); macro-F1 vs the "
+                  "teacher on validation" + (" and vs gold" if gold else ""))
+    for c in ("round", "labels", "calls", "student", "baseline", *(("gold: student", "teacher", "baseline") if gold
+                                                                      else ()), "disputed/changed"):
         table.add_column(c, justify="right")
     for x in r.rounds:
         table.add_row(str(x.round), str(x.teacher_labels), str(x.planned_calls), f1_cell(x.student_validation),
                       f1_cell(x.baseline_validation),
-                      *((scores_cell(x.student_test), scores_cell(x.teacher_test), scores_cell(x.baseline_test)) if gold else ()),
+                      *((f1_cell(x.student_test), f1_cell(x.teacher_test), f1_cell(x.baseline_test)) if gold else ()),
                       f"{x.flagged}/{x.changed}")
     console.print(table)
     console.print(f"{r.stopped.detail}. Teacher calls {r.planned_calls:,} of {r.calls_every_row:,} for every row: "

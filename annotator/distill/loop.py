@@ -189,10 +189,17 @@ class Distiller:
 
     def _load_or_start(self) -> DistillState:
         state = load_state(self.out)
-        if state is not None and state.rounds:
+        if state is None:
+            return self._start()
+        if state.rounds:
             self._check_design(state)
             return state
-        return self._start()  # nothing finished yet: (re)draw the seed with the options given now
+        pending = state.pending
+        o = self.opts
+        same = (pending is not None and state.design == self._design() and state.input == str(self.corpus.path)
+                and o.seed_size in (None, len(pending.ids) - len(state.gold))
+                and o.validation_size in (None, state.validation_size))
+        return state if same else self._start()  # round 0 unfinished: a new seed may still be drawn
 
     def _check_design(self, state: DistillState) -> None:
         """A resumed run keeps what fixed its rounds: the corpus, the seed sample, the validation rows, the gold and
