@@ -30,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "distill")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate",
+                   "distill")
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
