@@ -189,7 +189,7 @@ bench-student: $(STAMP)
 	$(BIN)/python tests/bench_pipeline.py --student
 
 bench-distill: $(STAMP)
-	$(BIN)/python bench/bench_distill.py
+	$(BIN)/python bench/bench_distill.py --jobs 2
 
 clean:
 	rm -rf runs .pytest_cache $(DEPS_DIR)

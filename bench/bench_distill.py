@@ -8,11 +8,13 @@ Teacher: ``tests/fault_server.py`` in oracle mode, a real OpenAI-compatible HTTP
 true label, flipped with probability ``--noise`` (seeded per item): a teacher right ~90% of the time whose calls
 are counted like a real one's, through the real pipeline and cache.
 
-Per seed (``--seeds``): the reference, a student trained on teacher labels for every pool row (same student
-settings, same validation rows); then `annotator distill` twice with the same seed sample and batch sizes, once
-choosing rows by margin with diversity (active) and once at random, each until ``--budget-share`` of the pool,
-with no early stop. Reported: test macro-F1 vs gold per round for both, and the teacher calls (seed + batches, the
-human sample's labels not counted) each needs to reach 98% of the reference's macro-F1, as a share of the pool.
+Per seed (``--seeds``): the reference, a student trained on teacher labels for every pool row (the same student
+settings; ``--validation-size`` of them held out for its epoch selection, as distill does); then `annotator distill`
+twice with the same seed sample and batch sizes, once choosing rows by margin with diversity (active) and once at
+random, each until ``--budget-share`` of the pool, with no early stop and no rechecks. Reported: test macro-F1 vs
+gold per round for both, and the teacher calls (seed + batches; the human sample's labels not counted) each needs to
+reach 98% of the references' mean macro-F1, as a share of the pool. ``--jobs 2`` runs two of these at a time (one
+torch thread each), sharing the one simulated teacher.
 
 Output: ``bench_distill.json`` and ``bench_distill.png`` in ``--out`` and a Markdown table on stdout. Resumable: a
 rerun reuses the finished references and resumes each distill run (its teacher answers are cached), so a machine
@@ -208,14 +210,55 @@ def plot(s: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+JOBS = ("ref", "margin", "random")  # per seed: the reference, then distill active and random
+
+
+def run_job(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
+    """One reference or distill run (in a worker process); its result is kept in ``KIND_SEED/result.json``."""
+    work = args.out / f"{kind}_{seed}"
+    done = work / "result.json"
+    if done.exists():
+        return json.loads(done.read_text(encoding="utf-8"))
+    pipeline, gold, pool = args.out / "pipeline.yaml", args.out / "gold.csv", args.rows - args.test
+    if kind == "ref":
+        print(f"  seed {seed}: reference (all {pool} pool rows) ...", flush=True)
+        res = reference(args, pipeline, gold, seed, work)
+    else:
+        res = distill_run(args, pipeline, gold, seed, kind, pool, work)
+    done.write_text(json.dumps(res, indent=2), encoding="utf-8")
+    return res
+
+
+def run_all(args: argparse.Namespace, seeds: list[int]) -> None:
+    """Every job of every seed in worker processes, ``--jobs`` at a time (they share the one teacher)."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:] if a != "--fresh"]
+    todo = [(k, s) for s in seeds for k in JOBS]
+    running: list[tuple[str, subprocess.Popen[bytes]]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            kind, seed = todo.pop(0)
+            cmd = [sys.executable, __file__, *argv, "--worker", f"{kind}:{seed}"]
+            running.append((f"{kind}:{seed}", subprocess.Popen(cmd)))
+        time.sleep(1)
+        for job in [j for j in running if j[1].poll() is not None]:
+            running.remove(job)
+            if job[1].returncode:
+                failed.append(job[0])
+    if failed:
+        sys.exit(f"bench-distill: job(s) {', '.join(failed)} failed (see above); rerun to resume them")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1200, help="corpus rows (test + pool)")
-    ap.add_argument("--test", type=int, default=300, help="rows of the human sample (gold), never trained on")
+    ap.add_argument("--rows", type=int, default=700, help="corpus rows (test + pool)")
+    ap.add_argument("--test", type=int, default=200, help="rows of the human sample (gold), never trained on")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--seed-size", type=int, default=90)
-    ap.add_argument("--validation-size", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=60)
+    ap.add_argument("--seed-size", type=int, default=60)
+    ap.add_argument("--validation-size", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--budget-share", type=float, default=0.5, help="stop at this share of the pool")
     ap.add_argument("--noise", type=float, default=0.1, help="teacher's error rate")
     ap.add_argument("--epochs", type=float, default=4)
@@ -224,32 +267,40 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
     ap.add_argument("--fresh", action="store_true", help="start over (default: resume what --out holds: finished "
                     "references are reused, distill runs resume from their state)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (worker processes, one torch thread each "
+                    "when more than one)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     import os
     import shutil
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    seeds = [int(x) for x in args.seeds.split(",")]
+    if args.worker:
+        if args.jobs > 1:
+            import torch
+
+            torch.set_num_threads(1)
+        kind, seed = args.worker.split(":")
+        run_job(args, kind, int(seed))
+        return
     if args.fresh:
         shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     server = start_teacher(args.out)
     try:
-        pipeline, gold, items = setup_corpus(args, args.out, server.base_url)
+        _, _, items = setup_corpus(args, args.out, server.base_url)
         server.reset(oracle={t: lab for _, t, lab in items}, oracle_flip=args.noise, oracle_seed=1)
-        pool = len(items) - args.test
-        seeds = [int(x) for x in args.seeds.split(",")]
-        refs, runs = [], []
-        for seed in seeds:
-            print(f"  seed {seed}: reference (all {pool} pool rows) ...", flush=True)
-            refs.append(reference(args, pipeline, gold, seed, args.out / f"ref_{seed}"))
-            print(f"    reference: {refs[-1]}", flush=True)
-            for strategy in ("margin", "random"):
-                runs.append(distill_run(args, pipeline, gold, seed, strategy, pool, args.out / f"{strategy}_{seed}"))
-        summary = summarise(args, refs, runs, pool)
-        result = {"args": {k: str(v) for k, v in vars(args).items()}, "references": refs, "runs": runs, **summary,
-                  "teacher_flips": server.stats()["faults"].get("oracle_flip", 0)}
+        t0 = time.perf_counter()
+        run_all(args, seeds)
+        flips = server.stats()["faults"].get("oracle_flip", 0)
     finally:
         stop_fault_server(server)
+    refs = [run_job(args, "ref", s) for s in seeds]
+    runs = [run_job(args, k, s) for s in seeds for k in JOBS[1:]]
+    summary = summarise(args, refs, runs, len(items) - args.test)
+    result = {"args": {k: str(v) for k, v in vars(args).items()}, "references": refs, "runs": runs, **summary,
+              "teacher_flips_this_invocation": flips, "wall_seconds": round(time.perf_counter() - t0)}
     (args.out / "bench_distill.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     plot(summary, args.out / "bench_distill.png")
     print(table(summary))
