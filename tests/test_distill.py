@@ -192,6 +192,41 @@ def test_max_cost_stops_the_rounds_within_budget(project, tiny, server, capsys):
     assert code == 8 and "no round finished, so there is no student yet; raise --max-cost" in err
 
 
+def test_a_crash_in_every_step_of_a_round_resumes_to_the_same_rounds(project, tiny, server, capsys, monkeypatch):
+    """Round 1 dies after each of its steps in turn (the work done, the state not saved yet), and the run is
+    started again each time: the rounds end as an uninterrupted run's, nothing is asked twice, round 0 is never
+    retrained."""
+    from annotator.distill.loop import Distiller
+
+    args = fast(project, tiny, "--budget", "36", "--patience", "0", "--json")
+    code, printed, err = distill(capsys, *args, "--out", str(project["dir"] / "straight"))
+    assert code == 0, err
+    straight = [r["ids"] for r in json.loads(printed)["rounds"]]
+    server.reset(oracle=project["truth"], oracle_flip=0.0)
+    for step in ("ask", "train", "predict", "review"):
+        original = getattr(Distiller, f"_{step}")
+
+        def dying(self, state, original=original, step=step):
+            k = state.pending.round
+            original(self, state)
+            if k == 1:
+                raise KeyboardInterrupt(f"killed after {step}")
+
+        monkeypatch.setattr(Distiller, f"_{step}", dying)
+        code, _, err = distill(capsys, *args)
+        assert code == 130, err
+        monkeypatch.setattr(Distiller, f"_{step}", original)
+        if step == "ask":
+            round0 = project["out"] / "rounds" / "000" / "student" / "metrics.json"
+            before = round0.stat().st_mtime_ns
+    code, printed, err = distill(capsys, *args)
+    assert code == 0, err
+    assert [r["ids"] for r in json.loads(printed)["rounds"]] == straight
+    assert round0.stat().st_mtime_ns == before
+    stats = server.stats()
+    assert stats["total"] == 36 and max(stats["by_item"].values()) == 1
+
+
 # ---------------------------------------------------------------------------------------------- rechecks
 
 
