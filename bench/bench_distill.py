@@ -93,7 +93,7 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
     from annotator.config import load_config
     from annotator.distill.loop import Distiller, DistillOptions
     from annotator.distill.student import train_round, write_dataset
-    from annotator.distill.teacher import TeacherRun, rows_by_id
+    from annotator.distill.teacher import TeacherRun
     from annotator.export.splits import id_rank_key
     from annotator.inputs import iter_rows
     from annotator.student.train import StudentMetrics
@@ -105,10 +105,7 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
     gold_ids = {line.split(",")[0] for line in gold.read_text().splitlines()[1:]}
     pool = [str(r.id) for r in iter_rows(cfg.input) if r.id not in gold_ids]
     val = sorted(pool, key=lambda i: id_rank_key(i, seed))[:args.validation_size]
-    teacher = TeacherRun(cfg, work / "teacher")
-    every = [str(r.id) for r in iter_rows(cfg.input)]
-    found = rows_by_id(cfg.input, every)
-    records = {i: r for i, r in teacher.ask([found[i] for i in every]).items() if r.status == "ok"}
+    records = {i: r for i, r in TeacherRun(cfg, work / "teacher").ask(range(args.rows)).items() if r.status == "ok"}
     d = Distiller(cfg, DistillOptions(out=work / "ref"))  # the same dataset layout as a round's
     splits = {"train": [i for i in pool if i not in set(val) and i in records], "validation": val,
               "test": sorted(gold_ids)}

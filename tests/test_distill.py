@@ -330,6 +330,12 @@ def test_bad_corpus_and_task_one_line(project, tiny, server, capsys):
     cfg["task"] = {"type": "label", "labels": LABELS, "multi_label": True}
     (project["dir"] / "m.yaml").write_text(yaml.safe_dump(cfg))
     assert "multi_label: true is not supported" in one_line_error(*distill(capsys, str(project["dir"] / "m.yaml"))[::2])
+    cfg["task"] = {"type": "label", "labels": LABELS}
+    teacher = {**cfg.pop("teacher"), "samples": 3}
+    cfg["cascade"] = {"stages": [{"name": "cheap", "teacher": teacher}, {"name": "strong", "teacher": teacher}],
+                      "target": 0.9}
+    (project["dir"] / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert "a cascade pipeline has several teachers" in one_line_error(*distill(capsys, str(project["dir"] / "c.yaml"))[::2])
     # a gold file that names no corpus row
     other = project["dir"] / "other.csv"
     other.write_text("item_id,label\nzz1,sport\n")

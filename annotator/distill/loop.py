@@ -135,6 +135,9 @@ class Distiller:
         if labels is None:
             raise DistillError(f"{cfg.source_path or 'the pipeline'}: task.type {cfg.task.type} has no label set: "
                                "distill needs a label task (a student classifier learns the teacher's labels)")
+        if cfg.cascade is not None:
+            raise DistillError(f"{cfg.source_path or 'the pipeline'}: a cascade pipeline has several teachers; distill "
+                               "asks one: point it at a pipeline with a single teacher")
         if labels[1]:
             raise DistillError(f"{cfg.source_path or 'the pipeline'}: task.multi_label: true is not supported by "
                                "distill yet; use a single-label task")
@@ -173,19 +176,15 @@ class Distiller:
 
     # -- start and resume ------------------------------------------------------------------------------
     def _design(self) -> dict[str, Any]:
-        """What fixes the rounds: the seed, the gold, the student's settings, and the teacher's question (prompt,
-        task, the teacher settings in the cache key): a change there would ask the teacher again for every row."""
-        from annotator.cache import task_fingerprint
-        from annotator.engine import load_template
+        """What fixes the rounds: the seed, the gold, the student's settings, and the teacher's answers (its model
+        and sampling settings, the prompt, the task): a change there would ask the teacher again for every row."""
+        from annotator.engine import answer_fingerprint
 
-        o, train, t = self.opts, self.student.train, self.cfg.teacher
-        teacher = {k: v for k, v in t.model_dump(mode="json").items()
-                   if k in ("backend", "model", "base_url", "temperature", "max_tokens", "seed", "samples",
-                            "sample_temperature", "structured_output")}
+        o, train = self.opts, self.student.train
         return {"seed": o.seed, "gold": None if o.gold is None else str(o.gold),
                 "model": self.student.model, "train": None if train is None else json.loads(json.dumps(
                     {k: v for k, v in vars(train).items() if k != "device"})),
-                "prompt": load_template(self.cfg).sha256, "task": task_fingerprint(self.cfg.task), "teacher": teacher}
+                "teacher": answer_fingerprint(self.cfg)}
 
     def _load_or_start(self) -> DistillState:
         state = load_state(self.out)
@@ -295,7 +294,7 @@ class Distiller:
     # -- accounting -------------------------------------------------------------------------------------
     def _planned(self, state: DistillState) -> int:
         """Teacher calls the budget counts: rows asked x samples, plus rechecks x their samples."""
-        return len(self.teacher.asked()) * self.samples + len(self.rechecker.asked()) * self.opts.recheck_samples
+        return len(asked_ids(state)) * self.samples + len(_rechecked_by_teacher(state)) * self.opts.recheck_samples
 
     def _spent(self) -> float:
         return self.teacher.spent() + self.rechecker.spent()
@@ -318,12 +317,12 @@ class Distiller:
     def _ask(self, state: DistillState) -> None:
         p = state.pending
         assert p is not None
-        found = rows_by_id(self.corpus, p.ids)
-        rows = [found[i] for i in p.ids if i in found]
+        asked = asked_ids(state)
+        positions = [r.index for r in rows_by_id(self.corpus, asked).values()]
         show = self.student.show_progress
         try:
             with _bar(f"round {p.round}: teacher", show) as update:
-                records = self.teacher.ask(rows, self._max_cost_for(self.teacher),
+                records = self.teacher.ask(positions, self._max_cost_for(self.teacher),
                                            on_row=lambda _r, st: update(st.rows_done, st.rows_total))
         except BudgetReached as exc:
             state.stopped = Stop(reason="cost", detail=f"--max-cost reached while the teacher labelled round "
@@ -376,7 +375,7 @@ class Distiller:
         rdir = round_dir(self.out, p.round)
         records = self.labelled(state)
         val, gold = set(state.validation), set(state.gold)
-        order = self.teacher.asked()
+        order = asked_ids(state)
         splits = {"train": [i for i in order if i in records and i not in val and i not in gold],
                   "validation": [i for i in state.validation if i in records],
                   "test": [i for i in state.gold if i in records]}
@@ -400,7 +399,7 @@ class Distiller:
         """Validation pairs, the labelled rows' probabilities (confident learning) and the best candidates."""
         o = self.opts
         labels = {i: r.label for i, r in self.labelled(state).items()}
-        asked, gold, val = set(self.teacher.asked()), set(state.gold), set(state.validation)
+        asked, gold, val = set(asked_ids(state)), set(state.gold), set(state.validation)
         rechecked = {r.id for r in state.rechecks}
         batch = self.batch_size(state)
         size = capacity if capacity is not None else batch * (o.candidates if o.diversity else 1)
@@ -477,7 +476,7 @@ class Distiller:
         if self.opts.recheck == "teacher" and self.opts.budget is not None:
             cap = min(cap, (self.opts.budget - self._planned(state)) // self.opts.recheck_samples)
         chosen = flags[:max(0, cap)]
-        disputes = [Recheck(id=scan.cl_ids[d.position], round=k, teacher=self.label_names[d.given],
+        disputes = [Recheck(id=scan.cl_ids[d.position], round=k, by=self.opts.recheck, teacher=self.label_names[d.given],
                             student=self.label_names[d.suggested], student_probability=round(d.probability, 4),
                             label=self.label_names[d.given]) for d in chosen]
         if not disputes:
@@ -489,9 +488,9 @@ class Distiller:
         return self._ask_again(state, disputes, len(flags))
 
     def _ask_again(self, state: DistillState, disputes: list[Recheck], flagged: int) -> tuple[int, int, int, Stop | None]:
-        found = rows_by_id(self.corpus, [d.id for d in disputes])
+        ids = [*_rechecked_by_teacher(state), *(d.id for d in disputes)]
         try:
-            records = self.rechecker.ask([found[d.id] for d in disputes if d.id in found],
+            records = self.rechecker.ask([r.index for r in rows_by_id(self.corpus, ids).values()],
                                          self._max_cost_for(self.rechecker))
         except BudgetReached as exc:
             return flagged, 0, 0, Stop(reason="cost", detail=f"--max-cost reached while rechecking ({exc})")
@@ -562,6 +561,16 @@ class Distiller:
             rdir = Path(r.student_dir)
             shutil.rmtree(rdir / "student" / "model", ignore_errors=True)
             (rdir / PREDICTIONS_FILE).unlink(missing_ok=True)
+
+
+def asked_ids(state: DistillState) -> list[str]:
+    """Every row sent to the teacher (the round in progress included), in the order asked."""
+    rounds = [*(r.ids for r in state.rounds), *([state.pending.ids] if state.pending else [])]
+    return list(dict.fromkeys(i for ids in rounds for i in ids))
+
+
+def _rechecked_by_teacher(state: DistillState) -> list[str]:
+    return [r.id for r in state.rechecks if r.by == "teacher"]
 
 
 def _round_line(r: RoundRecord, state: DistillState) -> str:

@@ -44,6 +44,7 @@ class Recheck(BaseModel):
 
     id: str
     round: int
+    by: Literal["teacher", "humans"] = Field(description="Where the disputed row went.")
     teacher: str
     student: str
     student_probability: float
