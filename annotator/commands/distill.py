@@ -14,7 +14,7 @@ from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, log_consol
 if TYPE_CHECKING:
     from annotator.distill.report import DistillReport
 
-HELP_STUDENT = "Student (each round: train-student's code, fast settings)"
+HELP_STUDENT = "Student (each round: train-student's code and settings, texts cut at --max-length)"
 
 
 def _check(budget: int | None, max_cost: float | None, recheck_samples: int, samples: int, recheck: RecheckMode,
@@ -70,7 +70,8 @@ def distill_command(
         "--match-margin", min=0.0, help="'Matches' = student macro-F1 >= teacher's minus this.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the random seed sample, the student and the clustering.")] = 0,
     model: Annotated[str | None, typer.Option(help=f"{HELP_STUDENT}: base encoder (default: packaged MiniLM).")] = None,
-    epochs: Annotated[float, typer.Option(help=f"{HELP_STUDENT}: most epochs per round.")] = 4,
+    epochs: Annotated[float, typer.Option(help=f"{HELP_STUDENT}: most epochs per round (early stop after 2 "
+                                                "without validation progress).")] = 10,
     max_length: Annotated[int, typer.Option("--max-length", help=f"{HELP_STUDENT}: tokens per text.")] = 64,
     student_batch_size: Annotated[int, typer.Option("--student-batch-size", help=f"{HELP_STUDENT}: batch size.")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
@@ -101,13 +102,13 @@ def distill_command(
     """
     from annotator.config import load_config
     from annotator.distill.loop import Distiller, DistillOptions, price_of
-    from annotator.distill.student import StudentSettings, fast_train_config
+    from annotator.distill.student import StudentSettings, round_train_config
 
     cfg = load_config(pipeline, overrides)
     _check(budget, max_cost, recheck_samples, cfg.teacher.samples, recheck, price_of(cfg))
     logs = log_console()
     show = not quiet and not logs.quiet
-    student = StudentSettings(model=model, train=fast_train_config(epochs, max_length, student_batch_size, seed, device),
+    student = StudentSettings(model=model, train=round_train_config(epochs, max_length, student_batch_size, seed, device),
                               show_progress=show, device=device, ray=ray, ray_workers=ray_workers)
     opts = DistillOptions(
         out=out or Path(cfg.output.dir) / "distill", seed_size=seed_size, validation_size=validation_size,

@@ -38,9 +38,9 @@ from annotator.distill.state import (
 from annotator.distill.student import (
     StudentSettings,
     embed,
-    fast_train_config,
     label_names_of,
     predict_corpus,
+    round_train_config,
     train_round,
     write_dataset,
 )
@@ -151,7 +151,7 @@ class Distiller:
         self.student = opts.student
         self.student.gold = opts.gold
         if self.student.train is None:
-            self.student.train = fast_train_config(seed=opts.seed, device=self.student.device)
+            self.student.train = round_train_config(seed=opts.seed, device=self.student.device)
 
     # -- the whole run ---------------------------------------------------------------------------------
     def run(self) -> DistillReport:

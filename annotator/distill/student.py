@@ -67,7 +67,7 @@ def write_dataset(out: Path, cfg: PipelineConfig, records: dict[str, AnnotationR
 
 @dataclass
 class StudentSettings:
-    """How each round's student is trained and run (fast settings by default)."""
+    """How each round's student is trained and run (:func:`round_train_config` by default)."""
 
     model: str | None = None
     train: TrainConfig | None = None
@@ -79,16 +79,20 @@ class StudentSettings:
     ray_workers: int | None = None
 
 
-def fast_train_config(epochs: float = 4, max_length: int = 64, batch_size: int = 16, seed: int = 0,
-                      device: str = "auto") -> TrainConfig:
-    """train-student's settings for a round: few epochs, early stop after one epoch without progress."""
-    return TrainConfig(epochs=epochs, max_length=max_length, batch_size=batch_size, patience=1, seed=seed,
+def round_train_config(epochs: float = 10, max_length: int = 64, batch_size: int = 16, seed: int = 0,
+                       device: str = "auto") -> TrainConfig:
+    """train-student's settings for a round, with shorter texts (64 tokens): at most 10 epochs, early stop after 2
+    without progress on validation. Shorter training is a false economy: with a rare label the validation accuracy
+    sits at the majority-class rate for a few epochs before it rises, and stopping after 1 such epoch kept a student
+    that never predicts the rare label (Rotten Tomatoes with 'rotten' at 20%: macro-F1 0.44 at 4 epochs / patience
+    1, 0.55 at 10 / 2, 140 labels)."""
+    return TrainConfig(epochs=epochs, max_length=max_length, batch_size=batch_size, patience=2, seed=seed,
                        device=device)
 
 
 def train_round(dataset: Path, out: Path, s: StudentSettings, log: Callable[[str], None] | None = None) -> StudentMetrics:
     """``train_student`` on the round's dataset (the student, its baseline, scores vs ``--gold``)."""
-    opts = StudentOptions(out=out, gold=s.gold, model=s.model, train=s.train or fast_train_config(),
+    opts = StudentOptions(out=out, gold=s.gold, model=s.model, train=s.train or round_train_config(),
                           show_progress=s.show_progress)
     return train_student(dataset, opts, log=log)
 
