@@ -196,10 +196,12 @@ def table(s: dict[str, Any]) -> str:
     act, rnd = s["curves"]["margin"], s["curves"]["random"]
     lines = [f"reference (every pool row labelled, {s['pool']} rows): test macro-F1 {s['reference_macro_f1']:.3f}; "
              f"target {TARGET:.0%} = {s['target_macro_f1']:.3f}", "",
-             "| teacher calls (share of pool) | active: margin + diversity | random |", "|---|---|---|"]
+             "| teacher calls (share of pool) | active: margin + diversity, mean (per seed) | random, mean (per seed) "
+             "| active - random |", "|---|---|---|---|"]
     for a, r in zip(act["points"], rnd["points"]):
         lines.append(f"| {a['calls']} ({a['share']:.0%}) | {a['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in a['macro_f1'])}) "
-                     f"| {r['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in r['macro_f1'])}) |")
+                     f"| {r['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in r['macro_f1'])}) "
+                     f"| {a['macro_f1_mean'] - r['macro_f1_mean']:+.3f} |")
     fmt = lambda xs: ", ".join("not reached" if x is None else f"{x:.0%}" for x in xs)  # noqa: E731
     lines += ["", f"share of the pool to reach the target, per seed: active {fmt(act['share_to_target'])}; "
               f"random {fmt(rnd['share_to_target'])}", f"active > random at equal calls: {s['active_beats_random']}"]
