@@ -395,15 +395,15 @@ class Distiller:
         p.step = "review"
 
     # -- step 4: scores, rechecks, stop rules, the next batch -------------------------------------------
-    def _scan(self, state: DistillState, rdir: Path, capacity: int | None = None) -> _Scan:
+    def _scan(self, state: DistillState, rdir: Path) -> _Scan:
         """Validation pairs, the labelled rows' probabilities (confident learning) and the best candidates."""
         o = self.opts
         labels = {i: r.label for i, r in self.labelled(state).items()}
         asked, gold, val = set(asked_ids(state)), set(state.gold), set(state.validation)
         rechecked = {r.id for r in state.rechecks}
         batch = self.batch_size(state)
-        size = capacity if capacity is not None else batch * (o.candidates if o.diversity else 1)
-        scan = _Scan(top=select.TopCandidates(size if o.strategy != "random" else batch))
+        size = batch * o.candidates if o.diversity and o.strategy != "random" else batch
+        scan = _Scan(top=select.TopCandidates(size))
         code = {n: c for c, n in enumerate(self.label_names)}
         for row, pred in read_predictions(rdir / PREDICTIONS_FILE, iter_rows(self.corpus)):
             rid = str(row.id)
