@@ -2,8 +2,8 @@
 
 A backend registers the secrets it holds (:func:`register_secret`); :func:`redact` replaces each of them in a
 text with ``***``. Error messages are redacted where they are formatted (the openai backend, the CLI's error
-line), teacher text before it is stored, and every log record as it is made (:func:`install_log_redaction`, installed by the first
-:func:`register_secret`).
+line), teacher text before it is stored, and every log record as it is made (:func:`install_log_redaction`,
+installed by the first :func:`register_secret`).
 """
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from annotator.cache import ResultStore, explain_sqlite_error
-from annotator.config import PipelineConfig
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, RunManifest, read_manifest
 
@@ -42,33 +44,47 @@ def os_error(exc: OSError, path: Path | str) -> RunDirError:
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it."""
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """The one way a final output is written: ``with atomic_writer(path) as fh: fh.write(...)`` writes a temporary
+    file beside ``path`` (``<name>.tmp``), fsyncs it and renames it over ``path`` when the block ends; when the block
+    raises, the temporary file is removed and ``path`` is left as it was. Readers see the old file or the new one,
+    never a part (make the rename itself durable with :func:`fsync_dir`)."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (:func:`atomic_writer`)."""
+    with atomic_writer(path) as fh:
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write binary ``path`` (an image) whole or not at all (:func:`atomic_writer`, through its byte buffer)."""
+    with atomic_writer(path) as fh:
+        fh.buffer.write(data)
 
 
 def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest) -> None:
     """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
     fsynced, then the directory (so the renames survive a power cut too)."""
-    target = run_dir / ANNOTATIONS_FILE
-    tmp = target.with_suffix(".jsonl.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        with atomic_writer(run_dir / ANNOTATIONS_FILE) as fh:
             for rec in store.iter_results():
                 fh.write(rec)
                 fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
         atomic_write_text(run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
         fsync_dir(run_dir)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise os_error(exc, exc.filename or run_dir) from None
 
 
@@ -149,25 +165,19 @@ def _read_pid(fd: int) -> str:
         return ""
 
 
-def binding_of(cfg: PipelineConfig) -> dict[str, str]:
-    """What a run directory is bound to: the pipeline's name, its input file and columns, and the task type."""
-    return {"pipeline": cfg.name, "input": str(cfg.input.path), "id_column": cfg.input.id_column,
-            "text_column": cfg.input.text_column, "task": cfg.task.type}
-
-
-def bind_run_dir(store: ResultStore, cfg: PipelineConfig) -> None:
-    """Record the binding on first use; refuse a run of another pipeline or input in a used directory."""
-    wanted = binding_of(cfg)
+def bind_run_dir(store: ResultStore, binding: dict[str, str], source: Path | None = None) -> None:
+    """Record ``binding`` (:meth:`annotator.config.PipelineConfig.binding`) on first use; refuse a run of another
+    pipeline or input in a used directory (``source``: the pipeline file, named in the message)."""
     stored = store.get_meta(_BINDING_KEY)
     if stored is None:
-        store.set_meta(_BINDING_KEY, json.dumps(wanted, sort_keys=True))
+        store.set_meta(_BINDING_KEY, json.dumps(binding, sort_keys=True))
         return
     bound = json.loads(stored)
-    differs = [k for k in wanted if bound.get(k) != wanted[k]]
+    differs = [k for k in binding if bound.get(k) != binding[k]]
     if differs:
         was = ", ".join(f"{k}={bound.get(k)!r}" for k in differs)
-        now = ", ".join(f"{k}={wanted[k]!r}" for k in differs)
-        where = cfg.source_path or "the pipeline file"
+        now = ", ".join(f"{k}={binding[k]!r}" for k in differs)
+        where = source or "the pipeline file"
         raise RunDirError(
             f"output.dir {store.path.parent} belongs to another run ({was}; this pipeline has {now}). Set another "
             f"output.dir in {where}, or delete {store.path.parent} to start it over"

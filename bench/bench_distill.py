@@ -118,7 +118,7 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
     from annotator.distill.teacher import TeacherRun
     from annotator.export.splits import id_rank_key
     from annotator.inputs import iter_rows
-    from annotator.student.train import StudentMetrics
+    from annotator.student.metrics import StudentMetrics
 
     done = work / "student" / "metrics.json"  # train-student writes it last: a finished reference
     if done.exists():

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from annotator.student.baseline import BaselineReport, BaselineScope, _verdict, fit_predict
+from annotator.student.baseline import _verdict, fit_predict
 from annotator.student.evaluate import EvalBlock, Scores
+from annotator.student.metrics import BaselineReport, BaselineScope
 from tests.test_export import LABELS, export, make_label_run
 
 WORDS = {"sport": "goal match striker", "politics": "vote minister parliament", "economy": "inflation bank market"}

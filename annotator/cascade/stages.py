@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.backends import Backend
-from annotator.config import CascadeConfig, OutputConfig, PipelineConfig
+from annotator.cascade.settings import CascadeConfig
+from annotator.config import OutputConfig, PipelineConfig
 from annotator.engine import Pipeline, RunStats, answer_fingerprint
 from annotator.errors import BudgetReached, ConfigError, TeacherUnreachable
 from annotator.records import AnnotationRecord, FailureKind, RunManifest

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from annotator.choices import InputFormat
 from annotator.commands.output import log_console
-from annotator.config import InputConfig
+from annotator.inputs import InputConfig
+from annotator.progress import ProgressDisplay
 
 if TYPE_CHECKING:
     from annotator.student.predict import PredictOptions, PredictSummary, StudentInfo
@@ -73,16 +73,10 @@ def _predict_with_progress(
     quiet: bool,
 ) -> PredictSummary:
     """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""
-    from annotator.student.predict import predict_here_or_on_ray
+    from annotator.student.ray_predict import predict_here_or_on_ray
 
-    progress = Progress(
-        TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=(console := log_console()), disable=quiet or console.quiet, refresh_per_second=4,
-    )
-    bar = progress.add_task("predict", total=None)
-    with progress:
-        return predict_here_or_on_ray(info, cfg, opts, device, ray, ray_workers,
-                                      on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    with ProgressDisplay("predict", "rows", enabled=not quiet) as progress:
+        return predict_here_or_on_ray(info, cfg, opts, device, ray, ray_workers, on_progress=progress.update)
 
 
 def register(app: typer.Typer) -> None:

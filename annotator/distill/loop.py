@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from annotator.config import PipelineConfig
 from annotator.costs import Budget
 from annotator.distill import select
+from annotator.distill.report import DistillReport, Finished, write_outputs
 from annotator.distill.rules import StopRules, stop_rule
 from annotator.distill.state import (
     DistillError,
@@ -36,10 +36,12 @@ from annotator.distill.state import (
     save_state,
 )
 from annotator.distill.student import (
+    PREDICTIONS_FILE,
     StudentSettings,
     embed,
     label_names_of,
     predict_corpus,
+    read_predictions,
     round_train_config,
     train_round,
     write_dataset,
@@ -47,18 +49,15 @@ from annotator.distill.student import (
 from annotator.distill.teacher import RECHECK_DIR, TEACHER_DIR, TeacherRun, rows_by_id
 from annotator.errors import BudgetReached
 from annotator.export.splits import id_rank_key
-from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
+from annotator.inputs import check_ids, count_rows, iter_rows
+from annotator.progress import ProgressDisplay
 from annotator.records import AnnotationRecord
 from annotator.rundir import RunDirLock
-from annotator.student.train import METRICS_FILE, StudentMetrics
-
-if TYPE_CHECKING:
-    from annotator.distill.report import DistillReport
+from annotator.student.metrics import METRICS_FILE, StudentMetrics
 
 log = logging.getLogger(__name__)
 
 ROUNDS_DIR = "rounds"
-PREDICTIONS_FILE = "predictions.jsonl"
 RECHECK_SHEETS = "recheck_sheets"
 
 
@@ -103,30 +102,6 @@ def round_dir(out: Path, k: int) -> Path:
     return out / ROUNDS_DIR / f"{k:03d}"
 
 
-def read_predictions(path: Path, rows: Iterator[InputRow]) -> Iterator[tuple[InputRow, dict[str, Any]]]:
-    """The corpus rows with the student's prediction of each (the file is in input order)."""
-    with path.open(encoding="utf-8") as fh:
-        for row, line in zip(rows, fh):
-            pred = json.loads(line)
-            if pred.get("id") != row.id:
-                raise DistillError(f"{path}: prediction for {pred.get('id')!r} where the corpus has {row.id!r}; "
-                                   f"delete {path} and rerun")
-            yield row, pred
-
-
-@contextmanager
-def _bar(description: str, show: bool) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar on stderr: ``update(done, total)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), disable=not show, transient=True)
-    task = progress.add_task(description, total=None)
-    with progress:
-        yield lambda done, total: progress.update(task, completed=done, total=total)
-
-
 class Distiller:
     """``Distiller(cfg, opts).run()``: the rounds until a stop rule holds; then the final outputs."""
 
@@ -156,8 +131,6 @@ class Distiller:
     # -- the whole run ---------------------------------------------------------------------------------
     def run(self) -> DistillReport:
         """Every round until a stop rule holds (resuming what ``distill.json`` says), then the final outputs."""
-        from annotator.distill.report import write_outputs
-
         with RunDirLock(self.out):
             state = self._load_or_start()
             self._resume_if_stopped(state)
@@ -166,7 +139,19 @@ class Distiller:
             if not state.rounds:
                 raise BudgetReached(f"{state.stopped.detail}: no round finished, so there is no student yet; raise "
                                     "--max-cost and run the same command again (every answer so far is kept)")
-            return write_outputs(self, state)
+            return write_outputs(self._finished(state), state)
+
+    def _finished(self, state: DistillState) -> Finished:
+        o = self.opts
+        options = {"seed_size": len(state.rounds[0].ids) - len(state.gold), "validation_size": len(state.validation),
+                   "batch_size": self.batch_size(state), "budget": o.budget, "max_cost": o.max_cost,
+                   "strategy": o.strategy, "diversity": o.diversity, "recheck": o.recheck,
+                   "recheck_samples": o.recheck_samples, "patience": o.patience, "min_delta": o.min_delta,
+                   "match_margin": o.match_margin, "gold": None if o.gold is None else str(o.gold), "seed": o.seed,
+                   **state.design}
+        return Finished(out=self.out, corpus=self.corpus, labelled=self.labelled(state),
+                        first={i: r.label for i, r in self.teacher.records().items()}, teacher_dir=self.teacher.dir,
+                        options=options)
 
     def _advance(self, state: DistillState) -> None:
         assert state.pending is not None
@@ -321,9 +306,9 @@ class Distiller:
         positions = [r.index for r in rows_by_id(self.corpus, asked).values()]
         show = self.student.show_progress
         try:
-            with _bar(f"round {p.round}: teacher", show) as update:
+            with ProgressDisplay(f"round {p.round}: teacher", "rows", enabled=show) as bar:
                 records = self.teacher.ask(positions, self._max_cost_for(self.teacher),
-                                           on_row=lambda _r, st: update(st.rows_done, st.rows_total))
+                                           on_row=lambda _r, st: bar.update(st.rows_done, st.rows_total))
         except BudgetReached as exc:
             state.stopped = Stop(reason="cost", detail=f"--max-cost reached while the teacher labelled round "
                                  f"{p.round} ({exc})")
@@ -381,7 +366,7 @@ class Distiller:
                   "test": [i for i in state.gold if i in records]}
         dataset = write_dataset(rdir / "dataset", self.cfg, records, {k: v for k, v in splits.items() if v})
         self.say(f"round {p.round}: training the student on {len(splits['train'])} teacher labels")
-        train_round(dataset, rdir / "student", self.student, log=lambda m: log.debug(m))
+        train_round(dataset, rdir / "student", self.student)
         p.step = "predict"
 
     # -- step 3: the student labels the corpus ----------------------------------------------------------
@@ -389,9 +374,10 @@ class Distiller:
         p = state.pending
         assert p is not None
         rdir = round_dir(self.out, p.round)
-        with _bar(f"round {p.round}: student labels the corpus", self.student.show_progress) as update:
+        with ProgressDisplay(f"round {p.round}: student labels the corpus", "rows",
+                             enabled=self.student.show_progress) as bar:
             predict_corpus(rdir / "student", self.corpus, rdir / PREDICTIONS_FILE, self.student,
-                           on_progress=lambda d, t: update(d, t))
+                           on_progress=bar.update)
         p.step = "review"
 
     # -- step 4: scores, rechecks, stop rules, the next batch -------------------------------------------

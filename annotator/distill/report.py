@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from annotator.distill.state import DistillState, RoundRecord, Stop
+from annotator.distill.student import PREDICTIONS_FILE, read_predictions
 from annotator.inputs import iter_rows
 from annotator.records import read_manifest
-from annotator.rundir import atomic_write_text, fsync_dir, os_error
+from annotator.rundir import atomic_write_text, atomic_writer, fsync_dir, os_error
 from annotator.student.evaluate import Scores
 
 if TYPE_CHECKING:
-    from annotator.distill.loop import Distiller
+    from annotator.inputs import InputConfig
+    from annotator.records import AnnotationRecord
 
 LABELLED_FILE = "labelled.jsonl"
 REPORT_JSON = "report.json"
@@ -38,6 +40,18 @@ REPORT_MD = "report.md"
 PLOT_FILE = "learning_curve.png"
 CARD_FILE = "README.md"
 STUDENT_DIR = "student"
+
+
+@dataclass
+class Finished:
+    """What the outputs are made of, besides the state: the loop's view of the teacher's answers and its options."""
+
+    out: Path
+    corpus: InputConfig
+    labelled: dict[str, AnnotationRecord]  # the teacher's usable records, with the labels a recheck changed
+    first: dict[str, Any]  # the teacher's first label of every row it answered
+    teacher_dir: Path
+    options: dict[str, Any]  # as given (and resolved), for report.json
 
 
 class DistillReport(BaseModel):
@@ -106,50 +120,37 @@ def _row(row_id: str, text: str | None, pred: dict[str, Any], ctx: dict[str, Any
             "student_confidence": sconf}
 
 
-def write_corpus(d: Distiller, state: DistillState, predictions: Path, path: Path) -> Counter[str]:
+def write_corpus(f: Finished, state: DistillState, predictions: Path, path: Path) -> Counter[str]:
     """``labelled.jsonl`` (streamed, fsynced, renamed into place); the rows per source."""
-    from annotator.distill.loop import read_predictions
-
-    ctx = {"labelled": d.labelled(state), "first": {i: r.label for i, r in d.teacher.records().items()},
+    ctx = {"labelled": f.labelled, "first": f.first,
            "round": {i: r.round for r in state.rounds for i in r.ids}, "gold": set(state.gold),
            "validation": set(state.validation)}
     counts: Counter[str] = Counter()
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row, pred in read_predictions(predictions, iter_rows(d.corpus)):
+        with atomic_writer(path) as fh:
+            for row, pred in read_predictions(predictions, iter_rows(f.corpus)):
                 rec = _row(str(row.id), row.text, pred, ctx)
                 counts[rec["source"]] += 1
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise os_error(exc, path) from None
     return counts
 
 
-def build_report(d: Distiller, state: DistillState, counts: Counter[str], student: Path) -> DistillReport:
+def build_report(f: Finished, state: DistillState, counts: Counter[str], student: Path) -> DistillReport:
     last = state.rounds[-1]
     every = state.rows * state.samples
-    manifest = read_manifest(d.teacher.dir)
-    o = d.opts
-    options = {"seed_size": len(state.rounds[0].ids) - len(state.gold), "validation_size": len(state.validation),
-               "batch_size": d.batch_size(state), "budget": o.budget, "max_cost": o.max_cost, "strategy": o.strategy,
-               "diversity": o.diversity, "recheck": o.recheck, "recheck_samples": o.recheck_samples,
-               "patience": o.patience, "min_delta": o.min_delta, "match_margin": o.match_margin,
-               "gold": None if o.gold is None else str(o.gold), "seed": o.seed, **state.design}
+    manifest = read_manifest(f.teacher_dir)
     assert state.stopped is not None
     return DistillReport(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), pipeline=state.pipeline,
         input=state.input, corpus_rows=state.rows, label_names=state.label_names,
-        teacher_model=manifest.model if manifest else None, samples=state.samples, options=options,
+        teacher_model=manifest.model if manifest else None, samples=state.samples, options=f.options,
         rounds=state.rounds, stopped=state.stopped, teacher_labels=last.teacher_labels,
         planned_calls=last.planned_calls, teacher_calls=last.teacher_calls, calls_every_row=every,
         calls_saved=every - last.planned_calls, saved_share=round(1 - last.planned_calls / every, 4),
         cost_usd=last.cost_usd, rows_by_source=dict(counts), student_dir=str(student),
-        labelled_corpus=str(d.out / LABELLED_FILE), baseline_verdict=last.baseline_verdict,
+        labelled_corpus=str(f.out / LABELLED_FILE), baseline_verdict=last.baseline_verdict,
     )
 
 
@@ -194,11 +195,9 @@ def render_markdown(r: DistillReport) -> str:
 
 def plot(r: DistillReport, path: Path) -> None:
     """Macro-F1 against teacher calls: the student and its baseline on validation, and on the human gold."""
-    import matplotlib
+    from annotator.audit.plots import _plt, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     x = [p.planned_calls for p in r.rounds]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     series = [("student (validation)", [p.student_validation for p in r.rounds], "C0", "-"),
@@ -216,10 +215,7 @@ def plot(r: DistillReport, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
 
 
 def render_card(r: DistillReport) -> str:
@@ -252,18 +248,15 @@ def render_card(r: DistillReport) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(d: Distiller, state: DistillState) -> DistillReport:
+def write_outputs(f: Finished, state: DistillState) -> DistillReport:
     """Every final output (see the module docstring); the report."""
-    last = state.rounds[-1]
-    rdir = Path(last.student_dir)
-    from annotator.distill.loop import PREDICTIONS_FILE
-
-    counts = write_corpus(d, state, rdir / PREDICTIONS_FILE, d.out / LABELLED_FILE)
-    student = _install_student(rdir / "student", d.out)
-    report = build_report(d, state, counts, student)
-    atomic_write_text(d.out / REPORT_JSON, report.model_dump_json(indent=2))
-    atomic_write_text(d.out / REPORT_MD, render_markdown(report))
-    plot(report, d.out / PLOT_FILE)
-    atomic_write_text(d.out / CARD_FILE, render_card(report))
-    fsync_dir(d.out)
+    rdir = Path(state.rounds[-1].student_dir)
+    counts = write_corpus(f, state, rdir / PREDICTIONS_FILE, f.out / LABELLED_FILE)
+    student = _install_student(rdir / "student", f.out)
+    report = build_report(f, state, counts, student)
+    atomic_write_text(f.out / REPORT_JSON, report.model_dump_json(indent=2))
+    atomic_write_text(f.out / REPORT_MD, render_markdown(report))
+    plot(report, f.out / PLOT_FILE)
+    atomic_write_text(f.out / CARD_FILE, render_card(report))
+    fsync_dir(f.out)
     return report

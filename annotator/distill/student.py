@@ -5,25 +5,32 @@ few candidate rows the batch is chosen from (diversity)."""
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotator.config import InputConfig, PipelineConfig
+from annotator.config import PipelineConfig
+from annotator.distill.state import DistillError
+from annotator.inputs import InputConfig, InputRow
 from annotator.records import AnnotationRecord
+from annotator.student.data import StudentOptions
+from annotator.student.loop import TrainConfig
+from annotator.student.metrics import StudentMetrics
 from annotator.student.predict import (
     PredictOptions,
     PredictSummary,
     StudentModel,
     load_student_info,
-    predict_here_or_on_ray,
 )
-from annotator.student.train import StudentMetrics, StudentOptions, TrainConfig, train_student
+from annotator.student.ray_predict import predict_here_or_on_ray
+from annotator.student.train import train_student
 from annotator.tasks import ExportContext, ExportItem, build_task, get_task_class
 
 CLASSIFICATION = "classification"
+PREDICTIONS_FILE = "predictions.jsonl"  # a round's student labels for every corpus row, in input order
 
 
 def label_names_of(cfg: PipelineConfig) -> tuple[list[str], bool] | None:
@@ -90,11 +97,11 @@ def round_train_config(epochs: float = 10, max_length: int = 64, batch_size: int
                        device=device)
 
 
-def train_round(dataset: Path, out: Path, s: StudentSettings, log: Callable[[str], None] | None = None) -> StudentMetrics:
+def train_round(dataset: Path, out: Path, s: StudentSettings) -> StudentMetrics:
     """``train_student`` on the round's dataset (the student, its baseline, scores vs ``--gold``)."""
     opts = StudentOptions(out=out, gold=s.gold, model=s.model, train=s.train or round_train_config(),
                           show_progress=s.show_progress)
-    return train_student(dataset, opts, log=log)
+    return train_student(dataset, opts)
 
 
 def predict_corpus(student: Path, corpus: InputConfig, out: Path, s: StudentSettings,
@@ -102,6 +109,17 @@ def predict_corpus(student: Path, corpus: InputConfig, out: Path, s: StudentSett
     """The student labels every corpus row into ``out`` (resumes a partial file), here or on Ray."""
     opts = PredictOptions(out=out, batch_size=s.predict_batch_size)
     return predict_here_or_on_ray(load_student_info(student), corpus, opts, s.device, s.ray, s.ray_workers, on_progress)
+
+
+def read_predictions(path: Path, rows: Iterator[InputRow]) -> Iterator[tuple[InputRow, dict[str, Any]]]:
+    """The corpus rows with the student's prediction of each (the file is in input order)."""
+    with path.open(encoding="utf-8") as fh:
+        for row, line in zip(rows, fh):
+            pred = json.loads(line)
+            if pred.get("id") != row.id:
+                raise DistillError(f"{path}: prediction for {pred.get('id')!r} where the corpus has {row.id!r}; "
+                                   f"delete {path} and rerun")
+            yield row, pred
 
 
 def embed(student: Path, texts: list[str], device: str = "auto", batch_size: int = 64) -> Any:

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
-from annotator.config import InputConfig, PipelineConfig
+from annotator.config import PipelineConfig
 from annotator.engine import Pipeline, RunStats
-from annotator.inputs import InputRow, iter_rows
+from annotator.inputs import InputConfig, InputRow, iter_rows
 from annotator.records import AnnotationRecord, iter_annotations, read_manifest
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,11 @@ class TeacherRun:
         self.dir = run_dir
         self.samples = samples or cfg.teacher.samples
 
-    def pipeline_config(self, max_cost: float | None) -> PipelineConfig:
-        """The pipeline with this run directory (and the samples and budget asked for)."""
+    def pipeline_config(self) -> PipelineConfig:
+        """The pipeline with this run directory (and the samples asked for)."""
         cfg = self.cfg.model_copy(deep=True)
         cfg.output.dir = self.dir
-        update: dict[str, object] = {"samples": self.samples}
-        if max_cost is not None:
-            update["max_cost"] = max_cost
-        cfg.teacher = cfg.teacher.model_copy(update=update)
+        cfg.teacher = cfg.teacher.model_copy(update={"samples": self.samples})
         return cfg
 
     def ask(self, positions: Collection[int], max_cost: float | None = None,
@@ -61,7 +58,10 @@ class TeacherRun:
         """Run the pipeline on the corpus rows at ``positions`` (every row asked so far): their records, by id.
         Raises what a run raises (``BudgetReached`` at ``max_cost``, ``TeacherUnreachable``, ...)."""
         if positions:
-            asyncio.run(Pipeline(self.pipeline_config(max_cost), on_row=on_row, only_rows=set(positions)).run())
+            pipeline = Pipeline(self.pipeline_config(), on_row=on_row, only_rows=set(positions))
+            if max_cost is not None:  # the teacher's own budget (its capabilities) gives way to distill's
+                pipeline.budget.max_cost = max_cost
+            asyncio.run(pipeline.run())
         return self.records()
 
     def records(self) -> dict[str, AnnotationRecord]:

@@ -2,7 +2,8 @@
 
 A transformer student costs minutes of training; a bag-of-words linear model costs seconds on a CPU. When the
 student does not beat it on the held-out items, the transformer has earned nothing yet (more labels, cleaner labels
-or another base model are needed), and ``train-student`` says so in one plain sentence (:attr:`BaselineReport.verdict`).
+or another base model are needed), and ``train-student`` says so in one plain sentence
+(:attr:`annotator.student.metrics.BaselineReport.verdict`).
 
 The baseline: word uni- and bigrams, lower-cased, sublinear term frequency (scikit-learn's ``TfidfVectorizer``),
 then ``LogisticRegression`` (lbfgs); its regularisation ``C`` is chosen among :data:`C_GRID` by accuracy against the
@@ -15,58 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, Field
-
+from annotator.student.data import Setup
 from annotator.student.evaluate import EvalBlock, Scores, score
-from annotator.student.slices import Roles
+from annotator.student.metrics import BASELINE_METHOD as METHOD
+from annotator.student.metrics import BaselineReport, BaselineScope
 
-METHOD = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression"
 C_GRID = (0.1, 1.0, 10.0)
-
-
-class StudentItems(Protocol):
-    """What the baseline needs of train-student's prepared items (``train._Setup``): each item's ``id``, ``text``
-    and ``teacher`` label, their roles, the gold labels and the label set."""
-
-    @property
-    def items(self) -> Sequence[Any]: ...
-    @property
-    def roles(self) -> Roles: ...
-    @property
-    def gold_map(self) -> dict[str, Any] | None: ...
-    @property
-    def label_names(self) -> list[str]: ...
-    @property
-    def multi_label(self) -> bool: ...
-    @property
-    def notes(self) -> list[str]: ...
-
-
-class BaselineScope(BaseModel):
-    """The baseline's scores on one evaluation scope of the student (same items)."""
-
-    items: int
-    with_gold: int = 0
-    baseline: Scores | None = Field(None, description="Baseline vs human gold.")
-    baseline_vs_teacher: Scores | None = Field(None, description="Baseline vs the teacher's labels.")
-
-
-class BaselineReport(BaseModel):
-    """Saved in metrics.json as ``baseline``."""
-
-    method: str = METHOD
-    c: float = Field(description="The regularisation chosen on validation.")
-    train_items: int
-    seconds: float
-    validation: Scores | None = Field(None, description="Vs the teacher's labels on the validation items.")
-    evaluation: dict[str, BaselineScope] = Field(default_factory=dict, description="The student's scopes.")
-    compared_on: str | None = Field(None, description="Where student and baseline were compared, e.g. 'test vs gold'.")
-    student_beats_baseline: bool | None = Field(
-        None, description="The student has a higher accuracy AND a higher macro-F1 there (None: nothing to compare)."
-    )
-    verdict: str | None = Field(None, description="The plain sentence shown when the student does not beat it.")
 
 
 def fit_predict(train_texts: Sequence[str], train_labels: Sequence[str], val_texts: Sequence[str],
@@ -97,7 +54,7 @@ def fit_predict(train_texts: Sequence[str], train_labels: Sequence[str], val_tex
     return [str(x) for x in model.predict(vec.transform(texts))] if texts else [], best_c
 
 
-def _scope(setup: StudentItems, idx: list[int], pred: list[str]) -> BaselineScope:
+def _scope(setup: Setup, idx: list[int], pred: list[str]) -> BaselineScope:
     items, gold = setup.items, setup.gold_map
     out = BaselineScope(items=len(idx))
     if idx:
@@ -136,7 +93,7 @@ def _verdict(report: BaselineReport, student: EvalBlock | None, scope_name: str)
         )
 
 
-def compare_baseline(setup: StudentItems, evaluation: dict[str, EvalBlock]) -> BaselineReport | None:
+def compare_baseline(setup: Setup, evaluation: dict[str, EvalBlock]) -> BaselineReport | None:
     """Fit the baseline on ``setup``'s train items, score it on the student's scopes ('test': the held-out items,
     'all': every item) and compare it with the student (None for a multi-label export: a note says so)."""
     if setup.multi_label:

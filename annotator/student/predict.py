@@ -13,15 +13,16 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from annotator.config import InputConfig
 from annotator.errors import AnnotatorError
-from annotator.inputs import InputRow, count_rows, iter_rows
-from annotator.student.train import METRICS_FILE, MODEL_DIR, decode, predict
+from annotator.inputs import InputConfig, InputRow, count_rows, iter_rows
+from annotator.student.loop import decode, predict
+from annotator.student.metrics import METRICS_FILE, MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -262,55 +263,44 @@ def predict_file(
         raise PredictError("--route-below and --route-out go together")
     total = count_rows(input_cfg)
     rows = iter_rows(input_cfg, batch_size=max(opts.batch_size, 1024))
-    done = resume_point(opts.out, rows, info)
-    if opts.route_out is not None:
-        trim_route_file(opts.route_out, done)
-    summary = PredictSummary(rows=total, resumed_after=done, predicted=0, routed=0, failed=0)
-    if done:
-        log.info("%s holds %d of %d rows: continuing after them", opts.out, done, total)
-    if on_progress:
-        on_progress(done, total)
+    summary = _resume(info, opts, rows, total)
+    progress = on_progress or (lambda done, total: None)
+    progress(summary.resumed_after, total)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    route_fh = None
     if opts.route_out is not None:
         opts.route_out.parent.mkdir(parents=True, exist_ok=True)
-        route_fh = opts.route_out.open("ab")
-    try:
-        with opts.out.open("ab") as out_fh:
-            batches = _batches(rows, opts.batch_size)
-            pending: list[list[InputRow]] = []
-
-            def feed() -> Iterator[list[InputRow]]:
-                for b in batches:
-                    pending.append(b)
-                    yield b
-
-            for preds in labeler(feed()):
-                batch = pending.pop(0)
-                if len(preds) != len(batch):
-                    raise RuntimeError(f"labeler returned {len(preds)} predictions for {len(batch)} rows")
-                _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
-                if on_progress:
-                    on_progress(done + summary.predicted, total)
-    finally:
-        if route_fh is not None:
-            route_fh.close()
+    with (opts.route_out.open("ab") if opts.route_out is not None else nullcontext()) as route_fh, \
+            opts.out.open("ab") as out_fh:
+        for batch, preds in _labelled(labeler, _batches(rows, opts.batch_size)):
+            _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
+            progress(summary.resumed_after + summary.predicted, total)
     return summary
 
 
-def predict_here_or_on_ray(
-    info: StudentInfo, input_cfg: InputConfig, opts: PredictOptions, device: str = "auto", ray: str | None = None,
-    ray_workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
-) -> PredictSummary:
-    """:func:`predict_file` in this process (on ``device``), or with ``ray`` (an address, or ``"local"`` for
-    ray.init()'s default) on a Ray cluster."""
-    if ray is None:
-        return predict_file(info, input_cfg, opts, local_labeler(info, device, opts.batch_size), on_progress)
-    from annotator.ray_support import ray_session
-    from annotator.student.ray_predict import ray_labeler
+def _resume(info: StudentInfo, opts: PredictOptions, rows: Iterator[InputRow], total: int) -> PredictSummary:
+    """Skip ``rows`` past the lines already in OUT (checked against them), trim the route file to match."""
+    done = resume_point(opts.out, rows, info)
+    if opts.route_out is not None:
+        trim_route_file(opts.route_out, done)
+    if done:
+        log.info("%s holds %d of %d rows: continuing after them", opts.out, done, total)
+    return PredictSummary(rows=total, resumed_after=done, predicted=0, routed=0, failed=0)
 
-    with ray_session(None if ray == "local" else ray):
-        return predict_file(info, input_cfg, opts, ray_labeler(info, opts.batch_size, ray_workers), on_progress)
+
+def _labelled(labeler: Labeler, batches: Iterator[list[InputRow]]) -> Iterator[tuple[list[InputRow], list[Prediction]]]:
+    """Each batch with its predictions, in order (the labeler may read batches ahead, e.g. on Ray)."""
+    pending: list[list[InputRow]] = []
+
+    def feed() -> Iterator[list[InputRow]]:
+        for b in batches:
+            pending.append(b)
+            yield b
+
+    for preds in labeler(feed()):
+        batch = pending.pop(0)
+        if len(preds) != len(batch):
+            raise RuntimeError(f"labeler returned {len(preds)} predictions for {len(batch)} rows")
+        yield batch, preds
 
 
 def _write_batch(
