@@ -11,14 +11,8 @@ from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, emit_json, fitted_table, log_console, result_console
 from annotator.student.calibration import MIN_FIT_ITEMS
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _pair(sc) -> str:
-    return "-" if sc is None else f"{_fmt(sc.accuracy)} / {_fmt(sc.macro_f1)}"
+from annotator.student.evaluate import fmt3 as _fmt
+from annotator.student.evaluate import pair_cell as _pair
 
 
 def _print_training(console: Console, m) -> None:

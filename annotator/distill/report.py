@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from annotator.audit.report import markdown_table
 from annotator.distill.state import DistillState, RoundRecord, Stop
 from annotator.distill.student import PREDICTIONS_FILE, read_predictions
 from annotator.inputs import iter_rows
 from annotator.records import read_manifest
 from annotator.rundir import atomic_write_text, atomic_writer, fsync_dir, os_error
-from annotator.student.evaluate import Scores
+from annotator.student.evaluate import Scores, pair_cell
 
 if TYPE_CHECKING:
     from annotator.inputs import InputConfig
@@ -83,10 +84,6 @@ class DistillReport(BaseModel):
 
 def f1_cell(s: Scores | None) -> str:
     return "-" if s is None or s.macro_f1 is None else f"{s.macro_f1:.3f}"
-
-
-def scores_cell(s: Scores | None) -> str:
-    return "-" if s is None or s.accuracy is None else f"{s.accuracy:.3f} / {f1_cell(s)}"
 
 
 def _install_student(src: Path, out: Path) -> Path:
@@ -165,10 +162,10 @@ def round_table(r: DistillReport) -> list[str]:
         rows.append([str(x.round), str(x.teacher_labels), str(x.train_items), str(x.planned_calls),
                      str(x.teacher_calls), "-" if x.cost_usd is None else f"${x.cost_usd:.4f}",
                      f1_cell(x.student_validation), f1_cell(x.baseline_validation),
-                     *([scores_cell(x.student_test), scores_cell(x.teacher_test), scores_cell(x.baseline_test)] if gold else []),
+                     *([pair_cell(x.student_test), pair_cell(x.teacher_test), pair_cell(x.baseline_test)] if gold else []),
                      f"{x.flagged} / {x.rechecked} / {x.changed}",
                      "-" if x.mean_uncertainty is None else f"{x.mean_uncertainty:.3f}"])
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(c) + " |" for c in rows)]
+    return markdown_table(head, rows)
 
 
 def render_markdown(r: DistillReport) -> str:

@@ -7,18 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from annotator.student.evaluate import fmt3 as _f
+from annotator.student.evaluate import pair_cell as _pair
+
 if TYPE_CHECKING:
-    from annotator.student.evaluate import EvalBlock, Scores
+    from annotator.student.evaluate import EvalBlock
     from annotator.student.metrics import BaselineReport, CalibrationInfo, LearningCurvePoint, StudentMetrics
     from annotator.student.slices import Selection
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _pair(sc: Scores | None) -> str:
-    return "-" if sc is None else f"{_f(sc.accuracy)} / {_f(sc.macro_f1)}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
