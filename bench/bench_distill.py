@@ -39,6 +39,8 @@ for extra in (ROOT / "tests", ROOT / "bench", ROOT):
 
 import yaml  # noqa: E402
 
+from annotator.rundir import atomic_write_text  # noqa: E402
+
 from bench_pipeline import find_corpus, read_corpus  # noqa: E402
 from conftest import ServerHandle, pipeline_config, stop_fault_server, subprocess_env, write_rows  # noqa: E402
 
@@ -208,11 +210,9 @@ def table(s: dict[str, Any]) -> str:
 
 
 def plot(s: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from annotator.audit.plots import _plt, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, color in (("margin", "C0"), ("random", "C1")):
         pts = s["curves"][name]["points"]
@@ -227,8 +227,7 @@ def plot(s: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 JOBS = ("ref", "margin", "random")  # per seed: the reference, then distill active and random
@@ -246,7 +245,7 @@ def run_job(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
         res = reference(args, pipeline, gold, seed, work)
     else:
         res = distill_run(args, pipeline, gold, seed, kind, pool, work)
-    done.write_text(json.dumps(res, indent=2), encoding="utf-8")
+    atomic_write_text(done, json.dumps(res, indent=2))  # a result file is whole or absent: a rerun trusts it
     return res
 
 
@@ -325,7 +324,7 @@ def main() -> None:
     summary = summarise(args, refs, runs, len(items) - args.test)
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "references": refs, "runs": runs, **summary,
               "teacher_flips_this_invocation": flips, "wall_seconds": round(time.perf_counter() - t0)}
-    (args.out / "bench_distill.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    atomic_write_text(args.out / "bench_distill.json", json.dumps(result, indent=2))
     plot(summary, args.out / "bench_distill.png")
     print(table(summary))
     print(f"\nwritten: {args.out / 'bench_distill.json'}, {args.out / 'bench_distill.png'}")
