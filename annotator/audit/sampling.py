@@ -68,6 +68,7 @@ CDI_UNIFORM_SHARE = 0.2  # tau: the share of each item's inclusion probability t
 CDI_MIN_ERROR = 0.05  # the error rate assumed at least, whatever the confidence
 CDI_PILOT_PRIOR = 5.0  # pseudo-items of the assumed error rate added to a pilot stratum's counts
 MAX_CONFIDENCE_STRATA = 20
+MAX_ANNOTATORS = 1000  # a wide sheet has a column per annotator (and cascade.human_queue.annotators)
 ALT_TEST_MIN_ITEMS = 30
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
@@ -279,8 +280,8 @@ def annotator_names(k: int, names: str | None) -> list[str]:
         if len(set(out)) != len(out):
             raise InputDataError(f"--annotator-names repeats a name: {names!r}")
         return out
-    if k < 1:
-        raise InputDataError(f"--annotators must be at least 1; got {k}")
+    if not 1 <= k <= MAX_ANNOTATORS:
+        raise InputDataError(f"--annotators must be between 1 and {MAX_ANNOTATORS} (one sheet column each); got {k}")
     return [f"ann_{i + 1}" for i in range(k)]
 
 

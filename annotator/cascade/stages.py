@@ -1,11 +1,12 @@
 """A cascade's stages as ordinary pipeline runs.
 
 Stage ``k`` (0-based) of a cascade pipeline is the pipeline itself with the stage's teacher and its own run
-directory, ``<output.dir>/stages/<k+1>-<name>/``, restricted to the input rows it is asked about
+directory, ``<output.dir>/stages/<name>/``, restricted to the input rows it is asked about
 (:attr:`annotator.engine.Pipeline.only_rows`). Every stage reads the same input file, so the run directory's
 binding, cache, lock, resume and integrity checks (:mod:`annotator.rundir`) hold per stage as for any run: a stage
 killed at any point asks no answer twice when run again, and answers obtained during ``annotator calibrate`` (on
-the human sample) are cache hits for the full run.
+the human sample) are cache hits for the full run. The directory is named after the stage alone, not its place, so
+reordering the stages or inserting one keeps every answer obtained so far.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def calibration_path(cfg: PipelineConfig) -> Path:
 
 
 def stage_dir(cfg: PipelineConfig, k: int) -> Path:
-    """The run directory of stage ``k`` (0-based): ``<output.dir>/stages/<k+1>-<name>``."""
-    return Path(cfg.output.dir) / STAGES_DIR / f"{k + 1}-{cascade_of(cfg).stages[k].name}"
+    """The run directory of stage ``k`` (0-based): ``<output.dir>/stages/<name>`` (by name, so that reordering the
+    stages or inserting one reuses every answer)."""
+    return Path(cfg.output.dir) / STAGES_DIR / cascade_of(cfg).stages[k].name
 
 
 def stage_config(cfg: PipelineConfig, k: int) -> PipelineConfig:
@@ -63,8 +65,9 @@ def stage_label(cfg: PipelineConfig, k: int) -> str:
 
 
 def stage_fingerprint(cfg: PipelineConfig, k: int) -> str:
-    """A hash of what shapes stage ``k``'s answers (:func:`annotator.engine.answer_fingerprint` of its teacher): a
-    calibration made under another one is stale."""
+    """A hash of what shapes stage ``k``'s answers (:func:`annotator.engine.answer_fingerprint` of its teacher: its
+    model and sampling settings, the prompt, the whole task and ``validation``): a calibration made under another
+    one is stale."""
     return answer_fingerprint(cfg, cascade_of(cfg).stages[k].teacher)
 
 

@@ -62,7 +62,8 @@ def human_label(ratings: dict[str, str], code: dict[str, int], k: int) -> np.nda
 def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: list[str]) -> list[str]:
     """The human items in the population; an error when none is, notes for those left out."""
     unknown = [i for i in humans.ratings if i not in teacher.ids]
-    failed = [i for i in humans.ratings if i in teacher.ids and i not in teacher.labels]
+    queued = [i for i in humans.ratings if i in teacher.left_to_humans]
+    failed = [i for i in humans.ratings if i in teacher.ids and i not in teacher.labels and i not in queued]
     inside = [i for i in humans.ratings if i in teacher.labels]
     if len(unknown) == len(humans.ratings):
         raise InputDataError(
@@ -70,9 +71,15 @@ def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: l
             f"{teacher.path} (e.g. {few(unknown, 3)}); give the humans file of this run's items (same id column)"
         )
     if not inside:
-        raise InputDataError(f"the teacher {teacher.path} failed on every human-labelled item; nothing to estimate")
+        why = "left every human-labelled item to its human queue" if queued and not failed else (
+            "failed on every human-labelled item" + (" it did not leave to its human queue" if queued else ""))
+        raise InputDataError(f"the teacher {teacher.path} {why}; nothing to estimate")
     if unknown:
         notes.append(f"{len(unknown)} human item(s) are not in the run and were left out: {few(unknown)}")
+    if teacher.left_to_humans:
+        notes.append(f"a cascade run: the {len(teacher.left_to_humans):,} row(s) it left to its human queue are "
+                     "outside the population (the shares describe the rows it kept)"
+                     + (f"; {len(queued)} human item(s) among them were left out: {few(queued)}" if queued else ""))
     if failed:
         notes.append(f"{len(failed)} human item(s) the teacher failed on are outside the population: {few(failed)}")
     return inside

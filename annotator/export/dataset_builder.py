@@ -254,6 +254,11 @@ def _read_run(run_path: Path, notes: list[str]) -> _Run:
     except ValueError as exc:
         raise InputDataError(f"{_run_base(run_path) / MANIFEST_FILE} is not a valid run manifest: {exc}") from None
     records = list(iter_annotations(run_path))
+    if not records and manifest is not None and manifest.cascade is not None:
+        c = manifest.cascade
+        raise ExportError(f"{run_path}: the cascade kept no row, so there is nothing to export: its "
+                          f"{c.rows_to_humans:,} rows are in its human queue ({c.human_queue})"
+                          + ("" if c.certified else f". {c.statement}"))
     if not records:
         raise ExportError(f"{run_path}: annotations.jsonl has no rows")
     if manifest is None:
