@@ -39,13 +39,14 @@ EXPORT_ARGS   ?=
 STUDENT_ARGS  ?=
 INPUT         ?=
 PREDICT_ARGS  ?=
+DISTILL_ARGS  ?=
 DEMO_HUMANS   ?= $(PIPELINES_DIR)/data/news_sample_humans.csv
 PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPELINES_DIR)/*.yaml)))
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint format docs test test-fast bench bench-student bench-cascade clean help run audit dataset \
-        student predict calibrate
+.PHONY: setup vllm demo lint format docs test test-fast bench bench-student bench-cascade bench-distill clean help run \
+        audit dataset student predict calibrate distill
 
 help:
 	@echo "Set-up and checks:"
@@ -58,6 +59,7 @@ help:
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
 	@echo "  make bench-cascade        teacher cascade: how often its guarantee fails over 300 human samples, cost vs the strong teacher (~3 min)"
+	@echo "  make bench-distill        distill on a real corpus: teacher calls to reach the full student, active vs random"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
 	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl (a cascade: after its calibration)"
@@ -66,6 +68,7 @@ help:
 	@echo "  make dataset P=x          export   -> <output.dir>/dataset/dataset_dict.json (after the audit when HUMANS is set)"
 	@echo "  make student P=x [GOLD=f] train    -> <output.dir>/student/metrics.json (GOLD defaults to HUMANS)"
 	@echo "  make predict P=x INPUT=f  student labels a corpus -> <output.dir>/predictions/<f name>.jsonl"
+	@echo "  make distill P=x [GOLD=f] teacher + student in the loop -> <output.dir>/distill/report.json (DISTILL_ARGS=...)"
 	@echo "  or name a file itself, e.g.  make runs/news_topics/annotations.jsonl"
 	@echo "  extra flags: RUN_ARGS=... AUDIT_ARGS=... EXPORT_ARGS=... STUDENT_ARGS=... CALIBRATE_ARGS=...; make redoes only what is stale"
 	@echo "Pipelines found: $(PIPELINE_NAMES)"
@@ -105,12 +108,12 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint format docs test test-fast bench bench-student bench-cascade clean
+NO_PIPELINE_GOALS := help setup lint format docs test test-fast bench bench-student bench-cascade bench-distill clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
 include $(DEPS_DIR)/$(P).mk
-else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict calibrate,$(or $(MAKECMDGOALS),help)),)
+else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict calibrate distill,$(or $(MAKECMDGOALS),help)),)
 -include $(PIPELINE_NAMES:%=$(DEPS_DIR)/%.mk)
 endif
 
@@ -123,6 +126,7 @@ $(1)_ANN     := $$($(1)_RUN)/annotations.jsonl
 $(1)_AUDIT   := $$($(1)_RUN)/audit/report.json
 $(1)_DATASET := $$($(1)_RUN)/dataset/dataset_dict.json
 $(1)_STUDENT := $$($(1)_RUN)/student/metrics.json
+$(1)_DISTILL := $$($(1)_RUN)/distill/report.json
 
 $$($(1)_ANN): $$($(1)_DEPS) $$($(1)_CALIBRATION) | $$(STAMP)
 	$$(BIN)/annotator run $$(PIPELINES_DIR)/$(1).yaml $$(RUN_ARGS)
@@ -144,11 +148,15 @@ $$($(1)_DATASET): $$($(1)_ANN) $$(if $$(HUMANS),$$($(1)_AUDIT)) | $$(STAMP)
 
 $$($(1)_STUDENT): $$($(1)_DATASET) $$(GOLD) | $$(STAMP)
 	$$(BIN)/annotator train-student $$($(1)_RUN)/dataset $$(if $$(GOLD),--gold $$(GOLD)) --out $$(@D) $$(STUDENT_ARGS)
+
+# distill labels the pipeline's input itself (teacher on a fraction of the rows, student on the rest); resumable.
+$$($(1)_DISTILL): $$($(1)_DEPS) $$(GOLD) | $$(STAMP)
+	$$(BIN)/annotator distill $$(PIPELINES_DIR)/$(1).yaml --out $$(@D) $$(if $$(GOLD),--gold $$(GOLD)) $$(DISTILL_ARGS)
 endef
 $(foreach p,$(PIPELINE_NAMES),$(if $($(p)_RUN),$(eval $(call PIPELINE_RULES,$(p)))))
 
 ifeq ($(P),)
-run audit dataset student predict calibrate:
+run audit dataset student predict calibrate distill:
 	$(need_p)
 else
 run: $($(P)_ANN)
@@ -163,6 +171,7 @@ calibrate: $($(P)_CALIBRATION)
 audit: $($(P)_AUDIT)
 dataset: $($(P)_DATASET)
 student: $($(P)_STUDENT)
+distill: $($(P)_DISTILL)
 ifneq ($(INPUT),)
 # The student labels a corpus. Rebuilt from scratch when the student or the corpus changed (an interrupted
 # predict is removed by .DELETE_ON_ERROR; `annotator predict` itself resumes when run by hand).
@@ -229,6 +238,9 @@ bench-student: $(STAMP)
 
 bench-cascade: $(STAMP)
 	$(BIN)/python bench/bench_cascade.py
+
+bench-distill: $(STAMP)
+	$(BIN)/python bench/bench_distill.py --jobs 2
 
 clean:
 	rm -rf runs .pytest_cache .site $(DEPS_DIR)

@@ -57,6 +57,12 @@ completion_tokens``) in any sliding window of ``rate_window`` seconds (default 6
 (e.g. ``0.35s``); every answer carries the same headers. ``/stats`` has ``arrivals`` (time, accepted, tokens) of
 every completion request and ``faults["rate_limited"]``.
 
+A simulated teacher (``oracle`` mode, for ``annotator distill``'s tests and benchmark): ``oracle`` maps item texts to
+their true label; a label request for such an item is answered with that label, flipped to another label of the
+schema with probability ``oracle_flip``. The draw is seeded by ``oracle_seed``, the item, and the request's
+temperature and seed: the same prompt always gets the same answer (as a cached teacher would), samples at other
+seeds draw again. ``/stats`` ``faults["oracle_flip"]`` counts the flipped answers.
+
 The OpenAI files and batches endpoints (Batch API) are faked too: see ``tests/batch_fake.py``.
 
 Run: ``python tests/fault_server.py [--port 0] [--latency 0.5]``; it prints ``PORT <n>`` on stdout when ready.
@@ -197,7 +203,7 @@ class FaultServer:
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
             "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
             "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
-            "weak_models": [], "hold": False, "hold_after": 0,
+            "weak_models": [], "hold": False, "hold_after": 0, "oracle": {}, "oracle_flip": 0.0, "oracle_seed": 0,
         }
         self.released = asyncio.Event()  # cleared while ``hold`` is on
         self.released.set()
@@ -418,7 +424,7 @@ class FaultServer:
     def completion_payload(self, req: dict[str, Any], key: str, fault: str | None) -> dict[str, Any]:
         """The chat completion answering ``req`` (with a content fault applied)."""
         schema = _schema_of(req)
-        answer = instance(schema, key)
+        answer = self._oracle(req, key, schema, instance(schema, key))
         if fault in WEAK_FAULTS:
             if fault == "hard" or req.get("model") in self.cfg["weak_models"]:
                 answer = weak_answer(answer, schema, key, fault, int(req.get("seed") or 0))
@@ -446,6 +452,19 @@ class FaultServer:
                       "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
                       "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]}},
         }
+
+    def _oracle(self, req: dict[str, Any], key: str, schema: dict[str, Any] | None, answer: Any) -> Any:
+        """``oracle`` mode: the item's true label, flipped with probability ``oracle_flip`` (module docstring)."""
+        truth = self.cfg["oracle"].get(key)
+        enum = (((schema or {}).get("properties") or {}).get("label") or {}).get("enum")
+        if truth is None or not isinstance(answer, dict) or not enum:
+            return answer
+        draw = _h(f"{self.cfg['oracle_seed']}:{req.get('temperature')}:{req.get('seed')}:{key}")
+        others = [str(x) for x in enum if x != truth]
+        if others and (draw % 1_000_000) / 1_000_000 < float(self.cfg["oracle_flip"]):
+            self.faults["oracle_flip"] += 1
+            return {**answer, "label": others[(draw // 1_000_000) % len(others)]}
+        return {**answer, "label": truth}
 
     async def _trickle(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Headers at once, then the body one byte every ``trickle_interval`` s until done or the client leaves."""

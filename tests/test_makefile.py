@@ -133,3 +133,21 @@ def test_help_lists_pipelines_and_bad_names_are_one_clear_line(project: Path) ->
     broken = make(project, "run", "P=tiny", check=False)
     assert broken.returncode != 0 and "not valid YAML" in broken.stdout + broken.stderr
     assert "Traceback" not in broken.stdout + broken.stderr
+
+
+@pytest.mark.slow
+def test_distill_target(project: Path, tmp_path: Path) -> None:
+    """`make distill P=x` runs `annotator distill` on the pipeline (DISTILL_ARGS pass through), then is up to date."""
+    import json
+
+    from tests.tiny_model import tiny_base_model
+
+    tiny = tiny_base_model(tmp_path / "tiny")
+    opts = (f"DISTILL_ARGS=--model {tiny} --seed-size 6 --validation-size 2 --batch-size 2 --budget 10 "
+            "--patience 0 --epochs 1 --max-length 16 -q")
+    plan = " ".join(make(project, "-n", "distill", "P=tiny", "GOLD=", opts).stdout.split())
+    assert "annotator distill pipelines/tiny.yaml --out runs/tiny/distill --model" in plan
+    make(project, "distill", "P=tiny", "GOLD=", opts)
+    report = json.loads((project / "runs" / "tiny" / "distill" / "report.json").read_text(encoding="utf-8"))
+    assert report["planned_calls"] == 10 and report["corpus_rows"] == len(TEXTS)
+    assert make(project, "-q", "distill", "P=tiny", "GOLD=", opts, check=False).returncode == 0
