@@ -160,7 +160,8 @@ def distill_run(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int,
     t0 = time.perf_counter()
     report = Distiller(cfg, opts, say=lambda m: print(f"    {strategy} s{seed}: {m}", flush=True)).run()
     return {"seed": seed, "strategy": strategy, "seconds": round(time.perf_counter() - t0, 1),
-            "rounds": [{"calls": r.planned_calls - args.test, "train": r.train_items,
+            "rounds": [{"calls": r.planned_calls - args.test, "train": r.train_items, "cold_start": r.cold_start,
+                        "best_epoch": r.best_epoch,
                         "macro_f1": r.student_test.macro_f1 if r.student_test else None,
                         "accuracy": r.student_test.accuracy if r.student_test else None,
                         "baseline_macro_f1": r.baseline_test.macro_f1 if r.baseline_test else None}

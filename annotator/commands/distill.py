@@ -53,6 +53,9 @@ def distill_command(
     diversity: Annotated[bool, typer.Option(
         "--diversity/--no-diversity", help="Cluster the uncertain candidates (student embeddings): no batch of "
         "near-duplicates.")] = True,
+    cold_start: Annotated[bool, typer.Option(
+        "--cold-start/--no-cold-start", help="Random batches until a round's student beats its TF-IDF baseline on "
+        "validation macro-F1 (a student that has not learnt yet is no guide to its uncertain rows).")] = True,
     candidates: Annotated[int, typer.Option(
         help="The batch is chosen among this many x --batch-size most uncertain rows.", min=1)] = 10,
     recheck: Annotated[RecheckMode, typer.Option(
@@ -113,7 +116,7 @@ def distill_command(
     opts = DistillOptions(
         out=out or Path(cfg.output.dir) / "distill", seed_size=seed_size, validation_size=validation_size,
         batch_size=batch_size, budget=budget, max_cost=max_cost, strategy=strategy.value, diversity=diversity,
-        candidates=candidates, recheck=recheck.value, recheck_samples=recheck_samples, recheck_floor=recheck_floor,
+        cold_start=cold_start, candidates=candidates, recheck=recheck.value, recheck_samples=recheck_samples, recheck_floor=recheck_floor,
         patience=patience, min_delta=min_delta, match_margin=match_margin, gold=gold, seed=seed, student=student,
     )
     report = Distiller(cfg, opts, say=lambda m: logs.print(m, soft_wrap=True, markup=False)).run()
