@@ -33,7 +33,8 @@ from annotator.errors import (
     TeacherUnreachable,
     TemplateError,
 )
-from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
+from annotator.guard import mark_incomplete
+from annotator.inputs import InputRow, check_ids, count_rows, cut_by_limit, iter_rows
 from annotator.records import (
     ANNOTATIONS_FILE,
     CACHE_FILE,
@@ -47,7 +48,15 @@ from annotator.records import (
     read_manifest,
 )
 from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
-from annotator.rundir import RunDirLock, atomic_write_text, bind_run_dir, fsync_dir, os_error, verify_outputs
+from annotator.rundir import (
+    RunDirLock,
+    atomic_write_text,
+    bind_run_dir,
+    check_run_outputs,
+    fsync_dir,
+    os_error,
+    verify_outputs,
+)
 from annotator.schemas import strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
@@ -310,6 +319,7 @@ class Pipeline:
         the written outputs before returning (see :mod:`annotator.rundir`).
         """
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        check_run_outputs(self.cfg)
         with RunDirLock(self.out_dir):
             self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
             check_ids(self.cfg.input)
@@ -410,6 +420,8 @@ class Pipeline:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            if cut_by_limit(self.cfg.input):  # --limit: not the whole result, never fresh to make
+                mark_incomplete(target)
             atomic_write_text(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
             fsync_dir(self.out_dir)  # the renames themselves survive a power cut
         except OSError as exc:

@@ -24,7 +24,8 @@ from types import TracebackType
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.config import PipelineConfig
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
-from annotator.records import ANNOTATIONS_FILE, read_manifest
+from annotator.guard import check_distinct, require_owned
+from annotator.records import ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,27 @@ def os_error(exc: OSError, path: Path | str) -> RunDirError:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it (a failed
+    write, e.g. a full disk, removes the temporary file and leaves ``path`` as it was)."""
+    atomic_write_files({path: text})
+
+
+def atomic_write_files(files: dict[Path, str]) -> None:
+    """Write a set of files whole or not at all: every one to a temporary file first (fsynced), then all renamed
+    into place in the given order. A failed write removes the temporary files and leaves every target as it was."""
+    tmps = {path: path.with_name(path.name + ".tmp") for path in files}
+    try:
+        for path, text in files.items():
+            with tmps[path].open("w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for path, tmp in tmps.items():
+        os.replace(tmp, path)
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,6 +88,46 @@ def prepare_run_dir(path: Path) -> None:
         raise RunDirError(f"output.dir {path}: a parent of it is a file, not a directory") from None
     except OSError as exc:
         raise os_error(exc, path) from None
+
+
+def check_run_outputs(cfg: PipelineConfig) -> None:
+    """The output guard for ``run`` (see :mod:`annotator.guard`): the files a run writes are none of its inputs, and
+    an ``annotations.jsonl``/``run.json``/``cache.sqlite`` already in ``output.dir`` belongs to an earlier run."""
+    out = Path(cfg.output.dir)
+    writes = {f"output {name}": out / name for name in (ANNOTATIONS_FILE, MANIFEST_FILE, CACHE_FILE, LOCK_FILE)}
+    check_distinct("run", writes, {"input file": cfg.input.path, "prompt template": cfg.prompt.template,
+                                   "pipeline file": cfg.source_path})
+    cache = out / CACHE_FILE
+    require_owned(cache, "run", _is_run_cache(cache), "table 'meta' of a run's cache")
+    if cache.exists() or _manifest_readable(out):
+        return
+    for name in (ANNOTATIONS_FILE, MANIFEST_FILE):
+        require_owned(out / name, "run", False, f"{MANIFEST_FILE} or {CACHE_FILE} of a run beside it")
+
+
+def _manifest_readable(out: Path) -> bool:
+    try:
+        return read_manifest(out) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def _is_run_cache(path: Path) -> bool:
+    """Whether ``path`` may be opened as a run's cache: empty, not an SQLite database at all (the store's own check
+    says it is damaged), or a database with the run's ``meta`` table; another program's database is not."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return True
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error):
+        return True
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
+    return not tables or "meta" in tables
 
 
 class RunDirLock:

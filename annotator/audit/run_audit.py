@@ -43,6 +43,8 @@ from annotator.audit.slices import audit_slices, read_slice_column
 from annotator.audit.teacher import load_teacher
 from annotator.choices import GateMetric
 from annotator.errors import GateFailed, InputDataError
+from annotator.guard import check_distinct, check_folder, has_keys
+from annotator.rundir import atomic_write_files
 
 LOW_CATEGORY_KAPPA = 0.4
 MAX_BOOTSTRAP_PAIRS = 60
@@ -325,6 +327,23 @@ def validate_options(opts: AuditOptions) -> None:
         raise InputDataError(f"--min-slice-items must be >= 1; got {opts.min_slice_items}")
 
 
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+AUDIT_FILES = (REPORT_JSON, REPORT_MD, "confusion_matrix.png", "per_class_agreement.png", "calibration.png",
+               "agreement_by_slice.png")
+is_audit_report = has_keys("inputs", "coverage", "alt_test", "gate")
+"""The ownership test of an audit folder (:func:`annotator.guard.check_folder`): its report.json is a report."""
+
+
+def check_out(opts: AuditOptions) -> None:
+    """The output guard (see :mod:`annotator.guard`): ``--out`` is neither input, and its files are replaced only
+    in a folder an audit wrote before."""
+    if opts.out is None:
+        return
+    out = Path(opts.out)
+    check_distinct("audit", {"--out": out}, {"--humans file": Path(opts.humans), "--teacher run": Path(opts.teacher)})
+    check_folder(out, "audit", AUDIT_FILES, REPORT_JSON, is_audit_report)
+
+
 def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = {"report_json": str(out / "report.json"), "report_md": str(out / "report.md")}
@@ -347,13 +366,13 @@ def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = Tr
             pl.agreement_by_slice_png(report.slices, out / "agreement_by_slice.png")
             files["agreement_by_slice"] = str(out / "agreement_by_slice.png")
     report.files = files
-    (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
-    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    atomic_write_files({out / REPORT_MD: render_markdown(report), out / REPORT_JSON: report.model_dump_json(indent=2)})
 
 
 def run_audit(opts: AuditOptions) -> AuditReport:
     """Run the audit and write the outputs (when ``opts.out`` is set). Does not apply the gate: see ``check_gate``."""
     validate_options(opts)
+    check_out(opts)
     humans = load_humans(opts.humans, not_annotators=(opts.by,) if opts.by else ())
     teacher = load_teacher(opts.teacher)
     d = build(humans, teacher, level=opts.level, labels=opts.labels)

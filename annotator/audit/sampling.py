@@ -44,8 +44,9 @@ from scipy import stats
 from annotator.audit.design import INCLUSION_COLUMN
 from annotator.choices import Strategy
 from annotator.errors import InputDataError
+from annotator.guard import check_folder, has_keys
 from annotator.records import iter_annotations, read_manifest
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_files
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ WIDE_SHEET = "sheet_wide.csv"
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
 DESIGN_FILE = "sample.json"
+SHEET_FILES = (LONG_SHEET, WIDE_SHEET, LS_TASKS, LS_CONFIG, DESIGN_FILE)
 
 
 @dataclass
@@ -249,10 +251,13 @@ def _ls_config(labels: list[str]) -> str:
 
 def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]], annotators: list[str],
                  labels: list[str], inclusion_prob: list[float] | None = None,
-                 design: dict[str, Any] | None = None) -> dict[str, str]:
+                 design: dict[str, Any] | None = None, command: str = "sample") -> dict[str, str]:
     """Blank annotation sheets (long and wide CSV), Label Studio tasks and labeling config, and the design file.
 
-    Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label."""
+    Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label, and
+    any of these files in a folder without a ``sample.json`` of this tool's (see :mod:`annotator.guard`). The five
+    files are written all or none (a full disk leaves the folder as it was)."""
+    check_folder(out, command, SHEET_FILES, DESIGN_FILE, has_keys("annotators", "per_item"))
     filled = _filled_sheets(out)
     if filled:
         raise InputDataError(
@@ -277,11 +282,13 @@ def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]],
              for j, c in enumerate(items)]
     files = {"long": out / LONG_SHEET, "wide": out / WIDE_SHEET, "label_studio_tasks": out / LS_TASKS,
              "label_studio_config": out / LS_CONFIG, "design": out / DESIGN_FILE}
-    atomic_write_text(files["long"], pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv())
-    atomic_write_text(files["wide"], pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv())
-    atomic_write_text(files["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1))
-    atomic_write_text(files["label_studio_config"], _ls_config(labels))
-    atomic_write_text(files["design"], json.dumps(design or {}, ensure_ascii=False, indent=2))
+    atomic_write_files({  # the design first: the folder is marked as this tool's before any sheet replaces another
+        files["design"]: json.dumps(design or {}, ensure_ascii=False, indent=2),
+        files["long"]: pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv(),
+        files["wide"]: pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv(),
+        files["label_studio_tasks"]: json.dumps(tasks, ensure_ascii=False, indent=1),
+        files["label_studio_config"]: _ls_config(labels),
+    })
     return {k: str(v) for k, v in files.items()}
 
 

@@ -207,7 +207,12 @@ def train_student_command(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
+    from annotator.guard import check_distinct, check_folder, has_keys
+    from annotator.student.integrity import CHECKSUMS_FILE
     from annotator.student.train import (
+        METRICS_FILE,
+        MODEL_DIR,
+        PREDICTIONS_FILE,
         StudentError,
         StudentOptions,
         parse_thresholds,
@@ -220,8 +225,12 @@ def train_student_command(
     train = _train_config(epochs, lr, head_lr, batch_size, max_length, max_steps, patience, seed=seed, device=device)
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
+    out = out or ds_dir.parent / "student"
+    check_distinct("train-student", {"--out": out}, {"DATASET folder": ds_dir, "--gold file": gold})
+    check_folder(out, "train-student", (MODEL_DIR, METRICS_FILE, PREDICTIONS_FILE, CHECKSUMS_FILE), METRICS_FILE,
+                 has_keys("label_names", "train_config"))
     opts = StudentOptions(
-        out=out or ds_dir.parent / "student", gold=gold, model=model, train=train, sizes=sizes,
+        out=out, gold=gold, model=model, train=train, sizes=sizes,
         thresholds=parse_thresholds(thresholds), show_progress=progress and not logs.quiet, eval_by=eval_by,
         train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )

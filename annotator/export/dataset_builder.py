@@ -22,6 +22,7 @@ from annotator.export.splits import (
     parse_split_spec,
     split_counts,
 )
+from annotator.guard import check_distinct
 from annotator.records import (
     ANNOTATIONS_FILE,
     MANIFEST_FILE,
@@ -32,6 +33,7 @@ from annotator.records import (
     iter_annotations,
     read_manifest,
 )
+from annotator.rundir import atomic_write_text
 from annotator.tasks import ExportContext, Exporter, ExportItem, get_task_class
 
 if TYPE_CHECKING:
@@ -300,7 +302,8 @@ def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: Expor
     items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
     design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
               "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
-    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design)
+    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design,
+                            command="export")
     return files["long"]
 
 
@@ -496,7 +499,7 @@ def _push(dsd: Any, summary: ExportSummary, repo: str, private: bool, out: Path)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"dataset saved to {out}, but push to hub {repo!r} failed: {first}") from None
     summary.pushed_to = repo
-    (out / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+    atomic_write_text(out / EXPORT_FILE, summary.model_dump_json(indent=2))
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -511,6 +514,9 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], No
     run_path = Path(run_dir)
     fractions = _check_options(run_path, opts)
     out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
+    route = (Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed") if opts.route_below is not None else None
+    check_distinct("export", {"--out": out, "--route-out": route},
+                   {"run directory": _run_base(run_path), "annotations file": run_path, "--gold file": opts.gold})
     notes: list[str] = []
     run = _read_run(run_path, notes)
     exporter = _make_exporter(run, opts.fmt)

@@ -20,7 +20,9 @@ from typing import IO, Any
 
 from annotator.config import InputConfig
 from annotator.errors import AnnotatorError
-from annotator.inputs import InputRow, count_rows, iter_rows
+from annotator.guard import check_distinct, claim, is_claimed, mark_incomplete, require_owned
+from annotator.inputs import InputRow, count_rows, cut_by_limit, iter_rows
+from annotator.student.integrity import check_loaded, check_metrics, check_model_dir
 from annotator.student.train import METRICS_FILE, MODEL_DIR, decode, predict
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class StudentInfo:
 
 
 def load_student_info(path: str | Path) -> StudentInfo:
-    """Read and check a student folder (metrics.json + model/ whose labels match)."""
+    """Read and check a student folder: metrics.json, model/ whose labels match, its tokenizer and the checksums
+    train-student recorded (see :mod:`annotator.student.integrity`)."""
     p = Path(path)
     if not p.is_dir():
         raise PredictError(f"student folder not found: {p} (the --out folder of `annotator train-student`)")
@@ -60,18 +63,10 @@ def load_student_info(path: str | Path) -> StudentInfo:
         )
     try:
         data = json.loads(metrics.read_text(encoding="utf-8"))
-        label_names = [str(x) for x in data["label_names"]]
-        multi_label = bool(data["multi_label"])
-        max_length = int((data.get("train_config") or {}).get("max_length", 128))
-        id2label = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["id2label"]
-        model_labels = [str(id2label[str(i)]) for i in range(len(id2label))]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PredictError(f"{p} is not a student: {METRICS_FILE} or {MODEL_DIR}/config.json lacks {exc}") from None
-    if model_labels != label_names:
-        raise PredictError(
-            f"{model_dir / 'config.json'}: the model's labels {model_labels} differ from {METRICS_FILE}'s "
-            f"label_names {label_names}; retrain the student"
-        )
+    except (OSError, ValueError) as exc:
+        raise PredictError(f"{p} is not a student: {metrics} is not readable JSON ({exc})") from None
+    label_names, multi_label, max_length = check_metrics(metrics, data)
+    check_model_dir(p, model_dir, label_names)
     return StudentInfo(p, model_dir, label_names, multi_label, max_length)
 
 
@@ -89,10 +84,11 @@ class StudentModel:
         self.batch_size = batch_size
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(where)
-            self.model = AutoModelForSequenceClassification.from_pretrained(where)
-        except (OSError, ValueError) as exc:
+            self.model, loading = AutoModelForSequenceClassification.from_pretrained(where, output_loading_info=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many libraries' ways: one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise PredictError(f"cannot load the student model in {info.model_dir}: {first}") from None
+        check_loaded(info.model_dir, loading)
         self.model.eval()
 
     def label(self, texts: list[str | None]) -> list[Prediction]:
@@ -176,10 +172,19 @@ def _check_record(path: Path, line_no: int, line: bytes, row: InputRow | None, i
             )
 
 
+PREDICTIONS_ROLE, ROUTE_ROLE = "predictions", "route"
+
+
+def _require_claimed(path: Path, role: str) -> None:
+    """Touch (repair, trim, append to) an existing ``path`` only when this command wrote it in ``role``."""
+    require_owned(path, "predict", is_claimed(path, "predict", role), f"claim of a {role} file beside it")
+
+
 def resume_point(out: Path, rows: Iterator[InputRow], info: StudentInfo) -> int:
     """How many rows ``out`` already holds, after checking each line against the input row it stands for."""
     if not out.exists():
         return 0
+    _require_claimed(out, PREDICTIONS_ROLE)
     _cut_torn_tail(out)
     done = 0
     with out.open("rb") as fh:
@@ -192,6 +197,7 @@ def trim_route_file(route: Path, done: int) -> None:
     """Keep the route lines of rows before ``done`` (a batch may have been routed but not committed to OUT)."""
     if not route.exists():
         return
+    _require_claimed(route, ROUTE_ROLE)
     _cut_torn_tail(route)
     keep = 0
     with route.open("rb") as fh:
@@ -260,6 +266,9 @@ def predict_file(
     """Label every input row not yet in ``opts.out``; ``on_progress(done, total)`` after each batch."""
     if (opts.route_below is None) != (opts.route_out is None):
         raise PredictError("--route-below and --route-out go together")
+    check_distinct("predict", {"--out": opts.out, "--route-out": opts.route_out},
+                   {"INPUT file": input_cfg.path, "student folder": info.dir,
+                    "student's metrics.json": info.dir / METRICS_FILE})
     total = count_rows(input_cfg)
     rows = iter_rows(input_cfg, batch_size=max(opts.batch_size, 1024))
     done = resume_point(opts.out, rows, info)
@@ -270,10 +279,12 @@ def predict_file(
         log.info("%s holds %d of %d rows: continuing after them", opts.out, done, total)
     if on_progress:
         on_progress(done, total)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
     route_fh = None
+    for path, role in ((opts.out, PREDICTIONS_ROLE), (opts.route_out, ROUTE_ROLE)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            claim(path, "predict", role, input=str(input_cfg.path), student=str(info.dir))
     if opts.route_out is not None:
-        opts.route_out.parent.mkdir(parents=True, exist_ok=True)
         route_fh = opts.route_out.open("ab")
     try:
         with opts.out.open("ab") as out_fh:
@@ -295,6 +306,10 @@ def predict_file(
     finally:
         if route_fh is not None:
             route_fh.close()
+    if cut_by_limit(input_cfg):
+        for path in (opts.out, opts.route_out):
+            if path is not None and path.exists():
+                mark_incomplete(path)
     return summary
 
 

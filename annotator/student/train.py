@@ -953,7 +953,9 @@ def train_student(
 ) -> StudentMetrics:
     """Train, select on validation, calibrate, evaluate (and the learning curve); write model, metrics,
     predictions and the model card (``model/README.md``)."""
+    from annotator.rundir import atomic_write_text
     from annotator.student.card import render_card
+    from annotator.student.integrity import write_checksums
     from annotator.student.models import resolve_model
 
     setup = _setup(dataset, opts)
@@ -974,6 +976,7 @@ def train_student(
     curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
     metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
                        learning_curve=curve, slices=slices)
-    (out / METRICS_FILE).write_text(metrics.model_dump_json(indent=2), encoding="utf-8")
     (model_dir / CARD_FILE).write_text(render_card(metrics), encoding="utf-8")
+    write_checksums(out, model_dir)
+    atomic_write_text(out / METRICS_FILE, metrics.model_dump_json(indent=2))  # last: the folder is complete
     return metrics
