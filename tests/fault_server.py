@@ -39,7 +39,8 @@ of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-A
 ``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per answer, fixed so
 tests can compute token budgets and costs; ``cached_tokens`` goes in ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
-``trickle_interval`` and ``huge_chars`` (see the faults above).
+``trickle_interval`` and ``huge_chars`` (see the faults above), ``headers`` (added to every answer, e.g. hostile
+``x-ratelimit-reset-*`` values; cleared by ``/reset``).
 
 Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
 requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
@@ -179,6 +180,7 @@ class FaultServer:
         self.messages_by_item: dict[str, list[Any]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.cfg["headers"] = {}  # extra headers on every completion answer (hostile x-ratelimit-* values)
         self.cfg["by_request"] = {}
         if hasattr(self, "batch_api"):
             self.batch_api.reset()
@@ -304,7 +306,10 @@ class FaultServer:
         """Book this request against ``rpm``/``tpm``; the 429 headers when it is over a limit, else None (the
         ``x-ratelimit-*`` headers of the answer are then in ``self._limit_headers``)."""
         now = time.time()
-        tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        try:
+            tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        except (OverflowError, ValueError, TypeError):  # hostile usage figures (inf, strings): not counted
+            tokens = 0
         window = float(self.cfg["rate_window"])
         self._window = [(t, n) for t, n in self._window if t > now - window]
         max_req = self.cfg["rpm"] * window / 60.0
@@ -325,7 +330,7 @@ class FaultServer:
             headers.update({"x-ratelimit-limit-tokens": str(int(max_tok)),
                             "x-ratelimit-remaining-tokens": str(max(0, int(max_tok - used_tok))),
                             "x-ratelimit-reset-tokens": reset})
-        self._limit_headers = headers
+        self._limit_headers = {**headers, **self.cfg.get("headers", {})}
         if not over:
             return None
         return {**headers, "Retry-After": f"{parse_seconds(reset):.3f}"}

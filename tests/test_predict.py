@@ -16,6 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from conftest import spawn_cli, write_rows
 
+from annotator.guard import claim
+
 LABELS = ["politics", "economy", "sport"]  # tests/test_export.py's label runs
 WORDS = ["election parliament minister", "inflation market bank", "football match goal", "weather"]
 
@@ -111,11 +113,13 @@ def test_predict_user_errors(student_dir, tmp_path, run_cli):
     assert "JSONL" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.csv"))
     assert "missing column 'body'" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"),
                                             "--text-column", "body")
-    other = tmp_path / "other.jsonl"
+    other = tmp_path / "other.jsonl"  # predictions files of `annotator predict` (claimed), for other inputs/students
     other.write_text(json.dumps({"id": "zzz", "label": "sport"}) + "\n")
+    claim(other, "predict", "predictions")
     assert "written for another input" in fails(str(student_dir), str(inp), "--out", str(other))
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text(json.dumps({"id": "d00000", "label": "weather"}) + "\n")
+    claim(foreign, "predict", "predictions")
     assert "another student" in fails(str(student_dir), str(inp), "--out", str(foreign))
     assert "go together" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"),
                                   "--route-below", "0.5")

@@ -72,7 +72,7 @@ class BaseTeacherConfig(BaseModel, ABC):
     backend: str
     model: str | None = Field(default=None, description="Model name/path; local default: SmolLM2-135M-Instruct.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=256, gt=0)
+    max_tokens: int = Field(default=256, gt=0, le=10_000_000)
     seed: int = 0
     samples: int = Field(default=1, ge=1, le=64, description="Self-consistency: answers drawn per item.")
     sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Temperature used when samples > 1.")

@@ -22,6 +22,7 @@ import openai
 from annotator.backends.base import Generation, GenerationRequest
 from annotator.backends.openai_config import OpenAITeacherConfig
 from annotator.backends.rate_limit import RateLimiter
+from annotator.bounds import token_count
 from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError
 from annotator.redact import redact, register_secret
@@ -101,7 +102,7 @@ class OpenAICompatBackend:
             self._free.append(size)
         self.client = self._clients[0]  # the Batch API's files and batches (annotator.batch)
         self.transport_retry = TransportRetry(cfg.max_retries, cfg.max_backoff)
-        self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
+        self.limiter = RateLimiter(cfg.rpm, cfg.tpm, max_wait=cfg.max_backoff)
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         if schema is None or self.cfg.structured_output == "none":
@@ -191,9 +192,9 @@ def parse_completion(data: Any) -> Generation:
         return Generation(
             text=message.get("content") or "",
             finish_reason=choice.get("finish_reason"),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=token_count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
+            cached_tokens=token_count(details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens"),
+            completion_tokens=token_count(usage.get("completion_tokens"), "usage.completion_tokens"),
         )
     except (AttributeError, TypeError, ValueError) as exc:  # JSON, but not a chat completion
         raise BackendError(f"malformed chat completion response: {type(exc).__name__}: {exc}") from None
