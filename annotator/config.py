@@ -42,6 +42,7 @@ from annotator.backends.openai_config import PriceConfig as PriceConfig
 from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
 from annotator.choices import InputFormat
 from annotator.errors import ConfigError
+from annotator.redact import is_secret_name, register_secret
 from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names, unknown_task
 
 
@@ -306,6 +307,8 @@ def expand_env(data: Any, path: Path, used: list[str], where: str = "") -> Any:
             value = default
         if name not in used:
             used.append(name)
+        if is_secret_name(name):  # redacted wherever it ends up (URLs, run.json, messages)
+            register_secret(value)
         return value
 
     return _ENV_REF.sub(sub, data)

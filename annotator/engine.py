@@ -47,6 +47,7 @@ from annotator.records import (
     RunManifest,
     read_manifest,
 )
+from annotator.redact import redact_data
 from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
 from annotator.rundir import (
     RunDirLock,
@@ -433,7 +434,7 @@ class Pipeline:
         manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
-            config=self.cfg.model_dump(mode="json"),
+            config=redact_data(self.cfg.model_dump(mode="json")),
             task=self.cfg.task.type,
             labels=labels,
             multi_label=multi_label,
@@ -446,7 +447,7 @@ class Pipeline:
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
-            overrides=self.cfg.overrides,
+            overrides=redact_data(self.cfg.overrides),
             retry_failed=self.retry_failed,
             env_vars=self.cfg.env_vars,
             answers=self.answers.provenance(),

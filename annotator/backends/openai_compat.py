@@ -15,6 +15,7 @@ import os
 import ssl
 from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import openai
@@ -53,6 +54,14 @@ def _describe_raw(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _split_query(url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """``base_url`` without its query string, and the query's parameters (the SDK would append paths after it)."""
+    if not url or "?" not in url:
+        return url, None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), dict(parse_qsl(parts.query))
+
+
 def _ssl_context() -> ssl.SSLContext:
     """One verifying context shared by all pools (building one costs ~80 ms)."""
     try:
@@ -82,10 +91,11 @@ class OpenAICompatBackend:
             key = "no-key"
         register_secret(key)
         self.cfg = cfg
-        self.model_id = f"openai:{cfg.base_url or 'api.openai.com'}:{cfg.model}"
+        self.model_id = f"openai:{redact(cfg.base_url or 'api.openai.com')}:{cfg.model}"  # no secret in provenance
         self.structured_mode: str = cfg.structured_output
         self.max_concurrency = cfg.concurrency
         ctx = _ssl_context()
+        base_url, query = _split_query(cfg.base_url)
         self._clients: list[openai.AsyncOpenAI] = []
         self._free: list[int] = []  # free connections per pool
         for start in range(0, cfg.concurrency, POOL_SIZE):
@@ -93,7 +103,8 @@ class OpenAICompatBackend:
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
             self._clients.append(openai.AsyncOpenAI(
                 api_key=key,
-                base_url=cfg.base_url,
+                base_url=base_url,
+                default_query=query,  # a gateway's ?api-key=... goes on every request, not into the path
                 max_retries=0,  # retries are ours (tenacity), so they are bounded and observable
                 timeout=cfg.timeout,
                 # recent openai releases type this client against httpx2, whose pools read only httpx.Limits' fields

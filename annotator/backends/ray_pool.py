@@ -20,6 +20,7 @@ from typing import Any
 from annotator.backends.base import BaseTeacherConfig, Generation, GenerationRequest, RayPlacement
 from annotator.errors import AnnotatorError, BackendError
 from annotator.ray_support import ray_session
+from annotator.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class RayPoolBackend:
             raise AnnotatorError(f"the teacher could not start on Ray: {_first_line(exc)}") from None
         first = info[0]
         self.name = f"ray/{first['name']}"
-        self.model_id = first["model_id"]
+        self.model_id = redact(first["model_id"])  # the workers do not know the driver's ${VAR} secrets
         self.structured_mode = first["structured_mode"]
         self.max_concurrency = sum(i["max_concurrency"] for i in info)
         self._inflight = [0] * n

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console
 
+from annotator.redact import redact_data
+
 JSON_HELP = "Print a machine-readable JSON summary to stdout instead of tables (logs and progress go to stderr)."
 SET_HELP = (
     "Override a pipeline setting without editing the file, e.g. --set teacher.base_url=http://127.0.0.1:8000/v1 "
@@ -45,8 +47,9 @@ def jsonable(model: BaseModel) -> dict[str, Any]:
 
 
 def emit_json(data: BaseModel | dict[str, Any]) -> None:
-    """Write ``data`` as one strict JSON document to stdout."""
+    """Write ``data`` as one strict JSON document to stdout (secrets redacted: :mod:`annotator.redact`)."""
     if isinstance(data, BaseModel):
         data = jsonable(data)
+    data = redact_data(data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
