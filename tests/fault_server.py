@@ -181,6 +181,7 @@ class FaultServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.cfg["headers"] = {}  # extra headers on every completion answer (hostile x-ratelimit-* values)
+        self.cfg["batch_mangle_next"] = ""
         self.cfg["by_request"] = {}
         if hasattr(self, "batch_api"):
             self.batch_api.reset()
