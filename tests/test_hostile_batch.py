@@ -7,8 +7,9 @@ rerun (each re-attached to the same batch), so the answers paid for were never c
 
 from __future__ import annotations
 
-from conftest import out_dir_of, read_annotations, rows_of
 from hostile import cli
+
+from conftest import out_dir_of, read_annotations, rows_of
 
 BATCH = {"mode": "batch", "batch_poll_interval": 0.05}
 

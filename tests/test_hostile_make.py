@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import REPO, pipeline_config, rows_of, write_rows
 from hostile import cli, one_line_error
 from test_makefile import is_up_to_date, make, project  # noqa: F401 - the fixture, shared
+
+from conftest import REPO, pipeline_config, rows_of, write_rows
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 

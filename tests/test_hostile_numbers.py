@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from hostile import cli, one_line_error
 
 from conftest import ServerHandle, out_dir_of, read_annotations, rows_of
-from hostile import cli, one_line_error
 
 
 @pytest.mark.parametrize("reset", ["1e9", "inf", "99999999h"])

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import pipeline_config, rows_of, write_rows
 from hostile import cli, digest, fake_student, one_line_error
 from test_export import make_label_run
+
+from conftest import pipeline_config, rows_of, write_rows
 
 
 def _jsonl(path: Path, rows: list[dict], trailing_newline: bool = True) -> Path:

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hostile import cli
 
 from conftest import out_dir_of, rows_of
-from hostile import cli
 
 QUERY_KEY = "gwq-Zq8vR2mN4xK7pL1w"
 USER_PASSWORD = "gwp-T9sB3dF6Hh2Jj4Kk"

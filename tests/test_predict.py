@@ -14,9 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from conftest import spawn_cli, write_rows
-
 from annotator.guard import claim
+
+from conftest import spawn_cli, write_rows
 
 LABELS = ["politics", "economy", "sport"]  # tests/test_export.py's label runs
 WORDS = ["election parliament minister", "inflation market bank", "football match goal", "weather"]

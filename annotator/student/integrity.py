@@ -118,12 +118,12 @@ def _check_files(student_dir: Path, model_dir: Path) -> None:
         f = model_dir / name
         if not f.is_file():
             raise NotAStudent(f"{f} is missing (train-student wrote it); copy the whole student folder or retrain")
-        if f.stat().st_size != size:
-            raise NotAStudent(f"{f} is {f.stat().st_size:,} bytes, train-student wrote {size:,} (truncated or "
-                              "replaced?); copy it again or retrain the student")
-        if _sha256(f) != digest:
-            raise NotAStudent(f"{f} was changed after training (its SHA-256 differs from {path}); copy it again or "
-                              "retrain the student")
+        now = f.stat().st_size
+        why = (f"{now:,} bytes instead of {size:,}" if now != size
+               else f"its SHA-256 differs from {path.name}" if _sha256(f) != digest else None)
+        if why:
+            raise NotAStudent(f"{f} differs from what train-student wrote ({why}): truncated or changed since; copy "
+                              "the student folder again or retrain it")
 
 
 def check_loaded(model_dir: Path, loading_info: dict[str, Any]) -> None:
