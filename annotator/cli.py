@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -98,6 +99,38 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything finished so far is saved; rerun to resume.")
         sys.exit(130)
+    except OSError as exc:  # the environment (a full disk, permissions) where no command caught it: one line
+        err_console.print(f"[bold red]error:[/] {escape(redact(_os_line(exc)))}", soft_wrap=True)
+        sys.exit(2)
+    except SystemExit as exc:
+        foreign = _foreign_exit(exc)
+        if foreign is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(foreign)}: a plugin may not end annotator (exit codes "
+                          "must tell what annotator did); fix or uninstall it", soft_wrap=True)
+        sys.exit(2)
+
+
+def _os_line(exc: OSError) -> str:
+    from annotator.rundir import os_error
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS):
+        return str(os_error(exc, exc.filename or "a file", kept="the rerun finishes what is missing; nothing "
+                            "half-written is kept"))
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+
+
+def _foreign_exit(exc: SystemExit) -> str | None:
+    """Where a ``SystemExit`` came from when it was not annotator, click or typer (a plugin's ``sys.exit()``)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "?"))
+    if module.split(".")[0] in ("annotator", "click", "typer"):
+        return None
+    return f"{module} (line {tb.tb_lineno}) called sys.exit({exc.code!r})"
 
 
 if __name__ == "__main__":

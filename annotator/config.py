@@ -280,6 +280,41 @@ def _override_touches(override: str, loc: str) -> bool:
     return bool(loc) and (key == loc or key.startswith(loc + ".") or loc.startswith(key + "."))
 
 
+MAX_CONFIG_BYTES = 10_000_000
+MAX_CONFIG_VALUES = 200_000
+"""A pipeline's values, YAML aliases expanded, at most: an alias bomb (each level repeating the one below) is refused
+before anything walks it, instead of taking minutes and gigabytes."""
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse ``data`` (parsed YAML) whose aliases expand to more than :data:`MAX_CONFIG_VALUES` values, or that
+    holds itself (a recursive alias). Linear in the distinct nodes: each node's expanded size is computed once."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (a recursive structure); remove it")
+        active.add(key)
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(f"{where}: more than {MAX_CONFIG_VALUES:,} values once YAML aliases (*name) are "
+                                  "expanded; a pipeline file needs far fewer (an alias bomb?)")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
+
+
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 PATH_FIELDS = ("input.path", "prompt.template", "output.dir")
 
@@ -324,6 +359,7 @@ def apply_override(data: dict[str, Any], override: str, path: Path) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    check_size(value, f"--set {key}")
     if key in PATH_FIELDS and isinstance(value, str) and value:
         value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
     *parents, leaf = key.split(".")
@@ -363,10 +399,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"pipeline file not found: {p}")
+    if p.is_file() and p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p} is {p.stat().st_size:,} bytes: a pipeline file is at most {MAX_CONFIG_BYTES:,} "
+                          "(put data in the input file, not in the pipeline)")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    check_size(data, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level, got {type(data).__name__}")
     env_vars: list[str] = []

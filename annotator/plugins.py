@@ -20,6 +20,8 @@ def load_plugins(group: str, kind: str, accept: Callable[[str, object], None]) -
     for ep in entry_points(group=group):
         try:
             obj = ep.load()
+        except SystemExit as exc:  # a plugin may not end the process: it would exit 0 with nothing done
+            why = f"it called sys.exit({exc.code!r}) while being imported"
         except Exception as exc:  # noqa: BLE001 - a broken plugin: one line naming it, the others still work
             why = f"it failed to import: {type(exc).__name__}: {exc}"
         else:
@@ -27,6 +29,8 @@ def load_plugins(group: str, kind: str, accept: Callable[[str, object], None]) -
                 accept(ep.name, obj)
             except ConfigError as exc:
                 why = str(exc)
+            except Exception as exc:  # noqa: BLE001 - not the kind of object the group holds
+                why = f"it is not a {kind} ({type(exc).__name__}: {exc})"
             else:
                 log.debug("%s %s loaded from %s", kind, ep.name, ep.value)
                 continue

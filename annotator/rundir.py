@@ -33,13 +33,13 @@ LOCK_FILE = "run.lock"
 _BINDING_KEY = "binding"
 
 
-def os_error(exc: OSError, path: Path | str) -> RunDirError:
-    """One clear line for a failed write in the run directory."""
+def os_error(exc: OSError, path: Path | str, kept: str = "every answer saved so far is kept") -> RunDirError:
+    """One clear line for a failed write (in the run directory; ``kept`` says what survives the failure)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return RunDirError(f"no space left writing {path} ({exc.strerror}): free some space and run the same "
-                           "command again (every answer saved so far is kept)")
+                           f"command again ({kept})")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or set another output.dir")
+        return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or choose another output")
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
 
 

@@ -43,6 +43,8 @@ class TeacherWorker:
             gen = await self.backend.generate(GenerationRequest.model_validate(request))
         except BackendError as exc:  # a per-row failure: travels back as data, raised again on the driver
             return {"error": str(exc)}
+        except AnnotatorError as exc:  # a fault that stops a local run (401, no such model) stops this one too
+            return {"fatal": str(exc), "exit_code": exc.exit_code}
         return {"generation": gen.model_dump()}
 
     async def aclose(self) -> None:
@@ -106,6 +108,10 @@ class RayPoolBackend:
             raise BackendError(f"Ray worker {i} failed: {_first_line(exc)}") from None
         finally:
             self._inflight[i] -= 1
+        if "fatal" in out:
+            fatal = AnnotatorError(out["fatal"])
+            fatal.exit_code = int(out.get("exit_code", AnnotatorError.exit_code))
+            raise fatal
         if "error" in out:
             raise BackendError(out["error"])
         return Generation.model_validate(out["generation"])
