@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +44,18 @@ def os_error(exc: OSError, path: Path | str, kept: str = "every answer saved so 
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def as_os_error(exc: BaseException) -> OSError | None:
+    """``exc`` as the OSError it stands for: itself, or a library's wrapper that quotes one (safetensors' "No space
+    left on device (os error 28)", "[Errno 28] ..."); None when it is not about the file system."""
+    if isinstance(exc, OSError):
+        return exc
+    found = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(exc))
+    if not found:
+        return None
+    code = int(found.group(1) or found.group(2))
+    return OSError(code, os.strerror(code))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it (a failed
     write, e.g. a full disk, removes the temporary file and leaves ``path`` as it was)."""
@@ -55,10 +68,13 @@ def atomic_write_files(files: dict[Path, str]) -> None:
     tmps = {path: path.with_name(path.name + ".tmp") for path in files}
     try:
         for path, text in files.items():
-            with tmps[path].open("w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with tmps[path].open("w", encoding="utf-8") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:  # a failed write() does not say which file: name it
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)

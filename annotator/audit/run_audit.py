@@ -44,7 +44,7 @@ from annotator.audit.teacher import load_teacher
 from annotator.choices import GateMetric
 from annotator.errors import GateFailed, InputDataError
 from annotator.guard import check_distinct, check_folder, has_keys
-from annotator.rundir import atomic_write_files
+from annotator.rundir import atomic_write_files, os_error
 
 LOW_CATEGORY_KAPPA = 0.4
 MAX_BOOTSTRAP_PAIRS = 60
@@ -341,11 +341,19 @@ def check_out(opts: AuditOptions) -> None:
         return
     out = Path(opts.out)
     check_distinct("audit", {"--out": out}, {"--humans file": Path(opts.humans), "--teacher run": Path(opts.teacher)})
-    check_folder(out, "audit", AUDIT_FILES, REPORT_JSON, is_audit_report)
+    check_folder(out, "audit", AUDIT_FILES, REPORT_JSON, is_audit_report, claim=False)
 
 
 def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = True) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """The plots, then report.md and report.json (together, atomically: report.json is what `make` waits for)."""
+    try:
+        _write_outputs(report, d, out, plots)
+    except OSError as exc:  # full disk, permissions: one line; no report.json means no finished audit
+        raise os_error(exc, exc.filename or out, kept="no report.json was written: the audit is not finished") from None
+
+
+def _write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool) -> None:
+    check_folder(out, "audit", AUDIT_FILES, REPORT_JSON, is_audit_report)  # and claim it, before the first plot
     files = {"report_json": str(out / "report.json"), "report_md": str(out / "report.md")}
     if plots:
         from annotator.audit import plots as pl

@@ -208,6 +208,7 @@ def train_student_command(
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
     from annotator.guard import check_distinct, check_folder, has_keys
+    from annotator.rundir import as_os_error, os_error
     from annotator.student.integrity import CHECKSUMS_FILE
     from annotator.student.train import (
         METRICS_FILE,
@@ -228,13 +229,20 @@ def train_student_command(
     out = out or ds_dir.parent / "student"
     check_distinct("train-student", {"--out": out}, {"DATASET folder": ds_dir, "--gold file": gold})
     check_folder(out, "train-student", (MODEL_DIR, METRICS_FILE, PREDICTIONS_FILE, CHECKSUMS_FILE), METRICS_FILE,
-                 has_keys("label_names", "train_config"))
+                 has_keys("label_names", "train_config"), claim=False)  # claimed by train_student before saving
     opts = StudentOptions(
         out=out, gold=gold, model=model, train=train, sizes=sizes,
         thresholds=parse_thresholds(thresholds), show_progress=progress and not logs.quiet, eval_by=eval_by,
         train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )
-    m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
+    try:
+        m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
+    except Exception as exc:
+        disk = as_os_error(exc)  # a full disk while saving the model is a safetensors/torch error, not an OSError
+        if disk is None:
+            raise
+        raise os_error(disk, disk.filename or out, kept="no metrics.json was written: the student is not finished "
+                       "and predict refuses it") from None
     for note in m.notes:
         logs.print(f"[yellow]note:[/] {note}")
     if as_json:

@@ -22,6 +22,7 @@ from annotator.config import InputConfig
 from annotator.errors import AnnotatorError
 from annotator.guard import check_distinct, claim, is_claimed, mark_incomplete, require_owned
 from annotator.inputs import InputRow, count_rows, cut_by_limit, iter_rows
+from annotator.rundir import os_error
 from annotator.student.integrity import check_loaded, check_metrics, check_model_dir
 from annotator.student.train import METRICS_FILE, MODEL_DIR, decode, predict
 
@@ -300,7 +301,11 @@ def predict_file(
                 batch = pending.pop(0)
                 if len(preds) != len(batch):
                     raise RuntimeError(f"labeler returned {len(preds)} predictions for {len(batch)} rows")
-                _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
+                try:
+                    _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
+                except OSError as exc:  # a full disk: the lines written so far stay; the rerun repairs a torn one
+                    raise os_error(exc, exc.filename or opts.out, kept="every whole line written so far is kept") \
+                        from None
                 if on_progress:
                     on_progress(done + summary.predicted, total)
     finally:

@@ -770,6 +770,9 @@ def _calibrate(setup: _Setup, val_logits, held_logits, min_items: int) -> Calibr
 
 
 def _save_model(model, tokenizer, out: Path, temperature: float) -> Path:
+    from annotator.guard import claim_folder
+
+    claim_folder(out, "train-student")  # a rerun after a crash or a full disk may replace what this one wrote
     model_dir = out / MODEL_DIR
     model_dir.mkdir(parents=True, exist_ok=True)
     setattr(model.config, TEMPERATURE_KEY, temperature)
