@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from annotator.backends.base import Generation
-from annotator.backends.openai_compat import OpenAICompatBackend, parse_completion
+from annotator.backends.openai_compat import OpenAICompatBackend, is_refusal, parse_completion, refused
 from annotator.cache import ResultStore, SampleResult
 from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError, BudgetReached
 from annotator.inputs import InputRow, iter_rows
+from annotator.redact import redact
 
 if TYPE_CHECKING:
     from annotator.engine import Pipeline
@@ -331,5 +332,7 @@ class BatchRun:
         try:
             return await call
         except openai.APIError as exc:
-            raise AnnotatorError(f"Batch API call failed ({exc}); the batches submitted so far are recorded in "
-                                 "cache.sqlite: run the same command again to re-attach to them") from None
+            if isinstance(exc, openai.APIStatusError) and is_refusal(exc):
+                raise refused(exc) from None  # the answer an online call gets for the same fault
+            raise AnnotatorError(f"Batch API call failed ({redact(str(exc))}); the batches submitted so far are "
+                                 "recorded in cache.sqlite: run the same command again to re-attach to them") from None

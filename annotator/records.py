@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from annotator.errors import InputDataError
 
@@ -77,7 +77,7 @@ class AnnotationRecord(BaseModel):
     label: str | None = Field(default=None, description="Single-label tasks: the (majority) label.")
     labels: list[str] | None = Field(default=None, description="Multi-label tasks: the (majority) label set.")
     confidence: float | None = Field(
-        default=None,
+        default=None, ge=0.0, le=1.0, allow_inf_nan=False,
         description=(
             "Label tasks: the stored answer's vote share over the samples REQUESTED (teacher.samples), invalid "
             "samples counting as votes against it: 2 of 3 agreeing = 0.67, 1 valid sample of 3 = 0.33; 1.0 when "
@@ -85,21 +85,21 @@ class AnnotationRecord(BaseModel):
         ),
     )
     votes: dict[str, int] | None = Field(default=None, description="Label tasks: votes per label over the valid samples.")
-    samples: int = Field(default=1, description="Valid samples the answer was aggregated from.")
-    invalid_samples: int = Field(default=0, description="Samples that stayed invalid (or whose teacher call failed).")
+    samples: int = Field(default=1, ge=0, description="Valid samples the answer was aggregated from.")
+    invalid_samples: int = Field(default=0, ge=0, description="Samples that stayed invalid (or whose teacher call failed).")
     sample_errors: list[str] = Field(default_factory=list, description="Why each invalid sample failed.")
     error: str | None = Field(default=None, description="Failed rows: why.")
     raw: str | None = Field(
         default=None,
         description=f"Failed rows: the teacher's last raw text (the first {RAW_KEEP_CHARS:,} characters; see cap_raw).",
     )
-    attempts: int = 0
-    tokens: int = 0
-    prompt_tokens: int = Field(default=0, description="Prompt tokens of every teacher call made for this row.")
-    cached_tokens: int = Field(default=0, description="The part of prompt_tokens the provider served from its cache.")
-    completion_tokens: int = 0
+    attempts: int = Field(default=0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0, description="Prompt tokens of every teacher call made for this row.")
+    cached_tokens: int = Field(default=0, ge=0, description="The part of prompt_tokens the provider served from its cache.")
+    completion_tokens: int = Field(default=0, ge=0)
     cost: float | None = Field(
-        default=None, description="USD of the teacher calls that produced this row (teacher.price); None without prices."
+        default=None, ge=0.0, allow_inf_nan=False, description="USD of the teacher calls that produced this row (teacher.price); None without prices."
     )
     answered_at: str | None = Field(
         default=None, description="When the last of this row's teacher answers was obtained (UTC, ISO 8601)."
@@ -227,8 +227,11 @@ def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
             if line.strip():
                 try:
                     rec = AnnotationRecord.model_validate_json(line)
-                except ValueError as exc:
-                    raise InputDataError(f"{p}:{n}: not an annotation record: {exc}") from exc
+                except ValidationError as exc:  # one line: the first problem, where it is
+                    err = exc.errors()[0]
+                    where = ".".join(str(x) for x in err["loc"]) or "the line"
+                    raise InputDataError(f"{p}:{n}: not an annotation record ({len(exc.errors())} problem(s)): "
+                                         f"{where}: {err['msg']} (got {str(err.get('input'))[:80]!r})") from None
                 rid = normalize_id(rec.id)
                 if rid is None:
                     raise InputDataError(f"{p}:{n}: record has no id")

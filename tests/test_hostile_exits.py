@@ -67,3 +67,12 @@ def test_a_401_on_ray_stops_the_run_like_a_local_401(ray_address, server, make_p
     assert local[0] == ray[0] == 2, answers  # exit 5 ("check that the teacher is up") on Ray before
     assert "check model/key/URL" in local[1] and "check model/key/URL" in ray[1], answers
     assert ray[2] < len(texts), answers  # it stopped: not every row was tried
+
+
+def test_a_401_from_the_batch_api_gets_the_online_answer(server, make_pipeline, capsys):
+    from hostile import cli
+
+    server.configure(batch_create_status=401)
+    pipe = make_pipeline(rows_of(["one", "two"]), server.base_url, teacher={"mode": "batch", "batch_poll_interval": 0.05})
+    r = cli(capsys, "run", pipe)
+    assert r.code == 2 and "check model/key/URL" in r.err and "re-attach" not in r.err, r.err

@@ -79,3 +79,34 @@ def test_the_estimate_stays_a_number(make_pipeline, capsys):
     est = json.loads(r.out)["estimate"]
     assert est["cost_max_usd"] > 0 and est["cost_max_usd"] < float("inf")
     assert yaml.safe_load(pipe.read_text())["teacher"]["price"]["input"] == 1e6
+
+
+def test_numbers_in_an_annotations_file_are_checked(tmp_path, capsys):
+    from test_export import make_label_run
+
+    run = make_label_run(tmp_path / "run", n=30)
+    lines = (run / "annotations.jsonl").read_text().splitlines()
+    for field, value in (("confidence", "NaN"), ("confidence", "5"), ("tokens", "-5"), ("cost", "Infinity")):
+        rec = json.loads(lines[3])
+        hostile = json.dumps(rec)[:-1] + f', "{field}": {value}}}'
+        (run / "annotations.jsonl").write_text("\n".join([*lines[:3], hostile, *lines[4:]]) + "\n")
+        for args in (["export", run, "--out", tmp_path / "ds"], ["sample", run, "--n", "5", "--out", tmp_path / "s"]):
+            err = one_line_error(cli(capsys, *args))  # a traceback or NaN confidences taken at face value before
+            assert "annotations.jsonl:4" in err and field in err, err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train-student", "nowhere", "--lr", "nan"], "--lr"),
+    (["train-student", "nowhere", "--epochs", "inf", "--patience", "0"], "--epochs"),
+    (["sample", "RUN", "--plan", "--expected-alpha", "7"], "--expected-alpha"),
+    (["audit", "--humans", "H", "--teacher", "RUN", "--min-agreement", "nan"], "--min-agreement"),
+    (["audit", "--humans", "H", "--teacher", "RUN", "--bootstrap", "1000000000"], "--bootstrap"),
+])
+def test_numbers_on_the_command_line_are_bounded(tmp_path, capsys, args, expected):
+    from test_export import make_label_run
+
+    run = make_label_run(tmp_path / "run", n=30)
+    humans = tmp_path / "h.csv"
+    humans.write_text("item_id,annotator,label\nn000,a,politics\nn000,b,politics\n")
+    args = [str(run) if a == "RUN" else str(humans) if a == "H" else a for a in args]
+    assert expected in one_line_error(cli(capsys, *args))

@@ -140,3 +140,12 @@ def test_a_full_disk_during_predict_is_one_line_and_the_rerun_finishes(tmp_path,
     summary = predict_file(info, cfg, opts, labeler)
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == [f"d{i}" for i in range(20)] and summary.resumed_after >= 12
+
+
+@pytest.mark.parametrize("args", [["sample", "RUN", "--n", "5", "--plan", "--annotators", "1000000000"],
+                                  ["export", "RUN", "--route-below", "0.9", "--route-annotators", "1000000000"]])
+def test_a_billion_annotators_is_refused_not_allocated(tmp_path, capsys, args):
+    run = make_label_run(tmp_path / "run", n=30)
+    started = time.monotonic()
+    err = one_line_error(cli(capsys, *[str(run) if a == "RUN" else a for a in args]))
+    assert "annotators must be between 1 and 10,000" in err and time.monotonic() - started < 10

@@ -64,7 +64,7 @@ def test_the_real_student_predicts(student, corpus, capsys):
 @pytest.mark.parametrize("legacy", [False, True], ids=["with-checksums", "trained-before-checksums"])
 def test_a_student_without_tokenizer_is_refused(student, corpus, capsys, legacy):
     if legacy:
-        (student / "checksums.json").unlink()
+        (student / "checksums.json").unlink(missing_ok=True)
     for f in (student / "model").iterdir():
         if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
             f.unlink()
@@ -76,7 +76,7 @@ def test_a_student_without_tokenizer_is_refused(student, corpus, capsys, legacy)
 @pytest.mark.parametrize("legacy", [False, True], ids=["with-checksums", "trained-before-checksums"])
 def test_a_config_naming_another_architecture_is_refused(student, corpus, capsys, legacy):
     if legacy:
-        (student / "checksums.json").unlink()
+        (student / "checksums.json").unlink(missing_ok=True)
     config = student / "model" / "config.json"
     data = json.loads(config.read_text())
     data.update(architectures=["DistilBertForSequenceClassification"], model_type="distilbert", dim=384,
@@ -89,7 +89,7 @@ def test_a_config_naming_another_architecture_is_refused(student, corpus, capsys
 @pytest.mark.parametrize("legacy", [False, True], ids=["with-checksums", "trained-before-checksums"])
 def test_a_truncated_weights_file_is_refused(student, corpus, capsys, legacy):
     if legacy:
-        (student / "checksums.json").unlink()
+        (student / "checksums.json").unlink(missing_ok=True)
     weights = student / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     err = one_line_error(_predict(capsys, student, corpus))

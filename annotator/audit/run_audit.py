@@ -321,8 +321,10 @@ def validate_options(opts: AuditOptions) -> None:
         raise InputDataError(f"--epsilon must be in [0, 1); got {opts.epsilon}")
     if opts.alt_test_min_items < 2:
         raise InputDataError(f"--alt-test-min-items must be >= 2 (a t-test needs 2 items); got {opts.alt_test_min_items}")
-    if opts.bootstrap < 0:
-        raise InputDataError(f"--bootstrap must be >= 0; got {opts.bootstrap}")
+    if not 0 <= opts.bootstrap <= 1_000_000:
+        raise InputDataError(f"--bootstrap must be between 0 and 1,000,000; got {opts.bootstrap}")
+    if opts.min_agreement is not None and not -1 <= opts.min_agreement <= 1:  # NaN too: it would fail every gate
+        raise InputDataError(f"--min-agreement must be between -1 and 1; got {opts.min_agreement}")
     if opts.min_slice_items < 1:
         raise InputDataError(f"--min-slice-items must be >= 1; got {opts.min_slice_items}")
 

@@ -59,6 +59,8 @@ WIDE_SHEET = "sheet_wide.csv"
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
 DESIGN_FILE = "sample.json"
+MAX_ANNOTATORS = 10_000
+"""Annotators on one sheet at most (a sheet names each one; a billion would be a memory bomb, not a team)."""
 SHEET_FILES = (LONG_SHEET, WIDE_SHEET, LS_TASKS, LS_CONFIG, DESIGN_FILE)
 
 
@@ -211,14 +213,16 @@ def assign(n_items: int, annotators: list[str], per_item: int) -> list[list[str]
     return [[annotators[(j * per_item + r) % k] for r in range(per_item)] for j in range(n_items)]
 
 
-def annotator_names(k: int, names: str | None) -> list[str]:
+def annotator_names(k: int, names: str | None, option: str = "--annotators") -> list[str]:
     if names:
         out = [x.strip() for x in names.split(",") if x.strip()]
         if len(set(out)) != len(out):
             raise InputDataError(f"--annotator-names repeats a name: {names!r}")
+        if len(out) > MAX_ANNOTATORS:
+            raise InputDataError(f"--annotator-names gives {len(out):,} names; at most {MAX_ANNOTATORS:,}")
         return out
-    if k < 1:
-        raise InputDataError(f"--annotators must be at least 1; got {k}")
+    if not 1 <= k <= MAX_ANNOTATORS:
+        raise InputDataError(f"{option} must be between 1 and {MAX_ANNOTATORS:,}; got {k}")
     return [f"ann_{i + 1}" for i in range(k)]
 
 
@@ -338,8 +342,10 @@ def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confi
          annotators: int = 3, per_item: int = 3) -> Plan:
     """Half-widths for each size in ``sizes``; ``pilot`` = (accuracy, human alpha) measured on a pilot file.
     The rarest label's share is taken in ``drawn`` (the design decides how often humans see it)."""
+    if not 0 <= assumed_alpha < 1:  # NaN too: the plan would print nonsense half-widths
+        raise InputDataError(f"--expected-alpha must be an agreement in [0, 1); got {assumed_alpha}")
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
-    confs = [c.confidence for c in cands if c.confidence is not None]
+    confs = [c.confidence for c in cands if c.confidence is not None and 0.0 <= c.confidence <= 1.0]
     if pilot is not None:
         p_acc, acc_src = pilot[0], "accuracy on the pilot human file"
         a, a_src = pilot[1], "alpha among the pilot's humans"

@@ -62,6 +62,17 @@ def _split_query(url: str | None) -> tuple[str | None, dict[str, str] | None]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), dict(parse_qsl(parts.query))
 
 
+def refused(exc: openai.APIStatusError) -> AnnotatorError:
+    """The one answer to a 401/403/404 from the teacher's endpoint, whichever path made the call (online, Batch API,
+    a Ray worker): the run stops, naming what to check."""
+    return AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is an HTTP status that no retry will change (401, 403, 404)."""
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in _FATAL_STATUS
+
+
 def _ssl_context() -> ssl.SSLContext:
     """One verifying context shared by all pools (building one costs ~80 ms)."""
     try:
@@ -91,7 +102,7 @@ class OpenAICompatBackend:
             key = "no-key"
         register_secret(key)
         self.cfg = cfg
-        self.model_id = f"openai:{redact(cfg.base_url or 'api.openai.com')}:{cfg.model}"  # no secret in provenance
+        self.model_id = f"openai:{redact(cfg.base_url or 'api.openai.com')}:{redact(cfg.model)}"  # no secret in it
         self.structured_mode: str = cfg.structured_output
         self.max_concurrency = cfg.concurrency
         ctx = _ssl_context()
@@ -148,7 +159,7 @@ class OpenAICompatBackend:
                     data = await self._post(kwargs, estimate)
         except openai.APIStatusError as exc:
             if exc.status_code in _FATAL_STATUS:
-                raise AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL") from None
+                raise refused(exc) from None
             raise BackendError(_describe(exc)) from None
         except (openai.APIError, httpx.HTTPError, ValueError, RequestTimeout) as exc:
             raise BackendError(_describe(exc)) from None

@@ -130,15 +130,20 @@ def _print_results(console: Console, m, out: Path) -> None:
     console.print(f"model: [bold]{m.model_dir}[/]   metrics: [bold]{out / 'metrics.json'}[/]", soft_wrap=True)
 
 
+MAX_EPOCHS = 10_000
+
+
 def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: int, max_length: int,
                   max_steps: int | None, patience: int, **rest: Any):
     """The checked training options (one error line per bad value)."""
     from annotator.student.train import StudentError, TrainConfig
 
-    if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 0 or (max_steps is not None and max_steps <= 0):
-        raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
-    if head_lr is not None and head_lr < 0:
-        raise StudentError("--head-lr must be >= 0")
+    if not (0 < epochs <= MAX_EPOCHS and 0 < lr < 1 and 0 < batch_size <= 100_000 and 0 < max_length <= 100_000
+            and (max_steps is None or max_steps > 0)):
+        raise StudentError(f"--epochs (at most {MAX_EPOCHS}), --lr (below 1), --batch-size and --max-length (at most "
+                           "100,000) and --max-steps must be positive, finite numbers")
+    if head_lr is not None and not 0 <= head_lr < 1:
+        raise StudentError("--head-lr must be >= 0 and below 1")
     if patience < 0:
         raise StudentError("--patience must be >= 0")
     head: dict[str, Any] = {} if head_lr is None else {"head_lr": head_lr or None}

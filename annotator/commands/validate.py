@@ -16,6 +16,7 @@ from annotator.costs import Budget, RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
 from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import CACHE_FILE
+from annotator.redact import redact
 
 
 def validate_command(
@@ -54,7 +55,7 @@ def validate_command(
                   f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
                   f"output {cfg.output.dir}")
     for m in messages:
-        console.print(Panel(m["content"], title=f"{m['role']} message for row {row.id!r}", expand=False))
+        console.print(Panel(redact(m["content"]), title=f"{m['role']} message for row {row.id!r}", expand=False))
     if show_schema:
         console.print_json(json.dumps(runner.schema))
     if run_estimate:

@@ -298,7 +298,7 @@ def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: Expor
     from annotator.audit import sampling as sp
 
     out = Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed"
-    names = sp.annotator_names(opts.route_annotators, None)
+    names = sp.annotator_names(opts.route_annotators, None, option="--route-annotators")
     items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
     design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
               "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
