@@ -5,6 +5,8 @@
   values are ignored) and waits (:func:`server_wait`: ``x-ratelimit-reset-*``, ``Retry-After``: finite, not
   negative, and capped at a bound with one warning naming the header, so a reset of ``1e9`` seconds cannot hold a
   run for decades in silence).
+* **Files read whole** (a pipeline file, a prompt template): :func:`read_text_at_most` stops at a bound, so a path
+  such as ``/dev/zero`` is a clear error, not every byte of memory.
 * **From a pipeline file**: prices, budgets and times are finite and within bounds (the pydantic types below, used by
   the settings classes), so a price of ``.inf`` is refused at load instead of giving a NaN estimate and a budget
   that never stops.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -84,3 +87,15 @@ def server_wait(seconds: float | None, header: str, bound: float, setting: str, 
         log.warning("the server's %s header asks to wait %.4gs; waiting at most %s=%gs instead", header, seconds,
                     setting, bound)
     return bound
+
+
+MAX_TEXT_FILE_BYTES = 10_000_000
+"""A file read whole into memory (pipeline, template) holds at most this many bytes."""
+
+
+def read_text_at_most(path: Path, limit: int = MAX_TEXT_FILE_BYTES) -> str | None:
+    """``path``'s UTF-8 text, or None when it holds more than ``limit`` bytes (nothing past the bound is read, so a
+    device or a pipe that never ends is safe). ``UnicodeDecodeError`` and ``OSError`` go to the caller."""
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    return None if len(data) > limit else data.decode("utf-8")

@@ -40,6 +40,7 @@ from annotator.backends.local_llama import LocalTeacherConfig as LocalTeacherCon
 from annotator.backends.openai_config import OpenAITeacherConfig as OpenAITeacherConfig
 from annotator.backends.openai_config import PriceConfig as PriceConfig
 from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
+from annotator.bounds import MAX_TEXT_FILE_BYTES, read_text_at_most
 from annotator.choices import InputFormat
 from annotator.errors import ConfigError
 from annotator.redact import is_secret_name, register_secret
@@ -280,7 +281,6 @@ def _override_touches(override: str, loc: str) -> bool:
     return bool(loc) and (key == loc or key.startswith(loc + ".") or loc.startswith(key + "."))
 
 
-MAX_CONFIG_BYTES = 10_000_000
 MAX_CONFIG_VALUES = 200_000
 """A pipeline's values, YAML aliases expanded, at most: an alias bomb (each level repeating the one below) is refused
 before anything walks it, instead of taking minutes and gigabytes."""
@@ -399,13 +399,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"pipeline file not found: {p}")
-    if p.is_file() and p.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p} is {p.stat().st_size:,} bytes: a pipeline file is at most {MAX_CONFIG_BYTES:,} "
-                          "(put data in the input file, not in the pipeline)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = read_text_at_most(p, MAX_TEXT_FILE_BYTES)
+        if text is None:
+            raise ConfigError(f"{p} holds more than {MAX_TEXT_FILE_BYTES:,} bytes: a pipeline file is at most that "
+                              "(put data in the input file, not in the pipeline)")
+        data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline file {p}: {exc.strerror or exc}") from None
     check_size(data, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level, got {type(data).__name__}")

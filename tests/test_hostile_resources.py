@@ -35,6 +35,15 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
     assert "refers to itself" in one_line_error(cli(capsys, "validate", path))
     path.write_text("name: big\ndescription: " + "x" * 10_000_001 + "\n")
     assert "a pipeline file is at most" in one_line_error(cli(capsys, "validate", path))
+    if Path("/dev/zero").exists():  # read whole before: every byte of memory
+        assert "a pipeline file is at most" in one_line_error(cli(capsys, "validate", "/dev/zero"))
+
+
+def test_a_template_that_never_ends_is_refused(tmp_path, make_pipeline, capsys):
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    pipe = make_pipeline(rows_of(["one"]), prompt={"template": "/dev/zero"})
+    assert "not a template" in one_line_error(cli(capsys, "validate", pipe))
 
 
 def _silent_port() -> tuple[socket.socket, int]:
