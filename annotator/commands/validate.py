@@ -51,9 +51,9 @@ def validate_command(
         })
         return
     console = result_console()
-    console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
-                  f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
-                  f"output {cfg.output.dir}")
+    console.print(redact(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
+                         f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
+                         f"output {cfg.output.dir}"))
     for m in messages:
         console.print(Panel(redact(m["content"]), title=f"{m['role']} message for row {row.id!r}", expand=False))
     if show_schema:
