@@ -37,6 +37,7 @@ class Strategy(str, Enum):
     random = "random"
     stratified = "stratified"  # by the teacher's label; rare labels covered
     uncertain = "uncertain"  # low teacher confidence oversampled
+    confidence = "confidence"  # Confidence-Driven Inference: items drawn in proportion to the teacher's likely error
 
 
 class ExportFormat(str, Enum):

@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate")
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 

@@ -206,7 +206,7 @@ def test_single_annotator_gold_reports_teacher_vs_gold(tmp_path: Path, capsys: p
 CHOICES = [
     ("audit", "--level", "<nominal|ordinal|interval>"),
     ("audit", "--gate-metric", "<krippendorff_alpha|cohen_kappa|gwet_ac1|accuracy|macro_f1|"),
-    ("sample", "--strategy", "<random|stratified|uncertain>"),
+    ("sample", "--strategy", "<random|stratified|uncertain|confidence>"),
     ("export", "--format", "<auto|classification|chat|instruction>"),
     ("predict", "--format", "<auto|csv|jsonl|parquet>"),
 ]

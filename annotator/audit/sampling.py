@@ -7,6 +7,14 @@ Designs (all seeded, drawn from the run's successfully labelled items):
   its items when it has fewer: rare classes are covered), the rest is proportional to the label's size.
 * ``uncertain``: strata are bands of the teacher's confidence; low-confidence bands are oversampled (allocation
   proportional to ``N_h * (1 - mean confidence_h + 0.1)``).
+* ``confidence``: Confidence-Driven Inference (Gligoric et al., NAACL 2025, sec. 3), for ``annotator estimate``:
+  an item's inclusion probability is proportional to the estimated standard deviation of its teacher label's error,
+  ``u_h = sqrt(e_h)``, mixed with the uniform rate: ``pi_h = n/N * ((1 - tau) u_h / mean(u) + tau)`` with
+  ``tau = 0.2``. ``e_h`` is the share of wrong teacher labels at the stratum's confidence: ``1 - confidence`` (a
+  calibrated teacher; at least 0.05, as a fully self-consistent answer can still be wrong), or, with ``--pilot``,
+  the pilot's error rate at that confidence shrunk towards it (5 pseudo-items). Strata are the distinct confidence
+  values (self-consistency vote shares), or bands of width 0.05 when there are more than 20; each gets at least one
+  draw, so every item can be drawn (``pi > 0``), which the estimate's validity needs.
 
 Within a stratum ``h`` items are drawn without replacement, so the inclusion probability is exactly
 ``pi_i = n_h / N_h``; it is written to the sheet (column ``inclusion_prob``) and the audit reports the accuracy
@@ -33,6 +41,7 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,10 @@ log = logging.getLogger(__name__)
 STRATEGIES = tuple(s.value for s in Strategy)
 CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: [0, .5), [.5, .7), [.7, .9), [.9, 1]
 UNCERTAIN_FLOOR = 0.1
+CDI_UNIFORM_SHARE = 0.2  # tau: the share of each item's inclusion probability that is uniform
+CDI_MIN_ERROR = 0.05  # the error rate assumed at least, whatever the confidence
+CDI_PILOT_PRIOR = 5.0  # pseudo-items of the assumed error rate added to a pilot stratum's counts
+MAX_CONFIDENCE_STRATA = 20
 ALT_TEST_MIN_ITEMS = 30
 LONG_SHEET = "sheet_long.csv"
 WIDE_SHEET = "sheet_wide.csv"
@@ -152,47 +165,97 @@ def _band(conf: float | None) -> str:
     return f"[{lo:.1f}, 1.0]"
 
 
+def confidence_stratum(confidences: list[float | None]) -> Callable[[float | None], str]:
+    """``--strategy confidence``: the stratum name of a confidence, given the run's confidences: the value itself
+    when the run has at most ``MAX_CONFIDENCE_STRATA`` distinct values, else its band of width 0.05."""
+    distinct = {round(c, 3) for c in confidences if c is not None}
+
+    def name(conf: float | None) -> str:
+        if conf is None:
+            return "no confidence"
+        if len(distinct) <= MAX_CONFIDENCE_STRATA:
+            return f"{round(conf, 3):.3f}"
+        lo = min(math.floor(conf * 20), 19) / 20
+        return f"[{lo:.2f}, {lo + 0.05:.2f})" if lo < 0.95 else "[0.95, 1.00]"
+
+    return name
+
+
 def _strata(cands: list[Candidate], strategy: str, labels: list[str]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
+    by_confidence = confidence_stratum([c.confidence for c in cands]) if strategy == "confidence" else None
     for i, c in enumerate(cands):
-        key = "all" if strategy == "random" else c.label if strategy == "stratified" else _band(c.confidence)
+        key = ("all" if strategy == "random" else c.label if strategy == "stratified"
+               else by_confidence(c.confidence) if by_confidence else _band(c.confidence))
         groups.setdefault(key, []).append(i)
     if strategy == "stratified":
         order = {lab: k for k, lab in enumerate(labels)}
         groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
-    elif strategy == "uncertain":
+    elif strategy in ("uncertain", "confidence"):
         groups = dict(sorted(groups.items()))
     return groups
 
 
-def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: str, n: int) -> list[int]:
+def _mean_confidence(members: list[int], cands: list[Candidate]) -> float:
+    confs = [c for i in members if (c := cands[i].confidence) is not None]
+    return float(np.mean(confs)) if confs else 0.5
+
+
+def error_rates(groups: dict[str, list[int]], cands: list[Candidate],
+                pilot: dict[str, tuple[int, int]] | None = None) -> list[float]:
+    """``--strategy confidence``: each stratum's estimated share of wrong teacher labels: ``1 - confidence`` (at
+    least ``CDI_MIN_ERROR``), or with a pilot ``(errors + k e) / (n + k)`` from its ``(errors, n)`` in the stratum."""
+    out = []
+    for name, members in groups.items():
+        assumed = max(1.0 - _mean_confidence(members, cands), CDI_MIN_ERROR)
+        errors, seen = (pilot or {}).get(name, (0, 0))
+        out.append(max((errors + CDI_PILOT_PRIOR * assumed) / (seen + CDI_PILOT_PRIOR), CDI_MIN_ERROR))
+    return out
+
+
+def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: str, n: int,
+                pilot: dict[str, tuple[int, int]] | None = None) -> list[int]:
     sizes = [len(v) for v in groups.values()]
     if strategy == "stratified":
         floor = math.ceil(n / (2 * len(sizes)))
         return allocate(sizes, [float(s) for s in sizes], n, [floor] * len(sizes))
     if strategy == "uncertain":
-        weights = []
-        for members in groups.values():
-            confs = [c for i in members if (c := cands[i].confidence) is not None]
-            mean = float(np.mean(confs)) if confs else 0.5
-            weights.append(len(members) * (1.0 - mean + UNCERTAIN_FLOOR))
+        weights = [len(m) * (1.0 - _mean_confidence(m, cands) + UNCERTAIN_FLOOR) for m in groups.values()]
         return allocate(sizes, weights, n, [0] * len(sizes))
+    if strategy == "confidence":
+        u = np.sqrt(error_rates(groups, cands, pilot))
+        mean_u = float(np.dot(sizes, u) / sum(sizes))
+        weights = [s * ((1 - CDI_UNIFORM_SHARE) * uh / mean_u + CDI_UNIFORM_SHARE) for s, uh in zip(sizes, u)]
+        return allocate(sizes, weights, n, [1] * len(sizes))
     return [n]
 
 
-def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[str]) -> Sample:
-    """Draw ``n`` items (all of them when the run has fewer) with the given design; seeded."""
+def allocation(cands: list[Candidate], n: int, strategy: str, labels: list[str],
+               pilot: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, list[int], int]]:
+    """The design of a draw: each stratum's name, members (indices into ``cands``) and number of draws."""
+    groups = _strata(cands, strategy, labels)
+    if strategy == "confidence" and n < len(groups):
+        raise InputDataError(
+            f"--strategy confidence needs --n of at least the number of confidence strata ({len(groups)}), so that "
+            f"every item can be drawn; got {n}"
+        )
+    alloc = _allocation(groups, cands, strategy, n, pilot)
+    return [(name, members, k) for (name, members), k in zip(groups.items(), alloc)]
+
+
+def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[str],
+         pilot: dict[str, tuple[int, int]] | None = None) -> Sample:
+    """Draw ``n`` items (all of them when the run has fewer) with the given design; seeded. ``pilot``:
+    ``--strategy confidence`` only, the (errors, items) of a pilot per confidence stratum (:func:`pilot_errors`)."""
     if strategy not in STRATEGIES:
         raise InputDataError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     if n < 1:
         raise InputDataError(f"--n must be at least 1; got {n}")
     n = min(n, len(cands))
     rng = np.random.default_rng(seed)
-    groups = _strata(cands, strategy, labels)
-    alloc = _allocation(groups, cands, strategy, n)
     chosen: list[tuple[int, float]] = []
     strata: list[Stratum] = []
-    for (name, members), k in zip(groups.items(), alloc):
+    for name, members, k in allocation(cands, n, strategy, labels, pilot):
         prob = k / len(members)
         picked = rng.choice(len(members), size=k, replace=False).tolist() if k else []
         chosen += [(members[j], prob) for j in picked]
@@ -376,6 +439,25 @@ def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confi
     if per_item < 3:
         result.notes.append(f"{per_item} annotator(s) per item: the alt-test needs at least 3 to be more than weak")
     return result
+
+
+def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> dict[str, tuple[int, int]]:
+    """``--strategy confidence --pilot``: (wrong teacher labels, items) of the pilot per confidence stratum,
+    against the human majority (tied items left out)."""
+    from annotator.audit.dataset import build
+    from annotator.audit.humans import load_humans
+    from annotator.audit.teacher import load_teacher
+
+    d = build(load_humans(pilot), load_teacher(run))
+    name = confidence_stratum([c.confidence for c in cands])
+    out: dict[str, tuple[int, int]] = {}
+    for conf, gold, label in zip(d.confidence, d.majority, d.teacher):
+        if gold < 0:
+            continue
+        key = name(None if np.isnan(conf) else float(conf))
+        errors, seen = out.get(key, (0, 0))
+        out[key] = (errors + int(gold != label), seen + 1)
+    return out
 
 
 def pilot_estimates(pilot: str | Path, run: str | Path) -> tuple[float, float]:

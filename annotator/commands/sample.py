@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from annotator.choices import Strategy
-from annotator.commands.output import JSON_HELP, emit_json, result_console
+from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 if TYPE_CHECKING:
     from annotator.audit.sampling import Sample
@@ -39,7 +39,7 @@ def sample_command(
 
     Writes to OUT: sheet_long.csv (item_id, annotator, label, text[, inclusion_prob]: one row per assigned rating, label empty), sheet_wide.csv (item_id, text[, inclusion_prob], one empty column per annotator), label_studio_tasks.json + label_studio_config.xml (Label Studio import), sample.json (the design). Fill in either sheet, or export Label Studio's JSON, and give it to `annotator audit --humans` as it is.
 
-    Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy).
+    Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy) | confidence (Confidence-Driven Inference for `annotator estimate`: items drawn in proportion to the teacher's likely error, learnt from --pilot when given; one annotator per item is allowed).
 
     --plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
 """
@@ -48,11 +48,12 @@ def sample_command(
 
     cands, labels = sp.load_candidates(run)
     names = sp.annotator_names(annotators, annotator_names)
-    if per_item < 2 and not do_plan:
+    if per_item < 2 and not do_plan and strategy != Strategy.confidence:
         raise InputDataError(f"--per-item must be at least 2 for an agreement audit (3 for the alt-test); got {per_item}")
-    drawn = sp.draw(cands, n, strategy.value, seed, labels)
+    errors = sp.pilot_errors(pilot, run, cands) if pilot and strategy == Strategy.confidence else None
+    drawn = sp.draw(cands, n, strategy.value, seed, labels, pilot=errors)
     sizes = sorted({*DEFAULT_PLAN_SIZES, len(drawn.items)})
-    pilot_numbers = sp.pilot_estimates(pilot, run) if pilot else None
+    pilot_numbers = _pilot_numbers(pilot, run, strategy) if pilot else None
     the_plan = sp.plan(cands, drawn.items, sizes, target=target_ci, pilot=pilot_numbers, assumed_alpha=expected_alpha,
                        deff=drawn.design_effect, annotators=len(names), per_item=per_item)
     console = result_console()
@@ -81,6 +82,21 @@ def sample_command(
         emit_json({"design": design, "files": {k: str(v) for k, v in files.items()}})
     else:
         _print_sample(console, drawn, design, files)
+
+
+def _pilot_numbers(pilot: Path, run: Path, strategy: Strategy) -> tuple[float, float] | None:
+    """The pilot's accuracy and human alpha for the plan. A confidence sample (for `estimate`) may come from a pilot
+    with one annotator per item: without an alpha the plan keeps its assumptions."""
+    from annotator.audit import sampling as sp
+    from annotator.errors import InputDataError
+
+    try:
+        return sp.pilot_estimates(pilot, run)
+    except InputDataError as exc:
+        if strategy != Strategy.confidence:
+            raise
+        log_console().print(f"[yellow]note:[/] the plan keeps its assumed accuracy and alpha: {exc}", soft_wrap=True)
+        return None
 
 
 def _print_sample(console: Console, drawn: Sample, design: dict[str, Any], files: dict[str, str]) -> None:
