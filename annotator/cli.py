@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _os_line(exc: OSError) -> str:
-    from annotator.rundir import os_error
+    from annotator.rundir import output_error
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS):
-        return str(os_error(exc, exc.filename or "a file", kept="the rerun finishes what is missing; nothing "
-                            "half-written is kept"))
+        return str(output_error(exc, exc.filename or "a file",
+                                kept="the rerun finishes what is missing; nothing half-written is kept"))
     return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
 
 

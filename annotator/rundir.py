@@ -34,13 +34,15 @@ LOCK_FILE = "run.lock"
 _BINDING_KEY = "binding"
 
 
-def os_error(exc: OSError, path: Path | str, kept: str = "every answer saved so far is kept") -> RunDirError:
-    """One clear line for a failed write (in the run directory; ``kept`` says what survives the failure)."""
+def os_error(exc: OSError, path: Path | str, kept: str = "every answer saved so far is kept",
+             elsewhere: str = "set another output.dir") -> RunDirError:
+    """One clear line for a failed write (in the run directory; ``kept`` says what survives a full disk,
+    ``elsewhere`` how to write somewhere else)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return RunDirError(f"no space left writing {path} ({exc.strerror}): free some space and run the same "
                            f"command again ({kept})")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or choose another output")
+        return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or {elsewhere}")
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
 
 
@@ -54,6 +56,11 @@ def as_os_error(exc: BaseException) -> OSError | None:
         return None
     code = int(found.group(1) or found.group(2))
     return OSError(code, os.strerror(code))
+
+
+def output_error(exc: OSError, path: Path | str, kept: str) -> RunDirError:
+    """:func:`os_error` for a command's ``--out`` (``kept``: what a full disk leaves that the rerun may use)."""
+    return os_error(exc, path, kept, elsewhere="choose another output path")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

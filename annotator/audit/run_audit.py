@@ -44,7 +44,7 @@ from annotator.audit.teacher import load_teacher
 from annotator.choices import GateMetric
 from annotator.errors import GateFailed, InputDataError
 from annotator.guard import check_distinct, check_folder, has_keys
-from annotator.rundir import atomic_write_files, os_error
+from annotator.rundir import atomic_write_files, output_error
 
 LOW_CATEGORY_KAPPA = 0.4
 MAX_BOOTSTRAP_PAIRS = 60
@@ -351,7 +351,8 @@ def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = Tr
     try:
         _write_outputs(report, d, out, plots)
     except OSError as exc:  # full disk, permissions: one line; no report.json means no finished audit
-        raise os_error(exc, exc.filename or out, kept="no report.json was written: the audit is not finished") from None
+        raise output_error(exc, exc.filename or out,
+                           kept="no report.json was written: the audit is not finished") from None
 
 
 def _write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool) -> None:

@@ -213,7 +213,7 @@ def train_student_command(
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
     from annotator.guard import check_distinct, check_folder, has_keys
-    from annotator.rundir import as_os_error, os_error
+    from annotator.rundir import as_os_error, output_error
     from annotator.student.integrity import CHECKSUMS_FILE
     from annotator.student.train import (
         METRICS_FILE,
@@ -246,7 +246,7 @@ def train_student_command(
         disk = as_os_error(exc)  # a full disk while saving the model is a safetensors/torch error, not an OSError
         if disk is None:
             raise
-        raise os_error(disk, disk.filename or out, kept="no metrics.json was written: the student is not finished "
+        raise output_error(disk, disk.filename or out, kept="no metrics.json was written: the student is not finished "
                        "and predict refuses it") from None
     for note in m.notes:
         logs.print(f"[yellow]note:[/] {note}")

@@ -33,7 +33,7 @@ from annotator.records import (
     iter_annotations,
     read_manifest,
 )
-from annotator.rundir import atomic_write_text, os_error
+from annotator.rundir import atomic_write_text, output_error
 from annotator.tasks import ExportContext, Exporter, ExportItem, get_task_class
 
 if TYPE_CHECKING:
@@ -486,7 +486,7 @@ def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[s
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):  # full disk, permissions: one line naming the output
-            raise os_error(exc, exc.filename or out, kept="nothing of this export was installed") from None
+            raise output_error(exc, exc.filename or out, kept="nothing of this export was installed") from None
         raise
     finally:
         if bars:

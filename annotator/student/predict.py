@@ -22,7 +22,7 @@ from annotator.config import InputConfig
 from annotator.errors import AnnotatorError
 from annotator.guard import check_distinct, claim, is_claimed, mark_incomplete, require_owned
 from annotator.inputs import InputRow, count_rows, cut_by_limit, iter_rows
-from annotator.rundir import os_error
+from annotator.rundir import output_error
 from annotator.student.integrity import check_loaded, check_metrics, check_model_dir
 from annotator.student.train import METRICS_FILE, MODEL_DIR, decode, predict
 
@@ -304,8 +304,8 @@ def predict_file(
                 try:
                     _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
                 except OSError as exc:  # a full disk: the lines written so far stay; the rerun repairs a torn one
-                    raise os_error(exc, exc.filename or opts.out, kept="every whole line written so far is kept") \
-                        from None
+                    raise output_error(exc, exc.filename or opts.out,
+                                       kept="every whole line written so far is kept") from None
                 if on_progress:
                     on_progress(done + summary.predicted, total)
     finally:
