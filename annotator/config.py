@@ -359,6 +359,8 @@ def apply_override(data: dict[str, Any], override: str, path: Path) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
     check_size(value, f"--set {key}")
     if key in PATH_FIELDS and isinstance(value, str) and value:
         value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
@@ -407,6 +409,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{p} is nested too deeply to be a pipeline file (hundreds of levels of [ or {{)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the pipeline file {p}: {exc.strerror or exc}") from None
     check_size(data, str(p))

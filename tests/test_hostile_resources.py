@@ -31,6 +31,8 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
     started = time.monotonic()
     err = one_line_error(cli(capsys, "validate", path))
     assert "YAML aliases" in err and time.monotonic() - started < 10
+    path.write_text("name: deep\nx: " + "[" * 5000 + "]" * 5000 + "\n")  # a RecursionError traceback before
+    assert "nested too deeply" in one_line_error(cli(capsys, "validate", path))
     path.write_text("name: loop\nx: &x [1, *x]\n")
     assert "refers to itself" in one_line_error(cli(capsys, "validate", path))
     path.write_text("name: big\ndescription: " + "x" * 10_000_001 + "\n")
