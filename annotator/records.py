@@ -227,11 +227,8 @@ def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
             if line.strip():
                 try:
                     rec = AnnotationRecord.model_validate_json(line)
-                except ValidationError as exc:  # one line: the first problem, where it is
-                    err = exc.errors()[0]
-                    where = ".".join(str(x) for x in err["loc"]) or "the line"
-                    raise InputDataError(f"{p}:{n}: not an annotation record ({len(exc.errors())} problem(s)): "
-                                         f"{where}: {err['msg']} (got {str(err.get('input'))[:80]!r})") from None
+                except ValidationError as exc:
+                    raise InputDataError(f"{p}:{n}: not an annotation record: {first_problem(exc)}") from None
                 rid = normalize_id(rec.id)
                 if rid is None:
                     raise InputDataError(f"{p}:{n}: record has no id")
@@ -252,4 +249,21 @@ def read_manifest(path: str | Path) -> RunManifest | None:
     manifest = run_dir / MANIFEST_FILE
     if not manifest.exists():
         return None
-    return RunManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
+    try:
+        return RunManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        raise ManifestError(f"{manifest} is not a run manifest: {first_problem(exc)}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ManifestError(f"{manifest} is not a run manifest: {exc}") from None
+
+
+class ManifestError(InputDataError, ValueError):
+    """A ``run.json`` that is not a run manifest (one line; still a ``ValueError`` for callers that skip it)."""
+
+
+def first_problem(exc: ValidationError) -> str:
+    """A pydantic error in one line: the first problem, where it is and what was there."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"]) or "the value"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {err['msg']} (got {str(err.get('input'))[:80]!r}){more}"

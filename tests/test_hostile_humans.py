@@ -70,3 +70,17 @@ def test_any_file_given_as_human_labels_is_read_or_refused_in_one_line(tmp_path:
                  ["sample", run, "--plan", "--pilot", humans], ["export", run, "--gold", humans]):
         r = cli(capsys, *args)
         assert r.code == 2 and "Traceback" not in r.err and r.err.count("error:") == 1, (args, r.err)
+
+
+@pytest.mark.parametrize("change", [{"labels": "politics"}, {"multi_label": "maybe"}, {"rows_total": "many"}])
+def test_a_run_json_that_is_not_a_manifest_is_one_line_in_every_reader(tmp_path: Path, capsys, change):
+    run = make_label_run(tmp_path / "run", n=30)
+    manifest = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**manifest, **change}))
+    humans = tmp_path / "h.csv"
+    humans.write_text("item_id,label\n" + "".join(f"n{i:03d},politics\n" for i in range(0, 30, 2)))
+    for args in (["export", run, "--out", tmp_path / "ds"], ["sample", run, "--n", "5", "--plan"],
+                 ["audit", "--humans", humans, "--teacher", run, "--out", tmp_path / "a", "--no-plots"],
+                 ["estimate", "--humans", humans, "--teacher", run, "--out", tmp_path / "e", "--no-plots"]):
+        err = one_line_error(cli(capsys, *args))  # tracebacks (sample, audit, estimate) before
+        assert "run.json is not a run manifest" in err and next(iter(change)) in err, (args, err)

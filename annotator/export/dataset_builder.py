@@ -339,10 +339,7 @@ def _check_options(run_path: Path, opts: ExportOptions) -> dict[str, float]:
 
 
 def _read_run(run_path: Path, notes: list[str]) -> _Run:
-    try:
-        manifest: RunManifest | None = read_manifest(_run_base(run_path))
-    except ValueError as exc:
-        raise InputDataError(f"{_run_base(run_path) / MANIFEST_FILE} is not a valid run manifest: {exc}") from None
+    manifest: RunManifest | None = read_manifest(_run_base(run_path))  # one line when it is not a manifest
     records = list(iter_annotations(run_path))
     if not records:
         raise ExportError(f"{run_path}: annotations.jsonl has no rows")
