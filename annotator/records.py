@@ -228,7 +228,8 @@ def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
                 try:
                     rec = AnnotationRecord.model_validate_json(line)
                 except ValidationError as exc:
-                    raise InputDataError(f"{p}:{n}: not an annotation record: {first_problem(exc)}") from None
+                    cut = "" if line.endswith("\n") else " (the file ends in the middle of this line: cut off?)"
+                    raise InputDataError(f"{p}:{n}: not an annotation record: {first_problem(exc)}{cut}") from None
                 rid = normalize_id(rec.id)
                 if rid is None:
                     raise InputDataError(f"{p}:{n}: record has no id")

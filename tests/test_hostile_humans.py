@@ -82,5 +82,5 @@ def test_a_run_json_that_is_not_a_manifest_is_one_line_in_every_reader(tmp_path:
     for args in (["export", run, "--out", tmp_path / "ds"], ["sample", run, "--n", "5", "--plan"],
                  ["audit", "--humans", humans, "--teacher", run, "--out", tmp_path / "a", "--no-plots"],
                  ["estimate", "--humans", humans, "--teacher", run, "--out", tmp_path / "e", "--no-plots"]):
-        err = one_line_error(cli(capsys, *args))  # tracebacks (sample, audit, estimate) before
+        err = one_line_error(cli(capsys, *args))  # tracebacks (sample, audit, estimate) before: read_manifest
         assert "run.json is not a run manifest" in err and next(iter(change)) in err, (args, err)

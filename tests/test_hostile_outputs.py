@@ -157,19 +157,3 @@ def test_sheets_are_replaced_only_in_a_folder_the_tool_wrote(tmp_path, capsys, c
         args[3] = tmp_path / "ds2"
     assert cli(capsys, *args).code == 0  # ...but the sheet folder it wrote is its own
 
-
-def test_estimate_keeps_a_users_files(tmp_path, capsys):
-    run = make_label_run(tmp_path / "run", n=60)
-    humans = tmp_path / "humans.csv"
-    humans.write_text("item_id,label\n" + "".join(f"n{i:03d},politics\n" for i in range(0, 60, 2)))
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    (folder / "estimate.md").write_text("my notes\n")
-    err = one_line_error(cli(capsys, "estimate", "--humans", humans, "--teacher", run, "--out", folder))
-    assert "estimate.md" in err and "not written by `annotator estimate`" in err
-    assert (folder / "estimate.md").read_text() == "my notes\n"
-    assert "is the --humans file" in one_line_error(
-        cli(capsys, "estimate", "--humans", humans, "--teacher", run, "--out", humans))
-    out = tmp_path / "est"
-    assert cli(capsys, "estimate", "--humans", humans, "--teacher", run, "--out", out, "--no-plots").code == 0
-    assert cli(capsys, "estimate", "--humans", humans, "--teacher", run, "--out", out, "--no-plots").code == 0

@@ -21,7 +21,6 @@ from annotator.errors import InputDataError, RunDirError
 from annotator.estimate.data import DESIGN, Joined, join, slice_of
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate, TeacherEstimates, render_markdown
 from annotator.estimate.stats import ShareEstimates, share_estimates, slice_estimates
-from annotator.guard import check_distinct, check_folder, has_keys
 from annotator.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -142,11 +141,6 @@ def _joins(humans: HumanAnnotations, teachers: list[TeacherAnnotations], labels:
     return joined + [join(humans, t, labels) for t in teachers[1:]]
 
 
-ESTIMATE_FILES = (REPORT_JSON, REPORT_MD, FOREST_PNG)
-is_estimate_report = has_keys("teachers", "confidence_level", "assumptions")
-"""The ownership test of an estimate folder (:func:`annotator.guard.check_folder`)."""
-
-
 def validate_options(opts: EstimateOptions) -> None:
     if not 0 < opts.confidence < 1:
         raise InputDataError(f"--confidence must be between 0 and 1 (e.g. 0.95); got {opts.confidence}")
@@ -157,10 +151,6 @@ def validate_options(opts: EstimateOptions) -> None:
 def run_estimate(opts: EstimateOptions) -> EstimateReport:
     """Estimate the label shares for every teacher (and slice); write the outputs when ``opts.out`` is set."""
     validate_options(opts)
-    if opts.out is not None:  # the output guard (annotator.guard), before any work
-        check_distinct("estimate", {"--out": opts.out},
-                       {"--humans file": opts.humans, **{f"--teacher {t}": t for t in opts.teachers}})
-        check_folder(opts.out, "estimate", ESTIMATE_FILES, REPORT_JSON, is_estimate_report, claim=False)
     humans = load_humans(opts.humans, not_annotators=tuple(opts.by or ()))
     teachers = [load_teacher(p) for p in opts.teachers]
     joined = _joins(humans, teachers, opts.labels)
@@ -192,7 +182,7 @@ def write_outputs(report: EstimateReport, out: Path, plots: bool = True) -> None
         files["forest_plot"] = str(out / FOREST_PNG)
     report.files = files
     try:
-        check_folder(out, "estimate", ESTIMATE_FILES, REPORT_JSON, is_estimate_report)  # and claim it
+        out.mkdir(parents=True, exist_ok=True)
         if plots:
             from annotator.estimate.plot import forest_png
 
