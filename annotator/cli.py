@@ -15,6 +15,7 @@ from annotator import __version__
 from annotator.backends import warn_skipped_plugins
 from annotator.commands.output import set_quiet
 from annotator.errors import AnnotatorError
+from annotator.plugins import foreign_exit
 from annotator.ray_support import optional_ray_value
 from annotator.redact import redact
 
@@ -103,12 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {escape(redact(_os_line(exc)))}", soft_wrap=True)
         sys.exit(2)
     except SystemExit as exc:
-        foreign = _foreign_exit(exc)
+        foreign = foreign_exit(exc)
         if foreign is None:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(foreign)}: a plugin may not end annotator (exit codes "
-                          "must tell what annotator did); fix or uninstall it", soft_wrap=True)
-        sys.exit(2)
+        err_console.print(f"[bold red]error:[/] {escape(str(foreign))}", soft_wrap=True)
+        sys.exit(foreign.exit_code)
 
 
 def _os_line(exc: OSError) -> str:
@@ -120,17 +120,6 @@ def _os_line(exc: OSError) -> str:
     return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
 
 
-def _foreign_exit(exc: SystemExit) -> str | None:
-    """Where a ``SystemExit`` came from when it was not annotator, click or typer (a plugin's ``sys.exit()``)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return None
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    module = str(tb.tb_frame.f_globals.get("__name__", "?"))
-    if module.split(".")[0] in ("annotator", "click", "typer"):
-        return None
-    return f"{module} (line {tb.tb_lineno}) called sys.exit({exc.code!r})"
 
 
 if __name__ == "__main__":

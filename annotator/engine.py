@@ -12,11 +12,11 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 
@@ -35,6 +35,7 @@ from annotator.errors import (
 )
 from annotator.guard import mark_incomplete
 from annotator.inputs import InputRow, check_ids, count_rows, cut_by_limit, iter_rows
+from annotator.plugins import foreign_exit
 from annotator.records import (
     ANNOTATIONS_FILE,
     CACHE_FILE,
@@ -63,6 +64,7 @@ from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _utc(ts: float | None) -> str | None:
@@ -289,7 +291,7 @@ class Pipeline:
         phash = prompt_hash(messages)
         budget = RowBudget(self.policy.max_tokens_per_row, row_id=row.id)
         results = await asyncio.gather(*(
-            self._sample(lane, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
+            _no_plugin_exit(self._sample(lane, messages, k, row, budget)) for k in range(self.cfg.teacher.samples)
         ))
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
@@ -354,7 +356,7 @@ class Pipeline:
 
         async def process(row: InputRow) -> None:
             try:
-                record = await self._row(lane, row)
+                record = await _no_plugin_exit(self._row(lane, row))
             finally:
                 window.release()
             store.put_result(row.index, record.id, record.model_dump_json())
@@ -465,6 +467,15 @@ class Pipeline:
         if previous is None:
             return []
         return previous.history or [previous.invocation()]
+
+
+async def _no_plugin_exit(work: Awaitable[_T]) -> _T:
+    """``await work``, with a task plugin's ``sys.exit()`` turned into this run's error (in a task, a SystemExit
+    would leave the event loop at once, the run's cleanup undone)."""
+    try:
+        return await work
+    except SystemExit as exc:
+        raise foreign_exit(exc) or exc from None
 
 
 _USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from annotator.errors import ConfigError
+from annotator.errors import AnnotatorError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +36,18 @@ def load_plugins(group: str, kind: str, accept: Callable[[str, object], None]) -
                 continue
         skipped[ep.name] = f"{kind} plugin {ep.name} = {ep.value} (entry point group {group}) skipped: {why}"
     return skipped
+
+
+def foreign_exit(exc: SystemExit) -> AnnotatorError | None:
+    """A ``SystemExit`` raised by a plugin's code (not annotator, click or typer) as the error it is: one line naming
+    the module and line (exit 2: a plugin may not decide annotator's exit code). None for annotator's own exits."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "?"))
+    if module.split(".")[0] in ("annotator", "click", "typer"):
+        return None
+    return AnnotatorError(f"{module} (line {tb.tb_lineno}) called sys.exit({exc.code!r}): a plugin may not end "
+                          "annotator (exit codes must tell what annotator did); fix or uninstall it")
