@@ -42,22 +42,26 @@ def _make_path(path: Path) -> str:
     return text
 
 
-def pipeline_dependencies(pipeline: Path) -> tuple[Path, list[Path]]:
-    """The run directory of ``pipeline`` and the files its annotations depend on."""
+def pipeline_dependencies(pipeline: Path) -> tuple[Path, list[Path], Path | None]:
+    """The run directory of ``pipeline``, the files its annotations depend on, and (a cascade) its calibration
+    file, which depends on them too and on the human sample."""
     cfg = load_config(pipeline)
     template = cfg.prompt.template or default_template_path(cfg.task.type)
-    return cfg.output.dir, [pipeline, cfg.input.path, template]
+    calibration = cfg.cascade.calibration if cfg.cascade is not None else None
+    return cfg.output.dir, [pipeline, cfg.input.path, template], calibration
 
 
 def makefile_fragment(pipeline: Path, name: str) -> str:
-    """Make variables ``<name>_RUN`` (the run directory) and ``<name>_DEPS`` (the run's prerequisites)."""
+    """Make variables ``<name>_RUN`` (the run directory), ``<name>_DEPS`` (the run's prerequisites) and
+    ``<name>_CALIBRATION`` (a cascade's thresholds file, also a prerequisite of the run; empty otherwise)."""
     if not name or name.startswith("-") or not all(ch.isalnum() or ch in "_.-" for ch in name):
         raise ConfigError(f"--name {name!r}: a Make variable prefix is letters, digits, _ . and - (not first)")
-    run_dir, deps = pipeline_dependencies(pipeline)
+    run_dir, deps, calibration = pipeline_dependencies(pipeline)
     return (
         f"{HEADER} {_make_path(pipeline)}`; do not edit\n"
         f"{name}_RUN := {_make_path(run_dir)}\n"
         f"{name}_DEPS := {' '.join(_make_path(p) for p in deps)}\n"
+        f"{name}_CALIBRATION := {_make_path(calibration) if calibration else ''}\n"
     )
 
 
@@ -77,19 +81,22 @@ def deps_command(
 
         news_topics_RUN := runs/news_topics
         news_topics_DEPS := pipelines/news_topics.yaml pipelines/data/news_sample.csv annotator/prompts/label.jinja
+        news_topics_CALIBRATION :=
 
+    (a cascade pipeline names its calibration file there: `annotator calibrate` writes it, the run depends on it).
     The project's Makefile generates one such fragment per pipeline under .make/ and includes it.
     """
     if as_json:
-        run_dir, deps = pipeline_dependencies(pipeline)
-        emit_json({"run": str(run_dir), "deps": [str(p) for p in deps]})
+        run_dir, deps, calibration = pipeline_dependencies(pipeline)
+        emit_json({"run": str(run_dir), "deps": [str(p) for p in deps],
+                   **({"calibration": str(calibration)} if calibration is not None else {})})
         return
     text = makefile_fragment(pipeline, name or pipeline.stem)
     if out is None:
         typer.echo(text, nl=False)
         return
-    _, deps = pipeline_dependencies(pipeline)
-    check_distinct("deps", {"--out": out}, {f"dependency {p}": p for p in deps})
+    _, deps, calibration = pipeline_dependencies(pipeline)
+    check_distinct("deps", {"--out": out}, {f"dependency {p}": p for p in [*deps, calibration] if p is not None})
     require_owned(out, "deps", _is_fragment(out), f"{HEADER}` first line")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
