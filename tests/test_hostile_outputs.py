@@ -158,3 +158,19 @@ def test_sheets_are_replaced_only_in_a_folder_the_tool_wrote(tmp_path, capsys, c
         args[3] = tmp_path / "ds2"
     assert cli(capsys, *args).code == 0  # ...but the sheet folder it wrote is its own
 
+
+
+def test_calibrate_never_writes_its_thresholds_over_a_users_file(make_pipeline, server, tmp_path, capsys):
+    from test_cascade import cascade_pipeline, corpus, write_humans
+
+    rows = corpus(1)
+    for target in ("data/input.jsonl", "notes.json"):
+        pipe = cascade_pipeline(make_pipeline, server, rows, calibration=target)
+        humans = write_humans(tmp_path / "humans.csv", rows)
+        mine = tmp_path / target
+        if target == "notes.json":
+            mine.write_text('{"my": "notes"}')
+        before = digest(mine)
+        err = one_line_error(cli(capsys, "calibrate", pipe, "--humans", humans, "-q"))
+        assert ("is the input file" if target.startswith("data") else "not written by `annotator calibrate`") in err
+        assert digest(mine) == before and server.stats()["total"] == 0  # refused before any teacher call
