@@ -52,12 +52,14 @@ $(call check_safe,HUMANS CAL_HUMANS GOLD INPUT)
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint test bench bench-student bench-cascade clean help run audit dataset student predict calibrate
+.PHONY: setup vllm demo lint format docs test bench bench-student bench-cascade clean help run audit dataset student predict calibrate
 
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
-	@echo "  make lint                 ruff and mypy (make test runs it first)"
+	@echo "  make lint                 ruff check (complexity limit included), ruff format --check, mypy (make test runs it first)"
+	@echo "  make format               ruff format + ruff check --fix over annotator/ and tests/ (the one formatting)"
+	@echo "  make docs                 the docs site (docs/*.md, mkdocs --strict) into .site/; a broken link fails it"
 	@echo "  make test                 set up, lint and run the test suite"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
@@ -109,7 +111,7 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint test bench bench-student bench-cascade clean
+NO_PIPELINE_GOALS := help setup lint format docs test bench bench-student bench-cascade clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
@@ -189,7 +191,16 @@ demo: | $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check annotator tests
+	$(BIN)/ruff format --check annotator tests
 	$(BIN)/mypy annotator
+
+format: $(STAMP)
+	$(BIN)/ruff format annotator tests
+	$(BIN)/ruff check --fix annotator tests
+
+# The strict build also runs in the test suite (tests/test_docs.py), so `make test` fails on a broken link.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir .site
 
 test: lint $(STAMP) $(VLLM_STAMP)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
@@ -208,4 +219,4 @@ bench-cascade: $(STAMP)
 	$(BIN)/python tests/bench_cascade.py
 
 clean:
-	rm -rf runs .pytest_cache $(DEPS_DIR)
+	rm -rf runs .pytest_cache .site $(DEPS_DIR)

@@ -25,28 +25,65 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, Protocol, runtime_checkable
 
 import openai
 
-from annotator.backends.base import Generation
-from annotator.backends.openai_compat import OpenAICompatBackend, is_refusal, parse_completion, refused
+from annotator.backends.base import Backend, Generation, GenerationRequest
+from annotator.backends.openai_compat import is_refusal, parse_completion, refused
+from annotator.backends.openai_config import OpenAITeacherConfig
 from annotator.cache import ResultStore, SampleResult
-from annotator.costs import estimate_prompt_tokens
+from annotator.config import PipelineConfig
+from annotator.costs import Budget, estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError, BudgetReached
 from annotator.inputs import InputRow
+from annotator.records import RunCounts
 from annotator.redact import redact
-
-if TYPE_CHECKING:
-    from annotator.engine import Pipeline
+from annotator.retry import AnswerValidator, ValidationPolicy
 
 log = logging.getLogger(__name__)
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 _TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 BatchProgress = Callable[[int, int, str], None]
 """``(requests done, requests submitted, status line)``."""
+
+
+@runtime_checkable
+class BatchBackend(Backend, Protocol):
+    """A backend that can take Batch API jobs (the openai backend): its SDK client, its settings and the JSON body of
+    a request. The engine asks ``isinstance(backend, BatchBackend)`` (what it can do), never which class it is."""
+
+    cfg: OpenAITeacherConfig
+    client: openai.AsyncOpenAI
+
+    def request_body(self, request: GenerationRequest) -> dict[str, Any]: ...
+
+
+class SampleSource(Protocol):
+    """What a batch run needs from the engine (:class:`annotator.engine.Pipeline` is one): the rows and their
+    prompts, the cache keys and requests of their samples, the budget, and the validation policy that decides, for
+    online and batch answers alike, what is valid and how often a sample is asked."""
+
+    @property
+    def cfg(self) -> PipelineConfig: ...
+    @property
+    def retry_failed(self) -> bool: ...
+    @property
+    def budget(self) -> Budget: ...
+    @property
+    def stats(self) -> RunCounts: ...
+    @property
+    def policy(self) -> ValidationPolicy: ...
+    @property
+    def validator(self) -> AnswerValidator: ...
+
+    def rows(self) -> Iterator[InputRow]: ...
+    def prompt_of(self, row: InputRow) -> list[dict[str, str]] | str: ...
+    def sample_key(self, backend: Backend, messages: list[dict[str, str]], k: int) -> str: ...
+    def request(self, messages: list[dict[str, str]], k: int, attempt: int) -> GenerationRequest: ...
+    def charge(self, result: SampleResult, gen: Generation) -> float | None: ...
 
 
 @dataclass
@@ -92,7 +129,7 @@ class BatchOutput:
 class BatchRun:
     """Gets every uncached sample of a pipeline through the Batch API into the store."""
 
-    def __init__(self, pipeline: Pipeline, backend: OpenAICompatBackend, store: ResultStore,
+    def __init__(self, pipeline: SampleSource, backend: BatchBackend, store: ResultStore,
                  on_progress: BatchProgress | None = None) -> None:
         self.pipeline = pipeline
         self.backend = backend
@@ -189,7 +226,8 @@ class BatchRun:
 
     async def _create(self, file_id: str) -> None:
         batch = await self._api(self.client.batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT, completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
+            input_file_id=file_id, endpoint=ENDPOINT,
+            completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
             metadata={"annotator_pipeline": self.pipeline.cfg.name},
         ))
         self.store.set_batch_id(file_id, batch.id)
@@ -317,10 +355,10 @@ class BatchRun:
             return
         item.result.error = error
         item.result.attempts = item.attempt + 1
-        if item.attempt + 1 >= self.pipeline.cfg.validation.max_attempts:
-            self._store(item)
-        else:
+        if self.pipeline.policy.another_try(item.result.attempts):
             item.attempt += 1  # a follow-up batch asks again, with the engine's retry parameters
+        else:
+            self._store(item)
 
     def _store(self, item: _Item) -> None:
         self.store.put_sample(item.key, item.result)

@@ -165,7 +165,8 @@ class ResultStore:
     @_sqlite_errors
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
-            "SELECT ok, output, raw, error, attempts, tokens, created, prompt_tokens, cached_tokens, completion_tokens, "
+            "SELECT ok, output, raw, error, attempts, tokens, created, prompt_tokens, cached_tokens, "
+                "completion_tokens, "
             "cost FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?", (key,)
         ).fetchone()
         if row is None:

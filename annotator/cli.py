@@ -13,7 +13,6 @@ from rich.markup import escape
 
 from annotator import __version__
 from annotator.backends import warn_skipped_plugins
-from annotator.commands.output import set_quiet
 from annotator.errors import AnnotatorError
 from annotator.plugins import foreign_exit
 from annotator.ray_support import optional_ray_value
@@ -73,7 +72,6 @@ def _global_options(
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet exclude each other", param_hint="-v/-q")
     configure_logging(verbose, quiet)
-    set_quiet(quiet)
     warn_skipped_plugins()  # found at import, before the level above was set
     log.debug("annotator %s, Python %s, %s", __version__, sys.version.split()[0], sys.argv[0])
 

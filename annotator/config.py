@@ -17,52 +17,25 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    TypeAdapter,
-    ValidationError,
-    create_model,
-    model_validator,
-)
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-# The teacher's settings are defined by their backends (annotator/backends/) and re-exported here.
-from annotator.backends import BACKENDS, DEFAULT_BACKEND, SKIPPED
-from annotator.backends.base import BaseTeacherConfig as BaseTeacherConfig
-from annotator.backends.base import RayConfig as RayConfig
-from annotator.backends.local_llama import LocalTeacherConfig as LocalTeacherConfig
-from annotator.backends.openai_config import OpenAITeacherConfig as OpenAITeacherConfig
-from annotator.backends.openai_config import PriceConfig as PriceConfig
-from annotator.backends.vllm_offline import VLLMTeacherConfig as VLLMTeacherConfig
+from annotator.backends.base import BaseTeacherConfig
+from annotator.backends.local_llama import LocalTeacherConfig
+from annotator.backends.registry import TeacherConfig, explain_teacher_error
 from annotator.bounds import MAX_TEXT_FILE_BYTES, read_text_at_most
-from annotator.choices import InputFormat
+from annotator.cascade.settings import CascadeConfig
 from annotator.errors import ConfigError
+from annotator.inputs import InputConfig
 from annotator.redact import is_secret_name, register_secret
+from annotator.retry import ValidationConfig
 from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names, unknown_task
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class InputConfig(_Strict):
-    """Where rows come from. CSV, JSONL/NDJSON and Parquet are read (streamed) with polars."""
-
-    path: Path
-    format: InputFormat = InputFormat.auto
-    id_column: str = "id"
-    text_column: str = "text"
-    max_chars: int | None = Field(
-        default=None, gt=0, description="Rows whose text is longer are recorded as failed instead of being sent."
-    )
-    limit: int | None = Field(default=None, gt=0, description="Only process the first N rows.")
 
 
 def _task_union(classes: list[type[TaskConfigBase]]) -> Any:
@@ -86,136 +59,8 @@ class PromptConfig(_Strict):
     system: str | None = None
 
 
-def _backend_of(value: Any) -> str:
-    """The tag that picks a teacher's settings class: its ``backend`` (``local`` when the section has none)."""
-    if isinstance(value, dict):
-        return str(value.get("backend", DEFAULT_BACKEND))
-    return str(getattr(value, "backend", DEFAULT_BACKEND))
-
-
-if TYPE_CHECKING:
-    TeacherConfig: TypeAlias = BaseTeacherConfig
-else:
-    TeacherConfig = Annotated[
-        Union[tuple(Annotated[cls, Tag(name)] for name, cls in BACKENDS.items())],  # noqa: UP007 (a union built at run time)
-        Discriminator(_backend_of),
-    ]
-"""The ``teacher`` section: the settings class of its ``backend`` (see :data:`annotator.backends.BACKENDS`), so a
-setting of another backend is an error naming both."""
-
-_TEACHER_ADAPTER: TypeAdapter[BaseTeacherConfig] = TypeAdapter(TeacherConfig)
-
-
-def teacher_config(data: Any) -> BaseTeacherConfig:
-    """Validate a ``teacher`` section (a mapping, or its JSON text) into its backend's settings class."""
-    if isinstance(data, (str, bytes)):
-        return _TEACHER_ADAPTER.validate_json(data)
-    return _TEACHER_ADAPTER.validate_python(data)
-
-
-def _unknown_backend(section: Any) -> str:
-    """Why a ``teacher.backend`` value names no backend, and the fix."""
-    name = _backend_of(section)
-    raw = section.get("backend") if isinstance(section, dict) else name
-    shown = "null" if raw is None else repr(raw)
-    if raw is None:
-        hint = f"; leave backend out for {DEFAULT_BACKEND}"
-    elif str(raw).lower() in BACKENDS and str(raw).lower() != raw:
-        hint = f"; did you mean {str(raw).lower()!r}?"
-    else:
-        hint = ""
-    why = f"; {SKIPPED[name]}" if name in SKIPPED else ""
-    return f"unknown backend {shown} (known: {', '.join(BACKENDS)}{hint}{why})"
-
-
-def _explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
-    """A teacher error in the user's terms: the backend tag dropped from its location, a field of another backend
-    named as such (``teacher.n_ctx: not a setting of backend openai (it belongs to backend local)``), an unknown
-    backend listed against the known ones. Applies to ``teacher`` and to each cascade stage's ``teacher``."""
-    loc = err["loc"]
-    if "teacher" not in loc:
-        return err
-    at = loc.index("teacher") + 1
-    head, tail = loc[:at], loc[at:]
-    if err["type"] == "union_tag_invalid" and not tail:
-        return {**err, "loc": (*head, "backend"), "type": "unknown_backend", "msg": _unknown_backend(err["input"])}
-    if not tail or tail[0] not in BACKENDS:
-        return err
-    backend, rest = str(tail[0]), tail[1:]
-    err = {**err, "loc": (*head, *rest)}
-    if err["type"] == "extra_forbidden" and len(rest) == 1:
-        owners = [name for name, cls in BACKENDS.items() if rest[0] in cls.model_fields]
-        if owners:
-            return {**err, "type": "other_backend", "msg": f"not a setting of backend {backend} (it belongs to "
-                    f"backend{'s' if len(owners) > 1 else ''} {', '.join(owners)})"}
-    return err
-
-
-OnInvalid = Literal["resample", "reask"]
-"""``validation.on_invalid``: how an invalid answer is asked again (see :mod:`annotator.retry`)."""
-
-
-class ValidationConfig(_Strict):
-    max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per sample when output is invalid.")
-    max_tokens_per_row: int | None = Field(
-        default=None, gt=0, description="Stop retrying a row once it has used this many tokens."
-    )
-    on_invalid: OnInvalid = Field(
-        default="resample",
-        description="What the next try of an invalid answer sends: 'resample' = the same prompt again (warmer, "
-                    "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
-                    "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
-    )
-    max_consecutive_transport_failures: int = Field(
-        default=20, ge=1,
-        description="Circuit breaker: stop the run (exit 5) after this many teacher calls in a row failed for good "
-                    "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
-    )
-    max_failed_fraction: float = Field(
-        default=0.1, ge=0.0, le=1.0,
-        description="The run exits 4 (outputs still written) when more than this share of rows failed; 1.0 = never.",
-    )
-
-
 class OutputConfig(_Strict):
     dir: Path
-
-
-class CascadeStageConfig(_Strict):
-    """One stage of a cascade: a name (its run directory is ``<output.dir>/stages/<k>-<name>``) and a whole teacher
-    section (any backend, ``samples`` >= 3: the stage's confidence is its vote share)."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
-                      description="Letters, digits, '_', '.', '-' (it names a directory).")
-    teacher: TeacherConfig
-
-
-class HumanQueueConfig(_Strict):
-    """The sheets of the rows no stage keeps (written like ``annotator sample``'s)."""
-
-    annotators: int = Field(default=1, ge=1, description="Annotators the queue is shared between.")
-    per_item: int = Field(default=1, ge=1, description="Annotators per row (<= annotators).")
-
-    @model_validator(mode="after")
-    def _per_item_fits(self) -> HumanQueueConfig:
-        if self.per_item > self.annotators:
-            raise ValueError(f"per_item ({self.per_item}) cannot exceed annotators ({self.annotators})")
-        return self
-
-
-class CascadeConfig(_Strict):
-    """``cascade:`` teachers in order, cheapest first; each keeps the rows it is sure of (confidence >= its
-    threshold, chosen by ``annotator calibrate``), passes the others on; the last one's leftovers go to humans.
-    See docs/cascade.md."""
-
-    stages: list[CascadeStageConfig]
-    target: float = Field(gt=0.0, le=1.0, description="Agreement with the human majority the kept labels must reach.")
-    delta: float = Field(default=0.1, gt=0.0, le=0.5,
-                         description="Allowed chance that the guarantee fails (over the draw of the human sample).")
-    calibration: Path | None = Field(
-        default=None, description="The thresholds file `annotator calibrate` writes and `run` reads "
-                                  "(default: <output.dir>/calibration.json).")
-    human_queue: HumanQueueConfig = HumanQueueConfig()
 
 
 class PipelineConfig(_Strict):
@@ -234,6 +79,12 @@ class PipelineConfig(_Strict):
     source_path: Path | None = Field(default=None, exclude=True)
     overrides: list[str] = Field(default=[], exclude=True, description="The --set overrides applied, in order.")
     env_vars: list[str] = Field(default=[], exclude=True, description="Environment variables the file expanded.")
+
+    def binding(self) -> dict[str, str]:
+        """What a run directory is bound to (:func:`annotator.rundir.bind_run_dir`): the pipeline's name, its input
+        file and columns, and the task type."""
+        return {"pipeline": self.name, "input": str(self.input.path), "id_column": self.input.id_column,
+                "text_column": self.input.text_column, "task": self.task.type}
 
     def resolve(self, base: Path) -> PipelineConfig:
         """Make relative paths absolute against ``base`` (the YAML file's directory)."""
@@ -287,19 +138,16 @@ def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> Non
                        "teacher.samples: 1", overrides)
 
 
-def _check_batch_mode(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
-    """``teacher.mode: batch`` refuses what a batch cannot do: re-asking, and Ray (checked here so ``validate``
-    says it, not only ``run``)."""
+def _check_capabilities(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
+    """Refuse a setting a teacher cannot honour (:meth:`~annotator.backends.base.BaseTeacherConfig.capabilities`):
+    re-asking, Ray (checked here so ``validate`` says it, not only ``run``); every teacher of the file (``teacher``,
+    or each cascade stage's), each named by its place."""
     for where, teacher in cfg.stage_teachers():
-        if not (isinstance(teacher, OpenAITeacherConfig) and teacher.mode == "batch"):
-            continue
-        if cfg.validation.on_invalid == "reask":
-            raise _refusal(path, "validation.on_invalid", f"reask is not available with {where}.mode: batch (a "
-                           "follow-up batch asks the same prompt again): use on_invalid: resample, or mode: online",
-                           overrides)
-        if teacher.ray is not None:
-            raise _refusal(path, f"{where}.ray", f"the Batch API does not run on Ray: drop {where}.ray, or use mode: "
-                           "online", overrides)
+        caps = teacher.capabilities()
+        if cfg.validation.on_invalid == "reask" and caps.reask_refused:
+            raise _refusal(path, "validation.on_invalid", caps.reask_refused.format(teacher=where), overrides)
+        if teacher.ray is not None and caps.ray_refused:
+            raise _refusal(path, f"{where}.ray", caps.ray_refused.format(teacher=where), overrides)
 
 
 MIN_CASCADE_SAMPLES = 3
@@ -339,7 +187,7 @@ def _check_cascade(cfg: PipelineConfig, path: Path, overrides: list[str]) -> Non
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
     lines = [f"invalid pipeline config {path}:"]
     tags = set(task_names())  # pydantic puts the union member's name in the location: task.label.labels
-    for err in map(_explain_teacher_error, exc.errors()):
+    for err in map(explain_teacher_error, exc.errors()):
         parts = list(err["loc"])
         if len(parts) > 1 and parts[0] == "task" and parts[1] in tags:
             del parts[1]
@@ -509,7 +357,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(p, exc, overrides)) from None
     _check_samples(cfg, p, overrides)
-    _check_batch_mode(cfg, p, overrides)
+    _check_capabilities(cfg, p, overrides)
     _check_cascade(cfg, p, overrides)
     cfg.source_path = p.resolve()
     cfg.overrides = overrides

@@ -1,5 +1,6 @@
-"""Token estimates, prices and the run budget (``teacher.price``, ``teacher.max_cost``: settings of the openai
-backend; a teacher of another backend has no price, so its runs have no cost).
+"""Token estimates, prices and the run budget: the ``price`` and ``max_cost`` a teacher declares in its capabilities
+(:meth:`~annotator.backends.base.BaseTeacherConfig.capabilities`; ``teacher.price`` and ``teacher.max_cost`` of the
+openai backend). A teacher without a price has runs without a cost.
 
 Prices come from the pipeline file only (USD per million input, cached-input and output tokens): there is no
 built-in price list to go stale. Estimates are a chars/4 count of the rendered prompt (the usual rule of thumb for
@@ -13,8 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from annotator.backends.base import BaseTeacherConfig
-from annotator.backends.openai_config import OpenAITeacherConfig, PriceConfig
+from annotator.backends.base import BaseTeacherConfig, PriceConfig
 from annotator.errors import BudgetReached
 
 CHARS_PER_TOKEN = 4.0
@@ -56,10 +56,9 @@ class Budget:
 
     @classmethod
     def of(cls, teacher: BaseTeacherConfig) -> Budget:
-        """The budget of ``teacher``: its ``price`` and ``max_cost`` (none for a backend without prices)."""
-        if isinstance(teacher, OpenAITeacherConfig):
-            return cls(teacher.price, teacher.max_cost)
-        return cls(None, None)
+        """The budget of ``teacher``: the ``price`` and ``max_cost`` it declares (none for a teacher without prices)."""
+        caps = teacher.capabilities()
+        return cls(caps.price, caps.max_cost)
 
     @property
     def spent(self) -> float:

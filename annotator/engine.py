@@ -11,9 +11,10 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from pydantic import Field
 import annotator
 from annotator.backends import Backend, Generation, GenerationRequest, build_backend
 from annotator.cache import ResultStore, SampleResult, prompt_hash, sample_key, task_fingerprint
-from annotator.config import OpenAITeacherConfig, PipelineConfig
+from annotator.config import PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import (
     BackendError,
@@ -130,6 +131,54 @@ class _Lane:
     backend: Backend
     sem: asyncio.Semaphore
     store: ResultStore
+
+
+class _InFlight:
+    """The rows in flight: at most ``limit`` at once. The first failure stops new rows and cancels the others (circuit
+    breaker, full disk: saved answers stay cached), except :class:`BudgetReached`: calls in flight are paid for, so
+    they finish and are saved; no new call starts."""
+
+    def __init__(self, limit: int) -> None:
+        self.window = asyncio.Semaphore(limit)
+        self.pending: set[asyncio.Task[None]] = set()
+        self.errors: list[BaseException] = []
+
+    async def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Start ``work()`` once a place is free; False (nothing started) once a row has failed."""
+        await self.window.acquire()
+        if self.errors:
+            return False
+        task = asyncio.create_task(work())
+        self.pending.add(task)
+        task.add_done_callback(self._done)
+        return True
+
+    def release(self) -> None:
+        """A row's teacher work is over: its place goes to the next row."""
+        self.window.release()
+
+    def _done(self, t: asyncio.Task[None]) -> None:
+        self.pending.discard(t)
+        exc = None if t.cancelled() else t.exception()
+        if exc is None:
+            return
+        self.errors.append(exc)
+        if isinstance(exc, BudgetReached):
+            return
+        for other in self.pending:
+            other.cancel()
+
+    async def finish(self) -> None:
+        """Wait for the rows in flight; raise the first failure."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+        if self.errors:
+            raise self.errors[0]
+
+    def cancel(self) -> None:
+        """Cancel the rows still in flight (the run is ending)."""
+        for t in self.pending:
+            t.cancel()
 
 
 class Pipeline:
@@ -327,7 +376,8 @@ class Pipeline:
         the written outputs before returning (see :mod:`annotator.rundir`).
         """
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        check_run_outputs(self.cfg)
+        check_run_outputs(self.out_dir, {"input file": self.cfg.input.path, "prompt template": self.cfg.prompt.template,
+                                         "pipeline file": self.cfg.source_path})
         with RunDirLock(self.out_dir):
             self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
             if self.only_rows is not None:
@@ -336,7 +386,7 @@ class Pipeline:
             self.preview()  # fail fast on a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
             try:
-                bind_run_dir(store, self.cfg)
+                bind_run_dir(store, self.cfg.binding(), self.cfg.source_path)
                 backend = self._backend or build_backend(self.cfg.teacher)
                 try:
                     store.start_run()
@@ -357,52 +407,32 @@ class Pipeline:
         lane = _Lane(backend, asyncio.Semaphore(backend.max_concurrency), store)
         # rows in flight: enough to keep the teacher busy; few enough that one row's samples run back to back
         # (llama.cpp reuses the KV cache of a shared prompt prefix)
-        window = asyncio.Semaphore(max(2, backend.max_concurrency * 2))
-        pending: set[asyncio.Task[None]] = set()
-        errors: list[BaseException] = []
+        flight = _InFlight(max(2, backend.max_concurrency * 2))
 
         async def process(row: InputRow) -> None:
             try:
                 record = await _no_plugin_exit(self._row(lane, row))
             finally:
-                window.release()
+                flight.release()
             store.put_result(row.index, record.id, record.model_dump_json())
             self._count(record)
 
-        def done(t: asyncio.Task[None]) -> None:
-            pending.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                errors.append(t.exception())  # type: ignore[arg-type]
-                if isinstance(t.exception(), BudgetReached):
-                    return  # calls in flight are paid for: they finish and are saved; no new call starts
-                for other in pending:  # stop at once (circuit breaker, full disk); saved answers stay cached
-                    other.cancel()
-
         try:
-            if isinstance(self.cfg.teacher, OpenAITeacherConfig) and self.cfg.teacher.mode == "batch":
+            if self.cfg.teacher.capabilities().batch:
                 await self._fill_from_batches(backend, store)
             for row in self.rows():
-                await window.acquire()
-                if errors:
+                if not await flight.start(partial(process, row)):
                     break
-                task = asyncio.create_task(process(row))
-                pending.add(task)
-                task.add_done_callback(done)
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-            if errors:
-                raise errors[0]
+            await flight.finish()
         finally:
-            for t in pending:
-                t.cancel()
+            flight.cancel()
 
     async def _fill_from_batches(self, backend: Backend, store: ResultStore) -> None:
         """teacher.mode batch: get every uncached sample through the Batch API into the store first (the pass over
         the rows then reads them from the cache); see :mod:`annotator.batch`."""
-        from annotator.backends.openai_compat import OpenAICompatBackend
-        from annotator.batch import BatchRun
+        from annotator.batch import BatchBackend, BatchRun
 
-        if not isinstance(backend, OpenAICompatBackend):
+        if not isinstance(backend, BatchBackend):
             raise ConfigError(f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
                               "the Batch API does not run on Ray: drop --ray / teacher.ray)")
         await BatchRun(self, backend, store, self.on_batch).run()

@@ -1,4 +1,5 @@
-"""Streaming input reader (CSV, JSONL/NDJSON, Parquet) built on polars' lazy scans.
+"""Pipeline input: the ``input:`` section of a pipeline (:class:`InputConfig`) and its streaming reader (CSV,
+JSONL/NDJSON, Parquet through :mod:`annotator.tables`).
 
 Rows are yielded in batches so a million-row file is processed with flat memory.
 """
@@ -6,7 +7,6 @@ Rows are yielded in batches so a million-row file is processed with flat memory.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,15 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
 
-from annotator.config import InputConfig
+from annotator.choices import InputFormat
 from annotator.errors import InputDataError
 from annotator.records import normalize_id
+from annotator.tables import scan_table, unreadable
 
 log = logging.getLogger(__name__)
 
-_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-            ".parquet": "parquet", ".pq": "parquet"}
+
+class InputConfig(BaseModel):
+    """Where rows come from. CSV, JSONL/NDJSON and Parquet are read (streamed) with polars."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    format: InputFormat = InputFormat.auto
+    id_column: str = "id"
+    text_column: str = "text"
+    max_chars: int | None = Field(
+        default=None, gt=0, description="Rows whose text is longer are recorded as failed instead of being sent."
+    )
+    limit: int | None = Field(default=None, gt=0, description="Only process the first N rows.")
 
 
 @dataclass(slots=True)
@@ -35,57 +49,13 @@ class InputRow:
     columns: dict[str, Any]
 
 
-def check_table_file(path: Path, what: str, fmt: str = "auto") -> str:
-    """Check that ``path`` is a non-empty file; return its format (csv, jsonl or parquet).
-
-    ``what`` names the file in messages ("input", "human annotations", ...); ``fmt`` overrides the extension.
-    """
-    if not path.exists():
-        raise InputDataError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise InputDataError(f"{what} path is a directory, expected a file: {path}")
-    if path.stat().st_size == 0:
-        raise InputDataError(f"{what} file is empty: {path}")
-    if fmt != "auto":
-        return fmt
-    detected = _FORMATS.get(path.suffix.lower())
-    if detected is None:
-        raise InputDataError(
-            f"cannot tell the format of {what} file {path} from its extension: use .csv, .tsv, .jsonl or "
-            ".parquet (for a pipeline input, or set input.format)"
-        )
-    return detected
-
-
-def _scan(cfg: InputConfig) -> pl.LazyFrame:
-    path = cfg.path
-    fmt = check_table_file(path, "input", cfg.format.value)
-    if fmt == "csv":
-        # polars' streaming CSV source reads ahead in chunks sized from the file (~300 MB of decoded rows
-        # buffered for a 200 MB file, whatever the consumer's pace); 1 MiB chunks keep that near 40 MB at the
-        # same speed. Read per scan, so setting it here works; a value set by the user wins.
-        os.environ.setdefault("POLARS_CSV_CHUNK_SIZE", str(1 << 20))
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        return pl.scan_csv(path, separator=sep, infer_schema=False, encoding="utf8")
-    if fmt == "jsonl":
-        # ids are strings: an int id column with a string id after row 1000 must not break type inference
-        return pl.scan_ndjson(path, infer_schema_length=1000, schema_overrides={cfg.id_column: pl.String})
-    return pl.scan_parquet(path)
-
-
 def _explain(exc: Exception, path: Path) -> InputDataError:
-    msg = str(exc)
-    if "utf-8" in msg.lower() or "utf8" in msg.lower():
-        return InputDataError(
-            f"{path} is not valid UTF-8 text. Re-encode it, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
-        )
-    first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
-    return InputDataError(f"cannot read {path}: {first}")
+    return unreadable(exc, path, "input")
 
 
 def open_input(cfg: InputConfig) -> pl.LazyFrame:
     """Validate that the file is readable and has the configured columns; return a lazy frame."""
-    lf = _scan(cfg)
+    lf = scan_table(cfg.path, "input", cfg.format.value, text_columns=(cfg.id_column,))
     try:
         columns = lf.collect_schema().names()
     except Exception as exc:  # polars raises several error types for unreadable files

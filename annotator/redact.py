@@ -9,7 +9,7 @@ of a pipeline file whose name looks like a secret's (:func:`is_secret_name`: ``K
 They are applied where provenance is made or shown: the teacher's ``model_id`` (records, cache, run.json, card,
 summary), the effective config and ``--set`` overrides in ``run.json``, every ``--json`` document, error messages (the
 openai backend, the CLI's error line), teacher text before it is stored, and every log record as it is made
-(:func:`install_log_redaction`).
+(:func:`install_log_redaction`, installed by the first :func:`register_secret`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Two bounded loops, one inside the other:
   seed) or ``reask`` (the conversation so far plus the invalid answer and a user message stating the validation
   error, as instructor does). Every attempt's tokens and cost count.
 
-The Batch API (:mod:`annotator.batch`) asks again through :meth:`ValidationPolicy.request` (resample only).
+The Batch API (:mod:`annotator.batch`) asks again under the same policy: :meth:`ValidationPolicy.another_try` says
+whether a sample gets another try, :meth:`ValidationPolicy.request` what it sends (resample only).
 """
 
 from __future__ import annotations
@@ -26,22 +27,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from annotator.backends.base import Generation, GenerationRequest
 from annotator.bounds import server_wait
 from annotator.cache import SampleResult
-from annotator.config import OnInvalid, ValidationConfig
 from annotator.errors import BackendError
+from annotator.inputs import InputRow
 from annotator.records import cap_raw
 from annotator.redact import redact
 from annotator.schemas import extract_json
 
 if TYPE_CHECKING:
-    from annotator.inputs import InputRow
     from annotator.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,36 @@ class TransportRetry:
 
 
 # -- validation -------------------------------------------------------------------------------------------------
+OnInvalid = Literal["resample", "reask"]
+"""``validation.on_invalid``: how an invalid answer is asked again."""
+
+
+class ValidationConfig(BaseModel):
+    """The ``validation:`` section of a pipeline: how invalid answers are retried, and when a run gives up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per sample when output is invalid.")
+    max_tokens_per_row: int | None = Field(
+        default=None, gt=0, description="Stop retrying a row once it has used this many tokens."
+    )
+    on_invalid: OnInvalid = Field(
+        default="resample",
+        description="What the next try of an invalid answer sends: 'resample' = the same prompt again (warmer, "
+                    "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
+                    "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
+    )
+    max_consecutive_transport_failures: int = Field(
+        default=20, ge=1,
+        description="Circuit breaker: stop the run (exit 5) after this many teacher calls in a row failed for good "
+                    "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
+    )
+    max_failed_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="The run exits 4 (outputs still written) when more than this share of rows failed; 1.0 = never.",
+    )
+
+
 class AnswerValidator:
     """Checks one teacher answer: complete (not cut at ``max_tokens``), JSON, the task's output model, the
     task's own checks (:meth:`annotator.tasks.base.Task.check`)."""
@@ -203,6 +233,11 @@ class ValidationPolicy:
     def from_config(cls, cfg: ValidationConfig) -> ValidationPolicy:
         return cls(cfg.max_attempts, cfg.max_tokens_per_row, cfg.on_invalid)
 
+    def another_try(self, attempts: int) -> bool:
+        """Whether a sample whose ``attempts`` tries so far gave no valid answer is asked again (online here, in a
+        follow-up batch by :mod:`annotator.batch`)."""
+        return attempts < self.max_attempts
+
     def request(self, first: GenerationRequest, attempt: int, feedback: list[dict[str, str]] | None = None,
                 ) -> GenerationRequest:
         """Try ``attempt`` (0-based) of a sample whose first try is ``first``.
@@ -231,7 +266,8 @@ class ValidationPolicy:
         ``call``. A transport failure ends the sample with ``transport=True`` (the caller does not cache it).
         """
         feedback: list[dict[str, str]] = []
-        for attempt in range(self.max_attempts):
+        attempt = 0
+        while self.another_try(attempt):
             if budget.exhausted():
                 result.error = (f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); "
                                 f"last error: {result.error}")
@@ -253,4 +289,5 @@ class ValidationPolicy:
                 feedback += self.feedback(gen, result.error or "no valid output")
             log.debug("row %s: attempt %d/%d invalid (%s)", budget.row_id, attempt + 1, self.max_attempts,
                       result.error)
+            attempt += 1
         return result

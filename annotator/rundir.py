@@ -19,11 +19,13 @@ import logging
 import os
 import re
 import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from annotator.cache import ResultStore, explain_sqlite_error
-from annotator.config import PipelineConfig
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
 from annotator.guard import check_distinct, mark_incomplete, require_owned
 from annotator.records import ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, RunManifest, read_manifest
@@ -63,53 +65,65 @@ def output_error(exc: OSError, path: Path | str, kept: str) -> RunDirError:
     return os_error(exc, path, kept, elsewhere="choose another output path")
 
 
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """The one way a final output is written: ``with atomic_writer(path) as fh: fh.write(...)`` writes a temporary
+    file beside ``path`` (``<name>.tmp``), fsyncs it and renames it over ``path`` when the block ends; when the block
+    raises, the temporary file is removed and ``path`` is left as it was. Readers see the old file or the new one,
+    never a part (make the rename itself durable with :func:`fsync_dir`)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a failed write() does not say which file: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it (a failed
-    write, e.g. a full disk, removes the temporary file and leaves ``path`` as it was)."""
-    atomic_write_files({path: text})
+    """Write ``path`` whole or not at all (:func:`atomic_writer`)."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write binary ``path`` (an image) whole or not at all (:func:`atomic_writer`, through its byte buffer)."""
+    with atomic_writer(path) as fh:
+        fh.buffer.write(data)
 
 
 def atomic_write_files(files: dict[Path, str]) -> None:
-    """Write a set of files whole or not at all: every one to a temporary file first (fsynced), then all renamed
-    into place in the given order. A failed write removes the temporary files and leaves every target as it was."""
-    tmps = {path: path.with_name(path.name + ".tmp") for path in files}
-    try:
-        for path, text in files.items():
-            try:
-                with tmps[path].open("w", encoding="utf-8") as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:  # a failed write() does not say which file: name it
-                raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    except BaseException:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    for path, tmp in tmps.items():
-        os.replace(tmp, path)
+    """Write a set of files whole or not at all: one :func:`atomic_writer` per file, every temporary file written
+    (and fsynced) before the first rename, then all renamed into place in the given order. A failed write removes
+    every temporary file and leaves every target as it was."""
+    with ExitStack() as stack:
+        handles = {path: stack.enter_context(atomic_writer(path)) for path in reversed(list(files))}
+        for path, text in files.items():  # the stack unwinds last-in first: the first file is renamed first
+            handles[path].write(text)
 
 
 def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest, partial: bool = False) -> None:
     """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
     fsynced, then the directory (so the renames survive a power cut too). ``partial`` (``--limit``): not the whole
     result, so ``annotations.jsonl`` never looks like a finished target to make (:func:`annotator.guard.mark_incomplete`)."""
-    target = run_dir / ANNOTATIONS_FILE
-    tmp = target.with_suffix(".jsonl.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        with atomic_writer(run_dir / ANNOTATIONS_FILE) as fh:
             for rec in store.iter_results():
                 fh.write(rec)
                 fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
         if partial:
-            mark_incomplete(target)
+            mark_incomplete(run_dir / ANNOTATIONS_FILE)
         atomic_write_text(run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
         fsync_dir(run_dir)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise os_error(exc, exc.filename or run_dir) from None
 
 
@@ -136,13 +150,12 @@ def prepare_run_dir(path: Path) -> None:
         raise os_error(exc, path) from None
 
 
-def check_run_outputs(cfg: PipelineConfig) -> None:
-    """The output guard for ``run`` (see :mod:`annotator.guard`): the files a run writes are none of its inputs, and
-    an ``annotations.jsonl``/``run.json``/``cache.sqlite`` already in ``output.dir`` belongs to an earlier run."""
-    out = Path(cfg.output.dir)
+def check_run_outputs(out: Path, inputs: Mapping[str, Path | None]) -> None:
+    """The output guard for ``run`` (see :mod:`annotator.guard`): the files a run writes into ``out`` (its
+    ``output.dir``) are none of its ``inputs`` (``{"input file": path, ...}``), and an
+    ``annotations.jsonl``/``run.json``/``cache.sqlite`` already there belongs to an earlier run."""
     writes = {f"output {name}": out / name for name in (ANNOTATIONS_FILE, MANIFEST_FILE, CACHE_FILE, LOCK_FILE)}
-    check_distinct("run", writes, {"input file": cfg.input.path, "prompt template": cfg.prompt.template,
-                                   "pipeline file": cfg.source_path})
+    check_distinct("run", writes, inputs)
     cache = out / CACHE_FILE
     require_owned(cache, "run", _is_run_cache(cache), "table 'meta' of a run's cache")
     if cache.exists() or _manifest_readable(out):
@@ -230,25 +243,19 @@ def _read_pid(fd: int) -> str:
         return ""
 
 
-def binding_of(cfg: PipelineConfig) -> dict[str, str]:
-    """What a run directory is bound to: the pipeline's name, its input file and columns, and the task type."""
-    return {"pipeline": cfg.name, "input": str(cfg.input.path), "id_column": cfg.input.id_column,
-            "text_column": cfg.input.text_column, "task": cfg.task.type}
-
-
-def bind_run_dir(store: ResultStore, cfg: PipelineConfig) -> None:
-    """Record the binding on first use; refuse a run of another pipeline or input in a used directory."""
-    wanted = binding_of(cfg)
+def bind_run_dir(store: ResultStore, binding: dict[str, str], source: Path | None = None) -> None:
+    """Record ``binding`` (:meth:`annotator.config.PipelineConfig.binding`) on first use; refuse a run of another
+    pipeline or input in a used directory (``source``: the pipeline file, named in the message)."""
     stored = store.get_meta(_BINDING_KEY)
     if stored is None:
-        store.set_meta(_BINDING_KEY, json.dumps(wanted, sort_keys=True))
+        store.set_meta(_BINDING_KEY, json.dumps(binding, sort_keys=True))
         return
     bound = json.loads(stored)
-    differs = [k for k in wanted if bound.get(k) != wanted[k]]
+    differs = [k for k in binding if bound.get(k) != binding[k]]
     if differs:
         was = ", ".join(f"{k}={bound.get(k)!r}" for k in differs)
-        now = ", ".join(f"{k}={wanted[k]!r}" for k in differs)
-        where = cfg.source_path or "the pipeline file"
+        now = ", ".join(f"{k}={binding[k]!r}" for k in differs)
+        where = source or "the pipeline file"
         raise RunDirError(
             f"output.dir {store.path.parent} belongs to another run ({was}; this pipeline has {now}). Set another "
             f"output.dir in {where}, or delete {store.path.parent} to start it over"

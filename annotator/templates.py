@@ -7,6 +7,7 @@ Templates can't reach Python internals (sandbox) and fail loudly on any variable
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from importlib import resources
 from pathlib import Path
@@ -17,31 +18,39 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from annotator.bounds import MAX_TEXT_FILE_BYTES, read_text_at_most
 from annotator.errors import TemplateError
+from annotator.tasks import get_task_class
 
 BUILTIN_PREFIX = "builtin:"
 
 
-def _builtin_name(task: str) -> str:
-    """The file name of the built-in template that the task declares (``default_template``)."""
-    from annotator.tasks import get_task_class
-
-    name = get_task_class(task).default_template
+def _default_template(task: str) -> tuple[str, Path]:
+    """The file name of the default template that ``task`` declares (``default_template``) and where it lies:
+    beside the module that defines the task class (a plugin task ships its own), else in this package's
+    ``prompts`` folder (the built-in tasks')."""
+    cls = get_task_class(task)
+    name = cls.default_template
     if name is None:
         raise TemplateError(f"task {task!r} has no built-in prompt template: set prompt.template in the pipeline")
-    return name
+    try:
+        beside = Path(inspect.getfile(cls)).parent / name
+    except TypeError:  # a class defined interactively has no file
+        beside = None
+    if beside is not None and beside.is_file():
+        return name, beside
+    return name, Path(str(resources.files("annotator") / "prompts" / name))
 
 
 def default_template_path(task: str) -> Path:
-    """Where the built-in template of ``task`` lies in the installed package (for tools that track files)."""
-    return Path(str(resources.files("annotator") / "prompts" / _builtin_name(task)))
+    """Where the default template of ``task`` lies (for tools that track files, e.g. ``annotator deps``)."""
+    return _default_template(task)[1]
 
 
 def builtin_template_source(task: str) -> str:
-    """The source of the default template of ``task``, shipped inside the package (``annotator/prompts``)."""
-    resource = resources.files("annotator") / "prompts" / _builtin_name(task)
-    if not resource.is_file():
-        raise TemplateError(f"no built-in prompt template for task {task!r} ({resource} is missing)")
-    return resource.read_text(encoding="utf-8")
+    """The source of the default template of ``task`` (see :func:`default_template_path`)."""
+    _, path = _default_template(task)
+    if not path.is_file():
+        raise TemplateError(f"no built-in prompt template for task {task!r} ({path} is missing)")
+    return path.read_text(encoding="utf-8")
 
 
 def _env() -> ImmutableSandboxedEnvironment:
@@ -86,8 +95,8 @@ class PromptTemplate:
 
     @classmethod
     def builtin(cls, task: str, system: str | None = None) -> PromptTemplate:
-        """The package's default template for ``task`` (the one it declares); its name is ``builtin:<file>``."""
-        return cls(builtin_template_source(task), f"{BUILTIN_PREFIX}{_builtin_name(task)}", system)
+        """The default template the task declares (:func:`default_template_path`); its name is ``builtin:<file>``."""
+        return cls(builtin_template_source(task), f"{BUILTIN_PREFIX}{_default_template(task)[0]}", system)
 
     @property
     def sha256(self) -> str:

@@ -24,10 +24,10 @@ label is right ~88%.
    of rows kept by each stage and left to humans (over all samples: one that certifies nothing keeps nothing), and,
    over the samples where both are certified, the cost of the cascade over the cost of the strong teacher alone on
    every row calibrated the same way at the same target (and per kept row; with the strong teacher's own coverage).
-3. **End to end once** (at the lowest target): a 250-row human sheet, ``calibrate`` and ``CascadeRun`` (what ``annotator calibrate`` and
-   ``annotator run`` do), from the answers of step 1 (all cache hits): per stage rows asked and kept, tokens, cost,
-   the report's cost ratio, the true agreement of the kept rows, and a check that the run kept exactly the rows
-   the thresholds say.
+3. **End to end once** (at the lowest target): a 250-row human sheet, ``calibrate`` and ``CascadeRun`` (what
+   ``annotator calibrate`` and ``annotator run`` do), from the answers of step 1 (all cache hits): per stage rows
+   asked and kept, tokens, cost, the report's cost ratio, the true agreement of the kept rows, and a check that the
+   run kept exactly the rows the thresholds say.
 
 Prints a Markdown table (the README's) and writes runs/bench/cascade.json. About 2-4 minutes on 2 shared cores.
 Options: --items 4000 --draws 300 --targets 0.85,0.9 --delta 0.1 --seed 0 --big-sample 500 (one more row at the
@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(rows))
     print()
-    print(f"end to end (target {min(targets):g}, delta {args.delta:g}, 250 random human rows): thresholds {e2e['thresholds']}, "
+    print(f"end to end (target {min(targets):g}, delta {args.delta:g}, 250 random human rows): "
+          f"thresholds {e2e['thresholds']}, "
           f"{e2e['rows_to_humans']} rows to humans, true agreement of kept rows "
           f"{e2e['true_agreement_of_kept']:.1%}, cost / strong alone {e2e['cost_ratio_report']:.2f}, run kept exactly "
           f"the rows the thresholds say: {e2e['run_matches_thresholds']}, teacher calls in the run "

@@ -18,8 +18,8 @@ setup`` with ``--no-deps``; or ``--corpus CSV`` with ``text`` and ``label``/``ca
 (default 1,000) rows get a simulated teacher wrong on ``--teacher-noise`` (10%) of them, then the real ``annotator
 export --gold --split 0.6,0.2,0.2`` and ``annotator train-student --sizes 0.25,0.5,all --epochs 3 --max-length 48``:
 student accuracy and macro-F1 vs gold per training size (steps, best epoch, seconds), each size's own temperature
-(fit on validation) and test ECE before and after it, and the majority-class rate of the test split. 23 minutes of wall time on
-2 cores shared with other jobs (MiniLM's forward/backward is the cost); larger runs with
+(fit on validation) and test ECE before and after it, and the majority-class rate of the test split. 23 minutes of
+wall time on 2 cores shared with other jobs (MiniLM's forward/backward is the cost); larger runs with
 ``--student-rows 3000 --student-split 0.8,0.1,0.1 --student-sizes 250,1000,all``.
 
 Durability: the cache commits every answer with SQLite WAL ``synchronous=NORMAL`` (survives a process crash; a power
@@ -610,7 +610,7 @@ def durability(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def local(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Local teacher: pipeline vs raw engine at the default slots, then a sweep of slots and threads."""
-    from annotator.config import LocalTeacherConfig
+    from annotator.backends.local_llama import LocalTeacherConfig
 
     default = LocalTeacherConfig()
     threads = default.n_threads or 1
@@ -650,56 +650,62 @@ def local_table(loc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def throughput_table(t: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Throughput: {t['requests']:,} requests, concurrency {t['concurrency']}, server latency {t['latency_s']}s "
+        f"-> ideal {t['ideal_rows_per_s']:.1f} rows/s (round bound {t['round_bound_ratio']:.3f})",
+        f"  {'client':<10}{'rows/s':>10}{'vs ideal':>10}{'vs bare':>10}{'elapsed s':>11}{'peak MB':>9}"
+        f"{'max in flight':>15}",
+    ]
+    for kind in ("bare", "pipeline"):
+        r = t[kind]
+        vs_bare = f"{r['ratio_to_bare']:.3f}" if "ratio_to_bare" in r else "-"
+        lines.append(f"  {kind:<10}{r['rows_per_s']:>10.1f}{r['ratio_to_ideal']:>10.3f}{vs_bare:>10}"
+                     f"{r['elapsed_s']:>11.1f}{r['maxrss_mb']:>9.0f}{r['server_max_in_flight']:>15}")
+    ratio = t["pipeline"]["ratio_to_ideal"]
+    lines.append(f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
+                 f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
+    return lines
+
+
+def vllm_table(v: dict[str, Any]) -> list[str]:
+    if "skipped" in v:
+        return [f"vLLM: skipped ({v['skipped']})"]
+    raw, pipe = v["vllm-raw"], v["vllm-pipeline"]
+    ratio = v["ratio_pipeline_to_raw"]
+    return [f"vLLM: {v['rows']:,} label prompts on {v['model']}, same prompts and sampling parameters",
+            (f"  raw LLM.chat {raw['rows_per_s']:.2f} rows/s ({raw['elapsed_s']:.1f} s); "
+             f"pipeline (vllm backend) {pipe['rows_per_s']:.2f} rows/s ({pipe['elapsed_s']:.1f} s)"),
+            f"  pipeline / raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"]
+
+
+def memory_table(m: dict[str, Any]) -> list[str]:
+    lines = ["Memory (input streamed; in-process zero-latency teacher):",
+             f"  {'rows':>10}{'input MB':>10}{'peak RSS MB':>13}{'rows/s':>9}{'elapsed s':>11}"]
+    for k, r in m.items():
+        if isinstance(r, dict):
+            lines.append(f"  {int(k):>10,}{r['input_mb']:>10.0f}{r['maxrss_mb']:>13.0f}{r['rows_per_s']:>9.0f}"
+                         f"{r['elapsed_s']:>11.1f}")
+    lines.append(f"  peak RSS ratio (largest / smallest): {m['ratio_large_to_small']:.2f}")
+    big = m[str(max(int(k) for k in m if k.isdigit()))]
+    if big.get("rss_timeline_mb"):
+        lines.append("  RSS during the largest run (rows done: MB): "
+                     + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in big["rss_timeline_mb"]))
+    return lines
+
+
+def durability_table(d: dict[str, Any]) -> list[str]:
+    lines = [f"Durability ({d['rows']:,} rows, zero-latency in-process teacher, one commit per answer):"]
+    for mode in ("NORMAL", "FULL"):
+        lines.append(f"  synchronous={mode:<7}{d[mode]['rows_per_s']:>9.0f} rows/s{d[mode]['elapsed_s']:>9.1f} s")
+    lines.append(f"  FULL / NORMAL rows/s = {d['full_to_normal']:.3f}")
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
-    lines = []
-    t = report.get("throughput")
-    if t:
-        lines += [
-            f"Throughput: {t['requests']:,} requests, concurrency {t['concurrency']}, server latency {t['latency_s']}s "
-            f"-> ideal {t['ideal_rows_per_s']:.1f} rows/s (round bound {t['round_bound_ratio']:.3f})",
-            f"  {'client':<10}{'rows/s':>10}{'vs ideal':>10}{'vs bare':>10}{'elapsed s':>11}{'peak MB':>9}"
-            f"{'max in flight':>15}",
-        ]
-        for kind in ("bare", "pipeline"):
-            r = t[kind]
-            vs_bare = f"{r['ratio_to_bare']:.3f}" if "ratio_to_bare" in r else "-"
-            lines.append(f"  {kind:<10}{r['rows_per_s']:>10.1f}{r['ratio_to_ideal']:>10.3f}{vs_bare:>10}"
-                         f"{r['elapsed_s']:>11.1f}{r['maxrss_mb']:>9.0f}{r['server_max_in_flight']:>15}")
-        ratio = t["pipeline"]["ratio_to_ideal"]
-        lines.append(f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
-                     f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
-    if report.get("local"):
-        lines += local_table(report["local"])
-    v = report.get("vllm")
-    if v and "skipped" in v:
-        lines.append(f"vLLM: skipped ({v['skipped']})")
-    elif v:
-        raw, pipe = v["vllm-raw"], v["vllm-pipeline"]
-        ratio = v["ratio_pipeline_to_raw"]
-        lines += [f"vLLM: {v['rows']:,} label prompts on {v['model']}, same prompts and sampling parameters",
-                  (f"  raw LLM.chat {raw['rows_per_s']:.2f} rows/s ({raw['elapsed_s']:.1f} s); "
-                   f"pipeline (vllm backend) {pipe['rows_per_s']:.2f} rows/s ({pipe['elapsed_s']:.1f} s)"),
-                  f"  pipeline / raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"]
-    m = report.get("memory")
-    if m:
-        lines.append("Memory (input streamed; in-process zero-latency teacher):")
-        lines.append(f"  {'rows':>10}{'input MB':>10}{'peak RSS MB':>13}{'rows/s':>9}{'elapsed s':>11}")
-        for k, r in m.items():
-            if isinstance(r, dict):
-                lines.append(f"  {int(k):>10,}{r['input_mb']:>10.0f}{r['maxrss_mb']:>13.0f}{r['rows_per_s']:>9.0f}"
-                             f"{r['elapsed_s']:>11.1f}")
-        lines.append(f"  peak RSS ratio (largest / smallest): {m['ratio_large_to_small']:.2f}")
-        big = m[str(max(int(k) for k in m if k.isdigit()))]
-        if big.get("rss_timeline_mb"):
-            lines.append("  RSS during the largest run (rows done: MB): "
-                         + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in big["rss_timeline_mb"]))
-    d = report.get("durability")
-    if d:
-        lines.append(f"Durability ({d['rows']:,} rows, zero-latency in-process teacher, one commit per answer):")
-        for mode in ("NORMAL", "FULL"):
-            lines.append(f"  synchronous={mode:<7}{d[mode]['rows_per_s']:>9.0f} rows/s{d[mode]['elapsed_s']:>9.1f} s")
-        lines.append(f"  FULL / NORMAL rows/s = {d['full_to_normal']:.3f}")
-    return "\n".join(lines)
+    sections = (("throughput", throughput_table), ("local", local_table), ("vllm", vllm_table),
+                ("memory", memory_table), ("durability", durability_table))
+    return "\n".join(line for key, render in sections if report.get(key) for line in render(report[key]))
 
 
 RESULT = "BENCH-RESULT "

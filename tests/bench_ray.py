@@ -47,8 +47,8 @@ def teacher_rows_per_s(yaml_path: Path, workers: int | None) -> float:
     """rows/s of one cold-cache run; ``workers`` None: local."""
     import shutil
 
-    from annotator.backends import build_backend
-    from annotator.config import RayConfig, load_config
+    from annotator.backends import RayConfig, build_backend
+    from annotator.config import load_config
     from annotator.engine import Pipeline
 
     cfg = load_config(yaml_path)
@@ -108,7 +108,7 @@ def tiny_student(out: Path) -> Path:
 
 
 def predict_rows_per_s(student: Path, inp: Path, out: Path, on_ray: bool) -> float:
-    from annotator.config import InputConfig
+    from annotator.inputs import InputConfig
     from annotator.student.predict import PredictOptions, load_student_info, local_labeler, predict_file
     from annotator.student.ray_predict import ray_labeler
 

@@ -41,8 +41,9 @@ or by global request number (1-based): ``POST /config {"by_request": {"3": "500"
 
 Control endpoints: ``GET /stats``, ``POST /reset`` (clears counters and ``by_request``), ``POST /config`` with any
 of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-After``), ``hang`` (seconds a
-``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per answer, fixed so
-tests can compute token budgets and costs; ``cached_tokens`` goes in ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
+``[[timeout]]`` request is held), ``prompt_tokens``/``completion_tokens``/``cached_tokens`` (usage reported per
+answer, fixed so tests can compute token budgets and costs; ``cached_tokens`` goes in
+``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
 ``trickle_interval`` and ``huge_chars`` (see the faults above), ``headers`` (added to every answer, e.g. hostile
 ``x-ratelimit-reset-*`` values; cleared by ``/reset``).
@@ -144,13 +145,21 @@ def instance(schema: dict[str, Any] | None, text: str, name: str = "") -> Any:
     if typ == "object" or "properties" in schema:
         return {k: instance(v, text, k) for k, v in (schema.get("properties") or {}).items()}
     if typ == "array":
-        n = max(1, int(schema.get("minItems", 1)))
-        items = schema.get("items") or {}
-        if "enum" in items:  # distinct values for sets of labels
-            vals = [str(x) for x in items["enum"]]
-            start = _h(text) % len(vals)
-            return [vals[(start + i) % len(vals)] for i in range(min(n, len(vals)))]
-        return [instance(items, f"{text}#{i}", name) for i in range(n)]
+        return _array_instance(schema, text, name)
+    return _scalar_instance(schema, typ, text, name)
+
+
+def _array_instance(schema: dict[str, Any], text: str, name: str) -> list[Any]:
+    n = max(1, int(schema.get("minItems", 1)))
+    items = schema.get("items") or {}
+    if "enum" in items:  # distinct values for sets of labels
+        vals = [str(x) for x in items["enum"]]
+        start = _h(text) % len(vals)
+        return [vals[(start + i) % len(vals)] for i in range(min(n, len(vals)))]
+    return [instance(items, f"{text}#{i}", name) for i in range(n)]
+
+
+def _scalar_instance(schema: dict[str, Any], typ: Any, text: str, name: str) -> Any:
     if typ == "string":
         s = f"echo: {text}" if name == "rationale" else f"{name or 'value'} for {text[:40]}"
         lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")

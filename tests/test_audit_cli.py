@@ -233,9 +233,9 @@ def test_fixed_choices_are_listed_in_help_and_checked_by_typer(
 
 def test_choices_are_one_list_each() -> None:
     """The CLI enums are the lists the implementations check (LEVELS and STRATEGIES are derived from them)."""
-    from annotator.audit import GATE_METRICS
+    from annotator.audit.compute import GATE_METRICS
     from annotator.choices import ExportFormat, GateMetric
-    from annotator.export.dataset_builder import FORMATS
+    from annotator.export.summary import FORMATS
 
     assert [m.value for m in GateMetric] == list(GATE_METRICS)  # every metric described, none extra
     assert tuple(x.value for x in ExportFormat) == FORMATS
@@ -248,7 +248,8 @@ def test_level_is_case_insensitive_and_the_api_still_checks_its_strings(
     code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "o"),
                               "--bootstrap", "0", "--no-plots", "--level", "Nominal"], capsys)
     assert code == 0, err
-    from annotator.audit import AuditOptions, run_audit
+    from annotator.audit.compute import AuditOptions
+    from annotator.audit.run_audit import run_audit
 
     for bad, expected in (({"gate_metric": "vibes"}, "--gate-metric must be one of"),
                           ({"level": "ratio"}, "--level must be one of")):

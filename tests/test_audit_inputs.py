@@ -195,7 +195,8 @@ def test_annotator_with_only_empty_ratings_is_reported_not_dropped_silently(tmp_
     import json
     import logging
 
-    from annotator.audit.run_audit import AuditOptions, run_audit
+    from annotator.audit.compute import AuditOptions
+    from annotator.audit.run_audit import run_audit
 
     items = [f"i{k:02d}" for k in range(40)]
     teacher = {i: LABELS[k % 3] for k, i in enumerate(items)}

@@ -10,7 +10,8 @@ import pytest
 from test_audit_cli import audit_cli, strict_json  # tests/ is on sys.path (pytest rootdir-relative import)
 from test_audit_inputs import write_run
 
-from annotator.audit.run_audit import AuditOptions, run_audit
+from annotator.audit.compute import AuditOptions
+from annotator.audit.run_audit import run_audit
 
 # Slice "en": humans agree; majority pos,pos,neg,neg; teacher pos,neg,neg,neg.
 #   accuracy 3/4; F1(pos) = 2/3 (P 1, R 1/2), F1(neg) = 0.8 (P 2/3, R 1) -> macro 0.7333

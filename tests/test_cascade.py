@@ -272,7 +272,8 @@ def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, c
     ({"delta": 0}, "cascade.delta: Input should be greater than 0"),
     ({"stages": [CHEAP]}, "cascade.stages: 1 stage(s): a cascade needs at least 2"),
     ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 1}}]},
-     "cascade.stages.1.teacher.samples: 1 (stage 'strong'): a stage's confidence is the vote share of its samples"),
+     "cascade.stages.1.teacher.samples: 1 (stage 'strong'): a stage's confidence is the vote share of its "
+     "samples"),
     ({"stages": [CHEAP, {**CHEAP}]}, "stage name(s) cheap used twice"),
     ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "n_ctx": 4}}]},
      "cascade.stages.1.teacher.n_ctx: not a setting of backend openai (it belongs to backend"),

@@ -5,14 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from annotator.backends import BACKENDS, build_backend
-from annotator.config import (
-    LocalTeacherConfig,
-    OpenAITeacherConfig,
-    VLLMTeacherConfig,
-    load_config,
-    teacher_config,
-)
+from annotator.backends import BACKENDS, build_backend, teacher_config
+from annotator.backends.local_llama import LocalTeacherConfig
+from annotator.backends.openai_config import OpenAITeacherConfig
+from annotator.backends.vllm_offline import VLLMTeacherConfig
+from annotator.config import load_config
 from annotator.errors import ConfigError
 from annotator.tasks.label import LabelTaskConfig
 

@@ -403,7 +403,8 @@ def test_audit_headlines_from_annotator_report(tmp_path, capsys):
     from test_audit_cli import audit_cli, make_data  # tests/ is on sys.path
 
     from annotator.cli import main
-    from annotator.export.dataset_builder import ExportError, load_audit_summary
+    from annotator.export.dataset_builder import load_audit_summary
+    from annotator.export.summary import ExportError
 
     humans, run = make_data(tmp_path)
     code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(run / "audit"),

@@ -13,10 +13,11 @@ import polars as pl
 import pytest
 from test_audit_cli import audit_cli, strict_json  # tests/ is on sys.path
 
-from annotator.audit import AuditOptions, run_audit
 from annotator.audit import agreement as ag
 from annotator.audit import sampling as sp
+from annotator.audit.compute import AuditOptions
 from annotator.audit.humans import load_humans
+from annotator.audit.run_audit import run_audit
 from annotator.cli import main
 from annotator.errors import InputDataError
 from annotator.records import AnnotationRecord, LabelInfo, RunManifest

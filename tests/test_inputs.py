@@ -3,9 +3,8 @@
 import polars as pl
 import pytest
 
-from annotator.config import InputConfig
 from annotator.errors import InputDataError
-from annotator.inputs import check_ids, count_rows, iter_rows
+from annotator.inputs import InputConfig, check_ids, count_rows, iter_rows
 
 ROWS = {"doc_id": [1, 2, 3], "body": ["alpha", "beta, with comma", "gamma\nnewline"], "lang": ["en", "de", "fr"]}
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from annotator.backends.base import GenerationRequest
-from annotator.backends.local_llama import LocalLlamaBackend
+from annotator.backends.local_llama import LocalLlamaBackend, LocalTeacherConfig
 from annotator.backends.model_files import default_gguf_path
-from annotator.config import LocalTeacherConfig, load_config
+from annotator.config import load_config
 from annotator.engine import Pipeline
 from annotator.records import iter_annotations, read_manifest
 

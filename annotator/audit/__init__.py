@@ -34,8 +34,10 @@ Report sections
 
 ``--min-agreement X`` exits with code 3 when the ``--gate-metric`` (default: Krippendorff's alpha of the teacher vs
 the human majority) is below ``X``, after writing the report.
+
+Modules: :mod:`~annotator.audit.run_audit` (the flow: load, compute, slices, write, gate),
+:mod:`~annotator.audit.compute` (options and every statistic), :mod:`~annotator.audit.results` (the report's
+models), :mod:`~annotator.audit.report` (report.md), :mod:`~annotator.audit.compare` (several teachers),
+:mod:`~annotator.audit.sampling` (``annotator sample``). This package imports none of them, so a light part (e.g.
+:mod:`~annotator.audit.calibration`) loads without scipy.
 """
-
-from annotator.audit.run_audit import GATE_METRICS, AuditOptions, check_gate, run_audit
-
-__all__ = ["GATE_METRICS", "AuditOptions", "check_gate", "run_audit"]

@@ -14,11 +14,11 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from annotator import __version__
-from annotator.audit.report import AuditReport, Estimate, _table, f, fe
-from annotator.audit.run_audit import AuditOptions, run_audit
+from annotator.audit.compute import AuditOptions
+from annotator.audit.report import f, fe, markdown_table
+from annotator.audit.results import AuditReport, Comparison, TeacherSummary
+from annotator.audit.run_audit import run_audit
 from annotator.errors import InputDataError
 from annotator.guard import check_distinct, check_folder, has_keys
 from annotator.records import read_manifest
@@ -28,49 +28,6 @@ log = logging.getLogger(__name__)
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
-
-
-class TeacherSummary(BaseModel):
-    """One teacher's headline numbers (its full report is in ``report_dir``)."""
-
-    name: str
-    teacher: str
-    model: str | None
-    report_dir: str
-    evaluated_items: int
-    accuracy: Estimate
-    design_weighted_accuracy: Estimate | None = None
-    macro_f1: Estimate
-    cohen_kappa_vs_majority: Estimate
-    alpha_vs_majority: Estimate
-    alpha_teacher_substituted: Estimate
-    winning_rate: float | None
-    advantage_probability: float | None
-    alt_test_passed: bool | None
-    alt_test_weak: bool
-    alt_test_verdict: str
-    gate_passed: bool | None
-    tokens: int | None = None
-    tokens_per_item: float | None = None
-    per_category_accuracy: dict[str, float | None]
-
-
-class Comparison(BaseModel):
-    annotator_version: str
-    created_at: str
-    humans: str
-    annotators: list[str]
-    human_alpha: Estimate
-    level: str
-    epsilon: float
-    alpha: float
-    alt_test_min_items: int
-    gate_metric: str
-    min_agreement: float | None
-    teachers: list[TeacherSummary]
-    passing: list[str]
-    ranking: list[str]
-    notes: list[str] = []
 
 
 def teacher_names(paths: list[Path]) -> list[str]:
@@ -156,7 +113,8 @@ def compare_teachers(opts: AuditOptions, teachers: list[Path], out: Path) -> tup
     return comparison, reports
 
 
-def _alt_cell(s: TeacherSummary) -> str:
+def alt_test_cell(s: TeacherSummary) -> str:
+    """The alt-test verdict of one teacher in a table cell."""
     if s.alt_test_passed is None:
         return "not run"
     return ("PASSED" if s.alt_test_passed else "FAILED") + (" (weak)" if s.alt_test_weak else "")
@@ -185,11 +143,11 @@ def render_comparison(c: Comparison) -> str:
                     + ([fe(s.design_weighted_accuracy) if s.design_weighted_accuracy else "n/a"] if with_design else [])
                     + [fe(s.macro_f1), fe(s.cohen_kappa_vs_majority), fe(s.alpha_vs_majority),
                        fe(s.alpha_teacher_substituted), f(s.winning_rate, 2), f(s.advantage_probability, 3),
-                       _alt_cell(s), f(s.tokens_per_item, 1)])
-    L += _table(header, rows)
+                       alt_test_cell(s), f(s.tokens_per_item, 1)])
+    L += markdown_table(header, rows)
     labels = list(c.teachers[0].per_category_accuracy)
     L += ["Accuracy per category (items whose human majority is the label):", ""]
-    L += _table(["label"] + [f"`{s.name}`" for s in c.teachers],
+    L += markdown_table(["label"] + [f"`{s.name}`" for s in c.teachers],
                 [[f"`{lab}`"] + [f(s.per_category_accuracy.get(lab)) for s in c.teachers] for lab in labels])
     if c.min_agreement is not None:
         L += ["Gate `" + c.gate_metric + f"` >= {c.min_agreement:g}: "

@@ -16,6 +16,10 @@ from annotator.errors import InputDataError
 from annotator.records import normalize_id
 
 INCLUSION_COLUMN = "inclusion_prob"
+LONG_SHEET = "sheet_long.csv"
+"""The long annotation sheet: one row per assigned rating (``annotator sample``, a cascade's human queue)."""
+WIDE_SHEET = "sheet_wide.csv"
+"""The wide annotation sheet: one row per item, one column per annotator."""
 
 
 def read_inclusion_probs(df: pl.DataFrame, id_col: str, path: str | Path) -> dict[str, float]:

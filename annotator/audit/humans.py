@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from annotator.audit.design import INCLUSION_COLUMN, read_inclusion_probs
 from annotator.audit.label_studio import is_label_studio_export, read_label_studio
-from annotator.audit.tabular import few, find_id_column, read_table, to_label
+from annotator.audit.tabular import few, find_id_column, to_label
 from annotator.errors import InputDataError
 from annotator.records import normalize_id
+from annotator.tables import read_table
 
 if TYPE_CHECKING:
     import polars as pl

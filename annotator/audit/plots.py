@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from annotator.audit.calibration import Calibration
-from annotator.audit.report import Estimate, Slices
+from annotator.audit.results import Estimate, Slices
+from annotator.rundir import atomic_write_bytes
 
 
 def _plt() -> Any:
@@ -18,6 +20,14 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write the figure as a PNG (120 dpi), atomically (:func:`annotator.rundir.atomic_write_bytes`); close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
@@ -40,8 +50,7 @@ def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
     ax.set_title("Teacher vs human majority (colour: row share)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def per_class_agreement_png(
@@ -64,8 +73,7 @@ def per_class_agreement_png(
     ax.set_title("Per-class agreement: human-human vs teacher-human")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def calibration_png(cal: Calibration, path: Path) -> None:
@@ -88,8 +96,7 @@ def calibration_png(cal: Calibration, path: Path) -> None:
     ax2.set_xlabel("teacher confidence")
     ax2.set_ylabel("items")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _point_and_err(estimates: list[Estimate | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -120,5 +127,4 @@ def agreement_by_slice_png(s: Slices, path: Path) -> None:
     ax.set_title(f"Agreement by {s.column}")
     ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

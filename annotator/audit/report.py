@@ -1,213 +1,11 @@
-"""The audit report: pydantic models (``report.json``) and the Markdown rendering (``report.md``)."""
+"""The audit report as Markdown (``report.md``), and the number formats every audit table shares."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from annotator.audit.alt_test import AltTestResult
-from annotator.audit.calibration import Calibration
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(ser_json_inf_nan="null")
-
-
-class Estimate(_Model):
-    """A point estimate with a percentile-bootstrap confidence interval over items (None when undefined)."""
-
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-
-
-class Inputs(_Model):
-    humans: str
-    humans_format: str
-    teacher: str
-    teacher_source: str
-    teacher_model: str | None = None
-    teacher_cost_usd: float | None = Field(default=None, description="What the teacher run's annotations cost.")
-    teacher_cost_per_item_usd: float | None = None
-    level: str
-    labels: list[str]
-    label_source: str
-    epsilon: float
-    alpha: float
-    bootstrap: int
-    seed: int
-    confidence_level: float
-    kappa_weights: str | None
-    gate_metric: str
-    min_agreement: float | None = None
-    alt_test_min_items: int = 30
-
-
-class Coverage(_Model):
-    annotators: list[str]
-    ratings_per_annotator: dict[str, int]
-    human_items: int
-    human_ratings: int
-    teacher_items: int
-    teacher_failed: int
-    teacher_failed_on_human_items: int
-    teacher_only_items: int
-    evaluated_items: int
-    items_with_2plus_ratings: int
-    tied_majority_items: int
-    min_ratings_per_item: int
-    max_ratings_per_item: int
-
-
-class ClassMetrics(_Model):
-    label: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
-    predicted: int
-
-
-class ConfusionMatrix(_Model):
-    labels: list[str]
-    matrix: list[list[int]] = Field(description="rows = human majority label, columns = teacher label")
-
-
-class Classification(_Model):
-    n_items: int = Field(description="items with a (non-tied) human majority label")
-    accuracy: Estimate
-    micro_f1: Estimate
-    macro_f1: Estimate
-    weighted_f1: float | None
-    design_weighted_accuracy: Estimate | None = Field(
-        None, description="accuracy weighted by 1/inclusion_prob of the sampling design (Hajek), when recorded"
-    )
-    per_class: list[ClassMetrics]
-    confusion_matrix: ConfusionMatrix
-
-
-class TeacherVsMajority(_Model):
-    n_items: int
-    percent_agreement: Estimate
-    cohen_kappa: Estimate
-    krippendorff_alpha: Estimate
-    gwet_ac1: Estimate
-
-
-class PairAgreement(_Model):
-    a: str
-    b: str
-    n_items: int
-    cohen_kappa: float | None
-    percent_agreement: float | None
-
-
-class GroupAgreement(_Model):
-    fleiss_kappa: Estimate
-    krippendorff_alpha: Estimate
-    gwet_ac1: Estimate
-
-
-class HumanHuman(GroupAgreement):
-    mean_pairwise_cohen_kappa: Estimate
-    mean_pairwise_percent_agreement: Estimate
-    pairs: list[PairAgreement]
-
-
-class SubstitutedAlpha(_Model):
-    annotator: str
-    krippendorff_alpha: float | None
-
-
-class TeacherHuman(_Model):
-    mean_cohen_kappa: Estimate = Field(description="mean over humans of kappa(teacher, human)")
-    mean_percent_agreement: Estimate
-    per_annotator: list[PairAgreement]
-    with_teacher_added: GroupAgreement = Field(description="the teacher joins the humans as one more rater")
-    alpha_teacher_substituted: Estimate = Field(
-        description="mean over humans j of alpha when the teacher's labels replace j's (on the items j labelled)"
-    )
-    substituted: list[SubstitutedAlpha]
-
-
-class Agreement(_Model):
-    kappa_weights: str | None
-    teacher_vs_majority: TeacherVsMajority
-    human_human: HumanHuman
-    teacher_human: TeacherHuman
-
-
-class Category(_Model):
-    label: str
-    n_majority_items: int
-    human_pair_agreement: float | None = Field(description="share of agreeing human-human pairs on these items")
-    teacher_human_agreement: float | None = Field(description="share of agreeing teacher-human pairs on these items")
-    teacher_accuracy: float | None = Field(description="teacher = majority on these items (the class recall)")
-    human_specific_agreement: float | None
-    teacher_specific_agreement: float | None
-    human_category_kappa: float | None
-    low_human_agreement: bool
-
-
-class Numeric(_Model):
-    teacher_mae: float | None
-    teacher_rmse: float | None
-    teacher_pearson: float | None
-    human_loo_mae: float | None = Field(description="mean |rating - mean of the other humans' ratings|")
-
-
-class Gate(_Model):
-    metric: str
-    description: str
-    value: float | None
-    min_agreement: float | None
-    passed: bool | None
-
-
-class SliceResult(_Model):
-    value: str = Field(description="the slice's value of the --by column ('(missing)' for items without one)")
-    n_items: int = Field(description="evaluated items in the slice (human-labelled, teacher succeeded)")
-    too_small: bool = Field(description="fewer items than --min-slice-items: no metrics computed")
-    n_annotators: int = 0
-    accuracy: Estimate | None = None
-    macro_f1: Estimate | None = None
-    teacher_vs_majority_alpha: Estimate | None = None
-    human_human_kappa: Estimate | None = Field(default=None, description="mean pairwise Cohen's kappa of the humans")
-    teacher_human_kappa: Estimate | None = Field(default=None, description="mean Cohen's kappa of the teacher with each human")
-    human_human_alpha: Estimate | None = None
-    alt_test_passed: bool | None = None
-    alt_test_verdict: str = "too small"
-
-
-class Slices(_Model):
-    column: str
-    source: str = Field(description="the file the --by column was read from")
-    min_slice_items: int
-    slices: list[SliceResult]
-
-
-class AuditReport(_Model):
-    annotator_version: str
-    created_at: str
-    inputs: Inputs
-    coverage: Coverage
-    warnings: list[str]
-    classification: Classification
-    agreement: Agreement
-    per_category: list[Category]
-    low_agreement_categories: list[str]
-    alt_test: AltTestResult
-    alt_test_verdict: str
-    calibration: Calibration
-    numeric: Numeric | None = None
-    gate: Gate
-    slices: Slices | None = None
-    files: dict[str, str] = {}
-
-
-# ---------------------------------------------------------------- Markdown
+from annotator.audit.results import AuditReport, Estimate, Slices
 
 MAX_PAIR_ROWS = 45
 
@@ -218,15 +16,16 @@ def f(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def fe(e: Estimate) -> str:
-    if e.value is None:
+def fe(e: Estimate | None) -> str:
+    """An estimate and its interval in a table cell (``n/a`` when it is missing or undefined)."""
+    if e is None or e.value is None:
         return "n/a"
     if e.ci_low is None or e.ci_high is None:
         return f(e.value)
     return f"{f(e.value)} [{f(e.ci_low)}, {f(e.ci_high)}]"
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return out + [""]
@@ -278,7 +77,7 @@ def _md_data(r: AuditReport) -> list[str]:
     """## Data: the inputs, coverage and the warnings."""
     inp, cov = r.inputs, r.coverage
     L = ["## Data", ""]
-    L += _table(
+    L += markdown_table(
         ["", ""],
         [
             ["human file", f"`{inp.humans}` ({inp.humans_format} format)"],
@@ -287,7 +86,8 @@ def _md_data(r: AuditReport) -> list[str]:
             ["label set", f"{', '.join(inp.labels)} (from {inp.label_source}; level {inp.level})"],
             ["human items / ratings", f"{cov.human_items} / {cov.human_ratings}"],
             ["evaluated items", f"{cov.evaluated_items} (ratings per item {cov.min_ratings_per_item}-{cov.max_ratings_per_item})"],
-            ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on human items, excluded)"],
+            ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on "
+                f"human items, excluded)"],
             ["teacher-only items (no human label)", cov.teacher_only_items],
             *([["teacher cost", f"${inp.teacher_cost_usd:,.4f} in all, ${inp.teacher_cost_per_item_usd:.6f} per item"]]
               if inp.teacher_cost_usd is not None and inp.teacher_cost_per_item_usd is not None else []),
@@ -308,7 +108,7 @@ def _md_classification(r: AuditReport) -> list[str]:
         L += ["The human sheet records its sampling design (`inclusion_prob`): the design-corrected accuracy weights "
               "each item by 1/inclusion_prob (Hajek estimator) and estimates the accuracy over the whole run; the "
               "other numbers describe the sampled items as they are.", ""]
-    L += _table(
+    L += markdown_table(
         ["metric", f"value [{_ci(r)} CI]"],
         [
             ["accuracy", fe(c.accuracy)],
@@ -322,13 +122,13 @@ def _md_classification(r: AuditReport) -> list[str]:
             ["Gwet's AC1", fe(tvm.gwet_ac1)],
         ],
     )
-    L += _table(
+    L += markdown_table(
         ["label", "precision", "recall", "F1", "support", "predicted"],
         [[f"`{p.label}`", f(p.precision), f(p.recall), f(p.f1), p.support, p.predicted] for p in c.per_class],
     )
     L += ["Confusion matrix (rows: human majority, columns: teacher):", ""]
     cm = c.confusion_matrix
-    L += _table([""] + [f"`{x}`" for x in cm.labels], [[f"`{x}`"] + row for x, row in zip(cm.labels, cm.matrix)])
+    L += markdown_table([""] + [f"`{x}`" for x in cm.labels], [[f"`{x}`"] + row for x, row in zip(cm.labels, cm.matrix)])
     if "confusion_matrix" in r.files:
         L += ["![confusion matrix](confusion_matrix.png)", ""]
     return L
@@ -339,7 +139,7 @@ def _md_chance_agreement(r: AuditReport) -> list[str]:
     ag, inp = r.agreement, r.inputs
     tvm, hh, th = ag.teacher_vs_majority, ag.human_human, ag.teacher_human
     L = ["## 2. Chance-corrected agreement", ""]
-    L += _table(
+    L += markdown_table(
         ["coefficient", "humans only", "humans + teacher", "teacher vs majority"],
         [
             ["Fleiss' kappa", fe(hh.fleiss_kappa), fe(th.with_teacher_added.fleiss_kappa), "-"],
@@ -350,7 +150,7 @@ def _md_chance_agreement(r: AuditReport) -> list[str]:
     )
     shown = [p for p in hh.pairs if p.n_items > 0]
     L += ["Pairwise Cohen's kappa (means above use the pairs sharing at least 2 items):", ""]
-    L += _table(
+    L += markdown_table(
         ["rater A", "rater B", "items", "kappa", "agreement"],
         [[p.a, p.b, p.n_items, f(p.cohen_kappa), f(p.percent_agreement)] for p in shown[:MAX_PAIR_ROWS] + th.per_annotator],
     )
@@ -363,7 +163,7 @@ def _md_teacher_vs_humans(r: AuditReport) -> list[str]:
     """## 3: teacher-human next to human-human agreement, overall and per category."""
     hh, th = r.agreement.human_human, r.agreement.teacher_human
     L = ["## 3. Teacher-human vs human-human agreement", ""]
-    L += _table(
+    L += markdown_table(
         ["", "human-human", "teacher-human"],
         [
             ["mean pairwise Cohen's kappa", fe(hh.mean_pairwise_cohen_kappa), fe(th.mean_cohen_kappa)],
@@ -379,7 +179,7 @@ def _md_teacher_vs_humans(r: AuditReport) -> list[str]:
         "the share matched by the other rater of a pair.",
         "",
     ]
-    L += _table(
+    L += markdown_table(
         ["label", "items", "human-human pairs agree", "teacher-human pairs agree", "teacher acc.",
          "human specific agr.", "teacher specific agr.", "human category kappa", "flag"],
         [
@@ -406,7 +206,7 @@ def _md_alt_test(r: AuditReport) -> list[str]:
         "",
     ]
     if a.ran:
-        L += _table(
+        L += markdown_table(
             ["annotator", "items", "rho teacher", "rho human", "t", "p", "p (BY)", "teacher wins"],
             [
                 [t.annotator, t.n_items, f(t.rho_teacher), f(t.rho_human), f(t.t_statistic, 2), f(t.p_value, 4),
@@ -432,12 +232,12 @@ def _md_calibration(r: AuditReport) -> list[str]:
         return L + [f"Skipped: {cal.reason}.", ""]
     L += [f"Against the human majority label on {cal.n} items: ECE = {f(cal.ece)}, mean confidence "
           f"{f(cal.mean_confidence)}, accuracy {f(cal.accuracy)}." + (f" Note: {cal.reason}." if cal.reason else ""), ""]
-    L += _table(
+    L += markdown_table(
         ["confidence bin", "items", "mean confidence", "accuracy"],
         [[f"({b.low:.1f}, {b.high:.1f}]", b.n, f(b.confidence), f(b.accuracy)] for b in cal.bins if b.n],
     )
     L += ["Accuracy kept at each confidence threshold:", ""]
-    L += _table(
+    L += markdown_table(
         ["keep confidence >=", "items kept", "coverage", "accuracy"],
         [[f"{t.threshold:g}", t.kept, f(t.coverage), f(t.accuracy)] for t in cal.thresholds],
     )
@@ -451,7 +251,7 @@ def _md_numeric(r: AuditReport) -> list[str]:
     n = r.numeric
     if n is None:
         return []
-    return ["## Numeric ratings", ""] + _table(
+    return ["## Numeric ratings", ""] + markdown_table(
         ["", "value"],
         [["teacher MAE vs human mean", f(n.teacher_mae)], ["teacher RMSE vs human mean", f(n.teacher_rmse)],
          ["teacher Pearson r vs human mean", f(n.teacher_pearson)],
@@ -480,16 +280,17 @@ def _slices_markdown(s: Slices, plot: bool) -> list[str]:
     """The per-slice table of ``audit --by COLUMN``."""
     L = [f"## Results by slice: `{s.column}`", "",
          f"Each slice is audited on its own (same metrics, bootstrap and alt-test as above); `{s.column}` read from "
-         f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are reported as too small.", ""]
+         f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are "
+             f"reported as too small.", ""]
     rows = []
     for x in s.slices:
         if x.too_small:
             rows.append([x.value, x.n_items, x.n_annotators, "", "", "", "", "", "too small"])
             continue
         verdict = {True: "PASSED", False: "FAILED", None: "not run"}[x.alt_test_passed]
-        rows.append([x.value, x.n_items, x.n_annotators, fe(x.accuracy), fe(x.macro_f1),  # type: ignore[arg-type]
-                     fe(x.teacher_vs_majority_alpha), fe(x.human_human_kappa), fe(x.teacher_human_kappa), verdict])  # type: ignore[arg-type]
-    L += _table(["slice", "items", "annotators", "accuracy", "macro F1", "alpha teacher vs majority",
+        rows.append([x.value, x.n_items, x.n_annotators, fe(x.accuracy), fe(x.macro_f1),
+                     fe(x.teacher_vs_majority_alpha), fe(x.human_human_kappa), fe(x.teacher_human_kappa), verdict])
+    L += markdown_table(["slice", "items", "annotators", "accuracy", "macro F1", "alpha teacher vs majority",
                  "human-human kappa", "teacher-human kappa", "alt-test"], rows)
     if plot:
         L += ["![agreement by slice](agreement_by_slice.png)", ""]

@@ -31,8 +31,9 @@ Planning (:func:`plan`) uses normal approximations, stated with every number it 
 * Krippendorff's alpha: the large-sample variance of the two-rater intraclass kappa for a binary category (Bloch
   & Kraemer 1989), ``var = (1 - a)/n * [(1 - a)(1 - 2a) + a(2 - a) / (2 p (1 - p))]``, applied, as Krippendorff
   (2004, section 11.4) recommends for sample sizes, to the rarest category (``p`` = its share among the teacher's
-  labels of the drawn items, so a stratified draw that covers rare labels needs fewer items) against the rest; ``a`` is the alpha among the pilot's humans, or an assumed value. With more than 2
-  ratings per item the interval is narrower, so this is conservative.
+  labels of the drawn items, so a stratified draw that covers rare labels needs fewer items) against the rest;
+  ``a`` is the alpha among the pilot's humans, or an assumed value. With more than 2 ratings per item the interval
+  is narrower, so this is conservative.
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from annotator.audit.design import INCLUSION_COLUMN
+from annotator.audit.design import INCLUSION_COLUMN, LONG_SHEET, WIDE_SHEET
 from annotator.choices import Strategy
 from annotator.errors import InputDataError
 from annotator.guard import check_folder, has_keys
 from annotator.records import iter_annotations, read_manifest
 from annotator.rundir import atomic_write_files
+from annotator.tables import read_table
+from annotator.tasks import is_classification
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,6 @@ CDI_MIN_ERROR = 0.05  # the error rate assumed at least, whatever the confidence
 CDI_PILOT_PRIOR = 5.0  # pseudo-items of the assumed error rate added to a pilot stratum's counts
 MAX_CONFIDENCE_STRATA = 20
 ALT_TEST_MIN_ITEMS = 30
-LONG_SHEET = "sheet_long.csv"
-WIDE_SHEET = "sheet_wide.csv"
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
 DESIGN_FILE = "sample.json"
@@ -117,7 +118,7 @@ def load_candidates(run: str | Path) -> tuple[list[Candidate], list[str]]:
     """The run's successfully labelled single-label items, and its label set (run.json, else observed)."""
     candidates: list[Candidate] = []
     for rec in iter_annotations(run):
-        if rec.task != "label":
+        if not is_classification(rec.task):
             raise InputDataError(f"run {run} is a '{rec.task}' task; sampling for an audit needs a label task")
         label = rec.single_label()
         if rec.status == "ok" and label is not None:
@@ -297,8 +298,8 @@ def _filled_sheets(out: Path) -> list[str]:
         if not path.exists():
             continue
         try:
-            df = pl.read_csv(path, infer_schema=False)
-        except Exception:  # noqa: BLE001 - unreadable: treat as precious, never overwrite
+            df = read_table(path, "annotation sheet", allow_empty=True)
+        except InputDataError:  # unreadable: treat as precious, never overwrite
             filled.append(name)
             continue
         own = {"item_id", "annotator", "text", INCLUSION_COLUMN}

@@ -2,7 +2,7 @@
 
 The slice column is read from the human annotations file when it has that column (long format: one value per item,
 repeated on each rating row), else from the teacher run's input file (the path recorded in run.json's config).
-Every slice is audited by :func:`annotator.audit.run_audit.compute` on the slice's items, so each metric has one
+Every slice is audited by :func:`annotator.audit.compute.compute` on the slice's items, so each metric has one
 implementation; slices with fewer evaluated items than ``min_items`` get no metrics and are marked too small.
 """
 
@@ -11,18 +11,16 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from annotator.audit.compute import AuditOptions, compute
 from annotator.audit.dataset import AuditData
-from annotator.audit.report import SliceResult, Slices
-from annotator.audit.tabular import find_id_column, read_table, to_label
+from annotator.audit.results import SliceResult, Slices
+from annotator.audit.tabular import find_id_column, to_label
 from annotator.errors import InputDataError
 from annotator.records import normalize_id, read_manifest
-
-if TYPE_CHECKING:
-    from annotator.audit.run_audit import AuditOptions
+from annotator.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +86,6 @@ def subset(d: AuditData, rows: np.ndarray) -> AuditData:
 
 
 def _slice_result(value: str, sub: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str) -> SliceResult:
-    from annotator.audit.run_audit import compute
-
     r = compute(sub, replace(opts, min_agreement=None), humans_format, teacher_source, None)
     ag = r.agreement
     return SliceResult(

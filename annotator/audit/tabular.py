@@ -1,40 +1,13 @@
-"""Read a small table (CSV/TSV, JSONL/NDJSON, Parquet) with polars and normalise its cells to label strings."""
+"""Cells of the audit's tables (read by :func:`annotator.tables.read_table`): item id columns, labels, numbers."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from annotator.errors import InputDataError
-from annotator.inputs import check_table_file
 from annotator.records import normalize_id
 
 ID_COLUMNS = ("item_id", "id")
-
-
-def read_table(path: str | Path, what: str) -> pl.DataFrame:
-    """Read ``path`` eagerly. CSV cells are read as strings (no type guessing). ``what`` names the file in errors."""
-    p = Path(path)
-    fmt = check_table_file(p, what)
-    try:
-        if fmt == "csv":
-            sep = "\t" if p.suffix.lower() == ".tsv" else ","
-            df = pl.read_csv(p, separator=sep, infer_schema=False, encoding="utf8")
-        elif fmt == "jsonl":
-            df = pl.read_ndjson(p, infer_schema_length=None)
-        else:
-            df = pl.read_parquet(p)
-    except Exception as exc:  # polars raises several error types for unreadable files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "utf" in msg.lower():
-            msg = "not valid UTF-8 text"
-        raise InputDataError(f"cannot read {what} file {p}: {msg}") from None
-    if df.height == 0:
-        raise InputDataError(f"{what} file has no rows: {p}")
-    return df
 
 
 def find_id_column(columns: list[str]) -> str | None:

@@ -6,10 +6,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotator.audit.tabular import few, find_id_column, read_table, to_float, to_label
+from annotator.audit.design import WIDE_SHEET
+from annotator.audit.tabular import few, find_id_column, to_float, to_label
 from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
 from annotator.records import ANNOTATIONS_FILE, RunManifest, iter_annotations, normalize_id, read_manifest
+from annotator.tables import read_table
+from annotator.tasks import is_classification
 
 _RECORD_KEYS = {"status", "task", "prompt_hash"}
 
@@ -59,7 +62,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
     # read_manifest() given a *file* would parse that file itself; hand it the run directory instead.
     manifest = read_manifest(p if p.is_dir() else p.parent)
     if manifest is not None:
-        if manifest.task != "label":
+        if not is_classification(manifest.task):
             raise InputDataError(f"teacher run {p} is a '{manifest.task}' task; audit needs a single-label task")
         if manifest.multi_label:
             raise InputDataError(f"teacher run {p} is multi-label; audit supports single-label tasks only")
@@ -71,7 +74,7 @@ def _load_run(p: Path) -> TeacherAnnotations:
     tally = CostTally()
     for rec in iter_annotations(p):
         tally.add(rec.cost)
-        if rec.task != "label":
+        if not is_classification(rec.task):
             raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
         ids.add(rec.id)
         model = model or rec.model
@@ -96,8 +99,6 @@ def _load_run(p: Path) -> TeacherAnnotations:
 
 def _left_to_humans(manifest: RunManifest | None) -> set[str]:
     """The ids of a cascade run's human queue (read from its wide sheet); empty for any other run."""
-    from annotator.audit.sampling import WIDE_SHEET
-
     cascade = manifest.cascade if manifest is not None else None
     if cascade is None or not cascade.human_queue or not cascade.rows_to_humans:
         return set()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from annotator.bounds import PricePerMillion
 
 
 class GenerationRequest(BaseModel):
@@ -58,6 +61,38 @@ class RayConfig(BaseModel):
     workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
 
 
+class PriceConfig(BaseModel):
+    """What the provider charges, in USD per million tokens (copy it from the provider's price page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: PricePerMillion = Field(description="USD per 1M prompt tokens.")
+    cached_input: PricePerMillion | None = Field(
+        default=None, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
+    )
+    output: PricePerMillion = Field(description="USD per 1M completion tokens.")
+
+
+@dataclass(frozen=True)
+class TeacherCapabilities:
+    """What a teacher's settings let a run do. The config checks, the engine and the cost accounting ask
+    :meth:`BaseTeacherConfig.capabilities` and never which backend a teacher is, so a plugin backend gets a feature
+    by declaring it here (e.g. a priced API returns its ``price``)."""
+
+    price: PriceConfig | None = None
+    """Prices: cost per row and per run, ``validate --estimate`` (None: the runs of this teacher have no cost)."""
+    max_cost: float | None = None
+    """USD this output directory may spend (``teacher.max_cost``): no new call starts once it would pass it."""
+    batch: bool = False
+    """The answers come through a provider's Batch API: the engine fills the cache from it (:mod:`annotator.batch`)
+    before its usual pass, and the backend must be batch-capable (:class:`annotator.batch.BatchBackend`)."""
+    reask_refused: str | None = None
+    """Why ``validation.on_invalid: reask`` cannot be used with these settings (None: it can); ``{teacher}`` in it
+    stands for the section's place in the pipeline file (``teacher``, or a cascade stage's)."""
+    ray_refused: str | None = None
+    """Why ``teacher.ray`` cannot be used with these settings (None: it can); ``{teacher}`` as above."""
+
+
 RayPlacement = tuple[int, dict[str, float], "BaseTeacherConfig"]
 """(actors, Ray resources per actor, the config each actor builds its plain backend from)."""
 
@@ -82,6 +117,10 @@ class BaseTeacherConfig(BaseModel, ABC):
     @abstractmethod
     def create_backend(self) -> Backend:
         """The backend these settings describe (its heavy libraries are imported here, not at module import)."""
+
+    def capabilities(self) -> TeacherCapabilities:
+        """What these settings let a run do (default: no price, no budget, online answers, re-asks and Ray)."""
+        return TeacherCapabilities()
 
     @property
     def location(self) -> str:

@@ -4,8 +4,8 @@
 ``handle_chat_completions`` takes an OpenAI-style request and releases the GIL, so ``parallel`` worker threads keep
 that many requests decoding together in one batch. Each slot keeps its last prompt in the KV cache and a request goes
 to the slot with the longest common prefix, so only the part of a prompt that differs is evaluated: the task's
-shared instructions once per slot, a row's text once per slot that samples it. The JSON schema is enforced by LLGuidance (inside llama.cpp) with compact separators, so a small
-model cannot wander into runs of whitespace.
+shared instructions once per slot, a row's text once per slot that samples it. The JSON schema is enforced by
+LLGuidance (inside llama.cpp) with compact separators, so a small model cannot wander into runs of whitespace.
 """
 
 from __future__ import annotations

@@ -1,32 +1,18 @@
 """Settings of ``backend: openai`` (any OpenAI-compatible chat endpoint).
 
 They live apart from :mod:`annotator.backends.openai_compat` because that module imports the OpenAI SDK (over a
-second) at import time, and every pipeline file is validated against these settings, whatever its backend.
+second) at import time, and every pipeline file is validated against these settings, whatever its backend. That
+module imports these settings; they import it back only inside :meth:`OpenAITeacherConfig.create_backend`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from annotator.backends.base import BaseTeacherConfig, RayPlacement
-from annotator.bounds import PerMinute, PricePerMillion, Seconds, Usd
-
-if TYPE_CHECKING:
-    from annotator.backends.openai_compat import OpenAICompatBackend
-
-
-class PriceConfig(BaseModel):
-    """What the provider charges, in USD per million tokens (copy it from the provider's price page)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: PricePerMillion = Field(description="USD per 1M prompt tokens.")
-    cached_input: PricePerMillion | None = Field(
-        default=None, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
-    )
-    output: PricePerMillion = Field(description="USD per 1M completion tokens.")
+from annotator.backends.base import Backend, BaseTeacherConfig, PriceConfig, RayPlacement, TeacherCapabilities
+from annotator.bounds import PerMinute, Seconds, Usd
 
 
 class OpenAITeacherConfig(BaseTeacherConfig):
@@ -62,7 +48,20 @@ class OpenAITeacherConfig(BaseTeacherConfig):
             raise ValueError("max_cost needs teacher.price (e.g. price: {input: 2.5, cached_input: 1.25, output: 10})")
         return self
 
-    def create_backend(self) -> OpenAICompatBackend:
+    def capabilities(self) -> TeacherCapabilities:
+        """Priced (``price``, ``max_cost``); ``mode: batch`` answers through the Batch API, which cannot re-ask (a
+        follow-up batch sends the same prompt again) or run on Ray."""
+        if self.mode != "batch":
+            return TeacherCapabilities(price=self.price, max_cost=self.max_cost)
+        return TeacherCapabilities(
+            price=self.price, max_cost=self.max_cost, batch=True,
+            reask_refused="reask is not available with {teacher}.mode: batch (a follow-up batch asks the same prompt "
+                          "again): use on_invalid: resample, or mode: online",
+            ray_refused="the Batch API does not run on Ray: drop {teacher}.ray, or use mode: online",
+        )
+
+    def create_backend(self) -> Backend:
+        """The backend (:mod:`annotator.backends.openai_compat`, imported here: it loads the OpenAI SDK)."""
         from annotator.backends.openai_compat import OpenAICompatBackend
 
         return OpenAICompatBackend(self)

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from annotator.backends.base import BaseTeacherConfig, Generation, GenerationRequest, RayPlacement
+from annotator.backends.registry import teacher_config
 from annotator.errors import AnnotatorError, BackendError
 from annotator.ray_support import ray_session
 from annotator.redact import redact
@@ -29,8 +30,6 @@ class TeacherWorker:
     """Runs inside a Ray actor: one backend of the configured kind (never a Ray pool itself)."""
 
     def __init__(self, cfg_json: str):
-        from annotator.config import teacher_config
-
         self.backend = teacher_config(cfg_json).create_backend()
 
     def describe(self) -> dict[str, Any]:

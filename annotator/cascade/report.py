@@ -181,7 +181,7 @@ def render_markdown(r: dict[str, Any]) -> str:
 
 def frontier_png(r: dict[str, Any], path: Path) -> None:
     """Agreement against cost per row for every threshold combination; the chosen one and the target marked."""
-    from annotator.audit.plots import _plt
+    from annotator.audit.plots import _plt, save_png
 
     plt = _plt()
     pts = [p for p in r["frontier"] if p["agreement"] is not None]
@@ -204,8 +204,7 @@ def frontier_png(r: dict[str, Any], path: Path) -> None:
     ax.set_title("Cascade thresholds on the human sample")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_report(out: Path, cal: CalibrationFile, manifest: RunManifest | None, rows: int) -> dict[str, Path]:

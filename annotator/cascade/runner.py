@@ -108,7 +108,7 @@ class CascadeRun:
             Pipeline(stage_config(self.cfg, 0)).preview()  # a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
             try:
-                bind_run_dir(store, self.cfg)
+                bind_run_dir(store, self.cfg.binding(), self.cfg.source_path)
                 store.start_run()
                 queue = await self._stages(store, cal, rows)
                 self.queue_dir = self._write_queue(queue)

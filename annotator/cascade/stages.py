@@ -17,7 +17,8 @@ from pathlib import Path
 
 from annotator.backends import Backend
 from annotator.cache import cache_key, task_fingerprint
-from annotator.config import CascadeConfig, OutputConfig, PipelineConfig
+from annotator.cascade.settings import CascadeConfig
+from annotator.config import OutputConfig, PipelineConfig
 from annotator.engine import Pipeline, RunStats, load_template
 from annotator.errors import BudgetReached, ConfigError, TeacherUnreachable
 from annotator.records import AnnotationRecord, FailureKind, RunManifest

@@ -9,29 +9,39 @@ import typer
 from rich.table import Table
 
 from annotator.choices import GateMetric, Level
-from annotator.commands.output import JSON_HELP, emit_json, jsonable, log_console, result_console
+from annotator.commands.output import JSON_HELP, emit_json, fitted_table, jsonable, log_console, result_console
 
 if TYPE_CHECKING:
-    from annotator.audit import AuditOptions
     from annotator.audit.compare import Comparison
-    from annotator.audit.report import AuditReport
+    from annotator.audit.compute import AuditOptions
+    from annotator.audit.results import AuditReport
 
 
 def audit_command(
     humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
-    teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). Repeat to compare teachers."),
-    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison)."),
-    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json labels, else all observed labels."),
-    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
+    teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). "
+        "Repeat to compare teachers."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: "
+        "FIRST_TEACHER/../audit-comparison)."),
+    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json "
+        "labels, else all observed labels."),
+    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: "
+        "numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
-    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", case_sensitive=False, help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place of a human; winning_rate, advantage_probability: the alt-test."),
+    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", case_sensitive=False, help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, "
+        "accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); "
+        "mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place "
+        "of a human; winning_rate, advantage_probability: the alt-test."),
     epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
-    alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) are excluded, as in the reference implementation."),
-    by: str | None = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else from the run's input file: report.md 'Results by slice', report.json 'slices', agreement_by_slice.png."),
+    alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) "
+        "are excluded, as in the reference implementation."),
+    by: str | None = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else "
+        "from the run's input file: report.md 'Results by slice', report.json 'slices', "
+        "agreement_by_slice.png."),
     min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
 ) -> None:
@@ -52,8 +62,9 @@ def audit_command(
     TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
 
     Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
-"""
-    from annotator.audit import AuditOptions, check_gate, run_audit
+"""  # noqa: E501 - typer keeps line breaks in --help: one paragraph per line, rich wraps it
+    from annotator.audit.compute import AuditOptions
+    from annotator.audit.run_audit import check_gate, run_audit
 
     first = teacher[0]
     base = first if first.is_dir() else first.parent
@@ -136,18 +147,16 @@ def _compare(opts: AuditOptions, teachers: list[Path], out: Path, as_json: bool)
 
 
 def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
-    from annotator.audit.compare import COMPARISON_MD
+    from annotator.audit.compare import COMPARISON_MD, alt_test_cell
     from annotator.audit.report import f, fe
 
     console = result_console()
-    table = Table(title=f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - alpha) * 100))}% CI)")
-    for col in ("teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test", "tokens/item"):
-        table.add_column(col, justify="left" if col == "teacher" else "right")
-    for s in comparison.teachers:
-        alt = "not run" if s.alt_test_passed is None else ("PASSED" if s.alt_test_passed else "FAILED") + (" (weak)" if s.alt_test_weak else "")
-        table.add_row(s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
-                      f(s.advantage_probability, 3), alt, f(s.tokens_per_item, 1))
-    console.print(table)
+    title = f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - alpha) * 100))}% CI)"
+    columns = ["teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test",
+               "tokens/item"]
+    rows = [[s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
+             f(s.advantage_probability, 3), alt_test_cell(s), f(s.tokens_per_item, 1)] for s in comparison.teachers]
+    console.print(fitted_table(console, title, columns, rows, left=("teacher",)))
     console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
     console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")
 

@@ -12,7 +12,7 @@ from annotator.choices import ExportFormat
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
 
 if TYPE_CHECKING:
-    from annotator.export.dataset_builder import ExportSummary
+    from annotator.export.summary import ExportSummary
 
 
 def export_command(
@@ -28,7 +28,8 @@ def export_command(
     split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
     stratify_by: Annotated[
         str | None,
-        typer.Option("--stratify-by", metavar="COLUMN", help="Split every slice of this input column (e.g. language) in the fractions (with --gold: every slice's gold-label mix)."),
+        typer.Option("--stratify-by", metavar="COLUMN", help="Split every slice of this input column (e.g. language) in the fractions (with --gold: "
+            "every slice's gold-label mix)."),
     ] = None,
     min_confidence: Annotated[
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
@@ -44,7 +45,8 @@ def export_command(
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
     route_below: Annotated[
         float | None,
-        typer.Option("--route-below", help="Keep label rows under this teacher confidence out of the dataset and write them to a sheet for humans."),
+        typer.Option("--route-below", help="Keep label rows under this teacher confidence out of the dataset and write them to a "
+            "sheet for humans."),
     ] = None,
     route_out: Annotated[
         Path | None, typer.Option("--route-out", help="Folder of that sheet (default RUN_DIR/routed; refuses to overwrite sheets).")
@@ -55,7 +57,7 @@ def export_command(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Export a run's annotations as a Hugging Face dataset (splits by item id, same for every teacher) with a card."""
-    from annotator.export.dataset_builder import ExportOptions, export_run
+    from annotator.export import ExportOptions, export_run
 
     summary = export_run(
         run_dir,

@@ -11,8 +11,12 @@ import sys
 from typing import Any
 
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
 
+from annotator.progress import quiet
 from annotator.redact import redact_data
 
 JSON_HELP = "Print a machine-readable JSON summary to stdout instead of tables (logs and progress go to stderr)."
@@ -27,18 +31,10 @@ def result_console() -> Console:
     return Console()
 
 
-_quiet = False
-
-
-def set_quiet(quiet: bool) -> None:
-    """``annotator --quiet``: the consoles :func:`log_console` makes from now on print nothing."""
-    global _quiet
-    _quiet = quiet
-
-
 def log_console() -> Console:
-    """Where progress, warnings and notes go: stderr (nothing with ``annotator --quiet``)."""
-    return Console(stderr=True, quiet=_quiet)
+    """Where warnings and notes go: stderr (nothing with ``annotator --quiet``, :func:`annotator.progress.quiet`;
+    progress bars: :class:`annotator.progress.ProgressDisplay`)."""
+    return Console(stderr=True, quiet=quiet())
 
 
 def jsonable(model: BaseModel) -> dict[str, Any]:
@@ -53,3 +49,27 @@ def emit_json(data: BaseModel | dict[str, Any]) -> None:
     data = redact_data(data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def fitted_table(console: Console, title: str, columns: list[str], rows: list[list[str]],
+                 left: tuple[str, ...] = ()) -> RenderableType:
+    """A table of ``rows`` under ``columns`` (right-aligned but for the ``left`` ones) as wide as its content when
+    that fits the console, else one block per row (its first column and cell, then ``column  value`` lines), so no
+    cell is cut (an 80-column terminal would shrink a name such as ``teacher-big`` to ``teach...``)."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    if natural <= console.width:
+        return table
+    blocks: list[RenderableType] = [Text(title, style="italic", justify="center")]
+    for row in rows:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim")
+        grid.add_column()
+        for col, cell in zip(columns[1:], row[1:]):
+            grid.add_row(col, cell)
+        blocks += [Text(f"{columns[0]} {row[0]}", style="bold"), grid]
+    return Group(*blocks)

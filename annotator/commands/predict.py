@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from annotator.choices import InputFormat
 from annotator.commands.output import log_console
-from annotator.config import InputConfig
+from annotator.inputs import InputConfig
+from annotator.progress import ProgressDisplay
 
 if TYPE_CHECKING:
     from annotator.student.predict import PredictOptions, PredictSummary, StudentInfo
@@ -76,21 +76,16 @@ def _predict_with_progress(
     """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""
     from annotator.student.predict import local_labeler, predict_file
 
-    progress = Progress(
-        TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=(console := log_console()), disable=quiet or console.quiet, refresh_per_second=4,
-    )
-    bar = progress.add_task("predict", total=None)
-    with progress:
+    with ProgressDisplay("predict", "rows", enabled=not quiet) as progress:
         if ray is None:
             return predict_file(info, cfg, opts, local_labeler(info, device, opts.batch_size),
-                                on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+                                on_progress=progress.update)
         from annotator.ray_support import ray_session
         from annotator.student.ray_predict import ray_labeler
 
         with ray_session(None if ray == "local" else ray):
             return predict_file(info, cfg, opts, ray_labeler(info, opts.batch_size, ray_workers),
-                                on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+                                on_progress=progress.update)
 
 
 def register(app: typer.Typer) -> None:

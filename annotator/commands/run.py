@@ -11,13 +11,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from annotator.backends import RayConfig
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
-from annotator.config import PipelineConfig, RayConfig, load_config
+from annotator.config import PipelineConfig, load_config
 from annotator.engine import Pipeline, RunStats
 from annotator.errors import BudgetReached, ConfigError, TooManyFailures
+from annotator.progress import ProgressDisplay
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
 
@@ -78,7 +79,7 @@ def run_command(
         progress = _RunProgress(cfg.name, quiet)
         runner = Pipeline(cfg, retry_failed=retry_failed, on_row=progress.on_row)
         runner.on_batch = progress.on_batch
-        manifest = _run_until_done(runner.run(), progress.bar, cfg.output.dir, lambda: runner.stats.rows_done)
+        manifest = _run_until_done(runner.run(), progress.display, cfg.output.dir, lambda: runner.stats.rows_done)
         stats = runner.stats
     _print_summary(cfg.name, manifest, time.monotonic() - started, Path(cfg.output.dir), as_json)
     _report_failures(manifest, stats, cfg.validation.max_failed_fraction)
@@ -112,37 +113,18 @@ def _configure(
 
 
 class _RunProgress:
-    """The progress bar on stderr (a terminal), or a plain line every 5 s elsewhere (CI, logs); none if quiet."""
+    """The run's progress on stderr (:class:`annotator.progress.ProgressDisplay`): rows, failures, tokens, rows/s."""
 
     def __init__(self, name: str, quiet: bool) -> None:
-        self.console = console = log_console()  # made now: `annotator --quiet` has set it quiet by now
-        quiet = quiet or console.quiet
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-            disable=quiet or not console.is_terminal, refresh_per_second=4,
-        )
-        self.task_id = self.bar.add_task(name, total=None, info="loading teacher...")
-        self.plain = not quiet and not console.is_terminal
-        self.last_update = 0.0
-        self.last_line = time.monotonic()
+        self.display = ProgressDisplay(name, "rows", enabled=not quiet, info="loading teacher...")
 
     def on_row(self, record: AnnotationRecord, stats: RunStats) -> None:
-        """After each row: update the bar at most 5 times a second (and at the last row)."""
-        now = time.monotonic()
-        if now - self.last_update < 0.2 and stats.rows_done != stats.rows_total:
-            return
-        self.last_update = now
-        self.bar.update(self.task_id, completed=stats.rows_done, total=stats.rows_total, info=_progress_text(stats))
-        if self.plain and now - self.last_line >= 5.0:
-            self.last_line = now
-            self.console.print(f"{stats.rows_done:,}/{stats.rows_total:,} rows  " + _progress_text(stats), markup=True)
+        """After each row (the display redraws at most 5 times a second, and at the last row)."""
+        self.display.update(stats.rows_done, stats.rows_total, _progress_text(stats))
 
     def on_batch(self, done: int, total: int, status: str) -> None:
         """While a Batch API job runs: its requests answered so far and its status."""
-        self.bar.update(self.task_id, completed=done, total=total or None, info=f"Batch API: {status}")
-        if self.plain:
-            self.console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
+        self.display.update(done, total or None, f"Batch API: {status}", unit="requests", force=True)
 
 
 class StageBars:
@@ -156,12 +138,12 @@ class StageBars:
     def __call__(self, label: str, pipeline: Pipeline) -> None:
         self.stop()
         self.current = _RunProgress(label, self.quiet)
-        self.current.bar.start()
+        self.current.display.start()
         pipeline.on_row, pipeline.on_batch = self.current.on_row, self.current.on_batch
 
     def stop(self) -> None:
         if self.current is not None:
-            self.current.bar.stop()
+            self.current.display.stop()
             self.current = None
 
     def __enter__(self) -> StageBars:
@@ -171,7 +153,7 @@ class StageBars:
         self.stop()
 
 
-def _run_until_done(run: Coroutine[Any, Any, RunManifest], progress: Progress | StageBars, out_dir: Path,
+def _run_until_done(run: Coroutine[Any, Any, RunManifest], progress: ProgressDisplay | StageBars, out_dir: Path,
                     rows_done: Callable[[], int]) -> RunManifest:
     """Run the pipeline; Ctrl-C exits 130 and a reached teacher.max_cost exits 8, each with one line (shown even
     with --quiet: it is why the run stopped)."""

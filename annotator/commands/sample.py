@@ -42,7 +42,7 @@ def sample_command(
     Strategies: random | stratified (by the teacher's label; rare labels covered) | uncertain (low teacher confidence oversampled; inclusion probabilities recorded so the audit reports a design-corrected accuracy) | confidence (Confidence-Driven Inference for `annotator estimate`: items drawn in proportion to the teacher's likely error, learnt from --pilot when given; one annotator per item is allowed).
 
     --plan prints the expected 95% CI half-width of accuracy and of Krippendorff's alpha for a few sample sizes (normal approximations; see the output) and, with --target-ci, the number of items needed; it writes nothing.
-"""
+"""  # noqa: E501 - typer keeps line breaks in --help: one paragraph per line, rich wraps it
     from annotator.audit import sampling as sp
     from annotator.errors import InputDataError
 
@@ -126,7 +126,8 @@ def _print_plan(console: Console, p, strategy: str) -> None:
         f"accuracy: Wald normal approximation, expected accuracy {p.accuracy_guess:.2f} ({p.accuracy_source})"
         + (f", design effect {p.design_effect:.2f} ({strategy} design, Kish)" if p.design_effect > 1.0001 else "")
         + f". alpha: Bloch & Kraemer (1989) two-rater variance for the rarest label in the sample "
-        f"'{p.rarest_label}' (share {p.rarest_share:.2f}) vs the rest, alpha {p.alpha_guess:.2f} ({p.alpha_source}), as Krippendorff "
+        f"'{p.rarest_label}' (share {p.rarest_share:.2f}) vs the rest, alpha {p.alpha_guess:.2f} "
+        f"({p.alpha_source}), as Krippendorff "
         "(2004, sec. 11.4) plans sample sizes; conservative with more than 2 ratings per item.", soft_wrap=True)
     if p.target is not None:
         console.print(f"[bold]For +-{p.target:g}:[/] {p.n_for_accuracy} items for accuracy, {p.n_for_alpha} items for alpha.")

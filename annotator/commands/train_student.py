@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
+from annotator.commands.output import JSON_HELP, emit_json, fitted_table, log_console, result_console
 from annotator.student.calibration import MIN_FIT_ITEMS
 
 
@@ -63,23 +63,21 @@ def _print_curve(console: Console, m) -> None:
     from annotator.student.card import ece_text, temperature_text
 
     names = list(m.learning_curve[0].slices or {})
-    t = Table(title="learning curve (held-out scope)" + (f"; per {m.slices.column}: student vs gold (n)" if names else ""))
-    for c in ("train size", "steps", "best epoch", "seconds", "student vs gold", "agree", "T", "ECE before -> after",
-              *names):
-        t.add_column(c, justify="right")
-    for p in m.learning_curve:
-        t.add_row(
-            f"{p.size}" + (" (clipped)" if p.clipped else ""),
-            str(p.steps),
-            "-" if p.best_epoch is None else str(p.best_epoch),
-            f"{p.seconds:.0f}",
-            _pair(p.student),
-            _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
-            temperature_text(p.calibration),
-            ece_text(p.calibration),
-            *(f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()),
-        )
-    console.print(t)
+    title = "learning curve (held-out scope)" + (f"; per {m.slices.column}: student vs gold (n)" if names else "")
+    columns = ["train size", "steps", "best epoch", "seconds", "student vs gold", "agree", "T", "ECE before -> after",
+               *names]
+    rows = [[
+        f"{p.size}" + (" (clipped)" if p.clipped else ""),
+        str(p.steps),
+        "-" if p.best_epoch is None else str(p.best_epoch),
+        f"{p.seconds:.0f}",
+        _pair(p.student),
+        _fmt(p.student_vs_teacher.accuracy if p.student_vs_teacher else None),
+        temperature_text(p.calibration),
+        ece_text(p.calibration),
+        *(f"{_pair(s.student)} ({s.items})" for s in (p.slices or {}).values()),
+    ] for p in m.learning_curve]
+    console.print(fitted_table(console, title, columns, rows))
     for note in sorted({p.calibration.note for p in m.learning_curve if p.calibration and p.calibration.note}):
         console.print(f"[yellow]learning curve calibration:[/] {note}")
 
@@ -136,7 +134,8 @@ MAX_EPOCHS = 10_000
 def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: int, max_length: int,
                   max_steps: int | None, patience: int, **rest: Any):
     """The checked training options (one error line per bad value)."""
-    from annotator.student.train import StudentError, TrainConfig
+    from annotator.student.loop import TrainConfig
+    from annotator.student.metrics import StudentError
 
     if not (0 < epochs <= MAX_EPOCHS and 0 < lr < 1 and 0 < batch_size <= 100_000 and 0 < max_length <= 100_000
             and (max_steps is None or max_steps > 0)):
@@ -198,15 +197,18 @@ def train_student_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     eval_by: Annotated[
         str | None,
-        typer.Option("--eval-by", metavar="COLUMN", help="Also score student and teacher vs gold per value of this column (gold file, else the run's input), in metrics.json 'slices'."),
+        typer.Option("--eval-by", metavar="COLUMN", help="Also score student and teacher vs gold per value of this column (gold file, else the "
+            "run's input), in metrics.json 'slices'."),
     ] = None,
     train_where: Annotated[
         str | None,
-        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, in \\[a, b], not in \\[a, b], joined by 'and'; columns as for --eval-by)."),
+        typer.Option("--train-where", metavar="EXPR", help="Train/validate only on items matching EXPR, e.g. \"language != el\" (COLUMN == V, != V, "
+            "in \\[a, b], not in \\[a, b], joined by 'and'; columns as for --eval-by)."),
     ] = None,
     test_where: Annotated[
         str | None,
-        typer.Option("--test-where", metavar="EXPR", help="Test on every exported item matching EXPR that is not trained on, e.g. \"language == el\" (zero-shot cross-lingual)."),
+        typer.Option("--test-where", metavar="EXPR", help="Test on every exported item matching EXPR that is not trained on, e.g. \"language == "
+            "el\" (zero-shot cross-lingual)."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
@@ -214,17 +216,10 @@ def train_student_command(
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
     from annotator.guard import check_distinct, check_folder, has_keys
     from annotator.rundir import as_os_error, output_error
+    from annotator.student.data import StudentOptions, parse_thresholds, resolve_dataset_dir
     from annotator.student.integrity import CHECKSUMS_FILE
-    from annotator.student.train import (
-        METRICS_FILE,
-        MODEL_DIR,
-        PREDICTIONS_FILE,
-        StudentError,
-        StudentOptions,
-        parse_thresholds,
-        resolve_dataset_dir,
-        train_student,
-    )
+    from annotator.student.metrics import METRICS_FILE, MODEL_DIR, PREDICTIONS_FILE, StudentError
+    from annotator.student.train import train_student
 
     if min_calibration_items < 1:
         raise StudentError("--min-calibration-items must be >= 1")
@@ -241,7 +236,7 @@ def train_student_command(
         train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )
     try:
-        m = train_student(ds_dir, opts, log=lambda s: logs.print(f"[dim]{s}[/]", soft_wrap=True))
+        m = train_student(ds_dir, opts)
     except Exception as exc:
         disk = as_os_error(exc)  # a full disk while saving the model is a safetensors/torch error, not an OSError
         if disk is None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from annotator.audit.plots import _plt
+from annotator.audit.plots import _plt, save_png
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate
 
 TEACHER_COLOURS = ("#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
@@ -58,7 +57,4 @@ def forest_png(report: EstimateReport, path: Path) -> None:
     ax.set_title("Label shares: corrected vs humans only vs raw teacher")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from annotator.audit.report import Estimate, _Model, _table, f, fe
+from annotator.audit.report import f, fe, markdown_table
+from annotator.audit.results import Estimate, _Model
 
 
 class LabelShare(_Model):
@@ -73,7 +74,7 @@ def _slice_table(s: SliceEstimate, ci: str) -> list[str]:
               "width ratio", "effective human labels", "lambda"]
     rows = [[x.label, f(x.teacher_share), fe(x.corrected), fe(x.human_only), f"{x.humans_with_label:g}",
              f(x.width_ratio, 2), _n(x.effective_human_labels), f(x.lam, 2)] for x in s.shares]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _side_by_side(r: EstimateReport, ci: str) -> list[str]:
@@ -95,7 +96,7 @@ def _side_by_side(r: EstimateReport, ci: str) -> list[str]:
                 row += ["n/a", "too small", ""] if x is None else [
                     f(x.teacher_share), fe(x.corrected), _n(x.effective_human_labels)]
             rows.append(row)
-    return ["## Side by side", ""] + _table(header, rows)
+    return ["## Side by side", ""] + markdown_table(header, rows)
 
 
 def _teacher_section(t: TeacherEstimates, ci: str, several: bool) -> list[str]:

@@ -13,9 +13,9 @@ import numpy as np
 
 from annotator import __version__
 from annotator.audit.compare import teacher_names
+from annotator.audit.compute import _none
 from annotator.audit.humans import HumanAnnotations, load_humans
-from annotator.audit.report import Estimate
-from annotator.audit.run_audit import _none
+from annotator.audit.results import Estimate
 from annotator.audit.teacher import TeacherAnnotations, load_teacher
 from annotator.errors import InputDataError, RunDirError
 from annotator.estimate.data import DESIGN, Joined, join, slice_of

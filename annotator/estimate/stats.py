@@ -29,7 +29,8 @@ the whole finite corpus, so ``mean_U(f)`` carries no error and the sample's fini
     e_i(lam) = 1[i in d] * ((Y_i - mu_hat(Y)) - lam (f_i - mu_hat(f))),   N_hat_d = sum_{s_d} w
 
 with ``s_g^2`` the sample variance within stratum ``g`` (over every sampled item of the stratum, zero outside the
-slice; a stratum merged from several probabilities uses the expanded values ``e_i / pi_i``, see design_moments). ``V(lam) = A - 2 lam B + lam^2 C`` is quadratic, so the tuned ``lam = B / C`` minimises it exactly.
+slice; a stratum merged from several probabilities uses the expanded values ``e_i / pi_i``, see design_moments).
+``V(lam) = A - 2 lam B + lam^2 C`` is quadratic, so the tuned ``lam = B / C`` minimises it exactly.
 """
 
 from __future__ import annotations

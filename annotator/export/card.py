@@ -9,7 +9,7 @@ import yaml
 from annotator.tasks import get_task_class
 
 if TYPE_CHECKING:
-    from annotator.export.dataset_builder import ExportSummary
+    from annotator.export.summary import ExportSummary
 
 
 def _feature_yaml(name: str, feature: Any) -> dict[str, Any]:

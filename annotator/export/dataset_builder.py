@@ -3,33 +3,42 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from annotator.choices import ExportFormat
 from annotator.costs import CostTally
-from annotator.errors import AnnotatorError, InputDataError
+from annotator.errors import InputDataError
+from annotator.export.card import render_card
 from annotator.export.splits import (
     assign_by_id,
     multilabel_strata,
     parse_split_spec,
     split_counts,
 )
+from annotator.export.summary import (
+    AUDIT_REPORT,
+    CARD_FILE,
+    EXPORT_FILE,
+    FORMATS,
+    PARQUET_DIR,
+    ExportCounts,
+    ExportError,
+    ExportOptions,
+    ExportSummary,
+)
 from annotator.guard import check_distinct
 from annotator.records import (
     ANNOTATIONS_FILE,
     MANIFEST_FILE,
     AnnotationRecord,
-    AnswerProvenance,
-    CascadeSummary,
-    Invocation,
     RunManifest,
     iter_annotations,
     read_manifest,
@@ -38,110 +47,9 @@ from annotator.rundir import atomic_write_text, output_error
 from annotator.tasks import ExportContext, Exporter, ExportItem, get_task_class
 
 if TYPE_CHECKING:
-    from annotator.audit.report import AuditReport
+    from annotator.audit.results import AuditReport
 
-EXPORT_FILE = "export.json"
-CARD_FILE = "README.md"
-PARQUET_DIR = "parquet"
-AUDIT_REPORT = Path("audit") / "report.json"
-
-FORMATS = tuple(f.value for f in ExportFormat)
-
-
-class ExportError(AnnotatorError):
-    """The run cannot be exported as asked."""
-
-
-class ExportCounts(BaseModel):
-    total: int = Field(0, description="Rows in annotations.jsonl.")
-    failed_excluded: int = Field(0, description="Rows the teacher failed on (status 'failed').")
-    below_threshold_excluded: int = Field(0, description="Label rows with confidence < --min-confidence.")
-    routed_to_humans: int = Field(0, description="Label rows with confidence < --route-below, written to a sheet.")
-    invalid_label_excluded: int = Field(0, description="Label rows with no label or a label outside the label set.")
-    empty_output_excluded: int = Field(0, description="Rephrase/QA rows without any paraphrase/pair.")
-    exported_items: int = Field(0, description="Input rows that made it into the dataset.")
-    exported_rows: int = Field(0, description="Dataset rows (rephrase/QA: one per paraphrase/pair).")
-    per_split: dict[str, int] = Field(default_factory=dict, description="Dataset rows per split.")
-    per_split_items: dict[str, int] = Field(default_factory=dict, description="Input rows per split.")
-
-
-class ExportSummary(BaseModel):
-    """What ``annotator export`` wrote; saved as ``export.json`` next to the dataset."""
-
-    run_dir: str
-    out: str
-    created_at: str
-    task: str
-    format: str
-    columns: list[str]
-    label_names: list[str] = []
-    multi_label: bool = False
-    seed: int
-    split_fractions: dict[str, float]
-    split_method: str = Field(
-        "item id",
-        description="'item id' (seeded hash, same for every teacher of the input), plus ', gold strata' (--gold) "
-        "and ', COLUMN strata' (--stratify-by COLUMN).",
-    )
-    stratify_by: str | None = Field(None, description="Input column the splits were stratified on (--stratify-by).")
-    gold: str | None = Field(None, description="Gold label file the splits were stratified on (--gold).")
-    min_confidence: float | None = None
-    route_below: float | None = None
-    routed_sheet: str | None = None
-    counts: ExportCounts
-    label_distribution: dict[str, dict[str, int]] = Field(
-        default_factory=dict, description="Label tasks: split (and 'all') -> label -> rows carrying it."
-    )
-    style_distribution: dict[str, dict[str, int]] = Field(
-        default_factory=dict, description="Rephrase: split -> style -> rows."
-    )
-    mean_confidence: dict[str, float | None] = Field(default_factory=dict)
-    split_bytes: dict[str, int] = Field(default_factory=dict, description="Arrow size of each split.")
-    teacher_model: str | None = None
-    teacher_cost_usd: float | None = Field(
-        default=None, description="What the run's annotations cost (teacher.price), failed rows' calls included."
-    )
-    teacher_cost_per_item_usd: float | None = None
-    backend: str | None = None
-    template_path: str | None = None
-    template_sha256: str | None = None
-    pipeline_name: str | None = None
-    pipeline_path: str | None = None
-    pipeline_config: dict[str, Any] = Field(default_factory=dict)
-    annotator_version: str | None = None
-    answers: AnswerProvenance | None = Field(
-        default=None, description="How the annotations were obtained (None: run.json of an older version)."
-    )
-    history: list[Invocation] = Field(default_factory=list, description="The `annotator run` invocations.")
-    cascade: CascadeSummary | None = Field(
-        default=None, description="A cascade run: its stages, thresholds and guarantee (rows left to humans are not in "
-                                  "the dataset).")
-    audit_summary: dict[str, Any] | None = None
-    audit_report: str | None = None
-    pushed_to: str | None = None
-    notes: list[str] = []
-    files: list[str] = Field(
-        default_factory=list,
-        description="Files this export wrote, relative to its folder: a later export into the same folder replaces "
-        "these and never touches anything else.",
-    )
-
-
-@dataclass
-class ExportOptions:
-    out: Path | None = None
-    seed: int = 42
-    split: str = "0.8,0.1,0.1"
-    min_confidence: float | None = None
-    fmt: str = "auto"
-    push_to_hub: str | None = None
-    private: bool = True
-    gold: Path | None = None  # human gold labels: stratify the splits on them (never on the teacher's labels)
-    stratify_by: str | None = None  # an input column (e.g. language): every slice is split in the fractions
-    route_below: float | None = None
-    route_out: Path | None = None
-    route_annotators: int = 1
-
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -157,7 +65,7 @@ def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None
     estimates give their value, floats are rounded to 4 digits, unset scalars are left out. A report.json that
     is not an audit report raises :class:`ExportError` naming the file.
     """
-    from annotator.audit.report import AuditReport
+    from annotator.audit.results import AuditReport
 
     path = _run_base(run_dir) / AUDIT_REPORT
     if not path.is_file():
@@ -177,7 +85,7 @@ def load_audit_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None
 
 
 def _audit_headlines(r: AuditReport) -> dict[str, Any]:
-    from annotator.audit.report import Estimate
+    from annotator.audit.results import Estimate
 
     agreement = r.agreement
     values: dict[str, Any] = {
@@ -473,8 +381,6 @@ def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[s
     """Stage the dataset (Arrow, Parquet, card, export.json) next to ``out``, then install it (see _install)."""
     import datasets
 
-    from annotator.export.card import render_card
-
     staging, previous = _prepare_out(out)
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -483,9 +389,9 @@ def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[s
         (staging / PARQUET_DIR).mkdir()
         for split in dsd:
             dsd[split].to_parquet(str(staging / PARQUET_DIR / f"{split}.parquet"))
-        (staging / CARD_FILE).write_text(render_card(summary, features, descriptions), encoding="utf-8")
+        atomic_write_text(staging / CARD_FILE, render_card(summary, features, descriptions))
         summary.files = [*_files_under(staging), EXPORT_FILE]
-        (staging / EXPORT_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        atomic_write_text(staging / EXPORT_FILE, summary.model_dump_json(indent=2))
         _install(staging, out, previous)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -511,7 +417,7 @@ def _push(dsd: Any, summary: ExportSummary, repo: str, private: bool, out: Path)
 # --------------------------------------------------------------------------------------------- main
 
 
-def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] | None = None) -> ExportSummary:
+def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportSummary:
     """Export a run directory; returns the summary (also written as ``export.json``).
 
     Steps: check the options, read the run, let the run's task (its :class:`~annotator.tasks.Exporter`) keep
@@ -532,7 +438,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], No
     if not kept:
         raise ExportError(
             f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
-            f"{counts.below_threshold_excluded} below --min-confidence, {counts.invalid_label_excluded} without a valid label"
+            f"{counts.below_threshold_excluded} below --min-confidence, "
+                f"{counts.invalid_label_excluded} without a valid label"
             + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
         )
     exporter.finish_selection(kept)
@@ -550,8 +457,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], No
     )
     summary = _summary(run, exporter, opts, out, fractions, counts, dsd, features, statistics, routed_sheet, notes)
     _write(dsd, summary, features, exporter.ctx.descriptions, out)
-    if log:
-        log(f"wrote {counts.exported_rows} rows to {out}")
+    log.info("wrote %d rows to %s", counts.exported_rows, out)
     if opts.push_to_hub:
         _push(dsd, summary, opts.push_to_hub, opts.private, out)
     return summary

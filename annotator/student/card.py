@@ -1,6 +1,6 @@
 """The student's model card (``model/README.md``): Hub front matter, then what it was trained on and how it scores.
 
-Every number comes from the run's :class:`annotator.student.train.StudentMetrics` (the same as metrics.json).
+Every number comes from the run's :class:`annotator.student.metrics.StudentMetrics` (the same as metrics.json).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from annotator.student.evaluate import EvalBlock, Scores
+    from annotator.student.metrics import CalibrationInfo, LearningCurvePoint, StudentMetrics
     from annotator.student.slices import Selection
-    from annotator.student.train import CalibrationInfo, LearningCurvePoint, StudentMetrics
 
 
 def _f(x: float | None) -> str:
@@ -40,7 +40,8 @@ def _selection(sel: Selection) -> list[str]:
 
     return [
         "## Train / test selection", "",
-        f"- `--train-where`: {'`' + sel.train_where + '`' if sel.train_where else '(none: the train/validation splits)'}",
+        f"- `--train-where`: "
+            f"{'`' + sel.train_where + '`' if sel.train_where else '(none: the train/validation splits)'}",
         f"- `--test-where`: {'`' + sel.test_where + '`' if sel.test_where else '(none: the held-out split)'}",
         f"- items: {sel.train_items} train, {sel.validation_items} validation, {sel.test_items} test",
         f"- train items by value: {counts(sel.train_values)}",

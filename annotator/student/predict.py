@@ -13,18 +13,19 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from annotator.config import InputConfig
 from annotator.errors import AnnotatorError
 from annotator.guard import check_distinct, claim, is_claimed, mark_incomplete, require_owned
-from annotator.inputs import InputRow, count_rows, cut_by_limit, iter_rows
+from annotator.inputs import InputConfig, InputRow, count_rows, cut_by_limit, iter_rows
 from annotator.rundir import output_error
 from annotator.student.integrity import check_loaded, check_metrics, check_model_dir
-from annotator.student.train import METRICS_FILE, MODEL_DIR, decode, predict
+from annotator.student.loop import decode, predict
+from annotator.student.metrics import METRICS_FILE, MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -272,50 +273,53 @@ def predict_file(
                     "student's metrics.json": info.dir / METRICS_FILE})
     total = count_rows(input_cfg)
     rows = iter_rows(input_cfg, batch_size=max(opts.batch_size, 1024))
-    done = resume_point(opts.out, rows, info)
-    if opts.route_out is not None:
-        trim_route_file(opts.route_out, done)
-    summary = PredictSummary(rows=total, resumed_after=done, predicted=0, routed=0, failed=0)
-    if done:
-        log.info("%s holds %d of %d rows: continuing after them", opts.out, done, total)
-    if on_progress:
-        on_progress(done, total)
-    route_fh = None
+    summary = _resume(info, opts, rows, total)
+    progress = on_progress or (lambda done, total: None)
+    progress(summary.resumed_after, total)
     for path, role in ((opts.out, PREDICTIONS_ROLE), (opts.route_out, ROUTE_ROLE)):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             claim(path, "predict", role, input=str(input_cfg.path), student=str(info.dir))
-    if opts.route_out is not None:
-        route_fh = opts.route_out.open("ab")
-    try:
-        with opts.out.open("ab") as out_fh:
-            batches = _batches(rows, opts.batch_size)
-            pending: list[list[InputRow]] = []
-
-            def feed() -> Iterator[list[InputRow]]:
-                for b in batches:
-                    pending.append(b)
-                    yield b
-
-            for preds in labeler(feed()):
-                batch = pending.pop(0)
-                if len(preds) != len(batch):
-                    raise RuntimeError(f"labeler returned {len(preds)} predictions for {len(batch)} rows")
-                try:
-                    _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
-                except OSError as exc:  # a full disk: the lines written so far stay; the rerun repairs a torn one
-                    raise output_error(exc, exc.filename or opts.out,
-                                       kept="every whole line written so far is kept") from None
-                if on_progress:
-                    on_progress(done + summary.predicted, total)
-    finally:
-        if route_fh is not None:
-            route_fh.close()
+    with (opts.route_out.open("ab") if opts.route_out is not None else nullcontext()) as route_fh, \
+            opts.out.open("ab") as out_fh:
+        for batch, preds in _labelled(labeler, _batches(rows, opts.batch_size)):
+            try:
+                _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
+            except OSError as exc:  # a full disk: the lines written so far stay; the rerun repairs a torn one
+                raise output_error(exc, exc.filename or opts.out,
+                                   kept="every whole line written so far is kept") from None
+            progress(summary.resumed_after + summary.predicted, total)
     if cut_by_limit(input_cfg):
         for path in (opts.out, opts.route_out):
             if path is not None and path.exists():
                 mark_incomplete(path)
     return summary
+
+
+def _resume(info: StudentInfo, opts: PredictOptions, rows: Iterator[InputRow], total: int) -> PredictSummary:
+    """Skip ``rows`` past the lines already in OUT (checked against them), trim the route file to match."""
+    done = resume_point(opts.out, rows, info)
+    if opts.route_out is not None:
+        trim_route_file(opts.route_out, done)
+    if done:
+        log.info("%s holds %d of %d rows: continuing after them", opts.out, done, total)
+    return PredictSummary(rows=total, resumed_after=done, predicted=0, routed=0, failed=0)
+
+
+def _labelled(labeler: Labeler, batches: Iterator[list[InputRow]]) -> Iterator[tuple[list[InputRow], list[Prediction]]]:
+    """Each batch with its predictions, in order (the labeler may read batches ahead, e.g. on Ray)."""
+    pending: list[list[InputRow]] = []
+
+    def feed() -> Iterator[list[InputRow]]:
+        for b in batches:
+            pending.append(b)
+            yield b
+
+    for preds in labeler(feed()):
+        batch = pending.pop(0)
+        if len(preds) != len(batch):
+            raise RuntimeError(f"labeler returned {len(preds)} predictions for {len(batch)} rows")
+        yield batch, preds
 
 
 def _write_batch(

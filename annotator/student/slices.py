@@ -21,10 +21,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from annotator.audit.slices import MISSING, read_slice_column
-from annotator.audit.tabular import read_table
 from annotator.errors import InputDataError
 from annotator.records import read_manifest
 from annotator.student.where import Where, WhereError
+from annotator.tables import read_table
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from annotator.tasks.base import (
 from annotator.tasks.registry import (
     build_task,
     get_task_class,
+    is_classification,
     register,
     task_config_classes,
     task_names,
@@ -37,6 +38,7 @@ __all__ = [
     "TaskConfigBase",
     "build_task",
     "get_task_class",
+    "is_classification",
     "register",
     "task_config_classes",
     "task_names",

@@ -1,8 +1,8 @@
 """What a task is: its config, the run-time protocol the engine calls, and the export side ``annotator export``
 calls. A task module defines these and registers its task class (:func:`annotator.tasks.register`).
 
-Task modules import neither :mod:`annotator.config` nor :mod:`annotator.inputs` at run time (the config module
-builds its ``task:`` union from the registry, so that would be an import cycle).
+Tasks sit below :mod:`annotator.config` (which builds its ``task:`` union from the registry): a task module may
+import anything but the config and what imports it (the engine, the commands).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from annotator.inputs import InputRow
+from annotator.records import AnnotationRecord, LabelInfo
+
 if TYPE_CHECKING:
     from datasets import Features
-
-    from annotator.inputs import InputRow
-    from annotator.records import AnnotationRecord, LabelInfo
 
 
 class TaskConfigBase(BaseModel):
@@ -135,10 +135,13 @@ class Task(Protocol):
     """A kind of annotation. A task class declares, next to the methods below:
 
     ``name`` (its registered name, the ``task.type`` of pipelines), ``config_model`` (its config class),
-    ``default_template`` (the file name of its built-in template in ``annotator/prompts``, or None: pipelines
-    must set ``prompt.template``), ``aggregates_samples`` (whether ``teacher.samples > 1`` is meaningful),
+    ``default_template`` (the file name of its default template, looked up beside the module that defines the
+    task class, so a plugin ships its own, then in ``annotator/prompts``; or None: pipelines must set
+    ``prompt.template``), ``aggregates_samples`` (whether ``teacher.samples > 1`` is meaningful),
     ``hub_category`` (the Hugging Face task category of its dataset card) and ``exporter`` (its
-    :class:`Exporter` class).
+    :class:`Exporter` class); optionally ``classifies`` (default False: True when each row's answer is one or more
+    labels from a label set, so its records carry ``label`` or ``labels``; ``audit`` and ``sample`` take the
+    single-label runs of such a task, see :func:`annotator.tasks.registry.is_classification`).
     """
 
     name: ClassVar[str]
@@ -185,6 +188,7 @@ class OneAnswerTask:
     refused at config load, the row's answer is its one valid sample, and the run has no label set."""
 
     aggregates_samples = False
+    classifies = False
 
     def aggregate(self, outputs: list[BaseModel], requested: int) -> Aggregate:
         """The one valid sample."""

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from annotator.records import LabelInfo
+from annotator.inputs import InputRow
+from annotator.records import AnnotationRecord, LabelInfo
 from annotator.tasks.base import (
     Aggregate,
     ExportContext,
@@ -23,9 +24,6 @@ from annotator.tasks.registry import register
 
 if TYPE_CHECKING:
     from datasets import Features
-
-    from annotator.inputs import InputRow
-    from annotator.records import AnnotationRecord
 
 
 class LabelSpec(BaseModel):
@@ -202,6 +200,7 @@ class LabelTask:
     config_model = LabelTaskConfig
     default_template = "label.jinja"
     aggregates_samples = True  # majority vote; the confidence is the winner's share
+    classifies = True  # records carry label / labels from the label set (audit and sample take single-label runs)
     hub_category = "text-classification"
     exporter = LabelExporter
 

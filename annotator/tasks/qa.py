@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
+from annotator.inputs import InputRow
 from annotator.tasks.base import (
     Exporter,
     ExportItem,
@@ -19,9 +20,6 @@ from annotator.tasks.base import (
 )
 from annotator.tasks.registry import register
 
-if TYPE_CHECKING:
-    from annotator.inputs import InputRow
-
 SYSTEM = "Answer the question using only the given passage."
 
 
@@ -31,7 +29,8 @@ class QATaskConfig(TaskConfigBase):
     max_pairs: int = Field(default=3, ge=1, le=50)
     require_grounding: bool = Field(
         default=True,
-        description="Reject a pair whose evidence is not a verbatim quote of the document or does not support the answer.",
+        description="Reject a pair whose evidence is not a verbatim quote of the document or does not "
+            "support the answer.",
     )
     min_evidence_chars: int = Field(
         default=12, ge=1,

@@ -112,6 +112,14 @@ def task_config_classes(plugins: bool = True) -> list[type[TaskConfigBase]]:
     return [cls.config_model for cls in _tasks.values()]
 
 
+def is_classification(name: str) -> bool:
+    """Whether task ``name`` answers each row with labels from a label set (its class declares ``classifies``; its
+    records carry ``label`` or ``labels``): ``audit`` and ``sample`` take its single-label runs. False for a task
+    nothing registered (its plugin is not installed)."""
+    _load_plugins()
+    return bool(getattr(_tasks.get(name), "classifies", False))
+
+
 def build_task(cfg: Any) -> Task:
     """The task object for a pipeline's ``task:`` section (any registered task's config)."""
     return get_task_class(cfg.type)(cfg)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from annotator.inputs import InputRow
 from annotator.tasks.base import (
     Exporter,
     ExportItem,
@@ -18,9 +19,6 @@ from annotator.tasks.base import (
     format_row,
 )
 from annotator.tasks.registry import register
-
-if TYPE_CHECKING:
-    from annotator.inputs import InputRow
 
 SYSTEM = "You rewrite texts faithfully: same meaning, different wording."
 
