@@ -19,11 +19,11 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
@@ -71,21 +71,43 @@ def atomic_writer(path: Path) -> Iterator[TextIO]:
     file beside ``path`` (``<name>.tmp``), fsyncs it and renames it over ``path`` when the block ends; when the block
     raises, the temporary file is removed and ``path`` is left as it was. Readers see the old file or the new one,
     never a part (make the rename itself durable with :func:`fsync_dir`)."""
-    tmp = path.with_name(path.name + ".tmp")
+    with atomic_writers([path]) as (fh,):
+        yield fh
+
+
+@contextmanager
+def atomic_writers(paths: Sequence[Path]) -> Iterator[Sequence[TextIO]]:
+    """:func:`atomic_writer` for a set of files written whole or none at all: one temporary file per path; when the
+    block ends every one is fsynced before the first is renamed, then all are renamed in the given order. When the
+    block or an fsync raises (a full disk), every temporary file is removed and every target is left as it was (an
+    OSError of a single file's block that does not say which file it is about names that file)."""
+    tmps = [path.with_name(path.name + ".tmp") for path in paths]
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None and exc.errno is not None:  # a failed write() does not say which file: name it
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        with ExitStack() as stack:
+            handles = [stack.enter_context(tmp.open("w", encoding="utf-8")) for tmp in tmps]
+            yield handles
+            for path, fh in zip(paths, handles):
+                try:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except OSError as exc:
+                    raise_naming(exc, path)
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and len(paths) == 1:
+            raise_naming(exc, paths[0])
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def raise_naming(exc: OSError, path: Path) -> NoReturn:
+    """Raise ``exc``, as an OSError naming ``path`` when it names no file (a failed ``write()`` does not say which
+    file it was for)."""
+    if exc.filename is not None or exc.errno is None:
+        raise exc
+    raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -101,19 +123,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_files(files: dict[Path, str]) -> None:
-    """Write a set of files whole or not at all: one :func:`atomic_writer` per file, every temporary file written
-    (and fsynced) before the first rename, then all renamed into place in the given order. A failed write removes
-    every temporary file and leaves every target as it was."""
-    with ExitStack() as stack:
-        handles = {path: stack.enter_context(atomic_writer(path)) for path in reversed(list(files))}
-        for path, text in files.items():  # the stack unwinds last-in first: the first file is renamed first
-            handles[path].write(text)
+    """Write a set of files whole or not at all, renamed into place in the given order (:func:`atomic_writers`)."""
+    with atomic_writers(list(files)) as handles:
+        for (path, text), fh in zip(files.items(), handles):
+            try:
+                fh.write(text)
+            except OSError as exc:
+                raise_naming(exc, path)
 
 
 def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest, partial: bool = False) -> None:
     """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
     fsynced, then the directory (so the renames survive a power cut too). ``partial`` (``--limit``): not the whole
-    result, so ``annotations.jsonl`` never looks like a finished target to make (:func:`annotator.guard.mark_incomplete`)."""
+    result, so ``annotations.jsonl`` never looks like a finished target to make
+    (:func:`annotator.guard.mark_incomplete`)."""
     try:
         with atomic_writer(run_dir / ANNOTATIONS_FILE) as fh:
             for rec in store.iter_results():
