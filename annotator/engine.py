@@ -33,6 +33,7 @@ from annotator.errors import (
     TeacherUnreachable,
     TemplateError,
 )
+from annotator.guard import check_run_outputs
 from annotator.inputs import InputRow, check_ids, count_rows, cut_by_limit, iter_rows
 from annotator.plugins import foreign_exit
 from annotator.records import (
@@ -46,7 +47,7 @@ from annotator.records import (
 )
 from annotator.redact import redact_data
 from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
-from annotator.rundir import RunDirLock, bind_run_dir, check_run_outputs, verify_outputs, write_run_outputs
+from annotator.rundir import RunDirLock, bind_run_dir, verify_outputs, write_run_outputs
 from annotator.schemas import strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from annotator.errors import OutputPathError
+from annotator.records import ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, read_manifest
+from annotator.rundir import LOCK_FILE, atomic_write_text, prepare_run_dir
 
 CLAIM_SUFFIX = ".annotator"
 
@@ -68,8 +71,6 @@ def claim_path(path: Path) -> Path:
 
 def claim(path: Path, command: str, role: str, **details: Any) -> None:
     """Mark ``path`` as written by ``annotator <command>`` in ``role`` (before its first byte is written)."""
-    from annotator.rundir import atomic_write_text
-
     data = {"written_by": f"annotator {command}", "role": role, "file": path.name, **details}
     atomic_write_text(claim_path(path), json.dumps(data, ensure_ascii=False, default=str) + "\n")
 
@@ -137,8 +138,6 @@ def check_folder(folder: Path, command: str, writes: Iterable[str], manifest: st
 
 def claim_folder(folder: Path, command: str) -> None:
     """Create ``folder`` and mark it as ``annotator <command>``'s (before the command writes its first file there)."""
-    from annotator.rundir import atomic_write_text, prepare_run_dir
-
     prepare_run_dir(folder)
     if not _claimed_folder(folder, command):
         atomic_write_text(folder / FOLDER_CLAIM, json.dumps({"written_by": f"annotator {command}"}) + "\n")
@@ -149,8 +148,41 @@ def _claimed_folder(folder: Path, command: str) -> bool:
     return data is not None and data.get("written_by") == f"annotator {command}"
 
 
-def mark_incomplete(path: Path) -> None:
-    """An output that is not the whole result (``--limit N``) gets the modification time 0 (1970): ``make``, which
-    compares times, then never takes it for a finished target; the next full run rewrites it."""
-    st = path.stat()
-    os.utime(path, ns=(st.st_atime_ns, 0))
+# -- run ---------------------------------------------------------------------------------------------------------
+def check_run_outputs(out: Path, inputs: Mapping[str, Path | None]) -> None:
+    """The output guard for ``run`` (see :mod:`annotator.guard`): the files a run writes into ``out`` (its
+    ``output.dir``) are none of its ``inputs`` (``{"input file": path, ...}``), and an
+    ``annotations.jsonl``/``run.json``/``cache.sqlite`` already there belongs to an earlier run."""
+    writes = {f"output {name}": out / name for name in (ANNOTATIONS_FILE, MANIFEST_FILE, CACHE_FILE, LOCK_FILE)}
+    check_distinct("run", writes, inputs)
+    cache = out / CACHE_FILE
+    require_owned(cache, "run", _is_run_cache(cache), "table 'meta' of a run's cache")
+    if cache.exists() or _manifest_readable(out):
+        return
+    for name in (ANNOTATIONS_FILE, MANIFEST_FILE):
+        require_owned(out / name, "run", False, f"{MANIFEST_FILE} or {CACHE_FILE} of a run beside it")
+
+
+def _manifest_readable(out: Path) -> bool:
+    try:
+        return read_manifest(out) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def _is_run_cache(path: Path) -> bool:
+    """Whether ``path`` may be opened as a run's cache: empty, not an SQLite database at all (the store's own check
+    says it is damaged), or a database with the run's ``meta`` table; another program's database is not."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return True
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error):
+        return True
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
+    return not tables or "meta" in tables

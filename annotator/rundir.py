@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -27,8 +27,7 @@ from typing import NoReturn, TextIO
 
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
-from annotator.guard import check_distinct, mark_incomplete, require_owned
-from annotator.records import ANNOTATIONS_FILE, CACHE_FILE, MANIFEST_FILE, RunManifest, read_manifest
+from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, RunManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +134,7 @@ def atomic_write_files(files: dict[Path, str]) -> None:
 def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest, partial: bool = False) -> None:
     """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
     fsynced, then the directory (so the renames survive a power cut too). ``partial`` (``--limit``): not the whole
-    result, so ``annotations.jsonl`` never looks like a finished target to make
-    (:func:`annotator.guard.mark_incomplete`)."""
+    result, so ``annotations.jsonl`` never looks like a finished target to make (:func:`mark_incomplete`)."""
     try:
         with atomic_writer(run_dir / ANNOTATIONS_FILE) as fh:
             for rec in store.iter_results():
@@ -148,6 +146,13 @@ def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest, 
         fsync_dir(run_dir)
     except OSError as exc:
         raise os_error(exc, exc.filename or run_dir) from None
+
+
+def mark_incomplete(path: Path) -> None:
+    """An output that is not the whole result (``--limit N``) gets the modification time 0 (1970): ``make``, which
+    compares times, then never takes it for a finished target; the next full run rewrites it."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, 0))
 
 
 def fsync_dir(path: Path) -> None:
@@ -171,45 +176,6 @@ def prepare_run_dir(path: Path) -> None:
         raise RunDirError(f"output.dir {path}: a parent of it is a file, not a directory") from None
     except OSError as exc:
         raise os_error(exc, path) from None
-
-
-def check_run_outputs(out: Path, inputs: Mapping[str, Path | None]) -> None:
-    """The output guard for ``run`` (see :mod:`annotator.guard`): the files a run writes into ``out`` (its
-    ``output.dir``) are none of its ``inputs`` (``{"input file": path, ...}``), and an
-    ``annotations.jsonl``/``run.json``/``cache.sqlite`` already there belongs to an earlier run."""
-    writes = {f"output {name}": out / name for name in (ANNOTATIONS_FILE, MANIFEST_FILE, CACHE_FILE, LOCK_FILE)}
-    check_distinct("run", writes, inputs)
-    cache = out / CACHE_FILE
-    require_owned(cache, "run", _is_run_cache(cache), "table 'meta' of a run's cache")
-    if cache.exists() or _manifest_readable(out):
-        return
-    for name in (ANNOTATIONS_FILE, MANIFEST_FILE):
-        require_owned(out / name, "run", False, f"{MANIFEST_FILE} or {CACHE_FILE} of a run beside it")
-
-
-def _manifest_readable(out: Path) -> bool:
-    try:
-        return read_manifest(out) is not None
-    except (OSError, ValueError):
-        return False
-
-
-def _is_run_cache(path: Path) -> bool:
-    """Whether ``path`` may be opened as a run's cache: empty, not an SQLite database at all (the store's own check
-    says it is damaged), or a database with the run's ``meta`` table; another program's database is not."""
-    try:
-        if not path.is_file() or path.stat().st_size == 0:
-            return True
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except (OSError, sqlite3.Error):
-        return True
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error:
-        return True
-    finally:
-        conn.close()
-    return not tables or "meta" in tables
 
 
 class RunDirLock:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from annotator.errors import AnnotatorError
-from annotator.guard import check_distinct, claim, is_claimed, mark_incomplete, require_owned
+from annotator.guard import check_distinct, claim, is_claimed, require_owned
 from annotator.inputs import InputConfig, InputRow, count_rows, cut_by_limit, iter_rows
-from annotator.rundir import output_error
+from annotator.rundir import mark_incomplete, output_error
 from annotator.student.integrity import check_loaded, check_metrics, check_model_dir
 from annotator.student.loop import decode, predict
 from annotator.student.metrics import METRICS_FILE, MODEL_DIR
