@@ -43,13 +43,27 @@ def os_error(exc: OSError, path: Path | str) -> RunDirError:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed over it (a failed
+    write, e.g. a full disk, removes the temporary file and leaves ``path`` as it was)."""
+    atomic_write_files({path: text})
+
+
+def atomic_write_files(files: dict[Path, str]) -> None:
+    """Write a set of files whole or not at all: every one to a temporary file first (fsynced), then all renamed
+    into place in the given order. A failed write removes the temporary files and leaves every target as it was."""
+    tmps = {path: path.with_name(path.name + ".tmp") for path in files}
+    try:
+        for path, text in files.items():
+            with tmps[path].open("w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for path, tmp in tmps.items():
+        os.replace(tmp, path)
 
 
 def fsync_dir(path: Path) -> None:
