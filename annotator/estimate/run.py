@@ -49,9 +49,10 @@ ASSUMPTIONS = [
     "Without an inclusion_prob column the human items are a simple random sample of the population (each item "
     "equally likely); with it, items of equal probability are a stratum drawn without replacement (the designs of "
     "`annotator sample`), every item of the population had a probability above 0, and drawn items left unlabelled "
-    "are missing at random within their stratum.",
-    "The intervals are normal approximations (central limit theorem); they need enough human items per slice and "
-    "become unreliable for a label with very few human items or errors in the sample.",
+    "are missing at random within their stratum (the probabilities are then scaled by the response rate).",
+    "The intervals are normal approximations (central limit theorem), their variance computed with half an item "
+    "added to each cell of the human x teacher table (Agresti & Min 2005), which keeps them honest when the sample "
+    "holds few disagreements; a label with fewer than 20 (effective) human items is noted.",
     "Each label has its own weight lambda of the teacher's labels, tuned on the whole human sample (slices use it "
     "too), so the corrected shares add up to 1 only approximately.",
 ]
