@@ -227,7 +227,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
 
 
-@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     OSError(errno.EACCES, "Permission denied"), KeyboardInterrupt()])
 def test_a_full_disk_or_ctrl_c_while_writing_leaves_the_previous_estimate(
         failure: BaseException, tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,7 +251,7 @@ def test_a_full_disk_or_ctrl_c_while_writing_leaves_the_previous_estimate(
     if isinstance(failure, KeyboardInterrupt):
         assert code == 130, err
     else:
-        one_line_error(code, err, f"cannot write the estimate in {out}: No space left on device")
+        one_line_error(code, err, f"cannot write the estimate in {out}: {failure.strerror}")  # type: ignore[attr-defined]
     assert len(calls) == 3
     assert snapshot(out) == before  # every file as it was, no temporary file left
     monkeypatch.undo()
