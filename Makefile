@@ -30,9 +30,11 @@ PIPELINES_DIR ?= pipelines
 DEPS_DIR      ?= .make
 P             ?=
 HUMANS        ?=
+CAL_HUMANS    ?=
 GOLD          ?= $(HUMANS)
 RUN_ARGS      ?=
 AUDIT_ARGS    ?=
+CALIBRATE_ARGS ?=
 EXPORT_ARGS   ?=
 STUDENT_ARGS  ?=
 INPUT         ?=
@@ -42,7 +44,7 @@ PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPEL
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint test bench bench-student clean help run audit dataset student predict
+.PHONY: setup vllm demo lint test bench bench-student bench-cascade clean help run audit dataset student predict calibrate
 
 help:
 	@echo "Set-up and checks:"
@@ -51,15 +53,17 @@ help:
 	@echo "  make test                 set up, lint and run the test suite"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
+	@echo "  make bench-cascade        teacher cascade: how often its guarantee fails over 300 human samples, cost vs the strong teacher (~3 min)"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
-	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl"
+	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl (a cascade: after its calibration)"
+	@echo "  make calibrate P=x CAL_HUMANS=f  a cascade's thresholds from a filled human sample -> <cascade.calibration>"
 	@echo "  make audit P=x HUMANS=f   audit    -> <output.dir>/audit/report.json"
 	@echo "  make dataset P=x          export   -> <output.dir>/dataset/dataset_dict.json (after the audit when HUMANS is set)"
 	@echo "  make student P=x [GOLD=f] train    -> <output.dir>/student/metrics.json (GOLD defaults to HUMANS)"
 	@echo "  make predict P=x INPUT=f  student labels a corpus -> <output.dir>/predictions/<f name>.jsonl"
 	@echo "  or name a file itself, e.g.  make runs/news_topics/annotations.jsonl"
-	@echo "  extra flags: RUN_ARGS=... AUDIT_ARGS=... EXPORT_ARGS=... STUDENT_ARGS=...; make redoes only what is stale"
+	@echo "  extra flags: RUN_ARGS=... AUDIT_ARGS=... EXPORT_ARGS=... STUDENT_ARGS=... CALIBRATE_ARGS=...; make redoes only what is stale"
 	@echo "Pipelines found: $(PIPELINE_NAMES)"
 
 setup: $(STAMP)
@@ -97,12 +101,12 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint test bench bench-student clean
+NO_PIPELINE_GOALS := help setup lint test bench bench-student bench-cascade clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
 include $(DEPS_DIR)/$(P).mk
-else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict,$(or $(MAKECMDGOALS),help)),)
+else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict calibrate,$(or $(MAKECMDGOALS),help)),)
 -include $(PIPELINE_NAMES:%=$(DEPS_DIR)/%.mk)
 endif
 
@@ -116,8 +120,15 @@ $(1)_AUDIT   := $$($(1)_RUN)/audit/report.json
 $(1)_DATASET := $$($(1)_RUN)/dataset/dataset_dict.json
 $(1)_STUDENT := $$($(1)_RUN)/student/metrics.json
 
-$$($(1)_ANN): $$($(1)_DEPS) | $$(STAMP)
+$$($(1)_ANN): $$($(1)_DEPS) $$($(1)_CALIBRATION) | $$(STAMP)
 	$$(BIN)/annotator run $$(PIPELINES_DIR)/$(1).yaml $$(RUN_ARGS)
+
+ifneq ($$($(1)_CALIBRATION),)
+# A cascade: its thresholds come from a filled human sample (docs/cascade.md); a new calibration makes the run stale.
+$$($(1)_CALIBRATION): $$($(1)_DEPS) $$(CAL_HUMANS) | $$(STAMP)
+	$$(if $$(CAL_HUMANS),,$$(error $(1) is a cascade: calibrate it on a filled human sample first: make calibrate P=$(1) CAL_HUMANS=path/to/sheet.csv (draw one: annotator calibrate $$(PIPELINES_DIR)/$(1).yaml --draw 300 --out humans/)))
+	$$(BIN)/annotator calibrate $$(PIPELINES_DIR)/$(1).yaml --humans $$(CAL_HUMANS) $$(CALIBRATE_ARGS)
+endif
 
 $$($(1)_AUDIT): $$($(1)_ANN) $$(HUMANS) | $$(STAMP)
 	$$(if $$(HUMANS),,$$(error the audit needs human labels: make audit P=$(1) HUMANS=path/to/humans.csv))
@@ -132,10 +143,16 @@ endef
 $(foreach p,$(PIPELINE_NAMES),$(if $($(p)_RUN),$(eval $(call PIPELINE_RULES,$(p)))))
 
 ifeq ($(P),)
-run audit dataset student predict:
+run audit dataset student predict calibrate:
 	$(need_p)
 else
 run: $($(P)_ANN)
+ifneq ($(filter calibrate,$(MAKECMDGOALS)),)
+ifeq ($($(P)_CALIBRATION),)
+$(error $(P) has no cascade section: nothing to calibrate)
+endif
+endif
+calibrate: $($(P)_CALIBRATION)
 audit: $($(P)_AUDIT)
 dataset: $($(P)_DATASET)
 student: $($(P)_STUDENT)
@@ -178,6 +195,9 @@ bench: $(STAMP)
 
 bench-student: $(STAMP)
 	$(BIN)/python tests/bench_pipeline.py --student
+
+bench-cascade: $(STAMP)
+	$(BIN)/python tests/bench_cascade.py
 
 clean:
 	rm -rf runs .pytest_cache $(DEPS_DIR)

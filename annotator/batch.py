@@ -33,7 +33,7 @@ from annotator.backends.openai_compat import OpenAICompatBackend, parse_completi
 from annotator.cache import ResultStore, SampleResult
 from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError, BudgetReached
-from annotator.inputs import InputRow, iter_rows
+from annotator.inputs import InputRow
 
 if TYPE_CHECKING:
     from annotator.engine import Pipeline
@@ -100,7 +100,7 @@ class BatchRun:
     # -- what to ask -----------------------------------------------------------------------------------
     def _collect(self) -> Iterator[_Item]:
         p = self.pipeline
-        for row in iter_rows(p.cfg.input):
+        for row in p.rows():
             messages = p.prompt_of(row)
             if isinstance(messages, str):
                 continue  # recorded as failed by the engine without a call

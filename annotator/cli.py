@@ -23,14 +23,16 @@ app = typer.Typer(
         "Turn a teacher LLM into a data annotator.\n\n"
         "Typical flow:  annotator validate P.yaml  ->  annotator run P.yaml  ->  "
         "annotator audit --humans H.csv --teacher runs/X  ->  annotator export runs/X  ->  "
-        "annotator train-student runs/X/dataset"
+        "annotator train-student runs/X/dataset. A cascade of teachers (docs/cascade.md): annotator calibrate "
+        "P.yaml --humans H.csv before annotator run"
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate")
+COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate",
+                   "calibrate")
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -128,16 +129,18 @@ def _unknown_backend(section: Any) -> str:
 def _explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
     """A teacher error in the user's terms: the backend tag dropped from its location, a field of another backend
     named as such (``teacher.n_ctx: not a setting of backend openai (it belongs to backend local)``), an unknown
-    backend listed against the known ones."""
+    backend listed against the known ones. Applies to ``teacher`` and to each cascade stage's ``teacher``."""
     loc = err["loc"]
-    if not loc or loc[0] != "teacher":
+    if "teacher" not in loc:
         return err
-    if err["type"] == "union_tag_invalid":
-        return {**err, "loc": ("teacher", "backend"), "type": "unknown_backend", "msg": _unknown_backend(err["input"])}
-    if len(loc) < 2 or loc[1] not in BACKENDS:
+    at = loc.index("teacher") + 1
+    head, tail = loc[:at], loc[at:]
+    if err["type"] == "union_tag_invalid" and not tail:
+        return {**err, "loc": (*head, "backend"), "type": "unknown_backend", "msg": _unknown_backend(err["input"])}
+    if not tail or tail[0] not in BACKENDS:
         return err
-    backend, rest = str(loc[1]), loc[2:]
-    err = {**err, "loc": ("teacher", *rest)}
+    backend, rest = str(tail[0]), tail[1:]
+    err = {**err, "loc": (*head, *rest)}
     if err["type"] == "extra_forbidden" and len(rest) == 1:
         owners = [name for name, cls in BACKENDS.items() if rest[0] in cls.model_fields]
         if owners:
@@ -176,6 +179,43 @@ class OutputConfig(_Strict):
     dir: Path
 
 
+class CascadeStageConfig(_Strict):
+    """One stage of a cascade: a name (its run directory is ``<output.dir>/stages/<k>-<name>``) and a whole teacher
+    section (any backend, ``samples`` >= 3: the stage's confidence is its vote share)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
+                      description="Letters, digits, '_', '.', '-' (it names a directory).")
+    teacher: TeacherConfig
+
+
+class HumanQueueConfig(_Strict):
+    """The sheets of the rows no stage keeps (written like ``annotator sample``'s)."""
+
+    annotators: int = Field(default=1, ge=1, description="Annotators the queue is shared between.")
+    per_item: int = Field(default=1, ge=1, description="Annotators per row (<= annotators).")
+
+    @model_validator(mode="after")
+    def _per_item_fits(self) -> HumanQueueConfig:
+        if self.per_item > self.annotators:
+            raise ValueError(f"per_item ({self.per_item}) cannot exceed annotators ({self.annotators})")
+        return self
+
+
+class CascadeConfig(_Strict):
+    """``cascade:`` teachers in order, cheapest first; each keeps the rows it is sure of (confidence >= its
+    threshold, chosen by ``annotator calibrate``), passes the others on; the last one's leftovers go to humans.
+    See docs/cascade.md."""
+
+    stages: list[CascadeStageConfig]
+    target: float = Field(gt=0.0, le=1.0, description="Agreement with the human majority the kept labels must reach.")
+    delta: float = Field(default=0.1, gt=0.0, le=0.5,
+                         description="Allowed chance that the guarantee fails (over the draw of the human sample).")
+    calibration: Path | None = Field(
+        default=None, description="The thresholds file `annotator calibrate` writes and `run` reads "
+                                  "(default: <output.dir>/calibration.json).")
+    human_queue: HumanQueueConfig = HumanQueueConfig()
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline file."""
 
@@ -187,6 +227,7 @@ class PipelineConfig(_Strict):
     teacher: TeacherConfig = LocalTeacherConfig()
     validation: ValidationConfig = ValidationConfig()
     output: OutputConfig
+    cascade: CascadeConfig | None = Field(default=None, description="Several teachers in turn (docs/cascade.md).")
 
     source_path: Path | None = Field(default=None, exclude=True)
     overrides: list[str] = Field(default=[], exclude=True, description="The --set overrides applied, in order.")
@@ -200,7 +241,15 @@ class PipelineConfig(_Strict):
         self.input.path = fix(self.input.path)  # type: ignore[assignment]
         self.prompt.template = fix(self.prompt.template)
         self.output.dir = fix(self.output.dir)  # type: ignore[assignment]
+        if self.cascade is not None:
+            self.cascade.calibration = fix(self.cascade.calibration) or self.output.dir / "calibration.json"
         return self
+
+    def stage_teachers(self) -> list[tuple[str, BaseTeacherConfig]]:
+        """Every teacher of the pipeline with its place in the file: ``teacher``, or each cascade stage's."""
+        if self.cascade is None:
+            return [("teacher", self.teacher)]
+        return [(f"cascade.stages.{i}.teacher", st.teacher) for i, st in enumerate(self.cascade.stages)]
 
 
 _models: dict[tuple[type[TaskConfigBase], ...], type[PipelineConfig]] = {}
@@ -221,33 +270,68 @@ def pipeline_model() -> type[PipelineConfig]:
     return _models[key]
 
 
+def _refusal(path: Path, field: str, why: str, overrides: list[str]) -> ConfigError:
+    """A config error for ``field``, naming the ``--set`` it came from when it came from one."""
+    origin = next((o for o in reversed(overrides) if _override_touches(o, field)), None)
+    return ConfigError(f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else ""))
+
+
 def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
     """``teacher.samples > 1`` only for a task that aggregates samples: others would pay for answers they drop."""
     n = cfg.teacher.samples
     if n > 1 and not get_task_class(cfg.task.type).aggregates_samples:
-        origin = next((o for o in reversed(overrides) if _override_touches(o, "teacher.samples")), None)
-        raise ConfigError(
-            f"invalid pipeline config {path}: teacher.samples: {n}: the {cfg.task.type} task keeps one answer per "
-            f"row (it does not aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; "
-            "set teacher.samples: 1" + (f" (from --set {origin})" if origin else "")
-        )
+        raise _refusal(path, "teacher.samples", f"{n}: the {cfg.task.type} task keeps one answer per row (it does not "
+                       f"aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; set "
+                       "teacher.samples: 1", overrides)
 
 
 def _check_batch_mode(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
     """``teacher.mode: batch`` refuses what a batch cannot do: re-asking, and Ray (checked here so ``validate``
     says it, not only ``run``)."""
-    teacher = cfg.teacher
-    if not (isinstance(teacher, OpenAITeacherConfig) and teacher.mode == "batch"):
+    for where, teacher in cfg.stage_teachers():
+        if not (isinstance(teacher, OpenAITeacherConfig) and teacher.mode == "batch"):
+            continue
+        if cfg.validation.on_invalid == "reask":
+            raise _refusal(path, "validation.on_invalid", f"reask is not available with {where}.mode: batch (a "
+                           "follow-up batch asks the same prompt again): use on_invalid: resample, or mode: online",
+                           overrides)
+        if teacher.ray is not None:
+            raise _refusal(path, f"{where}.ray", f"the Batch API does not run on Ray: drop {where}.ray, or use mode: "
+                           "online", overrides)
+
+
+MIN_CASCADE_SAMPLES = 3
+"""A stage's confidence is the vote share of its samples: fewer than 3 cannot tell 'sure' from 'unsure'."""
+
+
+def _check_cascade(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
+    """A cascade has >= 2 stages with distinct names, each with a confidence (``samples`` >= 3), over a
+    single-label task that aggregates samples, and no top-level ``teacher`` (each stage names its own)."""
+    cascade = cfg.cascade
+    if cascade is None:
         return
-    if cfg.validation.on_invalid == "reask":
-        field, why = "validation.on_invalid", ("reask is not available with teacher.mode: batch (a follow-up batch "
-                                               "asks the same prompt again): use on_invalid: resample, or mode: online")
-    elif teacher.ray is not None:
-        field, why = "teacher.ray", "the Batch API does not run on Ray: drop teacher.ray, or use mode: online"
-    else:
-        return
-    origin = next((o for o in reversed(overrides) if _override_touches(o, field)), None)
-    raise ConfigError(f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else ""))
+    if "teacher" in cfg.model_fields_set:
+        raise _refusal(path, "teacher", "a cascade names its teachers in cascade.stages: move this teacher section "
+                       "into a stage, or remove the cascade section", overrides)
+    if len(cascade.stages) < 2:
+        raise _refusal(path, "cascade.stages", f"{len(cascade.stages)} stage(s): a cascade needs at least 2 (a cheap "
+                       "teacher first, a stronger one for the rows it is unsure of); for one teacher remove the "
+                       "cascade section and use teacher:", overrides)
+    task_cls = get_task_class(cfg.task.type)
+    if not task_cls.aggregates_samples or getattr(cfg.task, "multi_label", False):
+        raise _refusal(path, "cascade", f"the {cfg.task.type} task has no vote-share confidence to escalate on (a "
+                       "cascade needs a single-label task that aggregates samples, e.g. type: label)", overrides)
+    names = [st.name for st in cascade.stages]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _refusal(path, "cascade.stages", f"stage name(s) {', '.join(twice)} used twice; each stage needs its "
+                       "own name (it names the stage's run directory)", overrides)
+    for i, st in enumerate(cascade.stages):
+        if st.teacher.samples < MIN_CASCADE_SAMPLES:
+            raise _refusal(path, f"cascade.stages.{i}.teacher.samples", f"{st.teacher.samples} (stage {st.name!r}): "
+                           "a stage's confidence is the vote share of its samples, so it needs samples: "
+                           f"{MIN_CASCADE_SAMPLES} or more (no built-in backend returns token log-probabilities)",
+                           overrides)
 
 
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
@@ -280,7 +364,7 @@ def _override_touches(override: str, loc: str) -> bool:
 
 
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-PATH_FIELDS = ("input.path", "prompt.template", "output.dir")
+PATH_FIELDS = ("input.path", "prompt.template", "output.dir", "cascade.calibration")
 
 
 def expand_env(data: Any, path: Path, used: list[str], where: str = "") -> Any:
@@ -376,6 +460,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise ConfigError(_format_validation_error(p, exc, overrides)) from None
     _check_samples(cfg, p, overrides)
     _check_batch_mode(cfg, p, overrides)
+    _check_cascade(cfg, p, overrides)
     cfg.source_path = p.resolve()
     cfg.overrides = overrides
     cfg.env_vars = env_vars

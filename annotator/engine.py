@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,19 +34,16 @@ from annotator.errors import (
 )
 from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
 from annotator.records import (
-    ANNOTATIONS_FILE,
     CACHE_FILE,
-    MANIFEST_FILE,
     AnnotationRecord,
     AnswerProvenance,
     FailureKind,
-    Invocation,
     RunCounts,
     RunManifest,
-    read_manifest,
+    earlier_invocations,
 )
 from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
-from annotator.rundir import RunDirLock, atomic_write_text, bind_run_dir, fsync_dir, os_error, verify_outputs
+from annotator.rundir import RunDirLock, bind_run_dir, verify_outputs, write_run_outputs
 from annotator.schemas import strict_json_schema
 from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
@@ -95,6 +91,16 @@ class RunStats(RunCounts):
     started: float = Field(default_factory=time.monotonic)
     failed_by_kind: dict[str, int] = Field(default_factory=dict, description="Failed rows per FailureKind.")
 
+    def count(self, record: AnnotationRecord) -> None:
+        """One finished row: ok, or failed (by kind)."""
+        self.rows_done += 1
+        if record.status == "ok":
+            self.rows_ok += 1
+        else:
+            self.rows_failed += 1
+            kind = record._failure_kind or "validation"
+            self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+
     @property
     def rows_per_s(self) -> float:
         dt = time.monotonic() - self.started
@@ -132,8 +138,10 @@ class Pipeline:
         backend: Backend | None = None,
         retry_failed: bool = False,
         on_row: Callable[[AnnotationRecord, RunStats], None] | None = None,
+        only_rows: Collection[int] | None = None,
     ):
         self.cfg = cfg
+        self.only_rows = only_rows  # input positions to annotate (a cascade stage's rows); None: every row
         self.task: Task = build_task(cfg.task)
         self.template = load_template(cfg)
         self.schema = strict_json_schema(self.task.output_model)
@@ -153,6 +161,12 @@ class Pipeline:
         self.validator = AnswerValidator(self.task, cfg.teacher.max_tokens)
 
     # -- prompts -------------------------------------------------------------------------------------
+    def rows(self) -> Iterator[InputRow]:
+        """The input rows this run annotates, in input order: every row, or those at :attr:`only_rows`."""
+        for row in iter_rows(self.cfg.input):
+            if self.only_rows is None or row.index in self.only_rows:
+                yield row
+
     def render(self, row: InputRow) -> list[dict[str, str]]:
         variables = self.task.template_variables(row, item_rng(self.cfg.teacher.seed, row.id or ""))
         return self.template.render(variables)
@@ -312,6 +326,8 @@ class Pipeline:
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with RunDirLock(self.out_dir):
             self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
+            if self.only_rows is not None:
+                self.stats.rows_total = sum(1 for i in self.only_rows if i < self.stats.rows_total)
             check_ids(self.cfg.input)
             self.preview()  # fail fast on a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
@@ -326,7 +342,7 @@ class Pipeline:
                     if self._backend is None:
                         await backend.aclose()
                 manifest = self._manifest(backend, started_at)
-                self._write_outputs(store, manifest)
+                write_run_outputs(self.out_dir, store, manifest)
                 verify_outputs(self.out_dir, store)
             finally:
                 store.close()
@@ -361,7 +377,7 @@ class Pipeline:
         try:
             if isinstance(self.cfg.teacher, OpenAITeacherConfig) and self.cfg.teacher.mode == "batch":
                 await self._fill_from_batches(backend, store)
-            for row in iter_rows(self.cfg.input):
+            for row in self.rows():
                 await window.acquire()
                 if errors:
                     break
@@ -388,33 +404,9 @@ class Pipeline:
         await BatchRun(self, backend, store, self.on_batch).run()
 
     def _count(self, record: AnnotationRecord) -> None:
-        self.stats.rows_done += 1
-        if record.status == "ok":
-            self.stats.rows_ok += 1
-        else:
-            self.stats.rows_failed += 1
-            kind = record._failure_kind or "validation"
-            self.stats.failed_by_kind[kind] = self.stats.failed_by_kind.get(kind, 0) + 1
+        self.stats.count(record)
         if self.on_row:
             self.on_row(record, self.stats)
-
-    def _write_outputs(self, store: ResultStore, manifest: RunManifest) -> None:
-        """annotations.jsonl (input order, from the result log), then run.json; each atomically, fsynced."""
-        target = self.out_dir / ANNOTATIONS_FILE
-        tmp = target.with_suffix(".jsonl.tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as fh:
-                for rec in store.iter_results():
-                    fh.write(rec)
-                    fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            atomic_write_text(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
-            fsync_dir(self.out_dir)  # the renames themselves survive a power cut
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise os_error(exc, exc.filename or self.out_dir) from None
 
     def _manifest(self, backend: Backend, started_at: str) -> RunManifest:
         labels, multi_label = self.task.manifest_labels()
@@ -439,19 +431,8 @@ class Pipeline:
             env_vars=self.cfg.env_vars,
             answers=self.answers.provenance(),
         )
-        manifest.history = [*self._earlier_invocations(), manifest.invocation()]
+        manifest.history = [*earlier_invocations(self.out_dir), manifest.invocation()]
         return manifest
-
-    def _earlier_invocations(self) -> list[Invocation]:
-        """The history in the run.json this invocation replaces (its own entry rebuilt for older files)."""
-        try:
-            previous = read_manifest(self.out_dir)
-        except (ValueError, OSError) as exc:  # unreadable or from an incompatible version: start a new history
-            log.warning("%s: previous run.json not readable (%s); history starts again", self.out_dir, exc)
-            return []
-        if previous is None:
-            return []
-        return previous.history or [previous.invocation()]
 
 
 _USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}

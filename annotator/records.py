@@ -13,6 +13,7 @@ A run directory holds:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from annotator.errors import InputDataError
+
+log = logging.getLogger(__name__)
 
 ANNOTATIONS_FILE = "annotations.jsonl"
 MANIFEST_FILE = "run.json"
@@ -106,6 +109,13 @@ class AnnotationRecord(BaseModel):
     )
     model: str
     prompt_hash: str
+    stage: str | None = Field(
+        default=None, description="Cascade runs: the stage whose teacher gave this label (confidence is that stage's)."
+    )
+    stages: dict[str, float | None] | None = Field(
+        default=None, description="Cascade runs: the confidence at each stage the row went through, in order (None: "
+                                  "no valid answer); usage fields (tokens, cost, ...) sum over these stages."
+    )
     # why a failed row failed (not written): "input" (empty/too long/template), "transport" (the teacher call
     # failed; not cached, a rerun asks again) or "validation" (invalid answers; cached, see --retry-failed)
     _failure_kind: FailureKind | None = PrivateAttr(default=None)
@@ -134,6 +144,35 @@ class RunCounts(BaseModel):
     cached_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = Field(default=None, description="USD spent by this invocation (teacher.price).")
+
+
+class StageSummary(BaseModel):
+    """One stage of a cascade run: its teacher, threshold and what it did."""
+
+    name: str
+    model: str
+    run_dir: str
+    threshold: float | None = Field(description="Kept rows have confidence >= this; None: the stage keeps nothing "
+                                                "and is not asked.")
+    rows_asked: int = 0
+    rows_kept: int = 0
+    rows_failed: int = 0
+    tokens: int = 0
+    cost_usd: float | None = None
+
+
+class CascadeSummary(BaseModel):
+    """What a cascade run did and what it guarantees (``run.json``'s ``cascade``)."""
+
+    target: float
+    delta: float
+    calibration: str
+    certified: bool
+    statement: str = Field(description="The guarantee, in one sentence.")
+    assumption: str
+    stages: list[StageSummary]
+    rows_to_humans: int = 0
+    human_queue: str | None = Field(default=None, description="Folder of the sheets of the rows left to humans.")
 
 
 class AnswerProvenance(BaseModel):
@@ -192,6 +231,7 @@ class RunManifest(RunCounts):
     env_vars: list[str] = Field(default=[], description="Environment variables the pipeline file expanded.")
     answers: AnswerProvenance | None = Field(default=None, description="None in run.json files of older versions.")
     history: list[Invocation] = []
+    cascade: CascadeSummary | None = Field(default=None, description="Cascade runs: stages, thresholds, guarantee.")
 
     def invocation(self) -> Invocation:
         """This manifest's own invocation (the top-level counts and times)."""
@@ -254,3 +294,16 @@ def read_manifest(path: str | Path) -> RunManifest | None:
     if not manifest.exists():
         return None
     return RunManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
+
+
+def earlier_invocations(run_dir: Path) -> list[Invocation]:
+    """The history in the ``run.json`` a new invocation replaces (its own entry rebuilt for older files); empty when
+    there is none or it cannot be read (the history then starts again, with a warning)."""
+    try:
+        previous = read_manifest(run_dir)
+    except (ValueError, OSError) as exc:  # unreadable or from an incompatible version
+        log.warning("%s: previous run.json not readable (%s); history starts again", run_dir, exc)
+        return []
+    if previous is None:
+        return []
+    return previous.history or [previous.invocation()]

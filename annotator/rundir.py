@@ -24,7 +24,7 @@ from types import TracebackType
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.config import PipelineConfig
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
-from annotator.records import ANNOTATIONS_FILE, read_manifest
+from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, RunManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,26 @@ def atomic_write_files(files: dict[Path, str]) -> None:
         raise
     for path, tmp in tmps.items():
         os.replace(tmp, path)
+
+
+def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest) -> None:
+    """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
+    fsynced, then the directory (so the renames survive a power cut too)."""
+    target = run_dir / ANNOTATIONS_FILE
+    tmp = target.with_suffix(".jsonl.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for rec in store.iter_results():
+                fh.write(rec)
+                fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        atomic_write_text(run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+        fsync_dir(run_dir)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_error(exc, exc.filename or run_dir) from None
 
 
 def fsync_dir(path: Path) -> None:

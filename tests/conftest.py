@@ -74,7 +74,8 @@ class ServerHandle:
         defaults = {"latency": 0.0, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50,
                     "completion_tokens": 10, "record_times": True, "max_prompt_chars": 0,
                     "trickle_interval": 0.25, "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
-                    "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0}
+                    "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
+                    "weak_models": []}
         self._call("POST", "/config", {**defaults, **config})
 
     def configure(self, **config: Any) -> dict[str, Any]:

@@ -29,6 +29,11 @@ Faults, by marker in the item text (the part of the prompt after ``Text:``):
                      then a valid answer. [[telljson]] the same with [[malformed]] ("not valid JSON");
                      [[deaf]] = [[schema]] whatever it is told. The messages of every request for these items are
                      kept in ``/stats`` ``messages_by_item``
+    [[unsure]]       a model named in ``weak_models`` (config) answers a different label for each seed (its samples
+                     disagree: a low vote share); any other model answers as usual
+    [[wrong]]        a model named in ``weak_models`` answers the same wrong label every time (confidently wrong);
+                     any other model answers as usual (cascade tests: a cheap and a strong teacher on one server)
+    [[hard]]         every model answers a different label for each seed, like a weak one on [[unsure]]
     [[KIND:N]]       the fault for the item's first N requests only, then valid answers
     [[flaky:N]]      = [[500:N]]
 
@@ -159,6 +164,20 @@ def instance(schema: dict[str, Any] | None, text: str, name: str = "") -> Any:
     return None
 
 
+WEAK_FAULTS = ("unsure", "wrong", "hard")
+
+
+def weak_answer(answer: Any, schema: dict[str, Any] | None, text: str, fault: str, seed: int) -> Any:
+    """A weak teacher's answer: ``unsure`` and ``hard`` shift the label by the seed (each sample another label),
+    ``wrong`` shifts it by one (the same wrong label every time)."""
+    enum = ((schema or {}).get("properties") or {}).get("label", {}).get("enum")
+    if not isinstance(answer, dict) or not enum:
+        return answer
+    labels = [str(x) for x in enum]
+    shift = 1 if fault == "wrong" else 1 + seed % (len(labels) - 1)
+    return {**answer, "label": labels[(labels.index(str(answer["label"])) + shift) % len(labels)]}
+
+
 class FaultServer:
     def __init__(self, latency: float = 0.0):
         self.cfg: dict[str, Any] = {
@@ -166,6 +185,7 @@ class FaultServer:
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
             "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
             "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
+            "weak_models": [],
         }
         self.batch_api = BatchFake(self)
         self.reset()
@@ -379,6 +399,10 @@ class FaultServer:
         """The chat completion answering ``req`` (with a content fault applied)."""
         schema = _schema_of(req)
         answer = instance(schema, key)
+        if fault in WEAK_FAULTS:
+            if fault == "hard" or req.get("model") in self.cfg["weak_models"]:
+                answer = weak_answer(answer, schema, key, fault, int(req.get("seed") or 0))
+            fault = None
         content = json.dumps(answer, ensure_ascii=False)
         finish = "stop"
         if fault == "malformed":

@@ -179,8 +179,12 @@ def _evaluated_items(
             f"{len(unknown)} of {len(humans.ratings)} human item ids are not in the teacher's output "
             f"({teacher.path}): {few(unknown)}. Check the id column, or annotate these items with the teacher."
         )
-    failed_on_human = [i for i in humans.ratings if i not in teacher.labels]
+    queued = [i for i in humans.ratings if i in teacher.left_to_humans]
+    failed_on_human = [i for i in humans.ratings if i not in teacher.labels and i not in teacher.left_to_humans]
     items = [i for i in humans.ratings if i in teacher.labels]
+    if queued:
+        warnings.append(f"{len(queued)} human-labelled item(s) excluded: the cascade left them to humans (it labels "
+                        f"no such row): {few(queued)}")
     if failed_on_human:
         warnings.append(
             f"{len(failed_on_human)} human-labelled item(s) excluded because the teacher failed on them: "

@@ -9,7 +9,7 @@ from pathlib import Path
 from annotator.audit.tabular import few, find_id_column, read_table, to_float, to_label
 from annotator.costs import CostSummary, CostTally
 from annotator.errors import InputDataError
-from annotator.records import ANNOTATIONS_FILE, iter_annotations, normalize_id, read_manifest
+from annotator.records import ANNOTATIONS_FILE, RunManifest, iter_annotations, normalize_id, read_manifest
 
 _RECORD_KEYS = {"status", "task", "prompt_hash"}
 
@@ -26,6 +26,8 @@ class TeacherAnnotations:
     model: str | None = None
     notes: list[str] = field(default_factory=list)
     cost: CostSummary | None = None  # runs with teacher.price only
+    left_to_humans: set[str] = field(default_factory=set)
+    """A cascade run: the rows no stage kept (in ``ids``, without a label: they are in its human queue)."""
 
 
 def _is_record_file(p: Path) -> bool:
@@ -82,13 +84,28 @@ def _load_run(p: Path) -> TeacherAnnotations:
         labels[rec.id] = label
         if rec.confidence is not None:
             confidence[rec.id] = float(rec.confidence)
-    if not ids:
+    queued = _left_to_humans(manifest)
+    if not ids and not queued:
         raise InputDataError(f"teacher run {p} has no annotation records")
     manifest_labels = [lab.name for lab in manifest.labels] if manifest and manifest.labels else None
     return TeacherAnnotations(
-        labels=labels, confidence=confidence, failed=failed, ids=ids, source="run", path=str(p),
-        manifest_labels=manifest_labels, model=model, cost=tally.summary(),
+        labels=labels, confidence=confidence, failed=failed, ids=ids | queued, source="run", path=str(p),
+        manifest_labels=manifest_labels, model=model, cost=tally.summary(), left_to_humans=queued,
     )
+
+
+def _left_to_humans(manifest: RunManifest | None) -> set[str]:
+    """The ids of a cascade run's human queue (read from its wide sheet); empty for any other run."""
+    from annotator.audit.sampling import WIDE_SHEET
+
+    cascade = manifest.cascade if manifest is not None else None
+    if cascade is None or not cascade.human_queue or not cascade.rows_to_humans:
+        return set()
+    sheet = Path(cascade.human_queue) / WIDE_SHEET
+    if not sheet.exists():
+        raise InputDataError(f"cascade run: its human queue {sheet} is missing (run `annotator run` again to write it)")
+    ids = read_table(sheet, "human queue")["item_id"].to_list()
+    return {i for i in (normalize_id(v) for v in ids) if i is not None}
 
 
 def _load_table(p: Path) -> TeacherAnnotations:

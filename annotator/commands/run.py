@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,7 +17,7 @@ from rich.table import Table
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, log_console, result_console
 from annotator.config import PipelineConfig, RayConfig, load_config
 from annotator.engine import Pipeline, RunStats
-from annotator.errors import BudgetReached, TooManyFailures
+from annotator.errors import BudgetReached, ConfigError, TooManyFailures
 from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord, RunManifest
 
 
@@ -57,18 +59,38 @@ def run_command(
     Outputs: OUTPUT_DIR/annotations.jsonl (one record per input row, input order) and OUTPUT_DIR/run.json.
     The summary goes to stdout (--json: run.json's content plus the output paths); progress goes to stderr.
 
-    Exit codes: 0 done; 2 a problem to fix (config, input, output.dir); 4 done, but more rows failed than
-    --max-failed-fraction allows; 5 stopped early, the teacher is unreachable (rerun to resume); 6 another process
-    is using the output directory; 7 run.json and annotations.jsonl disagree; 130 interrupted.
+    A cascade pipeline (a cascade section; see docs/cascade.md) needs its thresholds first (`annotator calibrate`):
+    stage 1 labels every row, each later stage the rows the one before was unsure of, each in its own run directory
+    (OUTPUT_DIR/stages/<k>-<name>); rows no stage keeps go to OUTPUT_DIR/human_queue (blank sheets) and stay out of
+    annotations.jsonl, whose records carry their stage; OUTPUT_DIR/cascade/report.md compares the cost per stage
+    with the strongest stage alone.
+
+    Exit codes: 0 done; 2 a problem to fix (config, input, output.dir; a cascade without a calibration or with a
+    stale one); 4 done, but more rows failed than --max-failed-fraction allows; 5 stopped early, the teacher (a
+    cascade: the stage named) is unreachable (rerun to resume); 6 another process is using the output directory;
+    7 run.json and annotations.jsonl disagree; 8 teacher.max_cost reached; 130 interrupted.
     """
     cfg = _configure(pipeline, overrides, limit, max_failed_fraction, ray)
-    progress = _RunProgress(cfg.name, quiet)
-    runner = Pipeline(cfg, retry_failed=retry_failed, on_row=progress.on_row)
-    runner.on_batch = progress.on_batch
     started = time.monotonic()
-    manifest = _run_until_done(runner, progress.bar, cfg.output.dir)
+    if cfg.cascade is not None:
+        manifest, stats = _run_cascade(cfg, retry_failed, quiet)
+    else:
+        progress = _RunProgress(cfg.name, quiet)
+        runner = Pipeline(cfg, retry_failed=retry_failed, on_row=progress.on_row)
+        runner.on_batch = progress.on_batch
+        manifest = _run_until_done(runner.run(), progress.bar, cfg.output.dir, lambda: runner.stats.rows_done)
+        stats = runner.stats
     _print_summary(cfg.name, manifest, time.monotonic() - started, Path(cfg.output.dir), as_json)
-    _report_failures(manifest, runner.stats, cfg.validation.max_failed_fraction)
+    _report_failures(manifest, stats, cfg.validation.max_failed_fraction)
+
+
+def _run_cascade(cfg: PipelineConfig, retry_failed: bool, quiet: bool) -> tuple[RunManifest, RunStats]:
+    """A cascade pipeline (docs/cascade.md): its stages in turn, one progress bar each."""
+    from annotator.cascade.runner import CascadeRun
+
+    bars = StageBars(quiet)
+    runner = CascadeRun(cfg, retry_failed=retry_failed, hook=bars)
+    return _run_until_done(runner.run(), bars, cfg.output.dir, lambda: runner.stats.rows_done), runner.stats
 
 
 def _configure(
@@ -80,6 +102,9 @@ def _configure(
         cfg.input.limit = limit
     if max_failed_fraction is not None:
         cfg.validation.max_failed_fraction = max_failed_fraction
+    if ray is not None and cfg.cascade is not None:
+        raise ConfigError("--ray: a cascade's stages each have their own teacher: set teacher.ray in the stages "
+                          "that should run on Ray")
     if ray is not None:
         cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
                                        "address": None if ray == "local" else ray})
@@ -120,23 +145,50 @@ class _RunProgress:
             self.console.print(f"Batch API: {done:,}/{total:,} requests answered, {status}")
 
 
-def _run_until_done(runner: Pipeline, progress: Progress, out_dir: Path) -> RunManifest:
+class StageBars:
+    """One progress bar per stage of a cascade (a :data:`annotator.cascade.stages.StageHook`): a stage's bar
+    closes when the next stage starts, the last one when the run ends."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.current: _RunProgress | None = None
+
+    def __call__(self, label: str, pipeline: Pipeline) -> None:
+        self.stop()
+        self.current = _RunProgress(label, self.quiet)
+        self.current.bar.start()
+        pipeline.on_row, pipeline.on_batch = self.current.on_row, self.current.on_batch
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.bar.stop()
+            self.current = None
+
+    def __enter__(self) -> StageBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _run_until_done(run: Coroutine[Any, Any, RunManifest], progress: Progress | StageBars, out_dir: Path,
+                    rows_done: Callable[[], int]) -> RunManifest:
     """Run the pipeline; Ctrl-C exits 130 and a reached teacher.max_cost exits 8, each with one line (shown even
     with --quiet: it is why the run stopped)."""
     console = Console(stderr=True)
     with progress:
         try:
-            return asyncio.run(runner.run())
+            return asyncio.run(run)
         except KeyboardInterrupt:
             progress.stop()
             console.print(
-                f"[yellow]interrupted[/] after {runner.stats.rows_done} rows; every finished answer is saved in "
+                f"[yellow]interrupted[/] after {rows_done()} rows; every finished answer is saved in "
                 f"{out_dir}. Run the same command again to resume."
             )
             sys.exit(130)
         except BudgetReached as exc:
             progress.stop()
-            console.print(f"[yellow]stopped[/] after {runner.stats.rows_done} rows: {exc}")
+            console.print(f"[yellow]stopped[/] after {rows_done()} rows: {exc}")
             sys.exit(BudgetReached.exit_code)
 
 
@@ -188,6 +240,12 @@ def _summary_table(name: str, manifest: RunManifest, elapsed: float, out_dir: Pa
                               f"${manifest.cost_total_usd or 0.0:,.4f} in this output directory")
     table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
     table.add_row("teacher", manifest.model)
+    if manifest.cascade is not None:
+        for st in manifest.cascade.stages:
+            at = "not asked (keeps nothing)" if st.threshold is None else f"confidence >= {st.threshold:.3g}"
+            table.add_row(f"stage {st.name}", f"asked {st.rows_asked:,}, kept {st.rows_kept:,} ({at})")
+        table.add_row("left to humans", f"{manifest.cascade.rows_to_humans:,} (sheets in {manifest.cascade.human_queue})")
+        table.add_row("guarantee", manifest.cascade.statement)
     table.add_row("annotations", str(out_dir / ANNOTATIONS_FILE))
     table.add_row("manifest", str(out_dir / MANIFEST_FILE))
     return table

@@ -10,8 +10,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from annotator.cache import typical_completion_tokens
+from annotator.cascade.stages import stage_dir
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, jsonable, result_console
-from annotator.config import PipelineConfig, load_config
+from annotator.config import BaseTeacherConfig, PipelineConfig, load_config
 from annotator.costs import Budget, RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
 from annotator.inputs import check_ids, count_rows, iter_rows
@@ -33,49 +34,67 @@ def validate_command(
 
     --estimate streams every row through the template: prompt tokens are estimated as characters / 4 (no
     tokenizer), completion tokens as teacher.max_tokens per call (an upper bound) and, when the output directory
-    holds earlier answers, as their mean (typical); calls = rows x teacher.samples (first attempts only)."""
+    holds earlier answers, as their mean (typical); calls = rows x teacher.samples (first attempts only). A cascade:
+    each stage on the share of rows it will be asked about, from the calibration's coverage on the human sample
+    (without a calibration, every stage on every row: an upper bound), next to the last stage alone on every row."""
     cfg = load_config(pipeline, overrides)
     runner = Pipeline(cfg)
     n = count_rows(cfg.input)
     check_ids(cfg.input)
     row, messages = runner.preview()
-    run_estimate = _estimate(runner, cfg) if estimate else None
+    estimates = _estimates(runner, cfg) if estimate else None
+    run_estimate = estimates[0] if estimates and cfg.cascade is None else None
+    cascade_estimate = None
+    if estimates and cfg.cascade is not None:
+        from annotator.cascade.estimate import CascadeEstimate
+
+        cascade_estimate = CascadeEstimate.of(cfg, estimates)
     if as_json:
         emit_json({
             **({"estimate": run_estimate.summary()} if run_estimate else {}),
-            "ok": True, "pipeline": str(pipeline), "task": cfg.task.type, "rows": n, "backend": cfg.teacher.backend,
-            "model": cfg.teacher.model, "output": str(cfg.output.dir), "template": runner.template.name,
+            **({"estimate": cascade_estimate.summary()} if cascade_estimate else {}),
+            "ok": True, "pipeline": str(pipeline), "task": cfg.task.type, "rows": n,
+            "backend": "cascade" if cfg.cascade else cfg.teacher.backend,
+            "model": " > ".join(str(t.model) for _, t in cfg.stage_teachers()) if cfg.cascade else cfg.teacher.model,
+            "output": str(cfg.output.dir), "template": runner.template.name,
             "overrides": cfg.overrides, "env_vars": cfg.env_vars, "first_row": row.id, "messages": messages,
             "config": jsonable(cfg), **({"schema": runner.schema} if show_schema else {}),
         })
         return
     console = result_console()
+    teachers = ", ".join(f"[bold]{t.backend}[/] {t.model or '(default model)'}" for _, t in cfg.stage_teachers())
     console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
-                  f"teacher [bold]{cfg.teacher.backend}[/] {cfg.teacher.model or '(default model)'}, "
-                  f"output {cfg.output.dir}")
+                  f"{'cascade of' if cfg.cascade else 'teacher'} {teachers}, output {cfg.output.dir}")
     for m in messages:
         console.print(Panel(m["content"], title=f"{m['role']} message for row {row.id!r}", expand=False))
     if show_schema:
         console.print_json(json.dumps(runner.schema))
     if run_estimate:
-        console.print(_estimate_table(run_estimate, cfg))
+        console.print(_estimate_table(run_estimate, cfg.teacher))
+    if cascade_estimate:
+        cascade_estimate.print(console)
 
 
-def _estimate(runner: Pipeline, cfg: PipelineConfig) -> RunEstimate:
-    """Tokens and cost of the whole run, from every rendered prompt (streamed)."""
-    t = cfg.teacher
-    est = RunEstimate(price=Budget.of(t).price, typical_completion=typical_completion_tokens(cfg.output.dir / CACHE_FILE))
+def _estimates(runner: Pipeline, cfg: PipelineConfig) -> list[RunEstimate]:
+    """Tokens and cost of every row through each teacher of the pipeline (the teacher, or each cascade stage), from
+    every rendered prompt (streamed once)."""
+    teachers = [t for _, t in cfg.stage_teachers()]
+    dirs = [stage_dir(cfg, k) for k in range(len(teachers))] if cfg.cascade else [Path(cfg.output.dir)]
+    ests = [RunEstimate(price=Budget.of(t).price, typical_completion=typical_completion_tokens(d / CACHE_FILE))
+            for t, d in zip(teachers, dirs)]
     for row in iter_rows(cfg.input):
         messages = runner.prompt_of(row)
         if isinstance(messages, str):
-            est.rows_skipped += 1
+            for est in ests:
+                est.rows_skipped += 1
             continue
-        est.add_prompt(estimate_prompt_tokens(messages), t.samples, t.max_tokens)
-    return est
+        tokens = estimate_prompt_tokens(messages)
+        for est, t in zip(ests, teachers):
+            est.add_prompt(tokens, t.samples, t.max_tokens)
+    return ests
 
 
-def _estimate_table(est: RunEstimate, cfg: PipelineConfig) -> Table:
-    t = cfg.teacher
+def _estimate_table(est: RunEstimate, t: BaseTeacherConfig) -> Table:
     max_cost = Budget.of(t).max_cost
     typical = est.completion_tokens_typical
     table = Table(title=f"estimate: {est.rows:,} rows x {t.samples} sample(s) = {est.calls:,} calls"

@@ -87,6 +87,10 @@ def front_matter(summary: ExportSummary, features: Any) -> dict[str, Any]:
             "min_confidence": summary.min_confidence,
         },
     }
+    if summary.cascade is not None:
+        c = summary.cascade
+        meta["annotator"]["cascade"] = {"target": c.target, "delta": c.delta, "certified": c.certified,
+                                        "stages": [s.name for s in c.stages]}
     return meta
 
 
@@ -224,6 +228,32 @@ def _audit_section(summary: ExportSummary) -> list[str]:
     ]
 
 
+def _cascade_section(summary: ExportSummary) -> list[str]:
+    """A cascade run: the guarantee and its assumption, what each stage kept, what was left to humans."""
+    c = summary.cascade
+    if c is None:
+        return []
+    rows = [[st.name, st.model, "none (not asked)" if st.threshold is None else st.threshold, st.rows_asked,
+             st.rows_kept] for st in c.stages]
+    return [
+        "## Cascade",
+        "",
+        f"**{c.statement}**" if c.certified else f"**Not certified.** {c.statement}",
+        "",
+        f"Assumption: {c.assumption}",
+        "",
+        "Each row's label comes from the first teacher (stage) whose confidence, the share of its samples agreeing, "
+        "reached that stage's threshold; the `stage` column says which. Thresholds were chosen by `annotator "
+        f"calibrate` on a human sample ({c.calibration}).",
+        "",
+        _table(["stage", "teacher", "threshold", "rows asked", "rows kept"], rows),
+        "",
+        f"{c.rows_to_humans} row(s) no stage kept were left to humans and are **not** in this dataset (their sheets: "
+        f"`{c.human_queue}`).",
+        "",
+    ]
+
+
 def _config_and_notes_sections(summary: ExportSummary) -> list[str]:
     """The pipeline config as YAML and the export's notes, where there are any."""
     parts: list[str] = []
@@ -262,6 +292,7 @@ def render_card(summary: ExportSummary, features: Any, descriptions: dict[str, s
         *_provenance_section(summary),
         *_counts_section(summary),
         *_distribution_sections(summary, descriptions or {}),
+        *_cascade_section(summary),
         *_audit_section(summary),
         *_config_and_notes_sections(summary),
         *_USAGE_SECTION,

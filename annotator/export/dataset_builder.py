@@ -27,6 +27,7 @@ from annotator.records import (
     MANIFEST_FILE,
     AnnotationRecord,
     AnswerProvenance,
+    CascadeSummary,
     Invocation,
     RunManifest,
     iter_annotations,
@@ -110,6 +111,9 @@ class ExportSummary(BaseModel):
         default=None, description="How the annotations were obtained (None: run.json of an older version)."
     )
     history: list[Invocation] = Field(default_factory=list, description="The `annotator run` invocations.")
+    cascade: CascadeSummary | None = Field(
+        default=None, description="A cascade run: its stages, thresholds and guarantee (rows left to humans are not in "
+                                  "the dataset).")
     audit_summary: dict[str, Any] | None = None
     audit_report: str | None = None
     pushed_to: str | None = None
@@ -417,11 +421,14 @@ def _split(
     return by_split
 
 
-def _build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]]) -> tuple[Any, Any]:
-    """The ``DatasetDict`` of the rows, and its features."""
-    from datasets import Dataset, DatasetDict
+def _build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]],
+                   cascade: bool = False) -> tuple[Any, Any]:
+    """The ``DatasetDict`` of the rows, and its features (a cascade run's rows also carry their ``stage``)."""
+    from datasets import Dataset, DatasetDict, Value
 
     features = exporter.features()
+    if cascade:
+        features["stage"] = Value("string")
     dsd = DatasetDict()
     for split, rows in rows_by_split.items():
         data = {col: [r.get(col) for r in rows] for col in features}
@@ -458,7 +465,7 @@ def _summary(
         pipeline_name=m.pipeline_name if m else None, pipeline_path=m.pipeline_path if m else None,
         pipeline_config=m.config if m else {}, annotator_version=m.annotator_version if m else None,
         answers=m.answers if m else None, history=(m.history or [m.invocation()]) if m else [],
-        audit_summary=audit_summary, audit_report=audit_path, notes=notes,
+        cascade=m.cascade if m else None, audit_summary=audit_summary, audit_report=audit_path, notes=notes,
     )
 
 
@@ -525,8 +532,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, log: Callable[[str], No
         )
     exporter.finish_selection(kept)
     items_by_split = _split(run, kept, exporter, opts, fractions, counts, notes)
-    rows_by_split = {s: [row for it in items for row in exporter.rows(it)] for s, items in items_by_split.items()}
-    dsd, features = _build_dataset(exporter, rows_by_split)
+    cascade = run.manifest is not None and run.manifest.cascade is not None
+    rows_by_split = {s: [{**row, **({"stage": it.record.stage} if cascade else {})}
+                         for it in items for row in exporter.rows(it)] for s, items in items_by_split.items()}
+    dsd, features = _build_dataset(exporter, rows_by_split, cascade)
     counts.per_split = {s: len(dsd[s]) for s in dsd}
     counts.exported_items = len(kept)
     counts.exported_rows = sum(counts.per_split.values())
