@@ -112,21 +112,41 @@ def has_keys(*keys: str) -> Callable[[Path], bool]:
     return test
 
 
+FOLDER_CLAIM = ".annotator"
+"""The claim inside an output folder: written when the folder passes :func:`check_folder`, before the command's
+first file, so a rerun after a crash or a full disk (files written, manifest not yet) finds the folder its own."""
+
+
 def check_folder(folder: Path, command: str, writes: Iterable[str], manifest: str,
-                 is_manifest: Callable[[Path], bool], option: str = "--out") -> None:
-    """Refuse to write into ``folder`` when one of the entries in ``writes`` already exists there and the folder's
-    ``manifest`` does not pass ``is_manifest`` (the folder is not one this command wrote before)."""
+                 is_manifest: Callable[[Path], bool], option: str = "--out", claim: bool = True) -> None:
+    """Refuse to write into ``folder`` when one of the entries in ``writes`` already exists there and the folder is
+    not one this command wrote before (its ``manifest`` passes ``is_manifest``, or it holds the command's claim);
+    otherwise, with ``claim``, create the folder and claim it (:func:`claim_folder`)."""
     if folder.exists() and not folder.is_dir():
         raise OutputPathError(f"{option} {folder} is a file, not a folder: choose a folder")
-    if not folder.is_dir():
-        return
     clash = [name for name in writes if (folder / name).exists() or (folder / name).is_symlink()]
-    if clash and not is_manifest(folder / manifest):
+    if clash and not (is_manifest(folder / manifest) or _claimed_folder(folder, command)):
         shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
         raise OutputPathError(
             f"{option} {folder}: {shown} already exist(s) and were not written by `annotator {command}` (no "
             f"{manifest} of its own there); they are left untouched: move them away or choose a new or empty folder"
         )
+    if claim:
+        claim_folder(folder, command)
+
+
+def claim_folder(folder: Path, command: str) -> None:
+    """Create ``folder`` and mark it as ``annotator <command>``'s (before the command writes its first file there)."""
+    from annotator.rundir import atomic_write_text, prepare_run_dir
+
+    prepare_run_dir(folder)
+    if not _claimed_folder(folder, command):
+        atomic_write_text(folder / FOLDER_CLAIM, json.dumps({"written_by": f"annotator {command}"}) + "\n")
+
+
+def _claimed_folder(folder: Path, command: str) -> bool:
+    data = read_json_object(folder / FOLDER_CLAIM)
+    return data is not None and data.get("written_by") == f"annotator {command}"
 
 
 def mark_incomplete(path: Path) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr
 
 from annotator.errors import InputDataError
 
@@ -267,12 +267,8 @@ def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
             if line.strip():
                 try:
                     rec = AnnotationRecord.model_validate_json(line)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    where = ".".join(str(x) for x in first["loc"])
-                    cut = "" if line.endswith("\n") else " (the file ends in the middle of this line: cut off?)"
-                    raise InputDataError(f"{p}:{n}: not an annotation record: {where + ': ' if where else ''}"
-                                         f"{first['msg']}{cut}") from None
+                except ValueError as exc:
+                    raise InputDataError(f"{p}:{n}: not an annotation record: {exc}") from exc
                 rid = normalize_id(rec.id)
                 if rid is None:
                     raise InputDataError(f"{p}:{n}: record has no id")

@@ -54,10 +54,13 @@ def atomic_write_files(files: dict[Path, str]) -> None:
     tmps = {path: path.with_name(path.name + ".tmp") for path in files}
     try:
         for path, text in files.items():
-            with tmps[path].open("w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with tmps[path].open("w", encoding="utf-8") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:  # a failed write() does not say which file: name it
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)

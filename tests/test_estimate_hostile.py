@@ -68,16 +68,17 @@ def test_inclusion_probabilities_implying_an_absurd_population_are_one_line(
     assert not (tmp_path / "e").exists()
 
 
-@pytest.mark.parametrize("value", ["abc", True])
-def test_a_label_studio_export_with_a_bad_inclusion_prob_is_one_line(
+@pytest.mark.parametrize("value", [True, "nan", "inf", -0.5, 0, 1.5])
+def test_an_inclusion_prob_that_is_not_a_probability_is_one_line(
         value: object, tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Label Studio export: a text inclusion_prob was a polars traceback, a boolean one was read as probability 1."""
-    tasks = [{"id": n, "data": {"item_id": i, "inclusion_prob": 0.5 if n else value},
-              "annotations": [{"completed_by": 1, "result": [{"from_name": "label", "value": {"choices": [TRUTH[i]]}}]}]}
-             for n, i in enumerate(list(TRUTH)[:40])]
-    (tmp_path / "export.json").write_text(json.dumps(tasks))
-    code, _, err = estimate(capsys, tmp_path / "export.json", run, out=tmp_path / "e")
-    one_line_error(code, err, "(item 'i0') has inclusion_prob", "it must be a probability in (0, 1]")
+    """A column of JSON booleans was read as probability 1 (Label Studio exports: branch hostile's checks)."""
+    ids = list(TRUTH)[:40]
+    (tmp_path / "h.jsonl").write_text("".join(
+        json.dumps({"item_id": i, "label": TRUTH[i], "inclusion_prob": value if k == 0 or value is True else 0.5})
+        + "\n" for k, i in enumerate(ids)))
+    code, _, err = estimate(capsys, tmp_path / "h.jsonl", run, out=tmp_path / "e")
+    one_line_error(code, err, "row 2 (item 'i0') has inclusion_prob", "it must be a probability in (0, 1]")
+    assert not (tmp_path / "e").exists()
 
 
 def test_ids_that_differ_only_in_case_get_a_hint(tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,13 +108,6 @@ def test_drawn_items_left_unlabelled_scale_the_inclusion_probabilities(
 
 
 # -- the teacher runs --------------------------------------------------------------------------------------------
-
-
-def test_a_cut_off_annotations_file_is_one_line(tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with (run / "annotations.jsonl").open("a") as fh:
-        fh.write('{"id": "i999", "te')
-    code, _, err = estimate(capsys, humans(tmp_path), run, out=tmp_path / "e")
-    one_line_error(code, err, "annotations.jsonl:121: not an annotation record", "ends in the middle of this line")
 
 
 @pytest.mark.parametrize("kind", ["multi_label", "rephrase"])
@@ -146,6 +140,25 @@ def test_teachers_with_different_label_sets_are_refused_naming_the_teacher(
     code, _, err = estimate(capsys, humans(tmp_path), run, other, out=tmp_path / "e")
     one_line_error(code, err, f"teacher {other} has 'no', 'yes'; lacks 'neg', 'pos'", "give --labels")
     assert not (tmp_path / "e").exists()
+
+
+def test_a_cascade_run_says_its_human_queue_is_outside_the_population(tmp_path: Path) -> None:
+    """A cascade run leaves its unsure rows to people: no teacher label, so they are outside the population. The human
+    items among them were reported as rows 'the teacher failed on', and nothing said the shares leave out the
+    hardest rows."""
+    from annotator.audit.humans import load_humans
+    from annotator.audit.teacher import TeacherAnnotations
+    from annotator.estimate.data import join
+
+    queue = {f"i{k}" for k in range(0, 120, 6)}
+    kept = {i: lab for i, lab in TRUTH.items() if i not in queue}
+    teacher = TeacherAnnotations(labels=kept, confidence={}, failed=[], ids=set(TRUTH), source="run", path="runs/c",
+                                 manifest_labels=LABELS, left_to_humans=queue)
+    j = join(load_humans(humans(tmp_path)), teacher)
+    assert len(j.ids) == 100 and len(j.rows) == 50
+    assert not any("failed on" in n for n in j.notes)
+    assert any("a cascade run: its 20 rows left to humans" in n and "(10 of the human items are among them)" in n
+               and "stages/1-NAME" in n for n in j.notes), j.notes
 
 
 # -- options -----------------------------------------------------------------------------------------------------

@@ -94,13 +94,12 @@ def read_label_studio(path: str | Path) -> pl.DataFrame:
                 raise InputDataError(f"human annotations {p}: task {n} (item {item!r}) has an annotation without completed_by")
             label = None if ann.get("was_cancelled") else _choice(ann, f"human annotations {p}: task {n} (item {item!r})")
             row = {"item_id": item, "annotator": who, "label": label}
-            if INCLUSION_COLUMN in data:  # checked (a probability, one per item) by read_inclusion_probs
-                value = data[INCLUSION_COLUMN]
-                row[INCLUSION_COLUMN] = None if value is None else str(value)
+            if INCLUSION_COLUMN in data:
+                row[INCLUSION_COLUMN] = data[INCLUSION_COLUMN]
             rows.append(row)
     if not rows:
         raise InputDataError(f"human annotations {p}: the Label Studio export has no annotations")
     schema: dict[str, type[pl.DataType]] = {"item_id": pl.String, "annotator": pl.String, "label": pl.String}
     if any(INCLUSION_COLUMN in r for r in rows):
-        schema[INCLUSION_COLUMN] = pl.String
+        schema[INCLUSION_COLUMN] = pl.Float64
     return pl.DataFrame(rows, schema=schema)

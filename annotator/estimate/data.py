@@ -65,7 +65,8 @@ def human_label(ratings: dict[str, str], code: dict[str, int], k: int) -> np.nda
 def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: list[str]) -> list[str]:
     """The human items in the population; an error when none is, notes for those left out."""
     unknown = [i for i in humans.ratings if i not in teacher.ids]
-    failed = [i for i in humans.ratings if i in teacher.ids and i not in teacher.labels]
+    queued = [i for i in humans.ratings if i in teacher.left_to_humans]
+    failed = [i for i in humans.ratings if i in teacher.ids and i not in teacher.labels and i not in queued]
     inside = [i for i in humans.ratings if i in teacher.labels]
     if len(unknown) == len(humans.ratings):
         raise InputDataError(
@@ -80,6 +81,13 @@ def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: l
                      + _case_hint(unknown, teacher.ids))
     if failed:
         notes.append(f"{len(failed)} human item(s) the teacher failed on are outside the population: {few(failed)}")
+    if teacher.left_to_humans:
+        notes.append(
+            f"a cascade run: its {len(teacher.left_to_humans):,} rows left to humans have no teacher label and are "
+            f"outside the population ({len(queued)} of the human items are among them), so the shares describe the "
+            "rows the cascade kept, not the corpus (the rows it escalated are the hard ones). For the whole corpus give "
+            "--teacher OUTPUT_DIR/stages/1-NAME, the first stage, which labelled every row"
+        )
     return inside
 
 

@@ -202,7 +202,7 @@ def check_out(out: Path, humans: Path, teachers: list[Path]) -> None:
     """The output guard (:mod:`annotator.guard`): ``--out`` is neither input, and estimate.json/md and forest.png
     are replaced only in a folder an earlier `estimate` wrote (its estimate.json is an estimate report)."""
     check_distinct("estimate", {"--out": out}, {"--humans file": humans, **{f"--teacher {t}": t for t in teachers}})
-    check_folder(out, "estimate", OUTPUT_FILES, REPORT_JSON, is_estimate_report)
+    check_folder(out, "estimate", OUTPUT_FILES, REPORT_JSON, is_estimate_report, claim=False)
 
 
 def run_estimate(opts: EstimateOptions) -> EstimateReport:
@@ -239,8 +239,8 @@ def write_outputs(report: EstimateReport, out: Path, plots: bool = True) -> None
         files["forest_plot"] = str(out / FOREST_PNG)
     report.files = files
     png, tmp = out / FOREST_PNG, out / (FOREST_PNG + ".tmp")
+    check_folder(out, "estimate", OUTPUT_FILES, REPORT_JSON, is_estimate_report)  # creates and claims it
     try:
-        out.mkdir(parents=True, exist_ok=True)
         with _locked(out):
             try:
                 if plots:
