@@ -19,7 +19,7 @@ def estimate_command(
     humans: Path = typer.Option(..., "--humans", help="Human labels of a sample of the run's items: a sheet of `annotator sample` (its inclusion_prob column is the design), or any long/wide/item_id,label file or Label Studio export (then: a simple random sample)."),
     teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory (or its annotations.jsonl, or an item_id,label table) whose labelled items are the population. Repeat to compare teachers side by side."),
     by: list[str] | None = typer.Option(None, "--by", help="Also estimate every slice of this column of the run's input file (e.g. language); repeat to cross columns (language x month)."),
-    out: Path | None = typer.Option(None, "--out", help="Output directory (a new folder, or one an earlier estimate wrote). Default: TEACHER_RUN/estimate (several teachers: FIRST_TEACHER/../estimate-comparison)."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/estimate (several teachers: FIRST_TEACHER/../estimate-comparison)."),
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set. Default: the run.json labels, else every label observed."),
     min_slice_humans: int = typer.Option(30, "--min-slice-humans", help="--by: slices with fewer human items are listed as too small (not estimated)."),
     confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the intervals."),

@@ -165,6 +165,22 @@ def join(humans: HumanAnnotations, teacher: TeacherAnnotations, labels: list[str
                   failed=len(teacher.failed), tied=tied, notes=notes)
 
 
+def same_labels(t: TeacherAnnotations, base: TeacherAnnotations, first: Joined, explicit: bool) -> None:
+    """Several teachers are compared label by label on the first one's label set: refuse a teacher ``t`` whose labels
+    (or run.json label set, unless --labels chose the set) differ from it (``first``: the first teacher's join)."""
+    listed = set(t.manifest_labels or ()) if not explicit and first.label_source == "run.json" else set()
+    extra = sorted((set(t.labels.values()) | listed) - set(first.labels))
+    missing = sorted(set(first.labels) - listed) if listed else []
+    if extra or missing:
+        differs = "; ".join(x for x in (f"has {few(extra)}" if extra else "",
+                                        f"lacks {few(missing)}" if missing else "") if x)
+        raise InputDataError(
+            f"teacher {t.path} {differs} against the label set of {base.path} ({first.label_source}: "
+            f"{', '.join(first.labels[:8])}{', ...' if len(first.labels) > 8 else ''}); teachers are compared label by "
+            "label on one label set: give --labels with every label to estimate, or teachers of the same labels"
+        )
+
+
 def slice_of(columns: list[str], teacher: Path, ids: list[str]) -> tuple[list[str], str]:
     """The slice of every item in ``ids``, read from the run's input file (several columns: their values joined by
     `` / ``; an item without a value has ``(missing)``), and the file read."""

@@ -29,7 +29,7 @@ def _rows(report: EstimateReport) -> list[tuple[str, list[LabelShare | None]]]:
 
 def forest_png(report: EstimateReport, path: Path) -> None:
     """Per label (and slice): the human-only CI (grey), each teacher's corrected CI (colour, square) and its raw
-    share (cross). Written to ``path`` and fsynced (the caller renames it into place)."""
+    share (cross)."""
     plt = _plt()
     rows = _rows(report)
     m = len(report.teachers)
@@ -58,10 +58,7 @@ def forest_png(report: EstimateReport, path: Path) -> None:
     ax.set_title("Label shares: corrected vs humans only vs raw teacher")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    try:
-        with path.open("wb") as fh:
-            fig.savefig(fh, dpi=120, format="png")
-            fh.flush()
-            os.fsync(fh.fileno())
-    finally:
-        plt.close(fig)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)

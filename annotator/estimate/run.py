@@ -20,10 +20,9 @@ from annotator.audit.compare import teacher_names
 from annotator.audit.humans import HumanAnnotations, load_humans
 from annotator.audit.report import Estimate
 from annotator.audit.run_audit import _none
-from annotator.audit.tabular import few
 from annotator.audit.teacher import TeacherAnnotations, load_teacher
 from annotator.errors import InputDataError, RunDirError
-from annotator.estimate.data import DESIGN, Joined, join, slice_of
+from annotator.estimate.data import DESIGN, Joined, join, same_labels, slice_of
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate, TeacherEstimates, render_markdown
 from annotator.estimate.stats import ShareEstimates, share_estimates, slice_estimates
 from annotator.guard import check_distinct, check_folder, has_keys
@@ -164,26 +163,11 @@ def _joins(humans: HumanAnnotations, teachers: list[TeacherAnnotations], labels:
         first = join(humans, teachers[0], first.labels + sorted(seen - set(first.labels)))
         first.label_source = "observed"
     for t in teachers[1:]:
-        _same_labels(t, teachers[0], first, explicit=labels is not None)
+        same_labels(t, teachers[0], first, explicit=labels is not None)
     rest = [join(humans, t, first.labels) for t in teachers[1:]]
     for j in rest:
         j.label_source = first.label_source
     return [first, *rest]
-
-
-def _same_labels(t: TeacherAnnotations, base: TeacherAnnotations, first: Joined, explicit: bool) -> None:
-    """Refuse a teacher whose labels (or run.json label set, unless --labels chose the set) differ from the first's."""
-    listed = set(t.manifest_labels or ()) if not explicit and first.label_source == "run.json" else set()
-    extra = sorted((set(t.labels.values()) | listed) - set(first.labels))
-    missing = sorted(set(first.labels) - listed) if listed else []
-    if extra or missing:
-        differs = "; ".join(x for x in (f"has {few(extra)}" if extra else "",
-                                        f"lacks {few(missing)}" if missing else "") if x)
-        raise InputDataError(
-            f"teacher {t.path} {differs} against the label set of {base.path} ({first.label_source}: "
-            f"{', '.join(first.labels[:8])}{', ...' if len(first.labels) > 8 else ''}); teachers are compared label by "
-            "label on one label set: give --labels with every label to estimate, or teachers of the same labels"
-        )
 
 
 def validate_options(opts: EstimateOptions) -> None:
@@ -193,7 +177,7 @@ def validate_options(opts: EstimateOptions) -> None:
         raise InputDataError(f"--min-slice-humans must be at least {MIN_HUMANS}; got {opts.min_slice_humans}")
     repeated = sorted({c for c in opts.by or () if (opts.by or []).count(c) > 1})
     if repeated:
-        raise InputDataError(f"--by {few(repeated)} is given twice; repeat --by only to cross different columns")
+        raise InputDataError(f"--by {repeated[0]!r} is given twice; repeat --by only to cross different columns")
     if opts.out is not None:
         check_out(opts.out, opts.humans, opts.teachers)
 

@@ -30,18 +30,6 @@ the whole finite corpus, so ``mean_U(f)`` carries no error and the sample's fini
 
 with ``s_g^2`` the sample variance within stratum ``g`` (over every sampled item of the stratum, zero outside the
 slice; a stratum merged from several probabilities uses the expanded values ``e_i / pi_i``, see design_moments). ``V(lam) = A - 2 lam B + lam^2 C`` is quadratic, so the tuned ``lam = B / C`` minimises it exactly.
-
-**Few disagreements.** ``V(lam)`` is learnt from the sampled items where human and teacher disagree on the label;
-when the sample holds only a handful (an accurate teacher, a rare label, a small sample) it is mostly too small, and
-0 when it holds none, so the normal interval undercovers badly (35-52% for a 99%-accurate teacher and 100 human
-items, in simulation). The reported variance is therefore ``V(lam)`` of the sample augmented with ``PSEUDO_CELL``
-(half an) item in each cell of the (human says the label or not) x (teacher says it or not) table, spread over the
-strata in proportion to the slice's weight in them (at the stratum's probability): Agresti & Min (2005)'s
-adjustment of the Wald interval for a difference of matched proportions, which ``lam = 1`` with a random sample is
-(for ``lam = 0`` it adds one success and one failure, as the Agresti-Coull interval does). The augmenting items
-change the variance only, never the estimate, and ``lam`` minimises that reported variance (tuned on the real items
-alone, it undercovered where a few heavy items carry the estimate: 90% instead of 93% for a 10% label with weights
-1:90). A census (every item labelled) has variance 0.
 """
 
 from __future__ import annotations
@@ -94,7 +82,17 @@ def design_moments(a: np.ndarray, b: np.ndarray, prob: np.ndarray, strata: np.nd
     collapsed-strata estimator when they are not (Wolter 2007, sec. 2.5). ``a``, ``b``: items x labels.
 
     ``pseudo = (a_cells, b_cells, count)``: the sums of squares also run over ``count[g]`` extra items of each cell
-    in stratum ``g``, at the stratum's mean probability (the small-count adjustment, see the module docstring)."""
+    in stratum ``g``, at the stratum's mean probability: the small-count adjustment. ``V(lam)`` is learnt from the
+    sampled items where human and teacher disagree on the label; when the sample holds only a handful (an accurate
+    teacher, a rare label, a small sample) it is mostly too small, and 0 when it holds none, so the normal interval
+    undercovered badly (32-36% for a 99%-accurate teacher and 100 human items, in simulation). :func:`share_estimates`
+    therefore adds ``PSEUDO_CELL`` (half an) item to each cell of the (human says the label or not) x (teacher says
+    it or not) table, spread over the strata in proportion to the slice's weight in them: Agresti & Min (2005)'s
+    adjustment of the Wald interval for a difference of matched proportions, which ``lam = 1`` with a random sample
+    is (for ``lam = 0`` it adds one success and one failure, as the Agresti-Coull interval does). The augmenting
+    items change the variance only, never the estimate, and ``lam`` minimises that reported variance (tuned on the
+    real items alone, it undercovered where a few heavy items carry the estimate: 90% instead of 93% for a 10% label
+    with weights 1:90). A census (every item labelled) has variance 0."""
     n = len(prob)
     member = np.zeros((int(strata.max()) + 1, n))
     member[strata, np.arange(n)] = 1.0
