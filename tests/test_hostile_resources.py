@@ -130,8 +130,8 @@ def test_a_full_disk_during_export_and_audit_is_one_line_and_the_rerun_works(tmp
 
 
 def test_a_full_disk_during_predict_is_one_line_and_the_rerun_finishes(tmp_path, monkeypatch):
-    from annotator.inputs import InputConfig
     from annotator.errors import AnnotatorError
+    from annotator.inputs import InputConfig
     from annotator.student.predict import PredictOptions, load_student_info, predict_file
 
     info = load_student_info(fake_student(tmp_path / "student"))

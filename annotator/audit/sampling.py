@@ -6,7 +6,7 @@ Designs (all seeded, drawn from the run's successfully labelled items):
 * ``stratified``: strata are the teacher's labels; every label first gets an equal share of half the sample (all
   its items when it has fewer: rare classes are covered), the rest is proportional to the label's size.
 * ``uncertain``: strata are bands of the teacher's confidence; low-confidence bands are oversampled (allocation
-  proportional to ``N_h * (1 - mean confidence_h + 0.1)``).
+  proportional to ``N_h * (1 - mean confidence_h + 0.1)``, at least one draw per band).
 * ``confidence``: Confidence-Driven Inference (Gligoric et al., NAACL 2025, sec. 3), for ``annotator estimate``:
   an item's inclusion probability is proportional to the estimated standard deviation of its teacher label's error,
   ``u_h = sqrt(e_h)``, mixed with the uniform rate: ``pi_h = n/N * ((1 - tau) u_h / mean(u) + tau)`` with
@@ -16,8 +16,9 @@ Designs (all seeded, drawn from the run's successfully labelled items):
   values (self-consistency vote shares), or bands of width 0.05 when there are more than 20; each gets at least one
   draw, so every item can be drawn (``pi > 0``), which the estimate's validity needs.
 
-Within a stratum ``h`` items are drawn without replacement, so the inclusion probability is exactly
-``pi_i = n_h / N_h``; it is written to the sheet (column ``inclusion_prob``) and the audit reports the accuracy
+Every design gives each of its strata at least one draw (``--n`` must be at least the number of strata), so every
+item of the run has a positive inclusion probability. Within a stratum ``h`` items are drawn without replacement,
+so the inclusion probability is exactly ``pi_i = n_h / N_h``; it is written to the sheet (column ``inclusion_prob``) and the audit reports the accuracy
 weighted by ``1 / pi_i`` next to the raw one.
 
 Overlap: ``annotators`` people, ``per_item`` of them per item, assigned round-robin over the shuffled items so
@@ -45,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -59,6 +60,9 @@ from annotator.records import iter_annotations, read_manifest
 from annotator.rundir import atomic_write_files
 from annotator.tables import read_table
 from annotator.tasks import is_classification
+
+if TYPE_CHECKING:
+    from annotator.audit.dataset import AuditData
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +226,7 @@ def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: 
         return allocate(sizes, [float(s) for s in sizes], n, [floor] * len(sizes))
     if strategy == "uncertain":
         weights = [len(m) * (1.0 - _mean_confidence(m, cands) + UNCERTAIN_FLOOR) for m in groups.values()]
-        return allocate(sizes, weights, n, [0] * len(sizes))
+        return allocate(sizes, weights, n, [1] * len(sizes))
     if strategy == "confidence":
         u = np.sqrt(error_rates(groups, cands, pilot))
         mean_u = float(np.dot(sizes, u) / sum(sizes))
@@ -235,10 +239,11 @@ def allocation(cands: list[Candidate], n: int, strategy: str, labels: list[str],
                pilot: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, list[int], int]]:
     """The design of a draw: each stratum's name, members (indices into ``cands``) and number of draws."""
     groups = _strata(cands, strategy, labels)
-    if strategy == "confidence" and n < len(groups):
+    if n < len(groups):
         raise InputDataError(
-            f"--strategy confidence needs --n of at least the number of confidence strata ({len(groups)}), so that "
-            f"every item can be drawn; got {n}"
+            f"--strategy {strategy} needs --n of at least the number of its strata ({len(groups)}: "
+            f"{', '.join(list(groups)[:6])}{', ...' if len(groups) > 6 else ''}), so that every item can be drawn "
+            f"(an item that cannot be drawn biases every weighted estimate); got {n}"
         )
     alloc = _allocation(groups, cands, strategy, n, pilot)
     return [(name, members, k) for (name, members), k in zip(groups.items(), alloc)]
@@ -442,14 +447,22 @@ def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confi
     return result
 
 
-def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> dict[str, tuple[int, int]]:
-    """``--strategy confidence --pilot``: (wrong teacher labels, items) of the pilot per confidence stratum,
-    against the human majority (tied items left out)."""
+def _pilot(pilot: str | Path, run: str | Path) -> AuditData:
+    """The pilot human file joined with the run (its errors name ``--pilot``)."""
     from annotator.audit.dataset import build
     from annotator.audit.humans import load_humans
     from annotator.audit.teacher import load_teacher
 
-    d = build(load_humans(pilot), load_teacher(run))
+    try:
+        return build(load_humans(pilot), load_teacher(run))
+    except InputDataError as exc:
+        raise InputDataError(f"--pilot {pilot}: {exc}") from None
+
+
+def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> dict[str, tuple[int, int]]:
+    """``--strategy confidence --pilot``: (wrong teacher labels, items) of the pilot per confidence stratum,
+    against the human majority (tied items left out)."""
+    d = _pilot(pilot, run)
     name = confidence_stratum([c.confidence for c in cands])
     out: dict[str, tuple[int, int]] = {}
     for conf, gold, label in zip(d.confidence, d.majority, d.teacher):
@@ -464,11 +477,8 @@ def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> 
 def pilot_estimates(pilot: str | Path, run: str | Path) -> tuple[float, float]:
     """(teacher accuracy vs the human majority, Krippendorff's alpha among the humans) on a pilot human file."""
     from annotator.audit import agreement as ag
-    from annotator.audit.dataset import build
-    from annotator.audit.humans import load_humans
-    from annotator.audit.teacher import load_teacher
 
-    d = build(load_humans(pilot), load_teacher(run))
+    d = _pilot(pilot, run)
     g = d.majority >= 0
     if not g.any():
         raise InputDataError(f"pilot {pilot}: no item has a human majority label")
