@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -121,12 +121,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.buffer.write(data)
 
 
-def atomic_write_files(files: dict[Path, str]) -> None:
-    """Write a set of files whole or not at all, renamed into place in the given order (:func:`atomic_writers`)."""
+def atomic_write_files(files: Mapping[Path, str | bytes]) -> None:
+    """Write a set of files (text, or bytes such as a PNG) whole or not at all, renamed into place in the given order
+    (:func:`atomic_writers`)."""
     with atomic_writers(list(files)) as handles:
-        for (path, text), fh in zip(files.items(), handles):
+        for (path, data), fh in zip(files.items(), handles):
             try:
-                fh.write(text)
+                if isinstance(data, bytes):
+                    fh.buffer.write(data)
+                else:
+                    fh.write(data)
             except OSError as exc:
                 raise_naming(exc, path)
 

@@ -222,24 +222,20 @@ def write_outputs(report: EstimateReport, out: Path, plots: bool = True) -> None
     if plots:
         files["forest_plot"] = str(out / FOREST_PNG)
     report.files = files
-    png, tmp = out / FOREST_PNG, out / (FOREST_PNG + ".tmp")
+    written: dict[Path, str | bytes] = {
+        out / REPORT_JSON: json.dumps(json.loads(report.model_dump_json()), indent=2) + "\n",
+        out / REPORT_MD: render_markdown(report),
+    }
+    if plots:
+        from annotator.estimate.plot import forest_png
+
+        written[out / FOREST_PNG] = forest_png(report)
     check_folder(out, "estimate", OUTPUT_FILES, REPORT_JSON, is_estimate_report)  # creates and claims it
     try:
         with _locked(out):
-            try:
-                if plots:
-                    from annotator.estimate.plot import forest_png
-
-                    forest_png(report, tmp)
-                atomic_write_files({out / REPORT_JSON: json.dumps(json.loads(report.model_dump_json()), indent=2) + "\n",
-                                    out / REPORT_MD: render_markdown(report)})
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            if plots:
-                os.replace(tmp, png)
-            else:
-                png.unlink(missing_ok=True)  # an earlier run's plot would not match these numbers
+            atomic_write_files(written)
+            if not plots:
+                (out / FOREST_PNG).unlink(missing_ok=True)  # an earlier run's plot would not match these numbers
     except OSError as exc:
         raise RunDirError(f"cannot write the estimate in {out}: {exc.strerror or exc}; free space, make it writable "
                           "or give another --out") from None
