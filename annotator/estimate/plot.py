@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from annotator.audit.plots import _plt, png_bytes
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate
 
