@@ -135,9 +135,10 @@ $$($(1)_ANN): $$($(1)_DEPS) $$($(1)_CALIBRATION) | $$(STAMP)
 
 ifneq ($$($(1)_CALIBRATION),)
 # A cascade: its thresholds come from a filled human sample (docs/cascade.md); a new calibration makes the run stale.
+# Without CAL_HUMANS an existing calibration is redone on its own human sample (answers are cached).
 $$($(1)_CALIBRATION): $$($(1)_DEPS) $$(CAL_HUMANS) | $$(STAMP)
-	$$(if $$(CAL_HUMANS),,$$(error $(1) is a cascade: calibrate it on a filled human sample first: make calibrate P=$(1) CAL_HUMANS=path/to/sheet.csv (draw one: annotator calibrate $$(PIPELINES_DIR)/$(1).yaml --draw 300 --out humans/)))
-	$$(BIN)/annotator calibrate $$(PIPELINES_DIR)/$(1).yaml --humans $$(CAL_HUMANS) $$(CALIBRATE_ARGS)
+	$$(if $$(or $$(CAL_HUMANS),$$(wildcard $$@)),,$$(error $(1) is a cascade: calibrate it on a filled human sample first: make calibrate P=$(1) CAL_HUMANS=path/to/sheet.csv (draw one: annotator calibrate $$(PIPELINES_DIR)/$(1).yaml --draw 300 --out humans/)))
+	$$(BIN)/annotator calibrate $$(PIPELINES_DIR)/$(1).yaml $$(if $$(CAL_HUMANS),--humans $$(CAL_HUMANS)) $$(CALIBRATE_ARGS)
 endif
 
 $$($(1)_AUDIT): $$($(1)_ANN) $$(HUMANS) | $$(STAMP)
@@ -158,8 +159,10 @@ run audit dataset student predict calibrate:
 else
 run: $($(P)_ANN)
 ifneq ($(filter calibrate,$(MAKECMDGOALS)),)
+ifneq ($(wildcard $(DEPS_DIR)/$(P).mk),)  # (a first call makes the fragment, then reads it again)
 ifeq ($($(P)_CALIBRATION),)
 $(error $(P) has no cascade section: nothing to calibrate)
+endif
 endif
 endif
 calibrate: $($(P)_CALIBRATION)

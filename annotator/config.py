@@ -167,15 +167,18 @@ def _check_cascade(cfg: PipelineConfig, path: Path, overrides: list[str]) -> Non
         raise _refusal(path, "cascade.stages", f"{len(cascade.stages)} stage(s): a cascade needs at least 2 (a cheap "
                        "teacher first, a stronger one for the rows it is unsure of); for one teacher remove the "
                        "cascade section and use teacher:", overrides)
+    if cascade.target >= 1.0:
+        raise _refusal(path, "cascade.target", "1: no finite human sample can show that a teacher never disagrees "
+                       "with humans, so this target is never certified; name one below 1 (e.g. 0.95)", overrides)
     task_cls = get_task_class(cfg.task.type)
     if not task_cls.aggregates_samples or getattr(cfg.task, "multi_label", False):
         raise _refusal(path, "cascade", f"the {cfg.task.type} task has no vote-share confidence to escalate on (a "
                        "cascade needs a single-label task that aggregates samples, e.g. type: label)", overrides)
-    names = [st.name for st in cascade.stages]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    names = [st.name.casefold() for st in cascade.stages]  # directory names: one on a case-insensitive disk
+    twice = sorted({st.name for st in cascade.stages if names.count(st.name.casefold()) > 1})
     if twice:
-        raise _refusal(path, "cascade.stages", f"stage name(s) {', '.join(twice)} used twice; each stage needs its "
-                       "own name (it names the stage's run directory)", overrides)
+        raise _refusal(path, "cascade.stages", f"stage name(s) {', '.join(twice)} used twice (case aside); each stage "
+                       "needs its own name (it names the stage's run directory)", overrides)
     for i, st in enumerate(cascade.stages):
         if st.teacher.samples < MIN_CASCADE_SAMPLES:
             raise _refusal(path, f"cascade.stages.{i}.teacher.samples", f"{st.teacher.samples} (stage {st.name!r}): "

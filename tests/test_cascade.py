@@ -263,6 +263,15 @@ def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, c
     assert json.loads((tmp_path / "h" / "label_studio_tasks.json").read_text())[0]["data"]["text"]
     assert cascade_server.stats()["total"] == 0
     assert f"--humans {tmp_path / 'h' / 'sheet_long.csv'}" in out
+    # more than the input holds: every row, and it says so (it said "sheets for 500 random input rows")
+    code, out, err = cli(["calibrate", str(pipe), "--draw", "500", "--out", str(tmp_path / "all"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["rows"] == 73, err
+    assert "--draw 500: the input" in err and "has only 73 rows" in err
+    code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "x"), "--annotators",
+                        str(10**9)], capsys)
+    assert code == 2 and "--annotators must be between 1 and 1000" in err, err
+    code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "y"), "--seed", "-1"], capsys)
+    assert code == 2 and "--seed" in err and "Traceback" not in err, err  # numpy's ValueError traceback
 
 
 @pytest.mark.parametrize(("cascade", "message"), [
@@ -309,7 +318,7 @@ def test_a_stage_teacher_that_is_down_stops_with_the_stage_named_and_nothing_los
     only what was never answered."""
     cfg = yaml.safe_load(calibrated.read_text())
     cfg["cascade"]["stages"][1]["teacher"]["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens there
-    cfg["validation"] = {"max_attempts": 1, "max_consecutive_transport_failures": 3}
+    cfg["validation"] = {"max_consecutive_transport_failures": 3}  # not in the stages' fingerprint
     down = tmp_path / "down.yaml"
     down.write_text(yaml.safe_dump(cfg))
     calls = cascade_server.stats()["total"]
@@ -342,7 +351,7 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     pipe.write_text(yaml.safe_dump(cfg))
     assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"],
                capsys)[0] == 0
-    stage2 = tmp_path / "out" / "stages" / "2-strong"
+    stage2 = tmp_path / "out" / "stages" / "strong"
     from_calibration = cached_samples(stage2)
     assert from_calibration == 73 * 3
     cascade_server.configure(latency=0.05)
@@ -372,6 +381,37 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     assert json.loads(out)["cascade"]["rows_to_humans"] == 14
 
 
+class MakeProject:
+    """A project directory with the repo's Makefile and pipelines/casc.yaml, a cascade over ``corpus(1)`` against
+    the fault server; ``pipelines/data/cal.csv`` is its filled human sample (every row)."""
+
+    def __init__(self, root: Path, server: ServerHandle):
+        self.root = root
+        (root / "pipelines" / "data").mkdir(parents=True)
+        shutil.copy(REPO / "Makefile", root / "Makefile")
+        shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+        (root / "stamp").touch()
+        rows = corpus(1)
+        write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
+        write_humans(root / "pipelines" / "data" / "cal.csv", rows)
+        teacher = {"backend": "openai", "base_url": server.base_url, "max_tokens": 32, "timeout": 2.0}
+        self.cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
+                    "output": {"dir": "../runs/casc"},
+                    "cascade": {"target": 0.9, "delta": 0.2, "stages": [
+                        {"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)]}}
+        self.pipeline = root / "pipelines" / "casc.yaml"
+        self.write()
+        self.env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+    def write(self) -> None:
+        self.pipeline.write_text(yaml.safe_dump(self.cfg, sort_keys=False), encoding="utf-8")
+
+    def make(self, *args: str) -> subprocess.CompletedProcess[str]:
+        venv = Path(sys.executable).parent.parent
+        return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", f"STAMP={self.root / 'stamp'}", *args],
+                              cwd=self.root, capture_output=True, text=True, timeout=600, env=self.env)
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade_server: ServerHandle,
                                                                            tmp_path: Path) -> None:
@@ -379,27 +419,8 @@ def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade
     the run follows them; a new human sample re-calibrates and re-runs."""
     from test_makefile import bump
 
-    root = tmp_path / "proj"
-    (root / "pipelines" / "data").mkdir(parents=True)
-    shutil.copy(REPO / "Makefile", root / "Makefile")
-    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / "stamp").touch()
-    rows = corpus(1)
-    write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
-    write_humans(root / "pipelines" / "data" / "cal.csv", rows)
-    teacher = {"backend": "openai", "base_url": cascade_server.base_url, "max_tokens": 32, "timeout": 2.0}
-    cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
-           "output": {"dir": "../runs/casc"},
-           "cascade": {"target": 0.9, "delta": 0.2, "stages": [
-               {"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)]}}
-    (root / "pipelines" / "casc.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    venv = Path(sys.executable).parent.parent
-    env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-
-    def make(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", f"STAMP={root / 'stamp'}", *args],
-                              cwd=root, capture_output=True, text=True, timeout=600, env=env)
-
+    project = MakeProject(tmp_path / "proj", cascade_server)
+    root, make = project.root, project.make
     refused = make("run", "P=casc")
     assert refused.returncode != 0
     assert "casc is a cascade: calibrate it on a filled human sample first: make calibrate P=casc" in refused.stderr

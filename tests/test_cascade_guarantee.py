@@ -103,15 +103,64 @@ def test_fixed_sequence_walk_equals_the_brute_force_definition() -> None:
         assert got == naive_threshold(conf, wrong, alpha, delta)
 
 
-def test_unequal_weights_use_korn_graubard_effective_counts() -> None:
+def test_unequal_weights_use_the_conservative_effective_count() -> None:
     wrong = np.array([True, False, False, False])
     w = np.array([1.0, 1.0, 3.0, 3.0])
     c = g.effective_counts(wrong, w)
-    assert c.n_eff == pytest.approx(64 / 20)  # (sum w)^2 / sum w^2
+    assert c.n_eff == pytest.approx(8 / 3)  # sum w / max w (Kish's would be 64 / 20 = 3.2)
     assert c.disagree_eff / c.n_eff == pytest.approx(1 / 8)  # Hajek: weighted share wrong
     assert c.agreement == pytest.approx(7 / 8)
     equal = g.effective_counts(wrong, np.full(4, 2.5))
     assert (equal.n_eff, equal.disagree_eff) == (4.0, 1.0)
+
+
+def stratified_failure_rate(counts, n_a: int, n_b: int, risk_a: float, alpha: float, delta: float,
+                            draws: int, seed: int) -> float:
+    """Two strata of 10,000 items each, drawn ``n_a`` and ``n_b`` times without replacement (weights 10,000 / n);
+    30% of stratum A and 80% of B are kept (one confidence level); A's kept items disagree with humans at
+    ``risk_a``, B's just enough more that the kept rows' true disagreement is just above ``alpha``: any
+    certification is a failure. ``counts(wrong, weights) -> (disagree_eff, n_eff)``."""
+    rng = np.random.default_rng(seed)
+    size = 10_000
+    kept_a, kept_b = int(0.3 * size), int(0.8 * size)
+    wrong_a = round(kept_a * risk_a)
+    wrong_b = int(alpha * (kept_a + kept_b) - wrong_a) + 1
+    assert (wrong_a + wrong_b) / (kept_a + kept_b) > alpha
+    fails = 0
+    for _ in range(draws):
+        ka = rng.hypergeometric(kept_a, size - kept_a, n_a)
+        kb = rng.hypergeometric(kept_b, size - kept_b, n_b)
+        ea = rng.hypergeometric(wrong_a, kept_a - wrong_a, ka) if ka else 0
+        eb = rng.hypergeometric(wrong_b, kept_b - wrong_b, kb) if kb else 0
+        wrong = np.r_[np.ones(ea), np.zeros(ka - ea), np.ones(eb), np.zeros(kb - eb)].astype(bool)
+        w = np.r_[np.full(ka, size / n_a), np.full(kb, size / n_b)]
+        disagree, n = counts(wrong, w)
+        fails += g.p_value(disagree, n, alpha) <= delta
+    return fails / draws
+
+
+def kish(wrong: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    n = float(w.sum() ** 2 / (w**2).sum())
+    return float((w * wrong).sum() / w.sum()) * n, n
+
+
+def test_unequal_weights_keep_the_guarantee_where_kish_breaks_it() -> None:
+    """10 draws from stratum A, 290 from B (weights 1,000 and 34.5); A's kept items disagree at 30%, B's rarely.
+    With Kish's effective size the sample of 3 kept A items often shows no disagreement and the test certifies a
+    disagreement rate above alpha: it fails far more often than delta. The conservative size keeps it within."""
+    alpha = delta = 0.1
+
+    def ours(wrong: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+        c = g.effective_counts(wrong, w)
+        return c.disagree_eff, c.n_eff
+
+    assert stratified_failure_rate(kish, 10, 290, 0.3, alpha, delta, 1000, seed=1) > 0.3
+    assert stratified_failure_rate(ours, 10, 290, 0.3, alpha, delta, 1000, seed=1) <= delta
+    # less extreme designs, where Kish's failed 18.6% and 12.1% of the time (weights 14 to 1, and 4 to 1)
+    assert stratified_failure_rate(ours, 20, 280, 0.2, alpha, delta, 1000, seed=5) <= delta
+    assert stratified_failure_rate(ours, 60, 240, 0.2, alpha, delta, 1000, seed=3) <= delta
+    # equal weights: the exact test, whose failure rate at the boundary is close to (and under) delta
+    assert 0.03 < stratified_failure_rate(ours, 150, 150, 0.1, alpha, delta, 1000, seed=4) <= delta
 
 
 def exact_failure_probability(shares: list[float], risks: list[float], levels: list[float], n: int, alpha: float,
@@ -197,3 +246,57 @@ def test_items_needed_when_nothing_can_be_certified() -> None:
     assert total == 107
     # a stage that agrees less than the target at its most confident: no sample size helps
     assert g.items_needed([g.StageData("bad", conf, np.arange(20) < 4)], np.ones(20), 0.9, 0.1) is None
+
+
+def test_second_stage_guarantee_when_it_sees_what_the_first_stage_chose_adversarially() -> None:
+    """Stage 2 calibrates on the items stage 1's threshold passes on, chosen on the same sample; the union bound
+    needs each stage's own guarantee to hold at delta / K all the same. Make stage 1's choice as informative as
+    possible against stage 2: its walk sits on the edge of its second threshold (half the items unanimous and
+    right, the other half at 2/3 and wrong 20% of the time: pooled, exactly alpha), and stage 2 is wrong only where
+    stage 1 is right, so samples where stage 1 stops early (more stage-1 errors) show fewer stage-2 errors. Stage 2
+    disagrees just above alpha on whatever rows it is asked about: each time it certifies a threshold is a
+    failure of its guarantee (measured: 6.7%; with stage 2's errors independent of stage 1's, 7.1%)."""
+    rng = np.random.default_rng(21)
+    n, alpha, delta, draws = 300, 0.1, 0.2, 1000
+    failures = 0
+    for _ in range(draws):
+        top = rng.random(n) < 0.5
+        conf1 = np.where(top, 1.0, 2 / 3)
+        wrong1 = ~top & (rng.random(n) < 0.2)
+        wrong2 = ~wrong1 & (rng.random(n) < 0.126)  # 10.08% of the rows stage 1 passes on at threshold 1
+        choice = g.calibrate_cascade([g.StageData("a", conf1, wrong1), g.StageData("b", np.ones(n), wrong2)],
+                                     np.ones(n), 1 - alpha, delta)
+        t1, t2 = choice.thresholds
+        failures += t2 is not None and t1 != 2 / 3  # at 2/3 stage 1 keeps every row: stage 2 sees none
+    assert 0 < failures / draws <= delta / 2
+
+
+@pytest.mark.parametrize("kind", ["uninformative", "all tied"])
+def test_cascade_guarantee_with_confidences_that_say_nothing(kind: str) -> None:
+    """Vote shares independent of correctness, or every item at confidence 1: each stage's true disagreement is
+    just above alpha everywhere, so every certification is a failure; it must happen at most delta of the time
+    (measured: 10.5% and 8.2% at delta 0.2)."""
+    rng = np.random.default_rng(5)
+    n, alpha, delta, draws = 300, 0.3, 0.2, 1000
+    failures = 0
+    for _ in range(draws):
+        stages = []
+        for name in ("a", "b"):
+            conf = rng.integers(1, 4, n) / 3 if kind == "uninformative" else np.ones(n)
+            stages.append(g.StageData(name, conf, rng.random(n) < alpha + 0.01))
+        failures += g.calibrate_cascade(stages, np.ones(n), 1 - alpha, delta).certified
+    assert 0 < failures / draws <= delta
+
+
+def test_items_needed_past_its_search_limit_is_not_called_hopeless() -> None:
+    """Target 0.9999999 with a stage that never disagrees needs ~3e7 items (more than the search goes): the
+    statement said "no stage agrees with the human majority on more than 100% ... no sample size would certify"."""
+    from annotator.cascade.calibration import CalibrationFile, HumanItem, StageAnswer, statement
+
+    perfect = g.StageData("perfect", np.ones(73), np.zeros(73, bool))
+    assert g.items_needed([perfect], np.ones(73), 0.9999999, 0.1) == (g.ITEMS_LIMIT, "perfect")
+    assert g.items_needed([perfect], np.ones(73), 0.9999, 0.1)[0] < g.ITEMS_LIMIT
+    cal = CalibrationFile.model_construct(stages=[], used=73, target=0.9999999, delta=0.1, certified=False,
+                                          items=[HumanItem(id="a", human="x", answers=[StageAnswer()])])
+    said = statement(cal, (g.ITEMS_LIMIT, "perfect"))
+    assert "more than 10,000,000 human items" in said and "no sample size" not in said

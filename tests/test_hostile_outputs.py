@@ -172,5 +172,5 @@ def test_calibrate_never_writes_its_thresholds_over_a_users_file(make_pipeline, 
             mine.write_text('{"my": "notes"}')
         before = digest(mine)
         err = one_line_error(cli(capsys, "calibrate", pipe, "--humans", humans, "-q"))
-        assert ("is the input file" if target.startswith("data") else "not written by `annotator calibrate`") in err
+        assert ("is the input file" if target.startswith("data") else "is not a calibration file written by `annotator calibrate`") in err
         assert digest(mine) == before and server.stats()["total"] == 0  # refused before any teacher call

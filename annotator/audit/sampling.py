@@ -73,12 +73,11 @@ CDI_UNIFORM_SHARE = 0.2  # tau: the share of each item's inclusion probability t
 CDI_MIN_ERROR = 0.05  # the error rate assumed at least, whatever the confidence
 CDI_PILOT_PRIOR = 5.0  # pseudo-items of the assumed error rate added to a pilot stratum's counts
 MAX_CONFIDENCE_STRATA = 20
+MAX_ANNOTATORS = 1000  # a wide sheet has a column per annotator (and cascade.human_queue.annotators)
 ALT_TEST_MIN_ITEMS = 30
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
 DESIGN_FILE = "sample.json"
-MAX_ANNOTATORS = 10_000
-"""Annotators on one sheet at most (a sheet names each one; a billion would be a memory bomb, not a team)."""
 SHEET_FILES = (LONG_SHEET, WIDE_SHEET, LS_TASKS, LS_CONFIG, DESIGN_FILE)
 
 
@@ -291,7 +290,7 @@ def annotator_names(k: int, names: str | None, option: str = "--annotators") -> 
             raise InputDataError(f"--annotator-names gives {len(out):,} names; at most {MAX_ANNOTATORS:,}")
         return out
     if not 1 <= k <= MAX_ANNOTATORS:
-        raise InputDataError(f"{option} must be between 1 and {MAX_ANNOTATORS:,}; got {k}")
+        raise InputDataError(f"{option} must be between 1 and {MAX_ANNOTATORS} (one sheet column each); got {k}")
     return [f"ann_{i + 1}" for i in range(k)]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ import numpy as np
 from annotator.cascade import guarantee as g
 from annotator.cascade.calibration import CalibrationFile, describe_weights
 from annotator.records import RunManifest
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_text, os_error
 
+REPORT_DIR = "cascade"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 FRONTIER_PNG = "frontier.png"
@@ -44,11 +46,14 @@ def frontier(cal: CalibrationFile) -> list[dict[str, Any]]:
     unit = _unit(cal)
     per_item = _per_item(cal, unit)
     grids: list[list[float | None]] = [[*g.grid_of(c), None] for c in conf]
-    while np.prod([len(x) for x in grids]) > MAX_FRONTIER_POINTS:  # thin the longest grid
+    while math.prod(len(x) for x in grids) > MAX_FRONTIER_POINTS:  # thin the longest grid
         longest = max(range(len(grids)), key=lambda j: len(grids[j]))
+        if len(grids[longest]) <= 2:  # one threshold or none in every stage: nothing left to thin
+            break
         grids[longest] = [t for t in grids[longest] if t is not None][::2] + [None]
     points: list[dict[str, Any]] = []
-    for combo in itertools.product(*grids):
+    # at most MAX_FRONTIER_POINTS combinations even when thinning cannot get there (many stages: 2**K of them)
+    for combo in itertools.islice(itertools.product(*grids), MAX_FRONTIER_POINTS):
         kept_by = g.apply_thresholds(conf, combo)
         kept = kept_by >= 0
         reach = g.reach_shares(kept_by, w, combo)
@@ -168,8 +173,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["## This run", "", f"{r['run']['kept']:,} rows kept, {r['run']['failed']:,} failed, "
                   f"{r['run']['to_humans']:,} left to humans (sheets in `{r['run']['human_queue']}`).", ""]
     if r["items_needed"]:
-        lines += [f"About {r['items_needed']} human items in all would make the target certifiable (if they agree as "
-                  "these do).", ""]
+        about = "More than" if r["items_needed"] >= g.ITEMS_LIMIT else "About"
+        lines += [f"{about} {r['items_needed']:,} human items in all would make the target certifiable (if they agree "
+                  "as these do).", ""]
     pareto = sorted((p for p in r["frontier"] if p.get("pareto")), key=lambda p: p["cost_per_row"])
     lines += ["## Cost-agreement frontier (human sample; descriptive, only the chosen thresholds are certified)", "",
               "| thresholds | coverage | agreement | cost per row |", "|---|---|---|---|"]
@@ -208,13 +214,18 @@ def frontier_png(r: dict[str, Any], path: Path) -> None:
 
 
 def write_report(out: Path, cal: CalibrationFile, manifest: RunManifest | None, rows: int) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``frontier.png`` into ``out`` (each atomically); return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``report.json``, ``report.md`` and ``frontier.png`` into ``out`` (each atomically; a failed write is
+    one line); return their paths."""
     report = build_report(cal, manifest, rows)
     files = {"json": out / REPORT_JSON, "md": out / REPORT_MD, "plot": out / FRONTIER_PNG}
-    atomic_write_text(files["json"], json.dumps(report, indent=2, allow_nan=False))
     tmp = files["plot"].with_name(files["plot"].name + ".tmp.png")
-    frontier_png(report, tmp)
-    tmp.replace(files["plot"])
-    atomic_write_text(files["md"], render_markdown(report))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(files["json"], json.dumps(report, indent=2, allow_nan=False))
+        frontier_png(report, tmp)
+        tmp.replace(files["plot"])
+        atomic_write_text(files["md"], render_markdown(report))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_error(exc, exc.filename or out) from None
     return files

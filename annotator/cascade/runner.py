@@ -11,13 +11,13 @@ teacher label shown) and stay out of ``annotations.jsonl``.
 Outputs, in ``output.dir``: ``annotations.jsonl`` (one record per kept or failed row, input order, with ``stage``
 and ``stages``), ``run.json`` (its ``cascade`` section says what was kept where and what is guaranteed),
 ``human_queue/`` and ``cascade/report.{md,json}`` + ``cascade/frontier.png``. Each stage's own run directory is
-``stages/<k>-<name>/`` (see :mod:`annotator.cascade.stages`); the top directory is locked for the whole run and
+``stages/<name>/`` (see :mod:`annotator.cascade.stages`); the top directory is locked for the whole run and
 bound to the pipeline like any run directory.
 """
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ import annotator
 from annotator.backends import Backend
 from annotator.cache import ResultStore
 from annotator.cascade.calibration import CalibrationFile, fresh_calibration
-from annotator.cascade.stages import StageHook, StageRun, cascade_of, run_stage, stage_config
+from annotator.cascade.stages import StageHook, StageRun, cascade_of, run_stage, stage_config, stage_dir
 from annotator.config import PipelineConfig
 from annotator.engine import Pipeline, RunStats, load_template
 from annotator.errors import InconsistentOutputs, InputDataError
@@ -44,13 +44,12 @@ from annotator.records import (
     earlier_invocations,
     iter_annotations,
 )
-from annotator.rundir import RunDirLock, bind_run_dir, verify_outputs, write_run_outputs
+from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs, write_run_outputs
 from annotator.tasks import build_task
 
 log = logging.getLogger(__name__)
 
 QUEUE_DIR = "human_queue"
-REPORT_DIR = "cascade"
 _USAGE = ("attempts", "tokens", "prompt_tokens", "cached_tokens", "completion_tokens")
 
 
@@ -99,11 +98,18 @@ class CascadeRun:
         self.queue_dir: Path | None = None
 
     async def run(self) -> RunManifest:
-        """Run the stages in turn, write the queue, the outputs and the report; return the run's manifest."""
-        cal = fresh_calibration(self.cfg)
+        """Run the stages in turn, write the queue, the outputs and the report; return the run's manifest. The
+        calibration is read, and every file written, while the output directory is locked."""
+        from annotator.cascade.report import REPORT_DIR, write_report
+
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with RunDirLock(self.out_dir):
+            cal = fresh_calibration(self.cfg)
             rows = count_rows(self.cfg.input)
+            if self.cfg.input.limit is None and rows != cal.input_rows:
+                log.warning("the input has %d rows, %d when the human sample was calibrated: the guarantee assumes "
+                            "that sample is a random draw of the rows labelled now (recalibrate on a new sample if "
+                            "the added rows differ)", rows, cal.input_rows)
             check_ids(self.cfg.input)
             Pipeline(stage_config(self.cfg, 0)).preview()  # a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
@@ -117,9 +123,7 @@ class CascadeRun:
                 verify_outputs(self.out_dir, store)
             finally:
                 store.close()
-        from annotator.cascade.report import write_report
-
-        write_report(self.out_dir / REPORT_DIR, cal, manifest, rows)
+            write_report(self.out_dir / REPORT_DIR, cal, manifest, rows)
         return manifest
 
     # -- the stages -------------------------------------------------------------------------------------
@@ -129,7 +133,7 @@ class CascadeRun:
         for k, stage in enumerate(self.cascade.stages):
             threshold = cal.stages[k].threshold
             summary = StageSummary(name=stage.name, model=cal.stages[k].model, threshold=threshold,
-                                   run_dir=str(self.out_dir / "stages" / f"{k + 1}-{stage.name}"))
+                                   run_dir=str(stage_dir(self.cfg, k)))
             self.stages.append(summary)
             if threshold is None:
                 log.info("stage %s keeps nothing (threshold None): not asked", stage.name)
@@ -161,6 +165,11 @@ class CascadeRun:
                 break
             seen += 1
             row = before[idx] if before is not None else _Open(rec.id, rec.text)
+            if rec.id != row.id:
+                raise InputDataError(
+                    f"input {self.cfg.input.path} changed during the run: row {idx + 1} was {row.id!r} for the stage "
+                    f"before {summary.name} and is {rec.id!r} now. Leave the input alone while a run is going and run "
+                    "the same command again (every answer is cached)")
             kind = run.failures.get(rec.id) if rec.status != "ok" else None
             if rec.status == "ok" and rec.confidence is not None and rec.confidence >= threshold:
                 summary.rows_kept += 1
@@ -174,8 +183,8 @@ class CascadeRun:
                 row.add(rec, summary.name)
                 still[idx] = row
         if seen != m.rows_total:
-            raise InconsistentOutputs(f"{run.dir}: annotations.jsonl holds {seen} rows, run.json {m.rows_total}; run the "
-                                      "same command again to rebuild the stage")
+            raise InconsistentOutputs(f"{run.dir}: annotations.jsonl holds {seen} rows, run.json {m.rows_total}; run "
+                                      "the same command again to rebuild the stage")
         return still
 
     def _keep(self, store: ResultStore, idx: int, record: AnnotationRecord) -> None:
@@ -184,24 +193,21 @@ class CascadeRun:
 
     # -- the human queue --------------------------------------------------------------------------------
     def _write_queue(self, queue: dict[int, _Open]) -> Path:
-        """Blank sheets for the rows no stage kept (unchanged sheets are left alone, filled or not)."""
+        """Blank sheets for the rows no stage kept. Sheets that already hold exactly these rows are left alone, filled
+        or not; any other state (a sheet missing, or left over from another queue by a run killed while writing) is
+        written again: the audit reads the queue from the wide sheet."""
         from annotator.audit import sampling as sp
 
         out = self.out_dir / QUEUE_DIR
         ids = [queue[i].id for i in sorted(queue)]
-        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        design_file = out / sp.DESIGN_FILE
-        if design_file.exists():
-            try:
-                if json.loads(design_file.read_text(encoding="utf-8")).get("ids_sha256") == digest:
-                    return out
-            except (OSError, ValueError):
-                pass
+        if _queue_sheets_hold(out, ids):
+            return out
         hq = self.cascade.human_queue
         names = sp.annotator_names(hq.annotators, None)
         items = [sp.Candidate(queue[i].id, queue[i].text, "", None) for i in sorted(queue)]
         design = {"pipeline": self.cfg.name, "purpose": "rows no cascade stage kept: label them (teacher labels are "
-                  "not shown)", "n": len(items), "annotators": names, "per_item": hq.per_item, "ids_sha256": digest}
+                  "not shown)", "strategy": "cascade human queue (not a random sample: no calibration on it)",
+                  "n": len(items), "annotators": names, "per_item": hq.per_item}
         labels = [lab.name for lab in build_task(self.cfg.task).manifest_labels()[0]]
         try:
             sp.write_sheets(out, items, sp.assign(len(items), names, hq.per_item), names, labels, design=design)
@@ -209,6 +215,8 @@ class CascadeRun:
             raise InputDataError(
                 f"{out} holds filled-in sheets of an earlier human queue, and the queue has changed: move {out} away "
                 "(its labels stay there) and run the same command again (every answer is cached)") from None
+        except OSError as exc:
+            raise os_error(exc, exc.filename or out) from None
         return out
 
     # -- the manifest -----------------------------------------------------------------------------------
@@ -235,6 +243,22 @@ class CascadeRun:
         )
         manifest.history = [*earlier_invocations(self.out_dir), manifest.invocation()]
         return manifest
+
+
+def _queue_sheets_hold(out: Path, ids: list[str]) -> bool:
+    """Whether the long and wide sheets and the Label Studio tasks in ``out`` are all of exactly ``ids``."""
+    from annotator.audit import sampling as sp
+
+    try:
+        with (out / sp.LONG_SHEET).open(newline="", encoding="utf-8") as fh:
+            long_ids = list(dict.fromkeys(row["item_id"] for row in csv.DictReader(fh)))
+        with (out / sp.WIDE_SHEET).open(newline="", encoding="utf-8") as fh:
+            wide_ids = [row["item_id"] for row in csv.DictReader(fh)]
+        tasks = json.loads((out / sp.LS_TASKS).read_text(encoding="utf-8"))
+        task_ids = [str(t["data"]["item_id"]) for t in tasks]
+    except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        return False
+    return long_ids == wide_ids == task_ids == ids
 
 
 def _sum(values: list[float | None]) -> float | None:

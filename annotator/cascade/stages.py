@@ -1,11 +1,12 @@
 """A cascade's stages as ordinary pipeline runs.
 
 Stage ``k`` (0-based) of a cascade pipeline is the pipeline itself with the stage's teacher and its own run
-directory, ``<output.dir>/stages/<k+1>-<name>/``, restricted to the input rows it is asked about
+directory, ``<output.dir>/stages/<name>/``, restricted to the input rows it is asked about
 (:attr:`annotator.engine.Pipeline.only_rows`). Every stage reads the same input file, so the run directory's
 binding, cache, lock, resume and integrity checks (:mod:`annotator.rundir`) hold per stage as for any run: a stage
 killed at any point asks no answer twice when run again, and answers obtained during ``annotator calibrate`` (on
-the human sample) are cache hits for the full run.
+the human sample) are cache hits for the full run. The directory is named after the stage alone, not its place, so
+reordering the stages or inserting one keeps every answer obtained so far.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.backends import Backend
-from annotator.cache import cache_key, task_fingerprint
+from annotator.cache import cache_key
 from annotator.cascade.settings import CascadeConfig
 from annotator.config import OutputConfig, PipelineConfig
 from annotator.engine import Pipeline, RunStats, load_template
@@ -29,6 +30,8 @@ STAGES_DIR = "stages"
 FINGERPRINT_FIELDS = {"backend", "model", "temperature", "sample_temperature", "samples", "seed", "max_tokens"}
 """The teacher settings that shape a stage's answers (with the prompt and the task): a calibration made with other
 values is stale."""
+VALIDATION_FINGERPRINT_FIELDS = {"max_attempts", "max_tokens_per_row", "on_invalid"}
+"""The ``validation`` settings that decide which answers end valid (so a row's label and vote share)."""
 
 StageHook = Callable[[str, Pipeline], None]
 """Called before a stage runs with its label ("stage 2/3 strong") and its pipeline (to attach a progress bar)."""
@@ -50,8 +53,9 @@ def calibration_path(cfg: PipelineConfig) -> Path:
 
 
 def stage_dir(cfg: PipelineConfig, k: int) -> Path:
-    """The run directory of stage ``k`` (0-based): ``<output.dir>/stages/<k+1>-<name>``."""
-    return Path(cfg.output.dir) / STAGES_DIR / f"{k + 1}-{cascade_of(cfg).stages[k].name}"
+    """The run directory of stage ``k`` (0-based): ``<output.dir>/stages/<name>`` (by name, so that reordering the
+    stages or inserting one reuses every answer)."""
+    return Path(cfg.output.dir) / STAGES_DIR / cascade_of(cfg).stages[k].name
 
 
 def stage_config(cfg: PipelineConfig, k: int) -> PipelineConfig:
@@ -69,11 +73,13 @@ def stage_label(cfg: PipelineConfig, k: int) -> str:
 
 def stage_fingerprint(cfg: PipelineConfig, k: int) -> str:
     """A hash of what shapes stage ``k``'s answers: its teacher's model and sampling settings, the prompt template
-    and system prompt, and the task."""
+    and system prompt, the whole task (its labels, instructions and few-shot examples) and how invalid answers are
+    tried again (``validation``: fewer tries or another policy change which rows end with a valid answer)."""
     teacher = cascade_of(cfg).stages[k].teacher
     return cache_key({
         "teacher": teacher.model_dump(mode="json", include=FINGERPRINT_FIELDS),
-        "template": load_template(cfg).sha256, "system": cfg.prompt.system, "task": task_fingerprint(cfg.task),
+        "template": load_template(cfg).sha256, "system": cfg.prompt.system, "task": cfg.task.model_dump(mode="json"),
+        "validation": cfg.validation.model_dump(mode="json", include=VALIDATION_FINGERPRINT_FIELDS),
     })
 
 

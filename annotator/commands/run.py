@@ -62,7 +62,7 @@ def run_command(
 
     A cascade pipeline (a cascade section; see docs/cascade.md) needs its thresholds first (`annotator calibrate`):
     stage 1 labels every row, each later stage the rows the one before was unsure of, each in its own run directory
-    (OUTPUT_DIR/stages/<k>-<name>); rows no stage keeps go to OUTPUT_DIR/human_queue (blank sheets) and stay out of
+    (OUTPUT_DIR/stages/<name>); rows no stage keeps go to OUTPUT_DIR/human_queue (blank sheets) and stay out of
     annotations.jsonl, whose records carry their stage; OUTPUT_DIR/cascade/report.md compares the cost per stage
     with the strongest stage alone.
 

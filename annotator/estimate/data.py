@@ -75,7 +75,9 @@ def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: l
             "this run's items (same id column)"
         )
     if not inside:
-        raise InputDataError(f"the teacher {teacher.path} failed on every human-labelled item; nothing to estimate")
+        why = "left every human-labelled item to its human queue" if queued and not failed else (
+            "failed on every human-labelled item" + (" it did not leave to its human queue" if queued else ""))
+        raise InputDataError(f"the teacher {teacher.path} {why}; nothing to estimate")
     if unknown:
         notes.append(f"{len(unknown)} human item(s) are not in the run and were left out: {few(unknown)}"
                      + _case_hint(unknown, teacher.ids))

@@ -238,7 +238,7 @@ def _cascade_section(summary: ExportSummary) -> list[str]:
     return [
         "## Cascade",
         "",
-        f"**{c.statement}**" if c.certified else f"**Not certified.** {c.statement}",
+        f"**{c.statement}**",  # a statement that certifies nothing starts with "Not certified:"
         "",
         f"Assumption: {c.assumption}",
         "",

@@ -253,6 +253,11 @@ def _check_options(run_path: Path, opts: ExportOptions) -> dict[str, float]:
 def _read_run(run_path: Path, notes: list[str]) -> _Run:
     manifest: RunManifest | None = read_manifest(_run_base(run_path))  # one line when it is not a manifest
     records = list(iter_annotations(run_path))
+    if not records and manifest is not None and manifest.cascade is not None:
+        c = manifest.cascade
+        raise ExportError(f"{run_path}: the cascade kept no row, so there is nothing to export: its "
+                          f"{c.rows_to_humans:,} rows are in its human queue ({c.human_queue})"
+                          + ("" if c.certified else f". {c.statement}"))
     if not records:
         raise ExportError(f"{run_path}: annotations.jsonl has no rows")
     if manifest is None:
