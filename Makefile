@@ -39,6 +39,7 @@ EXPORT_ARGS   ?=
 STUDENT_ARGS  ?=
 INPUT         ?=
 PREDICT_ARGS  ?=
+DISTILL_ARGS  ?=
 DEMO_HUMANS   ?= $(PIPELINES_DIR)/data/news_sample_humans.csv
 # Only names make and the shell take literally (letters, digits, _ . -): a pipeline file named `x;rm -rf ~.yaml` is
 # ignored, never pasted into a recipe. Paths given on the command line (HUMANS, CAL_HUMANS, GOLD, INPUT) are checked the same way.
@@ -52,18 +53,21 @@ $(call check_safe,HUMANS CAL_HUMANS GOLD INPUT)
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint format docs test bench bench-student bench-cascade clean help run audit dataset student predict calibrate
+.PHONY: setup vllm demo lint format docs test test-fast bench bench-student bench-cascade bench-distill clean help run \
+        audit dataset student predict calibrate distill
 
 help:
 	@echo "Set-up and checks:"
 	@echo "  make demo                 set up, then label -> audit -> dataset -> student for the shipped news sample, offline"
-	@echo "  make lint                 ruff check (complexity limit included), ruff format --check, mypy (make test runs it first)"
-	@echo "  make format               ruff format + ruff check --fix over annotator/ and tests/ (the one formatting)"
+	@echo "  make lint                 ruff check (complexity limit included), ruff format --check, mypy (make test runs them too)"
+	@echo "  make format               ruff format + ruff check --fix over annotator/, tests/ and bench/ (the one formatting)"
 	@echo "  make docs                 the docs site (docs/*.md, mkdocs --strict) into .site/; a broken link fails it"
-	@echo "  make test                 set up, lint and run the test suite"
+	@echo "  make test                 set up, lint and run the whole test suite (real engines and servers; minutes)"
+	@echo "  make test-fast            the edit-test loop: every test that loads no model and starts no engine (~1 min)"
 	@echo "  make bench                throughput / memory benchmark"
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
 	@echo "  make bench-cascade        teacher cascade: how often its guarantee fails over 300 human samples, cost vs the strong teacher (~3 min)"
+	@echo "  make bench-distill        distill on a real corpus: teacher calls to reach the full student, active vs random"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
 	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl (a cascade: after its calibration)"
@@ -72,6 +76,7 @@ help:
 	@echo "  make dataset P=x          export   -> <output.dir>/dataset/dataset_dict.json (after the audit when HUMANS is set)"
 	@echo "  make student P=x [GOLD=f] train    -> <output.dir>/student/metrics.json (GOLD defaults to HUMANS)"
 	@echo "  make predict P=x INPUT=f  student labels a corpus -> <output.dir>/predictions/<f name>.jsonl"
+	@echo "  make distill P=x [GOLD=f] teacher + student in the loop -> <output.dir>/distill/report.json (DISTILL_ARGS=...)"
 	@echo "  or name a file itself, e.g.  make runs/news_topics/annotations.jsonl"
 	@echo "  extra flags: RUN_ARGS=... AUDIT_ARGS=... EXPORT_ARGS=... STUDENT_ARGS=... CALIBRATE_ARGS=...; make redoes only what is stale"
 	@echo "Pipelines found: $(PIPELINE_NAMES)"
@@ -111,12 +116,12 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint format docs test bench bench-student bench-cascade clean
+NO_PIPELINE_GOALS := help setup lint format docs test test-fast bench bench-student bench-cascade bench-distill clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
 include $(DEPS_DIR)/$(P).mk
-else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict calibrate,$(or $(MAKECMDGOALS),help)),)
+else ifneq ($(filter-out $(NO_PIPELINE_GOALS) demo run audit dataset student predict calibrate distill,$(or $(MAKECMDGOALS),help)),)
 -include $(PIPELINE_NAMES:%=$(DEPS_DIR)/%.mk)
 endif
 
@@ -129,6 +134,7 @@ $(1)_ANN     := $$($(1)_RUN)/annotations.jsonl
 $(1)_AUDIT   := $$($(1)_RUN)/audit/report.json
 $(1)_DATASET := $$($(1)_RUN)/dataset/dataset_dict.json
 $(1)_STUDENT := $$($(1)_RUN)/student/metrics.json
+$(1)_DISTILL := $$($(1)_RUN)/distill/report.json
 
 $$($(1)_ANN): $$($(1)_DEPS) $$($(1)_CALIBRATION) | $$(STAMP)
 	$$(BIN)/annotator run $$(PIPELINES_DIR)/$(1).yaml $$(RUN_ARGS)
@@ -150,11 +156,15 @@ $$($(1)_DATASET): $$($(1)_ANN) $$(if $$(HUMANS),$$($(1)_AUDIT)) | $$(STAMP)
 
 $$($(1)_STUDENT): $$($(1)_DATASET) $$(GOLD) | $$(STAMP)
 	$$(BIN)/annotator train-student $$($(1)_RUN)/dataset $$(if $$(GOLD),--gold $$(GOLD)) --out $$(@D) $$(STUDENT_ARGS)
+
+# distill labels the pipeline's input itself (teacher on a fraction of the rows, student on the rest); resumable.
+$$($(1)_DISTILL): $$($(1)_DEPS) $$(GOLD) | $$(STAMP)
+	$$(BIN)/annotator distill $$(PIPELINES_DIR)/$(1).yaml --out $$(@D) $$(if $$(GOLD),--gold $$(GOLD)) $$(DISTILL_ARGS)
 endef
 $(foreach p,$(PIPELINE_NAMES),$(if $($(p)_RUN),$(eval $(call PIPELINE_RULES,$(p)))))
 
 ifeq ($(P),)
-run audit dataset student predict calibrate:
+run audit dataset student predict calibrate distill:
 	$(need_p)
 else
 run: $($(P)_ANN)
@@ -169,6 +179,7 @@ calibrate: $($(P)_CALIBRATION)
 audit: $($(P)_AUDIT)
 dataset: $($(P)_DATASET)
 student: $($(P)_STUDENT)
+distill: $($(P)_DISTILL)
 ifneq ($(INPUT),)
 # The student labels a corpus. Rebuilt from scratch when the student or the corpus changed (an interrupted
 # predict is removed by .DELETE_ON_ERROR; `annotator predict` itself resumes when run by hand).
@@ -193,33 +204,51 @@ demo: | $(STAMP)
 	@echo "  student     : runs/news_topics/student/metrics.json"
 
 lint: $(STAMP)
-	$(BIN)/ruff check annotator tests
-	$(BIN)/ruff format --check annotator tests
+	$(BIN)/ruff check annotator tests bench
+	$(BIN)/ruff format --check annotator tests bench
 	$(BIN)/mypy annotator
 
 format: $(STAMP)
-	$(BIN)/ruff format annotator tests
-	$(BIN)/ruff check --fix annotator tests
+	$(BIN)/ruff format annotator tests bench
+	$(BIN)/ruff check --fix annotator tests bench
 
 # The strict build also runs in the test suite (tests/test_docs.py), so `make test` fails on a broken link.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir .site
 
-test: lint $(STAMP) $(VLLM_STAMP)
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+# The suite runs on TEST_WORKERS pytest-xdist workers, a file's tests on one worker (--dist loadfile: the engines
+# and module fixtures it shares start once; see tests/conftest.py). The 15 slowest steps are printed at the end.
+TEST_WORKERS ?= 2
+PYTEST       := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+
+# ruff first (seconds, fails early); mypy then checks beside the tests (a minute of one core; the tests wait on
+# processes and servers part of the time) and its report follows theirs. `make lint` runs all three alone.
+test: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/ruff check annotator tests bench
+	$(BIN)/ruff format --check annotator tests bench
+	@log=$$(mktemp); $(BIN)/mypy annotator > $$log 2>&1 & mypy=$$!; \
+	$(PYTEST); rc=$$?; \
+	wait $$mypy; mypy_rc=$$?; echo "mypy annotator:"; cat $$log; rm -f $$log; [ $$rc -ne 0 ] || rc=$$mypy_rc; \
 	if [ -f $(VLLM_SKIPPED) ]; then echo "vLLM tests skipped: $$(cat $(VLLM_SKIPPED))"; \
 	elif ! why=$$($(BIN)/python tests/vllm_support.py); then echo "vLLM tests skipped: $$why"; fi; \
 	exit $$rc
 
+test-fast: $(STAMP)
+	$(BIN)/ruff check annotator tests bench
+	$(PYTEST) -m "not slow"
+
 bench: $(STAMP)
-	$(BIN)/python tests/bench_pipeline.py
-	$(BIN)/python tests/bench_ray.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_ray.py
 
 bench-student: $(STAMP)
-	$(BIN)/python tests/bench_pipeline.py --student
+	$(BIN)/python bench/bench_pipeline.py --student
 
 bench-cascade: $(STAMP)
-	$(BIN)/python tests/bench_cascade.py
+	$(BIN)/python bench/bench_cascade.py
+
+bench-distill: $(STAMP)
+	$(BIN)/python bench/bench_distill.py --jobs 2
 
 clean:
 	rm -rf runs .pytest_cache .site $(DEPS_DIR)

@@ -56,3 +56,20 @@ class InputFormat(str, Enum):
     csv = "csv"
     jsonl = "jsonl"
     parquet = "parquet"
+
+
+class Selection(str, Enum):
+    """``distill --strategy``: how the student picks the teacher's next rows (``annotator.distill.select``)."""
+
+    margin = "margin"  # smallest gap between the two likeliest labels
+    entropy = "entropy"
+    least = "least"  # least confidence
+    random = "random"  # the seeded random order (the baseline active selection must beat)
+
+
+class RecheckMode(str, Enum):
+    """``distill --recheck``: where the teacher labels a confident student disputes go."""
+
+    teacher = "teacher"  # asked again with more samples; the majority decides
+    humans = "humans"  # a blank annotation sheet per round
+    off = "off"

@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate",
-                   "calibrate")
+                   "calibrate", "distill")
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 

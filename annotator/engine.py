@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 import annotator
-from annotator.backends import Backend, Generation, GenerationRequest, build_backend
-from annotator.cache import ResultStore, SampleResult, prompt_hash, sample_key, task_fingerprint
+from annotator.backends import Backend, BaseTeacherConfig, Generation, GenerationRequest, build_backend
+from annotator.cache import ResultStore, SampleResult, cache_key, prompt_hash, sample_key, task_fingerprint
 from annotator.config import PipelineConfig
 from annotator.costs import Budget, call_cost, estimate_prompt_tokens
 from annotator.errors import (
@@ -117,6 +117,25 @@ def load_template(cfg: PipelineConfig) -> PromptTemplate:
     if cfg.prompt.template is None:
         return PromptTemplate.builtin(cfg.task.type, system=cfg.prompt.system)
     return PromptTemplate.from_file(Path(cfg.prompt.template), system=cfg.prompt.system)
+
+
+ANSWER_FIELDS = {"backend", "model", "temperature", "sample_temperature", "samples", "seed", "max_tokens"}
+"""The teacher settings that shape its answers (with the prompt, the task and ``validation``)."""
+VALIDATION_FIELDS = {"max_attempts", "max_tokens_per_row", "on_invalid"}
+"""The ``validation`` settings that decide which answers end valid (so a row's label and vote share)."""
+
+
+def answer_fingerprint(cfg: PipelineConfig, teacher: BaseTeacherConfig | None = None) -> str:
+    """A hash of what shapes ``teacher``'s (default: the pipeline's) answers to the pipeline's rows: its model and
+    sampling settings, the prompt template and system prompt, the whole task (its labels, instructions and few-shot
+    examples) and how invalid answers are tried again (``validation``: fewer tries or another policy change which
+    rows end with a valid answer). Answers made under another one are stale (a cascade's calibration) or would all
+    be asked again (a resumed distillation)."""
+    t = teacher or cfg.teacher
+    return cache_key({"teacher": t.model_dump(mode="json", include=ANSWER_FIELDS),
+                      "template": load_template(cfg).sha256, "system": cfg.prompt.system,
+                      "task": cfg.task.model_dump(mode="json"),
+                      "validation": cfg.validation.model_dump(mode="json", include=VALIDATION_FIELDS)})
 
 
 def item_rng(seed: int, row_id: str) -> random.Random:

@@ -3,7 +3,14 @@
 * ``fault_server`` (session) / ``server`` (per test, counters reset): a :class:`ServerHandle` for
   ``tests/fault_server.py`` running in a subprocess on 127.0.0.1 with a free port.
 * ``make_pipeline``: write input rows + a pipeline YAML into ``tmp_path``; returns the YAML path.
-* ``run_cli``: run ``annotator ...`` in a subprocess and capture its output.
+* ``run_cli``: run ``annotator ...`` in this process (tests/cli_runner.py), output captured like a process's;
+  ``run_cli_process`` / ``spawn_cli``: as a real process, for what only a process shows (signals, kill -9, locks
+  between processes, its exit status, what C libraries write to its stderr, entry points read at import).
+* shared engines, one per session (tests/engines.py): ``llama_server``, ``local_teacher``, ``vllm_engine``,
+  ``ray_address``, ``student_dir``; a test that uses one is marked ``slow``. ``make test`` runs on pytest-xdist
+  workers with ``--dist loadfile``: a file's tests share a worker, so an engine used by one file starts once.
+* every process the tests start carries ``ANNOTATOR_TEST_SESSION`` in its environment; at the end of the session
+  none may still run (``nothing_left_running``).
 """
 
 from __future__ import annotations
@@ -11,10 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,101 +27,44 @@ import pytest
 import yaml
 
 TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+
+from cli_runner import (  # noqa: E402
+    REPO,
+    annotator_cmd,
+    cli_state_kept,
+    kill_group,
+    process_started_with,
+    run_in_process,
+    run_process,
+    subprocess_env,
+)
+from cli_runner import spawn as spawn_cli  # noqa: E402
+from engines import (  # noqa: E402,F401  (shared engines: fixtures for every test file)
+    ENGINE_GROUPS,
+    llama_server,
+    local_teacher,
+    ray_address,
+    student_dir,
+    vllm_engine,
+    vllm_model,
+)
+from leftovers import SESSION_VAR, check_nothing_left_running  # noqa: E402
+from servers import ServerHandle, start_fault_server, stop_fault_server  # noqa: E402
+
+__all__ = ["REPO", "TESTS_DIR", "ServerHandle", "annotator_cmd", "kill_group", "process_started_with", "spawn_cli",
+           "start_fault_server", "stop_fault_server", "subprocess_env"]
+os.environ[SESSION_VAR] = str(os.getpid())  # inherited by every process a test starts (one value per xdist worker)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers share the cores: torch (here and in CLI processes) too
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 LABELS = ["politics", "economy", "sport", "science_technology", "health", "arts_culture"]
 
 
-def annotator_cmd() -> list[str]:
-    """How to start the CLI: the venv console script when installed, else ``python -m annotator.cli``."""
-    script = Path(sys.executable).with_name("annotator")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "annotator.cli"]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
-
-
 # -- the fault server ----------------------------------------------------------------------------------------
-class ServerHandle:
-    """Client side of a running ``tests/fault_server.py``."""
-
-    def __init__(self, proc: subprocess.Popen[str], port: int):
-        self.proc = proc
-        self.port = port
-        self.root = f"http://127.0.0.1:{port}"
-        self.base_url = f"{self.root}/v1"
-
-    def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self.root + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def stats(self) -> dict[str, Any]:
-        return self._call("GET", "/stats")
-
-    def reset(self, **config: Any) -> None:
-        """Clear counters and set the default config (plus ``config`` overrides)."""
-        self._call("POST", "/reset", {})
-        defaults = {"latency": 0.0, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50,
-                    "completion_tokens": 10, "record_times": True, "max_prompt_chars": 0,
-                    "trickle_interval": 0.25, "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
-                    "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
-                    "weak_models": []}
-        self._call("POST", "/config", {**defaults, **config})
-
-    def configure(self, **config: Any) -> dict[str, Any]:
-        return self._call("POST", "/config", config)
-
-    def calls(self, text: str) -> int:
-        """Requests the server has seen for the item with this text."""
-        return int(self.stats()["by_item"].get(text, 0))
-
-    def wait_for(self, predicate, timeout: float = 30.0, interval: float = 0.05) -> dict[str, Any]:
-        """Poll ``/stats`` until ``predicate(stats)`` holds; return those stats."""
-        deadline = time.monotonic() + timeout
-        while True:
-            s = self.stats()
-            if predicate(s):
-                return s
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server condition not met within {timeout}s (total={s['total']})")
-            time.sleep(interval)
-
-
-def start_fault_server(latency: float = 0.0) -> ServerHandle:
-    proc = subprocess.Popen(
-        [sys.executable, str(TESTS_DIR / "fault_server.py"), "--port", "0", "--latency", str(latency)],
-        stdout=subprocess.PIPE, text=True, env=subprocess_env(),
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"fault server did not start: {line!r}")
-    return ServerHandle(proc, int(line.split()[1]))
-
-
-def stop_fault_server(handle: ServerHandle) -> None:
-    handle.proc.terminate()
-    try:
-        handle.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        handle.proc.kill()
-        handle.proc.wait()
-
-
 @pytest.fixture(scope="session")
 def fault_server() -> Iterator[ServerHandle]:
     handle = start_fault_server()
@@ -228,19 +175,58 @@ def install_entry_point(site: Path, group: str, name: str, entry: str) -> dict[s
 # -- the CLI -------------------------------------------------------------------------------------------------
 @pytest.fixture
 def run_cli():
-    """``run_cli("run", str(yaml), timeout=60) -> CompletedProcess`` (text, stdout+stderr captured)."""
-
-    def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*annotator_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                              env=subprocess_env(**env), cwd=str(REPO))
-
-    return run
+    """``run_cli("run", str(yaml), cwd=..., **env) -> CliResult`` (returncode, stdout, stderr): the command run in
+    this process (tests/cli_runner.py), as a process would run it."""
+    return run_in_process
 
 
-def spawn_cli(*args: str, **env: str) -> subprocess.Popen[str]:
-    """Start ``annotator ...`` without waiting (crash tests); stdout+stderr go to one pipe."""
-    return subprocess.Popen([*annotator_cmd(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=subprocess_env(**env), cwd=str(REPO))
+@pytest.fixture(autouse=True)
+def _cli_state_kept() -> Iterator[None]:
+    """Tests that call ``annotator.cli.main`` themselves (``-q`` included) leave no state for the next test."""
+    with cli_state_kept():
+        yield
+
+
+@pytest.fixture
+def run_cli_process():
+    """``run_cli_process("run", str(yaml), timeout=60, cwd=..., **env) -> CompletedProcess``: a real process, for
+    what only a process shows (its exit status, signals, C-level stderr, entry points found at start-up)."""
+    return run_process
+
+
+# -- sessions: shared engines, pytest-xdist, nothing left behind ---------------------------------------------
+def _weight(item: pytest.Item) -> int:
+    """0.. for the tests of a shared engine (vLLM first, the longest), then tests with a module-scoped fixture (a
+    trained student, a built wheel), then the rest."""
+    names = getattr(item, "fixturenames", ())
+    order = list(dict.fromkeys(ENGINE_GROUPS.values()))
+    engines = [order.index(ENGINE_GROUPS[f]) for f in names if f in ENGINE_GROUPS]
+    if engines:
+        return min(engines)
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    module_scoped = any(d.scope in ("module", "package", "class") for fixture in defs.values() for d in fixture)
+    return len(order) if module_scoped else len(order) + 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses a shared engine (tests/engines.py) is ``slow``. Files go in the order of their heaviest
+    test, so with ``--dist loadfile`` (a file's tests on one worker: its module fixtures made once) the longest work
+    starts first; a file's tests keep their order."""
+    file_weight: dict[str, int] = {}
+    for item in items:
+        if any(f in ENGINE_GROUPS for f in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        path = item.nodeid.split("::")[0]
+        file_weight[path] = min(file_weight.get(path, _weight(item)), _weight(item))
+    items.sort(key=lambda item: file_weight[item.nodeid.split("::")[0]])  # stable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running() -> Iterator[None]:
+    """When the session ends, no process a test started may still run (servers, engines, Ray, CLI runs)."""
+    yield
+    check_nothing_left_running()
 
 
 # -- in-process runs -----------------------------------------------------------------------------------------

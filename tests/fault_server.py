@@ -45,8 +45,11 @@ of ``latency`` (seconds per answer), ``retry_after`` (seconds, sent as ``Retry-A
 answer, fixed so tests can compute token budgets and costs; ``cached_tokens`` goes in
 ``usage.prompt_tokens_details``), ``by_request``, ``record_times`` (keep per-item arrival times),
 ``max_prompt_chars`` (longer prompts get a 400 ``context_length_exceeded``, like a real server; 0 = no limit),
-``trickle_interval`` and ``huge_chars`` (see the faults above), ``headers`` (added to every answer, e.g. hostile
-``x-ratelimit-reset-*`` values; cleared by ``/reset``).
+``trickle_interval`` and ``huge_chars`` (see the faults above), ``hold`` (true: every answer waits, in flight, until
+``hold`` is set false again; a test that needs a run alive, e.g. holding its lock, holds its answers),
+``hold_after`` (n > 0: requests after the n-th since the last reset are held the same way, until ``hold_after`` is
+set to 0; a test that kills a run midway lets exactly n answers through), ``headers`` (added to every answer, e.g.
+hostile ``x-ratelimit-reset-*`` values; cleared by ``/reset``).
 
 Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
 requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
@@ -54,6 +57,12 @@ completion_tokens``) in any sliding window of ``rate_window`` seconds (default 6
 429 with ``Retry-After``, ``x-ratelimit-limit-*``, ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*``
 (e.g. ``0.35s``); every answer carries the same headers. ``/stats`` has ``arrivals`` (time, accepted, tokens) of
 every completion request and ``faults["rate_limited"]``.
+
+A simulated teacher (``oracle`` mode, for ``annotator distill``'s tests and benchmark): ``oracle`` maps item texts to
+their true label; a label request for such an item is answered with that label, flipped to another label of the
+schema with probability ``oracle_flip``. The draw is seeded by ``oracle_seed``, the item, and the request's
+temperature and seed: the same prompt always gets the same answer (as a cached teacher would), samples at other
+seeds draw again. ``/stats`` ``faults["oracle_flip"]`` counts the flipped answers.
 
 The OpenAI files and batches endpoints (Batch API) are faked too: see ``tests/batch_fake.py``.
 
@@ -195,8 +204,10 @@ class FaultServer:
             "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
             "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
             "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
-            "weak_models": [],
+            "weak_models": [], "hold": False, "hold_after": 0, "oracle": {}, "oracle_flip": 0.0, "oracle_seed": 0,
         }
+        self.released = asyncio.Event()  # cleared while ``hold`` is on
+        self.released.set()
         self.batch_api = BatchFake(self)
         self.reset()
 
@@ -274,6 +285,10 @@ class FaultServer:
             self._send(writer, 200, {"ok": True})
         elif method == "POST" and path == "/config":
             self.cfg.update(json.loads(body or b"{}"))
+            if self.cfg["hold"] or self.cfg["hold_after"]:
+                self.released.clear()
+            else:
+                self.released.set()
             self._send(writer, 200, self.cfg)
         elif method == "POST" and path.endswith("/chat/completions"):
             return await self.completion(body, reader, writer, headers or {})
@@ -328,6 +343,8 @@ class FaultServer:
         try:
             if self.cfg["latency"]:
                 await asyncio.sleep(self.cfg["latency"])
+            if self.cfg["hold"] or 0 < self.cfg["hold_after"] < nth:
+                await self.released.wait()
             return await self._answer(req, key, fault, reader, writer, headers or {})
         finally:
             self.in_flight -= 1
@@ -413,7 +430,7 @@ class FaultServer:
     def completion_payload(self, req: dict[str, Any], key: str, fault: str | None) -> dict[str, Any]:
         """The chat completion answering ``req`` (with a content fault applied)."""
         schema = _schema_of(req)
-        answer = instance(schema, key)
+        answer = self._oracle(req, key, schema, instance(schema, key))
         if fault in WEAK_FAULTS:
             if fault == "hard" or req.get("model") in self.cfg["weak_models"]:
                 answer = weak_answer(answer, schema, key, fault, int(req.get("seed") or 0))
@@ -441,6 +458,19 @@ class FaultServer:
                       "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
                       "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]}},
         }
+
+    def _oracle(self, req: dict[str, Any], key: str, schema: dict[str, Any] | None, answer: Any) -> Any:
+        """``oracle`` mode: the item's true label, flipped with probability ``oracle_flip`` (module docstring)."""
+        truth = self.cfg["oracle"].get(key)
+        enum = (((schema or {}).get("properties") or {}).get("label") or {}).get("enum")
+        if truth is None or not isinstance(answer, dict) or not enum:
+            return answer
+        draw = _h(f"{self.cfg['oracle_seed']}:{req.get('temperature')}:{req.get('seed')}:{key}")
+        others = [str(x) for x in enum if x != truth]
+        if others and (draw % 1_000_000) / 1_000_000 < float(self.cfg["oracle_flip"]):
+            self.faults["oracle_flip"] += 1
+            return {**answer, "label": others[(draw // 1_000_000) % len(others)]}
+        return {**answer, "label": truth}
 
     async def _trickle(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Headers at once, then the body one byte every ``trickle_interval`` s until done or the client leaves."""

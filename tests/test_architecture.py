@@ -174,25 +174,26 @@ class PricedEchoConfig(BaseTeacherConfig):
         return TeacherCapabilities(price=PriceConfig(input=1000.0, output=10000.0), max_cost=self.max_cost)
 
 
-def test_a_plugin_backend_that_declares_a_price_gets_costs_estimates_and_a_budget(tmp_path, make_pipeline, run_cli):
-    """costs.py asks the teacher for its price: 100 x $1000/M + 10 x $10000/M = $0.2 per call."""
-    from conftest import install_entry_point, read_annotations, rows_of
+def test_a_plugin_backend_that_declares_a_price_gets_costs_estimates_and_a_budget(tmp_path, make_pipeline):
+    """costs.py asks the teacher for its price: 100 x $1000/M + 10 x $10000/M = $0.2 per call. The plugin is found
+    at start-up, so the commands run in one process started with its PYTHONPATH."""
+    from conftest import install_entry_point, process_started_with, read_annotations, rows_of
 
     env = install_entry_point(tmp_path / "site", "annotator.backends", "priced-echo",
                               "test_architecture:PricedEchoConfig")
     yaml_path = make_pipeline(rows_of([f"text {i}" for i in range(5)]), teacher={"backend": "priced-echo"})
-    res = run_cli("validate", str(yaml_path), "--estimate", "--json", **env)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["estimate"]["cost_max_usd"] is not None
-    res = run_cli("run", str(yaml_path), "--json", **env)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["cost_total_usd"] == pytest.approx(1.0)
-    assert [r["cost"] for r in read_annotations(tmp_path / "out")] == pytest.approx([0.2] * 5)
-
     capped = make_pipeline(rows_of([f"text {i}" for i in range(5)]), name="capped",
                            teacher={"backend": "priced-echo", "max_cost": 0.5}, output={"dir": "capped"})
-    res = run_cli("run", str(capped), **env)
-    assert res.returncode == 8 and "teacher.max_cost=$0.5" in res.stderr, res.stderr
+    with process_started_with(**env) as run_there:
+        res = run_there("validate", str(yaml_path), "--estimate", "--json")
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["estimate"]["cost_max_usd"] is not None
+        res = run_there("run", str(yaml_path), "--json")
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["cost_total_usd"] == pytest.approx(1.0)
+        assert [r["cost"] for r in read_annotations(tmp_path / "out")] == pytest.approx([0.2] * 5)
+        res = run_there("run", str(capped))
+        assert res.returncode == 8 and "teacher.max_cost=$0.5" in res.stderr, res.stderr
 
 
 def test_a_capability_refusal_is_a_config_error(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 package. Its settings are checked like the built-in ones (a setting of another backend is an error naming both).
 
 This module is also the plugin's code: the CLI subprocesses import ``test_backend_plugins:EchoTeacherConfig``, so
-its top-level imports stay light (fixtures come from conftest through pytest).
+its top-level imports stay light (fixtures come from conftest through pytest). Backend plugins are found when
+``annotator.backends`` is imported, so a CLI run that should see one is a real process started with the plugin on
+its ``PYTHONPATH`` (``process_started_with``: several commands in one process; ``run_cli_process``: one).
 """
 
 from __future__ import annotations
@@ -56,27 +58,27 @@ def install_plugin(site: Path, entry: str = "test_backend_plugins:EchoTeacherCon
 
 
 def test_a_backend_from_a_plugin_runs_a_pipeline(tmp_path, make_pipeline, run_cli):
-    from conftest import read_annotations, rows_of
+    from conftest import process_started_with, read_annotations, rows_of
 
-    env = install_plugin(tmp_path / "site")
     yaml_path = make_pipeline(rows_of([f"text {i}" for i in range(7)]), teacher={"backend": "echo",
                               "answer": "politics", "concurrency": 2})
-    res = run_cli("run", str(yaml_path), **env)
-    assert res.returncode == 0, res.stderr
-    records = read_annotations(tmp_path / "out")
-    assert len(records) == 7 and {r["label"] for r in records} == {"politics"}
-    assert {r["model"] for r in records} == {"echo:politics"}
-    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert manifest["config"]["teacher"]["backend"] == "echo"
-    # a rerun is served from the cache: the plugin's model id is part of the key like a built-in one's
-    res = run_cli("run", str(yaml_path), "--json", **env)
-    assert res.returncode == 0 and json.loads(res.stdout)["teacher_calls"] == 0
+    with process_started_with(**install_plugin(tmp_path / "site")) as run_there:
+        res = run_there("run", str(yaml_path))
+        assert res.returncode == 0, res.stderr
+        records = read_annotations(tmp_path / "out")
+        assert len(records) == 7 and {r["label"] for r in records} == {"politics"}
+        assert {r["model"] for r in records} == {"echo:politics"}
+        manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+        assert manifest["config"]["teacher"]["backend"] == "echo"
+        # a rerun is served from the cache: the plugin's model id is part of the key like a built-in one's
+        res = run_there("run", str(yaml_path), "--json")
+        assert res.returncode == 0 and json.loads(res.stdout)["teacher_calls"] == 0
 
-    # its settings are checked like a built-in backend's: another backend's field names both
-    bad = make_pipeline(rows_of(["x"]), name="bad", teacher={"backend": "echo", "n_ctx": 512})
-    res = run_cli("validate", str(bad), **env)
-    assert res.returncode == 2
-    assert "teacher.n_ctx: not a setting of backend echo (it belongs to backend local)" in res.stderr
+        # its settings are checked like a built-in backend's: another backend's field names both
+        bad = make_pipeline(rows_of(["x"]), name="bad", teacher={"backend": "echo", "n_ctx": 512})
+        res = run_there("validate", str(bad))
+        assert res.returncode == 2
+        assert "teacher.n_ctx: not a setting of backend echo (it belongs to backend local)" in res.stderr
 
     # without the plugin installed the pipeline is refused in one line that lists the known backends
     res = run_cli("validate", str(yaml_path))
@@ -84,17 +86,23 @@ def test_a_backend_from_a_plugin_runs_a_pipeline(tmp_path, make_pipeline, run_cl
     assert "Traceback" not in res.stderr
 
 
-def test_a_broken_backend_plugin_is_skipped_with_one_line(tmp_path, make_pipeline, run_cli):
-    from conftest import rows_of
+def test_a_broken_backend_plugin_is_skipped_with_one_line(tmp_path, make_pipeline):
+    from conftest import install_entry_point, process_started_with, rows_of
 
-    yaml_path = make_pipeline(rows_of(["x"]), teacher={"backend": "echo"})
-    for entry, why in (("no_such_module_xyz:Config", "it failed to import: ModuleNotFoundError"),
-                       ("test_backend_plugins:EchoBackend", "it is not a subclass of annotator.backends.BaseTeacherConfig")):
-        site = tmp_path / entry.replace(":", "_")
-        res = run_cli("validate", str(yaml_path), **install_plugin(site, entry))
-        assert res.returncode == 2, res.stdout
-        assert f"backend plugin echo = {entry} (entry point group annotator.backends) skipped: {why}" in res.stderr
-        assert "unknown backend 'echo'" in res.stderr and "Traceback" not in res.stderr
+    broken = {"echo": ("no_such_module_xyz:Config", "it failed to import: ModuleNotFoundError"),
+              "echo2": ("test_backend_plugins:EchoBackend",
+                        "it is not a subclass of annotator.backends.BaseTeacherConfig")}
+    env = {name: install_entry_point(tmp_path / "site", "annotator.backends", name, entry)
+           for name, (entry, _) in broken.items()}["echo"]  # both in one site: one PYTHONPATH
+    with process_started_with(**env) as run_there:
+        for name, (_, why) in broken.items():
+            yaml_path = make_pipeline(rows_of(["x"]), name=name, teacher={"backend": name})
+            res = run_there("validate", str(yaml_path))
+            assert res.returncode == 2, res.stdout
+            for other, (other_entry, other_why) in broken.items():  # every broken plugin is named
+                line = f"backend plugin {other} = {other_entry} (entry point group annotator.backends) skipped: {other_why}"
+                assert res.stderr.startswith(line) or f"\n{line}" in res.stderr, res.stderr
+            assert f"unknown backend '{name}'" in res.stderr and why in res.stderr and "Traceback" not in res.stderr
 
 
 class ShadowOpenAIConfig(BaseTeacherConfig):
@@ -106,16 +114,17 @@ class ShadowOpenAIConfig(BaseTeacherConfig):
         raise AssertionError("a plugin never replaces a built-in backend")
 
 
-def test_a_plugin_shadowing_a_builtin_is_skipped_and_quiet_hides_the_line(tmp_path, make_pipeline, run_cli):
+def test_a_plugin_shadowing_a_builtin_is_skipped_and_quiet_hides_the_line(tmp_path, make_pipeline, run_cli_process):
     """The skip line is a warning: `annotator -q` hides it (it is found at import, before -q is read); the
-    built-in backend stays the one a pipeline gets."""
+    built-in backend stays the one a pipeline gets. The console script itself, in a process of its own."""
     from conftest import install_entry_point, rows_of
 
     env = install_entry_point(tmp_path / "site", "annotator.backends", "openai", "test_backend_plugins:ShadowOpenAIConfig")
     yaml_path = make_pipeline(rows_of(["x"]), teacher={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
     line = ("backend plugin openai = test_backend_plugins:ShadowOpenAIConfig (entry point group annotator.backends) "
             "skipped: backend 'openai' is already annotator.backends.openai_config.OpenAITeacherConfig")
-    default, quiet = run_cli("validate", str(yaml_path), **env), run_cli("-q", "validate", str(yaml_path), **env)
+    default = run_cli_process("validate", str(yaml_path), **env)
+    quiet = run_cli_process("-q", "validate", str(yaml_path), **env)
     assert default.returncode == quiet.returncode == 0, default.stderr
     assert line in " ".join(default.stderr.split())
     assert quiet.stderr == "" and quiet.stdout == default.stdout

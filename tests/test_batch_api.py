@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
-from conftest import out_dir_of, read_annotations, rows_of, spawn_cli
+from conftest import kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
 
 BATCH = {"mode": "batch", "batch_poll_interval": 0.05}
 
@@ -38,17 +39,32 @@ def test_batch_run_splits_validates_and_retries_invalid_rows(run_cli, make_pipel
     assert server.stats()["batch"]["batches_created"] == 5
 
 
+def _committed_batch_ids(run_dir) -> list[str]:
+    """Batch ids the run has committed to its cache (a reader sees only committed rows)."""
+    try:
+        conn = sqlite3.connect(f"file:{run_dir / 'cache.sqlite'}?mode=ro", uri=True)
+    except sqlite3.OperationalError:  # not created yet
+        return []
+    try:
+        return [r[0] for r in conn.execute("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL")]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return []
+    finally:
+        conn.close()
+
+
 def test_kill_after_upload_rerun_reattaches_instead_of_paying_twice(run_cli, make_pipeline, server):
-    server.reset(batch_delay=4.0)
+    server.reset(batch_delay=1.5)  # the kill follows the batch's creation within milliseconds (it waits for an event)
     texts = [f"kill item {i}" for i in range(12)]
     yaml_path = make_pipeline(rows_of(texts), server.base_url, teacher=BATCH)
     proc = spawn_cli("run", str(yaml_path), "--quiet")
     try:
         server.wait_for(lambda s: s["batch"]["batches_created"] >= 1, timeout=60)
-        time.sleep(0.3)  # the batch id is committed right after creation
+        deadline = time.monotonic() + 30  # the batch id is committed right after creation: wait for that commit
+        while not _committed_batch_ids(out_dir_of(yaml_path)) and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
-        proc.kill()
-        proc.wait()
+        kill_group(proc)
     assert server.stats()["batch"]["statuses"] == {"batch_1": "in_progress"}
     res = run_cli("run", str(yaml_path), "--quiet")
     assert res.returncode == 0, res.stderr

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -354,12 +355,17 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     stage2 = tmp_path / "out" / "stages" / "strong"
     from_calibration = cached_samples(stage2)
     assert from_calibration == 73 * 3
-    cascade_server.configure(latency=0.05)
     start = cascade_server.stats()["total"]
     stage1_new = 73 * 3  # the copy outside the sample, 3 samples each
+    let_through = 20  # answers of stage 2 before the server holds the rest, in flight, until the kill
+    cascade_server.configure(hold_after=start + stage1_new + let_through)
     proc = spawn_cli("run", str(pipe), "--quiet", PYTHONPATH=str(REPO))
     try:
-        cascade_server.wait_for(lambda s: s["total"] >= start + stage1_new + 20 or proc.poll() is not None, timeout=90)
+        cascade_server.wait_for(lambda s: s["total"] > start + stage1_new + let_through or proc.poll() is not None,
+                                timeout=90)
+        deadline = time.monotonic() + 30  # each answer let through is committed the moment it arrives
+        while cached_samples(stage2) - from_calibration < let_through and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before stage 2 could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -369,8 +375,8 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     saved_by_run = cached_samples(stage2) - from_calibration
-    assert 0 < saved_by_run < 32 * 3  # killed midway through stage 2's 32 new rows
-    cascade_server.configure(latency=0.0)
+    assert saved_by_run == let_through  # killed midway through stage 2's 32 new rows, its answers saved
+    cascade_server.configure(hold_after=0)
     before = cascade_server.stats()["total"]
     code, out, err = cli(["run", str(pipe), "-q", "--json"], capsys)
     assert code == 0, err
@@ -412,6 +418,7 @@ class MakeProject:
                               cwd=self.root, capture_output=True, text=True, timeout=600, env=self.env)
 
 
+@pytest.mark.slow  # real make and annotator processes
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade_server: ServerHandle,
                                                                            tmp_path: Path) -> None:

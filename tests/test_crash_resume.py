@@ -82,6 +82,7 @@ def test_interrupted_run_resumes_without_asking_again(server, make_pipeline, run
     at_kill = server.stats()["by_item"]
     assert not (run_dir / "annotations.jsonl").exists()  # an interrupted run publishes nothing half-done
 
+    server.configure(latency=0.0)  # the latency kept calls in flight at the interrupt; the rerun need not wait
     proc = run_cli("run", str(p), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     after = server.stats()["by_item"]

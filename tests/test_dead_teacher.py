@@ -8,9 +8,8 @@
 
 from __future__ import annotations
 
-import socket
-
 from conftest import out_dir_of, read_annotations, rows_of
+from servers import free_port
 
 
 def _flat(proc) -> str:
@@ -19,14 +18,8 @@ def _flat(proc) -> str:
     return " ".join(out.split())
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: nothing listens there
-
-
 def test_unreachable_teacher_trips_the_breaker(make_pipeline, run_cli):
-    p = make_pipeline(rows_of([f"nobody answers {i}" for i in range(200)]), f"http://127.0.0.1:{_dead_port()}/v1",
+    p = make_pipeline(rows_of([f"nobody answers {i}" for i in range(200)]), f"http://127.0.0.1:{free_port()}/v1",
                       teacher={"max_retries": 0, "concurrency": 4},
                       validation={"max_consecutive_transport_failures": 5})
     proc = run_cli("run", str(p), "--quiet")

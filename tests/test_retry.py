@@ -165,7 +165,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_reask_runs_on_the_local_model(tmp_path):
+def test_reask_runs_on_the_local_model(tmp_path, local_teacher):
     """SmolLM2 (llama.cpp in-process): answers cut at max_tokens are re-asked in a conversation the real chat
     template accepts; every attempt is recorded, and a re-ask's prompt is longer than the first."""
     from annotator.records import iter_annotations
@@ -181,7 +181,7 @@ def test_reask_runs_on_the_local_model(tmp_path):
         cfg["validation"] = {"max_attempts": 2, "on_invalid": mode}
         path = tmp_path / f"{mode}.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        manifest, _ = run_pipeline(path)
+        manifest = local_teacher.run(path)
         runs[mode] = (manifest, list(iter_annotations(tmp_path / mode)))
     (m_resample, resampled), (m_reask, reasked) = runs["resample"], runs["reask"]
     assert m_reask.teacher_calls == m_resample.teacher_calls == 4

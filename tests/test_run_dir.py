@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LABELS, out_dir_of, read_annotations, rows_of, spawn_cli
+from conftest import LABELS, kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
 from fault_server import expected_label
 
 N_ROWS = 80
@@ -27,10 +27,12 @@ def _clean_error(proc, code: int, *needles: str) -> str:
     return flat
 
 
-def _start_slow_run(server, p: Path, after_requests: int = 8) -> subprocess.Popen[str]:
-    """Start `annotator run` and return once it is talking to the teacher (so it holds the lock)."""
+def _start_held_run(server, p: Path) -> subprocess.Popen[str]:
+    """Start `annotator run` with the teacher's answers held (``hold``: the run stays alive, holding the lock, until
+    the test releases them) and return once its first requests are in flight."""
+    server.configure(hold=True)
     proc = spawn_cli("run", str(p), "--quiet")
-    server.wait_for(lambda s: s["total"] >= after_requests or proc.poll() is not None, timeout=60)
+    server.wait_for(lambda s: s["in_flight"] >= 1 or proc.poll() is not None, timeout=60)
     assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
     return proc
 
@@ -48,7 +50,6 @@ def _assert_complete(run_dir: Path, texts: list[str], prefix: str = "r") -> None
 @pytest.mark.parametrize("second", ["same", "limit", "other-pipeline"])
 def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server, make_pipeline, run_cli, second):
     texts = [f"lock row {i} about the harvest" for i in range(N_ROWS)]
-    server.configure(latency=0.3)
     p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})
     if second == "other-pipeline":
         q = make_pipeline(rows_of([f"other {i}" for i in range(5)], prefix="o"), server.base_url, name="other",
@@ -56,16 +57,15 @@ def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server
         args = ["run", str(q)]
     else:
         args = ["run", str(p), *(["--limit", "5"] if second == "limit" else [])]
-    first = _start_slow_run(server, p)
+    first = _start_held_run(server, p)
     try:
         busy = run_cli(*args, "--quiet", timeout=60)
         assert first.poll() is None, "the first run ended before the second was refused: the test proves nothing"
         _clean_error(busy, 6, "is in use by another annotator process", f"(pid {first.pid})")
+        server.configure(hold=False)
         out, _ = first.communicate(timeout=120)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        kill_group(first)
     assert first.returncode == 0, out
     _assert_complete(out_dir_of(p), texts)
     # the refused process never reached the teacher
@@ -75,11 +75,11 @@ def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server
 
 def test_the_lock_of_a_killed_run_is_taken_over(server, make_pipeline, run_cli):
     texts = [f"stale lock row {i}" for i in range(N_ROWS)]
-    server.configure(latency=0.05)
     p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})
-    first = _start_slow_run(server, p)
+    first = _start_held_run(server, p)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
+    server.configure(hold=False)
     lock = out_dir_of(p) / "run.lock"
     assert lock.read_text().strip() == str(first.pid)  # the dead process's pid is still written there
     proc = run_cli("run", str(p), "--quiet")

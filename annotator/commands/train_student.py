@@ -11,14 +11,8 @@ from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, emit_json, fitted_table, log_console, result_console
 from annotator.student.calibration import MIN_FIT_ITEMS
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _pair(sc) -> str:
-    return "-" if sc is None else f"{_fmt(sc.accuracy)} / {_fmt(sc.macro_f1)}"
+from annotator.student.evaluate import fmt3 as _fmt
+from annotator.student.evaluate import pair_cell as _pair
 
 
 def _print_training(console: Console, m) -> None:
@@ -95,24 +89,28 @@ def _print_selection(console: Console, sel) -> None:
 
 
 def _print_scores(console: Console, m) -> None:
-    table = Table(title="vs human gold (acc / macro-F1); agree = student == teacher")
-    for c in ("scope", "n", "gold", "student", "teacher", "agree"):
+    table = Table(title="vs human gold (acc / macro-F1); agree = student == teacher; baseline = TF-IDF + log. regression")
+    for c in ("scope", "n", "gold", "student", "teacher", "baseline", "agree"):
         table.add_column(c, justify="left" if c == "scope" else "right")
-    rows = [(m.eval_split if name == "test" else "all*", b) for name, b in m.evaluation.items()]
+    base = m.baseline.evaluation if m.baseline is not None else {}
+    rows = [(m.eval_split if name == "test" else "all*", b, base.get(name)) for name, b in m.evaluation.items()]
     if m.slices is not None:
-        rows += [(f"{m.slices.scope} {m.slices.column}={v}", b) for v, b in m.slices.slices.items()]
-    for label, b in rows:
+        rows += [(f"{m.slices.scope} {m.slices.column}={v}", b, None) for v, b in m.slices.slices.items()]
+    for label, b, bl in rows:
         table.add_row(
             label,
             str(b.items),
             str(b.with_gold),
             _pair(b.student),
             _pair(b.teacher),
+            _pair(bl.baseline if bl is not None else None),
             _fmt(b.student_vs_teacher.accuracy if b.student_vs_teacher else None),
         )
     console.print(table)
     if "all" in m.evaluation:
         console.print("[dim]* all exported items, training items included[/]")
+    if m.baseline is not None and m.baseline.verdict:
+        console.print(f"[bold yellow]{m.baseline.verdict}[/]", soft_wrap=True)
 
 
 def _print_results(console: Console, m, out: Path) -> None:

@@ -334,7 +334,7 @@ def _split(
     return by_split
 
 
-def _build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]],
+def build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]],
                    cascade: bool = False) -> tuple[Any, Any]:
     """The ``DatasetDict`` of the rows, and its features (a cascade run's rows also carry their ``stage``)."""
     from datasets import Dataset, DatasetDict, Value
@@ -452,7 +452,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportSummary:
     cascade = run.manifest is not None and run.manifest.cascade is not None
     rows_by_split = {s: [{**row, **({"stage": it.record.stage} if cascade else {})}
                          for it in items for row in exporter.rows(it)] for s, items in items_by_split.items()}
-    dsd, features = _build_dataset(exporter, rows_by_split, cascade)
+    dsd, features = build_dataset(exporter, rows_by_split, cascade)
     counts.per_split = {s: len(dsd[s]) for s in dsd}
     counts.exported_items = len(kept)
     counts.exported_rows = sum(counts.per_split.values())

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from annotator.audit.calibration import calibrate
-
 TEMPERATURE_KEY = "student_temperature"
 METHOD = "temperature scaling (Guo et al. 2017): T minimises the NLL of the validation logits"
 _LOG_T_BOUNDS = (-3.0, 3.0)  # T in [0.05, 20.09]
@@ -99,6 +97,8 @@ def confidence_and_correct(probs: np.ndarray, targets: np.ndarray, multi_label: 
 
 def ece(probs: np.ndarray, targets: np.ndarray, multi_label: bool) -> float | None:
     """Expected calibration error (10 equal-width bins), via the audit's implementation."""
+    from annotator.audit.calibration import calibrate  # here: the CLI imports this module, the audit pulls in scipy
+
     if len(probs) == 0:
         return None
     conf, correct = confidence_and_correct(probs, targets, multi_label)

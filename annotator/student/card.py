@@ -7,18 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from annotator.student.evaluate import fmt3 as _f
+from annotator.student.evaluate import pair_cell as _pair
+
 if TYPE_CHECKING:
-    from annotator.student.evaluate import EvalBlock, Scores
-    from annotator.student.metrics import CalibrationInfo, LearningCurvePoint, StudentMetrics
+    from annotator.student.evaluate import EvalBlock
+    from annotator.student.metrics import BaselineReport, CalibrationInfo, LearningCurvePoint, StudentMetrics
     from annotator.student.slices import Selection
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _pair(sc: Scores | None) -> str:
-    return "-" if sc is None else f"{_f(sc.accuracy)} / {_f(sc.macro_f1)}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -80,6 +75,16 @@ def _curve(points: list[LearningCurvePoint]) -> list[str]:
             *_table(header, rows), "", *(f"- calibration: {n}" for n in notes), *([""] if notes else [])]
 
 
+def _baseline(b: BaselineReport) -> list[str]:
+    rows = [[name, str(s.items), _pair(s.baseline), _f(s.baseline_vs_teacher.accuracy if s.baseline_vs_teacher else None)]
+            for name, s in b.evaluation.items()]
+    return ["## Baseline", "", f"{b.method}, fit on the same {b.train_items} teacher labels in {b.seconds:g}s "
+            f"(C = {b.c:g}, chosen on validation).", "",
+            *_table(["scope", "items", "baseline acc / macro-F1 vs gold", "agree with teacher"], rows), "",
+            *([f"**{b.verdict}**", ""] if b.verdict else
+              [f"The student beats it ({b.compared_on}).", ""] if b.student_beats_baseline else [])]
+
+
 def render_card(m: StudentMetrics) -> str:
     """The model card's Markdown."""
     lines = [
@@ -102,6 +107,8 @@ def render_card(m: StudentMetrics) -> str:
             for k, b in m.evaluation.items()]
     lines += ["## Evaluation", "", "Accuracy / macro-F1 against the human gold; agree = student == teacher.", "",
               *_scores_rows(rows), ""]
+    if m.baseline is not None:
+        lines += _baseline(m.baseline)
     if m.slices is not None:
         s = m.slices
         lines += [f"## By {s.column}", "", f"The {s.scope} scope per value of `{s.column}` (read from {s.source}).",

@@ -46,6 +46,16 @@ class EvalBlock(BaseModel):
     student_confidence_note: str | None = None
 
 
+def fmt3(x: float | None) -> str:
+    """A score in a table cell: three decimals, ``-`` for none."""
+    return "-" if x is None else f"{x:.3f}"
+
+
+def pair_cell(sc: Scores | None) -> str:
+    """``accuracy / macro-F1`` in a table cell (``-`` for none)."""
+    return "-" if sc is None else f"{fmt3(sc.accuracy)} / {fmt3(sc.macro_f1)}"
+
+
 def _r(x: float) -> float:
     return round(float(x), 4)
 

@@ -16,6 +16,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 MODEL_DIR = "model"
 CARD_FILE = "README.md"  # the student's model card, in MODEL_DIR
+BASELINE_METHOD = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression"
 
 
 class StudentError(AnnotatorError):
@@ -75,6 +76,31 @@ class SliceEvaluation(BaseModel):
     slices: dict[str, EvalBlock]
 
 
+class BaselineScope(BaseModel):
+    """The baseline's scores on one evaluation scope of the student (same items)."""
+
+    items: int
+    with_gold: int = 0
+    baseline: Scores | None = Field(None, description="Baseline vs human gold.")
+    baseline_vs_teacher: Scores | None = Field(None, description="Baseline vs the teacher's labels.")
+
+
+class BaselineReport(BaseModel):
+    """Saved in metrics.json as ``baseline``."""
+
+    method: str = BASELINE_METHOD
+    c: float = Field(description="The regularisation chosen on validation.")
+    train_items: int
+    seconds: float
+    validation: Scores | None = Field(None, description="Vs the teacher's labels on the validation items.")
+    evaluation: dict[str, BaselineScope] = Field(default_factory=dict, description="The student's scopes.")
+    compared_on: str | None = Field(None, description="Where student and baseline were compared, e.g. 'test vs gold'.")
+    student_beats_baseline: bool | None = Field(
+        None, description="The student has a higher accuracy AND a higher macro-F1 there (None: nothing to compare)."
+    )
+    verdict: str | None = Field(None, description="The plain sentence shown when the student does not beat it.")
+
+
 class StudentMetrics(BaseModel):
     """Saved as ``metrics.json`` by ``annotator train-student``."""
 
@@ -107,4 +133,5 @@ class StudentMetrics(BaseModel):
     learning_curve: list[LearningCurvePoint] = []
     slices: SliceEvaluation | None = Field(None, description="--eval-by COLUMN: the evaluated scope per slice.")
     selection: Selection | None = Field(None, description="--train-where / --test-where as applied.")
+    baseline: BaselineReport | None = Field(None, description="TF-IDF + logistic regression on the same labels.")
     notes: list[str] = []

@@ -14,14 +14,24 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from annotator.errors import AnnotatorError
-from annotator.inputs import InputRow
-from annotator.student.predict import Labeler, PredictError, Prediction, StudentInfo, StudentModel
+from annotator.inputs import InputConfig, InputRow
+from annotator.student.predict import (
+    Labeler,
+    PredictError,
+    Prediction,
+    PredictOptions,
+    PredictSummary,
+    StudentInfo,
+    StudentModel,
+    local_labeler,
+    predict_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +134,17 @@ def _regroup(chunk: list[list[InputRow]], rows: Iterator[dict[str, Any]]) -> Ite
         if len(preds) != len(b):
             raise RuntimeError(f"Ray returned {len(preds)} predictions for a batch of {len(b)} rows")
         yield preds
+
+
+def predict_here_or_on_ray(
+    info: StudentInfo, input_cfg: InputConfig, opts: PredictOptions, device: str = "auto", ray: str | None = None,
+    ray_workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+) -> PredictSummary:
+    """:func:`predict_file` in this process (on ``device``), or with ``ray`` (an address, or ``"local"`` for
+    ray.init()'s default) on a Ray cluster."""
+    if ray is None:
+        return predict_file(info, input_cfg, opts, local_labeler(info, device, opts.batch_size), on_progress)
+    from annotator.ray_support import ray_session
+
+    with ray_session(None if ray == "local" else ray):
+        return predict_file(info, input_cfg, opts, ray_labeler(info, opts.batch_size, ray_workers), on_progress)

