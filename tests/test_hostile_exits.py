@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import textwrap
 
-from test_ray import ray_address  # noqa: F401 - the module fixture: a private local Ray cluster
 from test_task_registry import keywords_pipeline
 
 from conftest import install_entry_point, out_dir_of, rows_of
@@ -35,19 +34,19 @@ def _plugin(tmp_path, at_import: bool) -> dict[str, str]:
     return install_entry_point(site, "annotator.tasks", "keywords", "exiting_plugin:ExitingTask")
 
 
-def test_a_plugin_exiting_at_import_is_a_skipped_plugin(tmp_path, server, run_cli):
+def test_a_plugin_exiting_at_import_is_a_skipped_plugin(tmp_path, server, run_cli_process):
     env = _plugin(tmp_path, at_import=True)
     pipe = keywords_pipeline(tmp_path, server.base_url)
-    res = run_cli("run", str(pipe), **env)
+    res = run_cli_process("run", str(pipe), **env)
     assert res.returncode == 2, res.stdout + res.stderr  # exit 0 with no output and no annotations before
     assert "skipped: it called sys.exit(0) while being imported" in res.stderr
     assert "unknown task 'keywords'" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_a_plugin_exiting_while_running_is_exit_2_naming_it(tmp_path, server, run_cli):
+def test_a_plugin_exiting_while_running_is_exit_2_naming_it(tmp_path, server, run_cli_process):
     env = _plugin(tmp_path, at_import=False)
     pipe = keywords_pipeline(tmp_path, server.base_url)
-    res = run_cli("run", str(pipe), **env)
+    res = run_cli_process("run", str(pipe), **env)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "exiting_plugin (line" in res.stderr and "called sys.exit(0)" in res.stderr
     assert "Traceback" not in res.stderr and not (out_dir_of(pipe) / "annotations.jsonl").exists()

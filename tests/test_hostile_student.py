@@ -19,7 +19,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from hostile import cli, one_line_error
-from test_predict import student_dir  # noqa: F401 - the session fixture: a real student, trained once
 
 from conftest import write_rows
 
