@@ -52,7 +52,7 @@ def test_a_plugin_exiting_while_running_is_exit_2_naming_it(tmp_path, server, ru
     assert "Traceback" not in res.stderr and not (out_dir_of(pipe) / "annotations.jsonl").exists()
 
 
-def test_a_401_on_ray_stops_the_run_like_a_local_401(ray_address, server, make_pipeline, run_cli):  # noqa: F811
+def test_a_401_on_ray_stops_the_run_like_a_local_401(ray_address, server, make_pipeline, run_cli):
     texts = [f"[[401]] refused row {i}" for i in range(40)]
     answers = {}
     for where in ("local", ray_address):

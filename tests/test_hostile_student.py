@@ -24,7 +24,7 @@ from conftest import write_rows
 
 
 @pytest.fixture
-def student(student_dir: Path, tmp_path: Path) -> Path:  # noqa: F811
+def student(student_dir: Path, tmp_path: Path) -> Path:
     """A copy of the real student of tests/test_predict.py (MiniLM, two training steps) to damage."""
     return Path(shutil.copytree(student_dir, tmp_path / "student"))
 
