@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from annotator.backends.base import BaseTeacherConfig
 from annotator.backends.local_llama import LocalTeacherConfig
 from annotator.backends.registry import TeacherConfig, explain_teacher_error
+from annotator.bounds import MAX_TEXT_FILE_BYTES, read_text_at_most
 from annotator.cascade.settings import CascadeConfig
 from annotator.errors import ConfigError
 from annotator.inputs import InputConfig
+from annotator.redact import is_secret_name, register_secret
 from annotator.retry import ValidationConfig
 from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names, unknown_task
 
@@ -214,6 +216,40 @@ def _override_touches(override: str, loc: str) -> bool:
     return bool(loc) and (key == loc or key.startswith(loc + ".") or loc.startswith(key + "."))
 
 
+MAX_CONFIG_VALUES = 200_000
+"""A pipeline's values, YAML aliases expanded, at most: an alias bomb (each level repeating the one below) is refused
+before anything walks it, instead of taking minutes and gigabytes."""
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse ``data`` (parsed YAML) whose aliases expand to more than :data:`MAX_CONFIG_VALUES` values, or that
+    holds itself (a recursive alias). Linear in the distinct nodes: each node's expanded size is computed once."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (a recursive structure); remove it")
+        active.add(key)
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(f"{where}: more than {MAX_CONFIG_VALUES:,} values once YAML aliases (*name) are "
+                                  "expanded; a pipeline file needs far fewer (an alias bomb?)")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
+
+
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 PATH_FIELDS = ("input.path", "prompt.template", "output.dir", "cascade.calibration")
 
@@ -241,6 +277,8 @@ def expand_env(data: Any, path: Path, used: list[str], where: str = "") -> Any:
             value = default
         if name not in used:
             used.append(name)
+        if is_secret_name(name):  # redacted wherever it ends up (URLs, run.json, messages)
+            register_secret(value)
         return value
 
     return _ENV_REF.sub(sub, data)
@@ -256,6 +294,9 @@ def apply_override(data: dict[str, Any], override: str, path: Path) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
+    check_size(value, f"--set {key}")
     if key in PATH_FIELDS and isinstance(value, str) and value:
         value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
     *parents, leaf = key.split(".")
@@ -296,9 +337,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     if not p.exists():
         raise ConfigError(f"pipeline file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = read_text_at_most(p, MAX_TEXT_FILE_BYTES)
+        if text is None:
+            raise ConfigError(f"{p} holds more than {MAX_TEXT_FILE_BYTES:,} bytes: a pipeline file is at most that "
+                              "(put data in the input file, not in the pipeline)")
+        data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{p} is nested too deeply to be a pipeline file (hundreds of levels of [ or {{)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline file {p}: {exc.strerror or exc}") from None
+    check_size(data, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level, got {type(data).__name__}")
     env_vars: list[str] = []

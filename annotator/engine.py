@@ -11,12 +11,12 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 
@@ -33,7 +33,9 @@ from annotator.errors import (
     TeacherUnreachable,
     TemplateError,
 )
-from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
+from annotator.guard import check_run_outputs
+from annotator.inputs import InputRow, check_ids, count_rows, cut_by_limit, iter_rows
+from annotator.plugins import foreign_exit
 from annotator.records import (
     CACHE_FILE,
     AnnotationRecord,
@@ -43,6 +45,7 @@ from annotator.records import (
     RunManifest,
     earlier_invocations,
 )
+from annotator.redact import redact_data
 from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
 from annotator.rundir import RunDirLock, bind_run_dir, verify_outputs, write_run_outputs
 from annotator.schemas import strict_json_schema
@@ -50,6 +53,7 @@ from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _utc(ts: float | None) -> str | None:
@@ -361,7 +365,7 @@ class Pipeline:
         phash = prompt_hash(messages)
         budget = RowBudget(self.policy.max_tokens_per_row, row_id=row.id)
         results = await asyncio.gather(*(
-            self._sample(lane, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
+            _no_plugin_exit(self._sample(lane, messages, k, row, budget)) for k in range(self.cfg.teacher.samples)
         ))
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
@@ -392,6 +396,8 @@ class Pipeline:
         the written outputs before returning (see :mod:`annotator.rundir`).
         """
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        check_run_outputs(self.out_dir, {"input file": self.cfg.input.path, "prompt template": self.cfg.prompt.template,
+                                         "pipeline file": self.cfg.source_path})
         with RunDirLock(self.out_dir):
             self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
             if self.only_rows is not None:
@@ -410,7 +416,7 @@ class Pipeline:
                     if self._backend is None:
                         await backend.aclose()
                 manifest = self._manifest(backend, started_at)
-                write_run_outputs(self.out_dir, store, manifest)
+                write_run_outputs(self.out_dir, store, manifest, partial=cut_by_limit(self.cfg.input))
                 verify_outputs(self.out_dir, store)
             finally:
                 store.close()
@@ -425,7 +431,7 @@ class Pipeline:
 
         async def process(row: InputRow) -> None:
             try:
-                record = await self._row(lane, row)
+                record = await _no_plugin_exit(self._row(lane, row))
             finally:
                 flight.release()
             store.put_result(row.index, record.id, record.model_dump_json())
@@ -461,7 +467,7 @@ class Pipeline:
         manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
-            config=self.cfg.model_dump(mode="json"),
+            config=redact_data(self.cfg.model_dump(mode="json")),
             task=self.cfg.task.type,
             labels=labels,
             multi_label=multi_label,
@@ -474,13 +480,22 @@ class Pipeline:
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
-            overrides=self.cfg.overrides,
+            overrides=redact_data(self.cfg.overrides),
             retry_failed=self.retry_failed,
             env_vars=self.cfg.env_vars,
             answers=self.answers.provenance(),
         )
         manifest.history = [*earlier_invocations(self.out_dir), manifest.invocation()]
         return manifest
+
+
+async def _no_plugin_exit(work: Awaitable[_T]) -> _T:
+    """``await work``, with a task plugin's ``sys.exit()`` turned into this run's error (in a task, a SystemExit
+    would leave the event loop at once, the run's cleanup undone)."""
+    try:
+        return await work
+    except SystemExit as exc:
+        raise foreign_exit(exc) or exc from None
 
 
 _USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from annotator.backends.base import Generation, GenerationRequest
+from annotator.bounds import server_wait
 from annotator.cache import SampleResult
 from annotator.errors import BackendError
 from annotator.inputs import InputRow
@@ -95,15 +96,17 @@ class RetryAfterOrBackoff:
     """tenacity wait: the server's Retry-After when given, else exponential backoff with jitter; at most
     ``max_backoff`` seconds either way."""
 
-    def __init__(self, max_backoff: float):
+    def __init__(self, max_backoff: float, warned: set[str] | None = None):
         self.max_backoff = max_backoff
+        self.warned = set() if warned is None else warned
         self.backoff = wait_exponential_jitter(multiplier=0.5, max=max_backoff, jitter=0.5)
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after_seconds(exc)
+        hinted = server_wait(retry_after_seconds(exc), "Retry-After", self.max_backoff, "teacher.max_backoff",
+                             self.warned)
         if hinted is not None:
-            return min(hinted, self.max_backoff)
+            return hinted
         return self.backoff(state)
 
 
@@ -122,6 +125,7 @@ class TransportRetry:
 
     max_retries: int
     max_backoff: float
+    warned: set[str] = field(default_factory=set, compare=False)  # Retry-After waits already reported as capped
 
     def attempts(self) -> AsyncRetrying:
         """A fresh tenacity loop for one call (``async for attempt in ...: with attempt: ...``); the last error
@@ -129,7 +133,7 @@ class TransportRetry:
         return AsyncRetrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.max_retries + 1),
-            wait=RetryAfterOrBackoff(self.max_backoff),
+            wait=RetryAfterOrBackoff(self.max_backoff, self.warned),
             before_sleep=_log_retry,
             reraise=True,
         )

@@ -7,7 +7,9 @@ becomes an error-file line) once ``batch_delay`` seconds have passed since it wa
 ``in_progress`` with ``request_counts.completed`` growing. Server config: ``batch_delay`` (seconds),
 ``batch_fail_next`` (``expired``: the next batch answers only the first half of its requests;
 ``failed``/``cancelled``: none), ``batch_create_status`` (an HTTP status ``POST /v1/batches`` answers with instead,
-0 = none). ``/stats`` gains ``batch``: ``files_uploaded``, ``batches_created``, ``batch_requests``, ``statuses``.
+0 = none), ``batch_mangle_next`` (the next batch's output file is hostile: ``truncated`` cuts its last line in half
+and puts a line that is not JSON and one that is not an object before it; ``duplicate`` answers its first request
+twice, differently, and its second request twice, identically). ``/stats`` gains ``batch``: ``files_uploaded``, ``batches_created``, ``batch_requests``, ``statuses``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ if TYPE_CHECKING:
     from fault_server import FaultServer
 
 Reply = tuple[int, Any, bytes | None]
+
+
+def _mangle(out: list[str], how: str) -> list[str]:
+    """A hostile output file (see ``batch_mangle_next``)."""
+    if how == "truncated" and len(out) >= 2:
+        return [*out[:-1], "<html>502 Bad Gateway</html>", "[1, 2, 3]", out[-1][: len(out[-1]) // 2]]
+    if how == "duplicate" and len(out) >= 2:
+        first = json.loads(out[0])
+        other = json.loads(json.dumps(first))
+        content = other["response"]["body"]["choices"][0]["message"]
+        content["content"] = content["content"].replace('"label": "', '"label": "x')  # a different answer
+        return [out[0], json.dumps(other), out[1], out[1], *out[2:]]
+    return out
 
 
 def _multipart_file(body: bytes, content_type: str) -> bytes:
@@ -85,9 +100,10 @@ class BatchFake:
             "id": bid, "input_file_id": fid, "lines": lines, "created": time.time(), "status": "in_progress",
             "fail": cfg.get("batch_fail_next") or "", "endpoint": req["endpoint"], "metadata": req.get("metadata"),
             "completion_window": req["completion_window"], "output_file_id": None, "error_file_id": None,
-            "counts": (0, 0),
+            "counts": (0, 0), "mangle": cfg.get("batch_mangle_next") or "",
         }
         cfg["batch_fail_next"] = ""
+        cfg["batch_mangle_next"] = ""
         return 200, self._view(bid), None
 
     def _view(self, bid: str) -> dict[str, Any]:
@@ -119,6 +135,7 @@ class BatchFake:
             ok, record = self._answer(line, f"{b['id']}_{n}")
             (out if ok else err).append(json.dumps(record))
         b["counts"] = (len(out), len(err))
+        out = _mangle(out, b["mangle"])
         for kind, rows in (("out", out), ("err", err)):
             if rows:
                 fid = f"file-{kind}-{b['id']}"

@@ -48,7 +48,8 @@ answer, fixed so tests can compute token budgets and costs; ``cached_tokens`` go
 ``trickle_interval`` and ``huge_chars`` (see the faults above), ``hold`` (true: every answer waits, in flight, until
 ``hold`` is set false again; a test that needs a run alive, e.g. holding its lock, holds its answers),
 ``hold_after`` (n > 0: requests after the n-th since the last reset are held the same way, until ``hold_after`` is
-set to 0; a test that kills a run midway lets exactly n answers through).
+set to 0; a test that kills a run midway lets exactly n answers through), ``headers`` (added to every answer, e.g.
+hostile ``x-ratelimit-reset-*`` values; cleared by ``/reset``).
 
 Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
 requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
@@ -219,6 +220,8 @@ class FaultServer:
         self.messages_by_item: dict[str, list[Any]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.cfg["headers"] = {}  # extra headers on every completion answer (hostile x-ratelimit-* values)
+        self.cfg["batch_mangle_next"] = ""
         self.cfg["by_request"] = {}
         if hasattr(self, "batch_api"):
             self.batch_api.reset()
@@ -350,7 +353,10 @@ class FaultServer:
         """Book this request against ``rpm``/``tpm``; the 429 headers when it is over a limit, else None (the
         ``x-ratelimit-*`` headers of the answer are then in ``self._limit_headers``)."""
         now = time.time()
-        tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        try:
+            tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        except (OverflowError, ValueError, TypeError):  # hostile usage figures (inf, strings): not counted
+            tokens = 0
         window = float(self.cfg["rate_window"])
         self._window = [(t, n) for t, n in self._window if t > now - window]
         max_req = self.cfg["rpm"] * window / 60.0
@@ -371,7 +377,7 @@ class FaultServer:
             headers.update({"x-ratelimit-limit-tokens": str(int(max_tok)),
                             "x-ratelimit-remaining-tokens": str(max(0, int(max_tok - used_tok))),
                             "x-ratelimit-reset-tokens": reset})
-        self._limit_headers = headers
+        self._limit_headers = {**headers, **self.cfg.get("headers", {})}
         if not over:
             return None
         return {**headers, "Retry-After": f"{parse_seconds(reset):.3f}"}

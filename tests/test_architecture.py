@@ -264,7 +264,7 @@ def test_a_task_that_does_not_classify_is_refused_by_audit_and_sample(tmp_path):
     from annotator.errors import InputDataError
 
     run = _run_dir(tmp_path / "run", "rephrase", [None, None])
-    with pytest.raises(InputDataError, match="'rephrase' records; audit needs a single-label task"):
+    with pytest.raises(InputDataError, match="'rephrase' records; audit and estimate need a single-label task"):
         load_teacher(run)
     with pytest.raises(InputDataError, match="'rephrase' task; sampling for an audit needs a label task"):
         load_candidates(run)

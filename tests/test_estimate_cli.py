@@ -135,7 +135,10 @@ def test_several_teachers_side_by_side(real_run: tuple[Path, dict[str, Any]], fi
     assert names == ["out", "good"]
     fault, perfect = ({s["label"]: s for s in t["overall"]["shares"]} for t in rep["teachers"])
     assert perfect["politics"]["effective_human_labels"] > fault["politics"]["effective_human_labels"]
-    assert perfect["politics"]["corrected"]["value"] == pytest.approx(perfect["politics"]["teacher_share"])
+    # humans agree with it everywhere: it counts almost fully (lambda just under 1: the small-count adjustment's
+    # pseudo-disagreements) and the corrected share is its raw share
+    assert perfect["politics"]["lam"] > 0.9
+    assert perfect["politics"]["corrected"]["value"] == pytest.approx(perfect["politics"]["teacher_share"], abs=0.005)
     md = (out / "estimate.md").read_text()
     assert "## Side by side" in md and "good corrected" in md and "out corrected" in md
 
@@ -189,13 +192,14 @@ def bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "confidence": (args(h, run, "--confidence", "95"), "--confidence must be between 0 and 1"),
         "min slice": (args(h, run, "--min-slice-humans", "1"), "--min-slice-humans must be at least 2"),
         "no teacher": (args(h, tmp_path / "nothing"), "teacher path not found"),
-        "out is a file": (args(h)[:-1] + [str(tmp_path / "humans.csv")], "is a file; give a folder"),
+        "out is a file": (args(h)[:-1] + [str(tmp_path / "single.csv")], "is a file, not a folder: choose a folder"),
+        "out is the humans file": (args(h)[:-1] + [h], "is the --humans file: writing there would destroy it"),
     }
 
 
 @pytest.mark.parametrize("case", ["no overlap", "one label", "probability 0", "probability above 1",
                                   "teacher failed on all", "one human item", "no such column", "confidence",
-                                  "min slice", "no teacher", "out is a file"])
+                                  "min slice", "no teacher", "out is a file", "out is the humans file"])
 def test_bad_input_is_one_line_and_exit_code_2(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args, message = bad_input_cases(tmp_path)[case]
     code, _, err = cli(args, capsys)
@@ -252,7 +256,7 @@ def test_confidence_strata_are_bands_when_confidence_is_continuous(tmp_path: Pat
     assert sp.confidence_stratum([1 / 3, 1.0])(1 / 3) == "0.333"
     run, _ = make_run(tmp_path / "run", n=100, seed=2)
     cands, labels = sp.load_candidates(run)
-    with pytest.raises(InputDataError, match="at least the number of confidence strata"):
+    with pytest.raises(InputDataError, match="at least the number of its strata"):
         sp.allocation(cands, 2, "confidence", labels)
 
 

@@ -134,12 +134,14 @@ def print_table(corpus: Corpus, results: dict[str, Result]) -> None:
                   f"{r.width[k] / r.human_width[k]:.2f} | {r.effective[k]:.0f} |")
 
 
-def test_corrected_and_human_intervals_cover_the_true_share_93_to_97_percent(results: dict[str, Result]) -> None:
+def test_corrected_and_human_intervals_cover_the_true_share_93_to_98_5_percent(results: dict[str, Result]) -> None:
+    """Nominal 95%; the small-count adjustment of the variance (stats.PSEUDO_CELL) errs on the safe side where a
+    slice holds few disagreements (15 human items carry science in the German slice), so up to 98.5%."""
     for name, r in results.items():
         for k, lab in enumerate(LABELS):
-            assert 0.93 <= r.coverage[k] <= 0.97, (name, lab, r.coverage[k])
-            assert 0.93 <= r.human_coverage[k] <= 0.97, (name, lab, r.human_coverage[k])
-            assert 0.93 <= r.slice_coverage[k] <= 0.97, (name, lab, "slice", r.slice_coverage[k])
+            assert 0.93 <= r.coverage[k] <= 0.985, (name, lab, r.coverage[k])
+            assert 0.93 <= r.human_coverage[k] <= 0.985, (name, lab, r.human_coverage[k])
+            assert 0.93 <= r.slice_coverage[k] <= 0.985, (name, lab, "slice", r.slice_coverage[k])
 
 
 def test_the_raw_teacher_share_misses_the_truth(corpus: Corpus) -> None:
@@ -169,8 +171,9 @@ def test_confidence_driven_sample_beats_a_random_one(results: dict[str, Result])
 
 
 def test_small_samples_cover_when_each_label_has_20_human_items(corpus: Corpus) -> None:
-    """Smaller random human samples: the normal interval of a label holds (>= 93%) when about 20 or more human items
-    carry it (the report's note threshold, MIN_LABEL_HUMANS); rarer labels may cover less, which the report says."""
+    """Smaller random human samples: the interval of a label holds (>= 93%) when about 20 or more human items carry
+    it (the report's note threshold, MIN_LABEL_HUMANS), and with the small-count adjustment also below (50 items:
+    85.9-94.5% before it)."""
     from annotator.estimate.run import MIN_LABEL_HUMANS
 
     print(f"\n| human items | {' | '.join(LABELS)} |\n|---|{'---|' * len(LABELS)}")
@@ -187,4 +190,4 @@ def test_small_samples_cover_when_each_label_has_20_human_items(corpus: Corpus) 
         print(f"| {n} | " + " | ".join(f"{c:.1%}" for c in coverage) + " |")
         enough = n * corpus.truth >= MIN_LABEL_HUMANS
         assert np.all(coverage[enough] >= 0.93), (n, coverage, enough)
-        assert np.all(coverage <= 0.97), (n, coverage)
+        assert np.all(coverage <= 0.98), (n, coverage)

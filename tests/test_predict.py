@@ -18,6 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hostile import fake_student
+
+from annotator.guard import claim
+
 from conftest import kill_group, spawn_cli, write_rows
 from label_runs import LABELS
 
@@ -91,12 +95,7 @@ def test_predict_labels_routes_and_resumes_after_kill(student_dir, tmp_path, run
 @pytest.fixture
 def student_files(tmp_path: Path) -> Path:
     """A student folder as train-student writes it, without the weights: what predict checks before loading them."""
-    folder = tmp_path / "student"
-    (folder / "model").mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"label_names": LABELS, "multi_label": False,
-                                                     "train_config": {"max_length": 24}}))
-    (folder / "model" / "config.json").write_text(json.dumps({"id2label": dict(enumerate(LABELS))}))
-    return folder
+    return fake_student(tmp_path / "student", tuple(LABELS))  # tests/hostile.py: one fake for every test
 
 
 def test_predict_user_errors(student_files, tmp_path, run_cli):
@@ -115,11 +114,13 @@ def test_predict_user_errors(student_files, tmp_path, run_cli):
     assert "JSONL" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.csv"))
     assert "missing column 'body'" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"),
                                             "--text-column", "body")
-    other = tmp_path / "other.jsonl"
+    other = tmp_path / "other.jsonl"  # predictions files of `annotator predict` (claimed), for other inputs/students
     other.write_text(json.dumps({"id": "zzz", "label": "sport"}) + "\n")
+    claim(other, "predict", "predictions")
     assert "written for another input" in fails(str(student_dir), str(inp), "--out", str(other))
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text(json.dumps({"id": "d00000", "label": "weather"}) + "\n")
+    claim(foreign, "predict", "predictions")
     assert "another student" in fails(str(student_dir), str(inp), "--out", str(foreign))
     assert "go together" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"),
                                   "--route-below", "0.5")
@@ -129,7 +130,13 @@ def test_resume_checks_the_rows_cuts_a_torn_tail_and_trims_the_route_file(studen
     """predict_file with a stand-in labeler: a crash leaves OUT with a torn last line and the route file ahead of
     OUT; the rerun keeps every whole line, labels each missing row once, in order, and routes the same rows."""
     from annotator.inputs import InputConfig
-    from annotator.student.predict import PredictOptions, load_student_info, predict_file
+    from annotator.student.predict import (
+        PREDICTIONS_ROLE,
+        ROUTE_ROLE,
+        PredictOptions,
+        load_student_info,
+        predict_file,
+    )
 
     info = load_student_info(student_files)
     inp = corpus(tmp_path / "in.csv", 300)
@@ -155,6 +162,8 @@ def test_resume_checks_the_rows_cuts_a_torn_tail_and_trims_the_route_file(studen
     lines = (tmp_path / "ref.jsonl").read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:100]) + lines[100][:9])  # a torn line, as a kill leaves it
     route.write_text((tmp_path / "ref_route.jsonl").read_text())  # routed further than OUT got
+    claim(out, "predict", PREDICTIONS_ROLE)  # the claims the killed run wrote before its first line
+    claim(route, "predict", ROUTE_ROLE)
     labelled.clear()
     summary = run(out, route)
     assert summary.resumed_after == 100 and summary.predicted == 200

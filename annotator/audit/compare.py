@@ -20,8 +20,9 @@ from annotator.audit.report import f, fe, markdown_table
 from annotator.audit.results import AuditReport, Comparison, TeacherSummary
 from annotator.audit.run_audit import run_audit
 from annotator.errors import InputDataError
+from annotator.guard import check_distinct, check_folder, has_keys
 from annotator.records import read_manifest
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_files
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ def compare_teachers(opts: AuditOptions, teachers: list[Path], out: Path) -> tup
     if len(teachers) < 2:
         raise InputDataError("comparing teachers needs at least 2 --teacher values")
     names = teacher_names(teachers)
+    check_distinct("audit", {"--out": out}, {"--humans file": Path(opts.humans),
+                                             **{f"--teacher {t}": t for t in teachers}})
+    check_folder(out, "audit", (COMPARISON_JSON, COMPARISON_MD, *names), COMPARISON_JSON,
+                 has_keys("teachers", "passing", "ranking"))
     reports: list[AuditReport] = []
     summaries: list[TeacherSummary] = []
     for name, path in zip(names, teachers):
@@ -103,8 +108,8 @@ def compare_teachers(opts: AuditOptions, teachers: list[Path], out: Path) -> tup
         ranking=[s.name for s in ranked if s.advantage_probability is not None], notes=notes,
     )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / COMPARISON_JSON, comparison.model_dump_json(indent=2))
-    atomic_write_text(out / COMPARISON_MD, render_comparison(comparison))
+    atomic_write_files({out / COMPARISON_MD: render_comparison(comparison),
+                        out / COMPARISON_JSON: comparison.model_dump_json(indent=2)})
     return comparison, reports
 
 

@@ -22,12 +22,17 @@ def _plt() -> Any:
     return plt
 
 
-def save_png(fig: Any, path: Path) -> None:
-    """Write the figure as a PNG (120 dpi), atomically (:func:`annotator.rundir.atomic_write_bytes`); close it."""
+def png_bytes(fig: Any) -> bytes:
+    """The figure as a PNG (120 dpi); closes it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write the figure as a PNG (:func:`png_bytes`), atomically (:func:`annotator.rundir.atomic_write_bytes`)."""
+    atomic_write_bytes(path, png_bytes(fig))
 
 
 def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:

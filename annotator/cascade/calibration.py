@@ -38,6 +38,7 @@ from annotator.cascade.stages import (
 )
 from annotator.config import PipelineConfig
 from annotator.errors import ConfigError, InputDataError, TeacherUnreachable
+from annotator.guard import check_distinct
 from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import iter_annotations
 from annotator.rundir import RunDirLock, atomic_write_text, os_error
@@ -459,6 +460,9 @@ async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, 
     it (``annotator calibrate`` writes the report there); return it. The output directory stays locked until
     ``then`` returns, so a second ``calibrate`` or ``run`` cannot interleave its files with these."""
     cascade_of(cfg)
+    check_distinct("calibrate", {"cascade.calibration": calibration_path(cfg)},  # the output guard, before any call
+                   {"--humans file": humans_path, "input file": cfg.input.path, "pipeline file": cfg.source_path,
+                    "prompt template": cfg.prompt.template})
     # the sample is a draw of the whole input: input.limit (a trial run's first rows) would have left the sample
     # items past it out as "not in the input", and the run without the limit would have trusted that calibration
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"limit": None})})
@@ -588,7 +592,7 @@ def draw_sample(cfg: PipelineConfig, n: int, out: Path, seed: int = 0,
                     cfg.input.path, len(items))
     try:
         files = sp.write_sheets(out, items, sp.assign(len(items), names, per_item), names, labels,
-                                inclusion_prob=[len(items) / len(rows)] * len(items), design=design)
+                                inclusion_prob=[len(items) / len(rows)] * len(items), design=design, command="calibrate")
     except OSError as exc:
         raise os_error(exc, exc.filename or out) from None
     return files, len(items)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from annotator.commands.output import JSON_HELP, emit_json, log_console, result_console
+from annotator.errors import InputDataError
 
 if TYPE_CHECKING:
     from annotator.estimate.report import EstimateReport
@@ -50,7 +51,10 @@ def estimate_command(
     base = first if first.is_dir() else first.parent
     if out is None:
         out = base / "estimate" if len(teacher) == 1 else base.parent / "estimate-comparison"
-    label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels is not None else None
+    if label_list == []:
+        raise InputDataError(f"--labels {labels!r} names no label; give them comma-separated (e.g. --labels neg,pos) "
+                             "or leave --labels out (the run's labels)")
     opts = EstimateOptions(humans=humans, teachers=list(teacher), out=out, labels=label_list, by=list(by) if by else None,
                            min_slice_humans=min_slice_humans, confidence=confidence, plots=plots)
     report = run_estimate(opts)
@@ -66,6 +70,7 @@ def estimate_command(
 
 def _print(report: EstimateReport, out: Path) -> None:
     from annotator.audit.report import f, fe
+    from annotator.estimate.report import MAX_LISTED
 
     console = result_console()
     ci = f"{int(round(report.confidence_level * 100))}% CI"
@@ -73,13 +78,17 @@ def _print(report: EstimateReport, out: Path) -> None:
         table = Table(title=f"{t.name}: {t.population:,} items, {t.human_items:,} human ({t.design})")
         for col in ("slice", "label", "teacher (raw)", f"corrected [{ci}]", f"humans only [{ci}]", "eff. humans"):
             table.add_column(col, justify="left" if col in ("slice", "label") else "right")
+        small = [s for s in t.slices or [] if s.too_small]
         for s in [t.overall, *(t.slices or [])]:
             if s.too_small:
-                table.add_row(s.slice, f"too small ({s.n_humans} human items)", "", "", "", "")
                 continue
             for x in s.shares:
                 n_eff = "n/a" if x.effective_human_labels is None else f"{x.effective_human_labels:,.0f}"
                 table.add_row(s.slice, x.label, f(x.teacher_share), fe(x.corrected), fe(x.human_only), n_eff)
+        for s in small[:MAX_LISTED]:
+            table.add_row(s.slice, f"too small ({s.n_humans} human items)", "", "", "", "")
+        if len(small) > MAX_LISTED:
+            table.add_row("...", f"{len(small) - MAX_LISTED:,} more slices too small (see estimate.json)", "", "", "", "")
         console.print(table)
     console.print(f"Report: {out / 'estimate.md'}  (JSON: {out / 'estimate.json'}"
                   + (f"; plot: {out / 'forest.png'})" if "forest_plot" in report.files else ")"), soft_wrap=True)

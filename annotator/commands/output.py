@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from annotator.progress import quiet
+from annotator.redact import redact_data
 
 JSON_HELP = "Print a machine-readable JSON summary to stdout instead of tables (logs and progress go to stderr)."
 SET_HELP = (
@@ -42,9 +43,10 @@ def jsonable(model: BaseModel) -> dict[str, Any]:
 
 
 def emit_json(data: BaseModel | dict[str, Any]) -> None:
-    """Write ``data`` as one strict JSON document to stdout."""
+    """Write ``data`` as one strict JSON document to stdout (secrets redacted: :mod:`annotator.redact`)."""
     if isinstance(data, BaseModel):
         data = jsonable(data)
+    data = redact_data(data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
 

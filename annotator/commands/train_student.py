@@ -126,16 +126,21 @@ def _print_results(console: Console, m, out: Path) -> None:
     console.print(f"model: [bold]{m.model_dir}[/]   metrics: [bold]{out / 'metrics.json'}[/]", soft_wrap=True)
 
 
+MAX_EPOCHS = 10_000
+
+
 def _train_config(epochs: float, lr: float, head_lr: float | None, batch_size: int, max_length: int,
                   max_steps: int | None, patience: int, **rest: Any):
     """The checked training options (one error line per bad value)."""
     from annotator.student.loop import TrainConfig
     from annotator.student.metrics import StudentError
 
-    if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 0 or (max_steps is not None and max_steps <= 0):
-        raise StudentError("--epochs, --lr, --batch-size, --max-length and --max-steps must be positive")
-    if head_lr is not None and head_lr < 0:
-        raise StudentError("--head-lr must be >= 0")
+    if not (0 < epochs <= MAX_EPOCHS and 0 < lr < 1 and 0 < batch_size <= 100_000 and 0 < max_length <= 100_000
+            and (max_steps is None or max_steps > 0)):
+        raise StudentError(f"--epochs (at most {MAX_EPOCHS}), --lr (below 1), --batch-size and --max-length (at most "
+                           "100,000) and --max-steps must be positive, finite numbers")
+    if head_lr is not None and not 0 <= head_lr < 1:
+        raise StudentError("--head-lr must be >= 0 and below 1")
     if patience < 0:
         raise StudentError("--patience must be >= 0")
     head: dict[str, Any] = {} if head_lr is None else {"head_lr": head_lr or None}
@@ -207,8 +212,11 @@ def train_student_command(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the content of metrics.json)")] = False,
 ) -> None:
     """Fine-tune a small classifier on an exported dataset; report student vs teacher F1 against human gold."""
+    from annotator.guard import check_distinct, check_folder, has_keys
+    from annotator.rundir import as_os_error, output_error
     from annotator.student.data import StudentOptions, parse_thresholds, resolve_dataset_dir
-    from annotator.student.metrics import StudentError
+    from annotator.student.integrity import CHECKSUMS_FILE
+    from annotator.student.metrics import METRICS_FILE, MODEL_DIR, PREDICTIONS_FILE, StudentError
     from annotator.student.train import train_student
 
     if min_calibration_items < 1:
@@ -216,12 +224,23 @@ def train_student_command(
     train = _train_config(epochs, lr, head_lr, batch_size, max_length, max_steps, patience, seed=seed, device=device)
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
+    out = out or ds_dir.parent / "student"
+    check_distinct("train-student", {"--out": out}, {"DATASET folder": ds_dir, "--gold file": gold})
+    check_folder(out, "train-student", (MODEL_DIR, METRICS_FILE, PREDICTIONS_FILE, CHECKSUMS_FILE), METRICS_FILE,
+                 has_keys("label_names", "train_config"), claim=False)  # claimed by train_student before saving
     opts = StudentOptions(
-        out=out or ds_dir.parent / "student", gold=gold, model=model, train=train, sizes=sizes,
+        out=out, gold=gold, model=model, train=train, sizes=sizes,
         thresholds=parse_thresholds(thresholds), show_progress=progress and not logs.quiet, eval_by=eval_by,
         train_where=train_where, test_where=test_where, min_calibration_items=min_calibration_items,
     )
-    m = train_student(ds_dir, opts)
+    try:
+        m = train_student(ds_dir, opts)
+    except Exception as exc:
+        disk = as_os_error(exc)  # a full disk while saving the model is a safetensors/torch error, not an OSError
+        if disk is None:
+            raise
+        raise output_error(disk, disk.filename or out, kept="no metrics.json was written: the student is not finished "
+                       "and predict refuses it") from None
     for note in m.notes:
         logs.print(f"[yellow]note:[/] {note}")
     if as_json:

@@ -17,6 +17,7 @@ from annotator.costs import Budget, RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
 from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import CACHE_FILE
+from annotator.redact import redact
 
 
 def validate_command(
@@ -63,10 +64,10 @@ def validate_command(
         return
     console = result_console()
     teachers = ", ".join(f"[bold]{t.backend}[/] {t.model or '(default model)'}" for _, t in cfg.stage_teachers())
-    console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
-                  f"{'cascade of' if cfg.cascade else 'teacher'} {teachers}, output {cfg.output.dir}")
+    console.print(redact(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
+                         f"{'cascade of' if cfg.cascade else 'teacher'} {teachers}, output {cfg.output.dir}"))
     for m in messages:
-        console.print(Panel(m["content"], title=f"{m['role']} message for row {row.id!r}", expand=False))
+        console.print(Panel(redact(m["content"]), title=f"{m['role']} message for row {row.id!r}", expand=False))
     if show_schema:
         console.print_json(json.dumps(runner.schema))
     if run_estimate:

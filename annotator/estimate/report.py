@@ -7,6 +7,8 @@ from pydantic import Field
 from annotator.audit.report import f, fe, markdown_table
 from annotator.audit.results import Estimate, _Model
 
+MAX_LISTED = 50  # too-small slices named in estimate.md (and on the terminal) at most
+
 
 class LabelShare(_Model):
     label: str
@@ -68,8 +70,6 @@ def _n(x: float | None) -> str:
 
 
 def _slice_table(s: SliceEstimate, ci: str) -> list[str]:
-    if s.too_small:
-        return [f"Too small: {s.n_humans} human item(s) (fewer than the minimum); not estimated.", ""]
     header = ["label", "teacher share (raw)", f"corrected [{ci}]", f"humans only [{ci}]", "human items with label",
               "width ratio", "effective human labels", "lambda"]
     rows = [[x.label, f(x.teacher_share), fe(x.corrected), fe(x.human_only), f"{x.humans_with_label:g}",
@@ -109,7 +109,13 @@ def _teacher_section(t: TeacherEstimates, ci: str, several: bool) -> list[str]:
     if t.slices is not None:
         L += ["### By slice", ""]
         for s in t.slices:
-            L += [f"#### {s.slice} ({s.population:,} items, {s.n_humans} human)", ""] + _slice_table(s, ci)
+            if not s.too_small:
+                L += [f"#### {s.slice} ({s.population:,} items, {s.n_humans} human)", ""] + _slice_table(s, ci)
+        small = [f"{s.slice} ({s.n_humans} of {s.population:,})" for s in t.slices if s.too_small]
+        if small:
+            L += [f"Too small to estimate (human items of items): {', '.join(small[:MAX_LISTED])}"
+                  + (f" and {len(small) - MAX_LISTED:,} more (estimate.json lists them all)"
+                     if len(small) > MAX_LISTED else "") + ".", ""]
     return L
 
 

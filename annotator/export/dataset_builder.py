@@ -34,6 +34,7 @@ from annotator.export.summary import (
     ExportOptions,
     ExportSummary,
 )
+from annotator.guard import check_distinct
 from annotator.records import (
     ANNOTATIONS_FILE,
     MANIFEST_FILE,
@@ -42,7 +43,7 @@ from annotator.records import (
     iter_annotations,
     read_manifest,
 )
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_text, output_error
 from annotator.tasks import ExportContext, Exporter, ExportItem, get_task_class
 
 if TYPE_CHECKING:
@@ -209,11 +210,12 @@ def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: Expor
     from annotator.audit import sampling as sp
 
     out = Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed"
-    names = sp.annotator_names(opts.route_annotators, None)
+    names = sp.annotator_names(opts.route_annotators, None, option="--route-annotators")
     items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
     design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
               "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
-    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design)
+    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design,
+                            command="export")
     return files["long"]
 
 
@@ -249,10 +251,7 @@ def _check_options(run_path: Path, opts: ExportOptions) -> dict[str, float]:
 
 
 def _read_run(run_path: Path, notes: list[str]) -> _Run:
-    try:
-        manifest: RunManifest | None = read_manifest(_run_base(run_path))
-    except ValueError as exc:
-        raise InputDataError(f"{_run_base(run_path) / MANIFEST_FILE} is not a valid run manifest: {exc}") from None
+    manifest: RunManifest | None = read_manifest(_run_base(run_path))  # one line when it is not a manifest
     records = list(iter_annotations(run_path))
     if not records and manifest is not None and manifest.cascade is not None:
         c = manifest.cascade
@@ -399,8 +398,10 @@ def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[s
         summary.files = [*_files_under(staging), EXPORT_FILE]
         atomic_write_text(staging / EXPORT_FILE, summary.model_dump_json(indent=2))
         _install(staging, out, previous)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):  # full disk, permissions: one line naming the output
+            raise output_error(exc, exc.filename or out, kept="nothing of this export was installed") from None
         raise
     finally:
         if bars:
@@ -430,6 +431,9 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportSummary:
     run_path = Path(run_dir)
     fractions = _check_options(run_path, opts)
     out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
+    route = (Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed") if opts.route_below is not None else None
+    check_distinct("export", {"--out": out, "--route-out": route},
+                   {"run directory": _run_base(run_path), "annotations file": run_path, "--gold file": opts.gold})
     notes: list[str] = []
     run = _read_run(run_path, notes)
     exporter = _make_exporter(run, opts.fmt)

@@ -35,6 +35,7 @@ from annotator.student.calibration import (
 from annotator.student.card import render_card
 from annotator.student.data import Setup, StudentOptions, load_setup
 from annotator.student.evaluate import EvalBlock, Labelled, evaluate_scope, score
+from annotator.student.integrity import write_checksums
 from annotator.student.loop import TrainResult, decode, predict_logits, train_classifier
 from annotator.student.metrics import (
     CARD_FILE,
@@ -130,6 +131,9 @@ def _calibrate(setup: Setup, val_logits, held_logits, min_items: int) -> Calibra
 
 
 def _save_model(model, tokenizer, out: Path, temperature: float) -> Path:
+    from annotator.guard import claim_folder
+
+    claim_folder(out, "train-student")  # a rerun after a crash or a full disk may replace what this one wrote
     model_dir = out / MODEL_DIR
     model_dir.mkdir(parents=True, exist_ok=True)
     setattr(model.config, TEMPERATURE_KEY, temperature)
@@ -332,6 +336,7 @@ def train_student(dataset: str | Path, opts: StudentOptions) -> StudentMetrics:
     curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
     metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
                        learning_curve=curve, slices=slices, baseline=baseline)
-    atomic_write_text(out / METRICS_FILE, metrics.model_dump_json(indent=2))
     atomic_write_text(model_dir / CARD_FILE, render_card(metrics))
+    write_checksums(out, model_dir)  # the card included
+    atomic_write_text(out / METRICS_FILE, metrics.model_dump_json(indent=2))  # last: the folder is complete
     return metrics
