@@ -129,8 +129,13 @@ class BatchOutput:
 class BatchRun:
     """Gets every uncached sample of a pipeline through the Batch API into the store."""
 
-    def __init__(self, pipeline: SampleSource, backend: BatchBackend, store: ResultStore,
-                 on_progress: BatchProgress | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: SampleSource,
+        backend: BatchBackend,
+        store: ResultStore,
+        on_progress: BatchProgress | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.backend = backend
         self.client = backend.client
@@ -183,8 +188,11 @@ class BatchRun:
             key, _, attempt = custom_id.rpartition(":")
             if key in self.items:
                 self.items[key].attempt = int(attempt)
-        log.warning("re-attaching to %d batch(es) submitted by an earlier run: %s", len(self.open),
-                    ", ".join(b or f"(file {f})" for f, b in self.open.items()))
+        log.warning(
+            "re-attaching to %d batch(es) submitted by an earlier run: %s",
+            len(self.open),
+            ", ".join(b or f"(file {f})" for f, b in self.open.items()),
+        )
 
     def _in_flight(self) -> set[str]:
         return set(self.store.open_batch_items()) if self.open else set()
@@ -201,9 +209,13 @@ class BatchRun:
         for item in items:
             line = self._line(item)
             if len(line) > self.cfg.batch_max_bytes:
-                raise AnnotatorError(f"one Batch API request is {len(line):,} bytes, more than "
-                                     f"teacher.batch_max_bytes={self.cfg.batch_max_bytes:,}; raise it")
-            if chunk and (len(chunk) >= self.cfg.batch_max_requests or len(data) + len(line) > self.cfg.batch_max_bytes):
+                raise AnnotatorError(
+                    f"one Batch API request is {len(line):,} bytes, more than "
+                    f"teacher.batch_max_bytes={self.cfg.batch_max_bytes:,}; raise it"
+                )
+            if chunk and (
+                len(chunk) >= self.cfg.batch_max_requests or len(data) + len(line) > self.cfg.batch_max_bytes
+            ):
                 yield chunk, bytes(data)
                 chunk, data = [], bytearray()
             chunk.append(item)
@@ -225,11 +237,14 @@ class BatchRun:
         log.info("submitted batch %s: %d requests, %d bytes", self.open[uploaded.id], len(items), len(data))
 
     async def _create(self, file_id: str) -> None:
-        batch = await self._api(self.client.batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT,
-            completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
-            metadata={"annotator_pipeline": self.pipeline.cfg.name},
-        ))
+        batch = await self._api(
+            self.client.batches.create(
+                input_file_id=file_id,
+                endpoint=ENDPOINT,
+                completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
+                metadata={"annotator_pipeline": self.pipeline.cfg.name},
+            )
+        )
         self.store.set_batch_id(file_id, batch.id)
         self.open[file_id] = batch.id
 
@@ -253,7 +268,7 @@ class BatchRun:
                     batch_id = self.open[file_id]
                 batch = await self._api(self.client.batches.retrieve(batch_id))  # type: ignore[arg-type]
                 rc = batch.request_counts
-                self.counts[batch.id] = ((rc.completed + rc.failed, rc.total) if rc else (0, 0))
+                self.counts[batch.id] = (rc.completed + rc.failed, rc.total) if rc else (0, 0)
                 if batch.status in _TERMINAL:
                     ended.append((file_id, batch))
             self._report()
@@ -280,17 +295,32 @@ class BatchRun:
         for cid, lines in output.answers.items():
             self._answer(cid, lines, batch.id)
         if output.unreadable:
-            log.warning("batch %s: %d line(s) of its output could not be read (%s); their requests count as failed "
-                        "tries", batch.id, len(output.unreadable), "; ".join(output.unreadable[:3]))
-        missing = [cid for cid, f in self.store.open_batch_items().items()
-                   if f == file_id and cid not in output.answers]
+            log.warning(
+                "batch %s: %d line(s) of its output could not be read (%s); their requests count as failed tries",
+                batch.id,
+                len(output.unreadable),
+                "; ".join(output.unreadable[:3]),
+            )
+        missing = [
+            cid for cid, f in self.store.open_batch_items().items() if f == file_id and cid not in output.answers
+        ]
         if batch.status != "completed":
             errors = "; ".join(e.message or "" for e in (batch.errors.data or [])) if batch.errors else ""
-            log.warning("batch %s %s%s: %d of its requests answered; the other %d are submitted again while they "
-                        "have tries left (validation.max_attempts)",
-                        batch.id, batch.status, f" ({errors})" if errors else "", len(output.answers), len(missing))
-        why = (f"no readable answer in batch {batch.id}'s output ({len(output.unreadable)} unreadable line(s), e.g. "
-               f"{output.unreadable[0]})" if output.unreadable else f"batch {batch.id} {batch.status} before answering")
+            log.warning(
+                "batch %s %s%s: %d of its requests answered; the other %d are submitted again while they "
+                "have tries left (validation.max_attempts)",
+                batch.id,
+                batch.status,
+                f" ({errors})" if errors else "",
+                len(output.answers),
+                len(missing),
+            )
+        why = (
+            f"no readable answer in batch {batch.id}'s output ({len(output.unreadable)} unreadable line(s), e.g. "
+            f"{output.unreadable[0]})"
+            if output.unreadable
+            else f"batch {batch.id} {batch.status} before answering"
+        )
         for cid in missing:
             self._retry_or_fail(cid, why)
         self.store.finish_batch(file_id)
@@ -310,10 +340,15 @@ class BatchRun:
                 p.stats.teacher_calls += 1
                 p.budget.settle(0.0, p.charge(item.result, gen))
         if len(lines) > 1:
-            log.warning("batch %s answered custom_id %s %d times, differently: a conflict, none of them is used",
-                        batch_id, cid, len(lines))
-            self._retry_or_fail(cid, f"batch {batch_id} returned {len(lines)} different answers for this request "
-                                     "(conflict: none used)")
+            log.warning(
+                "batch %s answered custom_id %s %d times, differently: a conflict, none of them is used",
+                batch_id,
+                cid,
+                len(lines),
+            )
+            self._retry_or_fail(
+                cid, f"batch {batch_id} returned {len(lines)} different answers for this request (conflict: none used)"
+            )
             return
         gen = results[0]
         if isinstance(gen, str):
@@ -337,8 +372,7 @@ class BatchRun:
         if status != 200:
             body = response.get("body")
             err = line.get("error") or (body.get("error") if isinstance(body, dict) else body) or {}
-            return (f"teacher call failed: HTTP {status}: "
-                    f"{err.get('message', err) if isinstance(err, dict) else err}")
+            return f"teacher call failed: HTTP {status}: {err.get('message', err) if isinstance(err, dict) else err}"
         try:
             return parse_completion(response.get("body"))
         except BackendError as exc:
@@ -372,5 +406,7 @@ class BatchRun:
         except openai.APIError as exc:
             if isinstance(exc, openai.APIStatusError) and is_refusal(exc):
                 raise refused(exc) from None  # the answer an online call gets for the same fault
-            raise AnnotatorError(f"Batch API call failed ({redact(str(exc))}); the batches submitted so far are "
-                                 "recorded in cache.sqlite: run the same command again to re-attach to them") from None
+            raise AnnotatorError(
+                f"Batch API call failed ({redact(str(exc))}); the batches submitted so far are "
+                "recorded in cache.sqlite: run the same command again to re-attach to them"
+            ) from None

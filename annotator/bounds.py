@@ -84,8 +84,9 @@ def server_wait(seconds: float | None, header: str, bound: float, setting: str, 
         return max(0.0, seconds)
     if header not in warned:
         warned.add(header)
-        log.warning("the server's %s header asks to wait %.4gs; waiting at most %s=%gs instead", header, seconds,
-                    setting, bound)
+        log.warning(
+            "the server's %s header asks to wait %.4gs; waiting at most %s=%gs instead", header, seconds, setting, bound
+        )
     return bound
 
 

@@ -32,8 +32,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate",
-                   "calibrate", "distill")
+COMMAND_MODULES = (
+    "run",
+    "validate",
+    "audit",
+    "export",
+    "train_student",
+    "deps",
+    "sample",
+    "predict",
+    "estimate",
+    "calibrate",
+    "distill",
+)
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
@@ -115,11 +126,12 @@ def _os_line(exc: OSError) -> str:
     from annotator.rundir import output_error
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS):
-        return str(output_error(exc, exc.filename or "a file",
-                                kept="the rerun finishes what is missing; nothing half-written is kept"))
+        return str(
+            output_error(
+                exc, exc.filename or "a file", kept="the rerun finishes what is missing; nothing half-written is kept"
+            )
+        )
     return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-
-
 
 
 if __name__ == "__main__":

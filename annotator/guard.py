@@ -50,7 +50,7 @@ def check_distinct(command: str, outputs: Mapping[str, Path | None], inputs: Map
     outs = [(name, p) for name, p in outputs.items() if p is not None]
     ins = [(name, p) for name, p in inputs.items() if p is not None]
     for i, (name, path) in enumerate(outs):
-        for other, opath in outs[i + 1:]:
+        for other, opath in outs[i + 1 :]:
             if same_file(path, opath):
                 raise OutputPathError(
                     f"`annotator {command}`: {name} and {other} are the same file ({path}); give each its own path"
@@ -81,8 +81,12 @@ def is_claimed(path: Path, command: str, role: str) -> bool:
         data = json.loads(claim_path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (isinstance(data, dict) and data.get("written_by") == f"annotator {command}"
-            and data.get("role") == role and data.get("file") == path.name)
+    return (
+        isinstance(data, dict)
+        and data.get("written_by") == f"annotator {command}"
+        and data.get("role") == role
+        and data.get("file") == path.name
+    )
 
 
 def require_owned(path: Path, command: str, owned: bool, what: str) -> None:
@@ -106,6 +110,7 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
 
 def has_keys(*keys: str) -> Callable[[Path], bool]:
     """An ownership test: the manifest at a path is a JSON object with all of ``keys``."""
+
     def test(manifest: Path) -> bool:
         data = read_json_object(manifest)
         return data is not None and all(k in data for k in keys)
@@ -118,8 +123,15 @@ FOLDER_CLAIM = ".annotator"
 first file, so a rerun after a crash or a full disk (files written, manifest not yet) finds the folder its own."""
 
 
-def check_folder(folder: Path, command: str, writes: Iterable[str], manifest: str,
-                 is_manifest: Callable[[Path], bool], option: str = "--out", claim: bool = True) -> None:
+def check_folder(
+    folder: Path,
+    command: str,
+    writes: Iterable[str],
+    manifest: str,
+    is_manifest: Callable[[Path], bool],
+    option: str = "--out",
+    claim: bool = True,
+) -> None:
     """Refuse to write into ``folder`` when one of the entries in ``writes`` already exists there and the folder is
     not one this command wrote before (its ``manifest`` passes ``is_manifest``, or it holds the command's claim);
     otherwise, with ``claim``, create the folder and claim it (:func:`claim_folder`)."""

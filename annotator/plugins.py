@@ -49,5 +49,7 @@ def foreign_exit(exc: SystemExit) -> AnnotatorError | None:
     module = str(tb.tb_frame.f_globals.get("__name__", "?"))
     if module.split(".")[0] in ("annotator", "click", "typer"):
         return None
-    return AnnotatorError(f"{module} (line {tb.tb_lineno}) called sys.exit({exc.code!r}): a plugin may not end "
-                          "annotator (exit codes must tell what annotator did); fix or uninstall it")
+    return AnnotatorError(
+        f"{module} (line {tb.tb_lineno}) called sys.exit({exc.code!r}): a plugin may not end "
+        "annotator (exit codes must tell what annotator did); fix or uninstall it"
+    )

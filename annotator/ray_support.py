@@ -64,8 +64,9 @@ def _check_reachable(address: str) -> None:
         why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
         raise AnnotatorError(f"cannot connect to the Ray cluster at {address}: {why} ({hint})") from None
     if len(head) < 9 or head[3] != 0x04:  # a frame header whose type is SETTINGS
-        raise AnnotatorError(f"{address} answers, but not as a Ray cluster (no gRPC handshake within "
-                             f"{CONNECT_TIMEOUT_S:g}s): {hint}")
+        raise AnnotatorError(
+            f"{address} answers, but not as a Ray cluster (no gRPC handshake within {CONNECT_TIMEOUT_S:g}s): {hint}"
+        )
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes:

@@ -80,16 +80,23 @@ class AnnotationRecord(BaseModel):
     label: str | None = Field(default=None, description="Single-label tasks: the (majority) label.")
     labels: list[str] | None = Field(default=None, description="Multi-label tasks: the (majority) label set.")
     confidence: float | None = Field(
-        default=None, ge=0.0, le=1.0, allow_inf_nan=False,
+        default=None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
         description=(
             "Label tasks: the stored answer's vote share over the samples REQUESTED (teacher.samples), invalid "
             "samples counting as votes against it: 2 of 3 agreeing = 0.67, 1 valid sample of 3 = 0.33; 1.0 when "
             "samples=1."
         ),
     )
-    votes: dict[str, int] | None = Field(default=None, description="Label tasks: votes per label over the valid samples.")
+    votes: dict[str, int] | None = Field(
+        default=None, description="Label tasks: votes per label over the valid samples."
+    )
     samples: int = Field(default=1, ge=0, description="Valid samples the answer was aggregated from.")
-    invalid_samples: int = Field(default=0, ge=0, description="Samples that stayed invalid (or whose teacher call failed).")
+    invalid_samples: int = Field(
+        default=0, ge=0, description="Samples that stayed invalid (or whose teacher call failed)."
+    )
     sample_errors: list[str] = Field(default_factory=list, description="Why each invalid sample failed.")
     error: str | None = Field(default=None, description="Failed rows: why.")
     raw: str | None = Field(
@@ -99,10 +106,15 @@ class AnnotationRecord(BaseModel):
     attempts: int = Field(default=0, ge=0)
     tokens: int = Field(default=0, ge=0)
     prompt_tokens: int = Field(default=0, ge=0, description="Prompt tokens of every teacher call made for this row.")
-    cached_tokens: int = Field(default=0, ge=0, description="The part of prompt_tokens the provider served from its cache.")
+    cached_tokens: int = Field(
+        default=0, ge=0, description="The part of prompt_tokens the provider served from its cache."
+    )
     completion_tokens: int = Field(default=0, ge=0)
     cost: float | None = Field(
-        default=None, ge=0.0, allow_inf_nan=False, description="USD of the teacher calls that produced this row (teacher.price); None without prices."
+        default=None,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="USD of the teacher calls that produced this row (teacher.price); None without prices.",
     )
     answered_at: str | None = Field(
         default=None, description="When the last of this row's teacher answers was obtained (UTC, ISO 8601)."
@@ -113,8 +125,9 @@ class AnnotationRecord(BaseModel):
         default=None, description="Cascade runs: the stage whose teacher gave this label (confidence is that stage's)."
     )
     stages: dict[str, float | None] | None = Field(
-        default=None, description="Cascade runs: the confidence at each stage the row went through, in order (None: "
-                                  "no valid answer); usage fields (tokens, cost, ...) sum over these stages."
+        default=None,
+        description="Cascade runs: the confidence at each stage the row went through, in order (None: "
+        "no valid answer); usage fields (tokens, cost, ...) sum over these stages.",
     )
     # why a failed row failed (not written): "input" (empty/too long/template), "transport" (the teacher call
     # failed; not cached, a rerun asks again) or "validation" (invalid answers; cached, see --retry-failed)
@@ -152,8 +165,9 @@ class StageSummary(BaseModel):
     name: str
     model: str
     run_dir: str
-    threshold: float | None = Field(description="Kept rows have confidence >= this; None: the stage keeps nothing "
-                                                "and is not asked.")
+    threshold: float | None = Field(
+        description="Kept rows have confidence >= this; None: the stage keeps nothing and is not asked."
+    )
     rows_asked: int = 0
     rows_kept: int = 0
     rows_failed: int = 0
@@ -182,7 +196,9 @@ class AnswerProvenance(BaseModel):
     attempts: int = Field(default=0, description="Teacher calls behind the answers.")
     first_answer_at: str | None = Field(default=None, description="When the earliest answer was obtained (UTC).")
     last_answer_at: str | None = Field(default=None, description="When the latest answer was obtained (UTC).")
-    cost_usd: float | None = Field(default=None, description="USD the answers cost (teacher.price), failed tries included.")
+    cost_usd: float | None = Field(
+        default=None, description="USD the answers cost (teacher.price), failed tries included."
+    )
 
 
 InvocationKind = Literal["run", "resume", "rerun"]
@@ -238,8 +254,12 @@ class RunManifest(RunCounts):
         teacher, cached = self.teacher_calls, self.cache_hits
         kind: InvocationKind = "rerun" if teacher == 0 and cached else ("resume" if cached else "run")
         return Invocation(
-            kind=kind, retry_failed=self.retry_failed, overrides=self.overrides, started_at=self.started_at,
-            finished_at=self.finished_at, annotator_version=self.annotator_version,
+            kind=kind,
+            retry_failed=self.retry_failed,
+            overrides=self.overrides,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            annotator_version=self.annotator_version,
             **self.model_dump(include=set(RunCounts.model_fields)),
         )
 

@@ -23,8 +23,9 @@ REDACTED = "***"
 MIN_SECRET_CHARS = 6  # shorter values (placeholders such as "x") would redact ordinary words
 
 _secrets: set[str] = set()
-_SECRET_NAME = re.compile(r"key|token|secret|passw|pwd|credential|auth|signature|sig$|^sig|cookie|session",
-                          re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"key|token|secret|passw|pwd|credential|auth|signature|sig$|^sig|cookie|session", re.IGNORECASE
+)
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>`]+")
 
 

@@ -103,8 +103,9 @@ class RetryAfterOrBackoff:
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hinted = server_wait(retry_after_seconds(exc), "Retry-After", self.max_backoff, "teacher.max_backoff",
-                             self.warned)
+        hinted = server_wait(
+            retry_after_seconds(exc), "Retry-After", self.max_backoff, "teacher.max_backoff", self.warned
+        )
         if hinted is not None:
             return hinted
         return self.backoff(state)
@@ -115,8 +116,13 @@ def _log_retry(state: RetryCallState) -> None:
         return
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
-    log.debug("teacher request %d failed (%s: %s); retrying in %.2fs", state.attempt_number,
-              type(exc).__name__, redact(str(exc)), wait)
+    log.debug(
+        "teacher request %d failed (%s: %s); retrying in %.2fs",
+        state.attempt_number,
+        type(exc).__name__,
+        redact(str(exc)),
+        wait,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,16 +162,19 @@ class ValidationConfig(BaseModel):
     on_invalid: OnInvalid = Field(
         default="resample",
         description="What the next try of an invalid answer sends: 'resample' = the same prompt again (warmer, "
-                    "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
-                    "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
+        "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
+        "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
     )
     max_consecutive_transport_failures: int = Field(
-        default=20, ge=1,
+        default=20,
+        ge=1,
         description="Circuit breaker: stop the run (exit 5) after this many teacher calls in a row failed for good "
-                    "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
+        "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
     )
     max_failed_fraction: float = Field(
-        default=0.1, ge=0.0, le=1.0,
+        default=0.1,
+        ge=0.0,
+        le=1.0,
         description="The run exits 4 (outputs still written) when more than this share of rows failed; 1.0 = never.",
     )
 
@@ -196,8 +205,9 @@ class AnswerValidator:
         except ValueError as exc:
             result.error = f"invalid output: {exc}"
             return result
-        return result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
-                                         "error": None})
+        return result.model_copy(
+            update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None, "error": None}
+        )
 
 
 REASK_MESSAGE = "Your answer was invalid: {error}. Answer again with the corrected JSON only."
@@ -238,8 +248,12 @@ class ValidationPolicy:
         follow-up batch by :mod:`annotator.batch`)."""
         return attempts < self.max_attempts
 
-    def request(self, first: GenerationRequest, attempt: int, feedback: list[dict[str, str]] | None = None,
-                ) -> GenerationRequest:
+    def request(
+        self,
+        first: GenerationRequest,
+        attempt: int,
+        feedback: list[dict[str, str]] | None = None,
+    ) -> GenerationRequest:
         """Try ``attempt`` (0-based) of a sample whose first try is ``first``.
 
         resample: the same messages; a retry at temperature 0 would repeat the invalid answer, so it is warmed to
@@ -255,11 +269,14 @@ class ValidationPolicy:
 
     def feedback(self, gen: Generation, error: str) -> list[dict[str, str]]:
         """What a re-ask adds to the conversation after the invalid answer ``gen``."""
-        return [{"role": "assistant", "content": cap_raw(gen.text)},
-                {"role": "user", "content": REASK_MESSAGE.format(error=error)}]
+        return [
+            {"role": "assistant", "content": cap_raw(gen.text)},
+            {"role": "user", "content": REASK_MESSAGE.format(error=error)},
+        ]
 
-    async def ask(self, first: GenerationRequest, call: TeacherCall, check: AnswerCheck, budget: RowBudget,
-                  result: SampleResult) -> SampleResult:
+    async def ask(
+        self, first: GenerationRequest, call: TeacherCall, check: AnswerCheck, budget: RowBudget, result: SampleResult
+    ) -> SampleResult:
         """Ask until an answer is valid, ``max_attempts`` are used or the row's token budget is spent.
 
         ``result`` carries usage from before (``--retry-failed``); every attempt's usage is added to it by
@@ -269,8 +286,9 @@ class ValidationPolicy:
         attempt = 0
         while self.another_try(attempt):
             if budget.exhausted():
-                result.error = (f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); "
-                                f"last error: {result.error}")
+                result.error = (
+                    f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
+                )
                 break
             try:
                 gen = await call(self.request(first, attempt, feedback), result)
@@ -287,7 +305,6 @@ class ValidationPolicy:
                 break
             if self.on_invalid == "reask":
                 feedback += self.feedback(gen, result.error or "no valid output")
-            log.debug("row %s: attempt %d/%d invalid (%s)", budget.row_id, attempt + 1, self.max_attempts,
-                      result.error)
+            log.debug("row %s: attempt %d/%d invalid (%s)", budget.row_id, attempt + 1, self.max_attempts, result.error)
             attempt += 1
         return result

@@ -35,13 +35,18 @@ LOCK_FILE = "run.lock"
 _BINDING_KEY = "binding"
 
 
-def os_error(exc: OSError, path: Path | str, kept: str = "every answer saved so far is kept",
-             elsewhere: str = "set another output.dir") -> RunDirError:
+def os_error(
+    exc: OSError,
+    path: Path | str,
+    kept: str = "every answer saved so far is kept",
+    elsewhere: str = "set another output.dir",
+) -> RunDirError:
     """One clear line for a failed write (in the run directory; ``kept`` says what survives a full disk,
     ``elsewhere`` how to write somewhere else)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return RunDirError(f"no space left writing {path} ({exc.strerror}): free some space and run the same "
-                           f"command again ({kept})")
+        return RunDirError(
+            f"no space left writing {path} ({exc.strerror}): free some space and run the same command again ({kept})"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or {elsewhere}")
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
@@ -216,8 +221,9 @@ class RunDirLock:
         self._fd = fd
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._fd is None:
             return
         try:

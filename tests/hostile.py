@@ -44,11 +44,18 @@ def fake_student(folder: Path, labels: tuple[str, ...] = ("politics", "economy",
     checks before it loads the model (the refusals under test happen before that)."""
     model = folder / "model"
     model.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "label_names": list(labels), "multi_label": False, "train_config": {"max_length": 24}}))
-    (model / "config.json").write_text(json.dumps({
-        "architectures": ["BertForSequenceClassification"], "model_type": "bert",
-        "id2label": {str(i): lab for i, lab in enumerate(labels)}}))
+    (folder / "metrics.json").write_text(
+        json.dumps({"label_names": list(labels), "multi_label": False, "train_config": {"max_length": 24}})
+    )
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["BertForSequenceClassification"],
+                "model_type": "bert",
+                "id2label": {str(i): lab for i, lab in enumerate(labels)},
+            }
+        )
+    )
     (model / "tokenizer_config.json").write_text("{}")
     (model / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n")
     return folder

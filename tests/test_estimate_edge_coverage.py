@@ -94,10 +94,14 @@ def results() -> dict[str, Coverage]:
     print("\n| regime | coverage corrected (per label) | coverage humans only | width / humans-only | noted |")
     print("|---|---|---|---|---|")
     for name, c in out.items():
+
         def pct(x: np.ndarray) -> str:
             return " / ".join(f"{v:.1%}" for v in x)
-        print(f"| {name} | {pct(c.corrected)} | {pct(c.human)} | {' / '.join(f'{v:.2f}' for v in c.width_ratio)} | "
-              f"{pct(c.noted)} |")
+
+        print(
+            f"| {name} | {pct(c.corrected)} | {pct(c.human)} | {' / '.join(f'{v:.2f}' for v in c.width_ratio)} | "
+            f"{pct(c.noted)} |"
+        )
     return out
 
 

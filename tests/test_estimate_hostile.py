@@ -39,8 +39,9 @@ def humans(tmp_path: Path, n: int = 60, name: str = "humans.csv", **columns: lis
     return tmp_path / name
 
 
-def estimate(capsys: pytest.CaptureFixture[str], humans_file: Path, *teachers: Path, out: Path,
-             extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
+def estimate(
+    capsys: pytest.CaptureFixture[str], humans_file: Path, *teachers: Path, out: Path, extra: tuple[str, ...] = ()
+) -> tuple[int, str, str]:
     args = ["estimate", "--humans", str(humans_file), "--out", str(out), *extra]
     for t in teachers:
         args += ["--teacher", str(t)]
@@ -59,23 +60,34 @@ def one_line_error(code: int, err: str, *fragments: str) -> None:
 
 
 def test_inclusion_probabilities_implying_an_absurd_population_are_one_line(
-        tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """inclusion_prob 1e-300 passed the (0, 1] check, then the variance overflowed (a traceback)."""
     h = humans(tmp_path, inclusion_prob=[1e-300] * 60)
     code, _, err = estimate(capsys, h, run, out=tmp_path / "e")
-    one_line_error(code, err, "imply a population of 6e+301 items", "more than 10 times the 120 items",
-                   "drop the inclusion_prob column")
+    one_line_error(
+        code,
+        err,
+        "imply a population of 6e+301 items",
+        "more than 10 times the 120 items",
+        "drop the inclusion_prob column",
+    )
     assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.parametrize("value", [True, "nan", "inf", -0.5, 0, 1.5])
 def test_an_inclusion_prob_that_is_not_a_probability_is_one_line(
-        value: object, tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    value: object, tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A column of JSON booleans was read as probability 1 (Label Studio exports: branch hostile's checks)."""
     ids = list(TRUTH)[:40]
-    (tmp_path / "h.jsonl").write_text("".join(
-        json.dumps({"item_id": i, "label": TRUTH[i], "inclusion_prob": value if k == 0 or value is True else 0.5})
-        + "\n" for k, i in enumerate(ids)))
+    (tmp_path / "h.jsonl").write_text(
+        "".join(
+            json.dumps({"item_id": i, "label": TRUTH[i], "inclusion_prob": value if k == 0 or value is True else 0.5})
+            + "\n"
+            for k, i in enumerate(ids)
+        )
+    )
     code, _, err = estimate(capsys, tmp_path / "h.jsonl", run, out=tmp_path / "e")
     one_line_error(code, err, "row 2 (item 'i0') has inclusion_prob", "it must be a probability in (0, 1]")
     assert not (tmp_path / "e").exists()
@@ -91,7 +103,8 @@ def test_ids_that_differ_only_in_case_get_a_hint(tmp_path: Path, run: Path, caps
 
 
 def test_drawn_items_left_unlabelled_scale_the_inclusion_probabilities(
-        tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A sheet drawn at pi = 0.8 of which humans labelled 60 items: the probabilities imply 75 of the 120 items, so
     the drawn-and-labelled probability is 0.8 * 75/120 = 0.5 (a finite-population correction of 0.2 would claim
     more precision than 60 of 120 items give)."""
@@ -119,7 +132,8 @@ def test_a_run_of_another_task_names_estimate(kind: str, tmp_path: Path, capsys:
 
 
 def test_teachers_whose_run_json_orders_the_labels_differently_are_compared_label_by_label(
-        tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Before, the side-by-side table and the plot paired the first teacher's 'neg' with the second's 'pos'."""
     flipped = {i: ("neg" if k % 4 == 0 else "pos") for k, i in enumerate(TRUTH)}
     other = write_run(tmp_path / "other", flipped, label_set=["pos", "neg"])
@@ -129,14 +143,18 @@ def test_teachers_whose_run_json_orders_the_labels_differently_are_compared_labe
     assert [s["label"] for s in second["overall"]["shares"]] == LABELS
     neg = second["overall"]["shares"][0]
     assert neg["teacher_share"] == pytest.approx(np.mean([lab == "neg" for lab in flipped.values()]))
-    row = next(line for line in (tmp_path / "e/estimate.md").read_text().splitlines() if line.startswith("| (all) | neg"))
+    row = next(
+        line for line in (tmp_path / "e/estimate.md").read_text().splitlines() if line.startswith("| (all) | neg")
+    )
     assert f"{neg['teacher_share']:.3f}" in row and f"{first['overall']['shares'][0]['teacher_share']:.3f}" in row
 
 
 def test_teachers_with_different_label_sets_are_refused_naming_the_teacher(
-        tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    other = write_run(tmp_path / "yesno", {i: ("yes" if lab == "pos" else "no") for i, lab in TRUTH.items()},
-                      label_set=["no", "yes"])
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = write_run(
+        tmp_path / "yesno", {i: ("yes" if lab == "pos" else "no") for i, lab in TRUTH.items()}, label_set=["no", "yes"]
+    )
     code, _, err = estimate(capsys, humans(tmp_path), run, other, out=tmp_path / "e")
     one_line_error(code, err, f"teacher {other} has 'no', 'yes'; lacks 'neg', 'pos'", "give --labels")
     assert not (tmp_path / "e").exists()
@@ -152,34 +170,57 @@ def test_a_cascade_run_says_its_human_queue_is_outside_the_population(tmp_path: 
 
     queue = {f"i{k}" for k in range(0, 120, 6)}
     kept = {i: lab for i, lab in TRUTH.items() if i not in queue}
-    teacher = TeacherAnnotations(labels=kept, confidence={}, failed=[], ids=set(TRUTH), source="run", path="runs/c",
-                                 manifest_labels=LABELS, left_to_humans=queue)
+    teacher = TeacherAnnotations(
+        labels=kept,
+        confidence={},
+        failed=[],
+        ids=set(TRUTH),
+        source="run",
+        path="runs/c",
+        manifest_labels=LABELS,
+        left_to_humans=queue,
+    )
     j = join(load_humans(humans(tmp_path)), teacher)
     assert len(j.ids) == 100 and len(j.rows) == 50
     assert not any("failed on" in n for n in j.notes)
-    assert any("a cascade run: its 20 rows left to humans" in n and "(10 of the human items are among them)" in n
-               and "stages/1-NAME" in n for n in j.notes), j.notes
+    assert any(
+        "a cascade run: its 20 rows left to humans" in n
+        and "(10 of the human items are among them)" in n
+        and "stages/NAME" in n
+        for n in j.notes
+    ), j.notes
 
 
 # -- options -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra,message", [
-    (("--by", "lang", "--by", "lang"), "--by 'lang' is given twice"),
-    (("--labels", " , "), "--labels ' , ' names no label"),
-])
-def test_repeated_by_and_empty_labels_are_refused(extra: tuple[str, ...], message: str, tmp_path: Path, run: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (("--by", "lang", "--by", "lang"), "--by 'lang' is given twice"),
+        (("--labels", " , "), "--labels ' , ' names no label"),
+    ],
+)
+def test_repeated_by_and_empty_labels_are_refused(
+    extra: tuple[str, ...], message: str, tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = estimate(capsys, humans(tmp_path), run, out=tmp_path / "e", extra=extra)
     one_line_error(code, err, message)
 
 
 def test_a_column_with_a_value_per_item_lists_its_slices_in_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--by on an id-like column: one too-small slice per item; estimate.md names them on one line (a section per
     slice before: 120 headings), the JSON keeps them all, and a real slice next to them is still estimated."""
-    pl.DataFrame({"id": list(TRUTH), "text": "t", "uniq": [f"u{k}" for k in range(120)],
-                  "half": ["a" if k < 60 else "b" for k in range(120)]}).write_csv(tmp_path / "input.csv")
+    pl.DataFrame(
+        {
+            "id": list(TRUTH),
+            "text": "t",
+            "uniq": [f"u{k}" for k in range(120)],
+            "half": ["a" if k < 60 else "b" for k in range(120)],
+        }
+    ).write_csv(tmp_path / "input.csv")
     run = write_run(tmp_path / "run", TRUTH, label_set=LABELS)
     manifest = json.loads((run / "run.json").read_text())
     manifest["config"] = {"input": {"path": str(tmp_path / "input.csv"), "id_column": "id"}}
@@ -200,7 +241,8 @@ def test_a_column_with_a_value_per_item_lists_its_slices_in_one_line(
 
 
 def test_unequal_weights_note_the_effective_number_of_human_items(
-        tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """40 'neg' items carry the label, but one of them weighs as much as all the others: the normal interval
     rests on few items, which the report says (Kish's effective number), though 40 items have the label."""
     ids = list(TRUTH)
@@ -208,7 +250,8 @@ def test_unequal_weights_note_the_effective_number_of_human_items(
     sample = negs + [i for i in ids if TRUTH[i] == "pos"][:40]
     prob = [0.02 if i == negs[0] else 1.0 for i in sample]
     pl.DataFrame({"item_id": sample, "label": [TRUTH[i] for i in sample], "inclusion_prob": prob}).write_csv(
-        tmp_path / "h.csv")
+        tmp_path / "h.csv"
+    )
     code, out, err = estimate(capsys, tmp_path / "h.csv", run, out=tmp_path / "e", extra=("--json", "--no-plots"))
     assert code == 0, err
     share = json.loads(out)["teachers"][0]["overall"]["shares"][0]
@@ -219,8 +262,9 @@ def test_unequal_weights_note_the_effective_number_of_human_items(
 # -- outputs -----------------------------------------------------------------------------------------------------
 
 
-def test_out_never_replaces_files_estimate_did_not_write(tmp_path: Path, run: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_never_replaces_files_estimate_did_not_write(
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "estimate.md").write_text("my notes")
@@ -240,11 +284,17 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
 
 
-@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
-                                     OSError(errno.EACCES, "Permission denied"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EACCES, "Permission denied"), KeyboardInterrupt()],
+)
 def test_a_full_disk_or_ctrl_c_while_writing_leaves_the_previous_estimate(
-        failure: BaseException, tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    failure: BaseException,
+    tmp_path: Path,
+    run: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Before: estimate.json (and forest.png) replaced, estimate.md not, and estimate.md.tmp left behind."""
     out = tmp_path / "e"
     code, _, err = estimate(capsys, humans(tmp_path), run, out=out)
@@ -272,8 +322,9 @@ def test_a_full_disk_or_ctrl_c_while_writing_leaves_the_previous_estimate(
     assert code == 0 and snapshot(out) != before
 
 
-def test_no_plots_removes_the_plot_of_an_earlier_estimate(tmp_path: Path, run: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_plots_removes_the_plot_of_an_earlier_estimate(
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "e"
     assert estimate(capsys, humans(tmp_path), run, out=out)[0] == 0
     assert (out / "forest.png").exists()
@@ -292,19 +343,22 @@ while not os.path.exists(sys.argv[2]):
 
 
 def test_a_second_estimate_waits_for_the_process_writing_the_same_out(
-        tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two estimates into one folder: both used estimate.json.tmp, and the second failed with 'No such file or
     directory; free space ...' (or files of both runs were mixed). The folder's lock makes the second wait."""
     out = tmp_path / "e"
     out.mkdir()
     release = tmp_path / "release"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / ".estimate.lock"), str(release)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out / ".estimate.lock"), str(release)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         result: list[tuple[int, str, str]] = []
-        worker = threading.Thread(target=lambda: result.append(
-            estimate(capsys, humans(tmp_path), run, out=out, extra=("--no-plots",))))
+        worker = threading.Thread(
+            target=lambda: result.append(estimate(capsys, humans(tmp_path), run, out=out, extra=("--no-plots",)))
+        )
         worker.start()
         time.sleep(1.0)
         assert worker.is_alive() and not (out / "estimate.json").exists()  # waiting, nothing written
@@ -321,8 +375,10 @@ def test_a_second_estimate_waits_for_the_process_writing_the_same_out(
 
 
 def candidates(confidences: list[float | None], labels: list[str]) -> list[sp.Candidate]:
-    return [sp.Candidate(id=f"c{i}", text="", label=labels[i % len(labels)], confidence=c)
-            for i, c in enumerate(confidences)]
+    return [
+        sp.Candidate(id=f"c{i}", text="", label=labels[i % len(labels)], confidence=c)
+        for i, c in enumerate(confidences)
+    ]
 
 
 def test_uncertain_gives_every_confidence_band_a_draw(tmp_path: Path) -> None:
@@ -339,8 +395,16 @@ MIXED = [1 / 3] * 3 + [2 / 3] * 7 + [1.0] * 20 + [0.95] * 2
 UNSURE = [0.2] * 22 + [1.0] * 10  # uncertain, 5 draws: the confident band got none (probability 0)
 
 
-@pytest.mark.parametrize("strategy,n,confs", [("confidence", 8, MIXED), ("uncertain", 6, MIXED), ("uncertain", 5, UNSURE),
-                                              ("stratified", 6, MIXED), ("random", 5, MIXED)])
+@pytest.mark.parametrize(
+    "strategy,n,confs",
+    [
+        ("confidence", 8, MIXED),
+        ("uncertain", 6, MIXED),
+        ("uncertain", 5, UNSURE),
+        ("stratified", 6, MIXED),
+        ("random", 5, MIXED),
+    ],
+)
 def test_written_inclusion_probabilities_are_the_draws_frequencies(strategy: str, n: int, confs: list[float]) -> None:
     """32 items, 3000 seeds: each item's share of the draws that contain it matches the inclusion_prob written for
     it (within 4 standard errors), every item has a positive probability, and one item always gets one value."""
@@ -360,32 +424,74 @@ def test_written_inclusion_probabilities_are_the_draws_frequencies(strategy: str
     assert np.all(np.abs(hits / seeds - pi) <= 4 * se + 1e-12), (hits / seeds, pi)
 
 
-@pytest.mark.parametrize("confidence,n,expected", [
-    (None, 10, [("no confidence", 120, 10)]),  # samples: 1 without confidences
-    (1.0, 10, [("1.000", 120, 10)]),  # every confidence equal
-    (1.0, 500, [("1.000", 120, 120)]),  # n larger than the run: every item, pi = 1
-])
-def test_confidence_strategy_degenerate_runs(confidence: float | None, n: int, expected: list[tuple[str, int, int]],
-                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "confidence,n,expected",
+    [
+        (None, 10, [("no confidence", 120, 10)]),  # samples: 1 without confidences
+        (1.0, 10, [("1.000", 120, 10)]),  # every confidence equal
+        (1.0, 500, [("1.000", 120, 120)]),  # n larger than the run: every item, pi = 1
+    ],
+)
+def test_confidence_strategy_degenerate_runs(
+    confidence: float | None,
+    n: int,
+    expected: list[tuple[str, int, int]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     run = write_run(tmp_path / "run", TRUTH, label_set=LABELS, confidence=confidence)
-    code, out, err = cli(["sample", str(run), "--strategy", "confidence", "--n", str(n), "--per-item", "1",
-                          "--annotators", "1", "--out", str(tmp_path / "s"), "--json"], capsys)
+    code, out, err = cli(
+        [
+            "sample",
+            str(run),
+            "--strategy",
+            "confidence",
+            "--n",
+            str(n),
+            "--per-item",
+            "1",
+            "--annotators",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     strata = json.loads(out)["design"]["strata"]
     assert [(s["name"], s["size"], s["drawn"]) for s in strata] == expected
     sheet = pl.read_csv(tmp_path / "s/sheet_long.csv")
     assert sheet["inclusion_prob"].to_list() == [expected[0][2] / 120] * expected[0][2]
-    code, _, err = cli(["sample", str(run), "--strategy", "confidence", "--n", "0", "--out", str(tmp_path / "z")],
-                       capsys)
+    code, _, err = cli(
+        ["sample", str(run), "--strategy", "confidence", "--n", "0", "--out", str(tmp_path / "z")], capsys
+    )
     one_line_error(code, err, "--n must be at least 1")
 
 
-def test_a_pilot_that_does_not_match_the_run_names_the_pilot(tmp_path: Path, run: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_pilot_that_does_not_match_the_run_names_the_pilot(
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "pilot.csv").write_text("item_id,label\nz1,pos\nz2,neg\n")
-    code, _, err = cli(["sample", str(run), "--strategy", "confidence", "--n", "10", "--per-item", "1",
-                        "--annotators", "1", "--pilot", str(tmp_path / "pilot.csv"), "--out", str(tmp_path / "s")],
-                       capsys)
+    code, _, err = cli(
+        [
+            "sample",
+            str(run),
+            "--strategy",
+            "confidence",
+            "--n",
+            "10",
+            "--per-item",
+            "1",
+            "--annotators",
+            "1",
+            "--pilot",
+            str(tmp_path / "pilot.csv"),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capsys,
+    )
     one_line_error(code, err, f"--pilot {tmp_path / 'pilot.csv'}: 2 of 2 human item ids are not in the teacher's")
 
 

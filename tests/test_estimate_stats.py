@@ -103,8 +103,9 @@ def test_slice_is_a_domain_of_the_whole_sample() -> None:
     variance as zeros (the domain variance, Sarndal et al. 1992, sec. 10.3)."""
     F, Y = onehot(TEACHER), onehot(HUMAN)
     inside = np.array([True, True, False, True])  # items 0, 3, 8 of the sample
-    e = share_estimates(Y[SAMPLE], F[SAMPLE], np.full(4, 0.4), inside, F[[0, 3, 8, 1, 2]].mean(axis=0), 5,
-                        lam=np.zeros(2), pseudo=0)
+    e = share_estimates(
+        Y[SAMPLE], F[SAMPLE], np.full(4, 0.4), inside, F[[0, 3, 8, 1, 2]].mean(axis=0), 5, lam=np.zeros(2), pseudo=0
+    )
     assert e.human[0] == pytest.approx(1 / 3) and e.n_humans == 3 and e.population == 5
     a = np.array([1 - 1 / 3, -1 / 3, 0.0, -1 / 3])  # zero for the item outside
     n_hat = 3 / 0.4
@@ -135,7 +136,13 @@ def test_teacher_constant_within_strata_gives_lambda_zero_not_rounding_noise() -
     teacher = np.repeat([0, 1, 2], [37, 41, 29])
     truth = np.where(rng.random(len(teacher)) < 0.8, teacher, rng.integers(0, 3, len(teacher)))
     prob = np.repeat([0.1, 0.3, 0.7], [37, 41, 29])  # pi = 0.1 is not exact in binary
-    e = share_estimates(onehot(list(truth), 3), onehot(list(teacher), 3), prob, np.ones(len(prob), dtype=bool),
-                        np.array([0.5, 0.3, 0.2]), 1000)
+    e = share_estimates(
+        onehot(list(truth), 3),
+        onehot(list(teacher), 3),
+        prob,
+        np.ones(len(prob), dtype=bool),
+        np.array([0.5, 0.3, 0.2]),
+        1000,
+    )
     assert np.all(e.lam == 0.0)
     assert np.allclose(e.corrected, e.human) and np.allclose(e.corrected_se, e.human_se)

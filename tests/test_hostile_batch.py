@@ -17,8 +17,7 @@ BATCH = {"mode": "batch", "batch_poll_interval": 0.05}
 def test_a_truncated_output_file_keeps_every_valid_answer(server, make_pipeline, capsys):
     server.configure(batch_mangle_next="truncated")
     texts = [f"paid item {i}" for i in range(8)]
-    pipe = make_pipeline(rows_of(texts), server.base_url, teacher=BATCH, validation={"max_attempts": 1},
-                         name="trunc")
+    pipe = make_pipeline(rows_of(texts), server.base_url, teacher=BATCH, validation={"max_attempts": 1}, name="trunc")
     r = cli(capsys, "run", pipe, "--max-failed-fraction", "0.5")
     assert r.code == 0, r.err
     assert "could not be read" in r.err and "not JSON" in r.err
@@ -32,8 +31,7 @@ def test_a_truncated_output_file_keeps_every_valid_answer(server, make_pipeline,
 
 def test_a_truncated_answer_is_asked_again_while_tries_are_left(server, make_pipeline, capsys):
     server.configure(batch_mangle_next="truncated")
-    pipe = make_pipeline(rows_of([f"retry item {i}" for i in range(6)]), server.base_url, teacher=BATCH,
-                         name="retry")
+    pipe = make_pipeline(rows_of([f"retry item {i}" for i in range(6)]), server.base_url, teacher=BATCH, name="retry")
     assert cli(capsys, "run", pipe).code == 0
     assert all(rec["status"] == "ok" for rec in read_annotations(out_dir_of(pipe)))
     batch = server.stats()["batch"]
@@ -43,8 +41,13 @@ def test_a_truncated_answer_is_asked_again_while_tries_are_left(server, make_pip
 def test_two_answers_for_one_custom_id_are_a_reported_conflict(server, make_pipeline, capsys):
     server.configure(batch_mangle_next="duplicate")
     texts = [f"twice item {i}" for i in range(5)]
-    pipe = make_pipeline(rows_of(texts), server.base_url, teacher={**BATCH, "price": {"input": 1.0, "output": 1.0}},
-                         validation={"max_attempts": 1}, name="dup")
+    pipe = make_pipeline(
+        rows_of(texts),
+        server.base_url,
+        teacher={**BATCH, "price": {"input": 1.0, "output": 1.0}},
+        validation={"max_attempts": 1},
+        name="dup",
+    )
     r = cli(capsys, "run", pipe, "--max-failed-fraction", "0.5")
     assert r.code == 0, r.err
     assert "differently: a conflict" in r.err

@@ -57,8 +57,13 @@ def test_a_401_on_ray_stops_the_run_like_a_local_401(ray_address, server, make_p
     answers = {}
     for where in ("local", ray_address):
         server.reset()
-        pipe = make_pipeline(rows_of(texts), server.base_url, name=f"p{len(answers)}", teacher={"concurrency": 2},
-                             output={"dir": f"out{len(answers)}"})
+        pipe = make_pipeline(
+            rows_of(texts),
+            server.base_url,
+            name=f"p{len(answers)}",
+            teacher={"concurrency": 2},
+            output={"dir": f"out{len(answers)}"},
+        )
         args = ["run", str(pipe), "--quiet"] + ([] if where == "local" else ["--ray", where])
         res = run_cli(*args, timeout=300, RAY_AUTH_MODE="disabled")
         answers[where] = (res.returncode, res.stderr.strip().splitlines()[-1], server.stats()["total"])
@@ -72,6 +77,8 @@ def test_a_401_from_the_batch_api_gets_the_online_answer(server, make_pipeline, 
     from hostile import cli
 
     server.configure(batch_create_status=401)
-    pipe = make_pipeline(rows_of(["one", "two"]), server.base_url, teacher={"mode": "batch", "batch_poll_interval": 0.05})
+    pipe = make_pipeline(
+        rows_of(["one", "two"]), server.base_url, teacher={"mode": "batch", "batch_poll_interval": 0.05}
+    )
     r = cli(capsys, "run", pipe)
     assert r.code == 2 and "check model/key/URL" in r.err and "re-attach" not in r.err, r.err

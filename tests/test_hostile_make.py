@@ -57,4 +57,3 @@ def test_a_limited_run_never_satisfies_make_run(project: Path):  # noqa: F811
     make(project, "run", "P=tiny")
     assert len(annotations.read_text().splitlines()) == 16 and annotations.stat().st_mtime > 0
     assert is_up_to_date(project, "run")
-

@@ -23,10 +23,19 @@ def test_a_reset_header_of_decades_is_capped_and_named(server: ServerHandle, mak
     from annotator.config import load_config
     from annotator.engine import Pipeline
 
-    server.configure(headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset,
-                              "x-ratelimit-remaining-tokens": "nan", "x-ratelimit-reset-tokens": "-1"})
-    cfg = load_config(make_pipeline(rows_of(["one", "two", "three"]), server.base_url,
-                                    teacher={"concurrency": 1, "max_backoff": 0.05}))
+    server.configure(
+        headers={
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": reset,
+            "x-ratelimit-remaining-tokens": "nan",
+            "x-ratelimit-reset-tokens": "-1",
+        }
+    )
+    cfg = load_config(
+        make_pipeline(
+            rows_of(["one", "two", "three"]), server.base_url, teacher={"concurrency": 1, "max_backoff": 0.05}
+        )
+    )
     with caplog.at_level(logging.WARNING, logger="annotator"):
         manifest = asyncio.run(asyncio.wait_for(Pipeline(cfg).run(), timeout=60))  # held for decades before
     assert manifest.rows_ok == 3
@@ -45,27 +54,40 @@ def test_retry_after_is_finite_and_bounded(header, value):
     assert 0.0 <= wait <= 30.0
 
 
-@pytest.mark.parametrize("usage", [{"prompt_tokens": 1e30}, {"prompt_tokens": -1000}, {"completion_tokens": 2.5},
-                                   {"cached_tokens": -3}])
+@pytest.mark.parametrize(
+    "usage", [{"prompt_tokens": 1e30}, {"prompt_tokens": -1000}, {"completion_tokens": 2.5}, {"cached_tokens": -3}]
+)
 def test_usage_that_is_not_a_token_count_fails_the_call_and_charges_nothing(server, make_pipeline, capsys, usage):
     server.configure(**usage)
-    pipe = make_pipeline(rows_of(["one", "two"]), server.base_url,
-                         teacher={"price": {"input": 1.0, "output": 2.0}, "max_cost": 0.5})
+    pipe = make_pipeline(
+        rows_of(["one", "two"]), server.base_url, teacher={"price": {"input": 1.0, "output": 2.0}, "max_cost": 0.5}
+    )
     r = cli(capsys, "run", pipe)
     one_line_error(r, code=4)  # every row failed: outputs written, exit 4, no traceback (SQLite overflow before)
     field = next(iter(usage))
     records = read_annotations(out_dir_of(pipe))
-    assert all(rec["status"] == "failed" and f"{field}=" in rec["error"] and "not a token count" in rec["error"]
-               for rec in records), records
+    assert all(
+        rec["status"] == "failed" and f"{field}=" in rec["error"] and "not a token count" in rec["error"]
+        for rec in records
+    ), records
     manifest = json.loads((out_dir_of(pipe) / "run.json").read_text())
     assert manifest["cost_total_usd"] == 0.0 and manifest["tokens"] == 0  # never negative, never a loosened budget
 
 
-@pytest.mark.parametrize("setting, value", [
-    ("teacher.price.input", ".inf"), ("teacher.price.output", ".nan"), ("teacher.price.cached_input", "-1"),
-    ("teacher.max_cost", ".inf"), ("teacher.timeout", ".inf"), ("teacher.max_backoff", "1e300"),
-    ("teacher.batch_poll_interval", ".inf"), ("teacher.rpm", "1" + "0" * 400), ("teacher.max_tokens", "1e300"),
-])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("teacher.price.input", ".inf"),
+        ("teacher.price.output", ".nan"),
+        ("teacher.price.cached_input", "-1"),
+        ("teacher.max_cost", ".inf"),
+        ("teacher.timeout", ".inf"),
+        ("teacher.max_backoff", "1e300"),
+        ("teacher.batch_poll_interval", ".inf"),
+        ("teacher.rpm", "1" + "0" * 400),
+        ("teacher.max_tokens", "1e300"),
+    ],
+)
 def test_prices_budgets_and_times_in_a_pipeline_are_finite(tmp_path, make_pipeline, capsys, setting, value):
     pipe = make_pipeline(rows_of(["one"]), teacher={"price": {"input": 1.0, "output": 2.0}})
     err = one_line_error(cli(capsys, "validate", pipe, "--set", f"{setting}={value}"))
@@ -95,13 +117,16 @@ def test_numbers_in_an_annotations_file_are_checked(tmp_path, capsys):
             assert "annotations.jsonl:4" in err and field in err, err
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["train-student", "nowhere", "--lr", "nan"], "--lr"),
-    (["train-student", "nowhere", "--epochs", "inf", "--patience", "0"], "--epochs"),
-    (["sample", "RUN", "--plan", "--expected-alpha", "7"], "--expected-alpha"),
-    (["audit", "--humans", "H", "--teacher", "RUN", "--min-agreement", "nan"], "--min-agreement"),
-    (["audit", "--humans", "H", "--teacher", "RUN", "--bootstrap", "1000000000"], "--bootstrap"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train-student", "nowhere", "--lr", "nan"], "--lr"),
+        (["train-student", "nowhere", "--epochs", "inf", "--patience", "0"], "--epochs"),
+        (["sample", "RUN", "--plan", "--expected-alpha", "7"], "--expected-alpha"),
+        (["audit", "--humans", "H", "--teacher", "RUN", "--min-agreement", "nan"], "--min-agreement"),
+        (["audit", "--humans", "H", "--teacher", "RUN", "--bootstrap", "1000000000"], "--bootstrap"),
+    ],
+)
 def test_numbers_on_the_command_line_are_bounded(tmp_path, capsys, args, expected):
     from test_export import make_label_run
 

@@ -25,8 +25,9 @@ def _jsonl(path: Path, rows: list[dict], trailing_newline: bool = True) -> Path:
 
 def test_predict_out_at_its_input_keeps_every_row(tmp_path, capsys):
     student = fake_student(tmp_path / "student")
-    inp = _jsonl(tmp_path / "corpus.jsonl", [{"id": f"d{i}", "text": f"text {i}"} for i in range(5)],
-                 trailing_newline=False)
+    inp = _jsonl(
+        tmp_path / "corpus.jsonl", [{"id": f"d{i}", "text": f"text {i}"} for i in range(5)], trailing_newline=False
+    )
     before = digest(inp)
     err = one_line_error(cli(capsys, "predict", student, inp, "--out", inp))
     assert "is the INPUT file" in err
@@ -41,10 +42,25 @@ def test_predict_route_out_at_a_users_file_is_left_untouched(tmp_path, capsys):
     users_csv.write_text("id,text\n1,a\n2,b")  # no trailing newline: looked like a torn line
     for target in (users, users_csv):
         before = digest(target)
-        err = one_line_error(cli(capsys, "predict", student, inp, "--out", tmp_path / "p.jsonl",
-                                 "--route-below", "0.5", "--route-out", target))
-        assert ("was not written by `annotator predict`" in err if target.suffix == ".jsonl"
-                else "predict writes JSONL" in err)
+        err = one_line_error(
+            cli(
+                capsys,
+                "predict",
+                student,
+                inp,
+                "--out",
+                tmp_path / "p.jsonl",
+                "--route-below",
+                "0.5",
+                "--route-out",
+                target,
+            )
+        )
+        assert (
+            "was not written by `annotator predict`" in err
+            if target.suffix == ".jsonl"
+            else "predict writes JSONL" in err
+        )
         assert digest(target) == before
     # the same goes for --out itself: a JSONL the tool did not write is never repaired or appended to
     before = digest(users)
@@ -56,8 +72,20 @@ def test_predict_two_outputs_may_not_be_one_file(tmp_path, capsys):
     student = fake_student(tmp_path / "student")
     inp = _jsonl(tmp_path / "corpus.jsonl", [{"id": "d0", "text": "t"}])
     out = tmp_path / "p.jsonl"
-    err = one_line_error(cli(capsys, "predict", student, inp, "--out", out, "--route-below", "0.5",
-                             "--route-out", tmp_path / "." / "p.jsonl"))
+    err = one_line_error(
+        cli(
+            capsys,
+            "predict",
+            student,
+            inp,
+            "--out",
+            out,
+            "--route-below",
+            "0.5",
+            "--route-out",
+            tmp_path / "." / "p.jsonl",
+        )
+    )
     assert "--out and --route-out are the same file" in err
     assert not out.exists()
 
@@ -113,13 +141,16 @@ def test_sample_audit_and_train_student_keep_a_users_files(tmp_path, capsys):
     assert "label_studio_config.xml" in err and "not written by `annotator sample`" in err
 
     humans = tmp_path / "humans.csv"
-    humans.write_text("item_id,annotator,label\n" + "".join(
-        f"n{i:03d},{a},politics\n" for i in range(12) for a in ("a1", "a2", "a3")))
-    err = one_line_error(cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", folder,
-                             "--bootstrap", "0", "--no-plots"))
+    humans.write_text(
+        "item_id,annotator,label\n" + "".join(f"n{i:03d},{a},politics\n" for i in range(12) for a in ("a1", "a2", "a3"))
+    )
+    err = one_line_error(
+        cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", folder, "--bootstrap", "0", "--no-plots")
+    )
     assert "report.md" in err and "not written by `annotator audit`" in err
     assert "is the --humans file" in one_line_error(
-        cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", humans))
+        cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", humans)
+    )
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -130,7 +161,8 @@ def test_sample_audit_and_train_student_keep_a_users_files(tmp_path, capsys):
     for name in ("sample.json", "label_studio_config.xml", "report.md", "metrics.json"):
         assert (folder / name).read_text() == f"my {name}\n"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["sample.json", "label_studio_config.xml", "report.md", "metrics.json"])
+        ["sample.json", "label_studio_config.xml", "report.md", "metrics.json"]
+    )
 
 
 def test_export_outputs_are_distinct_from_each_other_and_the_run(tmp_path, capsys):
@@ -148,8 +180,11 @@ def test_export_outputs_are_distinct_from_each_other_and_the_run(tmp_path, capsy
 def test_sheets_are_replaced_only_in_a_folder_the_tool_wrote(tmp_path, capsys, command):
     run = make_label_run(tmp_path / "run", n=30)
     out = tmp_path / "sheets"
-    args = (["sample", run, "--n", "6", "--out", out] if command == "sample"
-            else ["export", run, "--out", tmp_path / "ds", "--route-below", "0.5", "--route-out", out])
+    args = (
+        ["sample", run, "--n", "6", "--out", out]
+        if command == "sample"
+        else ["export", run, "--out", tmp_path / "ds", "--route-below", "0.5", "--route-out", out]
+    )
     assert cli(capsys, *args).code == 0
     design = json.loads((out / "sample.json").read_text())
     assert design["annotators"]
@@ -157,7 +192,6 @@ def test_sheets_are_replaced_only_in_a_folder_the_tool_wrote(tmp_path, capsys, c
         (tmp_path / "ds" / "export.json").unlink()  # so the second export may not reuse its folder...
         args[3] = tmp_path / "ds2"
     assert cli(capsys, *args).code == 0  # ...but the sheet folder it wrote is its own
-
 
 
 def test_calibrate_never_writes_its_thresholds_over_a_users_file(make_pipeline, server, tmp_path, capsys):
@@ -172,5 +206,9 @@ def test_calibrate_never_writes_its_thresholds_over_a_users_file(make_pipeline, 
             mine.write_text('{"my": "notes"}')
         before = digest(mine)
         err = one_line_error(cli(capsys, "calibrate", pipe, "--humans", humans, "-q"))
-        assert ("is the input file" if target.startswith("data") else "is not a calibration file written by `annotator calibrate`") in err
+        assert (
+            "is the input file"
+            if target.startswith("data")
+            else "is not a calibration file written by `annotator calibrate`"
+        ) in err
         assert digest(mine) == before and server.stats()["total"] == 0  # refused before any teacher call

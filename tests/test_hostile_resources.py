@@ -22,7 +22,8 @@ from test_export import make_label_run
 from conftest import rows_of, write_rows
 
 BOMB = "name: bomb\n" + "".join(
-    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n" for i in range(7))
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n" for i in range(7)
+)
 
 
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
@@ -118,15 +119,19 @@ def test_a_full_disk_during_export_and_audit_is_one_line_and_the_rerun_works(tmp
     assert cli(capsys, "export", run, "--out", tmp_path / "ds").code == 0
 
     humans = tmp_path / "humans.csv"
-    humans.write_text("item_id,annotator,label\n" + "".join(
-        f"n{i:03d},{a},politics\n" for i in range(30) for a in ("a1", "a2", "a3")))
+    humans.write_text(
+        "item_id,annotator,label\n" + "".join(f"n{i:03d},{a},politics\n" for i in range(30) for a in ("a1", "a2", "a3"))
+    )
     with monkeypatch.context() as mp:
         _fail_fsync_after(mp, 0)
-        err = one_line_error(cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", tmp_path / "au",
-                                 "--bootstrap", "0"))
+        err = one_line_error(
+            cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", tmp_path / "au", "--bootstrap", "0")
+        )
     assert "no space left writing" in err and not (tmp_path / "au" / "report.json").exists()
-    assert cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", tmp_path / "au",
-               "--bootstrap", "0").code == 0  # the plots it left are its own: the rerun replaces them
+    assert (
+        cli(capsys, "audit", "--humans", humans, "--teacher", run, "--out", tmp_path / "au", "--bootstrap", "0").code
+        == 0
+    )  # the plots it left are its own: the rerun replaces them
 
 
 def test_a_full_disk_during_predict_is_one_line_and_the_rerun_finishes(tmp_path, monkeypatch):
@@ -153,8 +158,13 @@ def test_a_full_disk_during_predict_is_one_line_and_the_rerun_finishes(tmp_path,
     assert [r["id"] for r in lines] == [f"d{i}" for i in range(20)] and summary.resumed_after >= 12
 
 
-@pytest.mark.parametrize("args", [["sample", "RUN", "--n", "5", "--plan", "--annotators", "1000000000"],
-                                  ["export", "RUN", "--route-below", "0.9", "--route-annotators", "1000000000"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "RUN", "--n", "5", "--plan", "--annotators", "1000000000"],
+        ["export", "RUN", "--route-below", "0.9", "--route-annotators", "1000000000"],
+    ],
+)
 def test_a_billion_annotators_is_refused_not_allocated(tmp_path, capsys, args):
     run = make_label_run(tmp_path / "run", n=30)
     started = time.monotonic()

@@ -29,23 +29,32 @@ def _leaks(root: Path, texts: list[str], secrets: list[str]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:{port}/v1?api-key=${{GW_KEY}}",
-    "http://gateway:${{GW_PASSWORD}}@127.0.0.1:{port}/v1",
-    "http://127.0.0.1:{port}/${{GW_TOKEN}}/v1",
-    "http://127.0.0.1:{port}/v1?token=" + LITERAL,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/v1?api-key=${{GW_KEY}}",
+        "http://gateway:${{GW_PASSWORD}}@127.0.0.1:{port}/v1",
+        "http://127.0.0.1:{port}/${{GW_TOKEN}}/v1",
+        "http://127.0.0.1:{port}/v1?token=" + LITERAL,
+    ],
+)
 def test_a_key_in_base_url_reaches_no_file_and_no_output(server, make_pipeline, capsys, monkeypatch, tmp_path, url):
     monkeypatch.setenv("GW_KEY", QUERY_KEY)
     monkeypatch.setenv("GW_PASSWORD", USER_PASSWORD)
     monkeypatch.setenv("GW_TOKEN", PATH_TOKEN)
     secrets = [QUERY_KEY, USER_PASSWORD, PATH_TOKEN, LITERAL]
-    pipe = make_pipeline(rows_of([f"row {i}" for i in range(12)]),
-                         teacher={"base_url": url.format(port=server.port), "max_retries": 0})
+    pipe = make_pipeline(
+        rows_of([f"row {i}" for i in range(12)]), teacher={"base_url": url.format(port=server.port), "max_retries": 0}
+    )
     outputs = []
-    for args in (["validate", pipe, "--json"], ["validate", pipe, "--set", "teacher.timeout=5"],
-                 ["run", pipe], ["run", pipe, "--json"],
-                 ["export", out_dir_of(pipe), "--split", "0.5,0.5"], ["export", out_dir_of(pipe), "--json"]):
+    for args in (
+        ["validate", pipe, "--json"],
+        ["validate", pipe, "--set", "teacher.timeout=5"],
+        ["run", pipe],
+        ["run", pipe, "--json"],
+        ["export", out_dir_of(pipe), "--split", "0.5,0.5"],
+        ["export", out_dir_of(pipe), "--json"],
+    ):
         r = cli(capsys, *args)
         outputs += [r.out, r.err]
         assert r.code == 0, (args, r.err)
@@ -57,9 +66,11 @@ def test_a_key_in_base_url_reaches_no_file_and_no_output(server, make_pipeline, 
 
 def test_error_lines_and_logs_never_show_url_credentials(capsys, make_pipeline, monkeypatch):
     monkeypatch.setenv("GW_KEY", QUERY_KEY)
-    pipe = make_pipeline(rows_of(["one"]), teacher={"base_url": "http://127.0.0.1:9/v1?key=${GW_KEY}",
-                                                    "max_retries": 0},
-                         validation={"max_consecutive_transport_failures": 1})
+    pipe = make_pipeline(
+        rows_of(["one"]),
+        teacher={"base_url": "http://127.0.0.1:9/v1?key=${GW_KEY}", "max_retries": 0},
+        validation={"max_consecutive_transport_failures": 1},
+    )
     r = cli(capsys, "-v", "run", pipe)
     assert r.code == 5 and "127.0.0.1:9" in r.err, r.err  # the breaker names the teacher...
     assert QUERY_KEY not in r.err + r.out  # ...without its key

@@ -63,8 +63,14 @@ def test_a_config_naming_another_architecture_is_refused(student, corpus, capsys
         (student / "checksums.json").unlink(missing_ok=True)
     config = student / "model" / "config.json"
     data = json.loads(config.read_text())
-    data.update(architectures=["DistilBertForSequenceClassification"], model_type="distilbert", dim=384,
-                n_layers=1, n_heads=12, hidden_dim=1536)
+    data.update(
+        architectures=["DistilBertForSequenceClassification"],
+        model_type="distilbert",
+        dim=384,
+        n_layers=1,
+        n_heads=12,
+        hidden_dim=1536,
+    )
     config.write_text(json.dumps(data))
     err = one_line_error(_predict(capsys, student, corpus))
     assert ("differs from what train-student wrote" in err) if not legacy else ("weights do not fit" in err)
@@ -80,8 +86,15 @@ def test_a_truncated_weights_file_is_refused(student, corpus, capsys, legacy):
     assert ("bytes instead of" in err) if not legacy else ("cannot load the student model" in err)
 
 
-@pytest.mark.parametrize("change", [{"multi_label": "no"}, {"label_names": ["a", "a", "b"]},
-                                    {"train_config": {"max_length": 10**9}}, {"label_names": "politics"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"multi_label": "no"},
+        {"label_names": ["a", "a", "b"]},
+        {"train_config": {"max_length": 10**9}},
+        {"label_names": "politics"},
+    ],
+)
 def test_hostile_metrics_are_refused(student, corpus, capsys, change):
     metrics = student / "metrics.json"
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), **change}))

@@ -76,8 +76,11 @@ def _annotator(ann: dict[str, Any], where: str) -> str | None:
 
 def _choice(ann: dict[str, Any], where: str) -> str | None:
     """The single chosen label of one annotation (None when it has none)."""
-    results = [r for r in _expect(ann.get("result"), list, where, "result")
-               if isinstance(r, dict) and isinstance(r.get("value"), dict) and "choices" in r["value"]]
+    results = [
+        r
+        for r in _expect(ann.get("result"), list, where, "result")
+        if isinstance(r, dict) and isinstance(r.get("value"), dict) and "choices" in r["value"]
+    ]
     if len(results) > 1:
         named = [r for r in results if r.get("from_name") == CONTROL_NAME]
         if len(named) != 1:
@@ -91,7 +94,7 @@ def _choice(ann: dict[str, Any], where: str) -> str | None:
         return None
     choices = results[0]["value"]["choices"]
     if not isinstance(choices, list):
-        raise InputDataError(f"{where}: value.choices is {_kind(choices)}, not a list of labels ([\"label\"])")
+        raise InputDataError(f'{where}: value.choices is {_kind(choices)}, not a list of labels (["label"])')
     if len(choices) > 1:
         raise InputDataError(f"{where}: {len(choices)} choices selected; the audit needs one label per annotation")
     if choices and not isinstance(choices[0], _SCALAR):
@@ -103,8 +106,10 @@ def _inclusion_prob(data: dict[str, Any], where: str) -> float:
     raw = data[INCLUSION_COLUMN]
     p = None if isinstance(raw, bool) else to_float(raw)
     if p is None or not 0.0 < p <= 1.0:
-        raise InputDataError(f"{where}: data.{INCLUSION_COLUMN} is {raw!r}; it must be a probability in (0, 1] "
-                             "(written by `annotator sample`), or drop it")
+        raise InputDataError(
+            f"{where}: data.{INCLUSION_COLUMN} is {raw!r}; it must be a probability in (0, 1] "
+            "(written by `annotator sample`), or drop it"
+        )
     return p
 
 
@@ -130,8 +135,14 @@ def _task_rows(task: Any, n: int, p: Path) -> list[dict[str, Any]]:
         if who is None:
             raise InputDataError(f"{where}: annotation {k} has no completed_by")
         label = None if ann.get("was_cancelled") else _choice(ann, f"{where}, annotation {k}")
-        rows.append({"item_id": item, "annotator": who, "label": label,
-                     **({INCLUSION_COLUMN: prob} if prob is not None else {})})
+        rows.append(
+            {
+                "item_id": item,
+                "annotator": who,
+                "label": label,
+                **({INCLUSION_COLUMN: prob} if prob is not None else {}),
+            }
+        )
     return rows
 
 

@@ -28,7 +28,9 @@ def validate_options(opts: AuditOptions) -> None:
     if not 0 <= opts.epsilon < 1:
         raise InputDataError(f"--epsilon must be in [0, 1); got {opts.epsilon}")
     if opts.alt_test_min_items < 2:
-        raise InputDataError(f"--alt-test-min-items must be >= 2 (a t-test needs 2 items); got {opts.alt_test_min_items}")
+        raise InputDataError(
+            f"--alt-test-min-items must be >= 2 (a t-test needs 2 items); got {opts.alt_test_min_items}"
+        )
     if not 0 <= opts.bootstrap <= 1_000_000:
         raise InputDataError(f"--bootstrap must be between 0 and 1,000,000; got {opts.bootstrap}")
     if opts.min_agreement is not None and not -1 <= opts.min_agreement <= 1:  # NaN too: it would fail every gate
@@ -38,8 +40,14 @@ def validate_options(opts: AuditOptions) -> None:
 
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
-AUDIT_FILES = (REPORT_JSON, REPORT_MD, "confusion_matrix.png", "per_class_agreement.png", "calibration.png",
-               "agreement_by_slice.png")
+AUDIT_FILES = (
+    REPORT_JSON,
+    REPORT_MD,
+    "confusion_matrix.png",
+    "per_class_agreement.png",
+    "calibration.png",
+    "agreement_by_slice.png",
+)
 is_audit_report = has_keys("inputs", "coverage", "alt_test", "gate")
 """The ownership test of an audit folder (:func:`annotator.guard.check_folder`): its report.json is a report."""
 
@@ -59,8 +67,9 @@ def write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool = Tr
     try:
         _write_outputs(report, d, out, plots)
     except OSError as exc:  # full disk, permissions: one line; no report.json means no finished audit
-        raise output_error(exc, exc.filename or out,
-                           kept="no report.json was written: the audit is not finished") from None
+        raise output_error(
+            exc, exc.filename or out, kept="no report.json was written: the audit is not finished"
+        ) from None
 
 
 def _write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool) -> None:
@@ -74,8 +83,11 @@ def _write_outputs(report: AuditReport, d: AuditData, out: Path, plots: bool) ->
         files["confusion_matrix"] = str(out / "confusion_matrix.png")
         cats = report.per_category
         pl.per_class_agreement_png(
-            d.labels, [c.human_specific_agreement for c in cats], [c.teacher_specific_agreement for c in cats],
-            [c.low_human_agreement for c in cats], out / "per_class_agreement.png",
+            d.labels,
+            [c.human_specific_agreement for c in cats],
+            [c.teacher_specific_agreement for c in cats],
+            [c.low_human_agreement for c in cats],
+            out / "per_class_agreement.png",
         )
         files["per_class_agreement"] = str(out / "per_class_agreement.png")
         if report.calibration.available:
@@ -98,8 +110,9 @@ def run_audit(opts: AuditOptions) -> AuditReport:
     report = compute(d, opts, humans.format, teacher.source, teacher.model)
     if opts.by:
         values, source = read_slice_column(opts.by, Path(opts.teacher), Path(opts.humans))
-        report.slices = audit_slices(d, opts, opts.by, values, source, opts.min_slice_items, humans.format,
-                                     teacher.source)
+        report.slices = audit_slices(
+            d, opts, opts.by, values, source, opts.min_slice_items, humans.format, teacher.source
+        )
     _note_dropped_annotators(report, humans.dropped_annotators)
     report.warnings.extend(teacher.notes)
     if teacher.cost is not None:

@@ -18,8 +18,8 @@ Designs (all seeded, drawn from the run's successfully labelled items):
 
 Every design gives each of its strata at least one draw (``--n`` must be at least the number of strata), so every
 item of the run has a positive inclusion probability. Within a stratum ``h`` items are drawn without replacement,
-so the inclusion probability is exactly ``pi_i = n_h / N_h``; it is written to the sheet (column ``inclusion_prob``) and the audit reports the accuracy
-weighted by ``1 / pi_i`` next to the raw one.
+so the inclusion probability is exactly ``pi_i = n_h / N_h``; it is written to the sheet (column
+``inclusion_prob``) and the audit reports the accuracy weighted by ``1 / pi_i`` next to the raw one.
 
 Overlap: ``annotators`` people, ``per_item`` of them per item, assigned round-robin over the shuffled items so
 every annotator gets ``n * per_item / annotators`` items (+-1) and every pair of annotators shares items.
@@ -189,8 +189,15 @@ def _strata(cands: list[Candidate], strategy: str, labels: list[str]) -> dict[st
     groups: dict[str, list[int]] = {}
     by_confidence = confidence_stratum([c.confidence for c in cands]) if strategy == "confidence" else None
     for i, c in enumerate(cands):
-        key = ("all" if strategy == "random" else c.label if strategy == "stratified"
-               else by_confidence(c.confidence) if by_confidence else _band(c.confidence))
+        key = (
+            "all"
+            if strategy == "random"
+            else c.label
+            if strategy == "stratified"
+            else by_confidence(c.confidence)
+            if by_confidence
+            else _band(c.confidence)
+        )
         groups.setdefault(key, []).append(i)
     if strategy == "stratified":
         order = {lab: k for k, lab in enumerate(labels)}
@@ -205,8 +212,9 @@ def _mean_confidence(members: list[int], cands: list[Candidate]) -> float:
     return float(np.mean(confs)) if confs else 0.5
 
 
-def error_rates(groups: dict[str, list[int]], cands: list[Candidate],
-                pilot: dict[str, tuple[int, int]] | None = None) -> list[float]:
+def error_rates(
+    groups: dict[str, list[int]], cands: list[Candidate], pilot: dict[str, tuple[int, int]] | None = None
+) -> list[float]:
     """``--strategy confidence``: each stratum's estimated share of wrong teacher labels: ``1 - confidence`` (at
     least ``CDI_MIN_ERROR``), or with a pilot ``(errors + k e) / (n + k)`` from its ``(errors, n)`` in the stratum."""
     out = []
@@ -217,8 +225,13 @@ def error_rates(groups: dict[str, list[int]], cands: list[Candidate],
     return out
 
 
-def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: str, n: int,
-                pilot: dict[str, tuple[int, int]] | None = None) -> list[int]:
+def _allocation(
+    groups: dict[str, list[int]],
+    cands: list[Candidate],
+    strategy: str,
+    n: int,
+    pilot: dict[str, tuple[int, int]] | None = None,
+) -> list[int]:
     sizes = [len(v) for v in groups.values()]
     if strategy == "stratified":
         floor = math.ceil(n / (2 * len(sizes)))
@@ -234,8 +247,9 @@ def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: 
     return [n]
 
 
-def allocation(cands: list[Candidate], n: int, strategy: str, labels: list[str],
-               pilot: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, list[int], int]]:
+def allocation(
+    cands: list[Candidate], n: int, strategy: str, labels: list[str], pilot: dict[str, tuple[int, int]] | None = None
+) -> list[tuple[str, list[int], int]]:
     """The design of a draw: each stratum's name, members (indices into ``cands``) and number of draws."""
     groups = _strata(cands, strategy, labels)
     if n < len(groups):
@@ -248,8 +262,14 @@ def allocation(cands: list[Candidate], n: int, strategy: str, labels: list[str],
     return [(name, members, k) for (name, members), k in zip(groups.items(), alloc)]
 
 
-def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[str],
-         pilot: dict[str, tuple[int, int]] | None = None) -> Sample:
+def draw(
+    cands: list[Candidate],
+    n: int,
+    strategy: str,
+    seed: int,
+    labels: list[str],
+    pilot: dict[str, tuple[int, int]] | None = None,
+) -> Sample:
     """Draw ``n`` items (all of them when the run has fewer) with the given design; seeded. ``pilot``:
     ``--strategy confidence`` only, the (errors, items) of a pilot per confidence stratum (:func:`pilot_errors`)."""
     if strategy not in STRATEGIES:
@@ -268,8 +288,12 @@ def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[
     order = rng.permutation(len(chosen))
     log.info("%s sample: %d of %d items, strata %s", strategy, len(chosen), len(cands), [s.drawn for s in strata])
     return Sample(
-        strategy=strategy, seed=seed, population=len(cands), items=[cands[chosen[j][0]] for j in order],
-        inclusion_prob=[chosen[j][1] for j in order], strata=strata,
+        strategy=strategy,
+        seed=seed,
+        population=len(cands),
+        items=[cands[chosen[j][0]] for j in order],
+        inclusion_prob=[chosen[j][1] for j in order],
+        strata=strata,
     )
 
 
@@ -316,14 +340,23 @@ def _ls_config(labels: list[str]) -> str:
     from xml.sax.saxutils import quoteattr
 
     choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
-    return ('<View>\n  <Text name="text" value="$text"/>\n'
-            f'  <Choices name="label" toName="text" choice="single" showInline="true">\n{choices}\n  </Choices>\n'
-            "</View>\n")
+    return (
+        '<View>\n  <Text name="text" value="$text"/>\n'
+        f'  <Choices name="label" toName="text" choice="single" showInline="true">\n{choices}\n  </Choices>\n'
+        "</View>\n"
+    )
 
 
-def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]], annotators: list[str],
-                 labels: list[str], inclusion_prob: list[float] | None = None,
-                 design: dict[str, Any] | None = None, command: str = "sample") -> dict[str, str]:
+def write_sheets(
+    out: Path,
+    items: list[Candidate],
+    assignment: list[list[str]],
+    annotators: list[str],
+    labels: list[str],
+    inclusion_prob: list[float] | None = None,
+    design: dict[str, Any] | None = None,
+    command: str = "sample",
+) -> dict[str, str]:
     """Blank annotation sheets (long and wide CSV), Label Studio tasks and labeling config, and the design file.
 
     Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label, and
@@ -350,17 +383,25 @@ def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]],
                 long_rows[name].append(values[j])
     wide: dict[str, list[Any]] = {"item_id": [c.id for c in items], "text": [c.text for c in items], **probs}
     wide.update({ann: [None] * len(items) for ann in annotators})
-    tasks = [{"data": {"item_id": c.id, "text": c.text, **{k: v[j] for k, v in probs.items()}}}
-             for j, c in enumerate(items)]
-    files = {"long": out / LONG_SHEET, "wide": out / WIDE_SHEET, "label_studio_tasks": out / LS_TASKS,
-             "label_studio_config": out / LS_CONFIG, "design": out / DESIGN_FILE}
-    atomic_write_files({  # the design first: the folder is marked as this tool's before any sheet replaces another
-        files["design"]: json.dumps(design or {}, ensure_ascii=False, indent=2),
-        files["long"]: pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv(),
-        files["wide"]: pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv(),
-        files["label_studio_tasks"]: json.dumps(tasks, ensure_ascii=False, indent=1),
-        files["label_studio_config"]: _ls_config(labels),
-    })
+    tasks = [
+        {"data": {"item_id": c.id, "text": c.text, **{k: v[j] for k, v in probs.items()}}} for j, c in enumerate(items)
+    ]
+    files = {
+        "long": out / LONG_SHEET,
+        "wide": out / WIDE_SHEET,
+        "label_studio_tasks": out / LS_TASKS,
+        "label_studio_config": out / LS_CONFIG,
+        "design": out / DESIGN_FILE,
+    }
+    atomic_write_files(
+        {  # the design first: the folder is marked as this tool's before any sheet replaces another
+            files["design"]: json.dumps(design or {}, ensure_ascii=False, indent=2),
+            files["long"]: pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv(),
+            files["wide"]: pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv(),
+            files["label_studio_tasks"]: json.dumps(tasks, ensure_ascii=False, indent=1),
+            files["label_studio_config"]: _ls_config(labels),
+        }
+    )
     return {k: str(v) for k, v in files.items()}
 
 
@@ -405,9 +446,18 @@ def alpha_variance(a: float, p: float) -> float:
     return (1.0 - a) * ((1.0 - a) * (1.0 - 2.0 * a) + a * (2.0 - a) / (2.0 * p * (1.0 - p)))
 
 
-def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confidence: float = 0.95, target: float | None = None,
-         pilot: tuple[float, float] | None = None, assumed_alpha: float = 0.8, deff: float = 1.0,
-         annotators: int = 3, per_item: int = 3) -> Plan:
+def plan(
+    cands: list[Candidate],
+    drawn: list[Candidate],
+    sizes: list[int],
+    confidence: float = 0.95,
+    target: float | None = None,
+    pilot: tuple[float, float] | None = None,
+    assumed_alpha: float = 0.8,
+    deff: float = 1.0,
+    annotators: int = 3,
+    per_item: int = 3,
+) -> Plan:
     """Half-widths for each size in ``sizes``; ``pilot`` = (accuracy, human alpha) measured on a pilot file.
     The rarest label's share is taken in ``drawn`` (the design decides how often humans see it)."""
     if not 0 <= assumed_alpha < 1:  # NaN too: the plan would print nonsense half-widths
@@ -425,11 +475,27 @@ def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confi
     rare, rare_n = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
     share = rare_n / sum(counts.values())
     v_acc, v_alpha = accuracy_variance(p_acc, deff), alpha_variance(a, share)
-    rows = [PlanRow(n=n, accuracy_half_width=z * math.sqrt(v_acc / n), alpha_half_width=z * math.sqrt(max(v_alpha, 0) / n),
-                    items_per_annotator=n * per_item / annotators) for n in sizes]
-    result = Plan(confidence=confidence, accuracy_guess=p_acc, accuracy_source=acc_src, alpha_guess=a,
-                  alpha_source=a_src, rarest_label=rare, rarest_share=share, design_effect=deff, rows=rows,
-                  target=target)
+    rows = [
+        PlanRow(
+            n=n,
+            accuracy_half_width=z * math.sqrt(v_acc / n),
+            alpha_half_width=z * math.sqrt(max(v_alpha, 0) / n),
+            items_per_annotator=n * per_item / annotators,
+        )
+        for n in sizes
+    ]
+    result = Plan(
+        confidence=confidence,
+        accuracy_guess=p_acc,
+        accuracy_source=acc_src,
+        alpha_guess=a,
+        alpha_source=a_src,
+        rarest_label=rare,
+        rarest_share=share,
+        design_effect=deff,
+        rows=rows,
+        target=target,
+    )
     if target is not None:
         if not 0 < target < 1:
             raise InputDataError(f"--target-ci must be a half-width between 0 and 1; got {target}")

@@ -57,7 +57,9 @@ class RayConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str | None = Field(default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default).")
+    address: str | None = Field(
+        default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default)."
+    )
     workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
 
 

@@ -112,15 +112,17 @@ class OpenAICompatBackend:
         for start in range(0, cfg.concurrency, POOL_SIZE):
             size = min(POOL_SIZE, cfg.concurrency - start)
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            self._clients.append(openai.AsyncOpenAI(
-                api_key=key,
-                base_url=base_url,
-                default_query=query,  # a gateway's ?api-key=... goes on every request, not into the path
-                max_retries=0,  # retries are ours (tenacity), so they are bounded and observable
-                timeout=cfg.timeout,
-                # recent openai releases type this client against httpx2, whose pools read only httpx.Limits' fields
-                http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),  # type: ignore[arg-type]
-            ))
+            self._clients.append(
+                openai.AsyncOpenAI(
+                    api_key=key,
+                    base_url=base_url,
+                    default_query=query,  # a gateway's ?api-key=... goes on every request, not into the path
+                    max_retries=0,  # retries are ours (tenacity), so they are bounded and observable
+                    timeout=cfg.timeout,
+                    # recent openai releases type this client against httpx2, whose pools read only httpx.Limits' fields
+                    http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),  # type: ignore[arg-type]
+                )
+            )
             self._free.append(size)
         self.client = self._clients[0]  # the Batch API's files and batches (annotator.batch)
         self.transport_retry = TransportRetry(cfg.max_retries, cfg.max_backoff)

@@ -28,7 +28,9 @@ class OpenAITeacherConfig(BaseTeacherConfig):
     max_backoff: Seconds = Field(
         default=60.0, description="Longest wait before a retry, and longest hold a server's rate-limit headers get."
     )
-    rpm: PerMinute | None = Field(default=None, description="Requests per minute the account allows (paced client-side).")
+    rpm: PerMinute | None = Field(
+        default=None, description="Requests per minute the account allows (paced client-side)."
+    )
     tpm: PerMinute | None = Field(default=None, description="Tokens per minute the account allows (paced client-side).")
     price: PriceConfig | None = Field(default=None, description="Prices, for cost per row, totals and estimates.")
     max_cost: Usd | None = Field(
@@ -54,9 +56,11 @@ class OpenAITeacherConfig(BaseTeacherConfig):
         if self.mode != "batch":
             return TeacherCapabilities(price=self.price, max_cost=self.max_cost)
         return TeacherCapabilities(
-            price=self.price, max_cost=self.max_cost, batch=True,
+            price=self.price,
+            max_cost=self.max_cost,
+            batch=True,
             reask_refused="reask is not available with {teacher}.mode: batch (a follow-up batch asks the same prompt "
-                          "again): use on_invalid: resample, or mode: online",
+            "again): use on_invalid: resample, or mode: online",
             ray_refused="the Batch API does not run on Ray: drop {teacher}.ray, or use mode: online",
         )
 

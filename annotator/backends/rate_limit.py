@@ -54,8 +54,13 @@ def parse_reset(value: str | None) -> float | None:
 class RateLimiter:
     """Paces calls to at most ``rpm`` requests and ``tpm`` tokens per minute (either may be None: no limit)."""
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None,
-                 clock: Callable[[], float] = time.monotonic, max_wait: float = 60.0) -> None:
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_wait: float = 60.0,
+    ) -> None:
         self.rpm = rpm * HEADROOM if rpm else None
         self.tpm = tpm * HEADROOM if tpm else None
         self._clock = clock
@@ -101,8 +106,9 @@ class RateLimiter:
 
     def _hold(self, now: float, headers: Mapping[str, str], what: str) -> None:
         header = f"x-ratelimit-reset-{what}"
-        reset = server_wait(parse_reset(headers.get(header)), header, self.max_wait, "teacher.max_backoff",
-                            self._warned)
+        reset = server_wait(
+            parse_reset(headers.get(header)), header, self.max_wait, "teacher.max_backoff", self._warned
+        )
         if reset is None:
             return
         until = now + reset

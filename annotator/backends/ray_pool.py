@@ -34,8 +34,12 @@ class TeacherWorker:
 
     def describe(self) -> dict[str, Any]:
         b = self.backend
-        return {"name": b.name, "model_id": b.model_id, "structured_mode": b.structured_mode,
-                "max_concurrency": b.max_concurrency}
+        return {
+            "name": b.name,
+            "model_id": b.model_id,
+            "structured_mode": b.structured_mode,
+            "max_concurrency": b.max_concurrency,
+        }
 
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         try:

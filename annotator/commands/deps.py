@@ -37,8 +37,10 @@ def _make_path(path: Path) -> str:
     except ValueError:
         text = str(resolved)
     if not all(_safe(part) for part in text.split("/") if part):
-        raise ConfigError(f"make cannot use the path {text!r}: a path in a Makefile fragment may hold only "
-                          "letters, digits and _ - . / + , @ (and no part may start with -); rename it")
+        raise ConfigError(
+            f"make cannot use the path {text!r}: a path in a Makefile fragment may hold only "
+            "letters, digits and _ - . / + , @ (and no part may start with -); rename it"
+        )
     return text
 
 
@@ -88,8 +90,13 @@ def deps_command(
     """
     if as_json:
         run_dir, deps, calibration = pipeline_dependencies(pipeline)
-        emit_json({"run": str(run_dir), "deps": [str(p) for p in deps],
-                   **({"calibration": str(calibration)} if calibration is not None else {})})
+        emit_json(
+            {
+                "run": str(run_dir),
+                "deps": [str(p) for p in deps],
+                **({"calibration": str(calibration)} if calibration is not None else {}),
+            }
+        )
         return
     text = makefile_fragment(pipeline, name or pipeline.stem)
     if out is None:

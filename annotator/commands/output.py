@@ -51,8 +51,9 @@ def emit_json(data: BaseModel | dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def fitted_table(console: Console, title: str, columns: list[str], rows: list[list[str]],
-                 left: tuple[str, ...] = ()) -> RenderableType:
+def fitted_table(
+    console: Console, title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...] = ()
+) -> RenderableType:
     """A table of ``rows`` under ``columns`` (right-aligned but for the ``left`` ones) as wide as its content when
     that fits the console, else one block per row (its first column and cell, then ``column  value`` lines), so no
     cell is cut (an 80-column terminal would shrink a name such as ``teacher-big`` to ``teach...``)."""

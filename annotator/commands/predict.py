@@ -70,7 +70,12 @@ def predict_command(
 
 
 def _predict_with_progress(
-    info: StudentInfo, cfg: InputConfig, opts: PredictOptions, device: str, ray: str | None, ray_workers: int | None,
+    info: StudentInfo,
+    cfg: InputConfig,
+    opts: PredictOptions,
+    device: str,
+    ray: str | None,
+    ray_workers: int | None,
     quiet: bool,
 ) -> PredictSummary:
     """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""

@@ -75,20 +75,25 @@ def _human_items(humans: HumanAnnotations, teacher: TeacherAnnotations, notes: l
             "this run's items (same id column)"
         )
     if not inside:
-        why = "left every human-labelled item to its human queue" if queued and not failed else (
-            "failed on every human-labelled item" + (" it did not leave to its human queue" if queued else ""))
+        why = (
+            "left every human-labelled item to its human queue"
+            if queued and not failed
+            else ("failed on every human-labelled item" + (" it did not leave to its human queue" if queued else ""))
+        )
         raise InputDataError(f"the teacher {teacher.path} {why}; nothing to estimate")
     if unknown:
-        notes.append(f"{len(unknown)} human item(s) are not in the run and were left out: {few(unknown)}"
-                     + _case_hint(unknown, teacher.ids))
+        notes.append(
+            f"{len(unknown)} human item(s) are not in the run and were left out: {few(unknown)}"
+            + _case_hint(unknown, teacher.ids)
+        )
     if failed:
         notes.append(f"{len(failed)} human item(s) the teacher failed on are outside the population: {few(failed)}")
     if teacher.left_to_humans:
         notes.append(
             f"a cascade run: its {len(teacher.left_to_humans):,} rows left to humans have no teacher label and are "
             f"outside the population ({len(queued)} of the human items are among them), so the shares describe the "
-            "rows the cascade kept, not the corpus (the rows it escalated are the hard ones). For the whole corpus give "
-            "--teacher OUTPUT_DIR/stages/1-NAME, the first stage, which labelled every row"
+            "rows the cascade kept, not the corpus (the rows it escalated are the hard ones). For the whole corpus "
+            "give --teacher OUTPUT_DIR/stages/NAME, the first stage's directory (it labelled every row)"
         )
     return inside
 
@@ -97,8 +102,14 @@ def _case_hint(unknown: list[str], ids: set[str]) -> str:
     """A hint when ids outside the run differ from run ids only in upper/lower case (ids are case-sensitive)."""
     folded = {i.casefold() for i in ids}
     near = [i for i in unknown if i.casefold() in folded]
-    return (f" ({len(near)} of them are run ids written in other upper/lower case: ids are case-sensitive, write "
-            "them as the run does)") if near else ""
+    return (
+        (
+            f" ({len(near)} of them are run ids written in other upper/lower case: ids are case-sensitive, write "
+            "them as the run does)"
+        )
+        if near
+        else ""
+    )
 
 
 def _design(humans: HumanAnnotations, items: list[str], population: int, notes: list[str]) -> tuple[np.ndarray, str]:
@@ -162,9 +173,19 @@ def join(humans: HumanAnnotations, teacher: TeacherAnnotations, labels: list[str
     if tied:
         notes.append(f"{tied} human item(s) have a tied vote; each counts evenly to its tied labels")
     prob, design = _design(humans, items, len(ids), notes)
-    return Joined(labels=label_set, label_source=label_source, ids=ids, F=F,
-                  rows=np.array([position[i] for i in items], dtype=np.int64), Y=Y, prob=prob, design=design,
-                  failed=len(teacher.failed), tied=tied, notes=notes)
+    return Joined(
+        labels=label_set,
+        label_source=label_source,
+        ids=ids,
+        F=F,
+        rows=np.array([position[i] for i in items], dtype=np.int64),
+        Y=Y,
+        prob=prob,
+        design=design,
+        failed=len(teacher.failed),
+        tied=tied,
+        notes=notes,
+    )
 
 
 def same_labels(t: TeacherAnnotations, base: TeacherAnnotations, first: Joined, explicit: bool) -> None:
@@ -174,8 +195,9 @@ def same_labels(t: TeacherAnnotations, base: TeacherAnnotations, first: Joined, 
     extra = sorted((set(t.labels.values()) | listed) - set(first.labels))
     missing = sorted(set(first.labels) - listed) if listed else []
     if extra or missing:
-        differs = "; ".join(x for x in (f"has {few(extra)}" if extra else "",
-                                        f"lacks {few(missing)}" if missing else "") if x)
+        differs = "; ".join(
+            x for x in (f"has {few(extra)}" if extra else "", f"lacks {few(missing)}" if missing else "") if x
+        )
         raise InputDataError(
             f"teacher {t.path} {differs} against the label set of {base.path} ({first.label_source}: "
             f"{', '.join(first.labels[:8])}{', ...' if len(first.labels) > 8 else ''}); teachers are compared label by "

@@ -75,30 +75,46 @@ def label_shares(e: ShareEstimates, labels: list[str]) -> list[LabelShare]:
     for k, lab in enumerate(labels):
         h_width = e.human_high[k] - e.human_low[k]
         ratio = (e.corrected_high[k] - e.corrected_low[k]) / h_width if h_width > 0 else math.nan
-        out.append(LabelShare(
-            label=lab, teacher_share=float(e.raw[k]), humans_with_label=float(e.label_humans[k]),
-            corrected=Estimate(value=_none(e.corrected[k]), ci_low=_none(e.corrected_low[k]),
-                               ci_high=_none(e.corrected_high[k])),
-            corrected_se=_none(e.corrected_se[k]), lam=_none(e.lam[k]),
-            human_only=Estimate(value=_none(e.human[k]), ci_low=_none(e.human_low[k]), ci_high=_none(e.human_high[k])),
-            human_only_se=_none(e.human_se[k]), effective_human_labels=_none(e.effective_humans[k]),
-            width_ratio=_none(ratio),
-        ))
+        out.append(
+            LabelShare(
+                label=lab,
+                teacher_share=float(e.raw[k]),
+                humans_with_label=float(e.label_humans[k]),
+                corrected=Estimate(
+                    value=_none(e.corrected[k]), ci_low=_none(e.corrected_low[k]), ci_high=_none(e.corrected_high[k])
+                ),
+                corrected_se=_none(e.corrected_se[k]),
+                lam=_none(e.lam[k]),
+                human_only=Estimate(
+                    value=_none(e.human[k]), ci_low=_none(e.human_low[k]), ci_high=_none(e.human_high[k])
+                ),
+                human_only_se=_none(e.human_se[k]),
+                effective_human_labels=_none(e.effective_humans[k]),
+                width_ratio=_none(ratio),
+            )
+        )
     return out
 
 
 def _few(e: ShareEstimates, labels: list[str], where: str) -> list[str]:
     """A note for the labels of an estimate that too few human items carry for the normal approximation (with
     unequal inclusion probabilities: Kish's effective number of them, :func:`~annotator.estimate.stats.kish_count`)."""
-    few = [f"{lab} ({e.label_effective[k]:.3g})" for k, lab in enumerate(labels)
-           if e.label_effective[k] < MIN_LABEL_HUMANS]
-    return [f"{where}: fewer than {MIN_LABEL_HUMANS} human items (effective number under the weights) have "
+    few = [
+        f"{lab} ({e.label_effective[k]:.3g})" for k, lab in enumerate(labels) if e.label_effective[k] < MIN_LABEL_HUMANS
+    ]
+    return (
+        [
+            f"{where}: fewer than {MIN_LABEL_HUMANS} human items (effective number under the weights) have "
             f"{', '.join(few)}: the interval of a rare label may cover less often than stated; label more items"
-            ] if few else []
+        ]
+        if few
+        else []
+    )
 
 
-def estimate_slice(j: Joined, name: str, in_slice: np.ndarray, size: int, raw: np.ndarray, opts: EstimateOptions,
-                   lam_all: np.ndarray) -> SliceEstimate:
+def estimate_slice(
+    j: Joined, name: str, in_slice: np.ndarray, size: int, raw: np.ndarray, opts: EstimateOptions, lam_all: np.ndarray
+) -> SliceEstimate:
     """One ``--by`` slice (``in_slice``: which human items are in it; ``size`` items of the run with the teacher's
     shares ``raw``), with the whole sample's power tuning; too small below ``--min-slice-humans`` human items."""
     n_humans = int(in_slice.sum())
@@ -106,13 +122,18 @@ def estimate_slice(j: Joined, name: str, in_slice: np.ndarray, size: int, raw: n
         return SliceEstimate(slice=name, population=size, n_humans=n_humans, too_small=True)
     e = slice_estimates(j.Y, j.F[j.rows], j.prob, in_slice, raw, size, lam_all, opts.confidence)
     j.notes.extend(_few(e, j.labels, f"slice {name}"))
-    return SliceEstimate(slice=name, population=size, n_humans=n_humans,
-                         implied_population=e.n_hat if j.design == DESIGN else None,
-                         shares=label_shares(e, j.labels))
+    return SliceEstimate(
+        slice=name,
+        population=size,
+        n_humans=n_humans,
+        implied_population=e.n_hat if j.design == DESIGN else None,
+        shares=label_shares(e, j.labels),
+    )
 
 
-def estimate_slices(j: Joined, slice_names: list[str], opts: EstimateOptions,
-                    lam_all: np.ndarray) -> list[SliceEstimate]:
+def estimate_slices(
+    j: Joined, slice_names: list[str], opts: EstimateOptions, lam_all: np.ndarray
+) -> list[SliceEstimate]:
     """Every value of the ``--by`` column(s), in sorted order; the population's sizes and teacher shares are counted
     in one pass (a column with a value per item makes as many slices as items)."""
     values, codes = np.unique(np.asarray(slice_names, dtype=str), return_inverse=True)
@@ -121,34 +142,57 @@ def estimate_slices(j: Joined, slice_names: list[str], opts: EstimateOptions,
     raw = np.zeros((len(values), len(j.labels)))
     np.add.at(raw, codes, j.F)
     human_codes = codes[j.rows]
-    return [estimate_slice(j, str(value), human_codes == s, int(sizes[s]), raw[s] / sizes[s], opts, lam_all)
-            for s, value in enumerate(values)]
+    return [
+        estimate_slice(j, str(value), human_codes == s, int(sizes[s]), raw[s] / sizes[s], opts, lam_all)
+        for s, value in enumerate(values)
+    ]
 
 
-def _teacher(name: str, path: Path, teacher: TeacherAnnotations, j: Joined, opts: EstimateOptions,
-             slice_names: list[str] | None) -> TeacherEstimates:
+def _teacher(
+    name: str, path: Path, teacher: TeacherAnnotations, j: Joined, opts: EstimateOptions, slice_names: list[str] | None
+) -> TeacherEstimates:
     if len(j.rows) < MIN_HUMANS:
-        raise InputDataError(f"{len(j.rows)} human item(s) in the population of {path}: a share's interval needs "
-                             f"at least {MIN_HUMANS}")
-    e = share_estimates(j.Y, j.F[j.rows], j.prob, np.ones(len(j.rows), dtype=bool), j.F.mean(axis=0), len(j.ids),
-                        opts.confidence)
+        raise InputDataError(
+            f"{len(j.rows)} human item(s) in the population of {path}: a share's interval needs at least {MIN_HUMANS}"
+        )
+    e = share_estimates(
+        j.Y, j.F[j.rows], j.prob, np.ones(len(j.rows), dtype=bool), j.F.mean(axis=0), len(j.ids), opts.confidence
+    )
     j.notes.extend(_few(e, j.labels, "whole corpus"))
-    overall = SliceEstimate(slice=ALL, population=len(j.ids), n_humans=len(j.rows),
-                            implied_population=e.n_hat if j.design == DESIGN else None,
-                            shares=label_shares(e, j.labels))
+    overall = SliceEstimate(
+        slice=ALL,
+        population=len(j.ids),
+        n_humans=len(j.rows),
+        implied_population=e.n_hat if j.design == DESIGN else None,
+        shares=label_shares(e, j.labels),
+    )
     slices = None
     if slice_names is not None:
         slices = estimate_slices(j, slice_names, opts, e.lam)
         small = [s.slice for s in slices if s.too_small]
         if small:
-            j.notes.append(f"{len(small)} slice(s) with fewer than {opts.min_slice_humans} human items are too small "
-                           f"to estimate: {', '.join(small[:10])}" + (" ..." if len(small) > 10 else ""))
-    method = ("design-based: difference estimator weighted by 1/inclusion_prob (DSL, Egami et al. 2023; "
-              "Confidence-Driven Inference, Gligoric et al. 2025), power-tuned" if j.design == DESIGN
-              else "PPI++ (Angelopoulos, Duchi & Zrnic 2023), power-tuned, finite-population variance")
+            j.notes.append(
+                f"{len(small)} slice(s) with fewer than {opts.min_slice_humans} human items are too small "
+                f"to estimate: {', '.join(small[:10])}" + (" ..." if len(small) > 10 else "")
+            )
+    method = (
+        "design-based: difference estimator weighted by 1/inclusion_prob (DSL, Egami et al. 2023; "
+        "Confidence-Driven Inference, Gligoric et al. 2025), power-tuned"
+        if j.design == DESIGN
+        else "PPI++ (Angelopoulos, Duchi & Zrnic 2023), power-tuned, finite-population variance"
+    )
     return TeacherEstimates(
-        name=name, teacher=str(path), model=teacher.model, population=len(j.ids), failed=j.failed,
-        human_items=len(j.rows), tied_items=j.tied, design=j.design, method=method, overall=overall, slices=slices,
+        name=name,
+        teacher=str(path),
+        model=teacher.model,
+        population=len(j.ids),
+        failed=j.failed,
+        human_items=len(j.rows),
+        tied_items=j.tied,
+        design=j.design,
+        method=method,
+        overall=overall,
+        slices=slices,
         notes=j.notes,
     )
 
@@ -204,10 +248,19 @@ def run_estimate(opts: EstimateOptions) -> EstimateReport:
             slice_names, source = slice_of(opts.by, path, j.ids)
         results.append(_teacher(name, path, teacher, j, opts, slice_names))
     report = EstimateReport(
-        annotator_version=__version__, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        humans=str(opts.humans), humans_format=humans.format, annotators=humans.annotators, labels=joined[0].labels,
-        label_source=joined[0].label_source, confidence_level=opts.confidence, by=opts.by, slice_source=source,
-        min_slice_humans=opts.min_slice_humans, teachers=results, assumptions=ASSUMPTIONS,
+        annotator_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        humans=str(opts.humans),
+        humans_format=humans.format,
+        annotators=humans.annotators,
+        labels=joined[0].labels,
+        label_source=joined[0].label_source,
+        confidence_level=opts.confidence,
+        by=opts.by,
+        slice_source=source,
+        min_slice_humans=opts.min_slice_humans,
+        teachers=results,
+        assumptions=ASSUMPTIONS,
     )
     if opts.out is not None:
         write_outputs(report, opts.out, opts.plots)
@@ -237,8 +290,10 @@ def write_outputs(report: EstimateReport, out: Path, plots: bool = True) -> None
             if not plots:
                 (out / FOREST_PNG).unlink(missing_ok=True)  # an earlier run's plot would not match these numbers
     except OSError as exc:
-        raise RunDirError(f"cannot write the estimate in {out}: {exc.strerror or exc}; free space, make it writable "
-                          "or give another --out") from None
+        raise RunDirError(
+            f"cannot write the estimate in {out}: {exc.strerror or exc}; free space, make it writable "
+            "or give another --out"
+        ) from None
 
 
 @contextmanager

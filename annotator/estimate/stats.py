@@ -74,8 +74,9 @@ Pseudo = tuple[np.ndarray, np.ndarray, np.ndarray]
 cell every stratum gets."""
 
 
-def design_moments(a: np.ndarray, b: np.ndarray, prob: np.ndarray, strata: np.ndarray, n_hat: float,
-                   pseudo: Pseudo | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def design_moments(
+    a: np.ndarray, b: np.ndarray, prob: np.ndarray, strata: np.ndarray, n_hat: float, pseudo: Pseudo | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(A, B, C)`` per label: the design variance of ``a``, covariance of ``a`` and ``b``, and variance of ``b``,
     for a stratified sample without replacement (Sarndal et al. 1992, eq. 3.7.8) written with the expanded values
     ``z = x / pi``: ``sum_g (1 - mean pi_g) n_g / (n_g - 1) sum_{i in g} (z_i - mean_g z)(z'_i - mean_g z') / n_hat^2``,
@@ -164,9 +165,17 @@ class ShareEstimates:
     n_hat: float  # sum of 1/pi over the slice's human items (the population size the design implies)
 
 
-def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, raw: np.ndarray,
-                    population: int, confidence: float = 0.95, lam: np.ndarray | None = None,
-                    pseudo: float = PSEUDO_CELL) -> ShareEstimates:
+def share_estimates(
+    Y: np.ndarray,
+    f: np.ndarray,
+    prob: np.ndarray,
+    in_slice: np.ndarray,
+    raw: np.ndarray,
+    population: int,
+    confidence: float = 0.95,
+    lam: np.ndarray | None = None,
+    pseudo: float = PSEUDO_CELL,
+) -> ShareEstimates:
     """Raw, corrected and human-only shares of every label in one slice, with ``confidence`` normal intervals.
 
     ``Y``, ``f``: human and teacher labels of the WHOLE human sample (items x labels, rows sum to 1); ``prob``: their
@@ -194,17 +203,35 @@ def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np
     n_d = int(in_slice.sum())
     sigma2 = (w @ (Y - mu_y) ** 2) / n_hat * n_d / max(n_d - 1, 1)
     return ShareEstimates(
-        raw=raw, corrected=corrected, corrected_low=np.clip(corrected - z * se_c, 0, 1),
-        corrected_high=np.clip(corrected + z * se_c, 0, 1), corrected_se=se_c, lam=lam,
-        human=mu_y, human_low=np.clip(mu_y - z * se_h, 0, 1), human_high=np.clip(mu_y + z * se_h, 0, 1),
-        human_se=se_h, n_humans=n_d, label_humans=Y[in_slice].sum(axis=0),
-        label_effective=kish_count(Y[in_slice], w[in_slice]), population=population,
-        effective_humans=effective_human_labels(sigma2, var_c, population), n_hat=n_hat,
+        raw=raw,
+        corrected=corrected,
+        corrected_low=np.clip(corrected - z * se_c, 0, 1),
+        corrected_high=np.clip(corrected + z * se_c, 0, 1),
+        corrected_se=se_c,
+        lam=lam,
+        human=mu_y,
+        human_low=np.clip(mu_y - z * se_h, 0, 1),
+        human_high=np.clip(mu_y + z * se_h, 0, 1),
+        human_se=se_h,
+        n_humans=n_d,
+        label_humans=Y[in_slice].sum(axis=0),
+        label_effective=kish_count(Y[in_slice], w[in_slice]),
+        population=population,
+        effective_humans=effective_human_labels(sigma2, var_c, population),
+        n_hat=n_hat,
     )
 
 
-def slice_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, raw: np.ndarray,
-                    population: int, lam_all: np.ndarray, confidence: float = 0.95) -> ShareEstimates:
+def slice_estimates(
+    Y: np.ndarray,
+    f: np.ndarray,
+    prob: np.ndarray,
+    in_slice: np.ndarray,
+    raw: np.ndarray,
+    population: int,
+    lam_all: np.ndarray,
+    confidence: float = 0.95,
+) -> ShareEstimates:
     """One slice of the corpus (``--by``), with the power tuning of the WHOLE sample ``lam_all`` (a slice has too
     few human items to tune its own: in simulation, slice-tuned intervals covered 92.9% instead of 95%, as the
     minimised variance of a small sample is too optimistic), except that a label whose slice interval would be

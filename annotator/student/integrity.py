@@ -29,8 +29,14 @@ from annotator.rundir import atomic_write_text
 log = logging.getLogger(__name__)
 
 CHECKSUMS_FILE = "checksums.json"
-VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-               "tokenizer.model")
+VOCAB_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 MAX_LENGTH_BOUND = 100_000
 
 
@@ -59,10 +65,18 @@ def _model_config(model_dir: Path) -> dict[str, Any]:
 def write_checksums(student_dir: Path, model_dir: Path) -> None:
     """Record ``model_dir`` as saved (``train-student``, after the model folder is complete)."""
     config = _model_config(model_dir)
-    files = {p.relative_to(model_dir).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(model_dir.rglob("*")) if p.is_file()}
-    data = {"written_by": "annotator train-student", "model_dir": model_dir.name,
-            "architectures": config.get("architectures"), "model_type": config.get("model_type"), "files": files}
+    files = {
+        p.relative_to(model_dir).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file()
+    }
+    data = {
+        "written_by": "annotator train-student",
+        "model_dir": model_dir.name,
+        "architectures": config.get("architectures"),
+        "model_type": config.get("model_type"),
+        "files": files,
+    }
     atomic_write_text(student_dir / CHECKSUMS_FILE, json.dumps(data, indent=2) + "\n")
 
 
@@ -71,16 +85,21 @@ def check_metrics(path: Path, data: Any) -> tuple[list[str], bool, int]:
     if not isinstance(data, dict):
         raise NotAStudent(f"{path} is not a student's metrics (a JSON object); retrain the student")
     names, multi = data.get("label_names"), data.get("multi_label")
-    if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)
-            and len(set(names)) == len(names)):
+    if not (
+        isinstance(names, list)
+        and names
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    ):
         raise NotAStudent(f"{path}: label_names must be a non-empty list of distinct label names, got {names!r}")
     if not isinstance(multi, bool):
         raise NotAStudent(f"{path}: multi_label must be true or false, got {multi!r}")
     train_config = data.get("train_config") or {}
     max_length = train_config.get("max_length", 128) if isinstance(train_config, dict) else None
     if not (isinstance(max_length, int) and not isinstance(max_length, bool) and 0 < max_length <= MAX_LENGTH_BOUND):
-        raise NotAStudent(f"{path}: train_config.max_length must be a whole number in 1..{MAX_LENGTH_BOUND:,}, "
-                          f"got {max_length!r}")
+        raise NotAStudent(
+            f"{path}: train_config.max_length must be a whole number in 1..{MAX_LENGTH_BOUND:,}, got {max_length!r}"
+        )
     return names, multi, max_length
 
 
@@ -89,24 +108,30 @@ def check_model_dir(student_dir: Path, model_dir: Path, label_names: list[str]) 
     config = _model_config(model_dir)
     archs = config.get("architectures")
     if not (isinstance(archs, list) and len(archs) == 1 and str(archs[0]).endswith("ForSequenceClassification")):
-        raise NotAStudent(f"{model_dir / 'config.json'}: architectures {archs!r} is not one sequence classifier; "
-                          "retrain the student")
+        raise NotAStudent(
+            f"{model_dir / 'config.json'}: architectures {archs!r} is not one sequence classifier; retrain the student"
+        )
     id2label = config.get("id2label")
     model_labels = [str(id2label.get(str(i))) for i in range(len(id2label))] if isinstance(id2label, dict) else None
     if model_labels != label_names:
-        raise NotAStudent(f"{model_dir / 'config.json'}: the model's labels {model_labels} differ from metrics.json's "
-                          f"label_names {label_names}; retrain the student")
+        raise NotAStudent(
+            f"{model_dir / 'config.json'}: the model's labels {model_labels} differ from metrics.json's "
+            f"label_names {label_names}; retrain the student"
+        )
     if not (model_dir / "tokenizer_config.json").is_file() or not any((model_dir / f).is_file() for f in VOCAB_FILES):
-        raise NotAStudent(f"{model_dir} has no tokenizer (tokenizer_config.json and one of {', '.join(VOCAB_FILES)}); "
-                          "copy the whole folder train-student wrote, or retrain the student")
+        raise NotAStudent(
+            f"{model_dir} has no tokenizer (tokenizer_config.json and one of {', '.join(VOCAB_FILES)}); "
+            "copy the whole folder train-student wrote, or retrain the student"
+        )
     _check_files(student_dir, model_dir)
 
 
 def _check_files(student_dir: Path, model_dir: Path) -> None:
     path = student_dir / CHECKSUMS_FILE
     if not path.exists():
-        log.warning("%s: no %s (trained by an older annotator): the model files cannot be verified", student_dir,
-                    CHECKSUMS_FILE)
+        log.warning(
+            "%s: no %s (trained by an older annotator): the model files cannot be verified", student_dir, CHECKSUMS_FILE
+        )
         return
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -119,11 +144,18 @@ def _check_files(student_dir: Path, model_dir: Path) -> None:
         if not f.is_file():
             raise NotAStudent(f"{f} is missing (train-student wrote it); copy the whole student folder or retrain")
         now = f.stat().st_size
-        why = (f"{now:,} bytes instead of {size:,}" if now != size
-               else f"its SHA-256 differs from {path.name}" if _sha256(f) != digest else None)
+        why = (
+            f"{now:,} bytes instead of {size:,}"
+            if now != size
+            else f"its SHA-256 differs from {path.name}"
+            if _sha256(f) != digest
+            else None
+        )
         if why:
-            raise NotAStudent(f"{f} differs from what train-student wrote ({why}): truncated or changed since; copy "
-                              "the student folder again or retrain it")
+            raise NotAStudent(
+                f"{f} differs from what train-student wrote ({why}): truncated or changed since; copy "
+                "the student folder again or retrain it"
+            )
 
 
 def check_loaded(model_dir: Path, loading_info: dict[str, Any]) -> None:
@@ -131,5 +163,7 @@ def check_loaded(model_dir: Path, loading_info: dict[str, Any]) -> None:
     missing = list(loading_info.get("missing_keys") or []) + list(loading_info.get("mismatched_keys") or [])
     if missing:
         shown = ", ".join(str(m) for m in missing[:3])
-        raise NotAStudent(f"{model_dir}: the weights do not fit the architecture in config.json ({len(missing)} "
-                          f"missing or mismatched, e.g. {shown}); it would predict at random: retrain the student")
+        raise NotAStudent(
+            f"{model_dir}: the weights do not fit the architecture in config.json ({len(missing)} "
+            f"missing or mismatched, e.g. {shown}); it would predict at random: retrain the student"
+        )

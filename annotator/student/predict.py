@@ -101,8 +101,13 @@ class StudentModel:
         if not todo:
             return out
         probs = predict(
-            self.model, self.tokenizer, [t for _, t in todo], self.batch_size, info.max_length,
-            info.multi_label, self.device,
+            self.model,
+            self.tokenizer,
+            [t for _, t in todo],
+            self.batch_size,
+            info.max_length,
+            info.multi_label,
+            self.device,
         )
         labels, conf = decode(probs, info.label_names, info.multi_label)
         for k, (i, _) in enumerate(todo):
@@ -268,9 +273,11 @@ def predict_file(
     """Label every input row not yet in ``opts.out``; ``on_progress(done, total)`` after each batch."""
     if (opts.route_below is None) != (opts.route_out is None):
         raise PredictError("--route-below and --route-out go together")
-    check_distinct("predict", {"--out": opts.out, "--route-out": opts.route_out},
-                   {"INPUT file": input_cfg.path, "student folder": info.dir,
-                    "student's metrics.json": info.dir / METRICS_FILE})
+    check_distinct(
+        "predict",
+        {"--out": opts.out, "--route-out": opts.route_out},
+        {"INPUT file": input_cfg.path, "student folder": info.dir, "student's metrics.json": info.dir / METRICS_FILE},
+    )
     total = count_rows(input_cfg)
     rows = iter_rows(input_cfg, batch_size=max(opts.batch_size, 1024))
     summary = _resume(info, opts, rows, total)
@@ -280,14 +287,17 @@ def predict_file(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             claim(path, "predict", role, input=str(input_cfg.path), student=str(info.dir))
-    with (opts.route_out.open("ab") if opts.route_out is not None else nullcontext()) as route_fh, \
-            opts.out.open("ab") as out_fh:
+    with (
+        opts.route_out.open("ab") if opts.route_out is not None else nullcontext() as route_fh,
+        opts.out.open("ab") as out_fh,
+    ):
         for batch, preds in _labelled(labeler, _batches(rows, opts.batch_size)):
             try:
                 _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
             except OSError as exc:  # a full disk: the lines written so far stay; the rerun repairs a torn one
-                raise output_error(exc, exc.filename or opts.out,
-                                   kept="every whole line written so far is kept") from None
+                raise output_error(
+                    exc, exc.filename or opts.out, kept="every whole line written so far is kept"
+                ) from None
             progress(summary.resumed_after + summary.predicted, total)
     if cut_by_limit(input_cfg):
         for path in (opts.out, opts.route_out):
@@ -323,8 +333,12 @@ def _labelled(labeler: Labeler, batches: Iterator[list[InputRow]]) -> Iterator[t
 
 
 def _write_batch(
-    batch: list[InputRow], preds: list[Prediction], out_fh: IO[bytes], route_fh: IO[bytes] | None,
-    threshold: float | None, summary: PredictSummary,
+    batch: list[InputRow],
+    preds: list[Prediction],
+    out_fh: IO[bytes],
+    route_fh: IO[bytes] | None,
+    threshold: float | None,
+    summary: PredictSummary,
 ) -> None:
     """Route lines first, then OUT: a crash in between leaves extra route lines that the rerun trims."""
     routed = [

@@ -111,17 +111,31 @@ def _same_answer(exc: BaseException) -> BaseException:
     return PredictError(f"prediction on Ray failed: {text.splitlines()[-1] if text else type(exc).__name__}")
 
 
-def _chunks(ray: Any, batches: Iterator[list[InputRow]], per_chunk: int, actors: int, resources: dict[str, Any],
-            device: str, batch_size: int, info_dict: dict[str, Any], files_ref: list[Any]
-            ) -> Iterator[list[Prediction]]:
+def _chunks(
+    ray: Any,
+    batches: Iterator[list[InputRow]],
+    per_chunk: int,
+    actors: int,
+    resources: dict[str, Any],
+    device: str,
+    batch_size: int,
+    info_dict: dict[str, Any],
+    files_ref: list[Any],
+) -> Iterator[list[Prediction]]:
     """Each chunk of batches through a fresh actor pool, predictions in input order."""
     while chunk := list(islice(batches, per_chunk)):
         ds = ray.data.from_items([{"text": r.text or ""} for b in chunk for r in b])
         labelled = ds.map_batches(
-            StudentActor, batch_size=batch_size, batch_format="numpy",
+            StudentActor,
+            batch_size=batch_size,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs={"info": info_dict, "files_ref": files_ref, "device": device,
-                                   "batch_size": batch_size},
+            fn_constructor_kwargs={
+                "info": info_dict,
+                "files_ref": files_ref,
+                "device": device,
+                "batch_size": batch_size,
+            },
             **resources,
         )
         yield from _regroup(chunk, iter(labelled.iter_rows()))
@@ -137,8 +151,13 @@ def _regroup(chunk: list[list[InputRow]], rows: Iterator[dict[str, Any]]) -> Ite
 
 
 def predict_here_or_on_ray(
-    info: StudentInfo, input_cfg: InputConfig, opts: PredictOptions, device: str = "auto", ray: str | None = None,
-    ray_workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+    info: StudentInfo,
+    input_cfg: InputConfig,
+    opts: PredictOptions,
+    device: str = "auto",
+    ray: str | None = None,
+    ray_workers: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PredictSummary:
     """:func:`predict_file` in this process (on ``device``), or with ``ray`` (an address, or ``"local"`` for
     ray.init()'s default) on a Ray cluster."""
