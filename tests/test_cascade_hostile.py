@@ -19,7 +19,7 @@ import pytest
 import yaml
 from test_cascade import CHEAP, STRONG, MakeProject, cached_samples, cascade_pipeline, cli, corpus, write_humans
 
-from conftest import LABELS, REPO, ServerHandle, read_annotations, spawn_cli, write_rows
+from conftest import LABELS, REPO, ServerHandle, out_dir_of, read_annotations, spawn_cli, write_rows
 
 OUT = "out"
 
@@ -676,3 +676,34 @@ def test_the_certified_sentence_never_rounds_a_rate_up() -> None:
     # at the edges: target 1 - 1e-12 and delta 1e-300 (1 - delta is 1.0 as a float) printed "at least 100%"
     assert _exact_pct(1 - 1e-12) == "99.9999%" and _exact_pct(1e-9) == "0%"
     assert _exact_pct(1e-300, complement=True) == "99.9999%" and _exact_pct(0.1, complement=True) == "90%"
+
+
+def test_a_key_in_a_stage_base_url_reaches_no_cascade_file(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Rule 3 (docs/safety.md) for the cascade: calibrate, run and export write run.json, calibration.json, the report,
+    the stage directories, the human queue and the card; none may hold a key given in a stage's ``base_url``."""
+    secret = "gwq-Casc4de8Key2Zz9"
+    monkeypatch.setenv("GW_KEY", secret)
+    rows = corpus(2)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
+    edit_yaml(
+        pipe,
+        lambda cfg: [
+            st["teacher"].update(base_url=st["teacher"]["base_url"] + "?api-key=${GW_KEY}")
+            for st in cfg["cascade"]["stages"]
+        ],
+    )
+    humans = write_humans(tmp_path / "humans.csv", rows[:73])
+    outputs = []
+    for args in (["calibrate", str(pipe), "--humans", str(humans)], ["run", str(pipe), "--json"]):
+        code, out, err = cli(args, capsys)
+        assert code == 0, (args, err)
+        outputs += [out, err]
+    code, out, err = cli(["export", str(out_dir_of(pipe)), "--json"], capsys)
+    assert code == 0, err
+    leaks = [
+        str(f) for f in tmp_path.rglob("*") if f.is_file() and f.suffix != ".yaml" and secret.encode() in f.read_bytes()
+    ]
+    assert leaks == [] and not any(secret in o for o in outputs + [out, err])
+    assert weak_server.stats()["total"] > 0

@@ -44,6 +44,7 @@ from annotator.records import (
     earlier_invocations,
     iter_annotations,
 )
+from annotator.redact import redact_data
 from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs, write_run_outputs
 from annotator.tasks import build_task
 
@@ -260,7 +261,7 @@ class CascadeRun:
         manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
-            config=self.cfg.model_dump(mode="json"),
+            config=redact_data(self.cfg.model_dump(mode="json")),  # a key in a stage's base_url stays out
             task=self.cfg.task.type,
             labels=labels,
             multi_label=multi_label,
