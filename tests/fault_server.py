@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import hashlib
 import json
 import re
@@ -214,33 +215,38 @@ def weak_answer(answer: Any, schema: dict[str, Any] | None, text: str, fault: st
     return {**answer, "label": labels[(labels.index(str(answer["label"])) + shift) % len(labels)]}
 
 
+# A started server's configuration (``POST /config`` changes any of it; ``POST /reset`` clears counters, ``headers``,
+# ``batch_mangle_next`` and ``by_request`` only; the tests' ServerHandle.reset sets all of these again).
+DEFAULTS: dict[str, Any] = {
+    "latency": 0.0,
+    "retry_after": 0.05,
+    "hang": 30.0,
+    "prompt_tokens": 50,
+    "completion_tokens": 10,
+    "by_request": {},
+    "record_times": True,
+    "max_prompt_chars": 0,
+    "trickle_interval": 0.25,
+    "huge_chars": 50_000_000,
+    "rpm": 0,
+    "tpm": 0,
+    "rate_window": 60.0,
+    "cached_tokens": 0,
+    "batch_delay": 0.2,
+    "batch_fail_next": "",
+    "batch_create_status": 0,
+    "weak_models": [],
+    "hold": False,
+    "hold_after": 0,
+    "oracle": {},
+    "oracle_flip": 0.0,
+    "oracle_seed": 0,
+}
+
+
 class FaultServer:
     def __init__(self, latency: float = 0.0):
-        self.cfg: dict[str, Any] = {
-            "latency": latency,
-            "retry_after": 0.05,
-            "hang": 30.0,
-            "prompt_tokens": 50,
-            "completion_tokens": 10,
-            "by_request": {},
-            "record_times": True,
-            "max_prompt_chars": 0,
-            "trickle_interval": 0.25,
-            "huge_chars": 50_000_000,
-            "rpm": 0,
-            "tpm": 0,
-            "rate_window": 60.0,
-            "cached_tokens": 0,
-            "batch_delay": 0.2,
-            "batch_fail_next": "",
-            "batch_create_status": 0,
-            "weak_models": [],
-            "hold": False,
-            "hold_after": 0,
-            "oracle": {},
-            "oracle_flip": 0.0,
-            "oracle_seed": 0,
-        }
+        self.cfg: dict[str, Any] = {**copy.deepcopy(DEFAULTS), "latency": latency}
         self.released = asyncio.Event()  # cleared while ``hold`` is on
         self.released.set()
         self.batch_api = BatchFake(self)

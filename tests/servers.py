@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from fault_server import DEFAULTS
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (closed again at once)."""
@@ -190,30 +192,7 @@ class ServerHandle:
     def reset(self, **config: Any) -> None:
         """Clear counters and set the default config (plus ``config`` overrides)."""
         self._call("POST", "/reset", {})
-        defaults = {
-            "latency": 0.0,
-            "retry_after": 0.05,
-            "hang": 30.0,
-            "prompt_tokens": 50,
-            "completion_tokens": 10,
-            "record_times": True,
-            "max_prompt_chars": 0,
-            "trickle_interval": 0.25,
-            "huge_chars": 50_000_000,
-            "rpm": 0,
-            "tpm": 0,
-            "rate_window": 60.0,
-            "cached_tokens": 0,
-            "batch_delay": 0.2,
-            "batch_fail_next": "",
-            "batch_create_status": 0,
-            "weak_models": [],
-            "hold": False,
-            "hold_after": 0,
-            "oracle": {},
-            "oracle_flip": 0.0,
-            "oracle_seed": 0,
-        }
+        defaults = {k: v for k, v in DEFAULTS.items() if k != "by_request"}  # /reset clears by_request
         self._call("POST", "/config", {**defaults, **config})
 
     def configure(self, **config: Any) -> dict[str, Any]:
