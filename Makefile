@@ -41,7 +41,15 @@ INPUT         ?=
 PREDICT_ARGS  ?=
 DISTILL_ARGS  ?=
 DEMO_HUMANS   ?= $(PIPELINES_DIR)/data/news_sample_humans.csv
-PIPELINE_NAMES := $(sort $(patsubst $(PIPELINES_DIR)/%.yaml,%,$(wildcard $(PIPELINES_DIR)/*.yaml)))
+# Only names make and the shell take literally (letters, digits, _ . -): a pipeline file named `x;rm -rf ~.yaml` is
+# ignored, never pasted into a recipe. Paths given on the command line (HUMANS, CAL_HUMANS, GOLD, INPUT) are checked the same way.
+PIPELINE_NAMES := $(sort $(shell ls $(PIPELINES_DIR) 2>/dev/null | sed -n 's/^\([A-Za-z0-9_][A-Za-z0-9_.-]*\)\.yaml$$/\1/p'))
+_LP := (
+_RP := )
+UNSAFE_CHARS := ; | & < > ` ' " * ? $(_LP) $(_RP)
+check_safe = $(foreach v,$(1),$(if $(strip $(foreach c,$(UNSAFE_CHARS),$(findstring $(c),$($(v))))),$(error $(v)='$($(v))': \
+  make passes it to a shell; rename it to letters, digits and _ - . / + , @ only)))
+$(call check_safe,HUMANS CAL_HUMANS GOLD INPUT)
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:

@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import openai
 
 from annotator.backends.base import Backend, Generation, GenerationRequest
-from annotator.backends.openai_compat import parse_completion
+from annotator.backends.openai_compat import is_refusal, parse_completion, refused
 from annotator.backends.openai_config import OpenAITeacherConfig
 from annotator.cache import ResultStore, SampleResult
 from annotator.config import PipelineConfig
@@ -38,6 +38,7 @@ from annotator.costs import Budget, estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError, BudgetReached
 from annotator.inputs import InputRow
 from annotator.records import RunCounts
+from annotator.redact import redact
 from annotator.retry import AnswerValidator, ValidationPolicy
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,40 @@ class _Item:
         return f"{self.key}:{self.attempt}"
 
 
+class BatchOutput:
+    """A batch's output and error files, read line by line: a line that is not a JSON object with a custom_id is
+    unreadable (kept as a reason, never a crash), the others are grouped by custom_id."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[dict[str, Any]]] = {}
+        self.unreadable: list[str] = []
+
+    def read(self, text: str, file_id: str) -> None:
+        for n, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError as exc:
+                self.unreadable.append(f"{file_id} line {n}: not JSON ({exc.__class__.__name__}: {exc})")
+                continue
+            cid = line.get("custom_id") if isinstance(line, dict) else None
+            if not isinstance(cid, str) or not cid:
+                self.unreadable.append(f"{file_id} line {n}: not a batch answer (no custom_id)")
+                continue
+            self.answers.setdefault(cid, []).append(line)
+
+
 class BatchRun:
     """Gets every uncached sample of a pipeline through the Batch API into the store."""
 
-    def __init__(self, pipeline: SampleSource, backend: BatchBackend, store: ResultStore,
-                 on_progress: BatchProgress | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: SampleSource,
+        backend: BatchBackend,
+        store: ResultStore,
+        on_progress: BatchProgress | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.backend = backend
         self.client = backend.client
@@ -158,8 +188,11 @@ class BatchRun:
             key, _, attempt = custom_id.rpartition(":")
             if key in self.items:
                 self.items[key].attempt = int(attempt)
-        log.warning("re-attaching to %d batch(es) submitted by an earlier run: %s", len(self.open),
-                    ", ".join(b or f"(file {f})" for f, b in self.open.items()))
+        log.warning(
+            "re-attaching to %d batch(es) submitted by an earlier run: %s",
+            len(self.open),
+            ", ".join(b or f"(file {f})" for f, b in self.open.items()),
+        )
 
     def _in_flight(self) -> set[str]:
         return set(self.store.open_batch_items()) if self.open else set()
@@ -176,9 +209,13 @@ class BatchRun:
         for item in items:
             line = self._line(item)
             if len(line) > self.cfg.batch_max_bytes:
-                raise AnnotatorError(f"one Batch API request is {len(line):,} bytes, more than "
-                                     f"teacher.batch_max_bytes={self.cfg.batch_max_bytes:,}; raise it")
-            if chunk and (len(chunk) >= self.cfg.batch_max_requests or len(data) + len(line) > self.cfg.batch_max_bytes):
+                raise AnnotatorError(
+                    f"one Batch API request is {len(line):,} bytes, more than "
+                    f"teacher.batch_max_bytes={self.cfg.batch_max_bytes:,}; raise it"
+                )
+            if chunk and (
+                len(chunk) >= self.cfg.batch_max_requests or len(data) + len(line) > self.cfg.batch_max_bytes
+            ):
                 yield chunk, bytes(data)
                 chunk, data = [], bytearray()
             chunk.append(item)
@@ -200,11 +237,14 @@ class BatchRun:
         log.info("submitted batch %s: %d requests, %d bytes", self.open[uploaded.id], len(items), len(data))
 
     async def _create(self, file_id: str) -> None:
-        batch = await self._api(self.client.batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT,
-            completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
-            metadata={"annotator_pipeline": self.pipeline.cfg.name},
-        ))
+        batch = await self._api(
+            self.client.batches.create(
+                input_file_id=file_id,
+                endpoint=ENDPOINT,
+                completion_window=self.cfg.batch_completion_window,  # type: ignore[arg-type]
+                metadata={"annotator_pipeline": self.pipeline.cfg.name},
+            )
+        )
         self.store.set_batch_id(file_id, batch.id)
         self.open[file_id] = batch.id
 
@@ -228,7 +268,7 @@ class BatchRun:
                     batch_id = self.open[file_id]
                 batch = await self._api(self.client.batches.retrieve(batch_id))  # type: ignore[arg-type]
                 rc = batch.request_counts
-                self.counts[batch.id] = ((rc.completed + rc.failed, rc.total) if rc else (0, 0))
+                self.counts[batch.id] = (rc.completed + rc.failed, rc.total) if rc else (0, 0)
                 if batch.status in _TERMINAL:
                     ended.append((file_id, batch))
             self._report()
@@ -247,53 +287,96 @@ class BatchRun:
             self.on_progress(done, total, f"{len(self.open)} batch(es) open: {shown}")
 
     async def _process(self, file_id: str, batch: Any) -> None:
-        answered: set[str] = set()
+        output = BatchOutput()
         for fid in (batch.output_file_id, batch.error_file_id):
             if fid:
                 content = await self._api(self.client.files.content(fid))
-                for text in content.text.splitlines():
-                    if text.strip():
-                        answered.add(self._answer(json.loads(text)))
-        missing = [cid for cid, f in self.store.open_batch_items().items() if f == file_id and cid not in answered]
+                output.read(content.text, fid)
+        for cid, lines in output.answers.items():
+            self._answer(cid, lines, batch.id)
+        if output.unreadable:
+            log.warning(
+                "batch %s: %d line(s) of its output could not be read (%s); their requests count as failed tries",
+                batch.id,
+                len(output.unreadable),
+                "; ".join(output.unreadable[:3]),
+            )
+        missing = [
+            cid for cid, f in self.store.open_batch_items().items() if f == file_id and cid not in output.answers
+        ]
         if batch.status != "completed":
             errors = "; ".join(e.message or "" for e in (batch.errors.data or [])) if batch.errors else ""
-            log.warning("batch %s %s%s: %d of its requests answered; the other %d are submitted again while they "
-                        "have tries left (validation.max_attempts)",
-                        batch.id, batch.status, f" ({errors})" if errors else "", len(answered), len(missing))
+            log.warning(
+                "batch %s %s%s: %d of its requests answered; the other %d are submitted again while they "
+                "have tries left (validation.max_attempts)",
+                batch.id,
+                batch.status,
+                f" ({errors})" if errors else "",
+                len(output.answers),
+                len(missing),
+            )
+        why = (
+            f"no readable answer in batch {batch.id}'s output ({len(output.unreadable)} unreadable line(s), e.g. "
+            f"{output.unreadable[0]})"
+            if output.unreadable
+            else f"batch {batch.id} {batch.status} before answering"
+        )
         for cid in missing:
-            self._retry_or_fail(cid, f"batch {batch.id} {batch.status} before answering")
+            self._retry_or_fail(cid, why)
         self.store.finish_batch(file_id)
         self.pipeline.budget.settle(self.reserved.pop(file_id, 0.0), None)
         del self.open[file_id]
         self.counts.pop(batch.id, None)
 
-    def _answer(self, line: dict[str, Any]) -> str:
-        """Validate one output/error line; return its custom_id."""
-        cid = str(line.get("custom_id"))
-        response = line.get("response") or {}
-        if response.get("status_code") != 200:
-            err = line.get("error") or (response.get("body") or {}).get("error") or {}
-            self._retry_or_fail(cid, f"teacher call failed: HTTP {response.get('status_code')}: "
-                                     f"{err.get('message', err) if isinstance(err, dict) else err}")
-            return cid
-        try:
-            gen = parse_completion(response.get("body"))
-        except BackendError as exc:
-            self._retry_or_fail(cid, f"teacher call failed: {exc}")
-            return cid
+    def _answer(self, cid: str, lines: list[dict[str, Any]], batch_id: str) -> None:
+        """Validate the answer to one request. Several lines for one custom_id: a repeated line is one answer;
+        different answers are each charged, and the conflict fails the try."""
+        lines = list({json.dumps(line, sort_keys=True): line for line in lines}.values())
+        results = [self._generation(line) for line in lines]
         item = self._item(cid)
-        if item is None:
-            return cid
         p = self.pipeline
-        p.stats.teacher_calls += 1
+        for gen in results:
+            if isinstance(gen, Generation) and item is not None:
+                p.stats.teacher_calls += 1
+                p.budget.settle(0.0, p.charge(item.result, gen))
+        if len(lines) > 1:
+            log.warning(
+                "batch %s answered custom_id %s %d times, differently: a conflict, none of them is used",
+                batch_id,
+                cid,
+                len(lines),
+            )
+            self._retry_or_fail(
+                cid, f"batch {batch_id} returned {len(lines)} different answers for this request (conflict: none used)"
+            )
+            return
+        gen = results[0]
+        if isinstance(gen, str):
+            self._retry_or_fail(cid, gen)
+            return
+        if item is None:
+            return
         item.result.attempts = item.attempt + 1
-        p.budget.settle(0.0, p.charge(item.result, gen))
         item.result = p.validator.check(item.result, gen, item.row)
         if item.result.ok:
             self._store(item)
         else:
             self._retry_or_fail(cid, item.result.error or "no valid output")
-        return cid
+
+    @staticmethod
+    def _generation(line: dict[str, Any]) -> Generation | str:
+        """One output/error line's answer, or why it has none."""
+        raw = line.get("response")
+        response: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        status = response.get("status_code")
+        if status != 200:
+            body = response.get("body")
+            err = line.get("error") or (body.get("error") if isinstance(body, dict) else body) or {}
+            return f"teacher call failed: HTTP {status}: {err.get('message', err) if isinstance(err, dict) else err}"
+        try:
+            return parse_completion(response.get("body"))
+        except BackendError as exc:
+            return f"teacher call failed: {exc}"
 
     def _item(self, cid: str) -> _Item | None:
         key, _, attempt = cid.rpartition(":")
@@ -321,5 +404,9 @@ class BatchRun:
         try:
             return await call
         except openai.APIError as exc:
-            raise AnnotatorError(f"Batch API call failed ({exc}); the batches submitted so far are recorded in "
-                                 "cache.sqlite: run the same command again to re-attach to them") from None
+            if isinstance(exc, openai.APIStatusError) and is_refusal(exc):
+                raise refused(exc) from None  # the answer an online call gets for the same fault
+            raise AnnotatorError(
+                f"Batch API call failed ({redact(str(exc))}); the batches submitted so far are "
+                "recorded in cache.sqlite: run the same command again to re-attach to them"
+            ) from None

@@ -65,8 +65,18 @@ def cache_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def sample_key(*, messages: list[dict[str, str]], model: str, mode: str, schema: dict[str, Any] | None,
-               temperature: float, max_tokens: int, seed: int, sample: int, task: str) -> str:
+def sample_key(
+    *,
+    messages: list[dict[str, str]],
+    model: str,
+    mode: str,
+    schema: dict[str, Any] | None,
+    temperature: float,
+    max_tokens: int,
+    seed: int,
+    sample: int,
+    task: str,
+) -> str:
     """The cache key of one sample: a hash of everything that shapes its answer.
 
     ``messages`` is the rendered prompt (a re-ask's extra turns are not part of it: a sample is stored once, with
@@ -75,13 +85,33 @@ def sample_key(*, messages: list[dict[str, str]], model: str, mode: str, schema:
     ``task`` the fingerprint of the task config (:func:`task_fingerprint`). Validation settings
     (``validation.*``) are not part of it: they decide how often to ask, not what an answer means.
     """
-    payload = {"messages": messages, "model": model, "mode": mode, "schema": schema, "temperature": temperature,
-               "max_tokens": max_tokens, "seed": seed, "sample": sample, "task": task}
+    payload = {
+        "messages": messages,
+        "model": model,
+        "mode": mode,
+        "schema": schema,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "sample": sample,
+        "task": task,
+    }
     key = cache_key(payload)
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("sample key %s: model=%s mode=%s temperature=%s max_tokens=%s seed=%s sample=%s task=%s "
-                  "prompt=%s schema=%s", key[:16], model, mode, temperature, max_tokens, seed, sample, task[:16],
-                  prompt_hash(messages), cache_key({"schema": schema})[:16])
+        log.debug(
+            "sample key %s: model=%s mode=%s temperature=%s max_tokens=%s seed=%s sample=%s task=%s "
+            "prompt=%s schema=%s",
+            key[:16],
+            model,
+            mode,
+            temperature,
+            max_tokens,
+            seed,
+            sample,
+            task[:16],
+            prompt_hash(messages),
+            cache_key({"schema": schema})[:16],
+        )
     return key
 
 
@@ -117,19 +147,23 @@ def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> RunDirError:
     msg = str(exc)
     low = msg.lower()
     if "full" in low:
-        return RunDirError(f"no space left on the device of {path}: free some space and run the same command again "
-                           "(every answer saved so far is kept)")
+        return RunDirError(
+            f"no space left on the device of {path}: free some space and run the same command again "
+            "(every answer saved so far is kept)"
+        )
     if "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
-        return RunDirError(f"cannot write {path} ({msg}): make the output location writable or set another "
-                           "output.dir")
+        return RunDirError(f"cannot write {path} ({msg}): make the output location writable or set another output.dir")
     if "not a database" in low or "malformed" in low or "corrupt" in low:
-        return RunDirError(f"{path} is damaged ({msg}). Delete it to start this output directory from scratch "
-                           "(answers saved in it will be asked again)")
+        return RunDirError(
+            f"{path} is damaged ({msg}). Delete it to start this output directory from scratch "
+            "(answers saved in it will be asked again)"
+        )
     return RunDirError(f"cache {path} failed: {msg}")
 
 
 def _sqlite_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn an SQLite error raised by a :class:`ResultStore` method into a :class:`RunDirError`."""
+
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(*args, **kwargs)
@@ -141,7 +175,6 @@ def _sqlite_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     return wrapper
-
 
 
 class ResultStore:
@@ -166,15 +199,24 @@ class ResultStore:
     def get_sample(self, key: str) -> SampleResult | None:
         row = self.conn.execute(
             "SELECT ok, output, raw, error, attempts, tokens, created, prompt_tokens, cached_tokens, "
-                "completion_tokens, "
-            "cost FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?", (key,)
+            "completion_tokens, "
+            "cost FROM samples LEFT JOIN sample_usage USING (key) WHERE key = ?",
+            (key,),
         ).fetchone()
         if row is None:
             return None
         return SampleResult(
-            ok=bool(row[0]), output=json.loads(row[1]) if row[1] else None, raw=row[2], error=row[3],
-            attempts=row[4], tokens=row[5], created=row[6], prompt_tokens=row[7] or 0, cached_tokens=row[8] or 0,
-            completion_tokens=row[9] or 0, cost=row[10],
+            ok=bool(row[0]),
+            output=json.loads(row[1]) if row[1] else None,
+            raw=row[2],
+            error=row[3],
+            attempts=row[4],
+            tokens=row[5],
+            created=row[6],
+            prompt_tokens=row[7] or 0,
+            cached_tokens=row[8] or 0,
+            completion_tokens=row[9] or 0,
+            cost=row[10],
         )
 
     @_sqlite_errors
@@ -187,8 +229,16 @@ class ResultStore:
         self.conn.execute("BEGIN")
         self.conn.execute(
             "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, int(result.ok), json.dumps(result.output) if result.output is not None else None, result.raw,
-             result.error, result.attempts, result.tokens, result.created),
+            (
+                key,
+                int(result.ok),
+                json.dumps(result.output) if result.output is not None else None,
+                result.raw,
+                result.error,
+                result.attempts,
+                result.tokens,
+                result.created,
+            ),
         )
         self.conn.execute(
             "INSERT OR REPLACE INTO sample_usage VALUES (?, ?, ?, ?, ?)",
@@ -224,9 +274,11 @@ class ResultStore:
     @_sqlite_errors
     def open_batch_items(self) -> dict[str, str]:
         """custom_id -> file_id of the requests in batches not processed yet."""
-        return dict(self.conn.execute(
-            "SELECT custom_id, file_id FROM batch_items JOIN batches USING (file_id) WHERE done = 0"
-        ).fetchall())
+        return dict(
+            self.conn.execute(
+                "SELECT custom_id, file_id FROM batch_items JOIN batches USING (file_id) WHERE done = 0"
+            ).fetchall()
+        )
 
     @_sqlite_errors
     def spent(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -13,6 +14,7 @@ from rich.markup import escape
 from annotator import __version__
 from annotator.backends import warn_skipped_plugins
 from annotator.errors import AnnotatorError
+from annotator.plugins import foreign_exit
 from annotator.ray_support import optional_ray_value
 from annotator.redact import redact
 
@@ -30,8 +32,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("run", "validate", "audit", "export", "train_student", "deps", "sample", "predict", "estimate",
-                   "calibrate", "distill")
+COMMAND_MODULES = (
+    "run",
+    "validate",
+    "audit",
+    "export",
+    "train_student",
+    "deps",
+    "sample",
+    "predict",
+    "estimate",
+    "calibrate",
+    "distill",
+)
 err_console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,27 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything finished so far is saved; rerun to resume.")
         sys.exit(130)
+    except OSError as exc:  # the environment (a full disk, permissions) where no command caught it: one line
+        err_console.print(f"[bold red]error:[/] {escape(redact(_os_line(exc)))}", soft_wrap=True)
+        sys.exit(2)
+    except SystemExit as exc:
+        foreign = foreign_exit(exc)
+        if foreign is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(foreign))}", soft_wrap=True)
+        sys.exit(foreign.exit_code)
+
+
+def _os_line(exc: OSError) -> str:
+    from annotator.rundir import output_error
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS):
+        return str(
+            output_error(
+                exc, exc.filename or "a file", kept="the rerun finishes what is missing; nothing half-written is kept"
+            )
+        )
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from annotator.backends.base import BaseTeacherConfig
 from annotator.backends.local_llama import LocalTeacherConfig
 from annotator.backends.registry import TeacherConfig, explain_teacher_error
+from annotator.bounds import MAX_TEXT_FILE_BYTES, read_text_at_most
 from annotator.cascade.settings import CascadeConfig
 from annotator.errors import ConfigError
 from annotator.inputs import InputConfig
+from annotator.redact import is_secret_name, register_secret
 from annotator.retry import ValidationConfig
 from annotator.tasks import TaskConfigBase, get_task_class, task_config_classes, task_names, unknown_task
 
@@ -81,11 +83,17 @@ class PipelineConfig(_Strict):
     def binding(self) -> dict[str, str]:
         """What a run directory is bound to (:func:`annotator.rundir.bind_run_dir`): the pipeline's name, its input
         file and columns, and the task type."""
-        return {"pipeline": self.name, "input": str(self.input.path), "id_column": self.input.id_column,
-                "text_column": self.input.text_column, "task": self.task.type}
+        return {
+            "pipeline": self.name,
+            "input": str(self.input.path),
+            "id_column": self.input.id_column,
+            "text_column": self.input.text_column,
+            "task": self.task.type,
+        }
 
     def resolve(self, base: Path) -> PipelineConfig:
         """Make relative paths absolute against ``base`` (the YAML file's directory)."""
+
         def fix(p: Path | None) -> Path | None:
             return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
@@ -115,7 +123,9 @@ def pipeline_model() -> type[PipelineConfig]:
     key = tuple(classes)
     if key not in _models:
         _models[key] = create_model(
-            "PipelineConfig", __base__=PipelineConfig, __doc__=PipelineConfig.__doc__,
+            "PipelineConfig",
+            __base__=PipelineConfig,
+            __doc__=PipelineConfig.__doc__,
             task=(_task_union(classes), ...),
         )
     return _models[key]
@@ -124,16 +134,23 @@ def pipeline_model() -> type[PipelineConfig]:
 def _refusal(path: Path, field: str, why: str, overrides: list[str]) -> ConfigError:
     """A config error for ``field``, naming the ``--set`` it came from when it came from one."""
     origin = next((o for o in reversed(overrides) if _override_touches(o, field)), None)
-    return ConfigError(f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else ""))
+    return ConfigError(
+        f"invalid pipeline config {path}: {field}: {why}" + (f" (from --set {origin})" if origin else "")
+    )
 
 
 def _check_samples(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
     """``teacher.samples > 1`` only for a task that aggregates samples: others would pay for answers they drop."""
     n = cfg.teacher.samples
     if n > 1 and not get_task_class(cfg.task.type).aggregates_samples:
-        raise _refusal(path, "teacher.samples", f"{n}: the {cfg.task.type} task keeps one answer per row (it does not "
-                       f"aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; set "
-                       "teacher.samples: 1", overrides)
+        raise _refusal(
+            path,
+            "teacher.samples",
+            f"{n}: the {cfg.task.type} task keeps one answer per row (it does not "
+            f"aggregate samples), so {n - 1} of every {n} teacher calls would be paid for nothing; set "
+            "teacher.samples: 1",
+            overrides,
+        )
 
 
 def _check_capabilities(cfg: PipelineConfig, path: Path, overrides: list[str]) -> None:
@@ -159,30 +176,59 @@ def _check_cascade(cfg: PipelineConfig, path: Path, overrides: list[str]) -> Non
     if cascade is None:
         return
     if "teacher" in cfg.model_fields_set:
-        raise _refusal(path, "teacher", "a cascade names its teachers in cascade.stages: move this teacher section "
-                       "into a stage, or remove the cascade section", overrides)
+        raise _refusal(
+            path,
+            "teacher",
+            "a cascade names its teachers in cascade.stages: move this teacher section "
+            "into a stage, or remove the cascade section",
+            overrides,
+        )
     if len(cascade.stages) < 2:
-        raise _refusal(path, "cascade.stages", f"{len(cascade.stages)} stage(s): a cascade needs at least 2 (a cheap "
-                       "teacher first, a stronger one for the rows it is unsure of); for one teacher remove the "
-                       "cascade section and use teacher:", overrides)
+        raise _refusal(
+            path,
+            "cascade.stages",
+            f"{len(cascade.stages)} stage(s): a cascade needs at least 2 (a cheap "
+            "teacher first, a stronger one for the rows it is unsure of); for one teacher remove the "
+            "cascade section and use teacher:",
+            overrides,
+        )
     if cascade.target >= 1.0:
-        raise _refusal(path, "cascade.target", "1: no finite human sample can show that a teacher never disagrees "
-                       "with humans, so this target is never certified; name one below 1 (e.g. 0.95)", overrides)
+        raise _refusal(
+            path,
+            "cascade.target",
+            "1: no finite human sample can show that a teacher never disagrees "
+            "with humans, so this target is never certified; name one below 1 (e.g. 0.95)",
+            overrides,
+        )
     task_cls = get_task_class(cfg.task.type)
     if not task_cls.aggregates_samples or getattr(cfg.task, "multi_label", False):
-        raise _refusal(path, "cascade", f"the {cfg.task.type} task has no vote-share confidence to escalate on (a "
-                       "cascade needs a single-label task that aggregates samples, e.g. type: label)", overrides)
+        raise _refusal(
+            path,
+            "cascade",
+            f"the {cfg.task.type} task has no vote-share confidence to escalate on (a "
+            "cascade needs a single-label task that aggregates samples, e.g. type: label)",
+            overrides,
+        )
     names = [st.name.casefold() for st in cascade.stages]  # directory names: one on a case-insensitive disk
     twice = sorted({st.name for st in cascade.stages if names.count(st.name.casefold()) > 1})
     if twice:
-        raise _refusal(path, "cascade.stages", f"stage name(s) {', '.join(twice)} used twice (case aside); each stage "
-                       "needs its own name (it names the stage's run directory)", overrides)
+        raise _refusal(
+            path,
+            "cascade.stages",
+            f"stage name(s) {', '.join(twice)} used twice (case aside); each stage "
+            "needs its own name (it names the stage's run directory)",
+            overrides,
+        )
     for i, st in enumerate(cascade.stages):
         if st.teacher.samples < MIN_CASCADE_SAMPLES:
-            raise _refusal(path, f"cascade.stages.{i}.teacher.samples", f"{st.teacher.samples} (stage {st.name!r}): "
-                           "a stage's confidence is the vote share of its samples, so it needs samples: "
-                           f"{MIN_CASCADE_SAMPLES} or more (no built-in backend returns token log-probabilities)",
-                           overrides)
+            raise _refusal(
+                path,
+                f"cascade.stages.{i}.teacher.samples",
+                f"{st.teacher.samples} (stage {st.name!r}): "
+                "a stage's confidence is the vote share of its samples, so it needs samples: "
+                f"{MIN_CASCADE_SAMPLES} or more (no built-in backend returns token log-probabilities)",
+                overrides,
+            )
 
 
 def _format_validation_error(path: Path, exc: ValidationError, overrides: list[str]) -> str:
@@ -199,8 +245,11 @@ def _format_validation_error(path: Path, exc: ValidationError, overrides: list[s
         elif err["type"] == "union_tag_invalid" and loc == "task":
             loc, msg = "task.type", unknown_task(err["input"].get("type") if isinstance(err["input"], dict) else None)
         elif err["type"] == "model_type":  # pydantic's words name a class: "instance of LocalTeacherConfig"
-            got = "nothing (an empty section: fill it, or remove it for the defaults)" if err["input"] is None \
+            got = (
+                "nothing (an empty section: fill it, or remove it for the defaults)"
+                if err["input"] is None
                 else f"{err['input']!r}"
+            )
             msg = f"expected a section of settings (key: value lines), got {got}"
         origin = next((o for o in reversed(overrides) if _override_touches(o, loc)), None)
         if origin is None and err["type"] == "other_backend":  # the field is the file's; was the backend --set?
@@ -212,6 +261,42 @@ def _format_validation_error(path: Path, exc: ValidationError, overrides: list[s
 def _override_touches(override: str, loc: str) -> bool:
     key = override.partition("=")[0].strip()
     return bool(loc) and (key == loc or key.startswith(loc + ".") or loc.startswith(key + "."))
+
+
+MAX_CONFIG_VALUES = 200_000
+"""A pipeline's values, YAML aliases expanded, at most: an alias bomb (each level repeating the one below) is refused
+before anything walks it, instead of taking minutes and gigabytes."""
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse ``data`` (parsed YAML) whose aliases expand to more than :data:`MAX_CONFIG_VALUES` values, or that
+    holds itself (a recursive alias). Linear in the distinct nodes: each node's expanded size is computed once."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (a recursive structure); remove it")
+        active.add(key)
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(
+                    f"{where}: more than {MAX_CONFIG_VALUES:,} values once YAML aliases (*name) are "
+                    "expanded; a pipeline file needs far fewer (an alias bomb?)"
+                )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
 
 
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -241,6 +326,8 @@ def expand_env(data: Any, path: Path, used: list[str], where: str = "") -> Any:
             value = default
         if name not in used:
             used.append(name)
+        if is_secret_name(name):  # redacted wherever it ends up (URLs, run.json, messages)
+            register_secret(value)
         return value
 
     return _ENV_REF.sub(sub, data)
@@ -256,6 +343,9 @@ def apply_override(data: dict[str, Any], override: str, path: Path) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
+    check_size(value, f"--set {key}")
     if key in PATH_FIELDS and isinstance(value, str) and value:
         value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
     *parents, leaf = key.split(".")
@@ -296,9 +386,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     if not p.exists():
         raise ConfigError(f"pipeline file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = read_text_at_most(p, MAX_TEXT_FILE_BYTES)
+        if text is None:
+            raise ConfigError(
+                f"{p} holds more than {MAX_TEXT_FILE_BYTES:,} bytes: a pipeline file is at most that "
+                "(put data in the input file, not in the pipeline)"
+            )
+        data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{p} is nested too deeply to be a pipeline file (hundreds of levels of [ or {{)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline file {p}: {exc.strerror or exc}") from None
+    check_size(data, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level, got {type(data).__name__}")
     env_vars: list[str] = []

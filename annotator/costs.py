@@ -28,7 +28,9 @@ def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(messages) + REPLY_PRIMER_TOKENS
 
 
-def call_cost(price: PriceConfig | None, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float | None:
+def call_cost(
+    price: PriceConfig | None, prompt_tokens: int, cached_tokens: int, completion_tokens: int
+) -> float | None:
     """USD for one call's usage (``cached_tokens`` is the part of ``prompt_tokens`` served from the provider's
     prompt cache); None without a price."""
     if price is None:
@@ -107,9 +109,13 @@ class RunEstimate:
     def summary(self) -> dict[str, int | float | None]:
         """The estimate as plain numbers (``validate --estimate --json``)."""
         return {
-            "rows": self.rows, "rows_skipped": self.rows_skipped, "calls": self.calls,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens_max": self.completion_tokens_max,
-            "completion_tokens_typical": self.completion_tokens_typical, "cost_max_usd": self.cost_max,
+            "rows": self.rows,
+            "rows_skipped": self.rows_skipped,
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens_max": self.completion_tokens_max,
+            "completion_tokens_typical": self.completion_tokens_typical,
+            "cost_max_usd": self.cost_max,
             "cost_typical_usd": self.cost_typical,
         }
 

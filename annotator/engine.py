@@ -11,12 +11,12 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 
@@ -33,7 +33,9 @@ from annotator.errors import (
     TeacherUnreachable,
     TemplateError,
 )
-from annotator.inputs import InputRow, check_ids, count_rows, iter_rows
+from annotator.guard import check_run_outputs
+from annotator.inputs import InputRow, check_ids, count_rows, cut_by_limit, iter_rows
+from annotator.plugins import foreign_exit
 from annotator.records import (
     CACHE_FILE,
     AnnotationRecord,
@@ -43,6 +45,7 @@ from annotator.records import (
     RunManifest,
     earlier_invocations,
 )
+from annotator.redact import redact_data
 from annotator.retry import AnswerValidator, RowBudget, ValidationPolicy
 from annotator.rundir import RunDirLock, bind_run_dir, verify_outputs, write_run_outputs
 from annotator.schemas import strict_json_schema
@@ -50,6 +53,7 @@ from annotator.tasks import Task, build_task
 from annotator.templates import PromptTemplate
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _utc(ts: float | None) -> str | None:
@@ -81,8 +85,13 @@ class AnswerTotals:
         return max(times)
 
     def provenance(self) -> AnswerProvenance:
-        return AnswerProvenance(tokens=self.tokens, attempts=self.attempts, first_answer_at=_utc(self.first),
-                                last_answer_at=_utc(self.last), cost_usd=self.cost)
+        return AnswerProvenance(
+            tokens=self.tokens,
+            attempts=self.attempts,
+            first_answer_at=_utc(self.first),
+            last_answer_at=_utc(self.last),
+            cost_usd=self.cost,
+        )
 
 
 class RunStats(RunCounts):
@@ -128,10 +137,15 @@ def answer_fingerprint(cfg: PipelineConfig, teacher: BaseTeacherConfig | None = 
     rows end with a valid answer). Answers made under another one are stale (a cascade's calibration) or would all
     be asked again (a resumed distillation)."""
     t = teacher or cfg.teacher
-    return cache_key({"teacher": t.model_dump(mode="json", include=ANSWER_FIELDS),
-                      "template": load_template(cfg).sha256, "system": cfg.prompt.system,
-                      "task": cfg.task.model_dump(mode="json"),
-                      "validation": cfg.validation.model_dump(mode="json", include=VALIDATION_FIELDS)})
+    return cache_key(
+        {
+            "teacher": t.model_dump(mode="json", include=ANSWER_FIELDS),
+            "template": load_template(cfg).sha256,
+            "system": cfg.prompt.system,
+            "task": cfg.task.model_dump(mode="json"),
+            "validation": cfg.validation.model_dump(mode="json", include=VALIDATION_FIELDS),
+        }
+    )
 
 
 def item_rng(seed: int, row_id: str) -> random.Random:
@@ -263,8 +277,9 @@ class Pipeline:
         temperature = t.sample_temperature if t.samples > 1 else t.temperature
         return temperature, t.seed + k
 
-    async def _sample(self, lane: _Lane, messages: list[dict[str, str]], k: int, row: InputRow,
-                      budget: RowBudget) -> SampleResult:
+    async def _sample(
+        self, lane: _Lane, messages: list[dict[str, str]], k: int, row: InputRow, budget: RowBudget
+    ) -> SampleResult:
         """Sample ``k`` of a row: from the cache, else asked (and validated) under :attr:`policy`, then cached
         (transport failures are not)."""
         key = self.sample_key(lane.backend, messages, k)
@@ -279,8 +294,13 @@ class Pipeline:
         async def call(req: GenerationRequest, sample: SampleResult) -> Generation:
             return await self._call(lane, req, sample)
 
-        result = await self.policy.ask(self.request(messages, k, 0), call,
-                                       lambda sample, gen: self.validator.check(sample, gen, row), budget, result)
+        result = await self.policy.ask(
+            self.request(messages, k, 0),
+            call,
+            lambda sample, gen: self.validator.check(sample, gen, row),
+            budget,
+            result,
+        )
         if not result.transport:
             lane.store.put_sample(key, result)
         return result
@@ -305,16 +325,29 @@ class Pipeline:
     def sample_key(self, backend: Backend, messages: list[dict[str, str]], k: int) -> str:
         """The cache key of sample ``k`` of a prompt (see :func:`annotator.cache.sample_key`)."""
         temperature, seed = self._sample_params(k)
-        return sample_key(messages=messages, model=backend.model_id, mode=backend.structured_mode,
-                          schema=self.schema, temperature=temperature, max_tokens=self.cfg.teacher.max_tokens,
-                          seed=seed, sample=k, task=self._task_fingerprint)
+        return sample_key(
+            messages=messages,
+            model=backend.model_id,
+            mode=backend.structured_mode,
+            schema=self.schema,
+            temperature=temperature,
+            max_tokens=self.cfg.teacher.max_tokens,
+            seed=seed,
+            sample=k,
+            task=self._task_fingerprint,
+        )
 
     def request(self, messages: list[dict[str, str]], k: int, attempt: int) -> GenerationRequest:
         """The teacher request of sample ``k``, try ``attempt`` (0-based) when resampling (the Batch API's
         follow-up batches; online re-asks build theirs in :meth:`annotator.retry.ValidationPolicy.ask`)."""
         temperature, seed = self._sample_params(k)
-        first = GenerationRequest(messages=messages, json_schema=self.schema, max_tokens=self.cfg.teacher.max_tokens,
-                                  temperature=temperature, seed=seed)
+        first = GenerationRequest(
+            messages=messages,
+            json_schema=self.schema,
+            max_tokens=self.cfg.teacher.max_tokens,
+            temperature=temperature,
+            seed=seed,
+        )
         return self.policy.request(first, attempt)
 
     def charge(self, result: SampleResult, gen: Generation) -> float | None:
@@ -344,11 +377,29 @@ class Pipeline:
             )
 
     # -- one row -------------------------------------------------------------------------------------
-    def _failed(self, row: InputRow, error: str, model: str, kind: FailureKind, prompt_hash: str = "",
-                raw: str | None = None, attempts: int = 0, tokens: int = 0) -> AnnotationRecord:
+    def _failed(
+        self,
+        row: InputRow,
+        error: str,
+        model: str,
+        kind: FailureKind,
+        prompt_hash: str = "",
+        raw: str | None = None,
+        attempts: int = 0,
+        tokens: int = 0,
+    ) -> AnnotationRecord:
         record = AnnotationRecord(
-            id=row.id or "", text=row.text or "", task=self.cfg.task.type, status="failed", error=error, raw=raw, samples=0,
-            attempts=attempts, tokens=tokens, model=model, prompt_hash=prompt_hash,
+            id=row.id or "",
+            text=row.text or "",
+            task=self.cfg.task.type,
+            status="failed",
+            error=error,
+            raw=raw,
+            samples=0,
+            attempts=attempts,
+            tokens=tokens,
+            model=model,
+            prompt_hash=prompt_hash,
         )
         record._failure_kind = kind
         return record
@@ -360,9 +411,9 @@ class Pipeline:
             return self._failed(row, messages, model, "input")
         phash = prompt_hash(messages)
         budget = RowBudget(self.policy.max_tokens_per_row, row_id=row.id)
-        results = await asyncio.gather(*(
-            self._sample(lane, messages, k, row, budget) for k in range(self.cfg.teacher.samples)
-        ))
+        results = await asyncio.gather(
+            *(_no_plugin_exit(self._sample(lane, messages, k, row, budget)) for k in range(self.cfg.teacher.samples))
+        )
         attempts = sum(r.attempts for r in results)
         tokens = sum(r.tokens for r in results)
         usage = _row_usage(results)
@@ -372,16 +423,35 @@ class Pipeline:
         if not good:
             last = results[-1]
             kind: FailureKind = "transport" if all(r.transport for r in results) else "validation"
-            failed = self._failed(row, last.error or "no valid output", model, kind, phash, last.raw, attempts,
-                                  tokens)
-            return failed.model_copy(update={"invalid_samples": len(results), "sample_errors": sample_errors,
-                                             "answered_at": answered_at, **usage})
+            failed = self._failed(row, last.error or "no valid output", model, kind, phash, last.raw, attempts, tokens)
+            return failed.model_copy(
+                update={
+                    "invalid_samples": len(results),
+                    "sample_errors": sample_errors,
+                    "answered_at": answered_at,
+                    **usage,
+                }
+            )
         agg = self.task.aggregate(good, len(results))
         return AnnotationRecord(
-            id=row.id or "", text=row.text, task=self.cfg.task.type, status="ok", output=agg.output,
-            label=agg.label, labels=agg.labels, confidence=agg.confidence, votes=agg.votes, samples=len(good),
-            invalid_samples=len(sample_errors), sample_errors=sample_errors,
-            attempts=attempts, tokens=tokens, answered_at=answered_at, model=model, prompt_hash=phash, **usage,
+            id=row.id or "",
+            text=row.text,
+            task=self.cfg.task.type,
+            status="ok",
+            output=agg.output,
+            label=agg.label,
+            labels=agg.labels,
+            confidence=agg.confidence,
+            votes=agg.votes,
+            samples=len(good),
+            invalid_samples=len(sample_errors),
+            sample_errors=sample_errors,
+            attempts=attempts,
+            tokens=tokens,
+            answered_at=answered_at,
+            model=model,
+            prompt_hash=phash,
+            **usage,
         )
 
     # -- the run -------------------------------------------------------------------------------------
@@ -392,6 +462,14 @@ class Pipeline:
         the written outputs before returning (see :mod:`annotator.rundir`).
         """
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        check_run_outputs(
+            self.out_dir,
+            {
+                "input file": self.cfg.input.path,
+                "prompt template": self.cfg.prompt.template,
+                "pipeline file": self.cfg.source_path,
+            },
+        )
         with RunDirLock(self.out_dir):
             self.stats.rows_total = count_rows(self.cfg.input)  # honours input.limit
             if self.only_rows is not None:
@@ -410,7 +488,7 @@ class Pipeline:
                     if self._backend is None:
                         await backend.aclose()
                 manifest = self._manifest(backend, started_at)
-                write_run_outputs(self.out_dir, store, manifest)
+                write_run_outputs(self.out_dir, store, manifest, partial=cut_by_limit(self.cfg.input))
                 verify_outputs(self.out_dir, store)
             finally:
                 store.close()
@@ -425,7 +503,7 @@ class Pipeline:
 
         async def process(row: InputRow) -> None:
             try:
-                record = await self._row(lane, row)
+                record = await _no_plugin_exit(self._row(lane, row))
             finally:
                 flight.release()
             store.put_result(row.index, record.id, record.model_dump_json())
@@ -447,8 +525,10 @@ class Pipeline:
         from annotator.batch import BatchBackend, BatchRun
 
         if not isinstance(backend, BatchBackend):
-            raise ConfigError(f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
-                              "the Batch API does not run on Ray: drop --ray / teacher.ray)")
+            raise ConfigError(
+                f"teacher.mode: batch needs the openai backend on this machine (not {backend.name}; "
+                "the Batch API does not run on Ray: drop --ray / teacher.ray)"
+            )
         await BatchRun(self, backend, store, self.on_batch).run()
 
     def _count(self, record: AnnotationRecord) -> None:
@@ -461,7 +541,7 @@ class Pipeline:
         manifest = RunManifest(
             pipeline_name=self.cfg.name,
             pipeline_path=str(self.cfg.source_path or ""),
-            config=self.cfg.model_dump(mode="json"),
+            config=redact_data(self.cfg.model_dump(mode="json")),
             task=self.cfg.task.type,
             labels=labels,
             multi_label=multi_label,
@@ -474,13 +554,22 @@ class Pipeline:
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             annotator_version=annotator.__version__,
-            overrides=self.cfg.overrides,
+            overrides=redact_data(self.cfg.overrides),
             retry_failed=self.retry_failed,
             env_vars=self.cfg.env_vars,
             answers=self.answers.provenance(),
         )
         manifest.history = [*earlier_invocations(self.out_dir), manifest.invocation()]
         return manifest
+
+
+async def _no_plugin_exit(work: Awaitable[_T]) -> _T:
+    """``await work``, with a task plugin's ``sys.exit()`` turned into this run's error (in a task, a SystemExit
+    would leave the event loop at once, the run's cleanup undone)."""
+    try:
+        return await work
+    except SystemExit as exc:
+        raise foreign_exit(exc) or exc from None
 
 
 _USAGE_FIELDS = {"prompt_tokens", "cached_tokens", "completion_tokens", "cost"}
@@ -495,4 +584,3 @@ def _row_usage(results: list[SampleResult]) -> dict[str, Any]:
         "completion_tokens": sum(r.completion_tokens for r in results),
         "cost": sum(costs) if costs else None,
     }
-

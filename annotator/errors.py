@@ -63,3 +63,8 @@ class BudgetReached(AnnotatorError):
     """``teacher.max_cost`` reached: no new teacher call was started; everything answered is saved."""
 
     exit_code = 8
+
+
+class OutputPathError(AnnotatorError):
+    """An output path would destroy a file the tool did not write: it is an input, another output of the same
+    command, or an existing file without this tool's marker (see :mod:`annotator.guard`)."""

@@ -102,6 +102,11 @@ def count_rows(cfg: InputConfig) -> int:
     return int(n)
 
 
+def cut_by_limit(cfg: InputConfig) -> bool:
+    """Whether ``input.limit`` leaves rows of the file out (an output made under it is not the whole result)."""
+    return cfg.limit is not None and count_rows(cfg.model_copy(update={"limit": None})) > cfg.limit
+
+
 def check_ids(cfg: InputConfig) -> int:
     """Check every id (as :func:`~annotator.records.normalize_id` reads it) before any teacher call: present and
     unique. Streams the id column into a temporary on-disk SQLite table, so memory stays flat for any row count.

@@ -30,16 +30,23 @@ def quiet() -> bool:
 class ProgressDisplay:
     """``with ProgressDisplay("predict", "rows") as p: ... p.update(done, total)``; see the module docstring."""
 
-    def __init__(self, description: str, unit: str, *, enabled: bool = True, interval: float = 5.0,
-                 info: str = "") -> None:
+    def __init__(
+        self, description: str, unit: str, *, enabled: bool = True, interval: float = 5.0, info: str = ""
+    ) -> None:
         self.console = Console(stderr=True, quiet=quiet())
         shown = enabled and not self.console.quiet
         self.plain = shown and not self.console.is_terminal
         self.description, self.unit, self.interval = description, unit, interval
         self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-            disable=not shown or self.plain, refresh_per_second=4,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not shown or self.plain,
+            refresh_per_second=4,
         )
         self.task = self.bar.add_task(description, total=None, info=info)
         self._drawn = 0.0
@@ -49,8 +56,9 @@ class ProgressDisplay:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -61,8 +69,9 @@ class ProgressDisplay:
         """Take the live bar off the screen (before a final message); idempotent."""
         self.bar.stop()
 
-    def update(self, completed: int, total: int | None = None, info: str = "", *, unit: str | None = None,
-               force: bool = False) -> None:
+    def update(
+        self, completed: int, total: int | None = None, info: str = "", *, unit: str | None = None, force: bool = False
+    ) -> None:
         """``completed`` of ``total`` (None: unknown) done; ``info``: the work's own text (rich markup).
         ``force``: draw now (and print the plain line) whatever the time since the last one."""
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterator
@@ -40,18 +41,42 @@ def optional_ray_value(argv: list[str]) -> list[str]:
     return out
 
 
+CONNECT_TIMEOUT_S = 5.0
+"""How long the address may take to answer (TCP, then the gRPC handshake) before ``--ray`` gives up."""
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
 def _check_reachable(address: str) -> None:
-    """Fail in seconds, not after Ray's minutes of retries, when a host:port address does not answer."""
+    """Fail in seconds, not after Ray's minutes of retries, when a host:port address does not answer or is not Ray:
+    Ray's GCS (and its client server, ``ray://``) speaks gRPC, so the port must answer an HTTP/2 preface with its own
+    SETTINGS frame within :data:`CONNECT_TIMEOUT_S` (skipped with ``RAY_USE_TLS``, whose handshake differs)."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and the like: Ray resolves them
+    hint = "is `ray start --head` running there, and is this its address?"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            sock.sendall(_H2_PREFACE)
+            head = _read_exactly(sock, 9)
     except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise AnnotatorError(f"cannot connect to the Ray cluster at {address}: {why} ({hint})") from None
+    if len(head) < 9 or head[3] != 0x04:  # a frame header whose type is SETTINGS
         raise AnnotatorError(
-            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc} (is `ray start --head` running "
-            "there, and is this its address?)"
-        ) from None
+            f"{address} answers, but not as a Ray cluster (no gRPC handshake within {CONNECT_TIMEOUT_S:g}s): {hint}"
+        )
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 @contextmanager

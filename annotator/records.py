@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from annotator.errors import InputDataError
 
@@ -81,28 +81,40 @@ class AnnotationRecord(BaseModel):
     labels: list[str] | None = Field(default=None, description="Multi-label tasks: the (majority) label set.")
     confidence: float | None = Field(
         default=None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
         description=(
             "Label tasks: the stored answer's vote share over the samples REQUESTED (teacher.samples), invalid "
             "samples counting as votes against it: 2 of 3 agreeing = 0.67, 1 valid sample of 3 = 0.33; 1.0 when "
             "samples=1."
         ),
     )
-    votes: dict[str, int] | None = Field(default=None, description="Label tasks: votes per label over the valid samples.")
-    samples: int = Field(default=1, description="Valid samples the answer was aggregated from.")
-    invalid_samples: int = Field(default=0, description="Samples that stayed invalid (or whose teacher call failed).")
+    votes: dict[str, int] | None = Field(
+        default=None, description="Label tasks: votes per label over the valid samples."
+    )
+    samples: int = Field(default=1, ge=0, description="Valid samples the answer was aggregated from.")
+    invalid_samples: int = Field(
+        default=0, ge=0, description="Samples that stayed invalid (or whose teacher call failed)."
+    )
     sample_errors: list[str] = Field(default_factory=list, description="Why each invalid sample failed.")
     error: str | None = Field(default=None, description="Failed rows: why.")
     raw: str | None = Field(
         default=None,
         description=f"Failed rows: the teacher's last raw text (the first {RAW_KEEP_CHARS:,} characters; see cap_raw).",
     )
-    attempts: int = 0
-    tokens: int = 0
-    prompt_tokens: int = Field(default=0, description="Prompt tokens of every teacher call made for this row.")
-    cached_tokens: int = Field(default=0, description="The part of prompt_tokens the provider served from its cache.")
-    completion_tokens: int = 0
+    attempts: int = Field(default=0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0, description="Prompt tokens of every teacher call made for this row.")
+    cached_tokens: int = Field(
+        default=0, ge=0, description="The part of prompt_tokens the provider served from its cache."
+    )
+    completion_tokens: int = Field(default=0, ge=0)
     cost: float | None = Field(
-        default=None, description="USD of the teacher calls that produced this row (teacher.price); None without prices."
+        default=None,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="USD of the teacher calls that produced this row (teacher.price); None without prices.",
     )
     answered_at: str | None = Field(
         default=None, description="When the last of this row's teacher answers was obtained (UTC, ISO 8601)."
@@ -113,8 +125,9 @@ class AnnotationRecord(BaseModel):
         default=None, description="Cascade runs: the stage whose teacher gave this label (confidence is that stage's)."
     )
     stages: dict[str, float | None] | None = Field(
-        default=None, description="Cascade runs: the confidence at each stage the row went through, in order (None: "
-                                  "no valid answer); usage fields (tokens, cost, ...) sum over these stages."
+        default=None,
+        description="Cascade runs: the confidence at each stage the row went through, in order (None: "
+        "no valid answer); usage fields (tokens, cost, ...) sum over these stages.",
     )
     # why a failed row failed (not written): "input" (empty/too long/template), "transport" (the teacher call
     # failed; not cached, a rerun asks again) or "validation" (invalid answers; cached, see --retry-failed)
@@ -152,8 +165,9 @@ class StageSummary(BaseModel):
     name: str
     model: str
     run_dir: str
-    threshold: float | None = Field(description="Kept rows have confidence >= this; None: the stage keeps nothing "
-                                                "and is not asked.")
+    threshold: float | None = Field(
+        description="Kept rows have confidence >= this; None: the stage keeps nothing and is not asked."
+    )
     rows_asked: int = 0
     rows_kept: int = 0
     rows_failed: int = 0
@@ -182,7 +196,9 @@ class AnswerProvenance(BaseModel):
     attempts: int = Field(default=0, description="Teacher calls behind the answers.")
     first_answer_at: str | None = Field(default=None, description="When the earliest answer was obtained (UTC).")
     last_answer_at: str | None = Field(default=None, description="When the latest answer was obtained (UTC).")
-    cost_usd: float | None = Field(default=None, description="USD the answers cost (teacher.price), failed tries included.")
+    cost_usd: float | None = Field(
+        default=None, description="USD the answers cost (teacher.price), failed tries included."
+    )
 
 
 InvocationKind = Literal["run", "resume", "rerun"]
@@ -238,8 +254,12 @@ class RunManifest(RunCounts):
         teacher, cached = self.teacher_calls, self.cache_hits
         kind: InvocationKind = "rerun" if teacher == 0 and cached else ("resume" if cached else "run")
         return Invocation(
-            kind=kind, retry_failed=self.retry_failed, overrides=self.overrides, started_at=self.started_at,
-            finished_at=self.finished_at, annotator_version=self.annotator_version,
+            kind=kind,
+            retry_failed=self.retry_failed,
+            overrides=self.overrides,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            annotator_version=self.annotator_version,
             **self.model_dump(include=set(RunCounts.model_fields)),
         )
 
@@ -267,8 +287,9 @@ def iter_annotations(path: str | Path) -> Iterator[AnnotationRecord]:
             if line.strip():
                 try:
                     rec = AnnotationRecord.model_validate_json(line)
-                except ValueError as exc:
-                    raise InputDataError(f"{p}:{n}: not an annotation record: {exc}") from exc
+                except ValidationError as exc:
+                    cut = "" if line.endswith("\n") else " (the file ends in the middle of this line: cut off?)"
+                    raise InputDataError(f"{p}:{n}: not an annotation record: {first_problem(exc)}{cut}") from None
                 rid = normalize_id(rec.id)
                 if rid is None:
                     raise InputDataError(f"{p}:{n}: record has no id")
@@ -289,7 +310,24 @@ def read_manifest(path: str | Path) -> RunManifest | None:
     manifest = run_dir / MANIFEST_FILE
     if not manifest.exists():
         return None
-    return RunManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
+    try:
+        return RunManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        raise ManifestError(f"{manifest} is not a run manifest: {first_problem(exc)}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ManifestError(f"{manifest} is not a run manifest: {exc}") from None
+
+
+class ManifestError(InputDataError, ValueError):
+    """A ``run.json`` that is not a run manifest (one line; still a ``ValueError`` for callers that skip it)."""
+
+
+def first_problem(exc: ValidationError) -> str:
+    """A pydantic error in one line: the first problem, where it is and what was there."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"]) or "the value"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {err['msg']} (got {str(err.get('input'))[:80]!r}){more}"
 
 
 def earlier_invocations(run_dir: Path) -> list[Invocation]:

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from annotator.backends.base import Generation, GenerationRequest
+from annotator.bounds import server_wait
 from annotator.cache import SampleResult
 from annotator.errors import BackendError
 from annotator.inputs import InputRow
@@ -95,15 +96,18 @@ class RetryAfterOrBackoff:
     """tenacity wait: the server's Retry-After when given, else exponential backoff with jitter; at most
     ``max_backoff`` seconds either way."""
 
-    def __init__(self, max_backoff: float):
+    def __init__(self, max_backoff: float, warned: set[str] | None = None):
         self.max_backoff = max_backoff
+        self.warned = set() if warned is None else warned
         self.backoff = wait_exponential_jitter(multiplier=0.5, max=max_backoff, jitter=0.5)
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after_seconds(exc)
+        hinted = server_wait(
+            retry_after_seconds(exc), "Retry-After", self.max_backoff, "teacher.max_backoff", self.warned
+        )
         if hinted is not None:
-            return min(hinted, self.max_backoff)
+            return hinted
         return self.backoff(state)
 
 
@@ -112,8 +116,13 @@ def _log_retry(state: RetryCallState) -> None:
         return
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
-    log.debug("teacher request %d failed (%s: %s); retrying in %.2fs", state.attempt_number,
-              type(exc).__name__, redact(str(exc)), wait)
+    log.debug(
+        "teacher request %d failed (%s: %s); retrying in %.2fs",
+        state.attempt_number,
+        type(exc).__name__,
+        redact(str(exc)),
+        wait,
+    )
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,7 @@ class TransportRetry:
 
     max_retries: int
     max_backoff: float
+    warned: set[str] = field(default_factory=set, compare=False)  # Retry-After waits already reported as capped
 
     def attempts(self) -> AsyncRetrying:
         """A fresh tenacity loop for one call (``async for attempt in ...: with attempt: ...``); the last error
@@ -129,7 +139,7 @@ class TransportRetry:
         return AsyncRetrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.max_retries + 1),
-            wait=RetryAfterOrBackoff(self.max_backoff),
+            wait=RetryAfterOrBackoff(self.max_backoff, self.warned),
             before_sleep=_log_retry,
             reraise=True,
         )
@@ -152,16 +162,19 @@ class ValidationConfig(BaseModel):
     on_invalid: OnInvalid = Field(
         default="resample",
         description="What the next try of an invalid answer sends: 'resample' = the same prompt again (warmer, "
-                    "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
-                    "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
+        "another seed); 'reask' = the conversation plus the invalid answer and the validation error, "
+        "so the teacher can correct it (more prompt tokens per try; see annotator/retry.py).",
     )
     max_consecutive_transport_failures: int = Field(
-        default=20, ge=1,
+        default=20,
+        ge=1,
         description="Circuit breaker: stop the run (exit 5) after this many teacher calls in a row failed for good "
-                    "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
+        "(connection, timeout, 5xx after retries). Nothing is lost: a rerun resumes.",
     )
     max_failed_fraction: float = Field(
-        default=0.1, ge=0.0, le=1.0,
+        default=0.1,
+        ge=0.0,
+        le=1.0,
         description="The run exits 4 (outputs still written) when more than this share of rows failed; 1.0 = never.",
     )
 
@@ -192,8 +205,9 @@ class AnswerValidator:
         except ValueError as exc:
             result.error = f"invalid output: {exc}"
             return result
-        return result.model_copy(update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None,
-                                         "error": None})
+        return result.model_copy(
+            update={"ok": True, "output": parsed.model_dump(mode="json"), "raw": None, "error": None}
+        )
 
 
 REASK_MESSAGE = "Your answer was invalid: {error}. Answer again with the corrected JSON only."
@@ -234,8 +248,12 @@ class ValidationPolicy:
         follow-up batch by :mod:`annotator.batch`)."""
         return attempts < self.max_attempts
 
-    def request(self, first: GenerationRequest, attempt: int, feedback: list[dict[str, str]] | None = None,
-                ) -> GenerationRequest:
+    def request(
+        self,
+        first: GenerationRequest,
+        attempt: int,
+        feedback: list[dict[str, str]] | None = None,
+    ) -> GenerationRequest:
         """Try ``attempt`` (0-based) of a sample whose first try is ``first``.
 
         resample: the same messages; a retry at temperature 0 would repeat the invalid answer, so it is warmed to
@@ -251,11 +269,14 @@ class ValidationPolicy:
 
     def feedback(self, gen: Generation, error: str) -> list[dict[str, str]]:
         """What a re-ask adds to the conversation after the invalid answer ``gen``."""
-        return [{"role": "assistant", "content": cap_raw(gen.text)},
-                {"role": "user", "content": REASK_MESSAGE.format(error=error)}]
+        return [
+            {"role": "assistant", "content": cap_raw(gen.text)},
+            {"role": "user", "content": REASK_MESSAGE.format(error=error)},
+        ]
 
-    async def ask(self, first: GenerationRequest, call: TeacherCall, check: AnswerCheck, budget: RowBudget,
-                  result: SampleResult) -> SampleResult:
+    async def ask(
+        self, first: GenerationRequest, call: TeacherCall, check: AnswerCheck, budget: RowBudget, result: SampleResult
+    ) -> SampleResult:
         """Ask until an answer is valid, ``max_attempts`` are used or the row's token budget is spent.
 
         ``result`` carries usage from before (``--retry-failed``); every attempt's usage is added to it by
@@ -265,8 +286,9 @@ class ValidationPolicy:
         attempt = 0
         while self.another_try(attempt):
             if budget.exhausted():
-                result.error = (f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); "
-                                f"last error: {result.error}")
+                result.error = (
+                    f"token budget exhausted ({budget.tokens} >= {budget.limit} tokens); last error: {result.error}"
+                )
                 break
             try:
                 gen = await call(self.request(first, attempt, feedback), result)
@@ -283,7 +305,6 @@ class ValidationPolicy:
                 break
             if self.on_invalid == "reask":
                 feedback += self.feedback(gen, result.error or "no valid output")
-            log.debug("row %s: attempt %d/%d invalid (%s)", budget.row_id, attempt + 1, self.max_attempts,
-                      result.error)
+            log.debug("row %s: attempt %d/%d invalid (%s)", budget.row_id, attempt + 1, self.max_attempts, result.error)
             attempt += 1
         return result

@@ -17,12 +17,13 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from annotator.cache import ResultStore, explain_sqlite_error
 from annotator.errors import InconsistentOutputs, RunDirBusy, RunDirError
@@ -34,14 +35,38 @@ LOCK_FILE = "run.lock"
 _BINDING_KEY = "binding"
 
 
-def os_error(exc: OSError, path: Path | str) -> RunDirError:
-    """One clear line for a failed write in the run directory."""
+def os_error(
+    exc: OSError,
+    path: Path | str,
+    kept: str = "every answer saved so far is kept",
+    elsewhere: str = "set another output.dir",
+) -> RunDirError:
+    """One clear line for a failed write (in the run directory; ``kept`` says what survives a full disk,
+    ``elsewhere`` how to write somewhere else)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return RunDirError(f"no space left writing {path} ({exc.strerror}): free some space and run the same "
-                           "command again (every answer saved so far is kept)")
+        return RunDirError(
+            f"no space left writing {path} ({exc.strerror}): free some space and run the same command again ({kept})"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or set another output.dir")
+        return RunDirError(f"cannot write {path} ({exc.strerror}): make it writable or {elsewhere}")
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def as_os_error(exc: BaseException) -> OSError | None:
+    """``exc`` as the OSError it stands for: itself, or a library's wrapper that quotes one (safetensors' "No space
+    left on device (os error 28)", "[Errno 28] ..."); None when it is not about the file system."""
+    if isinstance(exc, OSError):
+        return exc
+    found = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(exc))
+    if not found:
+        return None
+    code = int(found.group(1) or found.group(2))
+    return OSError(code, os.strerror(code))
+
+
+def output_error(exc: OSError, path: Path | str, kept: str) -> RunDirError:
+    """:func:`os_error` for a command's ``--out`` (``kept``: what a full disk leaves that the rerun may use)."""
+    return os_error(exc, path, kept, elsewhere="choose another output path")
 
 
 @contextmanager
@@ -50,16 +75,43 @@ def atomic_writer(path: Path) -> Iterator[TextIO]:
     file beside ``path`` (``<name>.tmp``), fsyncs it and renames it over ``path`` when the block ends; when the block
     raises, the temporary file is removed and ``path`` is left as it was. Readers see the old file or the new one,
     never a part (make the rename itself durable with :func:`fsync_dir`)."""
-    tmp = path.with_name(path.name + ".tmp")
+    with atomic_writers([path]) as (fh,):
+        yield fh
+
+
+@contextmanager
+def atomic_writers(paths: Sequence[Path]) -> Iterator[Sequence[TextIO]]:
+    """:func:`atomic_writer` for a set of files written whole or none at all: one temporary file per path; when the
+    block ends every one is fsynced before the first is renamed, then all are renamed in the given order. When the
+    block or an fsync raises (a full disk), every temporary file is removed and every target is left as it was (an
+    OSError of a single file's block that does not say which file it is about names that file)."""
+    tmps = [path.with_name(path.name + ".tmp") for path in paths]
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        with ExitStack() as stack:
+            handles = [stack.enter_context(tmp.open("w", encoding="utf-8")) for tmp in tmps]
+            yield handles
+            for path, fh in zip(paths, handles):
+                try:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except OSError as exc:
+                    raise_naming(exc, path)
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and len(paths) == 1:
+            raise_naming(exc, paths[0])
         raise
+
+
+def raise_naming(exc: OSError, path: Path) -> NoReturn:
+    """Raise ``exc``, as an OSError naming ``path`` when it names no file (a failed ``write()`` does not say which
+    file it was for)."""
+    if exc.filename is not None or exc.errno is None:
+        raise exc
+    raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -74,18 +126,42 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.buffer.write(data)
 
 
-def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest) -> None:
+def atomic_write_files(files: Mapping[Path, str | bytes]) -> None:
+    """Write a set of files (text, or bytes such as a PNG) whole or not at all, renamed into place in the given order
+    (:func:`atomic_writers`)."""
+    with atomic_writers(list(files)) as handles:
+        for (path, data), fh in zip(files.items(), handles):
+            try:
+                if isinstance(data, bytes):
+                    fh.buffer.write(data)
+                else:
+                    fh.write(data)
+            except OSError as exc:
+                raise_naming(exc, path)
+
+
+def write_run_outputs(run_dir: Path, store: ResultStore, manifest: RunManifest, partial: bool = False) -> None:
     """``annotations.jsonl`` (input order, from the store's result log), then ``run.json``; each atomically and
-    fsynced, then the directory (so the renames survive a power cut too)."""
+    fsynced, then the directory (so the renames survive a power cut too). ``partial`` (``--limit``): not the whole
+    result, so ``annotations.jsonl`` never looks like a finished target to make (:func:`mark_incomplete`)."""
     try:
         with atomic_writer(run_dir / ANNOTATIONS_FILE) as fh:
             for rec in store.iter_results():
                 fh.write(rec)
                 fh.write("\n")
+        if partial:
+            mark_incomplete(run_dir / ANNOTATIONS_FILE)
         atomic_write_text(run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
         fsync_dir(run_dir)
     except OSError as exc:
         raise os_error(exc, exc.filename or run_dir) from None
+
+
+def mark_incomplete(path: Path) -> None:
+    """An output that is not the whole result (``--limit N``) gets the modification time 0 (1970): ``make``, which
+    compares times, then never takes it for a finished target; the next full run rewrites it."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, 0))
 
 
 def fsync_dir(path: Path) -> None:
@@ -145,8 +221,9 @@ class RunDirLock:
         self._fd = fd
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._fd is None:
             return
         try:

@@ -20,8 +20,15 @@ import polars as pl
 
 from annotator.errors import InputDataError
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 """File extension -> format."""
 
 
@@ -73,8 +80,9 @@ def scan_table(path: Path, what: str, fmt: str = "auto", text_columns: tuple[str
         os.environ.setdefault("POLARS_CSV_CHUNK_SIZE", str(1 << 20))
         return pl.scan_csv(path, separator=_separator(path), infer_schema=False, encoding="utf8")
     if fmt == "jsonl":
-        return pl.scan_ndjson(path, infer_schema_length=1000,
-                              schema_overrides={c: pl.String for c in text_columns} or None)
+        return pl.scan_ndjson(
+            path, infer_schema_length=1000, schema_overrides={c: pl.String for c in text_columns} or None
+        )
     return pl.scan_parquet(path)
 
 

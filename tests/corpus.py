@@ -43,7 +43,9 @@ def read_corpus(path: Path, rows: int, seed: int) -> list[tuple[str, str, str]]:
     return items[:rows]
 
 
-def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list[str], noise: float, seed: int) -> float:
+def write_teacher_run(
+    run: Path, items: list[tuple[str, str, str]], labels: list[str], noise: float, seed: int
+) -> float:
     """A simulated samples-1 teacher, wrong on ``noise`` of the rows (seeded; confidence always 1.0), written as a run
     directory (run.json + annotations.jsonl) that ``annotator export`` reads; returns its accuracy vs gold."""
     import random
@@ -57,13 +59,31 @@ def write_teacher_run(run: Path, items: list[tuple[str, str, str]], labels: list
         for item, text, gold in items:
             label = rng.choice([x for x in labels if x != gold]) if rng.random() < noise else gold
             right += label == gold
-            rec = AnnotationRecord(id=item, text=text, task="label", status="ok", output={"label": label}, label=label,
-                                   confidence=1.0, model="simulated-teacher", prompt_hash="bench", samples=1)
+            rec = AnnotationRecord(
+                id=item,
+                text=text,
+                task="label",
+                status="ok",
+                output={"label": label},
+                label=label,
+                confidence=1.0,
+                model="simulated-teacher",
+                prompt_hash="bench",
+                samples=1,
+            )
             fh.write(rec.model_dump_json() + "\n")
     manifest = RunManifest(
-        pipeline_name="student_bench", pipeline_path="bench", config={}, task="label",
-        labels=[LabelInfo(name=x) for x in labels], template_path="bench", template_sha256="bench", backend="simulated",
-        model="simulated-teacher", started_at="2026-01-01T00:00:00", annotator_version="bench",
+        pipeline_name="student_bench",
+        pipeline_path="bench",
+        config={},
+        task="label",
+        labels=[LabelInfo(name=x) for x in labels],
+        template_path="bench",
+        template_sha256="bench",
+        backend="simulated",
+        model="simulated-teacher",
+        started_at="2026-01-01T00:00:00",
+        annotator_version="bench",
     )
     (run / "run.json").write_text(manifest.model_dump_json(), encoding="utf-8")
     return right / len(items)

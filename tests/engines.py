@@ -30,8 +30,14 @@ from vllm_support import converted_model, vllm_env, why_not_runnable
 from cli_runner import REPO, subprocess_env
 from servers import free_port, start_server, tcp_open
 
-ENGINE_GROUPS = {"vllm_model": "vllm", "vllm_engine": "vllm", "ray_address": "ray", "student_dir": "ray",
-                 "llama_server": "llama", "local_teacher": "llama"}
+ENGINE_GROUPS = {
+    "vllm_model": "vllm",
+    "vllm_engine": "vllm",
+    "ray_address": "ray",
+    "student_dir": "ray",
+    "llama_server": "llama",
+    "local_teacher": "llama",
+}
 """Fixture -> its engine, longest start-up first: conftest marks their tests ``slow`` and runs their files first."""
 
 
@@ -43,10 +49,25 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     server = start_server(
-        [sys.executable, str(Path(__file__).with_name("llama_http_server.py")), "--model", str(default_gguf_path()),
-         "--port", "0", "--parallel", "2", "--alias", "smollm2"],
-        name="llama.cpp server", ready_line="READY http://127.0.0.1:", timeout=300, log_path=log, keep_stdin=True,
-        env=subprocess_env())
+        [
+            sys.executable,
+            str(Path(__file__).with_name("llama_http_server.py")),
+            "--model",
+            str(default_gguf_path()),
+            "--port",
+            "0",
+            "--parallel",
+            "2",
+            "--alias",
+            "smollm2",
+        ],
+        name="llama.cpp server",
+        ready_line="READY http://127.0.0.1:",
+        timeout=300,
+        log_path=log,
+        keep_stdin=True,
+        env=subprocess_env(),
+    )
     try:
         yield server.ready_line.split()[1] + "/v1"
     finally:
@@ -148,13 +169,32 @@ def ray_address() -> Iterator[str]:
     pytest.importorskip("ray")
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's unix sockets live under it
-    ports = {f"--{name}": free_port() for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port")}
-    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
-           "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
-           "--object-store-memory=300000000", "--include-dashboard=false", "--disable-usage-stats",
-           f"--temp-dir={temp}", *(f"{k}={v}" for k, v in ports.items())]
+    ports = {
+        f"--{name}": free_port()
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    }
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--object-store-memory=300000000",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+        *(f"{k}={v}" for k, v in ports.items()),
+    ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report from the drivers either
@@ -181,7 +221,12 @@ def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     base = tmp_path_factory.mktemp("predict_student")
     export(make_label_run(base / "run", n=30, failed_every=0, low_every=0), base / "dataset", seed=0)
-    train_student(base / "dataset", StudentOptions(
-        out=base / "student", train=TrainConfig(max_steps=2, batch_size=8, max_length=24), show_progress=False,
-    ))
+    train_student(
+        base / "dataset",
+        StudentOptions(
+            out=base / "student",
+            train=TrainConfig(max_steps=2, batch_size=8, max_length=24),
+            show_progress=False,
+        ),
+    )
     return base / "student"

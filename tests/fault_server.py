@@ -48,7 +48,8 @@ answer, fixed so tests can compute token budgets and costs; ``cached_tokens`` go
 ``trickle_interval`` and ``huge_chars`` (see the faults above), ``hold`` (true: every answer waits, in flight, until
 ``hold`` is set false again; a test that needs a run alive, e.g. holding its lock, holds its answers),
 ``hold_after`` (n > 0: requests after the n-th since the last reset are held the same way, until ``hold_after`` is
-set to 0; a test that kills a run midway lets exactly n answers through).
+set to 0; a test that kills a run midway lets exactly n answers through), ``headers`` (added to every answer, e.g.
+hostile ``x-ratelimit-reset-*`` values; cleared by ``/reset``).
 
 Rate limits (like a provider's account limits): ``rpm`` and ``tpm`` (0 = none) allow ``rpm * rate_window / 60``
 requests and ``tpm * rate_window / 60`` tokens (the usage the server reports: ``prompt_tokens +
@@ -72,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import hashlib
 import json
 import re
@@ -85,9 +87,18 @@ from batch_fake import BatchFake
 ITEM_RE = re.compile(r"Text: (.*?)\n\nAnswer with JSON only", re.DOTALL)
 MARKER_RE = re.compile(r"\[\[([a-z0-9]+)(?::(\d+))?\]\]")
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 408: "Request Timeout",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Unavailable", 504: "Gateway Timeout"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def item_key(messages: list[dict[str, Any]]) -> str:
@@ -102,15 +113,23 @@ def item_key(messages: list[dict[str, Any]]) -> str:
 
 
 TOLD: dict[str, tuple[str, str | None]] = {
-    "tellschema": ("schema", "schema violation"), "telljson": ("malformed", "not valid JSON"), "deaf": ("schema", None)}
+    "tellschema": ("schema", "schema violation"),
+    "telljson": ("malformed", "not valid JSON"),
+    "deaf": ("schema", None),
+}
 """Re-ask faults: the content fault, and the words of the validation error a re-ask must state (None: never
 fixed)."""
 
 
 def told(messages: list[dict[str, Any]], error: str | None) -> bool:
     """Whether the request re-asks with ``error``: the invalid answer (assistant), then a user message naming it."""
-    return (error is not None and len(messages) >= 2 and messages[-2].get("role") == "assistant"
-            and messages[-1].get("role") == "user" and error in str(messages[-1].get("content") or ""))
+    return (
+        error is not None
+        and len(messages) >= 2
+        and messages[-2].get("role") == "assistant"
+        and messages[-1].get("role") == "user"
+        and error in str(messages[-1].get("content") or "")
+    )
 
 
 def _h(text: str) -> int:
@@ -196,15 +215,38 @@ def weak_answer(answer: Any, schema: dict[str, Any] | None, text: str, fault: st
     return {**answer, "label": labels[(labels.index(str(answer["label"])) + shift) % len(labels)]}
 
 
+# A started server's configuration (``POST /config`` changes any of it; ``POST /reset`` clears counters, ``headers``,
+# ``batch_mangle_next`` and ``by_request`` only; the tests' ServerHandle.reset sets all of these again).
+DEFAULTS: dict[str, Any] = {
+    "latency": 0.0,
+    "retry_after": 0.05,
+    "hang": 30.0,
+    "prompt_tokens": 50,
+    "completion_tokens": 10,
+    "by_request": {},
+    "record_times": True,
+    "max_prompt_chars": 0,
+    "trickle_interval": 0.25,
+    "huge_chars": 50_000_000,
+    "rpm": 0,
+    "tpm": 0,
+    "rate_window": 60.0,
+    "cached_tokens": 0,
+    "batch_delay": 0.2,
+    "batch_fail_next": "",
+    "batch_create_status": 0,
+    "weak_models": [],
+    "hold": False,
+    "hold_after": 0,
+    "oracle": {},
+    "oracle_flip": 0.0,
+    "oracle_seed": 0,
+}
+
+
 class FaultServer:
     def __init__(self, latency: float = 0.0):
-        self.cfg: dict[str, Any] = {
-            "latency": latency, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50, "completion_tokens": 10,
-            "by_request": {}, "record_times": True, "max_prompt_chars": 0, "trickle_interval": 0.25,
-            "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
-            "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
-            "weak_models": [], "hold": False, "hold_after": 0, "oracle": {}, "oracle_flip": 0.0, "oracle_seed": 0,
-        }
+        self.cfg: dict[str, Any] = {**copy.deepcopy(DEFAULTS), "latency": latency}
         self.released = asyncio.Event()  # cleared while ``hold`` is on
         self.released.set()
         self.batch_api = BatchFake(self)
@@ -219,6 +261,8 @@ class FaultServer:
         self.messages_by_item: dict[str, list[Any]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.cfg["headers"] = {}  # extra headers on every completion answer (hostile x-ratelimit-* values)
+        self.cfg["batch_mangle_next"] = ""
         self.cfg["by_request"] = {}
         if hasattr(self, "batch_api"):
             self.batch_api.reset()
@@ -228,10 +272,17 @@ class FaultServer:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "total": self.total, "by_item": dict(self.by_item), "ok_by_item": dict(self.ok_by_item),
-            "faults": dict(self.faults), "times": dict(self.times), "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight, "config": self.cfg, "arrivals": self.arrivals,
-            "batch": self.batch_api.stats(), "messages_by_item": dict(self.messages_by_item),
+            "total": self.total,
+            "by_item": dict(self.by_item),
+            "ok_by_item": dict(self.ok_by_item),
+            "faults": dict(self.faults),
+            "times": dict(self.times),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "config": self.cfg,
+            "arrivals": self.arrivals,
+            "batch": self.batch_api.stats(),
+            "messages_by_item": dict(self.messages_by_item),
         }
 
     # -- HTTP ----------------------------------------------------------------------------------------------
@@ -263,16 +314,32 @@ class FaultServer:
                 pass
 
     @staticmethod
-    def _send(writer: asyncio.StreamWriter, status: int, payload: Any, extra: dict[str, str] | None = None,
-              raw: bytes | None = None) -> None:
+    def _send(
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: Any,
+        extra: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         data = raw if raw is not None else json.dumps(payload).encode("utf-8")
-        hdrs = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
-                f"Content-Length: {len(data)}", "Connection: keep-alive"]
+        hdrs = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+            "Connection: keep-alive",
+        ]
         hdrs += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(hdrs) + "\r\n\r\n").encode("latin-1") + data)
 
-    async def dispatch(self, method: str, path: str, body: bytes, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter, headers: dict[str, str] | None = None) -> bool:
+    async def dispatch(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
         if method == "GET" and path == "/stats":
             self._send(writer, 200, self.stats())
         elif method == "GET" and path in ("/health", "/v1/models"):
@@ -309,15 +376,24 @@ class FaultServer:
                 return kind
         return None
 
-    async def completion(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         headers: dict[str, str] | None = None) -> bool:
+    async def completion(
+        self,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
         req = json.loads(body)
         key = item_key(req.get("messages") or [])
         limited = self._rate_limit()
         if limited is not None:
             self.faults["rate_limited"] += 1
-            self._send(writer, 429, {"error": {"message": "Rate limit reached", "type": "requests",
-                                               "code": "rate_limit_exceeded"}}, limited)
+            self._send(
+                writer,
+                429,
+                {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+                limited,
+            )
             await writer.drain()
             return True
         self.total += 1
@@ -350,7 +426,10 @@ class FaultServer:
         """Book this request against ``rpm``/``tpm``; the 429 headers when it is over a limit, else None (the
         ``x-ratelimit-*`` headers of the answer are then in ``self._limit_headers``)."""
         now = time.time()
-        tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        try:
+            tokens = int(self.cfg["prompt_tokens"]) + int(self.cfg["completion_tokens"])
+        except (OverflowError, ValueError, TypeError):  # hostile usage figures (inf, strings): not counted
+            tokens = 0
         window = float(self.cfg["rate_window"])
         self._window = [(t, n) for t, n in self._window if t > now - window]
         max_req = self.cfg["rpm"] * window / 60.0
@@ -364,20 +443,35 @@ class FaultServer:
         reset = f"{max(0.0, self._window[0][0] + window - now):.3f}s" if self._window else "0s"
         headers: dict[str, str] = {}
         if max_req:
-            headers.update({"x-ratelimit-limit-requests": str(int(max_req)),
-                            "x-ratelimit-remaining-requests": str(max(0, int(max_req - used_req))),
-                            "x-ratelimit-reset-requests": reset})
+            headers.update(
+                {
+                    "x-ratelimit-limit-requests": str(int(max_req)),
+                    "x-ratelimit-remaining-requests": str(max(0, int(max_req - used_req))),
+                    "x-ratelimit-reset-requests": reset,
+                }
+            )
         if max_tok:
-            headers.update({"x-ratelimit-limit-tokens": str(int(max_tok)),
-                            "x-ratelimit-remaining-tokens": str(max(0, int(max_tok - used_tok))),
-                            "x-ratelimit-reset-tokens": reset})
-        self._limit_headers = headers
+            headers.update(
+                {
+                    "x-ratelimit-limit-tokens": str(int(max_tok)),
+                    "x-ratelimit-remaining-tokens": str(max(0, int(max_tok - used_tok))),
+                    "x-ratelimit-reset-tokens": reset,
+                }
+            )
+        self._limit_headers = {**headers, **self.cfg.get("headers", {})}
         if not over:
             return None
         return {**headers, "Retry-After": f"{parse_seconds(reset):.3f}"}
 
-    async def _answer(self, req: dict[str, Any], key: str, fault: str | None, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter, headers: dict[str, str]) -> bool:
+    async def _answer(
+        self,
+        req: dict[str, Any],
+        key: str,
+        fault: str | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: dict[str, str],
+    ) -> bool:
         if fault == "timeout":  # hold the request until the client gives up (closes) or ``hang`` passes
             try:
                 await asyncio.wait_for(reader.read(1), self.cfg["hang"])
@@ -388,21 +482,41 @@ class FaultServer:
             writer.transport.abort()
             return False
         if fault == "context":
-            self._send(writer, 400, {"error": {
-                "message": f"This model's maximum context length is {self.cfg['max_prompt_chars']} characters",
-                "type": "invalid_request_error", "code": "context_length_exceeded"}})
+            self._send(
+                writer,
+                400,
+                {
+                    "error": {
+                        "message": f"This model's maximum context length is {self.cfg['max_prompt_chars']} characters",
+                        "type": "invalid_request_error",
+                        "code": "context_length_exceeded",
+                    }
+                },
+            )
             await writer.drain()
             return True
         if fault and fault.isdigit():
             status = int(fault)
             extra = {"Retry-After": str(self.cfg["retry_after"])} if status == 429 else None
-            self._send(writer, status, {"error": {"message": f"injected {status}", "type": "fault_server",
-                                                  "code": status}}, extra)
+            self._send(
+                writer,
+                status,
+                {"error": {"message": f"injected {status}", "type": "fault_server", "code": status}},
+                extra,
+            )
             await writer.drain()
             return True
         if fault and fault.startswith("echokey"):  # a careless server that echoes the credentials it got
-            self._send(writer, int(fault[len("echokey"):] or 500), {"error": {
-                "message": f"upstream rejected {headers.get('authorization', '')!r}", "type": "fault_server"}})
+            self._send(
+                writer,
+                int(fault[len("echokey") :] or 500),
+                {
+                    "error": {
+                        "message": f"upstream rejected {headers.get('authorization', '')!r}",
+                        "type": "fault_server",
+                    }
+                },
+            )
             await writer.drain()
             return True
         if fault == "garbage":
@@ -444,13 +558,19 @@ class FaultServer:
         elif fault is None:
             self.ok_by_item[key] += 1
         return {
-            "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{self.total}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": req.get("model", "fault-server"),
-            "choices": [] if fault == "nochoices" else [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": self.cfg["prompt_tokens"], "completion_tokens": self.cfg["completion_tokens"],
-                      "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
-                      "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]}},
+            "choices": []
+            if fault == "nochoices"
+            else [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": self.cfg["prompt_tokens"],
+                "completion_tokens": self.cfg["completion_tokens"],
+                "total_tokens": self.cfg["prompt_tokens"] + self.cfg["completion_tokens"],
+                "prompt_tokens_details": {"cached_tokens": self.cfg["cached_tokens"]},
+            },
         }
 
     def _oracle(self, req: dict[str, Any], key: str, schema: dict[str, Any] | None, answer: Any) -> Any:
@@ -468,14 +588,18 @@ class FaultServer:
 
     async def _trickle(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Headers at once, then the body one byte every ``trickle_interval`` s until done or the client leaves."""
-        head = ["HTTP/1.1 200 OK", "Content-Type: application/json", f"Content-Length: {len(data)}",
-                "Connection: keep-alive"]
+        head = [
+            "HTTP/1.1 200 OK",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+            "Connection: keep-alive",
+        ]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         try:
             for i in range(len(data)):
                 if writer.is_closing():
                     return False
-                writer.write(data[i:i + 1])
+                writer.write(data[i : i + 1])
                 await writer.drain()
                 await asyncio.sleep(self.cfg["trickle_interval"])
         except ConnectionError:

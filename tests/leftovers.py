@@ -70,5 +70,8 @@ def check_nothing_left_running(grace: float = 15.0) -> None:
             proc.kill()  # type: ignore[attr-defined]
         except psutil.Error:
             pass
-    pytest.fail("processes started by the tests were still running at the end of the session (now killed):\n  "
-                + "\n  ".join(names), pytrace=False)
+    pytest.fail(
+        "processes started by the tests were still running at the end of the session (now killed):\n  "
+        + "\n  ".join(names),
+        pytrace=False,
+    )

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from fault_server import DEFAULTS
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (closed again at once)."""
@@ -124,18 +126,31 @@ def _wait_for_probe(proc: subprocess.Popen[str], probe: Callable[[], bool], time
     return False
 
 
-def start_server(cmd: Sequence[str], *, name: str, ready_line: str | None = None,
-                 probe: Callable[[], bool] | None = None, timeout: float = 120.0, env: dict[str, str] | None = None,
-                 log_path: Path | None = None, keep_stdin: bool = False, **popen: Any) -> ServerProcess:
+def start_server(
+    cmd: Sequence[str],
+    *,
+    name: str,
+    ready_line: str | None = None,
+    probe: Callable[[], bool] | None = None,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    keep_stdin: bool = False,
+    **popen: Any,
+) -> ServerProcess:
     """Start ``cmd`` and return once it is ready (``ready_line`` printed, or ``probe()`` true); RuntimeError with the
     end of its log when it dies or is not ready within ``timeout`` seconds. ``keep_stdin``: a pipe the server may
     watch to exit when the test run dies."""
     log = log_path.open("w") if log_path else None
     proc = subprocess.Popen(
-        list(cmd), text=True, env=env, start_new_session=True,
+        list(cmd),
+        text=True,
+        env=env,
+        start_new_session=True,
         stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE if ready_line else (log or subprocess.DEVNULL),
-        stderr=log or subprocess.DEVNULL, **popen,
+        stderr=log or subprocess.DEVNULL,
+        **popen,
     )
     server = ServerProcess(proc, name, log_path=log_path, _log=log)
     if ready_line is not None:
@@ -164,8 +179,9 @@ class ServerHandle:
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self.root + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.root + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(req, timeout=10) as resp:
             return json.loads(resp.read())
@@ -176,12 +192,7 @@ class ServerHandle:
     def reset(self, **config: Any) -> None:
         """Clear counters and set the default config (plus ``config`` overrides)."""
         self._call("POST", "/reset", {})
-        defaults = {"latency": 0.0, "retry_after": 0.05, "hang": 30.0, "prompt_tokens": 50,
-                    "completion_tokens": 10, "record_times": True, "max_prompt_chars": 0,
-                    "trickle_interval": 0.25, "huge_chars": 50_000_000, "rpm": 0, "tpm": 0, "rate_window": 60.0,
-                    "cached_tokens": 0, "batch_delay": 0.2, "batch_fail_next": "", "batch_create_status": 0,
-                    "weak_models": [], "hold": False, "hold_after": 0, "oracle": {}, "oracle_flip": 0.0,
-                    "oracle_seed": 0}
+        defaults = {k: v for k, v in DEFAULTS.items() if k != "by_request"}  # /reset clears by_request
         self._call("POST", "/config", {**defaults, **config})
 
     def configure(self, **config: Any) -> dict[str, Any]:
@@ -208,8 +219,13 @@ def start_fault_server(latency: float = 0.0) -> ServerHandle:
     from cli_runner import subprocess_env
 
     script = Path(__file__).with_name("fault_server.py")
-    process = start_server([sys.executable, str(script), "--port", "0", "--latency", str(latency)],
-                           name="fault server", ready_line="PORT ", timeout=60, env=subprocess_env())
+    process = start_server(
+        [sys.executable, str(script), "--port", "0", "--latency", str(latency)],
+        name="fault server",
+        ready_line="PORT ",
+        timeout=60,
+        env=subprocess_env(),
+    )
     return ServerHandle(process, int(process.ready_line.split()[1]))
 
 

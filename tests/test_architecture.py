@@ -41,14 +41,16 @@ def _modules() -> dict[str, Path]:
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> dict[str, bool]:
     """The annotator modules ``name`` imports -> whether every such import is inside a function."""
+
     def owner(dotted: str) -> str | None:
         while dotted and dotted not in modules:
             dotted = dotted.rpartition(".")[0]
         return dotted or None
 
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                   for n in ast.walk(f)}
+    in_function = {
+        id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+    }
     found: dict[str, bool] = {}
     for node in ast.walk(tree):
         targets: list[str] = []
@@ -78,7 +80,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = 2
@@ -113,11 +115,27 @@ def test_nothing_config_imports_imports_it_back():
 
 
 FORMER_CYCLES = [
-    "annotator.config", "annotator.backends", "annotator.backends.openai_compat", "annotator.backends.openai_config",
-    "annotator.backends.ray_pool", "annotator.costs", "annotator.inputs", "annotator.retry", "annotator.tasks",
-    "annotator.tasks.base", "annotator.tasks.label", "annotator.tasks.qa", "annotator.tasks.registry",
-    "annotator.tasks.rephrase", "annotator.batch", "annotator.engine", "annotator.audit.run_audit",
-    "annotator.audit.slices", "annotator.export.card", "annotator.export.dataset_builder", "annotator.student.card",
+    "annotator.config",
+    "annotator.backends",
+    "annotator.backends.openai_compat",
+    "annotator.backends.openai_config",
+    "annotator.backends.ray_pool",
+    "annotator.costs",
+    "annotator.inputs",
+    "annotator.retry",
+    "annotator.tasks",
+    "annotator.tasks.base",
+    "annotator.tasks.label",
+    "annotator.tasks.qa",
+    "annotator.tasks.registry",
+    "annotator.tasks.rephrase",
+    "annotator.batch",
+    "annotator.engine",
+    "annotator.audit.run_audit",
+    "annotator.audit.slices",
+    "annotator.export.card",
+    "annotator.export.dataset_builder",
+    "annotator.student.card",
     "annotator.student.train",
 ]
 """The modules of the import cycles this layout removed (14 through config.py, four of two modules)."""
@@ -139,8 +157,7 @@ def test_modules_of_former_cycles_import_first_in_a_fresh_interpreter():
                 failed.append(name + ": " + traceback.format_exc().strip().splitlines()[-1])
         print("\\n".join(failed))
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=PACKAGE.parent)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PACKAGE.parent)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "", res.stdout
 
@@ -179,11 +196,16 @@ def test_a_plugin_backend_that_declares_a_price_gets_costs_estimates_and_a_budge
     at start-up, so the commands run in one process started with its PYTHONPATH."""
     from conftest import install_entry_point, process_started_with, read_annotations, rows_of
 
-    env = install_entry_point(tmp_path / "site", "annotator.backends", "priced-echo",
-                              "test_architecture:PricedEchoConfig")
+    env = install_entry_point(
+        tmp_path / "site", "annotator.backends", "priced-echo", "test_architecture:PricedEchoConfig"
+    )
     yaml_path = make_pipeline(rows_of([f"text {i}" for i in range(5)]), teacher={"backend": "priced-echo"})
-    capped = make_pipeline(rows_of([f"text {i}" for i in range(5)]), name="capped",
-                           teacher={"backend": "priced-echo", "max_cost": 0.5}, output={"dir": "capped"})
+    capped = make_pipeline(
+        rows_of([f"text {i}" for i in range(5)]),
+        name="capped",
+        teacher={"backend": "priced-echo", "max_cost": 0.5},
+        output={"dir": "capped"},
+    )
     with process_started_with(**env) as run_there:
         res = run_there("validate", str(yaml_path), "--estimate", "--json")
         assert res.returncode == 0, res.stderr
@@ -202,14 +224,19 @@ def test_a_capability_refusal_is_a_config_error(tmp_path, monkeypatch):
     from annotator.config import load_config
     from annotator.errors import ConfigError
 
-    monkeypatch.setattr(LocalTeacherConfig, "capabilities",
-                        lambda self: TeacherCapabilities(reask_refused="this teacher cannot re-ask"))
+    monkeypatch.setattr(
+        LocalTeacherConfig, "capabilities", lambda self: TeacherCapabilities(reask_refused="this teacher cannot re-ask")
+    )
     (tmp_path / "in.csv").write_text("id,text\n1,a\n")
-    (tmp_path / "p.yaml").write_text("name: p\ninput: {path: in.csv}\ntask: {type: label, labels: [a, b]}\n"
-                                     "output: {dir: out}\n")
+    (tmp_path / "p.yaml").write_text(
+        "name: p\ninput: {path: in.csv}\ntask: {type: label, labels: [a, b]}\noutput: {dir: out}\n"
+    )
     assert load_config(tmp_path / "p.yaml").validation.on_invalid == "resample"
-    with pytest.raises(ConfigError, match=r"validation.on_invalid: this teacher cannot re-ask \(from --set "
-                                          r"validation.on_invalid=reask\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"validation.on_invalid: this teacher cannot re-ask \(from --set "
+        r"validation.on_invalid=reask\)",
+    ):
         load_config(tmp_path / "p.yaml", ["validation.on_invalid=reask"])
 
 
@@ -236,8 +263,20 @@ def _run_dir(path: Path, task: str, labels: list[str | None]) -> Path:
     from annotator.records import AnnotationRecord
 
     path.mkdir()
-    records = [AnnotationRecord(id=f"i{k}", text=f"text {k}", task=task, status="ok", label=lab, confidence=0.9,
-                                output={"label": lab}, model="m", prompt_hash="h") for k, lab in enumerate(labels)]
+    records = [
+        AnnotationRecord(
+            id=f"i{k}",
+            text=f"text {k}",
+            task=task,
+            status="ok",
+            label=lab,
+            confidence=0.9,
+            output={"label": lab},
+            model="m",
+            prompt_hash="h",
+        )
+        for k, lab in enumerate(labels)
+    ]
     (path / "annotations.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
     return path
 
@@ -250,8 +289,9 @@ def test_a_plugin_task_that_classifies_can_be_audited_and_sampled(tmp_path, sent
     labels = ["pos", "neg"] * 10
     run = _run_dir(tmp_path / "run", "sentiment", labels)
     humans = tmp_path / "humans.csv"
-    humans.write_text("item_id,annotator,label\n" + "".join(
-        f"i{k},{a},{lab}\n" for k, lab in enumerate(labels) for a in ("a", "b")))
+    humans.write_text(
+        "item_id,annotator,label\n" + "".join(f"i{k},{a},{lab}\n" for k, lab in enumerate(labels) for a in ("a", "b"))
+    )
     report = run_audit(AuditOptions(humans=humans, teacher=run, bootstrap=0, plots=False))
     assert report.classification.accuracy.value == 1.0
     cands, names = load_candidates(run)
@@ -264,7 +304,7 @@ def test_a_task_that_does_not_classify_is_refused_by_audit_and_sample(tmp_path):
     from annotator.errors import InputDataError
 
     run = _run_dir(tmp_path / "run", "rephrase", [None, None])
-    with pytest.raises(InputDataError, match="'rephrase' records; audit needs a single-label task"):
+    with pytest.raises(InputDataError, match="'rephrase' records; audit and estimate need a single-label task"):
         load_teacher(run)
     with pytest.raises(InputDataError, match="'rephrase' task; sampling for an audit needs a label task"):
         load_candidates(run)
@@ -277,7 +317,8 @@ def test_a_plugin_task_ships_its_own_default_template(tmp_path, monkeypatch):
 
     plugin = tmp_path / "topic_plugin"
     plugin.mkdir()
-    (plugin / "topic.py").write_text(textwrap.dedent("""
+    (plugin / "topic.py").write_text(
+        textwrap.dedent("""
         from typing import Literal
 
         from annotator.tasks.label import LabelTask, LabelTaskConfig
@@ -291,7 +332,8 @@ def test_a_plugin_task_ships_its_own_default_template(tmp_path, monkeypatch):
             name = "topic"
             config_model = TopicConfig
             default_template = "topic.jinja"
-    """))
+    """)
+    )
     (plugin / "topic.jinja").write_text("Topic of: {{ text }} ({{ labels | map(attribute='name') | join(', ') }})")
     monkeypatch.syspath_prepend(str(plugin))
     from topic import TopicTask  # type: ignore[import-not-found]
@@ -302,7 +344,8 @@ def test_a_plugin_task_ships_its_own_default_template(tmp_path, monkeypatch):
         template = PromptTemplate.builtin("topic")
         assert template.name == "builtin:topic.jinja"
         assert template.render({"text": "x", "labels": [{"name": "a"}, {"name": "b"}]}) == [
-            {"role": "user", "content": "Topic of: x (a, b)"}]
+            {"role": "user", "content": "Topic of: x (a, b)"}
+        ]
         # the built-in tasks still find theirs in the package
         assert default_template_path("label") == PACKAGE / "prompts" / "label.jinja"
     finally:

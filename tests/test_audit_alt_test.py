@@ -9,7 +9,9 @@ from scipy.stats import ttest_1samp
 from annotator.audit.alt_test import alt_test, benjamini_yekutieli, verdict
 
 
-def synthetic(n: int = 80, m: int = 4, k: int = 4, p_correct: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic(
+    n: int = 80, m: int = 4, k: int = 4, p_correct: float = 0.8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, k, n)
     H = np.where(rng.random((n, m)) < p_correct, truth[:, None], rng.integers(0, k, (n, m)))
@@ -86,8 +88,9 @@ def test_neg_rmse_scoring_for_ratings() -> None:
     assert not alt_test(H, bad, NAMES[:4], scoring="neg_rmse", values=values).passed
 
 
-def _reference(humans: dict, llm: dict, epsilon: float, q: float, scorer,
-               min_instances: int = 30) -> tuple[float, float, list[float]]:
+def _reference(
+    humans: dict, llm: dict, epsilon: float, q: float, scorer, min_instances: int = 30
+) -> tuple[float, float, list[float]]:
     """Straightforward dict-based version of the published procedure (independent of the vectorised code),
     including the reference's exclusion of annotators with fewer than ``min_instances`` kept items."""
     item_humans: dict = {}
@@ -134,6 +137,7 @@ def test_small_annotator_excluded_by_default_as_in_the_reference() -> None:
     teacher = np.where(rng.random(80) < 0.8, truth, rng.integers(0, 4, 80))
     humans = {NAMES[j]: {i: int(H[i, j]) for i in range(80) if H[i, j] >= 0} for j in range(4)}
     llm = {i: int(teacher[i]) for i in range(80)}
+
     def acc(x: int, rest: list[int]) -> float:
         return float(np.mean([x == r for r in rest]))
 

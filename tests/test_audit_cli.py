@@ -15,8 +15,14 @@ from annotator.errors import InputDataError
 LABELS = ["politics", "economy", "sport", "health"]
 
 
-def make_data(tmp_path: Path, n: int = 40, teacher_acc: float = 0.9, ambiguous: str | None = "economy",
-              confidence: bool = True, seed: int = 0) -> tuple[Path, Path]:
+def make_data(
+    tmp_path: Path,
+    n: int = 40,
+    teacher_acc: float = 0.9,
+    ambiguous: str | None = "economy",
+    confidence: bool = True,
+    seed: int = 0,
+) -> tuple[Path, Path]:
     """3 annotators in long format; humans split on `ambiguous` items; a teacher run directory."""
     rng = np.random.default_rng(seed)
     truth = [LABELS[i % 4] for i in range(n)]
@@ -59,8 +65,9 @@ def strict_json(path: Path) -> dict:
 def test_audit_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     humans, run = make_data(tmp_path)
     out = tmp_path / "audit"
-    code, stdout, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(out),
-                               "--bootstrap", "50", "--seed", "1"], capsys)
+    code, stdout, _ = audit_cli(
+        ["--humans", str(humans), "--teacher", str(run), "--out", str(out), "--bootstrap", "50", "--seed", "1"], capsys
+    )
     assert code == 0
     for name in ("report.json", "report.md", "confusion_matrix.png", "per_class_agreement.png", "calibration.png"):
         assert (out / name).stat().st_size > 0, name
@@ -78,8 +85,22 @@ def test_audit_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "**LOW**" in md and "Categories where the humans themselves disagree" in md
     assert "Alt-test" in stdout and "report.md" in stdout
     # the same seed gives the same numbers
-    code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "again"),
-                          "--bootstrap", "50", "--seed", "1", "--no-plots"], capsys)
+    code, _, _ = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(tmp_path / "again"),
+            "--bootstrap",
+            "50",
+            "--seed",
+            "1",
+            "--no-plots",
+        ],
+        capsys,
+    )
     again = strict_json(tmp_path / "again" / "report.json")
     assert again["agreement"] == rep["agreement"]
     assert not (tmp_path / "again" / "confusion_matrix.png").exists()
@@ -88,25 +109,67 @@ def test_audit_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_min_agreement_gate_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     humans, run = make_data(tmp_path, teacher_acc=0.5)
     out = tmp_path / "audit"
-    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(out),
-                            "--bootstrap", "0", "--no-plots", "--min-agreement", "0.95"], capsys)
+    code, _, err = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            "--min-agreement",
+            "0.95",
+        ],
+        capsys,
+    )
     assert code == 3
     assert "audit gate failed: krippendorff_alpha" in " ".join(err.split()) and "Traceback" not in err
     assert (out / "report.json").exists()
     rep = strict_json(out / "report.json")
     assert rep["gate"]["passed"] is False and rep["gate"]["min_agreement"] == 0.95
-    code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(out), "--bootstrap", "0",
-                          "--no-plots", "--min-agreement", "0.1", "--gate-metric", "accuracy"], capsys)
+    code, _, _ = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            "--min-agreement",
+            "0.1",
+            "--gate-metric",
+            "accuracy",
+        ],
+        capsys,
+    )
     assert code == 0
 
 
 def test_teacher_table_two_annotators_without_confidence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "h.csv").write_text("id,text,x,y\n" + "".join(
-        f"i{i},t,{'ab'[i % 2]},{'ab'[(i // 3) % 2]}\n" for i in range(30)))
+    (tmp_path / "h.csv").write_text(
+        "id,text,x,y\n" + "".join(f"i{i},t,{'ab'[i % 2]},{'ab'[(i // 3) % 2]}\n" for i in range(30))
+    )
     (tmp_path / "t.csv").write_text("id,label\n" + "".join(f"i{i},{'ab'[i % 2]}\n" for i in range(30)))
     out = tmp_path / "o"
-    code, stdout, _ = audit_cli(["--humans", str(tmp_path / "h.csv"), "--teacher", str(tmp_path / "t.csv"),
-                               "--out", str(out), "--bootstrap", "20"], capsys)
+    code, stdout, _ = audit_cli(
+        [
+            "--humans",
+            str(tmp_path / "h.csv"),
+            "--teacher",
+            str(tmp_path / "t.csv"),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+        ],
+        capsys,
+    )
     assert code == 0
     rep = strict_json(out / "report.json")
     # two annotators with 30 items each: the reference runs the alt-test; the report says it is weak
@@ -118,16 +181,52 @@ def test_teacher_table_two_annotators_without_confidence(tmp_path: Path, capsys:
     assert "weak: only 2 annotator(s) tested" in md and "no confidence" in md
     assert "weak" in " ".join(stdout.split())
     # with 25 items each both annotators are excluded (reference default); the option keeps them
-    (tmp_path / "h.csv").write_text("id,x,y\n" + "".join(f"i{i},{'ab'[i % 2]},{'ab'[(i // 3) % 2]}\n" for i in range(25)))
-    code, stdout, _ = audit_cli(["--humans", str(tmp_path / "h.csv"), "--teacher", str(tmp_path / "t.csv"),
-                               "--out", str(out), "--bootstrap", "0", "--no-plots"], capsys)
+    (tmp_path / "h.csv").write_text(
+        "id,x,y\n" + "".join(f"i{i},{'ab'[i % 2]},{'ab'[(i // 3) % 2]}\n" for i in range(25))
+    )
+    code, stdout, _ = audit_cli(
+        [
+            "--humans",
+            str(tmp_path / "h.csv"),
+            "--teacher",
+            str(tmp_path / "t.csv"),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ],
+        capsys,
+    )
     rep = strict_json(out / "report.json")
-    assert code == 0 and rep["alt_test"]["ran"] is False and rep["alt_test"]["excluded"] == ["x (25 items)", "y (25 items)"]
+    assert (
+        code == 0
+        and rep["alt_test"]["ran"] is False
+        and rep["alt_test"]["excluded"] == ["x (25 items)", "y (25 items)"]
+    )
     assert "excluded: x (25 items), y (25 items)" in (out / "report.md").read_text()
-    code, _, _ = audit_cli(["--humans", str(tmp_path / "h.csv"), "--teacher", str(tmp_path / "t.csv"), "--out",
-                          str(out), "--bootstrap", "0", "--no-plots", "--alt-test-min-items", "20"], capsys)
+    code, _, _ = audit_cli(
+        [
+            "--humans",
+            str(tmp_path / "h.csv"),
+            "--teacher",
+            str(tmp_path / "t.csv"),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            "--alt-test-min-items",
+            "20",
+        ],
+        capsys,
+    )
     rep = strict_json(out / "report.json")
-    assert rep["alt_test"]["ran"] is True and rep["alt_test"]["excluded"] == [] and rep["inputs"]["alt_test_min_items"] == 20
+    assert (
+        rep["alt_test"]["ran"] is True
+        and rep["alt_test"]["excluded"] == []
+        and rep["inputs"]["alt_test_min_items"] == 20
+    )
 
 
 def test_interval_ratings_use_neg_rmse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,12 +237,30 @@ def test_interval_ratings_use_neg_rmse(tmp_path: Path, capsys: pytest.CaptureFix
         for a in "pqr":
             rows.append(f"s{i},{a},{int(np.clip(t + rng.integers(-1, 2), 1, 5))}")
     (tmp_path / "h.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"item_id": f"s{i}", "label": int(t), "confidence": 0.7})
-                                              + "\n" for i, t in enumerate(truth)))
+    (tmp_path / "t.jsonl").write_text(
+        "".join(
+            json.dumps({"item_id": f"s{i}", "label": int(t), "confidence": 0.7}) + "\n" for i, t in enumerate(truth)
+        )
+    )
     out = tmp_path / "o"
-    code, _, _ = audit_cli(["--humans", str(tmp_path / "h.csv"), "--teacher", str(tmp_path / "t.jsonl"), "--out",
-                          str(out), "--level", "interval", "--bootstrap", "20", "--labels", "1,2,3,4,5", "--no-plots"],
-                         capsys)
+    code, _, _ = audit_cli(
+        [
+            "--humans",
+            str(tmp_path / "h.csv"),
+            "--teacher",
+            str(tmp_path / "t.jsonl"),
+            "--out",
+            str(out),
+            "--level",
+            "interval",
+            "--bootstrap",
+            "20",
+            "--labels",
+            "1,2,3,4,5",
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0
     rep = strict_json(out / "report.json")
     assert rep["alt_test"]["scoring"] == "neg_rmse"
@@ -159,7 +276,9 @@ def test_interval_ratings_use_neg_rmse(tmp_path: Path, capsys: pytest.CaptureFix
         ("bad_label", "human labels outside the label set"),
     ],
 )
-def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str) -> None:
+def test_bad_input_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str
+) -> None:
     humans, run = make_data(tmp_path, n=12)
     extra: list[str] = []
     if case == "empty":
@@ -168,8 +287,21 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         humans.write_text(humans.read_text() + "zz1,ann_a,sport\nzz1,ann_b,sport\n")
     elif case == "bad_label":
         humans.write_text(humans.read_text() + "n001,ann_d,Sports\n")
-    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "o"),
-                            "--bootstrap", "0", "--no-plots", *extra], capsys)
+    code, _, err = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(tmp_path / "o"),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            *extra,
+        ],
+        capsys,
+    )
     assert code == 2
     assert expected in " ".join(err.split()), err  # rich wraps the line at the terminal width
     assert "Traceback" not in err
@@ -181,17 +313,35 @@ def test_single_annotator_gold_reports_teacher_vs_gold(tmp_path: Path, capsys: p
     humans, run = make_data(tmp_path, n=40)
     rows = [line.split(",") for line in humans.read_text().splitlines()[1:]]
     for name, text in (
-        ("gold_long.csv", "item_id,annotator,label\n" + "".join(f"{i},ann_a,{lab}\n" for i, a, lab in rows if a == "ann_a")),
+        (
+            "gold_long.csv",
+            "item_id,annotator,label\n" + "".join(f"{i},ann_a,{lab}\n" for i, a, lab in rows if a == "ann_a"),
+        ),
         ("gold_simple.csv", "item_id,label\n" + "".join(f"{i},{lab}\n" for i, a, lab in rows if a == "ann_a")),
     ):
         (tmp_path / name).write_text(text)
         out = tmp_path / f"out_{name}"
-        code, printed, err = audit_cli(["--humans", str(tmp_path / name), "--teacher", str(run), "--out", str(out),
-                                        "--bootstrap", "50", "--no-plots"], capsys)
+        code, printed, err = audit_cli(
+            [
+                "--humans",
+                str(tmp_path / name),
+                "--teacher",
+                str(run),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "50",
+                "--no-plots",
+            ],
+            capsys,
+        )
         assert code == 0, err
         rep = strict_json(out / "report.json")
         gold = {i: lab for i, a, lab in rows if a == "ann_a"}
-        teacher = {json.loads(line)["id"]: json.loads(line)["label"] for line in (run / "annotations.jsonl").read_text().splitlines()}
+        teacher = {
+            json.loads(line)["id"]: json.loads(line)["label"]
+            for line in (run / "annotations.jsonl").read_text().splitlines()
+        }
         acc = np.mean([teacher[i] == g for i, g in gold.items()])
         assert rep["classification"]["accuracy"]["value"] == pytest.approx(acc)
         assert rep["classification"]["macro_f1"]["value"] is not None
@@ -222,8 +372,12 @@ def test_fixed_choices_are_listed_in_help_and_checked_by_typer(
         main([command, "--help"])
     assert exc.value.code in (0, None)
     assert shown in capsys.readouterr().out
-    positional = {"audit": ["--humans", "h.csv", "--teacher", "t.csv"], "sample": ["run"], "export": ["run"],
-                  "predict": ["student", "in.csv", "--out", "p.jsonl"]}[command]
+    positional = {
+        "audit": ["--humans", "h.csv", "--teacher", "t.csv"],
+        "sample": ["run"],
+        "export": ["run"],
+        "predict": ["student", "in.csv", "--out", "p.jsonl"],
+    }[command]
     with pytest.raises(SystemExit) as exc:
         main([command, *positional, option, "vibes"])
     err = " ".join(capsys.readouterr().err.split())
@@ -245,13 +399,29 @@ def test_level_is_case_insensitive_and_the_api_still_checks_its_strings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     humans, run = make_data(tmp_path, n=12)
-    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "o"),
-                              "--bootstrap", "0", "--no-plots", "--level", "Nominal"], capsys)
+    code, _, err = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(tmp_path / "o"),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            "--level",
+            "Nominal",
+        ],
+        capsys,
+    )
     assert code == 0, err
     from annotator.audit.compute import AuditOptions
     from annotator.audit.run_audit import run_audit
 
-    for bad, expected in (({"gate_metric": "vibes"}, "--gate-metric must be one of"),
-                          ({"level": "ratio"}, "--level must be one of")):
+    for bad, expected in (
+        ({"gate_metric": "vibes"}, "--gate-metric must be one of"),
+        ({"level": "ratio"}, "--level must be one of"),
+    ):
         with pytest.raises(InputDataError, match=expected):
             run_audit(AuditOptions(humans=humans, teacher=run, bootstrap=0, plots=False, **bad))  # type: ignore[arg-type]

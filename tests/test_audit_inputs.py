@@ -16,21 +16,42 @@ from annotator.records import AnnotationRecord, LabelInfo, RunManifest
 LABELS = ["pos", "neg", "neu"]
 
 
-def write_run(dirpath: Path, labels: dict[str, str | None], confidence: float | None = 0.9,
-              label_set: list[str] | None = LABELS, **manifest_kw: object) -> Path:
+def write_run(
+    dirpath: Path,
+    labels: dict[str, str | None],
+    confidence: float | None = 0.9,
+    label_set: list[str] | None = LABELS,
+    **manifest_kw: object,
+) -> Path:
     dirpath.mkdir(parents=True, exist_ok=True)
     with (dirpath / "annotations.jsonl").open("w") as fh:
         for item, lab in labels.items():
             rec = AnnotationRecord(
-                id=item, text=f"text {item}", task="label", status="ok" if lab else "failed",
-                output={"label": lab} if lab else None, label=lab, confidence=confidence if lab else None,
-                error=None if lab else "boom", model="tiny", prompt_hash="h",
+                id=item,
+                text=f"text {item}",
+                task="label",
+                status="ok" if lab else "failed",
+                output={"label": lab} if lab else None,
+                label=lab,
+                confidence=confidence if lab else None,
+                error=None if lab else "boom",
+                model="tiny",
+                prompt_hash="h",
             )
             fh.write(rec.model_dump_json() + "\n")
     manifest = RunManifest(
-        pipeline_name="t", pipeline_path="p.yaml", config={}, task=manifest_kw.pop("task", "label"),  # type: ignore[arg-type]
-        labels=[LabelInfo(name=x) for x in (label_set or [])], template_path="t", template_sha256="s",
-        backend="fake", model="tiny", started_at="2025-01-01T00:00:00", annotator_version="0.1.0", **manifest_kw,
+        pipeline_name="t",
+        pipeline_path="p.yaml",
+        config={},
+        task=manifest_kw.pop("task", "label"),  # type: ignore[arg-type]
+        labels=[LabelInfo(name=x) for x in (label_set or [])],
+        template_path="t",
+        template_sha256="s",
+        backend="fake",
+        model="tiny",
+        started_at="2025-01-01T00:00:00",
+        annotator_version="0.1.0",
+        **manifest_kw,
     )
     (dirpath / "run.json").write_text(manifest.model_dump_json())
     return dirpath
@@ -228,11 +249,22 @@ def test_a_record_without_label_falls_back_to_its_output_in_audit_and_sample(tmp
     run = tmp_path / "run"
     run.mkdir()
     recs = [
-        AnnotationRecord(id="1", text="a", task="label", status="ok", label="pos", output={"label": "pos"},
-                         model="m", prompt_hash="h"),
-        AnnotationRecord(id="2", text="b", task="label", status="ok", output={"label": " neg "}, model="m",
-                         prompt_hash="h"),
-        AnnotationRecord(id="3", text="c", task="label", status="ok", output={"label": 7.0}, model="m", prompt_hash="h"),
+        AnnotationRecord(
+            id="1",
+            text="a",
+            task="label",
+            status="ok",
+            label="pos",
+            output={"label": "pos"},
+            model="m",
+            prompt_hash="h",
+        ),
+        AnnotationRecord(
+            id="2", text="b", task="label", status="ok", output={"label": " neg "}, model="m", prompt_hash="h"
+        ),
+        AnnotationRecord(
+            id="3", text="c", task="label", status="ok", output={"label": 7.0}, model="m", prompt_hash="h"
+        ),
         AnnotationRecord(id="4", text="d", task="label", status="ok", output={"label": ""}, model="m", prompt_hash="h"),
     ]
     (run / "annotations.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in recs))

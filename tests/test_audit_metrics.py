@@ -278,7 +278,9 @@ def test_labels_only_predicted_count_in_the_averages_as_sklearn() -> None:
     pred = np.array([0, 2, 1, 1, 2, 0])  # label 2: predicted, never gold; label 3: neither
     s = cls.summary(cls.confusion_matrix(gold, pred, 4))
     for avg in ("macro", "weighted"):
-        assert s[f"{avg}_f1"] == pytest.approx(precision_recall_fscore_support(gold, pred, average=avg, zero_division=0)[2])
+        assert s[f"{avg}_f1"] == pytest.approx(
+            precision_recall_fscore_support(gold, pred, average=avg, zero_division=0)[2]
+        )
     assert s["macro_f1"] == pytest.approx((0.8 + 0.8 + 0.0) / 3)
 
 

@@ -20,22 +20,31 @@ from annotator.audit.run_audit import run_audit
 #   accuracy 2/3; F1(pos) = 0.8, F1(neg) = 0 (predicted once, never gold) -> macro 0.4; kappa undefined
 # Slice "de": one item (too small at --min-slice-items 3). Slice "el": only an item the teacher failed on (empty).
 ITEMS = {  # id: (lang, human label, teacher label)
-    "e1": ("en", "pos", "pos"), "e2": ("en", "pos", "neg"), "e3": ("en", "neg", "neg"), "e4": ("en", "neg", "neg"),
-    "s1": ("sl", "pos", "pos"), "s2": ("sl", "pos", "pos"), "s3": ("sl", "pos", "neg"),
+    "e1": ("en", "pos", "pos"),
+    "e2": ("en", "pos", "neg"),
+    "e3": ("en", "neg", "neg"),
+    "e4": ("en", "neg", "neg"),
+    "s1": ("sl", "pos", "pos"),
+    "s2": ("sl", "pos", "pos"),
+    "s3": ("sl", "pos", "neg"),
     "d1": ("de", "neg", "neg"),
     "g1": ("el", "pos", None),
 }
 
 
 def write_data(tmp_path: Path, lang_in_humans: bool) -> tuple[Path, Path]:
-    rows = [{"item_id": i, **({"lang": lang} if lang_in_humans else {}), "h1": h, "h2": h, "h3": h}
-            for i, (lang, h, _) in ITEMS.items()]
+    rows = [
+        {"item_id": i, **({"lang": lang} if lang_in_humans else {}), "h1": h, "h2": h, "h3": h}
+        for i, (lang, h, _) in ITEMS.items()
+    ]
     humans = tmp_path / "humans.csv"
     pl.DataFrame(rows).write_csv(humans)
     run = write_run(tmp_path / "run", {i: t for i, (_, _, t) in ITEMS.items()}, label_set=["neg", "pos"])
     inp = tmp_path / "input.csv"
-    pl.DataFrame([{"id": i, "text": f"text {i}", "lang": lang} for i, (lang, _, _) in ITEMS.items()]
-                 + [{"id": "x9", "text": "never labelled by humans", "lang": "fr"}]).write_csv(inp)
+    pl.DataFrame(
+        [{"id": i, "text": f"text {i}", "lang": lang} for i, (lang, _, _) in ITEMS.items()]
+        + [{"id": "x9", "text": "never labelled by humans", "lang": "fr"}]
+    ).write_csv(inp)
     manifest = json.loads((run / "run.json").read_text())
     manifest["config"] = {"input": {"path": str(inp), "id_column": "id"}}
     (run / "run.json").write_text(json.dumps(manifest))
@@ -75,8 +84,23 @@ def test_per_slice_metrics_match_hand_computation(tmp_path: Path, lang_in_humans
 def test_cli_writes_slice_table_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     humans, run = write_data(tmp_path, lang_in_humans=True)
     out = tmp_path / "audit"
-    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(out), "--bootstrap", "50",
-                              "--by", "lang", "--min-slice-items", "3"], capsys)
+    code, _, err = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "50",
+            "--by",
+            "lang",
+            "--min-slice-items",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     data = strict_json(out / "report.json")
     en = next(s for s in data["slices"]["slices"] if s["value"] == "en")
@@ -93,7 +117,9 @@ def test_cli_writes_slice_table_json_and_plot(tmp_path: Path, capsys: pytest.Cap
 def test_without_by_there_is_no_slice_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     humans, run = write_data(tmp_path, lang_in_humans=True)
     out = tmp_path / "audit"
-    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(out), "--bootstrap", "0"], capsys)
+    code, _, err = audit_cli(
+        ["--humans", str(humans), "--teacher", str(run), "--out", str(out), "--bootstrap", "0"], capsys
+    )
     assert code == 0, err
     assert strict_json(out / "report.json")["slices"] is None
     assert "Results by slice" not in (out / "report.md").read_text()
@@ -102,8 +128,9 @@ def test_without_by_there_is_no_slice_section(tmp_path: Path, capsys: pytest.Cap
 
 def test_unknown_column_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     humans, run = write_data(tmp_path, lang_in_humans=True)
-    code, _, err = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "a"),
-                              "--by", "source"], capsys)
+    code, _, err = audit_cli(
+        ["--humans", str(humans), "--teacher", str(run), "--out", str(tmp_path / "a"), "--by", "source"], capsys
+    )
     assert code == 2
     assert "no column 'source' in" in err and str(humans) in err and "Traceback" not in err
 
@@ -111,10 +138,15 @@ def test_unknown_column_is_one_clear_line(tmp_path: Path, capsys: pytest.Capture
 def test_conflicting_values_for_one_item_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, run = write_data(tmp_path, lang_in_humans=True)
     long = tmp_path / "long.csv"
-    pl.DataFrame([{"item_id": "e1", "annotator": "h1", "label": "pos", "lang": "en"},
-                  {"item_id": "e1", "annotator": "h2", "label": "pos", "lang": "de"}]).write_csv(long)
-    code, _, err = audit_cli(["--humans", str(long), "--teacher", str(run), "--out", str(tmp_path / "a"),
-                              "--by", "lang"], capsys)
+    pl.DataFrame(
+        [
+            {"item_id": "e1", "annotator": "h1", "label": "pos", "lang": "en"},
+            {"item_id": "e1", "annotator": "h2", "label": "pos", "lang": "de"},
+        ]
+    ).write_csv(long)
+    code, _, err = audit_cli(
+        ["--humans", str(long), "--teacher", str(run), "--out", str(tmp_path / "a"), "--by", "lang"], capsys
+    )
     assert code == 2
     assert "item 'e1' has two values of column 'lang'" in err
 

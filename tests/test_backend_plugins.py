@@ -34,8 +34,9 @@ class EchoBackend:
 
     async def generate(self, request: GenerationRequest) -> Generation:
         words = sum(len(m["content"].split()) for m in request.messages)
-        return Generation(text=json.dumps({"label": self.answer}), finish_reason="stop", prompt_tokens=words,
-                          completion_tokens=3)
+        return Generation(
+            text=json.dumps({"label": self.answer}), finish_reason="stop", prompt_tokens=words, completion_tokens=3
+        )
 
     async def aclose(self) -> None:
         return None
@@ -60,8 +61,9 @@ def install_plugin(site: Path, entry: str = "test_backend_plugins:EchoTeacherCon
 def test_a_backend_from_a_plugin_runs_a_pipeline(tmp_path, make_pipeline, run_cli):
     from conftest import process_started_with, read_annotations, rows_of
 
-    yaml_path = make_pipeline(rows_of([f"text {i}" for i in range(7)]), teacher={"backend": "echo",
-                              "answer": "politics", "concurrency": 2})
+    yaml_path = make_pipeline(
+        rows_of([f"text {i}" for i in range(7)]), teacher={"backend": "echo", "answer": "politics", "concurrency": 2}
+    )
     with process_started_with(**install_plugin(tmp_path / "site")) as run_there:
         res = run_there("run", str(yaml_path))
         assert res.returncode == 0, res.stderr
@@ -89,18 +91,22 @@ def test_a_backend_from_a_plugin_runs_a_pipeline(tmp_path, make_pipeline, run_cl
 def test_a_broken_backend_plugin_is_skipped_with_one_line(tmp_path, make_pipeline):
     from conftest import install_entry_point, process_started_with, rows_of
 
-    broken = {"echo": ("no_such_module_xyz:Config", "it failed to import: ModuleNotFoundError"),
-              "echo2": ("test_backend_plugins:EchoBackend",
-                        "it is not a subclass of annotator.backends.BaseTeacherConfig")}
-    env = {name: install_entry_point(tmp_path / "site", "annotator.backends", name, entry)
-           for name, (entry, _) in broken.items()}["echo"]  # both in one site: one PYTHONPATH
+    broken = {
+        "echo": ("no_such_module_xyz:Config", "it failed to import: ModuleNotFoundError"),
+        "echo2": ("test_backend_plugins:EchoBackend", "it is not a subclass of annotator.backends.BaseTeacherConfig"),
+    }
+    env = {
+        name: install_entry_point(tmp_path / "site", "annotator.backends", name, entry)
+        for name, (entry, _) in broken.items()
+    }["echo"]  # both in one site: one PYTHONPATH
     with process_started_with(**env) as run_there:
         for name, (_, why) in broken.items():
             yaml_path = make_pipeline(rows_of(["x"]), name=name, teacher={"backend": name})
             res = run_there("validate", str(yaml_path))
             assert res.returncode == 2, res.stdout
             for other, (other_entry, other_why) in broken.items():  # every broken plugin is named
-                line = f"backend plugin {other} = {other_entry} (entry point group annotator.backends) skipped: {other_why}"
+                group = "(entry point group annotator.backends)"
+                line = f"backend plugin {other} = {other_entry} {group} skipped: {other_why}"
                 assert res.stderr.startswith(line) or f"\n{line}" in res.stderr, res.stderr
             assert f"unknown backend '{name}'" in res.stderr and why in res.stderr and "Traceback" not in res.stderr
 
@@ -119,10 +125,14 @@ def test_a_plugin_shadowing_a_builtin_is_skipped_and_quiet_hides_the_line(tmp_pa
     built-in backend stays the one a pipeline gets. The console script itself, in a process of its own."""
     from conftest import install_entry_point, rows_of
 
-    env = install_entry_point(tmp_path / "site", "annotator.backends", "openai", "test_backend_plugins:ShadowOpenAIConfig")
+    env = install_entry_point(
+        tmp_path / "site", "annotator.backends", "openai", "test_backend_plugins:ShadowOpenAIConfig"
+    )
     yaml_path = make_pipeline(rows_of(["x"]), teacher={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
-    line = ("backend plugin openai = test_backend_plugins:ShadowOpenAIConfig (entry point group annotator.backends) "
-            "skipped: backend 'openai' is already annotator.backends.openai_config.OpenAITeacherConfig")
+    line = (
+        "backend plugin openai = test_backend_plugins:ShadowOpenAIConfig (entry point group annotator.backends) "
+        "skipped: backend 'openai' is already annotator.backends.openai_config.OpenAITeacherConfig"
+    )
     default = run_cli_process("validate", str(yaml_path), **env)
     quiet = run_cli_process("-q", "validate", str(yaml_path), **env)
     assert default.returncode == quiet.returncode == 0, default.stderr

@@ -161,9 +161,11 @@ def test_template_syntax_error(server, make_pipeline, run_cli, tmp_path):
 def test_template_failing_on_some_rows_records_those_rows(server, make_pipeline, run_cli, tmp_path):
     """The first row renders (so the up-front check passes); a later row lacks the nested field."""
     tpl = _template(tmp_path, "Section {{ row.meta.section }}. Text: {{ text }}\n\nAnswer with JSON only: {}")
-    rows = [{"id": "a", "text": "first", "meta": {"section": "news"}},
-            {"id": "b", "text": "second", "meta": None},
-            {"id": "c", "text": "third", "meta": {"section": "sport"}}]
+    rows = [
+        {"id": "a", "text": "first", "meta": {"section": "news"}},
+        {"id": "b", "text": "second", "meta": None},
+        {"id": "c", "text": "third", "meta": {"section": "sport"}},
+    ]
     p = make_pipeline(rows, server.base_url, prompt={"template": tpl}, validation={"max_failed_fraction": 0.5})
     proc = run_cli("run", str(p), "--quiet")
     out = proc.stdout + proc.stderr

@@ -18,8 +18,11 @@ def _run_ok(run_cli, yaml_path) -> None:
 
 def test_batch_run_splits_validates_and_retries_invalid_rows(run_cli, make_pipeline, server):
     texts = [f"batch item {i}" for i in range(23)] + ["bad once [[schema:1]]", "bad always [[schema]]"]
-    yaml_path = make_pipeline(rows_of(texts), server.base_url,
-                              teacher={**BATCH, "batch_max_requests": 10, "price": {"input": 1.25, "output": 5.0}})
+    yaml_path = make_pipeline(
+        rows_of(texts),
+        server.base_url,
+        teacher={**BATCH, "batch_max_requests": 10, "price": {"input": 1.25, "output": 5.0}},
+    )
     _run_ok(run_cli, yaml_path)
     stats = server.stats()
     assert stats["total"] == 0  # not one online chat completion
@@ -102,8 +105,9 @@ def test_expired_batch_resubmits_what_is_missing(run_cli, make_pipeline, server)
 
 def test_failed_batches_end_as_failed_rows_after_max_attempts(run_cli, make_pipeline, server):
     server.reset(batch_fail_next="failed")
-    yaml_path = make_pipeline(rows_of(["a doomed item"]), server.base_url, teacher=BATCH,
-                              validation={"max_attempts": 1})
+    yaml_path = make_pipeline(
+        rows_of(["a doomed item"]), server.base_url, teacher=BATCH, validation={"max_attempts": 1}
+    )
     res = run_cli("run", str(yaml_path), "--quiet")
     assert res.returncode == 4, res.stderr  # every row failed: more than validation.max_failed_fraction
     assert "batch_1 failed (injected failed)" in res.stderr
@@ -114,8 +118,13 @@ def test_failed_batches_end_as_failed_rows_after_max_attempts(run_cli, make_pipe
 def test_budget_stops_submitting_collects_what_is_submitted_and_resumes(run_cli, make_pipeline, server):
     # one request's upper bound: ~65 estimated prompt tokens + max_tokens 100 at $1/1M = ~$0.000165; a batch of 5
     # fits in $0.001, a second one does not once the first has cost 5 x (50 + 10) tokens = $0.0003
-    teacher = {**BATCH, "batch_max_requests": 5, "max_tokens": 100, "price": {"input": 1.0, "output": 1.0},
-               "max_cost": 0.001}
+    teacher = {
+        **BATCH,
+        "batch_max_requests": 5,
+        "max_tokens": 100,
+        "price": {"input": 1.0, "output": 1.0},
+        "max_cost": 0.001,
+    }
     yaml_path = make_pipeline(rows_of([f"budget batch item {i}" for i in range(12)]), server.base_url, teacher=teacher)
     res = run_cli("run", str(yaml_path), "--quiet")
     assert res.returncode == 8, res.stderr

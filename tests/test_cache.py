@@ -29,7 +29,9 @@ os._exit(9)  # no close, no commit of pending work: like kill -9
     store = ResultStore(db)
     got = store.get_sample("k1")
     assert got is not None and got.created is not None and abs(got.created - time.time()) < 60  # when obtained
-    assert got.model_copy(update={"created": None}) == SampleResult(ok=True, output={"label": "a"}, attempts=1, tokens=7)
+    assert got.model_copy(update={"created": None}) == SampleResult(
+        ok=True, output={"label": "a"}, attempts=1, tokens=7
+    )
     failed = store.get_sample("k2")
     assert failed is not None and not failed.ok and failed.raw == "{oops" and failed.attempts == 3
     assert store.get_sample("missing") is None

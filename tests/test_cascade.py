@@ -28,10 +28,8 @@ from annotator.cli import main
 from conftest import LABELS, REPO, ServerHandle, read_annotations, spawn_cli, subprocess_env, write_rows
 from fault_server import expected_label
 
-CHEAP = {"name": "cheap", "teacher": {"model": "cheap-model", "samples": 3,
-                                       "price": {"input": 0.1, "output": 0.4}}}
-STRONG = {"name": "strong", "teacher": {"model": "strong-model", "samples": 3,
-                                         "price": {"input": 1.0, "output": 4.0}}}
+CHEAP = {"name": "cheap", "teacher": {"model": "cheap-model", "samples": 3, "price": {"input": 0.1, "output": 0.4}}}
+STRONG = {"name": "strong", "teacher": {"model": "strong-model", "samples": 3, "price": {"input": 1.0, "output": 4.0}}}
 
 
 def corpus(copies: int = 2) -> list[dict[str, str]]:
@@ -46,8 +44,15 @@ def corpus(copies: int = 2) -> list[dict[str, str]]:
 
 
 def cascade_pipeline(make_pipeline, server: ServerHandle, rows: list[dict[str, str]] | None, **cascade: Any) -> Path:
-    teacher = {"backend": "openai", "base_url": server.base_url, "concurrency": 8, "timeout": 2.0, "max_retries": 2,
-               "max_backoff": 0.05, "max_tokens": 32}
+    teacher = {
+        "backend": "openai",
+        "base_url": server.base_url,
+        "concurrency": 8,
+        "timeout": 2.0,
+        "max_retries": 2,
+        "max_backoff": 0.05,
+        "max_tokens": 32,
+    }
     stages = [{**st, "teacher": {**teacher, **st["teacher"]}} for st in cascade.pop("stages", [CHEAP, STRONG])]
     path = make_pipeline(rows, name="cascade", cascade={"stages": stages, "target": 0.9, "delta": 0.2, **cascade})
     cfg = yaml.safe_load(path.read_text())
@@ -61,7 +66,9 @@ def write_humans(path: Path, rows: list[dict[str, str]], inclusion: dict[str, fl
         w = csv.writer(fh)
         w.writerow(["item_id", "annotator", "label", *(["inclusion_prob"] if inclusion else [])])
         for r in rows:
-            w.writerow([r["id"], "ann_1", expected_label(r["text"], LABELS), *([inclusion[r["id"]]] if inclusion else [])])
+            w.writerow(
+                [r["id"], "ann_1", expected_label(r["text"], LABELS), *([inclusion[r["id"]]] if inclusion else [])]
+            )
     return path
 
 
@@ -79,7 +86,8 @@ def cascade_server(server: ServerHandle) -> ServerHandle:
 
 
 def test_calibrate_chooses_hand_computed_thresholds_and_run_keeps_routes_and_queues(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     rows = corpus(2)
     pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
     humans = write_humans(tmp_path / "humans.csv", rows[:73])  # the first copy is the human sample
@@ -115,8 +123,10 @@ def test_calibrate_chooses_hand_computed_thresholds_and_run_keeps_routes_and_que
     assert len(recs) == 132 and summary["rows_total"] == 132
     by_id = {r["id"]: r for r in recs}
     assert by_id["c1-000"]["stage"] == "cheap" and by_id["c1-000"]["confidence"] == 1.0
-    assert by_id["c1-050"]["stage"] == "strong" and by_id["c1-050"]["stages"] == {"cheap": pytest.approx(1 / 3),
-                                                                                   "strong": 1.0}
+    assert by_id["c1-050"]["stage"] == "strong" and by_id["c1-050"]["stages"] == {
+        "cheap": pytest.approx(1 / 3),
+        "strong": 1.0,
+    }
     assert by_id["c1-050"]["label"] == expected_label(rows[73 + 50]["text"], LABELS)
     # usage sums over the stages that saw the row
     assert by_id["c1-050"]["cost"] == pytest.approx(3 * (50 * 0.1 + 10 * 0.4 + 50 * 1.0 + 10 * 4.0) / 1e6)
@@ -135,7 +145,8 @@ def test_calibrate_chooses_hand_computed_thresholds_and_run_keeps_routes_and_que
 
 
 def test_uncertifiable_sample_escalates_everything_and_says_how_many_items(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, cascade_server, rows, target=0.97, delta=0.1)
     humans = write_humans(tmp_path / "humans.csv", rows[:40])
@@ -183,16 +194,29 @@ def test_export_carries_stage_and_the_card_states_the_guarantee(calibrated: Path
     export = json.loads((tmp_path / "out" / "dataset" / "export.json").read_text())
     assert export["cascade"]["rows_to_humans"] == 14
     # an audit of the run with a human file that holds queued rows leaves those out, with a warning
-    code, out, err = cli(["audit", "--humans", str(tmp_path / "humans.csv"), "--teacher", str(tmp_path / "out"),
-                          "--json", "--bootstrap", "0", "--no-plots"], capsys)
+    code, out, err = cli(
+        [
+            "audit",
+            "--humans",
+            str(tmp_path / "humans.csv"),
+            "--teacher",
+            str(tmp_path / "out"),
+            "--json",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0, err
     audit = json.loads(out)
     assert audit["coverage"]["evaluated_items"] == 73 - 7 and audit["coverage"]["teacher_failed_on_human_items"] == 0
     assert "7 human-labelled item(s) excluded: the cascade left them to humans" in err
 
 
-def test_validate_estimate_uses_the_calibrations_coverage(make_pipeline, cascade_server: ServerHandle,
-                                                         tmp_path: Path, capsys) -> None:
+def test_validate_estimate_uses_the_calibrations_coverage(
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
     code, out, err = cli(["validate", str(pipe), "--estimate", "--json"], capsys)
@@ -228,16 +252,22 @@ def test_design_weights_are_honoured(make_pipeline, cascade_server: ServerHandle
     assert "design weights 1/pi from 1.25 to 5" in report
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"target": 0.95}, "target 0.9 and delta 0.2"),
-    ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 5}}]}, "stage(s) strong changed"),
-])
-def test_a_stale_calibration_is_refused(make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys,
-                                        change: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"target": 0.95}, "target 0.9 and delta 0.2"),
+        ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 5}}]}, "stage(s) strong changed"),
+    ],
+)
+def test_a_stale_calibration_is_refused(
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys, change: dict[str, Any], message: str
+) -> None:
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
-    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:60])), "-q"],
-               capsys)[0] == 0
+    assert (
+        cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:60])), "-q"], capsys)[0]
+        == 0
+    )
     cascade_pipeline(make_pipeline, cascade_server, None, **change)  # the same file, edited
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 2
@@ -253,8 +283,9 @@ def test_run_without_calibration_says_how_to_get_one(make_pipeline, cascade_serv
     assert code == 0 and json.loads(out)["calibration"] == str(pipe.parent / "out" / "calibration.json")
 
 
-def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, cascade_server: ServerHandle,
-                                                               tmp_path: Path, capsys) -> None:
+def test_draw_writes_blank_random_sheets_without_a_teacher_call(
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1))
     code, out, err = cli(["calibrate", str(pipe), "--draw", "30", "--out", str(tmp_path / "h"), "--seed", "4"], capsys)
     assert code == 0, err
@@ -268,28 +299,37 @@ def test_draw_writes_blank_random_sheets_without_a_teacher_call(make_pipeline, c
     code, out, err = cli(["calibrate", str(pipe), "--draw", "500", "--out", str(tmp_path / "all"), "--json"], capsys)
     assert code == 0 and json.loads(out)["rows"] == 73, err
     assert "--draw 500: the input" in err and "has only 73 rows" in err
-    code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "x"), "--annotators",
-                        str(10**9)], capsys)
+    code, _, err = cli(
+        ["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "x"), "--annotators", str(10**9)], capsys
+    )
     assert code == 2 and "--annotators must be between 1 and 1000" in err, err
     code, _, err = cli(["calibrate", str(pipe), "--draw", "5", "--out", str(tmp_path / "y"), "--seed", "-1"], capsys)
     assert code == 2 and "--seed" in err and "Traceback" not in err, err  # numpy's ValueError traceback
 
 
-@pytest.mark.parametrize(("cascade", "message"), [
-    ({"target": 1.5}, "cascade.target: Input should be less than or equal to 1"),
-    ({"target": 0}, "cascade.target: Input should be greater than 0"),
-    ({"delta": 0.7}, "cascade.delta: Input should be less than or equal to 0.5"),
-    ({"delta": 0}, "cascade.delta: Input should be greater than 0"),
-    ({"stages": [CHEAP]}, "cascade.stages: 1 stage(s): a cascade needs at least 2"),
-    ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 1}}]},
-     "cascade.stages.1.teacher.samples: 1 (stage 'strong'): a stage's confidence is the vote share of its "
-     "samples"),
-    ({"stages": [CHEAP, {**CHEAP}]}, "stage name(s) cheap used twice"),
-    ({"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "n_ctx": 4}}]},
-     "cascade.stages.1.teacher.n_ctx: not a setting of backend openai (it belongs to backend"),
-])
-def test_bad_cascade_settings_are_one_clear_line(make_pipeline, cascade_server: ServerHandle, capsys,
-                                                 cascade: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("cascade", "message"),
+    [
+        ({"target": 1.5}, "cascade.target: Input should be less than or equal to 1"),
+        ({"target": 0}, "cascade.target: Input should be greater than 0"),
+        ({"delta": 0.7}, "cascade.delta: Input should be less than or equal to 0.5"),
+        ({"delta": 0}, "cascade.delta: Input should be greater than 0"),
+        ({"stages": [CHEAP]}, "cascade.stages: 1 stage(s): a cascade needs at least 2"),
+        (
+            {"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "samples": 1}}]},
+            "cascade.stages.1.teacher.samples: 1 (stage 'strong'): a stage's confidence is the vote share of its "
+            "samples",
+        ),
+        ({"stages": [CHEAP, {**CHEAP}]}, "stage name(s) cheap used twice"),
+        (
+            {"stages": [CHEAP, {**STRONG, "teacher": {**STRONG["teacher"], "n_ctx": 4}}]},
+            "cascade.stages.1.teacher.n_ctx: not a setting of backend openai (it belongs to backend",
+        ),
+    ],
+)
+def test_bad_cascade_settings_are_one_clear_line(
+    make_pipeline, cascade_server: ServerHandle, capsys, cascade: dict[str, Any], message: str
+) -> None:
     pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1), **cascade)
     code, _, err = cli(["validate", str(pipe)], capsys)
     assert code == 2 and message in err, err
@@ -304,8 +344,9 @@ def test_top_level_teacher_with_a_cascade_is_refused(make_pipeline, cascade_serv
     assert code == 2 and "teacher: a cascade names its teachers in cascade.stages" in err
 
 
-def test_a_human_sample_of_another_corpus_is_refused(make_pipeline, cascade_server: ServerHandle, tmp_path: Path,
-                                                     capsys) -> None:
+def test_a_human_sample_of_another_corpus_is_refused(
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     pipe = cascade_pipeline(make_pipeline, cascade_server, corpus(1))
     other = [{"id": f"x{i}", "text": f"other {i}"} for i in range(10)]
     code, _, err = cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", other))], capsys)
@@ -314,7 +355,8 @@ def test_a_human_sample_of_another_corpus_is_refused(make_pipeline, cascade_serv
 
 
 def test_a_stage_teacher_that_is_down_stops_with_the_stage_named_and_nothing_lost(
-        calibrated: Path, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    calibrated: Path, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """The strong teacher's server fails every call once stage 1 is done: exit 5 naming the stage; the rerun asks
     only what was never answered."""
     cfg = yaml.safe_load(calibrated.read_text())
@@ -343,15 +385,18 @@ def cached_samples(run_dir: Path) -> int:
 
 
 def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
-        make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     rows = corpus(2)
     pipe = cascade_pipeline(make_pipeline, cascade_server, rows)
     cfg = yaml.safe_load(pipe.read_text())
     for st in cfg["cascade"]["stages"]:
         st["teacher"]["concurrency"] = 4
     pipe.write_text(yaml.safe_dump(cfg))
-    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"],
-               capsys)[0] == 0
+    assert (
+        cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"], capsys)[0]
+        == 0
+    )
     stage2 = tmp_path / "out" / "stages" / "strong"
     from_calibration = cached_samples(stage2)
     assert from_calibration == 73 * 3
@@ -361,8 +406,9 @@ def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     cascade_server.configure(hold_after=start + stage1_new + let_through)
     proc = spawn_cli("run", str(pipe), "--quiet", PYTHONPATH=str(REPO))
     try:
-        cascade_server.wait_for(lambda s: s["total"] > start + stage1_new + let_through or proc.poll() is not None,
-                                timeout=90)
+        cascade_server.wait_for(
+            lambda s: s["total"] > start + stage1_new + let_through or proc.poll() is not None, timeout=90
+        )
         deadline = time.monotonic() + 30  # each answer let through is committed the moment it arrives
         while cached_samples(stage2) - from_calibration < let_through and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -401,10 +447,17 @@ class MakeProject:
         write_rows(root / "pipelines" / "data" / "casc.jsonl", rows)
         write_humans(root / "pipelines" / "data" / "cal.csv", rows)
         teacher = {"backend": "openai", "base_url": server.base_url, "max_tokens": 32, "timeout": 2.0}
-        self.cfg = {"name": "casc", "input": {"path": "data/casc.jsonl"}, "task": {"type": "label", "labels": LABELS},
-                    "output": {"dir": "../runs/casc"},
-                    "cascade": {"target": 0.9, "delta": 0.2, "stages": [
-                        {"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)]}}
+        self.cfg = {
+            "name": "casc",
+            "input": {"path": "data/casc.jsonl"},
+            "task": {"type": "label", "labels": LABELS},
+            "output": {"dir": "../runs/casc"},
+            "cascade": {
+                "target": 0.9,
+                "delta": 0.2,
+                "stages": [{"name": st["name"], "teacher": {**teacher, **st["teacher"]}} for st in (CHEAP, STRONG)],
+            },
+        }
         self.pipeline = root / "pipelines" / "casc.yaml"
         self.write()
         self.env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -414,14 +467,21 @@ class MakeProject:
 
     def make(self, *args: str) -> subprocess.CompletedProcess[str]:
         venv = Path(sys.executable).parent.parent
-        return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", f"STAMP={self.root / 'stamp'}", *args],
-                              cwd=self.root, capture_output=True, text=True, timeout=600, env=self.env)
+        return subprocess.run(
+            ["make", "--no-print-directory", f"VENV={venv}", f"STAMP={self.root / 'stamp'}", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=self.env,
+        )
 
 
 @pytest.mark.slow  # real make and annotator processes
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
-def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade_server: ServerHandle,
-                                                                           tmp_path: Path) -> None:
+def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(
+    cascade_server: ServerHandle, tmp_path: Path
+) -> None:
     """`make run P=x` of a cascade: refused with the command to calibrate; `make calibrate` writes the thresholds;
     the run follows them; a new human sample re-calibrates and re-runs."""
     from test_makefile import bump
@@ -444,13 +504,16 @@ def test_make_runs_a_cascade_with_its_calibration_as_a_real_prerequisite(cascade
     assert "annotator calibrate" in plan and "annotator run" in plan
 
 
-def test_a_stage_in_batch_api_mode_is_asked_only_about_its_rows(make_pipeline, cascade_server: ServerHandle,
-                                                                tmp_path: Path, capsys) -> None:
+def test_a_stage_in_batch_api_mode_is_asked_only_about_its_rows(
+    make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     rows = corpus(2)
     batch_strong = {**STRONG, "teacher": {**STRONG["teacher"], "mode": "batch", "batch_poll_interval": 0.05}}
     pipe = cascade_pipeline(make_pipeline, cascade_server, rows, stages=[CHEAP, batch_strong])
-    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"],
-               capsys)[0] == 0
+    assert (
+        cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:73])), "-q"], capsys)[0]
+        == 0
+    )
     assert cascade_server.stats()["batch"]["batch_requests"] == 73 * 3  # the strong stage on every sample row
     code, out, err = cli(["run", str(pipe), "-q", "--json"], capsys)
     assert code == 0, err

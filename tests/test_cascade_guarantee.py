@@ -63,8 +63,9 @@ def test_hand_computed_cascade_splits_delta_and_calibrates_on_what_is_left() -> 
     wrong1 = np.array([False] * 30 + [True] * 6 + [False] * 4)
     conf2 = np.ones(n)
     wrong2 = np.zeros(n, dtype=bool)
-    cascade = g.calibrate_cascade([g.StageData("cheap", conf1, wrong1), g.StageData("strong", conf2, wrong2)],
-                                  np.ones(n), target=0.9, delta=0.1)
+    cascade = g.calibrate_cascade(
+        [g.StageData("cheap", conf1, wrong1), g.StageData("strong", conf2, wrong2)], np.ones(n), target=0.9, delta=0.1
+    )
     cheap, strong = cascade.stages
     assert cheap.delta == strong.delta == 0.05
     # cheap at 1.0: 0 of 30 wrong, P(Bin(30, 0.1) <= 0) = 0.9^30 = 0.042 <= 0.05; at 1/3: 6 of 40, 0.41: stands
@@ -114,8 +115,9 @@ def test_unequal_weights_use_the_conservative_effective_count() -> None:
     assert (equal.n_eff, equal.disagree_eff) == (4.0, 1.0)
 
 
-def stratified_failure_rate(counts, n_a: int, n_b: int, risk_a: float, alpha: float, delta: float,
-                            draws: int, seed: int) -> float:
+def stratified_failure_rate(
+    counts, n_a: int, n_b: int, risk_a: float, alpha: float, delta: float, draws: int, seed: int
+) -> float:
     """Two strata of 10,000 items each, drawn ``n_a`` and ``n_b`` times without replacement (weights 10,000 / n);
     30% of stratum A and 80% of B are kept (one confidence level); A's kept items disagree with humans at
     ``risk_a``, B's just enough more that the kept rows' true disagreement is just above ``alpha``: any
@@ -163,11 +165,13 @@ def test_unequal_weights_keep_the_guarantee_where_kish_breaks_it() -> None:
     assert 0.03 < stratified_failure_rate(ours, 150, 150, 0.1, alpha, delta, 1000, seed=4) <= delta
 
 
-def exact_failure_probability(shares: list[float], risks: list[float], levels: list[float], n: int, alpha: float,
-                              delta: float) -> float:
+def exact_failure_probability(
+    shares: list[float], risks: list[float], levels: list[float], n: int, alpha: float, delta: float
+) -> float:
     """P(the chosen threshold's true risk > alpha) over every possible human sample of ``n`` iid items, by exact
     enumeration: items fall in confidence level ``i`` with probability ``shares[i]`` and disagree with humans with
     probability ``risks[i]``."""
+
     def true_risk(lam: float) -> float:
         mass = [s for s, lv in zip(shares, levels) if lv >= lam]
         return sum(s * r for s, r, lv in zip(shares, risks, levels) if lv >= lam) / sum(mass)
@@ -179,8 +183,9 @@ def exact_failure_probability(shares: list[float], risks: list[float], levels: l
             continue
         p_sizes = math.factorial(n) * math.prod(s**c / math.factorial(c) for s, c in zip(shares, sizes))
         for wrongs in itertools.product(*(range(c + 1) for c in sizes)):
-            p = p_sizes * math.prod(binom_cdf(w, c, r) - (binom_cdf(w - 1, c, r) if w else 0.0)
-                                    for w, c, r in zip(wrongs, sizes, risks))
+            p = p_sizes * math.prod(
+                binom_cdf(w, c, r) - (binom_cdf(w - 1, c, r) if w else 0.0) for w, c, r in zip(wrongs, sizes, risks)
+            )
             conf = np.repeat(levels, sizes)
             wrong = np.concatenate([[True] * w + [False] * (c - w) for w, c in zip(wrongs, sizes)])
             lam = g.choose_threshold(conf, wrong.astype(bool), np.ones(n), alpha, delta).threshold
@@ -219,9 +224,15 @@ def test_cascade_guarantee_over_many_simulated_human_samples() -> None:
     failures = certified = 0
     for _ in range(200):
         idx = rng.choice(n_items, size=int(rng.integers(200, 301)), replace=False)
-        choice = g.calibrate_cascade([g.StageData("cheap", cheap_conf[idx], cheap_wrong[idx]),
-                                      g.StageData("strong", strong_conf[idx], strong_wrong[idx])],
-                                     np.ones(len(idx)), target, delta)
+        choice = g.calibrate_cascade(
+            [
+                g.StageData("cheap", cheap_conf[idx], cheap_wrong[idx]),
+                g.StageData("strong", strong_conf[idx], strong_wrong[idx]),
+            ],
+            np.ones(len(idx)),
+            target,
+            delta,
+        )
         kept_by = g.apply_thresholds([cheap_conf, strong_conf], choice.thresholds)
         if not (kept_by >= 0).any():
             continue
@@ -236,8 +247,9 @@ def test_items_needed_when_nothing_can_be_certified() -> None:
     conf = np.ones(20)
     wrong = np.array([True] + [False] * 19)  # 95% agreement on 20 items: too few for 0.9 at delta 0.05
     stage = g.StageData("only", conf, wrong)
-    choice = g.calibrate_cascade([stage, g.StageData("other", np.full(20, np.nan), np.ones(20, bool))],
-                                 np.ones(20), target=0.9, delta=0.1)
+    choice = g.calibrate_cascade(
+        [stage, g.StageData("other", np.full(20, np.nan), np.ones(20, bool))], np.ones(20), target=0.9, delta=0.1
+    )
     assert not choice.certified
     total, name = g.items_needed([stage], np.ones(20), 0.9, 0.05)
     assert name == "only"
@@ -264,8 +276,9 @@ def test_second_stage_guarantee_when_it_sees_what_the_first_stage_chose_adversar
         conf1 = np.where(top, 1.0, 2 / 3)
         wrong1 = ~top & (rng.random(n) < 0.2)
         wrong2 = ~wrong1 & (rng.random(n) < 0.126)  # 10.08% of the rows stage 1 passes on at threshold 1
-        choice = g.calibrate_cascade([g.StageData("a", conf1, wrong1), g.StageData("b", np.ones(n), wrong2)],
-                                     np.ones(n), 1 - alpha, delta)
+        choice = g.calibrate_cascade(
+            [g.StageData("a", conf1, wrong1), g.StageData("b", np.ones(n), wrong2)], np.ones(n), 1 - alpha, delta
+        )
         t1, t2 = choice.thresholds
         failures += t2 is not None and t1 != 2 / 3  # at 2/3 stage 1 keeps every row: stage 2 sees none
     assert 0 < failures / draws <= delta / 2
@@ -296,7 +309,13 @@ def test_items_needed_past_its_search_limit_is_not_called_hopeless() -> None:
     perfect = g.StageData("perfect", np.ones(73), np.zeros(73, bool))
     assert g.items_needed([perfect], np.ones(73), 0.9999999, 0.1) == (g.ITEMS_LIMIT, "perfect")
     assert g.items_needed([perfect], np.ones(73), 0.9999, 0.1)[0] < g.ITEMS_LIMIT
-    cal = CalibrationFile.model_construct(stages=[], used=73, target=0.9999999, delta=0.1, certified=False,
-                                          items=[HumanItem(id="a", human="x", answers=[StageAnswer()])])
+    cal = CalibrationFile.model_construct(
+        stages=[],
+        used=73,
+        target=0.9999999,
+        delta=0.1,
+        certified=False,
+        items=[HumanItem(id="a", human="x", answers=[StageAnswer()])],
+    )
     said = statement(cal, (g.ITEMS_LIMIT, "perfect"))
     assert "more than 10,000,000 human items" in said and "no sample size" not in said

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from test_cascade import CHEAP, STRONG, MakeProject, cached_samples, cascade_pipeline, cli, corpus, write_humans
 
-from conftest import LABELS, REPO, ServerHandle, read_annotations, spawn_cli, write_rows
+from conftest import LABELS, REPO, ServerHandle, out_dir_of, read_annotations, spawn_cli, write_rows
 
 OUT = "out"
 
@@ -47,9 +47,11 @@ def edit_yaml(path: Path, change) -> None:
 
 def _edits() -> list[tuple[str, Any, str]]:
     """(what, how the JSON is changed, the message expected)."""
+
     def stage(k: int, **kv: Any):
         def change(c: dict[str, Any]) -> None:
             c["stages"][k].update(kv)
+
         return change
 
     def certify_nothing_yet_claim(c: dict[str, Any]) -> None:
@@ -67,8 +69,11 @@ def _edits() -> list[tuple[str, Any, str]]:
         c["items"] = c["items"][:5]
 
     return [
-        ("a threshold above 1 (keeps nothing, claims a guarantee)", stage(0, threshold=1.5),
-         "threshold 1.5 in the file"),
+        (
+            "a threshold above 1 (keeps nothing, claims a guarantee)",
+            stage(0, threshold=1.5),
+            "threshold 1.5 in the file",
+        ),
         ("a threshold below 0 (keeps everything)", stage(0, threshold=-0.1), "threshold -0.1 in the file"),
         ("a threshold of 0", stage(1, threshold=0.0), "stage strong: threshold 0.0 in the file, 1.0"),
         ("NaN", stage(0, threshold=math.nan), "threshold nan in the file"),
@@ -76,13 +81,17 @@ def _edits() -> list[tuple[str, Any, str]]:
         ("a stronger claim", claim, "its statement is not the one its thresholds certify"),
         ("other target", lower_target, "from its human items"),
         ("items dropped", drop_items, "in the file"),
-        ("a weight that overflows", lambda c: c["items"][0].update(weight=1e308), "a design weight that is not a "
-         "number in (0, 1e+12]"),
+        (
+            "a weight that overflows",
+            lambda c: c["items"][0].update(weight=1e308),
+            "a design weight that is not a number in (0, 1e+12]",
+        ),
     ]
 
 
 def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """Every edit of a threshold, the certified flag or the statement is caught: the thresholds are a function of
     the file's own human items, recomputed on read. Before the fix a threshold of -0.1 kept every row by the cheap
     stage under the claimed guarantee, and NaN crashed with a traceback after the run."""
@@ -100,9 +109,11 @@ def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
         assert code == 2, what
         assert message in err and "annotator calibrate" in err, (what, err)
         assert "Traceback" not in err
-    for what, text, message in [("truncated", good[: len(good) // 2], "is not a calibration file"),
-                                ("a list", "[]", "JSON list, not an object"),
-                                ("older version", good.replace('"version": 2', '"version": 1'), "another version")]:
+    for what, text, message in [
+        ("truncated", good[: len(good) // 2], "is not a calibration file"),
+        ("a list", "[]", "JSON list, not an object"),
+        ("older version", good.replace('"version": 2', '"version": 1'), "another version"),
+    ]:
         path.write_text(text)
         code, _, err = cli(["run", str(pipe), "-q"], capsys)
         assert code == 2 and message in err, (what, err)
@@ -114,8 +125,9 @@ def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
     assert code == 0, err
 
 
-def test_a_calibration_nested_past_the_stack_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
-                                                         capsys) -> None:
+def test_a_calibration_nested_past_the_stack_is_one_line(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """JSON nested deeper than Python's recursion limit was a RecursionError traceback in `run` and `calibrate`; a
     calibration path that is a device was read without end."""
     pipe = cascade_pipeline(make_pipeline, weak_server, corpus(1))
@@ -125,8 +137,10 @@ def test_a_calibration_nested_past_the_stack_is_one_line(make_pipeline, weak_ser
     for args in (["run", str(pipe), "-q"], ["calibrate", str(pipe), "-q"]):
         code, _, err = cli(args, capsys)
         assert code == 2 and "Traceback" not in err and "RecursionError" not in err, err
-    assert "is not a calibration file written by `annotator calibrate` (maximum recursion depth" in cli(
-        ["run", str(pipe), "-q"], capsys)[2]
+    assert (
+        "is not a calibration file written by `annotator calibrate` (maximum recursion depth"
+        in cli(["run", str(pipe), "-q"], capsys)[2]
+    )
     path.unlink()
     path.symlink_to("/dev/zero")  # read to the end, it filled the memory
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
@@ -136,8 +150,9 @@ def test_a_calibration_nested_past_the_stack_is_one_line(make_pipeline, weak_ser
 
 
 @pytest.mark.parametrize("victim", ["humans", "input", "a directory"])
-def test_calibration_never_overwrites_a_file_it_did_not_write(make_pipeline, weak_server: ServerHandle,
-                                                              tmp_path: Path, capsys, victim: str) -> None:
+def test_calibration_never_overwrites_a_file_it_did_not_write(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, victim: str
+) -> None:
     """`cascade.calibration` naming the filled human sheet replaced it with the calibration (the people's labels were
     gone); naming the input would have replaced the corpus. Refused before any teacher call; a calibration file
     (this one's, or one of an older version) is overwritten as before."""
@@ -148,7 +163,13 @@ def test_calibration_never_overwrites_a_file_it_did_not_write(make_pipeline, wea
     pipe = cascade_pipeline(make_pipeline, weak_server, rows, calibration=str(target))
     before = target.read_bytes() if target.is_file() else None
     code, _, err = cli(["calibrate", str(pipe), "--humans", str(humans), "-q"], capsys)
-    assert code == 2 and f"cascade.calibration: {target} exists and is not a calibration file" in err, err
+    expected = {
+        "humans": "is the --humans file: writing there would destroy it",  # the output guard names which
+        "input": "is the input file: writing there would destroy it",
+    }.get(  # input it is
+        victim, f"cascade.calibration: {target} exists and is not a calibration file"
+    )
+    assert code == 2 and expected in err, err
     assert (target.read_bytes() if target.is_file() else None) == before
     assert weak_server.stats()["total"] == 0
     own = tmp_path / "cal.json"
@@ -166,19 +187,35 @@ def test_the_frontier_of_many_stages_is_bounded() -> None:
     from annotator.cascade.report import MAX_FRONTIER_POINTS, frontier
 
     k = 16
-    stage = StageCalibration(name="s", model="m", fingerprint="", delta=0.1 / k, threshold=None, reached=20, kept=0,
-                             coverage=0.0, agreement=None, agreement_ci=None, steps=[], tokens_per_item=3.0,
-                             cost_per_item=None)
-    items = [HumanItem(id=str(i), human=LABELS[0], answers=[StageAnswer(label=LABELS[i % 2], confidence=1.0)] * k)
-             for i in range(20)]
-    cal = CalibrationFile.model_construct(stages=[stage.model_copy(update={"name": f"s{j}"}) for j in range(k)],
-                                          items=items)
+    stage = StageCalibration(
+        name="s",
+        model="m",
+        fingerprint="",
+        delta=0.1 / k,
+        threshold=None,
+        reached=20,
+        kept=0,
+        coverage=0.0,
+        agreement=None,
+        agreement_ci=None,
+        steps=[],
+        tokens_per_item=3.0,
+        cost_per_item=None,
+    )
+    items = [
+        HumanItem(id=str(i), human=LABELS[0], answers=[StageAnswer(label=LABELS[i % 2], confidence=1.0)] * k)
+        for i in range(20)
+    ]
+    cal = CalibrationFile.model_construct(
+        stages=[stage.model_copy(update={"name": f"s{j}"}) for j in range(k)], items=items
+    )
     points = frontier(cal)
     assert len(points) == MAX_FRONTIER_POINTS and all(p["coverage"] in (0.0, 1.0) for p in points)
 
 
 def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """The calibration remembers the human-sample rows as the input held them: an edited or removed sample row
     (or a calibration copied from a pipeline over another input) is refused; rows added outside the sample only
     warn, and the run asks about them alone."""
@@ -214,17 +251,21 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
     assert code == 0 and json.loads(out)["used"] == 60 and json.loads(out)["not_in_input"] == 0, err
 
 
-@pytest.mark.parametrize("change", [
-    # few-shot examples are part of every prompt, so of the answers on the sample; they were left out of the
-    # stages' fingerprint (the engine's cache key leaves them out because it hashes the rendered prompt)
-    lambda c: c["task"].update(few_shot=[{"text": "a match report", "output": {"label": "sport"}}]),
-    lambda c: c.update(prompt={"system": "You label news."}),
-    # fewer tries or another policy for invalid answers change which rows end valid (and their vote shares)
-    lambda c: c.update(validation={"max_attempts": 1}),
-    lambda c: c.update(validation={"on_invalid": "reask"}),
-])
-def test_a_prompt_changed_after_calibrating_makes_it_stale(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
-                                                           capsys, change) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        # few-shot examples are part of every prompt, so of the answers on the sample; they were left out of the
+        # stages' fingerprint (the engine's cache key leaves them out because it hashes the rendered prompt)
+        lambda c: c["task"].update(few_shot=[{"text": "a match report", "output": {"label": "sport"}}]),
+        lambda c: c.update(prompt={"system": "You label news."}),
+        # fewer tries or another policy for invalid answers change which rows end valid (and their vote shares)
+        lambda c: c.update(validation={"max_attempts": 1}),
+        lambda c: c.update(validation={"on_invalid": "reask"}),
+    ],
+)
+def test_a_prompt_changed_after_calibrating_makes_it_stale(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, change
+) -> None:
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, weak_server, rows[:30])
     calibrate(pipe, write_humans(tmp_path / "h.csv", rows[:30]), capsys)
@@ -235,8 +276,9 @@ def test_a_prompt_changed_after_calibrating_makes_it_stale(make_pipeline, weak_s
     assert weak_server.stats()["total"] == calls
 
 
-def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, weak_server: ServerHandle,
-                                                            tmp_path: Path, capsys) -> None:
+def test_reordering_or_inserting_stages_reuses_every_answer(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """Stage directories are named after the stage, not its place: before the fix, inserting a stage before the
     strong one moved it from stages/2-strong to stages/3-strong and every answer of it was paid for again."""
     rows = corpus(1)
@@ -261,19 +303,23 @@ def test_reordering_or_inserting_stages_reuses_every_answer(make_pipeline, weak_
 # -- bad settings ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cascade", "message"), [
-    # alpha = 0: no finite sample rejects "risk > 0"; calibrate used to run every stage on the sample, then say so
-    ({"target": 1}, "cascade.target: 1: no finite human sample can show that a teacher never disagrees"),
-    ({"target": float("nan")}, "cascade.target:"),
-    # stage directories are named after stages: two that differ in case are one directory on macOS or Windows
-    ({"stages": [CHEAP, {**STRONG, "name": "Cheap"}]}, "stage name(s) Cheap, cheap used twice (case aside)"),
-    # bounded: each stage is tested at delta / K (and the report's frontier enumerates their thresholds); a human
-    # queue with a billion annotators built a billion sheet columns
-    ({"stages": [{**CHEAP, "name": f"s{i}"} for i in range(17)]}, "cascade.stages: List should have at most 16"),
-    ({"human_queue": {"annotators": 10**9}}, "cascade.human_queue.annotators: Input should be less than or equal"),
-])
-def test_bad_cascade_settings_are_refused_before_any_work(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
-                                                          capsys, cascade: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("cascade", "message"),
+    [
+        # alpha = 0: no finite sample rejects "risk > 0"; calibrate used to run every stage on the sample, then say so
+        ({"target": 1}, "cascade.target: 1: no finite human sample can show that a teacher never disagrees"),
+        ({"target": float("nan")}, "cascade.target:"),
+        # stage directories are named after stages: two that differ in case are one directory on macOS or Windows
+        ({"stages": [CHEAP, {**STRONG, "name": "Cheap"}]}, "stage name(s) Cheap, cheap used twice (case aside)"),
+        # bounded: each stage is tested at delta / K (and the report's frontier enumerates their thresholds); a human
+        # queue with a billion annotators built a billion sheet columns
+        ({"stages": [{**CHEAP, "name": f"s{i}"} for i in range(17)]}, "cascade.stages: List should have at most 16"),
+        ({"human_queue": {"annotators": 10**9}}, "cascade.human_queue.annotators: Input should be less than or equal"),
+    ],
+)
+def test_bad_cascade_settings_are_refused_before_any_work(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, cascade: dict[str, Any], message: str
+) -> None:
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, weak_server, rows, **cascade)
     code, _, err = cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows))], capsys)
@@ -290,18 +336,23 @@ def _sheet(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
-def test_bad_human_samples_are_one_line_before_any_teacher_call(make_pipeline, weak_server: ServerHandle,
-                                                                tmp_path: Path, capsys) -> None:
+def test_bad_human_samples_are_one_line_before_any_teacher_call(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, weak_server, rows)
     cases = [
         # a typo in a label would have counted as a disagreement with every teacher: refused, like the audit does
-        ([[r["id"], "a", "Politics" if i < 5 else LABELS[0]] for i, r in enumerate(rows)],
-         "labels outside the task's labels (politics, economy, sport, science_technology, health, arts_culture): "
-         "'Politics' (5x)"),
+        (
+            [[r["id"], "a", "Politics" if i < 5 else LABELS[0]] for i, r in enumerate(rows)],
+            "labels outside the task's labels (politics, economy, sport, science_technology, health, arts_culture): "
+            "'Politics' (5x)",
+        ),
         # every item tied: it used to say "none of its 0 items ... is it a sample of another corpus?"
-        ([[r["id"], a, lab] for r in rows[:10] for a, lab in (("a", LABELS[0]), ("b", LABELS[1]))],
-         "the humans tie on every one of its 10 items"),
+        (
+            [[r["id"], a, lab] for r in rows[:10] for a, lab in (("a", LABELS[0]), ("b", LABELS[1]))],
+            "the humans tie on every one of its 10 items",
+        ),
     ]
     for sheet, message in cases:
         code, _, err = cli(["calibrate", str(pipe), "--humans", str(_sheet(tmp_path / "h.csv", sheet))], capsys)
@@ -334,8 +385,9 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 
 @needs_proc
 @pytest.mark.parametrize("folder", [".", "cascade"])
-def test_a_full_disk_while_calibrating_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
-                                                   capsys, monkeypatch, folder: str) -> None:
+def test_a_full_disk_while_calibrating_is_one_line(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, folder: str
+) -> None:
     """calibration.json, then the report (was a traceback)."""
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, weak_server, rows[:20])
@@ -351,8 +403,9 @@ def test_a_full_disk_while_calibrating_is_one_line(make_pipeline, weak_server: S
 
 
 @needs_proc
-def test_a_full_disk_while_drawing_sheets_is_one_line(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
-                                                      capsys, monkeypatch) -> None:
+def test_a_full_disk_while_drawing_sheets_is_one_line(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """`calibrate --draw` on a full disk was an OSError traceback."""
     pipe = cascade_pipeline(make_pipeline, weak_server, corpus(1))
     out = tmp_path / "humans"
@@ -369,7 +422,8 @@ def test_a_full_disk_while_drawing_sheets_is_one_line(make_pipeline, weak_server
 @needs_proc
 @pytest.mark.parametrize("folder", ["human_queue", "cascade", "."])
 def test_a_full_disk_while_running_is_one_line_and_the_rerun_asks_nothing(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, folder: str) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, folder: str
+) -> None:
     """The human queue, the report and annotations.jsonl + run.json: each write that fails is one line (the queue
     and the report were tracebacks), and the rerun completes from the cache."""
     rows = corpus(1)
@@ -389,7 +443,8 @@ def test_a_full_disk_while_running_is_one_line_and_the_rerun_asks_nothing(
 
 @needs_proc
 def test_calibrate_and_run_write_their_files_while_holding_the_lock(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """A second `calibrate` or `run` on the same pipeline is refused (exit 6) until the first has written every
     file: before the fix calibrate released the lock before writing calibration.json and the report, and run
     before writing the report, so two processes could interleave them. Each final file is checked as it is
@@ -414,8 +469,9 @@ def test_calibrate_and_run_write_their_files_while_holding_the_lock(
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    code, _, err = cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:20])), "-q"],
-                       capsys)
+    code, _, err = cli(
+        ["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:20])), "-q"], capsys
+    )
     assert code in (0, 3), err
     code, _, err = cli(["run", str(pipe), "-q"], capsys)
     assert code == 0, err
@@ -425,7 +481,8 @@ def test_calibrate_and_run_write_their_files_while_holding_the_lock(
 
 
 def test_an_input_changed_between_stages_stops_the_run_with_one_line(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """Stages pass rows on by input position: an input rewritten while stage 1 ran would have paired stage 2's
     answers with other rows' earlier confidences, silently."""
     from annotator.cascade.runner import CascadeRun
@@ -453,8 +510,9 @@ def calibrated_pipeline(make_pipeline, server: ServerHandle, tmp_path: Path, cap
     return pipe
 
 
-def test_a_missing_or_foreign_queue_sheet_is_written_again(make_pipeline, weak_server: ServerHandle, tmp_path: Path,
-                                                capsys) -> None:
+def test_a_missing_or_foreign_queue_sheet_is_written_again(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     calibrated = calibrated_pipeline(make_pipeline, weak_server, tmp_path, capsys)
     assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
     wide = tmp_path / OUT / "human_queue" / "sheet_wide.csv"
@@ -469,8 +527,9 @@ def test_a_missing_or_foreign_queue_sheet_is_written_again(make_pipeline, weak_s
     assert wide.read_text() == full
 
 
-def test_the_filled_human_queue_is_not_taken_for_a_calibration_sample(make_pipeline, weak_server: ServerHandle,
-                                                                       tmp_path: Path, capsys) -> None:
+def test_the_filled_human_queue_is_not_taken_for_a_calibration_sample(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """The queue holds the rows no stage kept (the hardest) and no inclusion probabilities: calibrating on it once
     people filled it was accepted as a simple random sample, voiding the guarantee in silence."""
     calibrated = calibrated_pipeline(make_pipeline, weak_server, tmp_path, capsys)
@@ -500,25 +559,40 @@ def test_the_filled_human_queue_is_not_taken_for_a_calibration_sample(make_pipel
 
 
 def test_estimate_of_a_cascade_run_calls_queued_items_left_to_humans_not_failed(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     calibrated = calibrated_pipeline(make_pipeline, weak_server, tmp_path, capsys)
     assert cli(["run", str(calibrated), "-q"], capsys)[0] == 0
-    code, out, err = cli(["estimate", "--humans", str(tmp_path / "humans.csv"), "--teacher", str(tmp_path / OUT),
-                          "--out", str(tmp_path / "est"), "--json"], capsys)
+    code, out, err = cli(
+        [
+            "estimate",
+            "--humans",
+            str(tmp_path / "humans.csv"),
+            "--teacher",
+            str(tmp_path / OUT),
+            "--out",
+            str(tmp_path / "est"),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     notes = " ".join(json.loads(out)["teachers"][0]["notes"])
     assert "a cascade run:" in notes and "14 row" in notes and "outside the population" in notes
     assert "7 " in notes and "failed on" not in notes  # the 7 queued human items: left to humans, not failed
 
 
-def test_export_of_a_cascade_that_kept_nothing_says_why(make_pipeline, weak_server: ServerHandle,
-                                                        tmp_path: Path, capsys) -> None:
+def test_export_of_a_cascade_that_kept_nothing_says_why(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
+) -> None:
     """Not certified: every row goes to humans and the run keeps none; export said only "annotations.jsonl has no
     rows"."""
     rows = corpus(1)
     pipe = cascade_pipeline(make_pipeline, weak_server, rows, target=0.97, delta=0.1)
-    assert cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:40])), "-q"],
-               capsys)[0] == 3
+    assert (
+        cli(["calibrate", str(pipe), "--humans", str(write_humans(tmp_path / "h.csv", rows[:40])), "-q"], capsys)[0]
+        == 3
+    )
     assert cli(["run", str(pipe), "-q"], capsys)[0] == 0
     code, _, err = cli(["-q", "export", str(tmp_path / OUT)], capsys)
     assert code == 2
@@ -528,7 +602,8 @@ def test_export_of_a_cascade_that_kept_nothing_says_why(make_pipeline, weak_serv
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sample(
-        weak_server: ServerHandle, tmp_path: Path) -> None:
+    weak_server: ServerHandle, tmp_path: Path
+) -> None:
     """Before the fix, `make calibrate P=x` as the first command of a fresh project said "x has no cascade
     section" (the check ran before the deps fragment existed), and any edit of the pipeline file (concurrency,
     say) or of the input made `make run P=x` demand CAL_HUMANS with "calibrate it first" although it was
@@ -553,7 +628,8 @@ def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sa
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_ctrl_c_or_kill_9_during_calibrate_and_the_rerun_asks_only_the_rest(
-        make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, sig: signal.Signals) -> None:
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, sig: signal.Signals
+) -> None:
     """Typer turned Ctrl-C into a silent exit 130: no word of what was kept. After kill -9 (no word possible) the
     rerun takes the dead process's lock and asks only what no stage had saved."""
     rows = corpus(1)
@@ -590,7 +666,44 @@ def test_the_certified_sentence_never_rounds_a_rate_up() -> None:
     from annotator.cascade.calibration import _exact_pct
 
     assert [_exact_pct(x) for x in (1 - 0.025, 0.995, 0.925, 0.9, 1 - 0.1, 0.12345678)] == [
-        "97.5%", "99.5%", "92.5%", "90%", "90%", "12.3456%"]
+        "97.5%",
+        "99.5%",
+        "92.5%",
+        "90%",
+        "90%",
+        "12.3456%",
+    ]
     # at the edges: target 1 - 1e-12 and delta 1e-300 (1 - delta is 1.0 as a float) printed "at least 100%"
     assert _exact_pct(1 - 1e-12) == "99.9999%" and _exact_pct(1e-9) == "0%"
     assert _exact_pct(1e-300, complement=True) == "99.9999%" and _exact_pct(0.1, complement=True) == "90%"
+
+
+def test_a_key_in_a_stage_base_url_reaches_no_cascade_file(
+    make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Rule 3 (docs/safety.md) for the cascade: calibrate, run and export write run.json, calibration.json, the report,
+    the stage directories, the human queue and the card; none may hold a key given in a stage's ``base_url``."""
+    secret = "gwq-Casc4de8Key2Zz9"
+    monkeypatch.setenv("GW_KEY", secret)
+    rows = corpus(2)
+    pipe = cascade_pipeline(make_pipeline, weak_server, rows)
+    edit_yaml(
+        pipe,
+        lambda cfg: [
+            st["teacher"].update(base_url=st["teacher"]["base_url"] + "?api-key=${GW_KEY}")
+            for st in cfg["cascade"]["stages"]
+        ],
+    )
+    humans = write_humans(tmp_path / "humans.csv", rows[:73])
+    outputs = []
+    for args in (["calibrate", str(pipe), "--humans", str(humans)], ["run", str(pipe), "--json"]):
+        code, out, err = cli(args, capsys)
+        assert code == 0, (args, err)
+        outputs += [out, err]
+    code, out, err = cli(["export", str(out_dir_of(pipe)), "--json"], capsys)
+    assert code == 0, err
+    leaks = [
+        str(f) for f in tmp_path.rglob("*") if f.is_file() and f.suffix != ".yaml" and secret.encode() in f.read_bytes()
+    ]
+    assert leaks == [] and not any(secret in o for o in outputs + [out, err])
+    assert weak_server.stats()["total"] > 0

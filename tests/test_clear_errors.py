@@ -28,8 +28,9 @@ def _clean_error(proc, *needles: str) -> str:
 def tmpfs(path: Path, options: str) -> Iterator[Path]:
     """A small tmpfs at ``path`` (root only; the test is skipped where mounting is not permitted)."""
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -113,10 +114,14 @@ def test_template_runtime_errors_are_one_clear_line(case, server, make_pipeline,
 def test_a_template_runtime_error_of_one_row_fails_that_row(server, make_pipeline, run_cli, tmp_path):
     tpl = "{% if row.n %}{{ range(row.n) | length }}{% endif %} Text: {{ text }}\n\nAnswer with JSON only: {}"
     (tmp_path / "prompt.jinja").write_text(tpl, encoding="utf-8")
-    rows = [{"id": "a", "text": "first", "n": 3}, {"id": "b", "text": "second", "n": 10**7},
-            {"id": "c", "text": "third", "n": 5}]
-    p = make_pipeline(rows, server.base_url, prompt={"template": "prompt.jinja"},
-                      validation={"max_failed_fraction": 0.5})
+    rows = [
+        {"id": "a", "text": "first", "n": 3},
+        {"id": "b", "text": "second", "n": 10**7},
+        {"id": "c", "text": "third", "n": 5},
+    ]
+    p = make_pipeline(
+        rows, server.base_url, prompt={"template": "prompt.jinja"}, validation={"max_failed_fraction": 0.5}
+    )
     proc = run_cli("run", str(p), "--quiet")
     assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     recs = {r["id"]: r for r in read_annotations(out_dir_of(p))}

@@ -11,14 +11,17 @@ import pytest
 from conftest import LABELS, rows_of
 
 
-@pytest.mark.parametrize("args", [
-    ["validate", "{ok}"],
-    ["validate", "{ok}", "--json"],
-    ["-v", "validate", "{bad}"],
-    ["run", "{ok}", "--quiet", "--set", "teacher"],
-    ["export", "{missing}", "--format", "Chat"],
-    ["nonsense-command"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "{ok}"],
+        ["validate", "{ok}", "--json"],
+        ["-v", "validate", "{bad}"],
+        ["run", "{ok}", "--quiet", "--set", "teacher"],
+        ["export", "{missing}", "--format", "Chat"],
+        ["nonsense-command"],
+    ],
+)
 def test_in_process_and_a_real_process_answer_the_same(args, make_pipeline, run_cli, run_cli_process, tmp_path):
     ok = make_pipeline(rows_of(["The striker scored.", "Rates rose."]))
     bad = make_pipeline(rows_of(["x"]), name="bad", task={"type": "label", "labels": LABELS, "bogus": 1})

@@ -101,14 +101,38 @@ def teacher_errors(tmp_path: Path, teacher: str) -> list[str]:
 @pytest.mark.parametrize(
     "teacher, expected",
     [
-        ("{backend: openai, model: m, n_ctx: 512}", "teacher.n_ctx: not a setting of backend openai (it belongs to backend local)"),
-        ("{backend: openai, model: m, vllm_engine_args: {}}", "teacher.vllm_engine_args: not a setting of backend openai (it belongs to backend vllm)"),
-        ("{base_url: 'http://127.0.0.1:8000/v1'}", "teacher.base_url: not a setting of backend local (it belongs to backend openai)"),
-        ("{backend: local, mode: batch}", "teacher.mode: not a setting of backend local (it belongs to backend openai)"),
-        ("{backend: local, batch_size: 8}", "teacher.batch_size: not a setting of backend local (it belongs to backend vllm)"),
-        ("{backend: vllm, model: m, parallel: 4}", "teacher.parallel: not a setting of backend vllm (it belongs to backend local)"),
-        ("{backend: vllm, model: m, price: {input: 1, output: 2}}", "teacher.price: not a setting of backend vllm (it belongs to backend openai)"),
-        ("{backend: vllm, model: m, timeout: 5}", "teacher.timeout: not a setting of backend vllm (it belongs to backend openai)"),
+        (
+            "{backend: openai, model: m, n_ctx: 512}",
+            "teacher.n_ctx: not a setting of backend openai (it belongs to backend local)",
+        ),
+        (
+            "{backend: openai, model: m, vllm_engine_args: {}}",
+            "teacher.vllm_engine_args: not a setting of backend openai (it belongs to backend vllm)",
+        ),
+        (
+            "{base_url: 'http://127.0.0.1:8000/v1'}",
+            "teacher.base_url: not a setting of backend local (it belongs to backend openai)",
+        ),
+        (
+            "{backend: local, mode: batch}",
+            "teacher.mode: not a setting of backend local (it belongs to backend openai)",
+        ),
+        (
+            "{backend: local, batch_size: 8}",
+            "teacher.batch_size: not a setting of backend local (it belongs to backend vllm)",
+        ),
+        (
+            "{backend: vllm, model: m, parallel: 4}",
+            "teacher.parallel: not a setting of backend vllm (it belongs to backend local)",
+        ),
+        (
+            "{backend: vllm, model: m, price: {input: 1, output: 2}}",
+            "teacher.price: not a setting of backend vllm (it belongs to backend openai)",
+        ),
+        (
+            "{backend: vllm, model: m, timeout: 5}",
+            "teacher.timeout: not a setting of backend vllm (it belongs to backend openai)",
+        ),
     ],
 )
 def test_a_setting_of_another_backend_is_one_line_naming_both(tmp_path, teacher, expected):
@@ -117,24 +141,34 @@ def test_a_setting_of_another_backend_is_one_line_naming_both(tmp_path, teacher,
 
 def test_unknown_teacher_settings_and_backends(tmp_path):
     assert teacher_errors(tmp_path, "{backend: openai, model: m, concurrencyy: 4}") == [
-        "  - teacher.concurrencyy: unknown field (check spelling)"]
+        "  - teacher.concurrencyy: unknown field (check spelling)"
+    ]
     assert teacher_errors(tmp_path, "{backend: gpt}") == [
-        "  - teacher.backend: unknown backend 'gpt' (known: local, openai, vllm)"]
+        "  - teacher.backend: unknown backend 'gpt' (known: local, openai, vllm)"
+    ]
     # a bad value of a backend's own setting is located without the backend tag
     assert teacher_errors(tmp_path, "{backend: openai, model: m, concurrency: lots}")[0].startswith(
-        "  - teacher.concurrency: Input should be a valid integer")
+        "  - teacher.concurrency: Input should be a valid integer"
+    )
 
 
 @pytest.mark.parametrize(
     "teacher, expected",
     [
-        ("{backend: null}", "teacher.backend: unknown backend null (known: local, openai, vllm; leave backend out "
-                            "for local)"),
+        (
+            "{backend: null}",
+            "teacher.backend: unknown backend null (known: local, openai, vllm; leave backend out for local)",
+        ),
         ("{backend: 3}", "teacher.backend: unknown backend 3 (known: local, openai, vllm)"),
-        ("{backend: OpenAI}", "teacher.backend: unknown backend 'OpenAI' (known: local, openai, vllm; did you mean "
-                              "'openai'?)"),
-        ("", "teacher: expected a section of settings (key: value lines), got nothing (an empty section: fill it, "
-             "or remove it for the defaults)"),
+        (
+            "{backend: OpenAI}",
+            "teacher.backend: unknown backend 'OpenAI' (known: local, openai, vllm; did you mean 'openai'?)",
+        ),
+        (
+            "",
+            "teacher: expected a section of settings (key: value lines), got nothing (an empty section: fill it, "
+            "or remove it for the defaults)",
+        ),
         ("3", "teacher: expected a section of settings (key: value lines), got 3"),
     ],
 )
@@ -149,7 +183,8 @@ def test_a_backend_switched_by_set_is_named_in_the_other_backend_error(tmp_path)
         load_config(path, ["teacher.backend=openai"])
     assert str(exc.value).splitlines()[1:] == [
         "  - teacher.n_ctx: not a setting of backend openai (it belongs to backend local) "
-        "(from --set teacher.backend=openai)"]
+        "(from --set teacher.backend=openai)"
+    ]
 
 
 def test_teacher_backend_defaults_to_local(tmp_path):
@@ -168,7 +203,10 @@ def test_shipped_pipelines_have_a_local_teacher(f):
     "data, cls",
     [
         ({"backend": "local", "n_ctx": 512, "ray": {"workers": 2}}, LocalTeacherConfig),
-        ({"backend": "openai", "model": "m", "rpm": 60, "price": {"input": 1, "output": 2}, "max_cost": 3}, OpenAITeacherConfig),
+        (
+            {"backend": "openai", "model": "m", "rpm": 60, "price": {"input": 1, "output": 2}, "max_cost": 3},
+            OpenAITeacherConfig,
+        ),
         ({"backend": "vllm", "model": "m", "vllm_engine_args": {"tensor_parallel_size": 2}}, VLLMTeacherConfig),
     ],
 )

@@ -41,7 +41,11 @@ def test_cost_per_row_and_totals(run_cli, make_pipeline, server):
     records = {r["id"]: r for r in read_annotations(out_dir_of(yaml_path))}
     for rec in records.values():
         calls = rec["attempts"]
-        assert (rec["prompt_tokens"], rec["cached_tokens"], rec["completion_tokens"]) == (1000 * calls, 400 * calls, 10 * calls)
+        assert (rec["prompt_tokens"], rec["cached_tokens"], rec["completion_tokens"]) == (
+            1000 * calls,
+            400 * calls,
+            10 * calls,
+        )
         assert rec["cost"] == pytest.approx(per_call * calls)
     assert records["r00012"]["attempts"] == 2  # the invalid first answer was paid for too
     m = _manifest(yaml_path)
@@ -73,8 +77,11 @@ def test_max_cost_stops_cleanly_and_a_larger_budget_resumes(run_cli, make_pipeli
     server.reset(prompt_tokens=100, completion_tokens=10, latency=0.02)
     per_call = _call_cost(100, 0, 10)  # $0.00035
     n = 30
-    yaml_path = make_pipeline(rows_of([f"budget item {i}" for i in range(n)]), server.base_url,
-                              teacher={"price": PRICE, "max_cost": 0.0035, "concurrency": 4})
+    yaml_path = make_pipeline(
+        rows_of([f"budget item {i}" for i in range(n)]),
+        server.base_url,
+        teacher={"price": PRICE, "max_cost": 0.0035, "concurrency": 4},
+    )
     res = run_cli("run", str(yaml_path), "--quiet")
     assert res.returncode == 8, res.stderr
     assert "Traceback" not in res.stderr
@@ -118,8 +125,11 @@ def test_validate_estimate_bounds_the_real_cost_without_calling_the_teacher(run_
     # usage like a real provider's: prompt tokens near the chars/4 estimate, short answers
     server.reset(prompt_tokens=60, completion_tokens=12)
     n = 25
-    yaml_path = make_pipeline(rows_of([f"estimate item number {i} with a few words" for i in range(n)] + [""]),
-                              server.base_url, teacher={"price": PRICE, "samples": 2, "sample_temperature": 0.7})
+    yaml_path = make_pipeline(
+        rows_of([f"estimate item number {i} with a few words" for i in range(n)] + [""]),
+        server.base_url,
+        teacher={"price": PRICE, "samples": 2, "sample_temperature": 0.7},
+    )
     res = run_cli("validate", str(yaml_path), "--estimate")
     assert res.returncode == 0, res.stderr
     out = res.stdout
@@ -158,8 +168,17 @@ def test_audit_and_dataset_card_report_the_cost(run_cli, make_pipeline, server, 
     for rec in read_annotations(run_dir):
         lines += [f"{rec['id']},ann_a,{rec['label']}", f"{rec['id']},ann_b,{rec['label']}"]
     humans.write_text("\n".join(lines) + "\n")
-    res = run_cli("audit", "--humans", str(humans), "--teacher", str(run_dir), "--out", str(tmp_path / "audit"),
-                  "--bootstrap", "0")
+    res = run_cli(
+        "audit",
+        "--humans",
+        str(humans),
+        "--teacher",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "audit"),
+        "--bootstrap",
+        "0",
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert report["inputs"]["teacher_cost_per_item_usd"] == pytest.approx(per_call)

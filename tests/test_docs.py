@@ -37,8 +37,19 @@ def test_the_docs_site_builds_strictly(tmp_path, caplog):
     built, said = _build(REPO / "mkdocs.yml", tmp_path / "site", caplog)
     assert built and said == "", said
     pages = {p.stem for p in (REPO / "docs").glob("*.md")}
-    assert {"index", "cli", "pipelines", "backends", "api-teachers", "scale-out", "human-loop", "audit", "student",
-            "benchmarks", "development"} <= pages
+    assert {
+        "index",
+        "cli",
+        "pipelines",
+        "backends",
+        "api-teachers",
+        "scale-out",
+        "human-loop",
+        "audit",
+        "student",
+        "benchmarks",
+        "development",
+    } <= pages
     assert all((tmp_path / "site" / ("" if p == "index" else p) / "index.html").is_file() for p in pages)
 
 

@@ -51,14 +51,17 @@ def make_corpus(seed: int = 7) -> Corpus:
     other /= other.sum(axis=1, keepdims=True)
     picked = (rng.random(N)[:, None] > np.cumsum(other, axis=1)).sum(axis=1)
     teacher = np.where(wrong, picked, truth)
-    return Corpus(Y=np.eye(k)[truth], F=np.eye(k)[teacher], confidence=np.array(CONFIDENCE)[level],
-                  german=rng.random(N) < 0.3)
+    return Corpus(
+        Y=np.eye(k)[truth], F=np.eye(k)[teacher], confidence=np.array(CONFIDENCE)[level], german=rng.random(N) < 0.3
+    )
 
 
 def design(corpus: Corpus, strategy: str) -> list[tuple[np.ndarray, int]]:
     """The strata and draws `annotator sample --strategy STRATEGY --n 500` uses on this corpus."""
-    cands = [sp.Candidate(id=str(i), text="", label=LABELS[int(np.argmax(corpus.F[i]))], confidence=float(c))
-             for i, c in enumerate(corpus.confidence)]
+    cands = [
+        sp.Candidate(id=str(i), text="", label=LABELS[int(np.argmax(corpus.F[i]))], confidence=float(c))
+        for i, c in enumerate(corpus.confidence)
+    ]
     return [(np.array(members), k) for _, members, k in sp.allocation(cands, N_HUMANS, strategy, LABELS)]
 
 
@@ -101,8 +104,14 @@ def simulate(corpus: Corpus, strata: list[tuple[np.ndarray, int]], seed: int) ->
         effective += e.effective_humans
         s = slice_estimates(Y, F, prob, german[rows], slice_raw, int(german.sum()), e.lam)
         slice_hits += covers(s.corrected_low, s.corrected_high, slice_truth)
-    return Result(coverage=hits / DRAWS, human_coverage=human_hits / DRAWS, slice_coverage=slice_hits / DRAWS,
-                  width=width / DRAWS, human_width=human_width / DRAWS, effective=effective / DRAWS)
+    return Result(
+        coverage=hits / DRAWS,
+        human_coverage=human_hits / DRAWS,
+        slice_coverage=slice_hits / DRAWS,
+        width=width / DRAWS,
+        human_width=human_width / DRAWS,
+        effective=effective / DRAWS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,33 +122,44 @@ def corpus() -> Corpus:
 @pytest.fixture(scope="module")
 def results(corpus: Corpus) -> dict[str, Result]:
     random = [(np.arange(N), N_HUMANS)]  # a simple random sample: one stratum, pi = n / N
-    out = {name: simulate(corpus, strata, seed=11)
-           for name, strata in [(RANDOM, random), (STRATIFIED, design(corpus, "stratified")),
-                                (CDI, design(corpus, "confidence"))]}
+    out = {
+        name: simulate(corpus, strata, seed=11)
+        for name, strata in [
+            (RANDOM, random),
+            (STRATIFIED, design(corpus, "stratified")),
+            (CDI, design(corpus, "confidence")),
+        ]
+    }
     print_table(corpus, out)
     return out
 
 
 def print_table(corpus: Corpus, results: dict[str, Result]) -> None:
     baseline = results[RANDOM].human_width  # humans alone: a random sample of the same size, no teacher
-    print(f"\n| design | label | true share | raw teacher | coverage corrected | coverage humans only | "
-          f"coverage, slice | width / humans-only random | width / same sample's humans-only | "
-          f"effective human labels (of {N_HUMANS}) |")
+    print(
+        f"\n| design | label | true share | raw teacher | coverage corrected | coverage humans only | "
+        f"coverage, slice | width / humans-only random | width / same sample's humans-only | "
+        f"effective human labels (of {N_HUMANS}) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     raw = corpus.F.mean(axis=0)
     for name, r in results.items():
         for k, lab in enumerate(LABELS):
-            print(f"| {name} | {lab} | {corpus.truth[k]:.3f} | {raw[k]:.3f} | {r.coverage[k]:.1%} | "
-                  f"{r.human_coverage[k]:.1%} | {r.slice_coverage[k]:.1%} | {r.width[k] / baseline[k]:.2f} | "
-                  f"{r.width[k] / r.human_width[k]:.2f} | {r.effective[k]:.0f} |")
+            print(
+                f"| {name} | {lab} | {corpus.truth[k]:.3f} | {raw[k]:.3f} | {r.coverage[k]:.1%} | "
+                f"{r.human_coverage[k]:.1%} | {r.slice_coverage[k]:.1%} | {r.width[k] / baseline[k]:.2f} | "
+                f"{r.width[k] / r.human_width[k]:.2f} | {r.effective[k]:.0f} |"
+            )
 
 
-def test_corrected_and_human_intervals_cover_the_true_share_93_to_97_percent(results: dict[str, Result]) -> None:
+def test_corrected_and_human_intervals_cover_the_true_share_93_to_98_5_percent(results: dict[str, Result]) -> None:
+    """Nominal 95%; the small-count adjustment of the variance (stats.PSEUDO_CELL) errs on the safe side where a
+    slice holds few disagreements (15 human items carry science in the German slice), so up to 98.5%."""
     for name, r in results.items():
         for k, lab in enumerate(LABELS):
-            assert 0.93 <= r.coverage[k] <= 0.97, (name, lab, r.coverage[k])
-            assert 0.93 <= r.human_coverage[k] <= 0.97, (name, lab, r.human_coverage[k])
-            assert 0.93 <= r.slice_coverage[k] <= 0.97, (name, lab, "slice", r.slice_coverage[k])
+            assert 0.93 <= r.coverage[k] <= 0.985, (name, lab, r.coverage[k])
+            assert 0.93 <= r.human_coverage[k] <= 0.985, (name, lab, r.human_coverage[k])
+            assert 0.93 <= r.slice_coverage[k] <= 0.985, (name, lab, "slice", r.slice_coverage[k])
 
 
 def test_the_raw_teacher_share_misses_the_truth(corpus: Corpus) -> None:
@@ -169,8 +189,9 @@ def test_confidence_driven_sample_beats_a_random_one(results: dict[str, Result])
 
 
 def test_small_samples_cover_when_each_label_has_20_human_items(corpus: Corpus) -> None:
-    """Smaller random human samples: the normal interval of a label holds (>= 93%) when about 20 or more human items
-    carry it (the report's note threshold, MIN_LABEL_HUMANS); rarer labels may cover less, which the report says."""
+    """Smaller random human samples: the interval of a label holds (>= 93%) when about 20 or more human items carry
+    it (the report's note threshold, MIN_LABEL_HUMANS), and with the small-count adjustment also below (50 items:
+    85.9-94.5% before it)."""
     from annotator.estimate.run import MIN_LABEL_HUMANS
 
     print(f"\n| human items | {' | '.join(LABELS)} |\n|---|{'---|' * len(LABELS)}")
@@ -187,4 +208,4 @@ def test_small_samples_cover_when_each_label_has_20_human_items(corpus: Corpus) 
         print(f"| {n} | " + " | ".join(f"{c:.1%}" for c in coverage) + " |")
         enough = n * corpus.truth >= MIN_LABEL_HUMANS
         assert np.all(coverage[enough] >= 0.93), (n, coverage, enough)
-        assert np.all(coverage <= 0.97), (n, coverage)
+        assert np.all(coverage <= 0.98), (n, coverage)

@@ -30,7 +30,7 @@ def test_random_sample_with_fixed_lambda_matches_the_textbook_formulas() -> None
     f_s, y_s = F[SAMPLE], Y[SAMPLE]
     prob = np.full(4, 0.4)
     inside = np.ones(4, dtype=bool)
-    ppi = share_estimates(y_s, f_s, prob, inside, F.mean(axis=0), 10, lam=np.ones(2))
+    ppi = share_estimates(y_s, f_s, prob, inside, F.mean(axis=0), 10, lam=np.ones(2), pseudo=0)
     # by hand for label a: raw 6/10; Y - f on the sample: (1, 0, 1, 0) - (1, 1, 1, 0) = (0, -1, 0, 0)
     assert ppi.raw[0] == pytest.approx(0.6)
     assert ppi.corrected[0] == pytest.approx(0.6 - 0.25)
@@ -39,7 +39,7 @@ def test_random_sample_with_fixed_lambda_matches_the_textbook_formulas() -> None
     assert ppi.corrected_low[0] == max(0.35 - Z95 * np.sqrt(0.6 * s2 / 4), 0.0)  # clipped to [0, 1]
     assert ppi.corrected_high[0] == pytest.approx(0.35 + Z95 * np.sqrt(0.6 * s2 / 4))
     assert ppi.corrected[1] == pytest.approx(1 - ppi.corrected[0])  # the shares add up to 1
-    human = share_estimates(y_s, f_s, prob, inside, F.mean(axis=0), 10, lam=np.zeros(2))
+    human = share_estimates(y_s, f_s, prob, inside, F.mean(axis=0), 10, lam=np.zeros(2), pseudo=0)
     assert human.corrected[0] == pytest.approx(0.5) and human.human[0] == pytest.approx(0.5)
     assert human.human_se[0] == pytest.approx(np.sqrt(0.6 * np.var([1, 0, 1, 0], ddof=1) / 4))
     # a random sample's human-only estimate is worth exactly its own size
@@ -54,9 +54,9 @@ def test_power_tuned_lambda_minimises_the_estimated_variance() -> None:
     F, Y = onehot(list(teacher), 3), onehot(list(truth), 3)
     s = rng.choice(N, n, replace=False)
     args = (Y[s], F[s], np.full(n, n / N), np.ones(n, dtype=bool), F.mean(axis=0), N)
-    tuned = share_estimates(*args)
+    tuned = share_estimates(*args, pseudo=0)
     grid = np.linspace(0, 1, 1001)
-    se = np.array([share_estimates(*args, lam=np.full(3, g)).corrected_se for g in grid])  # 1001 x 3
+    se = np.array([share_estimates(*args, lam=np.full(3, g), pseudo=0).corrected_se for g in grid])  # 1001 x 3
     assert np.all(tuned.corrected_se <= se.min(axis=0) + 1e-12)
     assert np.allclose(tuned.lam, grid[se.argmin(axis=0)], atol=1e-3)
     # for a random sample the tuned lambda is the regression slope Cov(Y, f) / Var(f) of the sample
@@ -81,7 +81,7 @@ def test_stratified_design_is_unbiased_over_every_possible_sample(lam: float) ->
     for a, b in product(combinations(STRATA[0], 2), combinations(STRATA[1], 2)):
         s = list(a) + list(b)
         prob = np.array([2 / 4, 2 / 4, 2 / 3, 2 / 3])
-        e = share_estimates(Y[s], F[s], prob, np.ones(4, dtype=bool), F.mean(axis=0), 7, lam=np.full(2, lam))
+        e = share_estimates(Y[s], F[s], prob, np.ones(4, dtype=bool), F.mean(axis=0), 7, lam=np.full(2, lam), pseudo=0)
         estimates.append(e.corrected)
         variances.append(e.corrected_se**2)
     est = np.array(estimates)
@@ -103,8 +103,9 @@ def test_slice_is_a_domain_of_the_whole_sample() -> None:
     variance as zeros (the domain variance, Sarndal et al. 1992, sec. 10.3)."""
     F, Y = onehot(TEACHER), onehot(HUMAN)
     inside = np.array([True, True, False, True])  # items 0, 3, 8 of the sample
-    e = share_estimates(Y[SAMPLE], F[SAMPLE], np.full(4, 0.4), inside, F[[0, 3, 8, 1, 2]].mean(axis=0), 5,
-                        lam=np.zeros(2))
+    e = share_estimates(
+        Y[SAMPLE], F[SAMPLE], np.full(4, 0.4), inside, F[[0, 3, 8, 1, 2]].mean(axis=0), 5, lam=np.zeros(2), pseudo=0
+    )
     assert e.human[0] == pytest.approx(1 / 3) and e.n_humans == 3 and e.population == 5
     a = np.array([1 - 1 / 3, -1 / 3, 0.0, -1 / 3])  # zero for the item outside
     n_hat = 3 / 0.4
@@ -135,7 +136,13 @@ def test_teacher_constant_within_strata_gives_lambda_zero_not_rounding_noise() -
     teacher = np.repeat([0, 1, 2], [37, 41, 29])
     truth = np.where(rng.random(len(teacher)) < 0.8, teacher, rng.integers(0, 3, len(teacher)))
     prob = np.repeat([0.1, 0.3, 0.7], [37, 41, 29])  # pi = 0.1 is not exact in binary
-    e = share_estimates(onehot(list(truth), 3), onehot(list(teacher), 3), prob, np.ones(len(prob), dtype=bool),
-                        np.array([0.5, 0.3, 0.2]), 1000)
+    e = share_estimates(
+        onehot(list(truth), 3),
+        onehot(list(teacher), 3),
+        prob,
+        np.ones(len(prob), dtype=bool),
+        np.array([0.5, 0.3, 0.2]),
+        1000,
+    )
     assert np.all(e.lam == 0.0)
     assert np.allclose(e.corrected, e.human) and np.allclose(e.corrected_se, e.human_se)

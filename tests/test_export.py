@@ -274,8 +274,21 @@ def test_headlines_of_an_audit_whose_alt_test_did_not_run(tmp_path, capsys):
     from annotator.export.dataset_builder import load_audit_summary
 
     humans, run = make_data(tmp_path)
-    code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(run / "audit"),
-                            "--bootstrap", "20", "--alt-test-min-items", "1000"], capsys)
+    code, _, _ = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(run / "audit"),
+            "--bootstrap",
+            "20",
+            "--alt-test-min-items",
+            "1000",
+        ],
+        capsys,
+    )
     assert code == 0
     report = json.loads((run / "audit" / "report.json").read_text())
     assert report["alt_test"]["ran"] is False and report["alt_test"]["winning_rate"] is None
@@ -294,8 +307,21 @@ def test_audit_headlines_from_annotator_report(tmp_path, capsys):
     from annotator.export.summary import ExportError
 
     humans, run = make_data(tmp_path)
-    code, _, _ = audit_cli(["--humans", str(humans), "--teacher", str(run), "--out", str(run / "audit"),
-                            "--bootstrap", "20", "--seed", "1"], capsys)
+    code, _, _ = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(run),
+            "--out",
+            str(run / "audit"),
+            "--bootstrap",
+            "20",
+            "--seed",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0
     report = json.loads((run / "audit" / "report.json").read_text())
     got, path = load_audit_summary(run)
@@ -372,9 +398,21 @@ def test_stratify_by_an_input_column_splits_every_slice(tmp_path):
     (run / "run.json").write_text(json.dumps(manifest))
     s = export(run, tmp_path / "d", stratify_by="language")
     assert s.split_method == "item id, language strata" and s.stratify_by == "language"
-    got = Counter((lang[i], split) for split, d in datasets.load_from_disk(str(tmp_path / "d")).items() for i in d["id"])
-    assert got == Counter({("en", "train"): 24, ("en", "validation"): 3, ("en", "test"): 3,
-                           ("de", "train"): 16, ("de", "validation"): 2, ("de", "test"): 2,
-                           ("fr", "train"): 8, ("fr", "validation"): 1, ("fr", "test"): 1})
+    got = Counter(
+        (lang[i], split) for split, d in datasets.load_from_disk(str(tmp_path / "d")).items() for i in d["id"]
+    )
+    assert got == Counter(
+        {
+            ("en", "train"): 24,
+            ("en", "validation"): 3,
+            ("en", "test"): 3,
+            ("de", "train"): 16,
+            ("de", "validation"): 2,
+            ("de", "test"): 2,
+            ("fr", "train"): 8,
+            ("fr", "validation"): 1,
+            ("fr", "test"): 1,
+        }
+    )
     with pytest.raises(InputDataError, match="no column 'region' in"):
         export(run, tmp_path / "d2", stratify_by="region")

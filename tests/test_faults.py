@@ -15,10 +15,10 @@ import pytest
 from conftest import LABELS, out_dir_of, read_annotations, rows_of, run_pipeline
 from fault_server import expected_label
 
-MAX_RETRIES = 3          # transport retries -> 4 HTTP requests per teacher call at most
-MAX_ATTEMPTS = 3         # validation attempts per sample
+MAX_RETRIES = 3  # transport retries -> 4 HTTP requests per teacher call at most
+MAX_ATTEMPTS = 3  # validation attempts per sample
 TRIES = MAX_RETRIES + 1
-TOKENS_PER_CALL = 60     # the fault server reports 50 prompt + 10 completion tokens per answer
+TOKENS_PER_CALL = 60  # the fault server reports 50 prompt + 10 completion tokens per answer
 
 # marker, expected status, expected HTTP requests for the row, substring of the error (failed rows)
 CASES = [
@@ -27,8 +27,8 @@ CASES = [
     ("[[429]]", "failed", TRIES, "HTTP 429"),
     ("[[500]]", "failed", TRIES, "HTTP 500"),
     ("[[503:1]]", "ok", 2, None),
-    ("[[flaky:3]]", "ok", TRIES, None),                  # succeeds on the last allowed retry
-    ("[[flaky:4]]", "failed", TRIES, "HTTP 500"),         # one failure too many
+    ("[[flaky:3]]", "ok", TRIES, None),  # succeeds on the last allowed retry
+    ("[[flaky:4]]", "failed", TRIES, "HTTP 500"),  # one failure too many
     ("[[timeout:1]]", "ok", 2, None),
     ("[[timeout]]", "failed", TRIES, "timed out"),
     ("[[drop:2]]", "ok", 3, None),
@@ -37,7 +37,7 @@ CASES = [
     ("[[garbage]]", "failed", TRIES, "not JSON"),
     ("[[nochoices]]", "failed", 1, "no choices"),
     ("[[wrongshape]]", "failed", 1, "malformed chat completion"),
-    ("[[400]]", "failed", 1, "HTTP 400"),                 # a 4xx other than 408/409/425/429 is not retried
+    ("[[400]]", "failed", 1, "HTTP 400"),  # a 4xx other than 408/409/425/429 is not retried
     ("[[malformed]]", "failed", MAX_ATTEMPTS, "not valid JSON"),
     ("[[malformed:2]]", "ok", 3, None),
     ("[[schema]]", "failed", MAX_ATTEMPTS, "schema violation"),
@@ -56,8 +56,9 @@ def _teacher(base_url: str, **kw):
 def test_every_fault_ends_annotated_or_failed_with_reason(server, make_pipeline):
     texts = [f"{marker} case {i} about the budget vote".strip() for i, (marker, *_rest) in enumerate(CASES)]
     server.configure(hang=5)
-    p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url, concurrency=8),
-                      validation={"max_attempts": MAX_ATTEMPTS})
+    p = make_pipeline(
+        rows_of(texts), teacher=_teacher(server.base_url, concurrency=8), validation={"max_attempts": MAX_ATTEMPTS}
+    )
     started = time.monotonic()
     manifest, records = run_pipeline(p)
     elapsed = time.monotonic() - started
@@ -101,8 +102,12 @@ def test_retry_after_is_honoured_and_capped(server, make_pipeline):
 
     # a Retry-After longer than teacher.max_backoff is capped at max_backoff
     server.reset(retry_after=30)
-    p = make_pipeline(rows_of(["[[429:2]] capped"]), name="capped", output={"dir": "out_capped"},
-                      teacher=_teacher(server.base_url, max_backoff=0.1))
+    p = make_pipeline(
+        rows_of(["[[429:2]] capped"]),
+        name="capped",
+        output={"dir": "out_capped"},
+        teacher=_teacher(server.base_url, max_backoff=0.1),
+    )
     started = time.monotonic()
     _, records = run_pipeline(p)
     assert records["r00000"]["status"] == "ok"
@@ -111,8 +116,9 @@ def test_retry_after_is_honoured_and_capped(server, make_pipeline):
 
 def test_token_budget_bounds_validation_retries(server, make_pipeline):
     texts = ["[[malformed]] never valid", "[[schema:1]] valid on the second try", "[[length]] always cut"]
-    p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url),
-                      validation={"max_attempts": 10, "max_tokens_per_row": 150})
+    p = make_pipeline(
+        rows_of(texts), teacher=_teacher(server.base_url), validation={"max_attempts": 10, "max_tokens_per_row": 150}
+    )
     manifest, records = run_pipeline(p)
     stats = server.stats()
     # 60 tokens per answer: after 3 answers (180 >= 150) the budget stops the retries, not max_attempts=10
@@ -137,7 +143,7 @@ def test_faults_by_request_number(server, make_pipeline):
     assert stats["total"] == 5 + 3
     assert stats["faults"] == {"500": 1, "429": 1, "drop": 1}
     assert stats["by_item"][texts[0]] == 3  # requests 1, 2 fail, 3 answers
-    assert manifest.teacher_calls == 5      # transport retries are inside one teacher call
+    assert manifest.teacher_calls == 5  # transport retries are inside one teacher call
 
 
 def test_failures_are_cached_unless_retry_failed(server, make_pipeline):
@@ -164,12 +170,24 @@ def test_failures_are_cached_unless_retry_failed(server, make_pipeline):
 def test_mixed_faults_under_concurrency(server, make_pipeline):
     """Many rows, random faults, real concurrency: nothing lost, nothing duplicated, bounds respected."""
     rng = random.Random(7)
-    kinds = ["", "", "", "", "[[429:1]]", "[[500:2]]", "[[drop:1]]", "[[timeout:1]]", "[[malformed:1]]",
-             "[[schema]]", "[[length:1]]", "[[500]]", "[[garbage:1]]"]
+    kinds = [
+        "",
+        "",
+        "",
+        "",
+        "[[429:1]]",
+        "[[500:2]]",
+        "[[drop:1]]",
+        "[[timeout:1]]",
+        "[[malformed:1]]",
+        "[[schema]]",
+        "[[length:1]]",
+        "[[500]]",
+        "[[garbage:1]]",
+    ]
     texts = [f"{rng.choice(kinds)} item {i} on markets".strip() for i in range(160)]
     server.configure(latency=0.01)
-    p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url, concurrency=6),
-                      validation={"max_attempts": 2})
+    p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url, concurrency=6), validation={"max_attempts": 2})
     manifest, records = run_pipeline(p)
     stats = server.stats()
 

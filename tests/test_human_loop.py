@@ -30,8 +30,15 @@ LABELS = ["politics", "economy", "sport", "health", "science"]
 SHARES = [0.45, 0.3, 0.18, 0.05, 0.02]
 
 
-def make_run(path: Path, n: int = 400, seed: int = 0, tokens: int = 100, flip: float = 0.0,
-             conf_levels: tuple[float, ...] = (1 / 3, 2 / 3, 1.0), model: str = "teacher") -> tuple[Path, dict[str, str]]:
+def make_run(
+    path: Path,
+    n: int = 400,
+    seed: int = 0,
+    tokens: int = 100,
+    flip: float = 0.0,
+    conf_levels: tuple[float, ...] = (1 / 3, 2 / 3, 1.0),
+    model: str = "teacher",
+) -> tuple[Path, dict[str, str]]:
     """A label run with skewed labels and vote-share confidences; returns the run and the true labels
     (the teacher is right with probability = its confidence, then wrong with probability ``flip`` more)."""
     rng = np.random.default_rng(seed)
@@ -47,14 +54,34 @@ def make_run(path: Path, n: int = 400, seed: int = 0, tokens: int = 100, flip: f
             conf = float(confs[i])
             right = u_conf[i] < conf and u_flip[i] >= flip
             label = truth[item] if right else LABELS[(true_idx[i] + shift[i]) % len(LABELS)]
-            rec = AnnotationRecord(id=item, text=f"text {i}, \"quoted\"", task="label", status="ok",
-                                   output={"label": label}, label=label, confidence=conf, tokens=tokens,
-                                   model=model, prompt_hash="h")
+            rec = AnnotationRecord(
+                id=item,
+                text=f'text {i}, "quoted"',
+                task="label",
+                status="ok",
+                output={"label": label},
+                label=label,
+                confidence=conf,
+                tokens=tokens,
+                model=model,
+                prompt_hash="h",
+            )
             fh.write(rec.model_dump_json() + "\n")
     manifest = RunManifest(
-        pipeline_name="t", pipeline_path="p.yaml", config={}, task="label", labels=[LabelInfo(name=x) for x in LABELS],
-        template_path="t", template_sha256="s", backend="fake", model=model, started_at="2026-01-01",
-        annotator_version="0.1.0", rows_total=n, rows_ok=n, tokens=n * tokens,
+        pipeline_name="t",
+        pipeline_path="p.yaml",
+        config={},
+        task="label",
+        labels=[LabelInfo(name=x) for x in LABELS],
+        template_path="t",
+        template_sha256="s",
+        backend="fake",
+        model=model,
+        started_at="2026-01-01",
+        annotator_version="0.1.0",
+        rows_total=n,
+        rows_ok=n,
+        tokens=n * tokens,
     )
     (path / "run.json").write_text(manifest.model_dump_json())
     return path, truth
@@ -125,7 +152,9 @@ def test_plan_formulas_and_the_alpha_approximation_against_simulation(tmp_path: 
     p = sp.plan(cands, cands, [100, 400], target=0.05)
     mean_conf = float(np.mean([c.confidence for c in cands]))
     assert p.accuracy_guess == pytest.approx(mean_conf)
-    assert p.rows[0].accuracy_half_width == pytest.approx(1.959964 * math.sqrt(mean_conf * (1 - mean_conf) / 100), rel=1e-5)
+    assert p.rows[0].accuracy_half_width == pytest.approx(
+        1.959964 * math.sqrt(mean_conf * (1 - mean_conf) / 100), rel=1e-5
+    )
     assert p.rows[1].accuracy_half_width == pytest.approx(p.rows[0].accuracy_half_width / 2)
     assert p.n_for_accuracy == math.ceil(1.959964**2 * mean_conf * (1 - mean_conf) / 0.05**2)
     assert p.rarest_label == "science"
@@ -147,7 +176,9 @@ def test_plan_cli_writes_nothing_and_uses_a_pilot(tmp_path: Path, capsys: pytest
     code, out, _ = cli(["sample", str(run), "--plan", "--target-ci", "0.05", "--n", "120"], capsys)
     assert code == 0 and "For +-0.05:" in out and "Bloch & Kraemer (1989)" in out and "Wald" in out
     assert not any(p.name != "run" for p in tmp_path.iterdir())
-    code, _, _ = cli(["sample", str(run), "--n", "60", "--strategy", "random", "--out", str(tmp_path / "pilot")], capsys)
+    code, _, _ = cli(
+        ["sample", str(run), "--n", "60", "--strategy", "random", "--out", str(tmp_path / "pilot")], capsys
+    )
     pilot = fill_long(tmp_path / "pilot" / "sheet_long.csv", truth, tmp_path / "pilot_filled.csv")
     code, out, _ = cli(["sample", str(run), "--plan", "--pilot", str(pilot), "--target-ci", "0.1"], capsys)
     assert code == 0 and "accuracy on the pilot human file" in out and "alpha among the pilot's humans" in out
@@ -162,14 +193,31 @@ def test_fixture_formats_read_the_same_and_the_design_correction_is_hand_checked
     long, wide, ls = (load_humans(DATA / f"human_loop_{x}") for x in ("long.csv", "wide.csv", "label_studio.json"))
     assert long.format == "long" and wide.format == "wide" and ls.format == "label-studio"
     assert long.ratings == wide.ratings == ls.ratings and "ann_3" not in ls.ratings["n011"]  # cancelled = missing
-    assert long.inclusion_prob == wide.inclusion_prob == ls.inclusion_prob == {
-        "n003": 0.5, "n007": 0.25, "n011": 0.25, "n015": 1.0}
+    assert (
+        long.inclusion_prob
+        == wide.inclusion_prob
+        == ls.inclusion_prob
+        == {"n003": 0.5, "n007": 0.25, "n011": 0.25, "n015": 1.0}
+    )
     (tmp_path / "t.csv").write_text("id,label\nn003,sport\nn007,economy\nn011,sport\nn015,health\n")
     reports = []
     for name in ("long.csv", "wide.csv", "label_studio.json"):
-        code, _, _ = audit_cli(["--humans", str(DATA / f"human_loop_{name}"), "--teacher", str(tmp_path / "t.csv"),
-                                "--out", str(tmp_path / name), "--bootstrap", "0", "--no-plots",
-                                "--labels", ",".join(LABELS)], capsys)
+        code, _, _ = audit_cli(
+            [
+                "--humans",
+                str(DATA / f"human_loop_{name}"),
+                "--teacher",
+                str(tmp_path / "t.csv"),
+                "--out",
+                str(tmp_path / name),
+                "--bootstrap",
+                "0",
+                "--no-plots",
+                "--labels",
+                ",".join(LABELS),
+            ],
+            capsys,
+        )
         assert code == 0
         reports.append(strict_json(tmp_path / name / "report.json"))
     for rep in reports:
@@ -185,11 +233,19 @@ def test_label_studio_mistakes_are_one_clear_line(tmp_path: Path, capsys: pytest
     base = json.loads((DATA / "human_loop_label_studio.json").read_text())
     cases = {
         "no_item_id": ("has no data.item_id", lambda t: t[0]["data"].pop("item_id")),
-        "two_controls": ("several choices controls", lambda t: t[1]["annotations"][0]["result"].append(
-            {"type": "choices", "from_name": "tone", "to_name": "text", "value": {"choices": ["calm"]}})
-            or t[1]["annotations"][0]["result"][0].update(from_name="topic")),
-        "multi_choice": ("2 choices selected", lambda t: t[0]["annotations"][0]["result"][0]["value"].update(
-            choices=["sport", "health"])),
+        "two_controls": (
+            "several choices controls",
+            lambda t: (
+                t[1]["annotations"][0]["result"].append(
+                    {"type": "choices", "from_name": "tone", "to_name": "text", "value": {"choices": ["calm"]}}
+                )
+                or t[1]["annotations"][0]["result"][0].update(from_name="topic")
+            ),
+        ),
+        "multi_choice": (
+            "2 choices selected",
+            lambda t: t[0]["annotations"][0]["result"][0]["value"].update(choices=["sport", "health"]),
+        ),
         "bad_prob": ("inclusion_prob", lambda t: t[2]["data"].update(inclusion_prob=0)),
     }
     (tmp_path / "t.csv").write_text("id,label\nn003,sport\nn007,economy\nn011,sport\nn015,health\n")
@@ -198,8 +254,20 @@ def test_label_studio_mistakes_are_one_clear_line(tmp_path: Path, capsys: pytest
         mutate(tasks)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(tasks))
-        code, _, err = audit_cli(["--humans", str(path), "--teacher", str(tmp_path / "t.csv"), "--out",
-                                  str(tmp_path / "o"), "--bootstrap", "0", "--no-plots"], capsys)
+        code, _, err = audit_cli(
+            [
+                "--humans",
+                str(path),
+                "--teacher",
+                str(tmp_path / "t.csv"),
+                "--out",
+                str(tmp_path / "o"),
+                "--bootstrap",
+                "0",
+                "--no-plots",
+            ],
+            capsys,
+        )
         assert code == 2 and expected in " ".join(err.split()) and "Traceback" not in err, name
 
 
@@ -210,10 +278,33 @@ def test_sample_cli_sheets_round_trip_and_design_corrected_accuracy(
     # oversamples its mistakes: the raw accuracy is biased low, the design-corrected one recovers the run's.
     run, truth = make_run(tmp_path / "run", n=3000, seed=5)
     out = tmp_path / "sheet"
-    code, stdout, _ = cli(["sample", str(run), "--n", "450", "--strategy", "uncertain", "--annotators", "4",
-                           "--per-item", "3", "--seed", "2", "--out", str(out)], capsys)
+    code, stdout, _ = cli(
+        [
+            "sample",
+            str(run),
+            "--n",
+            "450",
+            "--strategy",
+            "uncertain",
+            "--annotators",
+            "4",
+            "--per-item",
+            "3",
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0 and "uncertain sample: 450 of 3000 items" in stdout
-    for name in ("sheet_long.csv", "sheet_wide.csv", "label_studio_tasks.json", "label_studio_config.xml", "sample.json"):
+    for name in (
+        "sheet_long.csv",
+        "sheet_wide.csv",
+        "label_studio_tasks.json",
+        "label_studio_config.xml",
+        "sample.json",
+    ):
         assert (out / name).stat().st_size > 0
     long = pl.read_csv(out / "sheet_long.csv", infer_schema=False)
     assert long.columns == ["item_id", "annotator", "label", "text", "inclusion_prob"] and long.height == 1350
@@ -252,8 +343,22 @@ def test_several_teachers_side_by_side(tmp_path: Path, capsys: pytest.CaptureFix
     code, _, _ = cli(["sample", str(good), "--n", "90", "--strategy", "random", "--out", str(tmp_path / "s")], capsys)
     humans = fill_long(tmp_path / "s" / "sheet_long.csv", truth, tmp_path / "h.csv", noise=0.1)
     out = tmp_path / "cmp"
-    code, stdout, _ = audit_cli(["--humans", str(humans), "--teacher", str(good), "--teacher", str(bad), "--out",
-                                 str(out), "--bootstrap", "100", "--no-plots"], capsys)
+    code, stdout, _ = audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(good),
+            "--teacher",
+            str(bad),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "100",
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0
     comp = strict_json(out / "comparison.json")
     big, small = comp["teachers"]
@@ -271,14 +376,40 @@ def test_several_teachers_side_by_side(tmp_path: Path, capsys: pytest.CaptureFix
     assert "Teachers that pass the Alternative Annotator Test: `big`" in md and "| `small` |" in md
     assert "Pass the alt-test: big" in " ".join(stdout.split())
     # gate: exit 3 only when no teacher passes it
-    args = ["--humans", str(humans), "--teacher", str(good), "--teacher", str(bad), "--out", str(out),
-            "--bootstrap", "0", "--no-plots", "--gate-metric", "accuracy", "--min-agreement"]
+    args = [
+        "--humans",
+        str(humans),
+        "--teacher",
+        str(good),
+        "--teacher",
+        str(bad),
+        "--out",
+        str(out),
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--gate-metric",
+        "accuracy",
+        "--min-agreement",
+    ]
     assert audit_cli([*args, "0.8"], capsys)[0] == 0
     code, _, err = audit_cli([*args, "0.99"], capsys)
     assert code == 3 and "every teacher" in " ".join(err.split())
     # a single teacher writes no comparison
-    audit_cli(["--humans", str(humans), "--teacher", str(good), "--out", str(tmp_path / "one"), "--bootstrap", "0",
-               "--no-plots"], capsys)
+    audit_cli(
+        [
+            "--humans",
+            str(humans),
+            "--teacher",
+            str(good),
+            "--out",
+            str(tmp_path / "one"),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert (tmp_path / "one" / "report.json").exists() and not (tmp_path / "one" / "comparison.json").exists()
 
 
@@ -290,8 +421,9 @@ def test_export_routes_low_confidence_items_to_a_sheet(tmp_path: Path, capsys: p
     run, truth = make_run(tmp_path / "run", n=120, seed=3)
     records = [json.loads(line) for line in (run / "annotations.jsonl").read_text().splitlines()]
     low = {r["id"] for r in records if r["confidence"] < 0.7}
-    code, stdout, _ = cli(["export", str(run), "--out", str(tmp_path / "ds"), "--route-below", "0.7",
-                           "--route-annotators", "3"], capsys)
+    code, stdout, _ = cli(
+        ["export", str(run), "--out", str(tmp_path / "ds"), "--route-below", "0.7", "--route-annotators", "3"], capsys
+    )
     assert code == 0 and f"{len(low)} routed to humans" in stdout
     summary = json.loads((tmp_path / "ds" / "export.json").read_text())
     assert summary["counts"]["routed_to_humans"] == len(low) and summary["counts"]["exported_items"] == 120 - len(low)

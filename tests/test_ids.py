@@ -23,7 +23,15 @@ def _clean_error(proc, *needles: str) -> None:
 def test_the_id_rule():
     from annotator.records import normalize_id
 
-    assert [normalize_id(v) for v in (7, 7.0, " 7", "7 ", "a b", 2.5, True)] == ["7", "7", "7", "7", "a b", "2.5", "true"]
+    assert [normalize_id(v) for v in (7, 7.0, " 7", "7 ", "a b", 2.5, True)] == [
+        "7",
+        "7",
+        "7",
+        "7",
+        "a b",
+        "2.5",
+        "true",
+    ]
     assert [normalize_id(v) for v in (None, "", "  ", float("nan"))] == [None] * 4
 
 
@@ -70,8 +78,7 @@ def test_audit_matches_ids_by_the_same_rule(server, make_pipeline, run_cli, tmp_
     # a hand-made human file with padded ids (" 3") and float ids (3.0 after a spreadsheet) still matches
     humans = tmp_path / "humans.csv"
     humans.write_text("id,ann1,ann2\n" + "".join(f" {r['id']} ,{r['label']},{r['label']}\n" for r in recs))
-    proc = run_cli("audit", "--humans", str(humans), "--teacher", str(out_dir_of(p)), "--bootstrap", "0",
-                   "--no-plots")
+    proc = run_cli("audit", "--humans", str(humans), "--teacher", str(out_dir_of(p)), "--bootstrap", "0", "--no-plots")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out_dir_of(p) / "audit" / "report.json").read_text())
     assert report["coverage"]["evaluated_items"] == 6

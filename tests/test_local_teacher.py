@@ -88,18 +88,33 @@ def test_cli_run_and_validate(tmp_path, run_cli):
 def test_parallel_slots_answer_concurrent_requests_each_under_its_schema():
     # 8 requests in flight on 4 slots, two different schemas interleaved: each answer obeys its own schema
     # (the grammar belongs to the request, not to the slot) and compactly (no free whitespace).
-    colours = {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}},
-               "required": ["colour"], "additionalProperties": False}
-    count = {"type": "object", "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 9}},
-             "required": ["count"], "additionalProperties": False}
+    colours = {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    }
+    count = {
+        "type": "object",
+        "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["count"],
+        "additionalProperties": False,
+    }
 
     async def main():
         backend = LocalLlamaBackend(LocalTeacherConfig(parallel=4, n_ctx=512))
         assert backend.max_concurrency == 4
         try:
-            reqs = [GenerationRequest(messages=[{"role": "user", "content": f"Item {i}: name a colour or a number."}],
-                                      json_schema=colours if i % 2 else count, temperature=0.9, seed=i, max_tokens=24)
-                    for i in range(8)]
+            reqs = [
+                GenerationRequest(
+                    messages=[{"role": "user", "content": f"Item {i}: name a colour or a number."}],
+                    json_schema=colours if i % 2 else count,
+                    temperature=0.9,
+                    seed=i,
+                    max_tokens=24,
+                )
+                for i in range(8)
+            ]
             return reqs, await asyncio.gather(*(backend.generate(r) for r in reqs))
         finally:
             await backend.aclose()
@@ -127,10 +142,13 @@ def test_prompt_longer_than_the_context_fails_only_that_row(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, message", [
-    ("missing.gguf", "local model file not found: {path} (teacher.model must be a .gguf path)"),
-    ("not-a-model.gguf", "cannot load local model {path}: llama.cpp could not start with it"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("missing.gguf", "local model file not found: {path} (teacher.model must be a .gguf path)"),
+        ("not-a-model.gguf", "cannot load local model {path}: llama.cpp could not start with it"),
+    ],
+)
 def test_bad_model_file_is_one_line_error(tmp_path, model, message, run_cli_process):
     """A real process: what llama.cpp writes to file descriptor 2 while failing would show here."""
     (tmp_path / "not-a-model.gguf").write_text("this is not a GGUF file\n")

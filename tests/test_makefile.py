@@ -18,8 +18,10 @@ import yaml
 
 from conftest import REPO, ServerHandle, pipeline_config, rows_of, subprocess_env, write_rows
 
-pytestmark = [pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed"),
-              pytest.mark.slow]  # real make, annotator processes and a student
+pytestmark = [
+    pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed"),
+    pytest.mark.slow,
+]  # real make, annotator processes and a student
 
 LABELS = ["politics", "sport"]
 TEXTS = [f"{'Parliament votes' if i % 2 else 'The striker scores'} on item {i}." for i in range(16)]
@@ -56,8 +58,15 @@ def project(tmp_path: Path, server: ServerHandle) -> Path:
 
 def make(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     venv = Path(sys.executable).parent.parent
-    cmd = ["make", "--no-print-directory", f"VENV={venv}", f"STAMP={root / 'stamp'}",
-           "HUMANS=pipelines/data/humans.csv", "STUDENT_ARGS=--max-steps 1 --batch-size 4 --no-progress", *args]
+    cmd = [
+        "make",
+        "--no-print-directory",
+        f"VENV={venv}",
+        f"STAMP={root / 'stamp'}",
+        "HUMANS=pipelines/data/humans.csv",
+        "STUDENT_ARGS=--max-steps 1 --batch-size 4 --no-progress",
+        *args,
+    ]
     env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600, env=env)
     if check and proc.returncode != 0:
@@ -143,8 +152,10 @@ def test_distill_target(project: Path, tmp_path: Path) -> None:
     from tests.tiny_model import tiny_base_model
 
     tiny = tiny_base_model(tmp_path / "tiny")
-    opts = (f"DISTILL_ARGS=--model {tiny} --seed-size 6 --validation-size 2 --batch-size 2 --budget 10 "
-            "--patience 0 --epochs 1 --max-length 16 -q")
+    opts = (
+        f"DISTILL_ARGS=--model {tiny} --seed-size 6 --validation-size 2 --batch-size 2 --budget 10 "
+        "--patience 0 --epochs 1 --max-length 16 -q"
+    )
     plan = " ".join(make(project, "-n", "distill", "P=tiny", "GOLD=", opts).stdout.split())
     assert "annotator distill pipelines/tiny.yaml --out runs/tiny/distill --model" in plan
     make(project, "distill", "P=tiny", "GOLD=", opts)

@@ -25,8 +25,16 @@ def pipeline_file(tmp_path, base_url, mode, n=4, samples=1):
     pl.read_csv(repo / "pipelines" / "data" / "news_sample.csv").head(n).write_csv(sub)
     cfg["input"]["path"] = str(sub)
     cfg["output"]["dir"] = str(tmp_path / f"out-{mode}")
-    cfg["teacher"] = {"backend": "openai", "base_url": base_url, "model": "smollm2", "structured_output": mode,
-                      "concurrency": 2, "max_tokens": 48, "timeout": 60, "samples": samples}
+    cfg["teacher"] = {
+        "backend": "openai",
+        "base_url": base_url,
+        "model": "smollm2",
+        "structured_output": mode,
+        "concurrency": 2,
+        "max_tokens": 48,
+        "timeout": 60,
+        "samples": samples,
+    }
     p = tmp_path / f"{mode}.yaml"
     p.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return p

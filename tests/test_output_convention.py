@@ -26,8 +26,13 @@ def test_run_and_validate_print_results_to_stdout(make_pipeline, run_cli, server
     assert summary["rows_total"] == 24 and summary["cache_hits"] == 24
     assert summary["annotations"] == str(out_dir_of(p) / "annotations.jsonl")
     # failures: the hint is a log line (stderr), the JSON stays parseable
-    bad = make_pipeline(rows_of(["[[malformed]] x", "fine"]), base_url=server.base_url, name="bad",
-                        output={"dir": "bad-out"}, validation={"max_attempts": 1})
+    bad = make_pipeline(
+        rows_of(["[[malformed]] x", "fine"]),
+        base_url=server.base_url,
+        name="bad",
+        output={"dir": "bad-out"},
+        validation={"max_attempts": 1},
+    )
     j = run_cli("run", str(bad), "--json", "--max-failed-fraction", "1")  # 1 of 2 rows fails on purpose
     assert j.returncode == 0 and json.loads(j.stdout)["rows_failed"] == 1
     assert "failed" in j.stderr and "--retry-failed" in j.stderr
@@ -52,13 +57,34 @@ def test_audit_and_export_json(make_pipeline, run_cli, server, tmp_path):
         lines += [f"r{i:05d},a,{truth}", f"r{i:05d},b,{truth if i % 4 else LABELS[0]}"]
     humans.write_text("\n".join(lines) + "\n")
 
-    audit = run_cli("audit", "--humans", str(humans), "--teacher", str(run_dir), "--out", str(tmp_path / "audit"),
-                    "--bootstrap", "0", "--no-plots", "--json")
+    audit = run_cli(
+        "audit",
+        "--humans",
+        str(humans),
+        "--teacher",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "audit"),
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--json",
+    )
     assert audit.returncode == 0, audit.stderr
     report = json.loads(audit.stdout)
     assert report == json.loads((tmp_path / "audit" / "report.json").read_text())
-    text = run_cli("audit", "--humans", str(humans), "--teacher", str(run_dir), "--out", str(tmp_path / "audit2"),
-                   "--bootstrap", "0", "--no-plots")
+    text = run_cli(
+        "audit",
+        "--humans",
+        str(humans),
+        "--teacher",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "audit2"),
+        "--bootstrap",
+        "0",
+        "--no-plots",
+    )
     assert "Teacher-human agreement" in text.stdout and "report.md" in text.stdout
 
     export = run_cli("export", str(run_dir), "--out", str(tmp_path / "ds"), "--json")
@@ -77,16 +103,31 @@ def test_sample_and_deps_json(make_pipeline, run_cli, server, tmp_path):
     plan = run_cli("sample", str(run_dir), "--n", "10", "--plan", "--json")
     assert plan.returncode == 0, plan.stderr
     assert set(json.loads(plan.stdout)) == {"plan"} and not (tmp_path / "sheets").exists()
-    drawn = run_cli("sample", str(run_dir), "--n", "10", "--annotators", "2", "--per-item", "2", "--seed", "1",
-                    "--out", str(tmp_path / "sheets"), "--json")
+    drawn = run_cli(
+        "sample",
+        str(run_dir),
+        "--n",
+        "10",
+        "--annotators",
+        "2",
+        "--per-item",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path / "sheets"),
+        "--json",
+    )
     assert drawn.returncode == 0, drawn.stderr
     result = json.loads(drawn.stdout)
     assert result["design"] == json.loads((tmp_path / "sheets" / "sample.json").read_text())
     assert result["design"]["n"] == 10 and all(Path(f).exists() for f in result["files"].values())
     deps = run_cli("deps", str(p), "--json")
     assert deps.returncode == 0, deps.stderr
-    assert json.loads(deps.stdout) == {"run": str(run_dir), "deps": [str(p), str(p.parent / "data" / "input.jsonl"),
-                                                                     str(REPO / "annotator" / "prompts" / "label.jinja")]}
+    assert json.loads(deps.stdout) == {
+        "run": str(run_dir),
+        "deps": [str(p), str(p.parent / "data" / "input.jsonl"), str(REPO / "annotator" / "prompts" / "label.jinja")],
+    }
 
 
 def test_every_command_offers_json(run_cli):
@@ -104,8 +145,10 @@ def test_verbose_and_quiet_set_the_log_level_and_leave_results_alone(make_pipeli
     assert verbose.stdout == plain.stdout
 
     humans, teacher = tmp_path / "humans.csv", tmp_path / "teacher.csv"
-    humans.write_text("item_id,annotator,label\n" + "".join(
-        f"i{i},a,{LABELS[i % 2]}\ni{i},b,{LABELS[i % 3 % 2]}\ni{i},c,\n" for i in range(12)))
+    humans.write_text(
+        "item_id,annotator,label\n"
+        + "".join(f"i{i},a,{LABELS[i % 2]}\ni{i},b,{LABELS[i % 3 % 2]}\ni{i},c,\n" for i in range(12))
+    )
     teacher.write_text("item_id,label\n" + "".join(f"i{i},{LABELS[i % 2]}\n" for i in range(12)))
     args = ["audit", "--humans", str(humans), "--teacher", str(teacher), "--bootstrap", "0", "--no-plots"]
     default = run_cli(*args, "--out", str(tmp_path / "a1"))
@@ -121,8 +164,11 @@ def test_verbose_and_quiet_set_the_log_level_and_leave_results_alone(make_pipeli
 def test_quiet_run_keeps_its_notes_off_stderr(make_pipeline, run_cli, server):
     """``annotator -q run``: the failed-rows hints are notes, not errors (the run's console is made after -q is
     read, not when the command module is imported); stdout (the summary) is the same."""
-    p = make_pipeline(rows_of(["[[malformed]] x", "fine"]), base_url=server.base_url,
-                      validation={"max_attempts": 1, "max_failed_fraction": 1.0})
+    p = make_pipeline(
+        rows_of(["[[malformed]] x", "fine"]),
+        base_url=server.base_url,
+        validation={"max_attempts": 1, "max_failed_fraction": 1.0},
+    )
     default = run_cli("run", str(p))
     quiet = run_cli("-q", "run", str(p))
     assert default.returncode == quiet.returncode == 0, quiet.stderr
@@ -131,12 +177,15 @@ def test_quiet_run_keeps_its_notes_off_stderr(make_pipeline, run_cli, server):
     assert "teacher calls" in quiet.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ["export", "{missing}", "--format", "Chat"],
-    ["sample", "{missing}", "--strategy", "Random"],
-    ["audit", "--humans", "{missing}", "--teacher", "{missing}", "--gate-metric", "Accuracy"],
-    ["audit", "--humans", "{missing}", "--teacher", "{missing}", "--level", "Ordinal"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "{missing}", "--format", "Chat"],
+        ["sample", "{missing}", "--strategy", "Random"],
+        ["audit", "--humans", "{missing}", "--teacher", "{missing}", "--gate-metric", "Accuracy"],
+        ["audit", "--humans", "{missing}", "--teacher", "{missing}", "--level", "Ordinal"],
+    ],
+)
 def test_enum_options_ignore_case_like_every_other(run_cli, tmp_path, args):
     """--level always took 'Ordinal'; the other choices do too (the command then gets to its own checks)."""
     res = run_cli(*[a.format(missing=tmp_path / "nowhere") for a in args])

@@ -16,9 +16,11 @@ def one_error_line(proc) -> str:
 
 
 def test_env_vars_expand_with_defaults_and_are_recorded(make_pipeline, run_cli, server):
-    p = make_pipeline(rows_of(TEXTS), teacher={"base_url": "${ANNOTATOR_TEST_URL}",
-                                                "concurrency": "${ANNOTATOR_TEST_CONC:-3}"},
-                      output={"dir": "out-${ANNOTATOR_TEST_RUN:-default}"})
+    p = make_pipeline(
+        rows_of(TEXTS),
+        teacher={"base_url": "${ANNOTATOR_TEST_URL}", "concurrency": "${ANNOTATOR_TEST_CONC:-3}"},
+        output={"dir": "out-${ANNOTATOR_TEST_RUN:-default}"},
+    )
     proc = run_cli("run", str(p), "--json", ANNOTATOR_TEST_URL=server.base_url, ANNOTATOR_TEST_RUN="a")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -44,13 +46,25 @@ def test_missing_env_var_names_file_field_and_variable(make_pipeline, run_cli):
 
 def test_set_overrides_run_and_are_recorded(make_pipeline, run_cli, server):
     p = make_pipeline(rows_of(TEXTS))  # teacher.base_url points at a closed port
-    proc = run_cli("run", str(p), "--set", f"teacher.base_url={server.base_url}", "--set", "teacher.concurrency=2",
-                   "--set", "validation.max_tokens_per_row=500", "--quiet")
+    proc = run_cli(
+        "run",
+        str(p),
+        "--set",
+        f"teacher.base_url={server.base_url}",
+        "--set",
+        "teacher.concurrency=2",
+        "--set",
+        "validation.max_tokens_per_row=500",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     assert server.stats()["total"] == len(TEXTS)
     run_json = json.loads((out_dir_of(p) / "run.json").read_text())
-    assert run_json["overrides"] == [f"teacher.base_url={server.base_url}", "teacher.concurrency=2",
-                                     "validation.max_tokens_per_row=500"]
+    assert run_json["overrides"] == [
+        f"teacher.base_url={server.base_url}",
+        "teacher.concurrency=2",
+        "validation.max_tokens_per_row=500",
+    ]
     assert run_json["config"]["teacher"]["base_url"] == server.base_url
     assert run_json["config"]["teacher"]["concurrency"] == 2  # YAML scalar: a number
     assert run_json["config"]["validation"]["max_tokens_per_row"] == 500  # a section absent from the file
@@ -77,8 +91,16 @@ def test_set_paths_are_relative_to_the_current_directory(make_pipeline, run_cli,
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     (elsewhere / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_of(TEXTS[:2], "x")))
-    proc = run_cli("validate", str(p), "--set", "input.path=two.jsonl", "--json",
-                   "--set", "task.labels=[positive, negative]", cwd=elsewhere)
+    proc = run_cli(
+        "validate",
+        str(p),
+        "--set",
+        "input.path=two.jsonl",
+        "--json",
+        "--set",
+        "task.labels=[positive, negative]",
+        cwd=elsewhere,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["rows"] == 2 and summary["first_row"] == "x00000"

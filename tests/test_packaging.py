@@ -17,8 +17,14 @@ pytestmark = pytest.mark.slow  # builds and installs a wheel with pip
 
 
 def _sh(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(args), cwd=str(cwd), capture_output=True, text=True, timeout=300,
-                          env=subprocess_env(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **env))
+    proc = subprocess.run(
+        list(args),
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **env),
+    )
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -31,8 +37,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "annotator", src / "annotator", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    _sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"),
-        str(src), cwd=root)
+    _sh(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(root / "dist"),
+        str(src),
+        cwd=root,
+    )
     (wheel,) = (root / "dist").glob("*.whl")
     assert wheel.name.startswith("annotator_llm-"), wheel.name  # the free distribution name, not `annotator`
     with zipfile.ZipFile(wheel) as zf:

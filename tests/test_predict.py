@@ -18,6 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hostile import fake_student
+
+from annotator.guard import claim
+
 from conftest import kill_group, spawn_cli, write_rows
 from label_runs import LABELS
 
@@ -60,8 +64,20 @@ def test_predict_labels_routes_and_resumes_after_kill(student_dir, tmp_path, run
 
     # kill -9 midway, then damage the tail as a half-written line would
     out, route = tmp_path / "out.jsonl", tmp_path / "route.jsonl"
-    proc = spawn_cli("predict", str(student_dir), str(inp), "--out", str(out), "--quiet", "--batch-size", "8",
-                     "--route-below", "0.4", "--route-out", str(route))
+    proc = spawn_cli(
+        "predict",
+        str(student_dir),
+        str(inp),
+        "--out",
+        str(out),
+        "--quiet",
+        "--batch-size",
+        "8",
+        "--route-below",
+        "0.4",
+        "--route-out",
+        str(route),
+    )
     try:
         deadline = time.monotonic() + 300
         while (not out.exists() or out.stat().st_size < 1500) and proc.poll() is None and time.monotonic() < deadline:
@@ -75,8 +91,9 @@ def test_predict_labels_routes_and_resumes_after_kill(student_dir, tmp_path, run
     assert 0 < len(partial) < n
     with out.open("a", encoding="utf-8") as fh:
         fh.write('{"id": "d0')
-    proc = predict_cli(run_cli, student_dir, inp, out, "--batch-size", "8", "--route-below", "0.4",
-                       "--route-out", str(route))
+    proc = predict_cli(
+        run_cli, student_dir, inp, out, "--batch-size", "8", "--route-below", "0.4", "--route-out", str(route)
+    )
     assert f"resumed after {len(partial):,}" in proc.stderr
     resumed = read_jsonl(out)
     assert [r["id"] for r in resumed] == [r["id"] for r in got]  # each row once, in order
@@ -91,12 +108,7 @@ def test_predict_labels_routes_and_resumes_after_kill(student_dir, tmp_path, run
 @pytest.fixture
 def student_files(tmp_path: Path) -> Path:
     """A student folder as train-student writes it, without the weights: what predict checks before loading them."""
-    folder = tmp_path / "student"
-    (folder / "model").mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"label_names": LABELS, "multi_label": False,
-                                                     "train_config": {"max_length": 24}}))
-    (folder / "model" / "config.json").write_text(json.dumps({"id2label": dict(enumerate(LABELS))}))
-    return folder
+    return fake_student(tmp_path / "student", tuple(LABELS))  # tests/hostile.py: one fake for every test
 
 
 def test_predict_user_errors(student_files, tmp_path, run_cli):
@@ -113,23 +125,33 @@ def test_predict_user_errors(student_files, tmp_path, run_cli):
     assert "is not a student" in fails(str(tmp_path), str(inp), "--out", str(tmp_path / "o.jsonl"))
     assert "not found" in fails(str(tmp_path / "nope"), str(inp), "--out", str(tmp_path / "o.jsonl"))
     assert "JSONL" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.csv"))
-    assert "missing column 'body'" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"),
-                                            "--text-column", "body")
-    other = tmp_path / "other.jsonl"
+    assert "missing column 'body'" in fails(
+        str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"), "--text-column", "body"
+    )
+    other = tmp_path / "other.jsonl"  # predictions files of `annotator predict` (claimed), for other inputs/students
     other.write_text(json.dumps({"id": "zzz", "label": "sport"}) + "\n")
+    claim(other, "predict", "predictions")
     assert "written for another input" in fails(str(student_dir), str(inp), "--out", str(other))
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text(json.dumps({"id": "d00000", "label": "weather"}) + "\n")
+    claim(foreign, "predict", "predictions")
     assert "another student" in fails(str(student_dir), str(inp), "--out", str(foreign))
-    assert "go together" in fails(str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"),
-                                  "--route-below", "0.5")
+    assert "go together" in fails(
+        str(student_dir), str(inp), "--out", str(tmp_path / "o.jsonl"), "--route-below", "0.5"
+    )
 
 
 def test_resume_checks_the_rows_cuts_a_torn_tail_and_trims_the_route_file(student_files, tmp_path):
     """predict_file with a stand-in labeler: a crash leaves OUT with a torn last line and the route file ahead of
     OUT; the rerun keeps every whole line, labels each missing row once, in order, and routes the same rows."""
     from annotator.inputs import InputConfig
-    from annotator.student.predict import PredictOptions, load_student_info, predict_file
+    from annotator.student.predict import (
+        PREDICTIONS_ROLE,
+        ROUTE_ROLE,
+        PredictOptions,
+        load_student_info,
+        predict_file,
+    )
 
     info = load_student_info(student_files)
     inp = corpus(tmp_path / "in.csv", 300)
@@ -138,9 +160,12 @@ def test_resume_checks_the_rows_cuts_a_torn_tail_and_trims_the_route_file(studen
     def labeler(batches):
         for batch in batches:
             labelled.extend(r.id for r in batch)
-            yield [{"error": "empty text"} if not r.text else
-                   {"label": LABELS[r.index % 3], "confidence": 0.3 + 0.1 * (r.index % 5), "probs": {}}
-                   for r in batch]
+            yield [
+                {"error": "empty text"}
+                if not r.text
+                else {"label": LABELS[r.index % 3], "confidence": 0.3 + 0.1 * (r.index % 5), "probs": {}}
+                for r in batch
+            ]
 
     def run(out: Path, route: Path):
         opts = PredictOptions(out=out, route_below=0.5, route_out=route, batch_size=16)
@@ -155,6 +180,8 @@ def test_resume_checks_the_rows_cuts_a_torn_tail_and_trims_the_route_file(studen
     lines = (tmp_path / "ref.jsonl").read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:100]) + lines[100][:9])  # a torn line, as a kill leaves it
     route.write_text((tmp_path / "ref_route.jsonl").read_text())  # routed further than OUT got
+    claim(out, "predict", PREDICTIONS_ROLE)  # the claims the killed run wrote before its first line
+    claim(route, "predict", ROUTE_ROLE)
     labelled.clear()
     summary = run(out, route)
     assert summary.resumed_after == 100 and summary.predicted == 200
@@ -170,7 +197,10 @@ def test_ray_predictions_are_cut_back_into_the_callers_batches(tmp_path):
 
     rows = [InputRow(index=i, id=f"r{i}", text=f"t{i}", columns={}) for i in range(5)]
     stream = iter([{"pred": json.dumps({"label": f"l{i}"})} for i in range(5)])
-    assert [[p["label"] for p in b] for b in _regroup([rows[:2], rows[2:]], stream)] == [["l0", "l1"], ["l2", "l3", "l4"]]
+    assert [[p["label"] for p in b] for b in _regroup([rows[:2], rows[2:]], stream)] == [
+        ["l0", "l1"],
+        ["l2", "l3", "l4"],
+    ]
     with pytest.raises(RuntimeError, match="Ray returned 1 predictions for a batch of 2 rows"):
         list(_regroup([rows[:2]], iter([{"pred": "{}"}])))
     (tmp_path / "config.json").write_text("{}")

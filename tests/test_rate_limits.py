@@ -24,8 +24,11 @@ def _max_in_window(times: list[float], window: float) -> int:
 
 
 def _run(run_cli, make_pipeline, server, n: int, teacher: dict) -> tuple[dict, list[float]]:
-    yaml_path = make_pipeline(rows_of([f"rate item {i}" for i in range(n)]), server.base_url,
-                              teacher={"concurrency": 8, "max_retries": 8, **teacher})
+    yaml_path = make_pipeline(
+        rows_of([f"rate item {i}" for i in range(n)]),
+        server.base_url,
+        teacher={"concurrency": 8, "max_retries": 8, **teacher},
+    )
     res = run_cli("run", str(yaml_path), "--quiet", timeout=120)
     assert res.returncode == 0, res.stderr
     assert all(r["status"] == "ok" for r in read_annotations(out_dir_of(yaml_path)))

@@ -35,8 +35,9 @@ def test_run_on_ray_kill_driver_resume_and_share_cache(ray_address, server, make
     server.configure(latency=0.05)
     teacher = {"base_url": server.base_url, "concurrency": 4, "timeout": 5.0, "max_retries": 2}
     local = make_pipeline(rows_of(texts), name="local", task={"rationale": True}, teacher=teacher)
-    on_ray = make_pipeline(rows_of(texts), name="on_ray", task={"rationale": True},
-                           teacher={**teacher, "ray": {"workers": 2}})
+    on_ray = make_pipeline(
+        rows_of(texts), name="on_ray", task={"rationale": True}, teacher={**teacher, "ray": {"workers": 2}}
+    )
     run_dir = out_dir_of(on_ray)
     assert run_dir == out_dir_of(local)
 
@@ -92,9 +93,22 @@ def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cl
 
     inp = corpus(tmp_path / "in.jsonl", 160)
     predict_cli(run_cli, student_dir, inp, tmp_path / "local.jsonl", "--batch-size", "32")
-    proc = predict_cli(run_cli, student_dir, inp, tmp_path / "ray.jsonl", "--batch-size", "16",
-                       "--ray", ray_address, "--ray-workers", "1", "--route-below", "0.4",
-                       "--route-out", str(tmp_path / "route.jsonl"))
+    proc = predict_cli(
+        run_cli,
+        student_dir,
+        inp,
+        tmp_path / "ray.jsonl",
+        "--batch-size",
+        "16",
+        "--ray",
+        ray_address,
+        "--ray-workers",
+        "1",
+        "--route-below",
+        "0.4",
+        "--route-out",
+        str(tmp_path / "route.jsonl"),
+    )
     assert "160 rows labelled" in proc.stderr
     local, on_ray = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
     assert [r["id"] for r in on_ray] == [r["id"] for r in local]
@@ -104,7 +118,6 @@ def test_predict_on_ray_matches_local(ray_address, student_dir, tmp_path, run_cl
             assert b["probs"] == pytest.approx(a["probs"], abs=1e-3)
     routed = [r["row"] for r in read_jsonl(tmp_path / "route.jsonl")]
     assert routed == [i for i, r in enumerate(on_ray) if "error" in r or r["confidence"] < 0.4]
-
 
 
 def test_ray_flag_takes_an_optional_address():

@@ -25,9 +25,13 @@ ERRORS = {TELL[0]: "schema violation: label", TELL[1]: "invalid output: output i
 
 
 def _pipeline(make_pipeline, server, texts, on_invalid, name="p", **validation):
-    return make_pipeline(rows_of(texts), name=name, output={"dir": f"out_{name}"},
-                         teacher={"base_url": server.base_url, "price": PRICE},
-                         validation={"max_attempts": 3, "on_invalid": on_invalid, **validation})
+    return make_pipeline(
+        rows_of(texts),
+        name=name,
+        output={"dir": f"out_{name}"},
+        teacher={"base_url": server.base_url, "price": PRICE},
+        validation={"max_attempts": 3, "on_invalid": on_invalid, **validation},
+    )
 
 
 def test_reask_states_the_error_and_the_row_succeeds(server, make_pipeline):
@@ -77,12 +81,13 @@ def test_reask_is_bounded_by_max_attempts_and_the_token_budget(server, make_pipe
     # each re-ask keeps the conversation: the third request holds both invalid answers and both errors
     first, second, third = server.stats()["messages_by_item"][deaf]
     assert second[:-2] == first and third[:-2] == second
-    assert [m["role"] for m in third[len(first):]] == ["assistant", "user", "assistant", "user"]
+    assert [m["role"] for m in third[len(first) :]] == ["assistant", "user", "assistant", "user"]
 
     # the row's token budget stops re-asks before max_attempts: 60 tokens per answer, 100 allowed
     server.reset()
-    _, records = run_pipeline(_pipeline(make_pipeline, server, [deaf], "reask", name="budget",
-                                        max_tokens_per_row=100, max_attempts=10))
+    _, records = run_pipeline(
+        _pipeline(make_pipeline, server, [deaf], "reask", name="budget", max_tokens_per_row=100, max_attempts=10)
+    )
     rec = records["r00000"]
     assert rec["status"] == "failed" and "token budget exhausted (120 >= 100 tokens)" in rec["error"]
     assert rec["attempts"] == 2 and server.stats()["by_item"][deaf] == 2
@@ -95,7 +100,8 @@ def test_an_invalid_attempt_is_logged_with_its_row(server, make_pipeline, caplog
         run_pipeline(_pipeline(make_pipeline, server, texts, "reask", max_attempts=2))
     lines = [r.getMessage() for r in caplog.records if r.name == "annotator.retry"]
     assert [line.split(" label:")[0] for line in lines] == [
-        f"row r00001: attempt {n}/2 invalid (schema violation:" for n in (1, 2)], lines
+        f"row r00001: attempt {n}/2 invalid (schema violation:" for n in (1, 2)
+    ], lines
 
 
 def test_reask_answers_are_cached_like_any_other(server, make_pipeline):
@@ -127,8 +133,9 @@ def test_reask_answers_are_cached_like_any_other(server, make_pipeline):
 
 
 def test_reask_with_the_batch_api_is_a_config_error(server, make_pipeline):
-    p = make_pipeline(rows_of(["a row"]), teacher={"base_url": server.base_url, "mode": "batch"},
-                      validation={"on_invalid": "reask"})
+    p = make_pipeline(
+        rows_of(["a row"]), teacher={"base_url": server.base_url, "mode": "batch"}, validation={"on_invalid": "reask"}
+    )
     with pytest.raises(ConfigError, match="on_invalid: reask is not available with teacher.mode: batch"):
         run_pipeline(p)
     assert server.stats()["total"] == 0
@@ -148,9 +155,17 @@ def test_validate_refuses_what_a_batch_cannot_do(server, make_pipeline, run_cli)
 
 
 def test_sample_key_is_the_old_payload_hash_and_logs_its_fields(caplog):
-    fields = {"messages": [{"role": "user", "content": "Text: x"}], "model": "openai:host:m", "mode": "json_schema",
-              "schema": {"type": "object"}, "temperature": 0.0, "max_tokens": 32, "seed": 3, "sample": 1,
-              "task": "f" * 64}
+    fields = {
+        "messages": [{"role": "user", "content": "Text: x"}],
+        "model": "openai:host:m",
+        "mode": "json_schema",
+        "schema": {"type": "object"},
+        "temperature": 0.0,
+        "max_tokens": 32,
+        "seed": 3,
+        "sample": 1,
+        "task": "f" * 64,
+    }
     with caplog.at_level(logging.DEBUG, logger="annotator.cache"):
         key = sample_key(**fields)
     # the payload the engine hashed before sample_key existed: caches written then still hit

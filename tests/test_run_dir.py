@@ -52,8 +52,12 @@ def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server
     texts = [f"lock row {i} about the harvest" for i in range(N_ROWS)]
     p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})
     if second == "other-pipeline":
-        q = make_pipeline(rows_of([f"other {i}" for i in range(5)], prefix="o"), server.base_url, name="other",
-                          input_file="data/other.jsonl")
+        q = make_pipeline(
+            rows_of([f"other {i}" for i in range(5)], prefix="o"),
+            server.base_url,
+            name="other",
+            input_file="data/other.jsonl",
+        )
         args = ["run", str(q)]
     else:
         args = ["run", str(p), *(["--limit", "5"] if second == "limit" else [])]
@@ -100,8 +104,15 @@ def test_another_pipeline_into_a_used_dir_is_refused(server, make_pipeline, run_
     yaml_text = q.read_text().replace("name: test_pipeline", "name: other_pipeline")
     q.write_text(yaml_text)
     proc = run_cli("run", str(q), "--quiet")
-    _clean_error(proc, 2, "belongs to another run", "pipeline='test_pipeline'", "other_pipeline",
-                 "Set another output.dir", "or delete")
+    _clean_error(
+        proc,
+        2,
+        "belongs to another run",
+        "pipeline='test_pipeline'",
+        "other_pipeline",
+        "Set another output.dir",
+        "or delete",
+    )
     assert (out_dir_of(p) / "annotations.jsonl").read_bytes() == before
     assert server.stats()["total"] == calls
 

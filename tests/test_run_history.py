@@ -57,7 +57,9 @@ def test_rerun_keeps_the_answers_provenance_and_records_history(make_pipeline, r
 
 def test_retry_failed_is_recorded_in_history(make_pipeline, run_cli, server):
     texts = ["[[malformed]] one", "plain two", "plain three"]
-    p = make_pipeline(rows_of(texts), base_url=server.base_url, validation={"max_attempts": 2, "max_failed_fraction": 1.0})
+    p = make_pipeline(
+        rows_of(texts), base_url=server.base_url, validation={"max_attempts": 2, "max_failed_fraction": 1.0}
+    )
     first = run_json(run_cli, p)
     assert first["rows_failed"] == 1 and first["answers"]["tokens"] == (2 + 1 + 1) * TOKENS_PER_CALL
     again = run_json(run_cli, p, "--retry-failed")
@@ -97,8 +99,21 @@ def test_teacher_comparison_counts_the_answers_tokens_after_a_rerun(make_pipelin
     humans = tmp_path / "humans.csv"
     rows = [f"r{i:05d},{a},{LABELS[i % 3]}" for i in range(len(TEXTS)) for a in ("h1", "h2", "h3")]
     humans.write_text("id,annotator,label\n" + "\n".join(rows) + "\n")
-    proc = run_cli("audit", "--humans", str(humans), "--teacher", str(runs[0]), "--teacher", str(runs[1]),
-                   "--out", str(tmp_path / "cmp"), "--bootstrap", "0", "--no-plots", "--json")
+    proc = run_cli(
+        "audit",
+        "--humans",
+        str(humans),
+        "--teacher",
+        str(runs[0]),
+        "--teacher",
+        str(runs[1]),
+        "--out",
+        str(tmp_path / "cmp"),
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     teachers = json.loads(proc.stdout)["comparison"]["teachers"]
     assert [t["tokens_per_item"] for t in teachers] == [TOKENS_PER_CALL, TOKENS_PER_CALL]

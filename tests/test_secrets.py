@@ -28,8 +28,9 @@ def test_key_echoed_in_an_error_body_is_redacted_everywhere(server, make_pipelin
 
 
 def test_key_echoed_in_a_fatal_error_is_redacted(server, make_pipeline, run_cli):
-    p = make_pipeline(rows_of(["[[echokey401]] refused, with the key in the message"]),
-                      teacher={"base_url": server.base_url})
+    p = make_pipeline(
+        rows_of(["[[echokey401]] refused, with the key in the message"]), teacher={"base_url": server.base_url}
+    )
     proc = run_cli("run", str(p), OPENAI_API_KEY=KEY)
     err = proc.stdout + proc.stderr
     assert proc.returncode == 2, err

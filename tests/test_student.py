@@ -167,9 +167,10 @@ def test_train_student_cli(exported, capsys):
             assert 0.0 <= block[who]["accuracy"] <= 1.0 and 0.0 <= block[who]["macro_f1"] <= 1.0
         # samples-1-like teacher: every confidence is 1.0, so no table of identical rows but a note
         assert block["teacher_confidence_thresholds"] == []
-        assert f"every teacher confidence on these {block['items']} item(s) is 1 (a teacher with samples: 1" in block[
-            "teacher_confidence_note"
-        ]
+        assert (
+            f"every teacher confidence on these {block['items']} item(s) is 1 (a teacher with samples: 1"
+            in block["teacher_confidence_note"]
+        )
         assert [r["threshold"] for r in block["student_confidence_thresholds"]] == [0.5, 0.9]
     assert "every teacher confidence on these 3 item(s) is 1" in " ".join(printed.split())
 
@@ -223,7 +224,9 @@ def test_train_student_cli(exported, capsys):
     from annotator.student.loop import predict
 
     first = json.loads(preds[0])
-    text = next(r["text"] for s in ("train", "validation", "test") for r in datasets_rows(exported, s) if r["id"] == first["id"])
+    text = next(
+        r["text"] for s in ("train", "validation", "test") for r in datasets_rows(exported, s) if r["id"] == first["id"]
+    )
     p = predict(model, tok, [text], max_length=24)
     assert float(p.max()) == pytest.approx(first["student_confidence"], abs=1e-4)
 
@@ -236,9 +239,25 @@ def test_train_student_cli_json(exported, capsys):
     from annotator.cli import main
 
     out = exported / "student_json"
-    argv = ["train-student", str(exported / "dataset"), "--gold", str(exported / "humans.csv"), "--out", str(out),
-            "--max-steps", "1", "--batch-size", "4", "--max-length", "16", "--sizes", "0.5,1000", "--json",
-            "--min-calibration-items", "2"]
+    argv = [
+        "train-student",
+        str(exported / "dataset"),
+        "--gold",
+        str(exported / "humans.csv"),
+        "--out",
+        str(out),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "16",
+        "--sizes",
+        "0.5,1000",
+        "--json",
+        "--min-calibration-items",
+        "2",
+    ]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     captured = capsys.readouterr()
@@ -331,7 +350,9 @@ def _calibration_setup(logits, teacher: list[int], gold: list[int], n_val: int):
     from annotator.student.slices import Roles
 
     names = ["a", "b"]
-    items = [Item(f"i{k}", "validation" if k < n_val else "test", "x", t, names[t], None) for k, t in enumerate(teacher)]
+    items = [
+        Item(f"i{k}", "validation" if k < n_val else "test", "x", t, names[t], None) for k, t in enumerate(teacher)
+    ]
     roles = Roles(train=[], validation=list(range(n_val)), held=list(range(n_val, len(items))), held_name="test")
     gold_map = {f"i{k}": names[g] for k, g in enumerate(gold)}
     return Setup(Path("."), names, False, items, roles, gold_map, {}, None, None, [], [])
@@ -396,7 +417,10 @@ def test_temperature_scaling_fixes_an_overconfident_classifier():
     grid = np.exp(np.linspace(-4, 4, 2001))
     assert t == pytest.approx(grid[np.argmin([nll(logits[fit], y[fit], False, g) for g in grid])], rel=0.01)
     assert t > 2
-    before, after = ece(probabilities(logits[test], False), y[test], False), ece(probabilities(logits[test], False, t), y[test], False)
+    before, after = (
+        ece(probabilities(logits[test], False), y[test], False),
+        ece(probabilities(logits[test], False, t), y[test], False),
+    )
     assert before > 0.15 and after < 0.05
     p = probabilities(logits[test], False, t)
     assert (p.argmax(1) == logits[test].argmax(1)).all()
@@ -445,8 +469,25 @@ def test_train_student_eval_by_scores_every_slice(exported, capsys):
     gold.write_text("\n".join([rows[0] + ",lang"] + [f"{r},{lang[r.split(',')[0]]}" for r in rows[1:]]) + "\n")
     out = exported / "student_by"
     with pytest.raises(SystemExit) as exc:
-        main(["train-student", str(exported / "dataset"), "--gold", str(gold), "--out", str(out), "--max-steps", "1",
-              "--batch-size", "4", "--max-length", "16", "--eval-by", "lang", "--no-progress"])
+        main(
+            [
+                "train-student",
+                str(exported / "dataset"),
+                "--gold",
+                str(gold),
+                "--out",
+                str(out),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--max-length",
+                "16",
+                "--eval-by",
+                "lang",
+                "--no-progress",
+            ]
+        )
     captured = capsys.readouterr()
     assert exc.value.code == 0, captured.err
     sl = json.loads((out / "metrics.json").read_text())["slices"]
@@ -457,7 +498,9 @@ def test_train_student_eval_by_scores_every_slice(exported, capsys):
     en = test_ids[1:]
     # the teacher says LABELS[i % 3]; the gold majority flips every item with i % 5 == 0
     assert blocks["en"]["teacher"]["n"] == len(en)
-    assert blocks["en"]["teacher"]["accuracy"] == pytest.approx(sum(int(i[1:]) % 5 != 0 for i in en) / len(en), abs=1e-4)
+    assert blocks["en"]["teacher"]["accuracy"] == pytest.approx(
+        sum(int(i[1:]) % 5 != 0 for i in en) / len(en), abs=1e-4
+    )
     assert blocks["en"]["student"]["n"] == len(en)
     assert blocks["de"]["teacher"]["accuracy"] == (0.0 if int(test_ids[0][1:]) % 5 == 0 else 1.0)
     assert blocks["de"]["items"] == 1

@@ -18,8 +18,9 @@ def test_baseline_learns_keywords_and_picks_c_on_validation():
     train = [(f"{w.split()[i % 3]} story {i}", lab) for lab, w in WORDS.items() for i in range(6)]
     val = [(f"the {w.split()[1]} again", lab) for lab, w in WORDS.items()]
     test = [f"a {w.split()[2]} today" for w in WORDS.values()]
-    pred, c = fit_predict([t for t, _ in train], [lab for _, lab in train], [t for t, _ in val],
-                          [lab for _, lab in val], test)
+    pred, c = fit_predict(
+        [t for t, _ in train], [lab for _, lab in train], [t for t, _ in val], [lab for _, lab in val], test
+    )
     assert pred == list(WORDS) and c in (0.1, 1.0, 10.0)
     # one class only: a constant baseline, no crash
     assert fit_predict(["a", "b"], ["sport", "sport"], [], [], ["c"]) == (["sport"], 1.0)
@@ -41,7 +42,9 @@ def test_verdict_needs_both_accuracy_and_macro_f1(student, beats):
         assert report.verdict is None
     else:
         assert report.verdict.startswith("The student does not beat a TF-IDF")
-        assert f"student accuracy {student[0]:.3f} / macro-F1 {student[1]:.3f}, baseline 0.714 / 0.650" in report.verdict
+        assert (
+            f"student accuracy {student[0]:.3f} / macro-F1 {student[1]:.3f}, baseline 0.714 / 0.650" in report.verdict
+        )
         assert "782 labels" in report.verdict
 
 
@@ -58,9 +61,23 @@ def test_train_student_reports_the_baseline_and_says_when_the_student_loses(tmp_
     gold = tmp_path / "gold.csv"
     gold.write_text("item_id,label\n" + "".join(f"n{i:03d},{LABELS[i % len(LABELS)]}\n" for i in range(60)))
     with pytest.raises(SystemExit) as exc:
-        main(["train-student", str(tmp_path / "ds"), "--gold", str(gold), "--out", str(tmp_path / "st"),
-              "--model", str(tiny_base_model(tmp_path / "tiny")), "--max-steps", "1", "--max-length", "16",
-              "--no-progress"])
+        main(
+            [
+                "train-student",
+                str(tmp_path / "ds"),
+                "--gold",
+                str(gold),
+                "--out",
+                str(tmp_path / "st"),
+                "--model",
+                str(tiny_base_model(tmp_path / "tiny")),
+                "--max-steps",
+                "1",
+                "--max-length",
+                "16",
+                "--no-progress",
+            ]
+        )
     assert exc.value.code == 0
     printed = " ".join(capsys.readouterr().out.split())
     m = json.loads((tmp_path / "st" / "metrics.json").read_text())

@@ -34,8 +34,13 @@ def softmax(z: np.ndarray) -> np.ndarray:
 def ece_10_bins(confidence: np.ndarray, correct: np.ndarray) -> float:
     """Expected calibration error, 10 equal-width bins (written here, independently of annotator's)."""
     bins = np.minimum((confidence * 10).astype(int), 9)
-    return float(sum(abs(confidence[bins == b].mean() - correct[bins == b].mean()) * (bins == b).mean()
-                     for b in range(10) if (bins == b).any()))
+    return float(
+        sum(
+            abs(confidence[bins == b].mean() - correct[bins == b].mean()) * (bins == b).mean()
+            for b in range(10)
+            if (bins == b).any()
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +56,38 @@ def trained(tmp_path_factory):
     assert labels == ["fresh", "rotten"] and len(items) == ROWS
     teacher_accuracy = write_teacher_run(base / "run", items, labels, NOISE, seed=1)
     gold = write_gold(base / "gold.csv", items)
-    proc = run_in_process("export", str(base / "run"), "--out", str(base / "ds"), "--gold", str(gold),
-                          "--split", "0.4,0.2,0.4")
+    proc = run_in_process(
+        "export", str(base / "run"), "--out", str(base / "ds"), "--gold", str(gold), "--split", "0.4,0.2,0.4"
+    )
     assert proc.returncode == 0, proc.stderr
-    proc = run_in_process("train-student", str(base / "ds"), "--gold", str(gold), "--out", str(base / "student"),
-                          "--epochs", str(EPOCHS), "--batch-size", "8", "--max-length", str(MAX_LENGTH),
-                          "--no-progress", "--device", "cpu")
+    proc = run_in_process(
+        "train-student",
+        str(base / "ds"),
+        "--gold",
+        str(gold),
+        "--out",
+        str(base / "student"),
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "8",
+        "--max-length",
+        str(MAX_LENGTH),
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((base / "student" / "metrics.json").read_text())
     splits = json.loads((base / "ds" / "export.json").read_text())["counts"]["per_split_items"]
-    return {"base": base, "items": items, "teacher_accuracy": teacher_accuracy, "m": metrics, "out": proc.stdout,
-            "splits": splits}
+    return {
+        "base": base,
+        "items": items,
+        "teacher_accuracy": teacher_accuracy,
+        "m": metrics,
+        "out": proc.stdout,
+        "splits": splits,
+    }
 
 
 def split_rows(base: Path, split: str) -> list[dict]:
@@ -93,7 +119,9 @@ def test_student_beats_the_majority_class_on_real_reviews(trained):
 def test_chosen_epoch_is_recorded(trained):
     m = trained["m"]
     hist = m["history"]
-    assert m["stopped_early"] == (len(hist) < EPOCHS) and len(hist) == EPOCHS  # patience 2 of 3 epochs: all run and [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
+    assert (
+        m["stopped_early"] == (len(hist) < EPOCHS) and len(hist) == EPOCHS
+    )  # patience 2 of 3 epochs: all run and [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
     best = max(hist, key=lambda h: (h["val_macro_f1"], -h["val_loss"]))
     assert m["best_epoch"] == best["epoch"]
     assert f"best epoch {best['epoch']}" in trained["out"]
@@ -107,7 +135,11 @@ def test_temperature_does_not_worsen_calibration(trained):
 
     m, base = trained["m"], trained["base"]
     cal = m["calibration"]
-    assert cal["fit_split"] == "validation" and cal["fit_items"] == trained["splits"]["validation"] == 120 and cal["reference"] == "gold"
+    assert (
+        cal["fit_split"] == "validation"
+        and cal["fit_items"] == trained["splits"]["validation"] == 120
+        and cal["reference"] == "gold"
+    )
     assert cal["validation_nll_after"] <= cal["validation_nll_before"]
     model_dir = base / "student" / "model"
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
@@ -118,8 +150,10 @@ def test_temperature_does_not_worsen_calibration(trained):
     assert model.config.id2label == {0: "fresh", 1: "rotten"}  # the export's ClassLabel order
     teacher = np.array([r["label"] for r in val])  # the teacher's label ids
     logits = predict_logits(model, tok, texts, max_length=MAX_LENGTH, device="cpu")
-    before, after = (ece_10_bins(p.max(axis=1), p.argmax(axis=1) == teacher)
-                     for p in (softmax(logits), softmax(logits / cal["temperature"])))
+    before, after = (
+        ece_10_bins(p.max(axis=1), p.argmax(axis=1) == teacher)
+        for p in (softmax(logits), softmax(logits / cal["temperature"]))
+    )
     assert after <= before + 0.01, (before, after)
     # the reported ECE (test split vs gold) follows: within a small tolerance of not worse
     assert cal["ece_after"] <= cal["ece_before"] + 0.02, cal

@@ -42,7 +42,6 @@ def test_validation_scores_of_a_one_label_student(tmp_path):
     """A real (tiny) classifier forced to one label: accuracy = the majority share, macro-F1 = half its F1."""
     from annotator.student.loop import EvalSet, TrainConfig, validation_scores
     from annotator.student.models import load_tokenizer_and_model
-
     from tests.tiny_model import tiny_base_model
 
     tokenizer, model = load_tokenizer_and_model(str(tiny_base_model(tmp_path / "tiny")), ["a", "b"], False)

@@ -29,9 +29,15 @@ def test_where_forms_and_matching():
     assert not w.matches({"lang": None}) and not w.matches({})  # no value: matches no condition, != included
 
     w = parse_where("  lang in [de, 'fr', \"es\"] and src not in [web] and year == 2024 ", "--test-where")
-    assert w.conditions == (Condition("lang", ("de", "fr", "es")), Condition("src", ("web",), negated=True),
-                            Condition("year", ("2024",)))
-    assert w.columns == ["lang", "src", "year"] and w.text == "lang in [de, 'fr', \"es\"] and src not in [web] and year == 2024"
+    assert w.conditions == (
+        Condition("lang", ("de", "fr", "es")),
+        Condition("src", ("web",), negated=True),
+        Condition("year", ("2024",)),
+    )
+    assert (
+        w.columns == ["lang", "src", "year"]
+        and w.text == "lang in [de, 'fr', \"es\"] and src not in [web] and year == 2024"
+    )
     assert w.matches({"lang": "fr", "src": "news", "year": "2024"})
     assert not w.matches({"lang": "fr", "src": "web", "year": "2024"})
     assert not w.matches({"lang": "en", "src": "news", "year": "2024"})
@@ -72,8 +78,11 @@ def test_where_bad_syntax_is_one_line(text, message):
 def test_empty_selection_names_every_value_count():
     rows = [{"lang": "en"}, {"lang": "el"}, {"lang": "en"}, {"lang": None}]
     assert parse_where("lang in [el, de]", "--test-where").select(rows) == [1]
-    with pytest.raises(WhereError, match=r"^--test-where 'lang == sl' selects 0 of the 4 rows "
-                                         r"\(lang: en 2, el 1, \(missing\) 1\)$"):
+    with pytest.raises(
+        WhereError,
+        match=r"^--test-where 'lang == sl' selects 0 of the 4 rows "
+        r"\(lang: en 2, el 1, \(missing\) 1\)$",
+    ):
         parse_where("lang == sl", "--test-where").select(rows)
 
 
@@ -81,7 +90,9 @@ def test_empty_selection_names_every_value_count():
 
 IDS = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"]
 SPLITS = ["train", "train", "train", "validation", "validation", "test", "test", "train"]
-LANG = SliceColumn("lang", {"a0": "en", "a1": "el", "a2": "en", "a3": "el", "a4": "en", "a5": "en", "a6": "el"}, "g.csv")
+LANG = SliceColumn(
+    "lang", {"a0": "en", "a1": "el", "a2": "en", "a3": "el", "a4": "en", "a5": "en", "a6": "el"}, "g.csv"
+)
 
 
 def roles(train: str | None, test: str | None):
@@ -105,12 +116,14 @@ def test_roles_cross_lingual_and_defaults():
 
 
 def test_roles_refuse_empty_selections():
-    with pytest.raises(WhereError, match=r"--train-where 'lang == de' selects 0 of the 4 train-split rows "
-                                         r"\(lang: en 2, el 1, \(missing\) 1\)"):
+    with pytest.raises(
+        WhereError,
+        match=r"--train-where 'lang == de' selects 0 of the 4 train-split rows "
+        r"\(lang: en 2, el 1, \(missing\) 1\)",
+    ):
         roles("lang == de", None)
     with pytest.raises(WhereError, match="its 2 rows are all train/validation rows"):
-        assign_roles(IDS[:5], SPLITS[:5], "validation", None, parse_where("lang == el", "--test-where"),
-                     {"lang": LANG})
+        assign_roles(IDS[:5], SPLITS[:5], "validation", None, parse_where("lang == el", "--test-where"), {"lang": LANG})
 
 
 # ------------------------------------------------------------------------------------------------ real runs
@@ -143,8 +156,12 @@ def cli(base: Path, capsys, *extra: str) -> tuple[int, str, str]:
 
 def test_cli_where_errors_are_one_line(crossling, capsys):
     code, _, err = cli(crossling, capsys, "--train-where", "language != el")
-    assert code == 2 and "--train-where: unknown column 'language'; columns of the gold file and the run's input " \
-                          "file: annotator, item_id, label, lang, src" in err
+    assert (
+        code == 2
+        and "--train-where: unknown column 'language'; columns of the gold file and the run's input "
+        "file: annotator, item_id, label, lang, src"
+        in err
+    )
     code, _, err = cli(crossling, capsys, "--test-where", "lang in [sl, hr]")
     # 27 exported rows (3 failed): el = 0, 4, ..., 28 (8 rows), en the other 19; brackets printed verbatim
     assert code == 2 and "--test-where 'lang in [sl, hr]' selects 0 of the 27 exported rows (lang: en 19, el 8)" in err
@@ -161,9 +178,27 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
     import datasets
 
     out = crossling / "student"
-    code, printed, err = cli(crossling, capsys, "--out", str(out), "--train-where", "lang != el", "--test-where",
-                             "lang == el", "--eval-by", "src", "--sizes", "0.5,all", "--max-steps", "1",
-                             "--batch-size", "8", "--max-length", "16", "--no-progress")
+    code, printed, err = cli(
+        crossling,
+        capsys,
+        "--out",
+        str(out),
+        "--train-where",
+        "lang != el",
+        "--test-where",
+        "lang == el",
+        "--eval-by",
+        "src",
+        "--sizes",
+        "0.5,all",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "16",
+        "--no-progress",
+    )
     assert code == 0, err
     dsd = datasets.load_from_disk(str(crossling / "dataset"))
     el = {f"n{i:03d}" for i in range(0, 30, 4)}
@@ -193,8 +228,13 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
     a, b, c = (sl["slices"][k] for k in "abc")
     assert (a["items"], b["items"], c["items"]) == (2, 6, 0)
     assert (c["student"], c["teacher"]) == (None, None)  # empty slice: only a training item has src c
-    assert a["teacher"] == {"n": 2, "accuracy": 1.0, "macro_f1": 1.0, "micro_f1": None,
-                            "per_label_f1": {"politics": 1.0}}  # one class: teacher and gold both politics
+    assert a["teacher"] == {
+        "n": 2,
+        "accuracy": 1.0,
+        "macro_f1": 1.0,
+        "micro_f1": None,
+        "per_label_f1": {"politics": 1.0},
+    }  # one class: teacher and gold both politics
     # slice b = 0 4 8 16 20 28: teacher P E S E S E, gold E E S E P E -> 4/6; F1 politics 0, economy 6/7, sport 2/3
     assert b["teacher"]["accuracy"] == pytest.approx(4 / 6, abs=1e-4)
     assert b["teacher"]["macro_f1"] == pytest.approx((0 + 6 / 7 + 2 / 3) / 3, abs=1e-4)
@@ -203,12 +243,16 @@ def test_cross_lingual_run_tests_exactly_the_slice(crossling, capsys):
     curve = m["learning_curve"]
     assert [p["size"] for p in curve] == [round(len(train_en) / 2), len(train_en)]
     for p in curve:
-        assert {k: (s["items"], s["with_gold"]) for k, s in p["slices"].items()} == {"a": (2, 2), "b": (6, 6),
-                                                                                    "c": (0, 0)}
+        assert {k: (s["items"], s["with_gold"]) for k, s in p["slices"].items()} == {
+            "a": (2, 2),
+            "b": (6, 6),
+            "c": (0, 0),
+        }
         assert p["slices"]["c"]["student"] is None and p["slices"]["a"]["student"]["n"] == 2
         assert p["student"]["n"] == 8
-    assert {k: s["student"] for k, s in curve[-1]["slices"].items()} == {k: v["student"] for k, v in
-                                                                         sl["slices"].items()}
+    assert {k: s["student"] for k, s in curve[-1]["slices"].items()} == {
+        k: v["student"] for k, v in sl["slices"].items()
+    }
 
     card = (out / "model" / "README.md").read_text()
     assert "`--train-where`: `lang != el`" in card and "`--test-where`: `lang == el`" in card
@@ -226,8 +270,25 @@ def test_quiet_train_student_and_predict_leave_stderr_empty(crossling, capsys, r
 
     out = tmp_path / "student"
     with pytest.raises(SystemExit) as exc:
-        main(["-q", "train-student", str(crossling / "dataset"), "--gold", str(crossling / "humans.csv"), "--out",
-              str(out), "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--max-length", "16"])
+        main(
+            [
+                "-q",
+                "train-student",
+                str(crossling / "dataset"),
+                "--gold",
+                str(crossling / "humans.csv"),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "8",
+                "--max-length",
+                "16",
+            ]
+        )
     captured = capsys.readouterr()
     assert (exc.value.code or 0) == 0 and captured.err == "" and "student" in captured.out
     texts = tmp_path / "texts.csv"

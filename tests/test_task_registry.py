@@ -84,7 +84,6 @@ class KeywordsTask(OneAnswerTask):
             raise ValueError("keywords must be distinct and not blank")
 
 
-
 TEMPLATE = """Give at most {{ max_keywords }} keywords of the text below.
 Text: {{ text }}
 
@@ -117,8 +116,13 @@ def keywords_pipeline(tmp_path: Path, base_url: str, n: int = 12) -> Path:
         "input": {"path": "input.jsonl"},
         "task": {"type": "keywords", "max_keywords": 2},
         "prompt": {"template": "keywords.jinja"},
-        "teacher": {"backend": "openai", "base_url": base_url, "model": "fault-model", "max_retries": 1,
-                    "timeout": 5.0},
+        "teacher": {
+            "backend": "openai",
+            "base_url": base_url,
+            "model": "fault-model",
+            "max_retries": 1,
+            "timeout": 5.0,
+        },
         "output": {"dir": "out"},
     }
     path = tmp_path / "keywords.yaml"
@@ -186,12 +190,18 @@ def test_a_broken_plugin_is_skipped_with_one_line(tmp_path, make_pipeline):
     from conftest import install_entry_point, process_started_with
 
     label_yaml = make_pipeline([{"id": "a", "text": "x"}])
-    broken = {"keywords": ("no_such_module_xyz:KeywordsTask", "it failed to import: ModuleNotFoundError"),
-              "keywords2": ("test_task_registry:KeywordsConfig", "the class's name is None, not 'keywords2'")}
-    env = {name: install_entry_point(tmp_path / "site", "annotator.tasks", name, entry)
-           for name, (entry, _) in broken.items()}["keywords"]  # both in one site: one PYTHONPATH
-    lines = [f"task plugin {name} = {entry} (entry point group annotator.tasks) skipped: {why}"
-             for name, (entry, why) in broken.items()]
+    broken = {
+        "keywords": ("no_such_module_xyz:KeywordsTask", "it failed to import: ModuleNotFoundError"),
+        "keywords2": ("test_task_registry:KeywordsConfig", "the class's name is None, not 'keywords2'"),
+    }
+    env = {
+        name: install_entry_point(tmp_path / "site", "annotator.tasks", name, entry)
+        for name, (entry, _) in broken.items()
+    }["keywords"]  # both in one site: one PYTHONPATH
+    lines = [
+        f"task plugin {name} = {entry} (entry point group annotator.tasks) skipped: {why}"
+        for name, (entry, why) in broken.items()
+    ]
     with process_started_with(**env) as run_there:
         res = run_there("validate", str(label_yaml))
         assert res.returncode == 0, res.stderr
@@ -294,8 +304,11 @@ def test_samples_on_a_task_that_does_not_aggregate_is_refused(tmp_path, task):
     from annotator.config import load_config
 
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({"name": "p", "input": {"path": "d.csv"}, "task": task,
-                                    "teacher": {"samples": 3}, "output": {"dir": "o"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "p", "input": {"path": "d.csv"}, "task": task, "teacher": {"samples": 3}, "output": {"dir": "o"}}
+        )
+    )
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     msg = str(exc.value)

@@ -36,8 +36,9 @@ def test_timeout_bounds_the_whole_request_not_each_read(server, make_pipeline):
 def test_raw_text_of_a_runaway_answer_is_capped(server, make_pipeline):
     size = 5_000_000
     server.configure(huge_chars=size)
-    p = make_pipeline(rows_of(["[[huge]] a runaway answer"]), teacher=_teacher(server.base_url),
-                      validation={"max_attempts": 2})
+    p = make_pipeline(
+        rows_of(["[[huge]] a runaway answer"]), teacher=_teacher(server.base_url), validation={"max_attempts": 2}
+    )
     _, records = run_pipeline(p)
     rec = records["r00000"]
     assert rec["status"] == "failed" and "not valid JSON" in rec["error"]
@@ -52,8 +53,11 @@ def test_raw_text_of_a_runaway_answer_is_capped(server, make_pipeline):
 
 
 def test_two_disagreeing_json_answers_are_ambiguous(server, make_pipeline):
-    p = make_pipeline(rows_of(["[[twojson]] which one", "[[twojson:1]] fine on the second try"]),
-                      teacher=_teacher(server.base_url), validation={"max_attempts": 2})
+    p = make_pipeline(
+        rows_of(["[[twojson]] which one", "[[twojson:1]] fine on the second try"]),
+        teacher=_teacher(server.base_url),
+        validation={"max_attempts": 2},
+    )
     _, records = run_pipeline(p)
     rec = records["r00000"]
     assert rec["status"] == "failed" and "ambiguous output: 2 different JSON answers" in rec["error"], rec
@@ -64,8 +68,7 @@ def test_confidence_is_the_share_of_samples_requested(server, make_pipeline, tmp
     """samples: 3 and only one valid sample: confidence 1/3 (not 1.0), the two invalid samples and their errors
     are in the record, and `export --min-confidence 0.9` leaves the row out."""
     texts = ["[[schema:2]] one valid sample of three"] + [f"plain story {i} about the vote" for i in range(9)]
-    p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url, samples=3),
-                      validation={"max_attempts": 1})
+    p = make_pipeline(rows_of(texts), teacher=_teacher(server.base_url, samples=3), validation={"max_attempts": 1})
     _, records = run_pipeline(p)
     rec = records["r00000"]
     assert rec["status"] == "ok" and rec["label"] == expected_label(texts[0], LABELS)

@@ -69,7 +69,9 @@ def test_label_shuffle_is_per_item_and_deterministic():
     b = task.template_variables(row(id_="same"), item_rng(0, "same"))["labels"]
     assert a == b  # stable for the same item (so the cache key is stable)
     fixed = label_task(shuffle_labels=False)
-    assert [x["name"] for x in fixed.template_variables(row(), item_rng(0, "z"))["labels"]] == [x["name"] for x in LABELS]
+    assert [x["name"] for x in fixed.template_variables(row(), item_rng(0, "z"))["labels"]] == [
+        x["name"] for x in LABELS
+    ]
 
 
 def test_label_schema_restricts_to_label_set():
@@ -106,8 +108,10 @@ def test_single_label_majority_vote_and_confidence():
 
 def test_multi_label_majority_vote():
     task = label_task(multi_label=True)
-    outs = [task.output_model.model_validate({"labels": x}) for x in
-            [["sport", "economy"], ["sport"], ["economy", "sport"], ["health"]]]
+    outs = [
+        task.output_model.model_validate({"labels": x})
+        for x in [["sport", "economy"], ["sport"], ["economy", "sport"], ["health"]]
+    ]
     agg = task.aggregate(outs, 4)
     assert agg.labels == ["sport"]  # sport 3/4; economy 2/4 is not more than half
     assert agg.confidence == pytest.approx(1 / 4)  # share of samples whose whole set equals the answer
@@ -135,9 +139,17 @@ def test_rephrase_schema_counts_and_rejects_copies():
     with pytest.raises(ValidationError):
         task.output_model.model_validate({"paraphrases": [{"style": "pirate", "text": "A"}] * 2})
     with pytest.raises(ValueError, match="identical"):
-        task.check(task.output_model.model_validate(
-            {"paraphrases": [{"style": "formal", "text": "the  cup final ended 3-1."}, {"style": "simple", "text": "B"}]}
-        ), row())
+        task.check(
+            task.output_model.model_validate(
+                {
+                    "paraphrases": [
+                        {"style": "formal", "text": "the  cup final ended 3-1."},
+                        {"style": "simple", "text": "B"},
+                    ]
+                }
+            ),
+            row(),
+        )
 
 
 def test_qa_grounding_and_bounds():
@@ -167,9 +179,9 @@ def test_qa_grounding_needs_meaningful_evidence_that_supports_the_answer():
         ("Six lanes", "carries six lanes of traffic"): True,
         ("1932", "The bridge opened in 1932"): True,
         ("It carries traffic across the river", "carries six lanes of traffic across the Arn"): True,
-        ("Yes", "carries six lanes of traffic"): True,     # no content words: the quote's length alone
-        ("Paris", "a"): False,                             # one character: too short to ground anything
-        ("Paris", "The bridge opened in 1932"): False,     # invented answer, real quote: not supported
+        ("Yes", "carries six lanes of traffic"): True,  # no content words: the quote's length alone
+        ("Paris", "a"): False,  # one character: too short to ground anything
+        ("Paris", "The bridge opened in 1932"): False,  # invented answer, real quote: not supported
         ("A suspension bridge designed by Eiffel", "The bridge opened in 1932"): False,
     }
     for (answer, evidence), accepted in cases.items():
@@ -206,10 +218,13 @@ def test_extract_json_rejects(text):
         extract_json(text)
 
 
-@pytest.mark.parametrize("text", [
-    '{"label": "sport"} Actually, on reflection: {"label": "politics"}',
-    '```json\n{"label": "sport"}\n```\nor maybe\n```json\n{"label": "health"}\n```',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"label": "sport"} Actually, on reflection: {"label": "politics"}',
+        '```json\n{"label": "sport"}\n```\nor maybe\n```json\n{"label": "health"}\n```',
+    ],
+)
 def test_extract_json_rejects_disagreeing_answers(text):
     with pytest.raises(ValueError, match="ambiguous output: 2 different JSON answers"):
         extract_json(text)

@@ -60,8 +60,16 @@ def test_kill9_resume(vllm_model, make_pipeline, request):
     the rerun resumes on the session engine: nothing finished before the kill is generated again."""
     n_rows = 120
     texts = [f"Row {i}: " + TEXTS[i % len(TEXTS)] for i in range(n_rows)]
-    p = make_pipeline(rows_of(texts), teacher={"backend": "vllm", "model": str(vllm_model), "max_tokens": 48,
-                                               "batch_size": 4, "vllm_engine_args": vllm_engine_args()})
+    p = make_pipeline(
+        rows_of(texts),
+        teacher={
+            "backend": "vllm",
+            "model": str(vllm_model),
+            "max_tokens": 48,
+            "batch_size": 4,
+            "vllm_engine_args": vllm_engine_args(),
+        },
+    )
     run_dir = out_dir_of(p)
     proc = spawn_cli("run", str(p), "--quiet", **vllm_env())
     try:
@@ -109,7 +117,8 @@ def vllm_server(vllm_engine: EngineLoop, vllm_model: Path) -> Iterator[str]:
 
     port = free_port()
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(
-        ["--model", str(vllm_model), "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port)])
+        ["--model", str(vllm_model), "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port)]
+    )
     engine = vllm_engine.backend.engine
 
     async def serve() -> tuple[Any, asyncio.Task[None]]:
@@ -133,8 +142,16 @@ def vllm_server(vllm_engine: EngineLoop, vllm_model: Path) -> Iterator[str]:
 
 
 def test_openai_backend_against_vllm_server(vllm_server, make_pipeline, run_cli):
-    p = make_pipeline(rows_of(TEXTS), teacher={"base_url": vllm_server, "model": "smollm2", "timeout": 60.0,
-                                               "structured_output": "json_schema", "max_tokens": 64})
+    p = make_pipeline(
+        rows_of(TEXTS),
+        teacher={
+            "base_url": vllm_server,
+            "model": "smollm2",
+            "timeout": 60.0,
+            "structured_output": "json_schema",
+            "max_tokens": 64,
+        },
+    )
     proc = run_cli("run", str(p), "--quiet", OPENAI_API_KEY="none")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = read_annotations(out_dir_of(p))
@@ -150,8 +167,7 @@ def run_vllm(vllm_engine: EngineLoop, vllm_model: Path, make_pipeline):
     from annotator.engine import Pipeline
 
     def run(rows: list[dict[str, Any]], task: dict[str, Any] | None = None, **teacher_overrides: Any):
-        teacher = {"backend": "vllm", "model": str(vllm_model), "max_tokens": 96, "batch_size": 64,
-                   **teacher_overrides}
+        teacher = {"backend": "vllm", "model": str(vllm_model), "max_tokens": 96, "batch_size": 64, **teacher_overrides}
         p = make_pipeline(rows, teacher=teacher)
         if task is not None:  # replace the label task of the default pipeline
             doc = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -194,8 +210,9 @@ def test_samples_vote(run_vllm):
 
 
 def test_rephrase(run_vllm):
-    manifest, records, _ = run_vllm(rows_of(TEXTS[:4]), task={"type": "rephrase", "n": 2, "styles": ["plain"]},
-                                    max_tokens=200)
+    manifest, records, _ = run_vllm(
+        rows_of(TEXTS[:4]), task={"type": "rephrase", "n": 2, "styles": ["plain"]}, max_tokens=200
+    )
     assert manifest.rows_total == 4
     ok = [r for r in records.values() if r["status"] == "ok"]
     assert ok, records
@@ -207,8 +224,9 @@ def test_rephrase(run_vllm):
 
 
 def test_qa(run_vllm):
-    manifest, records, _ = run_vllm(rows_of(TEXTS[:4]), task={"type": "qa", "max_pairs": 2, "require_grounding": False},
-                                    max_tokens=256)
+    manifest, records, _ = run_vllm(
+        rows_of(TEXTS[:4]), task={"type": "qa", "max_pairs": 2, "require_grounding": False}, max_tokens=256
+    )
     assert manifest.rows_total == 4
     ok = [r for r in records.values() if r["status"] == "ok"]
     assert ok, records

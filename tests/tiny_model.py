@@ -16,8 +16,9 @@ def tiny_base_model(out: Path) -> Path:
     from annotator.student.models import packaged_minilm_dir
 
     torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=128)
+    cfg = BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+    )
     BertModel(cfg).save_pretrained(out)
     AutoTokenizer.from_pretrained(packaged_minilm_dir()).save_pretrained(out)
     return out

@@ -107,8 +107,15 @@ def one_sided_p(d: np.ndarray, epsilon: float) -> tuple[float, float]:
 
 
 def _annotator_test(
-    j: int, name: str, rows: np.ndarray, humans: np.ndarray, teacher: np.ndarray, rated: np.ndarray,
-    scoring: str, epsilon: float, num,
+    j: int,
+    name: str,
+    rows: np.ndarray,
+    humans: np.ndarray,
+    teacher: np.ndarray,
+    rated: np.ndarray,
+    scoring: str,
+    epsilon: float,
+    num,
 ) -> AnnotatorTest:
     """Leave annotator ``j`` out on ``rows``: indicators, advantage probabilities and the one-sided t-test."""
     test = AnnotatorTest(annotator=name, n_items=len(rows))
@@ -143,13 +150,16 @@ def alt_test(
     if scoring not in ("accuracy", "neg_rmse"):
         raise ValueError(f"unknown scoring {scoring!r}")
     min_items = max(2, int(min_items))
-    result = AltTestResult(ran=False, scoring=scoring, epsilon=epsilon, alpha=alpha, n_annotators=len(annotators),
-                           min_items=min_items)
+    result = AltTestResult(
+        ran=False, scoring=scoring, epsilon=epsilon, alpha=alpha, n_annotators=len(annotators), min_items=min_items
+    )
     rated = humans >= 0
     keep = (teacher >= 0) & (rated.sum(axis=1) >= 2)
     result.n_items = int(keep.sum())
-    num = (lambda c: np.asarray(values, dtype=float)[c]) if scoring == "neg_rmse" and values is not None else (
-        lambda c: c.astype(float)
+    num = (
+        (lambda c: np.asarray(values, dtype=float)[c])
+        if scoring == "neg_rmse" and values is not None
+        else (lambda c: c.astype(float))
     )
     tests: list[AnnotatorTest] = []
     for j, name in enumerate(annotators):
@@ -177,7 +187,9 @@ def alt_test(
 def _decide(result: AltTestResult, tested: list[AnnotatorTest], alpha: float) -> None:
     """BY-adjust the annotators' p-values, count the teacher's wins and set the verdict fields of ``result``."""
     if not tested:
-        result.reason = f"no annotator has at least {result.min_items} items shared with another annotator and the teacher"
+        result.reason = (
+            f"no annotator has at least {result.min_items} items shared with another annotator and the teacher"
+        )
         return
     adjusted = benjamini_yekutieli([t.p_value for t in tested])
     for t, p_adj in zip(tested, adjusted):

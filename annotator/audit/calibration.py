@@ -77,6 +77,13 @@ def calibrate(
     if distinct == 1:
         reason = f"every confidence is {conf[0]:g} (e.g. one sample per item), so calibration says little"
     return Calibration(
-        available=True, reason=reason, n=n, ece=float(ece), mean_confidence=float(conf.mean()),
-        accuracy=float(corr.mean()), bins=bins, thresholds=rows, distinct_confidences=distinct,
+        available=True,
+        reason=reason,
+        n=n,
+        ece=float(ece),
+        mean_confidence=float(conf.mean()),
+        accuracy=float(corr.mean()),
+        bins=bins,
+        thresholds=rows,
+        distinct_confidences=distinct,
     )

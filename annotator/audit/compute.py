@@ -123,15 +123,21 @@ class _Stats:
         pair_counts = (onehot(gold, k) + self.t1[idx])[g]
         Ct = C + self.t1[idx]
         out = {
-            "accuracy": s["accuracy"], "micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"],
+            "accuracy": s["accuracy"],
+            "micro_f1": s["micro_f1"],
+            "macro_f1": s["macro_f1"],
             "tvm_pa": ag.percent_agreement(gold, t),
             "tvm_kappa": ag.kappa_from_confusion(cm, w),
             "tvm_alpha": self.alpha(pair_counts),
             "tvm_ac1": ag.gwet_ac1(pair_counts, k),
-            "hh_fleiss": ag.fleiss_kappa(C), "hh_alpha": self.alpha(C), "hh_ac1": ag.gwet_ac1(C, k),
+            "hh_fleiss": ag.fleiss_kappa(C),
+            "hh_alpha": self.alpha(C),
+            "hh_ac1": ag.gwet_ac1(C, k),
             "th_kappa": _nanmean([ag.cohen_kappa(t, H[:, j], k, w) for j in range(self.m)]),
             "th_pa": _nanmean([ag.percent_agreement(t, H[:, j]) for j in range(self.m)]),
-            "ht_fleiss": ag.fleiss_kappa(Ct), "ht_alpha": self.alpha(Ct), "ht_ac1": ag.gwet_ac1(Ct, k),
+            "ht_fleiss": ag.fleiss_kappa(Ct),
+            "ht_alpha": self.alpha(Ct),
+            "ht_ac1": ag.gwet_ac1(Ct, k),
         }
         if self.design_w is not None:
             w_g = self.design_w[idx][g]
@@ -164,12 +170,19 @@ def _per_category(d: AuditData) -> list[Category]:
         th = teacher_hits[sel].sum() / m[sel].sum() if sel.any() else math.nan
         acc = float((d.teacher[sel] == c).mean()) if sel.any() else math.nan
         low = bool(math.isfinite(kappa[c]) and kappa[c] < LOW_CATEGORY_KAPPA)
-        out.append(Category(
-            label=label, n_majority_items=int(sel.sum()), human_pair_agreement=_none(hh),
-            teacher_human_agreement=_none(th), teacher_accuracy=_none(acc),
-            human_specific_agreement=_none(h_sa[c]), teacher_specific_agreement=_none(t_sa[c]),
-            human_category_kappa=_none(kappa[c]), low_human_agreement=low,
-        ))
+        out.append(
+            Category(
+                label=label,
+                n_majority_items=int(sel.sum()),
+                human_pair_agreement=_none(hh),
+                teacher_human_agreement=_none(th),
+                teacher_accuracy=_none(acc),
+                human_specific_agreement=_none(h_sa[c]),
+                teacher_specific_agreement=_none(t_sa[c]),
+                human_category_kappa=_none(kappa[c]),
+                low_human_agreement=low,
+            )
+        )
     return out
 
 
@@ -188,16 +201,19 @@ def _numeric(d: AuditData) -> Numeric:
         others = (C[rows] @ v - x) / (m[rows] - 1)
         loo.extend(np.abs(x - others).tolist())
     return Numeric(
-        teacher_mae=_none(float(np.mean(np.abs(err)))), teacher_rmse=_none(float(np.sqrt(np.mean(err**2)))),
-        teacher_pearson=_none(r), human_loo_mae=_none(float(np.mean(loo))) if loo else None,
+        teacher_mae=_none(float(np.mean(np.abs(err)))),
+        teacher_rmse=_none(float(np.sqrt(np.mean(err**2)))),
+        teacher_pearson=_none(r),
+        human_loo_mae=_none(float(np.mean(loo))) if loo else None,
     )
 
 
 Est = Callable[[str], Estimate]
 
 
-def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str,
-            teacher_model: str | None) -> AuditReport:
+def compute(
+    d: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str, teacher_model: str | None
+) -> AuditReport:
     """Every section of the report from the encoded data: point estimates, bootstrap CIs, alt-test, gate."""
     stats = _Stats(d)
     n = len(d.items)
@@ -211,8 +227,16 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
 
     categories = _per_category(d)
     scoring = "neg_rmse" if d.level == "interval" else "accuracy"
-    alt = alt_test(d.H, d.teacher, d.annotators, scoring=scoring, epsilon=opts.epsilon, alpha=opts.alpha,
-                   values=d.values, min_items=opts.alt_test_min_items)
+    alt = alt_test(
+        d.H,
+        d.teacher,
+        d.annotators,
+        scoring=scoring,
+        epsilon=opts.epsilon,
+        alpha=opts.alpha,
+        values=d.values,
+        min_items=opts.alt_test_min_items,
+    )
     g = d.majority >= 0
     calibration = calibrate(d.confidence[g], d.majority[g] == d.teacher[g])
     ratings = {a: int((d.H[:, j] >= 0).sum()) for j, a in enumerate(d.annotators)}
@@ -220,11 +244,23 @@ def compute(d: AuditData, opts: AuditOptions, humans_format: str, teacher_source
         annotator_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         inputs=Inputs(
-            humans=str(opts.humans), humans_format=humans_format, teacher=str(opts.teacher),
-            teacher_source=teacher_source, teacher_model=teacher_model, level=d.level, labels=d.labels,
-            label_source=d.label_source, epsilon=opts.epsilon, alpha=opts.alpha, bootstrap=opts.bootstrap,
-            seed=opts.seed, confidence_level=confidence_level, kappa_weights=stats.w, gate_metric=opts.gate_metric,
-            min_agreement=opts.min_agreement, alt_test_min_items=opts.alt_test_min_items,
+            humans=str(opts.humans),
+            humans_format=humans_format,
+            teacher=str(opts.teacher),
+            teacher_source=teacher_source,
+            teacher_model=teacher_model,
+            level=d.level,
+            labels=d.labels,
+            label_source=d.label_source,
+            epsilon=opts.epsilon,
+            alpha=opts.alpha,
+            bootstrap=opts.bootstrap,
+            seed=opts.seed,
+            confidence_level=confidence_level,
+            kappa_weights=stats.w,
+            gate_metric=opts.gate_metric,
+            min_agreement=opts.min_agreement,
+            alt_test_min_items=opts.alt_test_min_items,
         ),
         coverage=Coverage(annotators=d.annotators, ratings_per_annotator=ratings, **d.coverage),
         warnings=list(d.warnings),
@@ -246,12 +282,21 @@ def _classification(d: AuditData, est: Est) -> Classification:
     pc = cls.per_class(cm)
     summ = cls.summary(cm)
     return Classification(
-        n_items=int(cm.sum()), accuracy=est("accuracy"), micro_f1=est("micro_f1"), macro_f1=est("macro_f1"),
+        n_items=int(cm.sum()),
+        accuracy=est("accuracy"),
+        micro_f1=est("micro_f1"),
+        macro_f1=est("macro_f1"),
         weighted_f1=_none(summ["weighted_f1"]),
         design_weighted_accuracy=est("accuracy_design") if d.inclusion_prob is not None else None,
         per_class=[
-            ClassMetrics(label=lab, precision=float(pc["precision"][i]), recall=float(pc["recall"][i]),
-                         f1=float(pc["f1"][i]), support=int(pc["support"][i]), predicted=int(pc["predicted"][i]))
+            ClassMetrics(
+                label=lab,
+                precision=float(pc["precision"][i]),
+                recall=float(pc["recall"][i]),
+                f1=float(pc["f1"][i]),
+                support=int(pc["support"][i]),
+                predicted=int(pc["predicted"][i]),
+            )
             for i, lab in enumerate(d.labels)
         ],
         confusion_matrix=ConfusionMatrix(labels=d.labels, matrix=cm.tolist()),
@@ -264,31 +309,45 @@ def _agreement(d: AuditData, stats: _Stats, est: Est) -> Agreement:
 
     def pair(a: str, b: str, x: np.ndarray, y: np.ndarray) -> PairAgreement:
         both = int(((x >= 0) & (y >= 0)).sum())
-        return PairAgreement(a=a, b=b, n_items=both, cohen_kappa=_none(ag.cohen_kappa(x, y, k, w)),
-                             percent_agreement=_none(ag.percent_agreement(x, y)))
+        return PairAgreement(
+            a=a,
+            b=b,
+            n_items=both,
+            cohen_kappa=_none(ag.cohen_kappa(x, y, k, w)),
+            percent_agreement=_none(ag.percent_agreement(x, y)),
+        )
 
     names = d.annotators
     all_idx = np.arange(len(d.items))
     return Agreement(
         kappa_weights=w,
         teacher_vs_majority=TeacherVsMajority(
-            n_items=int((d.majority >= 0).sum()), percent_agreement=est("tvm_pa"), cohen_kappa=est("tvm_kappa"),
-            krippendorff_alpha=est("tvm_alpha"), gwet_ac1=est("tvm_ac1"),
+            n_items=int((d.majority >= 0).sum()),
+            percent_agreement=est("tvm_pa"),
+            cohen_kappa=est("tvm_kappa"),
+            krippendorff_alpha=est("tvm_alpha"),
+            gwet_ac1=est("tvm_ac1"),
         ),
         human_human=HumanHuman(
-            fleiss_kappa=est("hh_fleiss"), krippendorff_alpha=est("hh_alpha"), gwet_ac1=est("hh_ac1"),
-            mean_pairwise_cohen_kappa=est("hh_kappa"), mean_pairwise_percent_agreement=est("hh_pa"),
+            fleiss_kappa=est("hh_fleiss"),
+            krippendorff_alpha=est("hh_alpha"),
+            gwet_ac1=est("hh_ac1"),
+            mean_pairwise_cohen_kappa=est("hh_kappa"),
+            mean_pairwise_percent_agreement=est("hh_pa"),
             pairs=[pair(names[a], names[b], d.H[:, a], d.H[:, b]) for a, b in stats.pairs],
         ),
         teacher_human=TeacherHuman(
-            mean_cohen_kappa=est("th_kappa"), mean_percent_agreement=est("th_pa"),
+            mean_cohen_kappa=est("th_kappa"),
+            mean_percent_agreement=est("th_pa"),
             per_annotator=[pair("teacher", names[j], t, d.H[:, j]) for j in range(len(names))],
             with_teacher_added=GroupAgreement(
                 fleiss_kappa=est("ht_fleiss"), krippendorff_alpha=est("ht_alpha"), gwet_ac1=est("ht_ac1")
             ),
             alpha_teacher_substituted=est("sub_alpha"),
             substituted=[
-                SubstitutedAlpha(annotator=names[j], krippendorff_alpha=_none(stats.alpha(stats.substituted(all_idx, j))))
+                SubstitutedAlpha(
+                    annotator=names[j], krippendorff_alpha=_none(stats.alpha(stats.substituted(all_idx, j)))
+                )
                 for j in range(len(names))
             ],
         ),
@@ -298,12 +357,22 @@ def _agreement(d: AuditData, stats: _Stats, est: Est) -> Agreement:
 def _gate(point: dict[str, float], alt: AltTestResult, opts: AuditOptions) -> Gate:
     """The --gate-metric's value and whether it reaches --min-agreement (None when no minimum is given)."""
     gate_values = {
-        "krippendorff_alpha": point["tvm_alpha"], "cohen_kappa": point["tvm_kappa"], "gwet_ac1": point["tvm_ac1"],
-        "accuracy": point["accuracy"], "macro_f1": point["macro_f1"], "mean_cohen_kappa": point["th_kappa"],
-        "alpha_substituted": point["sub_alpha"], "winning_rate": alt.winning_rate,
+        "krippendorff_alpha": point["tvm_alpha"],
+        "cohen_kappa": point["tvm_kappa"],
+        "gwet_ac1": point["tvm_ac1"],
+        "accuracy": point["accuracy"],
+        "macro_f1": point["macro_f1"],
+        "mean_cohen_kappa": point["th_kappa"],
+        "alpha_substituted": point["sub_alpha"],
+        "winning_rate": alt.winning_rate,
         "advantage_probability": alt.advantage_probability,
     }
     value = _none(gate_values[opts.gate_metric])
     passed = None if opts.min_agreement is None else (value is not None and value >= opts.min_agreement)
-    return Gate(metric=opts.gate_metric, description=GATE_METRICS[opts.gate_metric], value=value,
-                min_agreement=opts.min_agreement, passed=passed)
+    return Gate(
+        metric=opts.gate_metric,
+        description=GATE_METRICS[opts.gate_metric],
+        value=value,
+        min_agreement=opts.min_agreement,
+        passed=passed,
+    )

@@ -117,10 +117,20 @@ def build(
         )
     probs = np.array([humans.inclusion_prob[i] for i in items], dtype=float) if humans.inclusion_prob else None
     return AuditData(
-        labels=label_set, level=level, values=values, label_source=label_source, items=items,
-        annotators=annotators, H=H, teacher=np.array([lookup(teacher.labels[i]) for i in items], dtype=np.int64),
-        confidence=np.array([teacher.confidence.get(i, np.nan) for i in items], dtype=float), counts=counts,
-        majority=majority, coverage=coverage, warnings=warnings, inclusion_prob=probs,
+        labels=label_set,
+        level=level,
+        values=values,
+        label_source=label_source,
+        items=items,
+        annotators=annotators,
+        H=H,
+        teacher=np.array([lookup(teacher.labels[i]) for i in items], dtype=np.int64),
+        confidence=np.array([teacher.confidence.get(i, np.nan) for i in items], dtype=float),
+        counts=counts,
+        majority=majority,
+        coverage=coverage,
+        warnings=warnings,
+        inclusion_prob=probs,
     )
 
 
@@ -183,8 +193,10 @@ def _evaluated_items(
     failed_on_human = [i for i in humans.ratings if i not in teacher.labels and i not in teacher.left_to_humans]
     items = [i for i in humans.ratings if i in teacher.labels]
     if queued:
-        warnings.append(f"{len(queued)} human-labelled item(s) excluded: the cascade left them to humans (it labels "
-                        f"no such row): {few(queued)}")
+        warnings.append(
+            f"{len(queued)} human-labelled item(s) excluded: the cascade left them to humans (it labels "
+            f"no such row): {few(queued)}"
+        )
     if failed_on_human:
         warnings.append(
             f"{len(failed_on_human)} human-labelled item(s) excluded because the teacher failed on them: "
@@ -218,7 +230,10 @@ def _human_codes(humans: HumanAnnotations, items: list[str], annotators: list[st
 
 
 def _coverage(
-    humans: HumanAnnotations, teacher: TeacherAnnotations, failed_on_human: int, per_item: np.ndarray,
+    humans: HumanAnnotations,
+    teacher: TeacherAnnotations,
+    failed_on_human: int,
+    per_item: np.ndarray,
     majority: np.ndarray,
 ) -> dict[str, int]:
     """What was evaluated out of what was given (report.json ``coverage``)."""

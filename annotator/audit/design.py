@@ -30,7 +30,7 @@ def read_inclusion_probs(df: pl.DataFrame, id_col: str, path: str | Path) -> dic
         return {}
     out: dict[str, float] = {}
     for n, (raw_id, raw_p) in enumerate(zip(df[id_col].to_list(), df[INCLUSION_COLUMN].to_list()), start=2):
-        item, p = normalize_id(raw_id), to_float(raw_p)
+        item, p = normalize_id(raw_id), None if isinstance(raw_p, bool) else to_float(raw_p)
         if item is None:
             continue
         if p is None or not 0.0 < p <= 1.0:

@@ -29,8 +29,27 @@ log = logging.getLogger(__name__)
 
 # Columns of a wide file that are never annotators.
 NON_ANNOTATOR_COLUMNS = frozenset(
-    {"text", "title", "content", "input", "body", "sentence", "gold", "majority", "comment", "comments",
-     "notes", "note", "meta", "metadata", "source", "url", "lang", "language", INCLUSION_COLUMN}
+    {
+        "text",
+        "title",
+        "content",
+        "input",
+        "body",
+        "sentence",
+        "gold",
+        "majority",
+        "comment",
+        "comments",
+        "notes",
+        "note",
+        "meta",
+        "metadata",
+        "source",
+        "url",
+        "lang",
+        "language",
+        INCLUSION_COLUMN,
+    }
 )
 
 
@@ -99,8 +118,9 @@ def _wide_columns(
 ) -> tuple[str, list[str]]:
     """Not long format: ``("simple", [label column])`` (item_id,label or a lone gold/majority column: one
     annotator) or ``("wide", annotator columns)``."""
-    ann_cols = [c for c in columns
-                if c != id_col and c.lower() not in NON_ANNOTATOR_COLUMNS and c not in not_annotators]
+    ann_cols = [
+        c for c in columns if c != id_col and c.lower() not in NON_ANNOTATOR_COLUMNS and c not in not_annotators
+    ]
     if "annotator" in columns:
         raise InputDataError(
             f"human annotations {path}: looks like long format but has no 'label' column "
@@ -162,6 +182,11 @@ def load_humans(path: str | Path, not_annotators: tuple[str, ...] = ()) -> Human
     if not ratings:
         raise InputDataError(f"human annotations {path}: no labels found (every label cell is empty)")
     return HumanAnnotations(
-        ratings=ratings, annotators=annotators, format="label-studio" if label_studio else fmt, path=str(path),
-        ignored_columns=ignored, dropped_annotators=dropped, inclusion_prob=read_inclusion_probs(df, id_col, path),
+        ratings=ratings,
+        annotators=annotators,
+        format="label-studio" if label_studio else fmt,
+        path=str(path),
+        ignored_columns=ignored,
+        dropped_annotators=dropped,
+        inclusion_prob=read_inclusion_probs(df, id_col, path),
     )

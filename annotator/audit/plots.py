@@ -22,12 +22,17 @@ def _plt() -> Any:
     return plt
 
 
-def save_png(fig: Any, path: Path) -> None:
-    """Write the figure as a PNG (120 dpi), atomically (:func:`annotator.rundir.atomic_write_bytes`); close it."""
+def png_bytes(fig: Any) -> bytes:
+    """The figure as a PNG (120 dpi); closes it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write the figure as a PNG (:func:`png_bytes`), atomically (:func:`annotator.rundir.atomic_write_bytes`)."""
+    atomic_write_bytes(path, png_bytes(fig))
 
 
 def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
@@ -41,8 +46,15 @@ def confusion_matrix_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
-                        color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
     ax.set_xticks(range(k), labels, rotation=45, ha="right")
     ax.set_yticks(range(k), labels)
     ax.set_xlabel("teacher label")
@@ -83,10 +95,22 @@ def calibration_png(cal: Calibration, path: Path) -> None:
     filled = [b for b in cal.bins if b.n]
     centers = [(b.low + b.high) / 2 for b in cal.bins]
     width = cal.bins[0].high - cal.bins[0].low if cal.bins else 0.1
-    ax.bar([(b.low + b.high) / 2 for b in filled], [b.accuracy for b in filled], width=width * 0.9,
-           alpha=0.7, color="#4C72B0", edgecolor="black", label="accuracy vs human majority")
-    ax.plot([b.confidence for b in filled], [b.accuracy for b in filled], "o", color="#DD8452",
-            label="(mean confidence, accuracy)")
+    ax.bar(
+        [(b.low + b.high) / 2 for b in filled],
+        [b.accuracy for b in filled],
+        width=width * 0.9,
+        alpha=0.7,
+        color="#4C72B0",
+        edgecolor="black",
+        label="accuracy vs human majority",
+    )
+    ax.plot(
+        [b.confidence for b in filled],
+        [b.accuracy for b in filled],
+        "o",
+        color="#DD8452",
+        label="(mean confidence, accuracy)",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -103,7 +127,9 @@ def _point_and_err(estimates: list[Estimate | None]) -> tuple[np.ndarray, np.nda
     """Bar heights (nan -> 0) and asymmetric error bars (0 where there is no interval)."""
     v = np.array([np.nan if e is None or e.value is None else e.value for e in estimates], dtype=float)
     lo = np.array([0.0 if e is None or e.ci_low is None or e.value is None else e.value - e.ci_low for e in estimates])
-    hi = np.array([0.0 if e is None or e.ci_high is None or e.value is None else e.ci_high - e.value for e in estimates])
+    hi = np.array(
+        [0.0 if e is None or e.ci_high is None or e.value is None else e.ci_high - e.value for e in estimates]
+    )
     return np.nan_to_num(v), np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)])
 
 
@@ -112,9 +138,11 @@ def agreement_by_slice_png(s: Slices, path: Path) -> None:
     plt = _plt()
     x = np.arange(len(s.slices))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(s.slices) + 2), 4.2))
-    series = [("human-human kappa", [c.human_human_kappa for c in s.slices], "#4C72B0"),
-              ("teacher-human kappa", [c.teacher_human_kappa for c in s.slices], "#DD8452"),
-              ("teacher accuracy", [c.accuracy for c in s.slices], "#55A868")]
+    series = [
+        ("human-human kappa", [c.human_human_kappa for c in s.slices], "#4C72B0"),
+        ("teacher-human kappa", [c.teacher_human_kappa for c in s.slices], "#DD8452"),
+        ("teacher accuracy", [c.accuracy for c in s.slices], "#55A868"),
+    ]
     for i, (name, ests, colour) in enumerate(series):
         v, err = _point_and_err(ests)
         ax.bar(x + (i - 1) * 0.27, v, width=0.27, yerr=err, capsize=2, label=name, color=colour)

@@ -81,16 +81,34 @@ def _md_data(r: AuditReport) -> list[str]:
         ["", ""],
         [
             ["human file", f"`{inp.humans}` ({inp.humans_format} format)"],
-            ["teacher", f"`{inp.teacher}` ({inp.teacher_source}" + (f", model `{inp.teacher_model}`)" if inp.teacher_model else ")")],
+            [
+                "teacher",
+                f"`{inp.teacher}` ({inp.teacher_source}"
+                + (f", model `{inp.teacher_model}`)" if inp.teacher_model else ")"),
+            ],
             ["annotators", ", ".join(f"{a} ({cov.ratings_per_annotator[a]})" for a in cov.annotators)],
             ["label set", f"{', '.join(inp.labels)} (from {inp.label_source}; level {inp.level})"],
             ["human items / ratings", f"{cov.human_items} / {cov.human_ratings}"],
-            ["evaluated items", f"{cov.evaluated_items} (ratings per item {cov.min_ratings_per_item}-{cov.max_ratings_per_item})"],
-            ["teacher items / failed", f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on "
-                f"human items, excluded)"],
+            [
+                "evaluated items",
+                f"{cov.evaluated_items} (ratings per item {cov.min_ratings_per_item}-{cov.max_ratings_per_item})",
+            ],
+            [
+                "teacher items / failed",
+                f"{cov.teacher_items} / {cov.teacher_failed} ({cov.teacher_failed_on_human_items} on "
+                f"human items, excluded)",
+            ],
             ["teacher-only items (no human label)", cov.teacher_only_items],
-            *([["teacher cost", f"${inp.teacher_cost_usd:,.4f} in all, ${inp.teacher_cost_per_item_usd:.6f} per item"]]
-              if inp.teacher_cost_usd is not None and inp.teacher_cost_per_item_usd is not None else []),
+            *(
+                [
+                    [
+                        "teacher cost",
+                        f"${inp.teacher_cost_usd:,.4f} in all, ${inp.teacher_cost_per_item_usd:.6f} per item",
+                    ]
+                ]
+                if inp.teacher_cost_usd is not None and inp.teacher_cost_per_item_usd is not None
+                else []
+            ),
             ["tied human majority (excluded from 1 and 5)", cov.tied_majority_items],
         ],
     )
@@ -105,15 +123,21 @@ def _md_classification(r: AuditReport) -> list[str]:
     tvm = ag.teacher_vs_majority
     L = ["## 1. Teacher vs human majority", "", f"{c.n_items} items with a majority label.", ""]
     if c.design_weighted_accuracy is not None:
-        L += ["The human sheet records its sampling design (`inclusion_prob`): the design-corrected accuracy weights "
-              "each item by 1/inclusion_prob (Hajek estimator) and estimates the accuracy over the whole run; the "
-              "other numbers describe the sampled items as they are.", ""]
+        L += [
+            "The human sheet records its sampling design (`inclusion_prob`): the design-corrected accuracy weights "
+            "each item by 1/inclusion_prob (Hajek estimator) and estimates the accuracy over the whole run; the "
+            "other numbers describe the sampled items as they are.",
+            "",
+        ]
     L += markdown_table(
         ["metric", f"value [{_ci(r)} CI]"],
         [
             ["accuracy", fe(c.accuracy)],
-            *([["accuracy, design-corrected (weights 1/inclusion_prob)", fe(c.design_weighted_accuracy)]]
-              if c.design_weighted_accuracy is not None else []),
+            *(
+                [["accuracy, design-corrected (weights 1/inclusion_prob)", fe(c.design_weighted_accuracy)]]
+                if c.design_weighted_accuracy is not None
+                else []
+            ),
             ["micro F1", fe(c.micro_f1)],
             ["macro F1", fe(c.macro_f1)],
             ["weighted F1", f(c.weighted_f1)],
@@ -128,7 +152,9 @@ def _md_classification(r: AuditReport) -> list[str]:
     )
     L += ["Confusion matrix (rows: human majority, columns: teacher):", ""]
     cm = c.confusion_matrix
-    L += markdown_table([""] + [f"`{x}`" for x in cm.labels], [[f"`{x}`"] + row for x, row in zip(cm.labels, cm.matrix)])
+    L += markdown_table(
+        [""] + [f"`{x}`" for x in cm.labels], [[f"`{x}`"] + row for x, row in zip(cm.labels, cm.matrix)]
+    )
     if "confusion_matrix" in r.files:
         L += ["![confusion matrix](confusion_matrix.png)", ""]
     return L
@@ -143,7 +169,12 @@ def _md_chance_agreement(r: AuditReport) -> list[str]:
         ["coefficient", "humans only", "humans + teacher", "teacher vs majority"],
         [
             ["Fleiss' kappa", fe(hh.fleiss_kappa), fe(th.with_teacher_added.fleiss_kappa), "-"],
-            [f"Krippendorff's alpha ({inp.level})", fe(hh.krippendorff_alpha), fe(th.with_teacher_added.krippendorff_alpha), fe(tvm.krippendorff_alpha)],
+            [
+                f"Krippendorff's alpha ({inp.level})",
+                fe(hh.krippendorff_alpha),
+                fe(th.with_teacher_added.krippendorff_alpha),
+                fe(tvm.krippendorff_alpha),
+            ],
             ["Gwet's AC1", fe(hh.gwet_ac1), fe(th.with_teacher_added.gwet_ac1), fe(tvm.gwet_ac1)],
             ["Cohen's kappa (mean over pairs)", fe(hh.mean_pairwise_cohen_kappa), "-", fe(tvm.cohen_kappa)],
         ],
@@ -152,7 +183,10 @@ def _md_chance_agreement(r: AuditReport) -> list[str]:
     L += ["Pairwise Cohen's kappa (means above use the pairs sharing at least 2 items):", ""]
     L += markdown_table(
         ["rater A", "rater B", "items", "kappa", "agreement"],
-        [[p.a, p.b, p.n_items, f(p.cohen_kappa), f(p.percent_agreement)] for p in shown[:MAX_PAIR_ROWS] + th.per_annotator],
+        [
+            [p.a, p.b, p.n_items, f(p.cohen_kappa), f(p.percent_agreement)]
+            for p in shown[:MAX_PAIR_ROWS] + th.per_annotator
+        ],
     )
     if len(shown) > MAX_PAIR_ROWS:
         L += [f"({len(shown) - MAX_PAIR_ROWS} more human pairs in report.json.)", ""]
@@ -168,11 +202,20 @@ def _md_teacher_vs_humans(r: AuditReport) -> list[str]:
         [
             ["mean pairwise Cohen's kappa", fe(hh.mean_pairwise_cohen_kappa), fe(th.mean_cohen_kappa)],
             ["mean pairwise % agreement", fe(hh.mean_pairwise_percent_agreement), fe(th.mean_percent_agreement)],
-            ["Krippendorff's alpha (humans / teacher substituted for one human)", fe(hh.krippendorff_alpha), fe(th.alpha_teacher_substituted)],
+            [
+                "Krippendorff's alpha (humans / teacher substituted for one human)",
+                fe(hh.krippendorff_alpha),
+                fe(th.alpha_teacher_substituted),
+            ],
         ],
     )
     if th.substituted:
-        L += ["Alpha with the teacher substituted for: " + ", ".join(f"{s.annotator} {f(s.krippendorff_alpha)}" for s in th.substituted) + ".", ""]
+        L += [
+            "Alpha with the teacher substituted for: "
+            + ", ".join(f"{s.annotator} {f(s.krippendorff_alpha)}" for s in th.substituted)
+            + ".",
+            "",
+        ]
     L += [
         "Per category (rows with **LOW** are categories where humans disagree: category kappa < 0.4). "
         "*Items* = items whose human majority is the label; *specific agreement* = of the ratings of that label, "
@@ -180,12 +223,29 @@ def _md_teacher_vs_humans(r: AuditReport) -> list[str]:
         "",
     ]
     L += markdown_table(
-        ["label", "items", "human-human pairs agree", "teacher-human pairs agree", "teacher acc.",
-         "human specific agr.", "teacher specific agr.", "human category kappa", "flag"],
         [
-            [f"`{k.label}`", k.n_majority_items, f(k.human_pair_agreement), f(k.teacher_human_agreement),
-             f(k.teacher_accuracy), f(k.human_specific_agreement), f(k.teacher_specific_agreement),
-             f(k.human_category_kappa), "**LOW**" if k.low_human_agreement else ""]
+            "label",
+            "items",
+            "human-human pairs agree",
+            "teacher-human pairs agree",
+            "teacher acc.",
+            "human specific agr.",
+            "teacher specific agr.",
+            "human category kappa",
+            "flag",
+        ],
+        [
+            [
+                f"`{k.label}`",
+                k.n_majority_items,
+                f(k.human_pair_agreement),
+                f(k.teacher_human_agreement),
+                f(k.teacher_accuracy),
+                f(k.human_specific_agreement),
+                f(k.teacher_specific_agreement),
+                f(k.human_category_kappa),
+                "**LOW**" if k.low_human_agreement else "",
+            ]
             for k in r.per_category
         ],
     )
@@ -209,15 +269,30 @@ def _md_alt_test(r: AuditReport) -> list[str]:
         L += markdown_table(
             ["annotator", "items", "rho teacher", "rho human", "t", "p", "p (BY)", "teacher wins"],
             [
-                [t.annotator, t.n_items, f(t.rho_teacher), f(t.rho_human), f(t.t_statistic, 2), f(t.p_value, 4),
-                 f(t.p_adjusted, 4), ("yes" if t.teacher_wins else "no") if t.skipped is None else f"skipped: {t.skipped}"]
+                [
+                    t.annotator,
+                    t.n_items,
+                    f(t.rho_teacher),
+                    f(t.rho_human),
+                    f(t.t_statistic, 2),
+                    f(t.p_value, 4),
+                    f(t.p_adjusted, 4),
+                    ("yes" if t.teacher_wins else "no") if t.skipped is None else f"skipped: {t.skipped}",
+                ]
                 for t in a.annotators
             ],
         )
-        L += [f"Winning rate omega = {f(a.winning_rate, 2)}; average advantage probability rho = "
-              f"{f(a.advantage_probability, 3)} ({a.n_items} items).", ""]
-    L += [f"Annotators with fewer than {a.min_items} items (`--alt-test-min-items`) are excluded, as in the "
-          "authors' reference implementation" + (f"; excluded: {', '.join(a.excluded)}." if a.excluded else "; none was."), ""]
+        L += [
+            f"Winning rate omega = {f(a.winning_rate, 2)}; average advantage probability rho = "
+            f"{f(a.advantage_probability, 3)} ({a.n_items} items).",
+            "",
+        ]
+    L += [
+        f"Annotators with fewer than {a.min_items} items (`--alt-test-min-items`) are excluded, as in the "
+        "authors' reference implementation"
+        + (f"; excluded: {', '.join(a.excluded)}." if a.excluded else "; none was."),
+        "",
+    ]
     L += [f"- {w}" for w in a.warnings]
     if a.warnings:
         L += [""]
@@ -230,8 +305,11 @@ def _md_calibration(r: AuditReport) -> list[str]:
     L = ["## 5. Calibration of the teacher's confidence", ""]
     if not cal.available:
         return L + [f"Skipped: {cal.reason}.", ""]
-    L += [f"Against the human majority label on {cal.n} items: ECE = {f(cal.ece)}, mean confidence "
-          f"{f(cal.mean_confidence)}, accuracy {f(cal.accuracy)}." + (f" Note: {cal.reason}." if cal.reason else ""), ""]
+    L += [
+        f"Against the human majority label on {cal.n} items: ECE = {f(cal.ece)}, mean confidence "
+        f"{f(cal.mean_confidence)}, accuracy {f(cal.accuracy)}." + (f" Note: {cal.reason}." if cal.reason else ""),
+        "",
+    ]
     L += markdown_table(
         ["confidence bin", "items", "mean confidence", "accuracy"],
         [[f"({b.low:.1f}, {b.high:.1f}]", b.n, f(b.confidence), f(b.accuracy)] for b in cal.bins if b.n],
@@ -253,9 +331,12 @@ def _md_numeric(r: AuditReport) -> list[str]:
         return []
     return ["## Numeric ratings", ""] + markdown_table(
         ["", "value"],
-        [["teacher MAE vs human mean", f(n.teacher_mae)], ["teacher RMSE vs human mean", f(n.teacher_rmse)],
-         ["teacher Pearson r vs human mean", f(n.teacher_pearson)],
-         ["human MAE vs mean of the other humans", f(n.human_loo_mae)]],
+        [
+            ["teacher MAE vs human mean", f(n.teacher_mae)],
+            ["teacher RMSE vs human mean", f(n.teacher_rmse)],
+            ["teacher Pearson r vs human mean", f(n.teacher_pearson)],
+            ["human MAE vs mean of the other humans", f(n.human_loo_mae)],
+        ],
     )
 
 
@@ -278,20 +359,47 @@ def _md_method_notes(r: AuditReport) -> list[str]:
 
 def _slices_markdown(s: Slices, plot: bool) -> list[str]:
     """The per-slice table of ``audit --by COLUMN``."""
-    L = [f"## Results by slice: `{s.column}`", "",
-         f"Each slice is audited on its own (same metrics, bootstrap and alt-test as above); `{s.column}` read from "
-         f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are "
-             f"reported as too small.", ""]
+    L = [
+        f"## Results by slice: `{s.column}`",
+        "",
+        f"Each slice is audited on its own (same metrics, bootstrap and alt-test as above); `{s.column}` read from "
+        f"{s.source}. Slices with fewer than {s.min_slice_items} items (`--min-slice-items`) are "
+        f"reported as too small.",
+        "",
+    ]
     rows = []
     for x in s.slices:
         if x.too_small:
             rows.append([x.value, x.n_items, x.n_annotators, "", "", "", "", "", "too small"])
             continue
         verdict = {True: "PASSED", False: "FAILED", None: "not run"}[x.alt_test_passed]
-        rows.append([x.value, x.n_items, x.n_annotators, fe(x.accuracy), fe(x.macro_f1),
-                     fe(x.teacher_vs_majority_alpha), fe(x.human_human_kappa), fe(x.teacher_human_kappa), verdict])
-    L += markdown_table(["slice", "items", "annotators", "accuracy", "macro F1", "alpha teacher vs majority",
-                 "human-human kappa", "teacher-human kappa", "alt-test"], rows)
+        rows.append(
+            [
+                x.value,
+                x.n_items,
+                x.n_annotators,
+                fe(x.accuracy),
+                fe(x.macro_f1),
+                fe(x.teacher_vs_majority_alpha),
+                fe(x.human_human_kappa),
+                fe(x.teacher_human_kappa),
+                verdict,
+            ]
+        )
+    L += markdown_table(
+        [
+            "slice",
+            "items",
+            "annotators",
+            "accuracy",
+            "macro F1",
+            "alpha teacher vs majority",
+            "human-human kappa",
+            "teacher-human kappa",
+            "alt-test",
+        ],
+        rows,
+    )
     if plot:
         L += ["![agreement by slice](agreement_by_slice.png)", ""]
     return L

@@ -173,7 +173,9 @@ class SliceResult(_Model):
     macro_f1: Estimate | None = None
     teacher_vs_majority_alpha: Estimate | None = None
     human_human_kappa: Estimate | None = Field(default=None, description="mean pairwise Cohen's kappa of the humans")
-    teacher_human_kappa: Estimate | None = Field(default=None, description="mean Cohen's kappa of the teacher with each human")
+    teacher_human_kappa: Estimate | None = Field(
+        default=None, description="mean Cohen's kappa of the teacher with each human"
+    )
     human_human_alpha: Estimate | None = None
     alt_test_passed: bool | None = None
     alt_test_verdict: str = "too small"

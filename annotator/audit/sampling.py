@@ -6,7 +6,7 @@ Designs (all seeded, drawn from the run's successfully labelled items):
 * ``stratified``: strata are the teacher's labels; every label first gets an equal share of half the sample (all
   its items when it has fewer: rare classes are covered), the rest is proportional to the label's size.
 * ``uncertain``: strata are bands of the teacher's confidence; low-confidence bands are oversampled (allocation
-  proportional to ``N_h * (1 - mean confidence_h + 0.1)``).
+  proportional to ``N_h * (1 - mean confidence_h + 0.1)``, at least one draw per band).
 * ``confidence``: Confidence-Driven Inference (Gligoric et al., NAACL 2025, sec. 3), for ``annotator estimate``:
   an item's inclusion probability is proportional to the estimated standard deviation of its teacher label's error,
   ``u_h = sqrt(e_h)``, mixed with the uniform rate: ``pi_h = n/N * ((1 - tau) u_h / mean(u) + tau)`` with
@@ -16,9 +16,10 @@ Designs (all seeded, drawn from the run's successfully labelled items):
   values (self-consistency vote shares), or bands of width 0.05 when there are more than 20; each gets at least one
   draw, so every item can be drawn (``pi > 0``), which the estimate's validity needs.
 
-Within a stratum ``h`` items are drawn without replacement, so the inclusion probability is exactly
-``pi_i = n_h / N_h``; it is written to the sheet (column ``inclusion_prob``) and the audit reports the accuracy
-weighted by ``1 / pi_i`` next to the raw one.
+Every design gives each of its strata at least one draw (``--n`` must be at least the number of strata), so every
+item of the run has a positive inclusion probability. Within a stratum ``h`` items are drawn without replacement,
+so the inclusion probability is exactly ``pi_i = n_h / N_h``; it is written to the sheet (column
+``inclusion_prob``) and the audit reports the accuracy weighted by ``1 / pi_i`` next to the raw one.
 
 Overlap: ``annotators`` people, ``per_item`` of them per item, assigned round-robin over the shuffled items so
 every annotator gets ``n * per_item / annotators`` items (+-1) and every pair of annotators shares items.
@@ -45,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -54,10 +55,14 @@ from scipy import stats
 from annotator.audit.design import INCLUSION_COLUMN, LONG_SHEET, WIDE_SHEET
 from annotator.choices import Strategy
 from annotator.errors import InputDataError
+from annotator.guard import check_folder, has_keys
 from annotator.records import iter_annotations, read_manifest
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_files
 from annotator.tables import read_table
 from annotator.tasks import is_classification
+
+if TYPE_CHECKING:
+    from annotator.audit.dataset import AuditData
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,7 @@ ALT_TEST_MIN_ITEMS = 30
 LS_TASKS = "label_studio_tasks.json"
 LS_CONFIG = "label_studio_config.xml"
 DESIGN_FILE = "sample.json"
+SHEET_FILES = (LONG_SHEET, WIDE_SHEET, LS_TASKS, LS_CONFIG, DESIGN_FILE)
 
 
 @dataclass
@@ -183,8 +189,15 @@ def _strata(cands: list[Candidate], strategy: str, labels: list[str]) -> dict[st
     groups: dict[str, list[int]] = {}
     by_confidence = confidence_stratum([c.confidence for c in cands]) if strategy == "confidence" else None
     for i, c in enumerate(cands):
-        key = ("all" if strategy == "random" else c.label if strategy == "stratified"
-               else by_confidence(c.confidence) if by_confidence else _band(c.confidence))
+        key = (
+            "all"
+            if strategy == "random"
+            else c.label
+            if strategy == "stratified"
+            else by_confidence(c.confidence)
+            if by_confidence
+            else _band(c.confidence)
+        )
         groups.setdefault(key, []).append(i)
     if strategy == "stratified":
         order = {lab: k for k, lab in enumerate(labels)}
@@ -199,8 +212,9 @@ def _mean_confidence(members: list[int], cands: list[Candidate]) -> float:
     return float(np.mean(confs)) if confs else 0.5
 
 
-def error_rates(groups: dict[str, list[int]], cands: list[Candidate],
-                pilot: dict[str, tuple[int, int]] | None = None) -> list[float]:
+def error_rates(
+    groups: dict[str, list[int]], cands: list[Candidate], pilot: dict[str, tuple[int, int]] | None = None
+) -> list[float]:
     """``--strategy confidence``: each stratum's estimated share of wrong teacher labels: ``1 - confidence`` (at
     least ``CDI_MIN_ERROR``), or with a pilot ``(errors + k e) / (n + k)`` from its ``(errors, n)`` in the stratum."""
     out = []
@@ -211,15 +225,20 @@ def error_rates(groups: dict[str, list[int]], cands: list[Candidate],
     return out
 
 
-def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: str, n: int,
-                pilot: dict[str, tuple[int, int]] | None = None) -> list[int]:
+def _allocation(
+    groups: dict[str, list[int]],
+    cands: list[Candidate],
+    strategy: str,
+    n: int,
+    pilot: dict[str, tuple[int, int]] | None = None,
+) -> list[int]:
     sizes = [len(v) for v in groups.values()]
     if strategy == "stratified":
         floor = math.ceil(n / (2 * len(sizes)))
         return allocate(sizes, [float(s) for s in sizes], n, [floor] * len(sizes))
     if strategy == "uncertain":
         weights = [len(m) * (1.0 - _mean_confidence(m, cands) + UNCERTAIN_FLOOR) for m in groups.values()]
-        return allocate(sizes, weights, n, [0] * len(sizes))
+        return allocate(sizes, weights, n, [1] * len(sizes))
     if strategy == "confidence":
         u = np.sqrt(error_rates(groups, cands, pilot))
         mean_u = float(np.dot(sizes, u) / sum(sizes))
@@ -228,21 +247,29 @@ def _allocation(groups: dict[str, list[int]], cands: list[Candidate], strategy: 
     return [n]
 
 
-def allocation(cands: list[Candidate], n: int, strategy: str, labels: list[str],
-               pilot: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, list[int], int]]:
+def allocation(
+    cands: list[Candidate], n: int, strategy: str, labels: list[str], pilot: dict[str, tuple[int, int]] | None = None
+) -> list[tuple[str, list[int], int]]:
     """The design of a draw: each stratum's name, members (indices into ``cands``) and number of draws."""
     groups = _strata(cands, strategy, labels)
-    if strategy == "confidence" and n < len(groups):
+    if n < len(groups):
         raise InputDataError(
-            f"--strategy confidence needs --n of at least the number of confidence strata ({len(groups)}), so that "
-            f"every item can be drawn; got {n}"
+            f"--strategy {strategy} needs --n of at least the number of its strata ({len(groups)}: "
+            f"{', '.join(list(groups)[:6])}{', ...' if len(groups) > 6 else ''}), so that every item can be drawn "
+            f"(an item that cannot be drawn biases every weighted estimate); got {n}"
         )
     alloc = _allocation(groups, cands, strategy, n, pilot)
     return [(name, members, k) for (name, members), k in zip(groups.items(), alloc)]
 
 
-def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[str],
-         pilot: dict[str, tuple[int, int]] | None = None) -> Sample:
+def draw(
+    cands: list[Candidate],
+    n: int,
+    strategy: str,
+    seed: int,
+    labels: list[str],
+    pilot: dict[str, tuple[int, int]] | None = None,
+) -> Sample:
     """Draw ``n`` items (all of them when the run has fewer) with the given design; seeded. ``pilot``:
     ``--strategy confidence`` only, the (errors, items) of a pilot per confidence stratum (:func:`pilot_errors`)."""
     if strategy not in STRATEGIES:
@@ -261,8 +288,12 @@ def draw(cands: list[Candidate], n: int, strategy: str, seed: int, labels: list[
     order = rng.permutation(len(chosen))
     log.info("%s sample: %d of %d items, strata %s", strategy, len(chosen), len(cands), [s.drawn for s in strata])
     return Sample(
-        strategy=strategy, seed=seed, population=len(cands), items=[cands[chosen[j][0]] for j in order],
-        inclusion_prob=[chosen[j][1] for j in order], strata=strata,
+        strategy=strategy,
+        seed=seed,
+        population=len(cands),
+        items=[cands[chosen[j][0]] for j in order],
+        inclusion_prob=[chosen[j][1] for j in order],
+        strata=strata,
     )
 
 
@@ -274,14 +305,16 @@ def assign(n_items: int, annotators: list[str], per_item: int) -> list[list[str]
     return [[annotators[(j * per_item + r) % k] for r in range(per_item)] for j in range(n_items)]
 
 
-def annotator_names(k: int, names: str | None) -> list[str]:
+def annotator_names(k: int, names: str | None, option: str = "--annotators") -> list[str]:
     if names:
         out = [x.strip() for x in names.split(",") if x.strip()]
         if len(set(out)) != len(out):
             raise InputDataError(f"--annotator-names repeats a name: {names!r}")
+        if len(out) > MAX_ANNOTATORS:
+            raise InputDataError(f"--annotator-names gives {len(out):,} names; at most {MAX_ANNOTATORS:,}")
         return out
     if not 1 <= k <= MAX_ANNOTATORS:
-        raise InputDataError(f"--annotators must be between 1 and {MAX_ANNOTATORS} (one sheet column each); got {k}")
+        raise InputDataError(f"{option} must be between 1 and {MAX_ANNOTATORS} (one sheet column each); got {k}")
     return [f"ann_{i + 1}" for i in range(k)]
 
 
@@ -307,17 +340,29 @@ def _ls_config(labels: list[str]) -> str:
     from xml.sax.saxutils import quoteattr
 
     choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
-    return ('<View>\n  <Text name="text" value="$text"/>\n'
-            f'  <Choices name="label" toName="text" choice="single" showInline="true">\n{choices}\n  </Choices>\n'
-            "</View>\n")
+    return (
+        '<View>\n  <Text name="text" value="$text"/>\n'
+        f'  <Choices name="label" toName="text" choice="single" showInline="true">\n{choices}\n  </Choices>\n'
+        "</View>\n"
+    )
 
 
-def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]], annotators: list[str],
-                 labels: list[str], inclusion_prob: list[float] | None = None,
-                 design: dict[str, Any] | None = None) -> dict[str, str]:
+def write_sheets(
+    out: Path,
+    items: list[Candidate],
+    assignment: list[list[str]],
+    annotators: list[str],
+    labels: list[str],
+    inclusion_prob: list[float] | None = None,
+    design: dict[str, Any] | None = None,
+    command: str = "sample",
+) -> dict[str, str]:
     """Blank annotation sheets (long and wide CSV), Label Studio tasks and labeling config, and the design file.
 
-    Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label."""
+    Replaces blank sheets of an earlier call, but refuses to touch a sheet in which anyone has written a label, and
+    any of these files in a folder without a ``sample.json`` of this tool's (see :mod:`annotator.guard`). The five
+    files are written all or none (a full disk leaves the folder as it was)."""
+    check_folder(out, command, SHEET_FILES, DESIGN_FILE, has_keys("annotators", "per_item"))
     filled = _filled_sheets(out)
     if filled:
         raise InputDataError(
@@ -338,15 +383,25 @@ def write_sheets(out: Path, items: list[Candidate], assignment: list[list[str]],
                 long_rows[name].append(values[j])
     wide: dict[str, list[Any]] = {"item_id": [c.id for c in items], "text": [c.text for c in items], **probs}
     wide.update({ann: [None] * len(items) for ann in annotators})
-    tasks = [{"data": {"item_id": c.id, "text": c.text, **{k: v[j] for k, v in probs.items()}}}
-             for j, c in enumerate(items)]
-    files = {"long": out / LONG_SHEET, "wide": out / WIDE_SHEET, "label_studio_tasks": out / LS_TASKS,
-             "label_studio_config": out / LS_CONFIG, "design": out / DESIGN_FILE}
-    atomic_write_text(files["long"], pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv())
-    atomic_write_text(files["wide"], pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv())
-    atomic_write_text(files["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1))
-    atomic_write_text(files["label_studio_config"], _ls_config(labels))
-    atomic_write_text(files["design"], json.dumps(design or {}, ensure_ascii=False, indent=2))
+    tasks = [
+        {"data": {"item_id": c.id, "text": c.text, **{k: v[j] for k, v in probs.items()}}} for j, c in enumerate(items)
+    ]
+    files = {
+        "long": out / LONG_SHEET,
+        "wide": out / WIDE_SHEET,
+        "label_studio_tasks": out / LS_TASKS,
+        "label_studio_config": out / LS_CONFIG,
+        "design": out / DESIGN_FILE,
+    }
+    atomic_write_files(
+        {  # the design first: the folder is marked as this tool's before any sheet replaces another
+            files["design"]: json.dumps(design or {}, ensure_ascii=False, indent=2),
+            files["long"]: pl.DataFrame(long_rows, schema_overrides={"label": pl.String}).write_csv(),
+            files["wide"]: pl.DataFrame(wide, schema_overrides={a: pl.String for a in annotators}).write_csv(),
+            files["label_studio_tasks"]: json.dumps(tasks, ensure_ascii=False, indent=1),
+            files["label_studio_config"]: _ls_config(labels),
+        }
+    )
     return {k: str(v) for k, v in files.items()}
 
 
@@ -391,13 +446,24 @@ def alpha_variance(a: float, p: float) -> float:
     return (1.0 - a) * ((1.0 - a) * (1.0 - 2.0 * a) + a * (2.0 - a) / (2.0 * p * (1.0 - p)))
 
 
-def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confidence: float = 0.95, target: float | None = None,
-         pilot: tuple[float, float] | None = None, assumed_alpha: float = 0.8, deff: float = 1.0,
-         annotators: int = 3, per_item: int = 3) -> Plan:
+def plan(
+    cands: list[Candidate],
+    drawn: list[Candidate],
+    sizes: list[int],
+    confidence: float = 0.95,
+    target: float | None = None,
+    pilot: tuple[float, float] | None = None,
+    assumed_alpha: float = 0.8,
+    deff: float = 1.0,
+    annotators: int = 3,
+    per_item: int = 3,
+) -> Plan:
     """Half-widths for each size in ``sizes``; ``pilot`` = (accuracy, human alpha) measured on a pilot file.
     The rarest label's share is taken in ``drawn`` (the design decides how often humans see it)."""
+    if not 0 <= assumed_alpha < 1:  # NaN too: the plan would print nonsense half-widths
+        raise InputDataError(f"--expected-alpha must be an agreement in [0, 1); got {assumed_alpha}")
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
-    confs = [c.confidence for c in cands if c.confidence is not None]
+    confs = [c.confidence for c in cands if c.confidence is not None and 0.0 <= c.confidence <= 1.0]
     if pilot is not None:
         p_acc, acc_src = pilot[0], "accuracy on the pilot human file"
         a, a_src = pilot[1], "alpha among the pilot's humans"
@@ -409,11 +475,27 @@ def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confi
     rare, rare_n = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
     share = rare_n / sum(counts.values())
     v_acc, v_alpha = accuracy_variance(p_acc, deff), alpha_variance(a, share)
-    rows = [PlanRow(n=n, accuracy_half_width=z * math.sqrt(v_acc / n), alpha_half_width=z * math.sqrt(max(v_alpha, 0) / n),
-                    items_per_annotator=n * per_item / annotators) for n in sizes]
-    result = Plan(confidence=confidence, accuracy_guess=p_acc, accuracy_source=acc_src, alpha_guess=a,
-                  alpha_source=a_src, rarest_label=rare, rarest_share=share, design_effect=deff, rows=rows,
-                  target=target)
+    rows = [
+        PlanRow(
+            n=n,
+            accuracy_half_width=z * math.sqrt(v_acc / n),
+            alpha_half_width=z * math.sqrt(max(v_alpha, 0) / n),
+            items_per_annotator=n * per_item / annotators,
+        )
+        for n in sizes
+    ]
+    result = Plan(
+        confidence=confidence,
+        accuracy_guess=p_acc,
+        accuracy_source=acc_src,
+        alpha_guess=a,
+        alpha_source=a_src,
+        rarest_label=rare,
+        rarest_share=share,
+        design_effect=deff,
+        rows=rows,
+        target=target,
+    )
     if target is not None:
         if not 0 < target < 1:
             raise InputDataError(f"--target-ci must be a half-width between 0 and 1; got {target}")
@@ -430,14 +512,22 @@ def plan(cands: list[Candidate], drawn: list[Candidate], sizes: list[int], confi
     return result
 
 
-def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> dict[str, tuple[int, int]]:
-    """``--strategy confidence --pilot``: (wrong teacher labels, items) of the pilot per confidence stratum,
-    against the human majority (tied items left out)."""
+def _pilot(pilot: str | Path, run: str | Path) -> AuditData:
+    """The pilot human file joined with the run (its errors name ``--pilot``)."""
     from annotator.audit.dataset import build
     from annotator.audit.humans import load_humans
     from annotator.audit.teacher import load_teacher
 
-    d = build(load_humans(pilot), load_teacher(run))
+    try:
+        return build(load_humans(pilot), load_teacher(run))
+    except InputDataError as exc:
+        raise InputDataError(f"--pilot {pilot}: {exc}") from None
+
+
+def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> dict[str, tuple[int, int]]:
+    """``--strategy confidence --pilot``: (wrong teacher labels, items) of the pilot per confidence stratum,
+    against the human majority (tied items left out)."""
+    d = _pilot(pilot, run)
     name = confidence_stratum([c.confidence for c in cands])
     out: dict[str, tuple[int, int]] = {}
     for conf, gold, label in zip(d.confidence, d.majority, d.teacher):
@@ -452,11 +542,8 @@ def pilot_errors(pilot: str | Path, run: str | Path, cands: list[Candidate]) -> 
 def pilot_estimates(pilot: str | Path, run: str | Path) -> tuple[float, float]:
     """(teacher accuracy vs the human majority, Krippendorff's alpha among the humans) on a pilot human file."""
     from annotator.audit import agreement as ag
-    from annotator.audit.dataset import build
-    from annotator.audit.humans import load_humans
-    from annotator.audit.teacher import load_teacher
 
-    d = build(load_humans(pilot), load_teacher(run))
+    d = _pilot(pilot, run)
     g = d.majority >= 0
     if not g.any():
         raise InputDataError(f"pilot {pilot}: no item has a human majority label")

@@ -66,7 +66,9 @@ def read_slice_column(column: str, teacher: Path, humans: Path | None = None) ->
             return found, str(path)
     places = [str(p) for p in (humans, inp.get("path")) if p]
     where = " or ".join(places) if places else f"{teacher} (no run.json input path)"
-    raise InputDataError(f"no column {column!r} in {where}; add it to the input file" + (" or the humans file" if humans else ""))
+    raise InputDataError(
+        f"no column {column!r} in {where}; add it to the input file" + (" or the humans file" if humans else "")
+    )
 
 
 def subset(d: AuditData, rows: np.ndarray) -> AuditData:
@@ -74,32 +76,60 @@ def subset(d: AuditData, rows: np.ndarray) -> AuditData:
     H = d.H[rows]
     keep = np.flatnonzero((H >= 0).any(axis=0))
     per_item = d.counts[rows].sum(axis=1)
-    coverage = dict(d.coverage, evaluated_items=len(rows), items_with_2plus_ratings=int((per_item >= 2).sum()),
-                    tied_majority_items=int((d.majority[rows] < 0).sum()),
-                    min_ratings_per_item=int(per_item.min()), max_ratings_per_item=int(per_item.max()))
+    coverage = dict(
+        d.coverage,
+        evaluated_items=len(rows),
+        items_with_2plus_ratings=int((per_item >= 2).sum()),
+        tied_majority_items=int((d.majority[rows] < 0).sum()),
+        min_ratings_per_item=int(per_item.min()),
+        max_ratings_per_item=int(per_item.max()),
+    )
     return replace(
-        d, items=[d.items[i] for i in rows], annotators=[d.annotators[j] for j in keep], H=H[:, keep],
-        teacher=d.teacher[rows], confidence=d.confidence[rows], counts=d.counts[rows], majority=d.majority[rows],
-        coverage=coverage, warnings=[],
+        d,
+        items=[d.items[i] for i in rows],
+        annotators=[d.annotators[j] for j in keep],
+        H=H[:, keep],
+        teacher=d.teacher[rows],
+        confidence=d.confidence[rows],
+        counts=d.counts[rows],
+        majority=d.majority[rows],
+        coverage=coverage,
+        warnings=[],
         inclusion_prob=None if d.inclusion_prob is None else d.inclusion_prob[rows],
     )
 
 
-def _slice_result(value: str, sub: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str) -> SliceResult:
+def _slice_result(
+    value: str, sub: AuditData, opts: AuditOptions, humans_format: str, teacher_source: str
+) -> SliceResult:
     r = compute(sub, replace(opts, min_agreement=None), humans_format, teacher_source, None)
     ag = r.agreement
     return SliceResult(
-        value=value, n_items=len(sub.items), too_small=False, n_annotators=len(sub.annotators),
-        accuracy=r.classification.accuracy, macro_f1=r.classification.macro_f1,
+        value=value,
+        n_items=len(sub.items),
+        too_small=False,
+        n_annotators=len(sub.annotators),
+        accuracy=r.classification.accuracy,
+        macro_f1=r.classification.macro_f1,
         teacher_vs_majority_alpha=ag.teacher_vs_majority.krippendorff_alpha,
-        human_human_kappa=ag.human_human.mean_pairwise_cohen_kappa, teacher_human_kappa=ag.teacher_human.mean_cohen_kappa,
+        human_human_kappa=ag.human_human.mean_pairwise_cohen_kappa,
+        teacher_human_kappa=ag.teacher_human.mean_cohen_kappa,
         human_human_alpha=ag.human_human.krippendorff_alpha,
-        alt_test_passed=r.alt_test.passed, alt_test_verdict=r.alt_test_verdict,
+        alt_test_passed=r.alt_test.passed,
+        alt_test_verdict=r.alt_test_verdict,
     )
 
 
-def audit_slices(d: AuditData, opts: AuditOptions, column: str, values: dict[str, str | None], source: str,
-                 min_items: int, humans_format: str, teacher_source: str) -> Slices:
+def audit_slices(
+    d: AuditData,
+    opts: AuditOptions,
+    column: str,
+    values: dict[str, str | None],
+    source: str,
+    min_items: int,
+    humans_format: str,
+    teacher_source: str,
+) -> Slices:
     """Audit every slice: each value of ``column`` seen in ``values`` (a value with no evaluated item is an empty
     slice), plus ``(missing)`` for evaluated items without a value."""
     of_item = [values.get(i) or MISSING for i in d.items]

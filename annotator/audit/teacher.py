@@ -63,9 +63,11 @@ def _load_run(p: Path) -> TeacherAnnotations:
     manifest = read_manifest(p if p.is_dir() else p.parent)
     if manifest is not None:
         if not is_classification(manifest.task):
-            raise InputDataError(f"teacher run {p} is a '{manifest.task}' task; audit needs a single-label task")
+            raise InputDataError(
+                f"teacher run {p} is a '{manifest.task}' task; audit and estimate need a single-label task"
+            )
         if manifest.multi_label:
-            raise InputDataError(f"teacher run {p} is multi-label; audit supports single-label tasks only")
+            raise InputDataError(f"teacher run {p} is multi-label; audit and estimate support single-label tasks only")
     labels: dict[str, str] = {}
     confidence: dict[str, float] = {}
     failed: list[str] = []
@@ -75,13 +77,17 @@ def _load_run(p: Path) -> TeacherAnnotations:
     for rec in iter_annotations(p):
         tally.add(rec.cost)
         if not is_classification(rec.task):
-            raise InputDataError(f"teacher run {p} has '{rec.task}' records; audit needs a single-label task")
+            raise InputDataError(
+                f"teacher run {p} has '{rec.task}' records; audit and estimate need a single-label task"
+            )
         ids.add(rec.id)
         model = model or rec.model
         label = rec.single_label()
         if rec.status != "ok" or label is None:
             if rec.status == "ok" and rec.labels is not None:
-                raise InputDataError(f"teacher run {p} has multi-label records; audit supports single-label tasks only")
+                raise InputDataError(
+                    f"teacher run {p} has multi-label records; audit and estimate support single-label tasks only"
+                )
             failed.append(rec.id)
             continue
         labels[rec.id] = label
@@ -92,8 +98,16 @@ def _load_run(p: Path) -> TeacherAnnotations:
         raise InputDataError(f"teacher run {p} has no annotation records")
     manifest_labels = [lab.name for lab in manifest.labels] if manifest and manifest.labels else None
     return TeacherAnnotations(
-        labels=labels, confidence=confidence, failed=failed, ids=ids | queued, source="run", path=str(p),
-        manifest_labels=manifest_labels, model=model, cost=tally.summary(), left_to_humans=queued,
+        labels=labels,
+        confidence=confidence,
+        failed=failed,
+        ids=ids | queued,
+        source="run",
+        path=str(p),
+        manifest_labels=manifest_labels,
+        model=model,
+        cost=tally.summary(),
+        left_to_humans=queued,
     )
 
 

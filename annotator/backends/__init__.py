@@ -35,6 +35,19 @@ def build_backend(cfg: BaseTeacherConfig) -> Backend:
     return cfg.create_backend()
 
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "SKIPPED", "Backend", "BaseTeacherConfig", "Generation",
-           "GenerationRequest", "PriceConfig", "RayConfig", "TeacherCapabilities", "TeacherConfig", "build_backend",
-           "teacher_config", "warn_skipped_plugins"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "SKIPPED",
+    "Backend",
+    "BaseTeacherConfig",
+    "Generation",
+    "GenerationRequest",
+    "PriceConfig",
+    "RayConfig",
+    "TeacherCapabilities",
+    "TeacherConfig",
+    "build_backend",
+    "teacher_config",
+    "warn_skipped_plugins",
+]

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from annotator.bounds import PricePerMillion
+
 
 class GenerationRequest(BaseModel):
     """One chat completion to make."""
@@ -55,7 +57,9 @@ class RayConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str | None = Field(default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default).")
+    address: str | None = Field(
+        default=None, description="host:6379, ray://host:10001 or auto (none: ray.init()'s default)."
+    )
     workers: int | None = Field(default=None, ge=1, description="Teacher replicas (default: fill the cluster).")
 
 
@@ -64,11 +68,11 @@ class PriceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: float = Field(ge=0, description="USD per 1M prompt tokens.")
-    cached_input: float | None = Field(
-        default=None, ge=0, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
+    input: PricePerMillion = Field(description="USD per 1M prompt tokens.")
+    cached_input: PricePerMillion | None = Field(
+        default=None, description="USD per 1M prompt tokens served from the provider's prompt cache (default: input)."
     )
-    output: float = Field(ge=0, description="USD per 1M completion tokens.")
+    output: PricePerMillion = Field(description="USD per 1M completion tokens.")
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class BaseTeacherConfig(BaseModel, ABC):
     backend: str
     model: str | None = Field(default=None, description="Model name/path; local default: SmolLM2-135M-Instruct.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=256, gt=0)
+    max_tokens: int = Field(default=256, gt=0, le=10_000_000)
     seed: int = 0
     samples: int = Field(default=1, ge=1, le=64, description="Self-consistency: answers drawn per item.")
     sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Temperature used when samples > 1.")

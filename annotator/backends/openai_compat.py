@@ -15,6 +15,7 @@ import os
 import ssl
 from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import openai
@@ -22,6 +23,7 @@ import openai
 from annotator.backends.base import Generation, GenerationRequest
 from annotator.backends.openai_config import OpenAITeacherConfig
 from annotator.backends.rate_limit import RateLimiter
+from annotator.bounds import token_count
 from annotator.costs import estimate_prompt_tokens
 from annotator.errors import AnnotatorError, BackendError
 from annotator.redact import redact, register_secret
@@ -50,6 +52,25 @@ def _describe_raw(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"response body is not JSON ({exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _split_query(url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """``base_url`` without its query string, and the query's parameters (the SDK would append paths after it)."""
+    if not url or "?" not in url:
+        return url, None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), dict(parse_qsl(parts.query))
+
+
+def refused(exc: openai.APIStatusError) -> AnnotatorError:
+    """The one answer to a 401/403/404 from the teacher's endpoint, whichever path made the call (online, Batch API,
+    a Ray worker): the run stops, naming what to check."""
+    return AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is an HTTP status that no retry will change (401, 403, 404)."""
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in _FATAL_STATUS
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -81,27 +102,31 @@ class OpenAICompatBackend:
             key = "no-key"
         register_secret(key)
         self.cfg = cfg
-        self.model_id = f"openai:{cfg.base_url or 'api.openai.com'}:{cfg.model}"
+        self.model_id = f"openai:{redact(cfg.base_url or 'api.openai.com')}:{redact(cfg.model)}"  # no secret in it
         self.structured_mode: str = cfg.structured_output
         self.max_concurrency = cfg.concurrency
         ctx = _ssl_context()
+        base_url, query = _split_query(cfg.base_url)
         self._clients: list[openai.AsyncOpenAI] = []
         self._free: list[int] = []  # free connections per pool
         for start in range(0, cfg.concurrency, POOL_SIZE):
             size = min(POOL_SIZE, cfg.concurrency - start)
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            self._clients.append(openai.AsyncOpenAI(
-                api_key=key,
-                base_url=cfg.base_url,
-                max_retries=0,  # retries are ours (tenacity), so they are bounded and observable
-                timeout=cfg.timeout,
-                # recent openai releases type this client against httpx2, whose pools read only httpx.Limits' fields
-                http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),  # type: ignore[arg-type]
-            ))
+            self._clients.append(
+                openai.AsyncOpenAI(
+                    api_key=key,
+                    base_url=base_url,
+                    default_query=query,  # a gateway's ?api-key=... goes on every request, not into the path
+                    max_retries=0,  # retries are ours (tenacity), so they are bounded and observable
+                    timeout=cfg.timeout,
+                    # recent openai releases type this client against httpx2, whose pools read only httpx.Limits' fields
+                    http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, verify=ctx),  # type: ignore[arg-type]
+                )
+            )
             self._free.append(size)
         self.client = self._clients[0]  # the Batch API's files and batches (annotator.batch)
         self.transport_retry = TransportRetry(cfg.max_retries, cfg.max_backoff)
-        self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
+        self.limiter = RateLimiter(cfg.rpm, cfg.tpm, max_wait=cfg.max_backoff)
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         if schema is None or self.cfg.structured_output == "none":
@@ -136,7 +161,7 @@ class OpenAICompatBackend:
                     data = await self._post(kwargs, estimate)
         except openai.APIStatusError as exc:
             if exc.status_code in _FATAL_STATUS:
-                raise AnnotatorError(f"teacher endpoint refused the request ({_describe(exc)}); check model/key/URL") from None
+                raise refused(exc) from None
             raise BackendError(_describe(exc)) from None
         except (openai.APIError, httpx.HTTPError, ValueError, RequestTimeout) as exc:
             raise BackendError(_describe(exc)) from None
@@ -191,9 +216,9 @@ def parse_completion(data: Any) -> Generation:
         return Generation(
             text=message.get("content") or "",
             finish_reason=choice.get("finish_reason"),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=token_count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
+            cached_tokens=token_count(details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens"),
+            completion_tokens=token_count(usage.get("completion_tokens"), "usage.completion_tokens"),
         )
     except (AttributeError, TypeError, ValueError) as exc:  # JSON, but not a chat completion
         raise BackendError(f"malformed chat completion response: {type(exc).__name__}: {exc}") from None

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from annotator.backends.base import Backend, BaseTeacherConfig, PriceConfig, RayPlacement, TeacherCapabilities
+from annotator.bounds import PerMinute, Seconds, Usd
 
 
 class OpenAITeacherConfig(BaseTeacherConfig):
@@ -22,21 +23,25 @@ class OpenAITeacherConfig(BaseTeacherConfig):
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the API key.")
     structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
     concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight.")
-    timeout: float = Field(default=60.0, gt=0, description="Seconds for the whole request (connect, wait, read).")
+    timeout: Seconds = Field(default=60.0, description="Seconds for the whole request (connect, wait, read).")
     max_retries: int = Field(default=5, ge=0, le=50, description="Transport retries (429, 5xx, timeouts).")
-    max_backoff: float = Field(default=60.0, gt=0)
-    rpm: int | None = Field(default=None, gt=0, description="Requests per minute the account allows (paced client-side).")
-    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute the account allows (paced client-side).")
+    max_backoff: Seconds = Field(
+        default=60.0, description="Longest wait before a retry, and longest hold a server's rate-limit headers get."
+    )
+    rpm: PerMinute | None = Field(
+        default=None, description="Requests per minute the account allows (paced client-side)."
+    )
+    tpm: PerMinute | None = Field(default=None, description="Tokens per minute the account allows (paced client-side).")
     price: PriceConfig | None = Field(default=None, description="Prices, for cost per row, totals and estimates.")
-    max_cost: float | None = Field(
-        default=None, gt=0, description="USD: stop starting teacher calls once this output directory would spend more."
+    max_cost: Usd | None = Field(
+        default=None, description="USD: stop starting teacher calls once this output directory would spend more."
     )
     mode: Literal["online", "batch"] = Field(
         default="online", description="'batch' sends the run through the provider's Batch API (files + batches)."
     )
     batch_max_requests: int = Field(default=50_000, gt=0, description="Batch API: requests per batch at most.")
     batch_max_bytes: int = Field(default=200_000_000, gt=0, description="Batch API: input file size per batch at most.")
-    batch_poll_interval: float = Field(default=30.0, gt=0, description="Batch API: seconds between status checks.")
+    batch_poll_interval: Seconds = Field(default=30.0, description="Batch API: seconds between status checks.")
     batch_completion_window: str = "24h"
 
     @model_validator(mode="after")
@@ -51,9 +56,11 @@ class OpenAITeacherConfig(BaseTeacherConfig):
         if self.mode != "batch":
             return TeacherCapabilities(price=self.price, max_cost=self.max_cost)
         return TeacherCapabilities(
-            price=self.price, max_cost=self.max_cost, batch=True,
+            price=self.price,
+            max_cost=self.max_cost,
+            batch=True,
             reask_refused="reask is not available with {teacher}.mode: batch (a follow-up batch asks the same prompt "
-                          "again): use on_invalid: resample, or mode: online",
+            "again): use on_invalid: resample, or mode: online",
             ray_refused="the Batch API does not run on Ray: drop {teacher}.ray, or use mode: online",
         )
 

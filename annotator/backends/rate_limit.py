@@ -25,6 +25,8 @@ import re
 import time
 from collections.abc import Callable, Mapping
 
+from annotator.bounds import header_count, server_wait
+
 log = logging.getLogger(__name__)
 
 HEADROOM = 0.95  # pace at this share of teacher.rpm / teacher.tpm
@@ -34,12 +36,13 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_reset(value: str | None) -> float | None:
-    """Seconds in an ``x-ratelimit-reset-*`` value: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"0.5"`` (plain seconds)."""
+    """Seconds in an ``x-ratelimit-reset-*`` value: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"0.5"`` (plain seconds).
+    Unbounded (``"inf"``, ``"1e9"``): the limiter caps it (:func:`annotator.bounds.server_wait`)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        return float(value)
     except ValueError:
         pass
     parts = _DURATION_RE.findall(value)
@@ -48,21 +51,16 @@ def parse_reset(value: str | None) -> float | None:
     return sum(float(n) * _UNIT_S[unit] for n, unit in parts)
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
-
-
 class RateLimiter:
     """Paces calls to at most ``rpm`` requests and ``tpm`` tokens per minute (either may be None: no limit)."""
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_wait: float = 60.0,
+    ) -> None:
         self.rpm = rpm * HEADROOM if rpm else None
         self.tpm = tpm * HEADROOM if tpm else None
         self._clock = clock
@@ -71,6 +69,8 @@ class RateLimiter:
         self._hold_until = 0.0  # the server said a budget is used up until then
         self._lock = asyncio.Lock()
         self.waited_s = 0.0  # total time calls were held back (for logs and tests)
+        self.max_wait = max_wait  # longest hold a server's reset header gets (teacher.max_backoff)
+        self._warned: set[str] = set()  # headers whose too-long wait was already reported
 
     async def acquire(self, tokens: int) -> None:
         """Wait until a call estimated at ``tokens`` tokens may be sent, and book it."""
@@ -97,14 +97,18 @@ class RateLimiter:
         if not headers:
             return
         now = self._clock()
-        remaining_requests = _int_header(headers, "x-ratelimit-remaining-requests")
+        remaining_requests = header_count(headers.get("x-ratelimit-remaining-requests"))
         if remaining_requests is not None and remaining_requests < 1:
-            self._hold(now, parse_reset(headers.get("x-ratelimit-reset-requests")), "requests")
-        remaining_tokens = _int_header(headers, "x-ratelimit-remaining-tokens")
+            self._hold(now, headers, "requests")
+        remaining_tokens = header_count(headers.get("x-ratelimit-remaining-tokens"))
         if remaining_tokens is not None and remaining_tokens < tokens_next:
-            self._hold(now, parse_reset(headers.get("x-ratelimit-reset-tokens")), "tokens")
+            self._hold(now, headers, "tokens")
 
-    def _hold(self, now: float, reset: float | None, what: str) -> None:
+    def _hold(self, now: float, headers: Mapping[str, str], what: str) -> None:
+        header = f"x-ratelimit-reset-{what}"
+        reset = server_wait(
+            parse_reset(headers.get(header)), header, self.max_wait, "teacher.max_backoff", self._warned
+        )
         if reset is None:
             return
         until = now + reset

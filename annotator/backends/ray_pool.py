@@ -21,6 +21,7 @@ from annotator.backends.base import BaseTeacherConfig, Generation, GenerationReq
 from annotator.backends.registry import teacher_config
 from annotator.errors import AnnotatorError, BackendError
 from annotator.ray_support import ray_session
+from annotator.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,20 @@ class TeacherWorker:
 
     def describe(self) -> dict[str, Any]:
         b = self.backend
-        return {"name": b.name, "model_id": b.model_id, "structured_mode": b.structured_mode,
-                "max_concurrency": b.max_concurrency}
+        return {
+            "name": b.name,
+            "model_id": b.model_id,
+            "structured_mode": b.structured_mode,
+            "max_concurrency": b.max_concurrency,
+        }
 
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
             gen = await self.backend.generate(GenerationRequest.model_validate(request))
         except BackendError as exc:  # a per-row failure: travels back as data, raised again on the driver
             return {"error": str(exc)}
+        except AnnotatorError as exc:  # a fault that stops a local run (401, no such model) stops this one too
+            return {"fatal": str(exc), "exit_code": exc.exit_code}
         return {"generation": gen.model_dump()}
 
     async def aclose(self) -> None:
@@ -83,7 +90,7 @@ class RayPoolBackend:
             raise AnnotatorError(f"the teacher could not start on Ray: {_first_line(exc)}") from None
         first = info[0]
         self.name = f"ray/{first['name']}"
-        self.model_id = first["model_id"]
+        self.model_id = redact(first["model_id"])  # the workers do not know the driver's ${VAR} secrets
         self.structured_mode = first["structured_mode"]
         self.max_concurrency = sum(i["max_concurrency"] for i in info)
         self._inflight = [0] * n
@@ -104,6 +111,10 @@ class RayPoolBackend:
             raise BackendError(f"Ray worker {i} failed: {_first_line(exc)}") from None
         finally:
             self._inflight[i] -= 1
+        if "fatal" in out:
+            fatal = AnnotatorError(out["fatal"])
+            fatal.exit_code = int(out.get("exit_code", AnnotatorError.exit_code))
+            raise fatal
         if "error" in out:
             raise BackendError(out["error"])
         return Generation.model_validate(out["generation"])

@@ -124,6 +124,10 @@ def explain_teacher_error(err: ErrorDetails) -> ErrorDetails:
     if err["type"] == "extra_forbidden" and len(rest) == 1:
         owners = [name for name, cls in BACKENDS.items() if rest[0] in cls.model_fields]
         if owners:
-            return {**err, "type": "other_backend", "msg": f"not a setting of backend {backend} (it belongs to "
-                    f"backend{'s' if len(owners) > 1 else ''} {', '.join(owners)})"}
+            return {
+                **err,
+                "type": "other_backend",
+                "msg": f"not a setting of backend {backend} (it belongs to "
+                f"backend{'s' if len(owners) > 1 else ''} {', '.join(owners)})",
+            }
     return err

@@ -88,7 +88,9 @@ class VLLMBackend:
     async def generate(self, request: GenerationRequest) -> Generation:
         try:
             _, (prompt,) = await self.engine.renderer.render_chat_async(
-                [cast(Any, request.messages)], self._chat_params, self._tok_params  # vLLM's typed message dicts
+                [cast(Any, request.messages)],
+                self._chat_params,
+                self._tok_params,  # vLLM's typed message dicts
             )
             final = None
             async for out in self.engine.generate(prompt, sampling_params(request), f"annotator-{next(self._ids)}"):

@@ -38,6 +38,7 @@ from annotator.cascade.stages import (
 )
 from annotator.config import PipelineConfig
 from annotator.errors import ConfigError, InputDataError, TeacherUnreachable
+from annotator.guard import check_distinct
 from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import iter_annotations
 from annotator.rundir import RunDirLock, atomic_write_text, os_error
@@ -125,8 +126,10 @@ class CalibrationFile(BaseModel):
     delta: float
     humans: str
     humans_sha256: str
-    sample_sha256: str = Field(description="The human-sample rows as the input held them (id, text, columns): a run "
-                                           "refuses the file when they changed or left the input.")
+    sample_sha256: str = Field(
+        description="The human-sample rows as the input held them (id, text, columns): a run "
+        "refuses the file when they changed or left the input."
+    )
     input_rows: int = Field(description="Rows in the input when the sample was calibrated.")
     human_items: int = Field(description="Items in the human file.")
     used: int = Field(description="Items the thresholds were chosen on.")
@@ -152,8 +155,10 @@ class CalibrationFile(BaseModel):
     def arrays(self) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         """Per stage: confidences (NaN: no answer) and disagreement with humans; and the design weights."""
         k = len(self.items[0].answers) if self.items else len(self.stages)
-        conf = [np.array([np.nan if it.answers[j].confidence is None else it.answers[j].confidence
-                          for it in self.items]) for j in range(k)]
+        conf = [
+            np.array([np.nan if it.answers[j].confidence is None else it.answers[j].confidence for it in self.items])
+            for j in range(k)
+        ]
         wrong = [np.array([it.answers[j].label != it.human for it in self.items]) for j in range(k)]
         return conf, wrong, np.array([it.weight for it in self.items])
 
@@ -181,20 +186,26 @@ def read_calibration(path: Path) -> CalibrationFile | None:
         if not isinstance(raw, dict):
             raise ValueError(f"a JSON {type(raw).__name__}, not an object")
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
-        raise ConfigError(f"{path} is not a calibration file written by `annotator calibrate` "
-                          f"({str(exc).splitlines()[0]}): {RECALIBRATE}") from None
+        raise ConfigError(
+            f"{path} is not a calibration file written by `annotator calibrate` "
+            f"({str(exc).splitlines()[0]}): {RECALIBRATE}"
+        ) from None
     if raw.get("version") != CALIBRATION_VERSION:
-        raise ConfigError(f"{path} was written by another version of `annotator calibrate` (version "
-                          f"{raw.get('version')!r}; this one reads {CALIBRATION_VERSION}): {RECALIBRATE}")
+        raise ConfigError(
+            f"{path} was written by another version of `annotator calibrate` (version "
+            f"{raw.get('version')!r}; this one reads {CALIBRATION_VERSION}): {RECALIBRATE}"
+        )
     try:
         cal = CalibrationFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path} is not a calibration file written by `annotator calibrate` "
-                          f"({_first_error(exc)}): {RECALIBRATE}") from None
+        raise ConfigError(
+            f"{path} is not a calibration file written by `annotator calibrate` ({_first_error(exc)}): {RECALIBRATE}"
+        ) from None
     why = inconsistency(cal)
     if why is not None:
-        raise ConfigError(f"{path} does not hold what `annotator calibrate` computed ({why}): was it edited? "
-                          f"{RECALIBRATE}")
+        raise ConfigError(
+            f"{path} does not hold what `annotator calibrate` computed ({why}): was it edited? {RECALIBRATE}"
+        )
     return cal
 
 
@@ -245,8 +256,7 @@ def sample_fingerprint(cfg: PipelineConfig, ids: Collection[str]) -> tuple[str, 
     found: dict[str, str] = {}
     for row in iter_rows(cfg.input.model_copy(update={"limit": None})):
         if row.id in wanted:
-            found[row.id] = json.dumps([row.id, row.text, row.columns], sort_keys=True, default=str,
-                                       ensure_ascii=False)
+            found[row.id] = json.dumps([row.id, row.text, row.columns], sort_keys=True, default=str, ensure_ascii=False)
     return cache_key({"rows": [found[i] for i in sorted(found)]}), len(found)
 
 
@@ -257,19 +267,27 @@ def stale_reason(cal: CalibrationFile, cfg: PipelineConfig) -> str | None:
     if [s.name for s in cal.stages] != names:
         return f"it was made for stages {[s.name for s in cal.stages]}, the pipeline now has {names}"
     if (cal.target, cal.delta) != (cascade.target, cascade.delta):
-        return (f"it was made for target {cal.target:g} and delta {cal.delta:g}, the pipeline now asks for "
-                f"{cascade.target:g} and {cascade.delta:g}")
+        return (
+            f"it was made for target {cal.target:g} and delta {cal.delta:g}, the pipeline now asks for "
+            f"{cascade.target:g} and {cascade.delta:g}"
+        )
     changed = [s.name for k, s in enumerate(cal.stages) if s.fingerprint != stage_fingerprint(cfg, k)]
     if changed:
-        return (f"stage(s) {', '.join(changed)} changed since (model, samples, sampling settings, prompt, task or "
-                "validation): their answers on the sample are not the ones the run would use")
+        return (
+            f"stage(s) {', '.join(changed)} changed since (model, samples, sampling settings, prompt, task or "
+            "validation): their answers on the sample are not the ones the run would use"
+        )
     digest, held = sample_fingerprint(cfg, [it.id for it in cal.items])
     if held < len(cal.items):
-        return (f"{len(cal.items) - held} of its {len(cal.items)} human-sample rows are not in the input "
-                f"{cfg.input.path} (was it made for another input, or did rows leave it?)")
+        return (
+            f"{len(cal.items) - held} of its {len(cal.items)} human-sample rows are not in the input "
+            f"{cfg.input.path} (was it made for another input, or did rows leave it?)"
+        )
     if digest != cal.sample_sha256:
-        return (f"some of its {len(cal.items)} human-sample rows changed in the input {cfg.input.path} since (text or "
-                "another column): the answers on the sample are not the ones the run would use")
+        return (
+            f"some of its {len(cal.items)} human-sample rows changed in the input {cfg.input.path} since (text or "
+            "another column): the answers on the sample are not the ones the run would use"
+        )
     return None
 
 
@@ -283,11 +301,14 @@ def fresh_calibration(cfg: PipelineConfig) -> CalibrationFile:
         raise ConfigError(
             f"no calibration at {path}: a cascade needs its thresholds first. Draw a human sample "
             f"(`annotator calibrate {where} --draw 300 --out humans/`), have it labelled, then `annotator calibrate "
-            f"{where} --humans humans/sheet_long.csv` (see docs/cascade.md)")
+            f"{where} --humans humans/sheet_long.csv` (see docs/cascade.md)"
+        )
     why = stale_reason(cal, cfg)
     if why is not None:
-        raise ConfigError(f"calibration {path} is stale: {why}. Run `annotator calibrate {where} --humans "
-                          f"{cal.humans}` again (answers already obtained are reused)")
+        raise ConfigError(
+            f"calibration {path} is stale: {why}. Run `annotator calibrate {where} --humans "
+            f"{cal.humans}` again (answers already obtained are reused)"
+        )
     return cal
 
 
@@ -306,14 +327,17 @@ class _Sample:
             raise InputDataError(
                 f"human sample {humans.path}: item {item!r} has inclusion_prob {pi:g} ({len(tiny)} item(s) under "
                 f"{MIN_INCLUSION_PROB:g}, i.e. more than 10^12 rows per drawn item; their weights would overflow): "
-                "was the column written by `annotator sample`? Correct it, or drop the column for a random sample")
+                "was the column written by `annotator sample`? Correct it, or drop the column for a random sample"
+            )
         _check_labels(humans, [lab.name for lab in build_task(cfg.task).manifest_labels()[0]])
         majority = {i: majority_vote(r.values()) for i, r in humans.ratings.items()}
         self.labels = {i: lab for i, lab in majority.items() if lab is not None}
         self.no_majority = len(majority) - len(self.labels)
         if not self.labels:
-            raise InputDataError(f"human sample {humans.path}: the humans tie on every one of its {len(majority)} "
-                                 "items (no majority label to calibrate on): add an annotator or settle the ties")
+            raise InputDataError(
+                f"human sample {humans.path}: the humans tie on every one of its {len(majority)} "
+                "items (no majority label to calibrate on): add an annotator or settle the ties"
+            )
         check_ids(cfg.input)
         self.index: dict[str, int] = {}
         for row in iter_rows(cfg.input):
@@ -325,7 +349,8 @@ class _Sample:
             raise InputDataError(
                 f"human sample {humans.path}: none of its {len(self.labels)} items with a majority label is in the "
                 f"input {cfg.input.path} (ids such as {some}; ids are compared as text): is it a sample of another "
-                "corpus?")
+                "corpus?"
+            )
 
     def weight(self, item: str) -> float:
         pi = self.humans.inclusion_prob.get(item)
@@ -338,14 +363,19 @@ def _answers(run: StageRun, ids: Sequence[str], label: str) -> dict[str, StageAn
     if lost:
         raise TeacherUnreachable(
             f"{label}: {len(lost)} human-sample row(s) got no answer (teacher calls failed, e.g. {lost[0]!r}): check "
-            "the teacher and run the same command again (every answer so far is kept)")
+            "the teacher and run the same command again (every answer so far is kept)"
+        )
     out: dict[str, StageAnswer] = {}
     for rec in iter_annotations(run.dir):
         if run.failures.get(rec.id) == "input":
             continue
         ok = rec.status == "ok"
-        out[rec.id] = StageAnswer(label=rec.single_label() if ok else None, confidence=rec.confidence if ok else None,
-                                  tokens=rec.tokens, cost=rec.cost)
+        out[rec.id] = StageAnswer(
+            label=rec.single_label() if ok else None,
+            confidence=rec.confidence if ok else None,
+            tokens=rec.tokens,
+            cost=rec.cost,
+        )
     return out
 
 
@@ -369,7 +399,8 @@ def _check_design(humans: HumanAnnotations) -> None:
             f"human sample {humans.path}: its design file {path} says it is not a random draw of the input "
             f"({str(design.get('purpose') or design.get('strategy'))[:80]!r}): a cascade's human queue holds the rows "
             "no stage kept, and calibrating on it would void the guarantee. Draw a random sample: `annotator "
-            "calibrate PIPELINE.yaml --draw 300 --out humans/`")
+            "calibrate PIPELINE.yaml --draw 300 --out humans/`"
+        )
 
 
 def _check_labels(humans: HumanAnnotations, labels: list[str]) -> None:
@@ -377,13 +408,16 @@ def _check_labels(humans: HumanAnnotations, labels: list[str]) -> None:
     bad = Counter(lab for r in humans.ratings.values() for lab in r.values() if lab not in labels)
     if bad:
         shown = ", ".join(f"{lab!r} ({n}x)" for lab, n in bad.most_common(5))
-        raise InputDataError(f"human sample {humans.path}: labels outside the task's labels ({', '.join(labels)}): "
-                             f"{shown}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; correct them in the sheet "
-                             "(labels are compared exactly)")
+        raise InputDataError(
+            f"human sample {humans.path}: labels outside the task's labels ({', '.join(labels)}): "
+            f"{shown}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; correct them in the sheet "
+            "(labels are compared exactly)"
+        )
 
 
-async def _stage_answers(cfg: PipelineConfig, sample: _Sample, backends: dict[str, Backend],
-                         hook: StageHook | None) -> tuple[list[dict[str, StageAnswer]], list[str]]:
+async def _stage_answers(
+    cfg: PipelineConfig, sample: _Sample, backends: dict[str, Backend], hook: StageHook | None
+) -> tuple[list[dict[str, StageAnswer]], list[str]]:
     """Every stage's answers on the sample's rows (cached in the stages' run directories), and each stage's model."""
     rows = set(sample.index.values())
     ids = list(sample.index)
@@ -395,8 +429,16 @@ async def _stage_answers(cfg: PipelineConfig, sample: _Sample, backends: dict[st
     return answers, models
 
 
-def _stage_summary(cfg: PipelineConfig, k: int, model: str, choice: g.StageChoice, cascade: g.CascadeChoice,
-                   items: list[HumanItem], conf: np.ndarray, wrong: np.ndarray) -> StageCalibration:
+def _stage_summary(
+    cfg: PipelineConfig,
+    k: int,
+    model: str,
+    choice: g.StageChoice,
+    cascade: g.CascadeChoice,
+    items: list[HumanItem],
+    conf: np.ndarray,
+    wrong: np.ndarray,
+) -> StageCalibration:
     kept = cascade.kept_by == k
     counts = g.effective_counts(wrong[kept], cascade.weights[kept])
     agree = None if counts.n_eff <= 0 else counts.n_eff - counts.disagree_eff
@@ -404,12 +446,27 @@ def _stage_summary(cfg: PipelineConfig, k: int, model: str, choice: g.StageChoic
     answered = [a for a in answers if a.confidence is not None] or answers
     costs = [a.cost for a in answered if a.cost is not None]
     return StageCalibration(
-        name=cascade_of(cfg).stages[k].name, model=model, fingerprint=stage_fingerprint(cfg, k), delta=choice.delta,
-        threshold=choice.threshold, reached=choice.reached, kept=int(kept.sum()), coverage=cascade.coverage(k),
+        name=cascade_of(cfg).stages[k].name,
+        model=model,
+        fingerprint=stage_fingerprint(cfg, k),
+        delta=choice.delta,
+        threshold=choice.threshold,
+        reached=choice.reached,
+        kept=int(kept.sum()),
+        coverage=cascade.coverage(k),
         agreement=counts.agreement,
         agreement_ci=None if agree is None else g.agreement_interval(agree, counts.n_eff),
-        steps=[Step(threshold=s.threshold, kept=s.counts.kept, agreement=s.counts.agreement, upper_risk=s.upper_risk,
-                    p_value=s.p_value, rejected=s.rejected) for s in choice.steps],
+        steps=[
+            Step(
+                threshold=s.threshold,
+                kept=s.counts.kept,
+                agreement=s.counts.agreement,
+                upper_risk=s.upper_risk,
+                p_value=s.p_value,
+                rejected=s.rejected,
+            )
+            for s in choice.steps
+        ],
         tokens_per_item=float(np.mean([a.tokens for a in answered])) if answered else 0.0,
         cost_per_item=float(np.mean(costs)) if costs else None,
     )
@@ -431,34 +488,59 @@ def statement(cal: CalibrationFile, needed: tuple[int, str] | None) -> str:
     if cal.certified:
         parts = ", ".join(f"{s.name} {s.coverage:.0%}" for s in cal.stages)
         unequal = len({it.weight for it in cal.items}) > 1
-        draw = ("drawn with the inclusion probabilities its sheet records; design-weighted bounds" if unequal
-                else "assumed a random draw of the rows this cascade labels")
+        draw = (
+            "drawn with the inclusion probabilities its sheet records; design-weighted bounds"
+            if unequal
+            else "assumed a random draw of the rows this cascade labels"
+        )
         sure = _exact_pct(cal.delta, complement=True)
-        return (f"With probability at least {sure} over the draw of the {n}-item human sample ({draw}), the labels "
-                f"this cascade keeps agree with the human majority on at least {target} of the rows it keeps "
-                f"(fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
-                f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows "
-                f"({parts}) and leaves {1 - cal.coverage:.0%} to humans.")
+        return (
+            f"With probability at least {sure} over the draw of the {n}-item human sample ({draw}), the labels "
+            f"this cascade keeps agree with the human majority on at least {target} of the rows it keeps "
+            f"(fixed-sequence testing with exact binomial bounds, Trust or Escalate, delta "
+            f"{cal.delta:g} split over {k} stages); on the sample it keeps {cal.coverage:.0%} of the rows "
+            f"({parts}) and leaves {1 - cal.coverage:.0%} to humans."
+        )
     if needed is None:
-        return (f"Not certified: even at its most confident, no stage agrees with the human majority on more than "
-                f"{target} of these {n} human items, so no sample size would certify the target; every row "
-                "goes to humans (use stronger teachers, more samples, or a lower target).")
+        return (
+            f"Not certified: even at its most confident, no stage agrees with the human majority on more than "
+            f"{target} of these {n} human items, so no sample size would certify the target; every row "
+            "goes to humans (use stronger teachers, more samples, or a lower target)."
+        )
     total, name = needed
-    how_many = (f"more than {total:,} human items, agreeing as these do, would be needed to certify stage {name!r} "
-                "(its agreement is too close to the target)" if total >= g.ITEMS_LIMIT else
-                f"about {total} human items in all ({total - n} more), agreeing as these do, would certify stage "
-                f"{name!r}")
-    return (f"Not certified: with these {n} human items no stage can be shown to agree with the human majority on "
-            f"{target} of the rows it keeps (delta {cal.delta:g}), so every row goes to humans; {how_many}.")
+    how_many = (
+        f"more than {total:,} human items, agreeing as these do, would be needed to certify stage {name!r} "
+        "(its agreement is too close to the target)"
+        if total >= g.ITEMS_LIMIT
+        else f"about {total} human items in all ({total - n} more), agreeing as these do, would certify stage {name!r}"
+    )
+    return (
+        f"Not certified: with these {n} human items no stage can be shown to agree with the human majority on "
+        f"{target} of the rows it keeps (delta {cal.delta:g}), so every row goes to humans; {how_many}."
+    )
 
 
-async def calibrate(cfg: PipelineConfig, humans_path: Path, backends: dict[str, Backend] | None = None,
-                    hook: StageHook | None = None,
-                    then: Callable[[CalibrationFile], object] | None = None) -> CalibrationFile:
+async def calibrate(
+    cfg: PipelineConfig,
+    humans_path: Path,
+    backends: dict[str, Backend] | None = None,
+    hook: StageHook | None = None,
+    then: Callable[[CalibrationFile], object] | None = None,
+) -> CalibrationFile:
     """Run every stage on the human sample, choose the thresholds, write the calibration file, call ``then`` with
     it (``annotator calibrate`` writes the report there); return it. The output directory stays locked until
     ``then`` returns, so a second ``calibrate`` or ``run`` cannot interleave its files with these."""
     cascade_of(cfg)
+    check_distinct(
+        "calibrate",
+        {"cascade.calibration": calibration_path(cfg)},  # the output guard, before any call
+        {
+            "--humans file": humans_path,
+            "input file": cfg.input.path,
+            "pipeline file": cfg.source_path,
+            "prompt template": cfg.prompt.template,
+        },
+    )
     # the sample is a draw of the whole input: input.limit (a trial run's first rows) would have left the sample
     # items past it out as "not in the input", and the run without the limit would have trusted that calibration
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"limit": None})})
@@ -490,66 +572,105 @@ def _check_ours(path: Path) -> None:
     except (OSError, ValueError, RecursionError):
         raw = None
     if not (isinstance(raw, dict) and raw.keys() >= _MARKER):
-        raise ConfigError(f"cascade.calibration: {path} exists and is not a calibration file written by `annotator "
-                          "calibrate`; refusing to overwrite it: name a new file in cascade.calibration (or move "
-                          "that one away)")
+        raise ConfigError(
+            f"cascade.calibration: {path} exists and is not a calibration file written by `annotator "
+            "calibrate`; refusing to overwrite it: name a new file in cascade.calibration (or move "
+            "that one away)"
+        )
 
 
 _MARKER = {"version", "target", "delta", "stages", "items", "statement"}
 """Fields every calibration file has had: what marks a file at cascade.calibration as one this command wrote."""
 
 
-def _calibration(cfg: PipelineConfig, sample: _Sample, answers: list[dict[str, StageAnswer]],
-                 models: list[str]) -> CalibrationFile:
+def _calibration(
+    cfg: PipelineConfig, sample: _Sample, answers: list[dict[str, StageAnswer]], models: list[str]
+) -> CalibrationFile:
     """The calibration of the sample items every stage could be asked about (the maths and the file's facts)."""
     sendable = [i for i in sample.index if all(i in a for a in answers)]
-    items = [HumanItem(id=i, human=sample.labels[i], weight=sample.weight(i), answers=[a[i] for a in answers])
-             for i in sendable]
+    items = [
+        HumanItem(id=i, human=sample.labels[i], weight=sample.weight(i), answers=[a[i] for a in answers])
+        for i in sendable
+    ]
     humans = sample.humans
     if not items:
-        raise InputDataError(f"human sample {humans.path}: none of its rows can be sent to a teacher (empty or too "
-                             "long text)")
+        raise InputDataError(
+            f"human sample {humans.path}: none of its rows can be sent to a teacher (empty or too long text)"
+        )
     cal = _choose(cfg, items, models)
-    return cal.model_copy(update={
-        "humans": str(Path(humans.path).resolve()), "humans_sha256": _sha256(Path(humans.path)),
-        "human_items": len(humans.ratings),
-        "sample_sha256": sample_fingerprint(cfg, [it.id for it in items])[0],
-        "input_rows": count_rows(cfg.input.model_copy(update={"limit": None})),
-        "no_majority": sample.no_majority, "not_in_input": sample.not_in_input,
-        "not_sendable": len(sample.index) - len(items), "weighted": bool(humans.inclusion_prob),
-    })
+    return cal.model_copy(
+        update={
+            "humans": str(Path(humans.path).resolve()),
+            "humans_sha256": _sha256(Path(humans.path)),
+            "human_items": len(humans.ratings),
+            "sample_sha256": sample_fingerprint(cfg, [it.id for it in items])[0],
+            "input_rows": count_rows(cfg.input.model_copy(update={"limit": None})),
+            "no_majority": sample.no_majority,
+            "not_in_input": sample.not_in_input,
+            "not_sendable": len(sample.index) - len(items),
+            "weighted": bool(humans.inclusion_prob),
+        }
+    )
 
 
 def _choose(cfg: PipelineConfig, items: list[HumanItem], models: list[str]) -> CalibrationFile:
     """The thresholds for ``items`` (the maths; no I/O), as a calibration file without the human file's facts."""
     cascade = cascade_of(cfg)
     skeleton = CalibrationFile(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), pipeline=cfg.name,
-        pipeline_path=str(cfg.source_path or ""), target=cascade.target, delta=cascade.delta, humans="",
-        humans_sha256="", sample_sha256="", input_rows=0, human_items=0, used=len(items), no_majority=0,
-        not_in_input=0, not_sendable=0,
-        weighted=False, stages=[], certified=False, coverage=0.0, agreement=None, agreement_ci=None, statement="",
-        strongest_alone=StrongestAlone(name="", threshold=None, coverage=0.0, agreement=None), items_needed=None,
-        items=items)
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        pipeline=cfg.name,
+        pipeline_path=str(cfg.source_path or ""),
+        target=cascade.target,
+        delta=cascade.delta,
+        humans="",
+        humans_sha256="",
+        sample_sha256="",
+        input_rows=0,
+        human_items=0,
+        used=len(items),
+        no_majority=0,
+        not_in_input=0,
+        not_sendable=0,
+        weighted=False,
+        stages=[],
+        certified=False,
+        coverage=0.0,
+        agreement=None,
+        agreement_ci=None,
+        statement="",
+        strongest_alone=StrongestAlone(name="", threshold=None, coverage=0.0, agreement=None),
+        items_needed=None,
+        items=items,
+    )
     conf, wrong, w = skeleton.arrays()
     data = [g.StageData(st.name, conf[k], wrong[k]) for k, st in enumerate(cascade.stages)]
     choice = g.calibrate_cascade(data, w, cascade.target, cascade.delta)
-    stages = [_stage_summary(cfg, k, models[k], choice.stages[k], choice, items, conf[k], wrong[k])
-              for k in range(len(data))]
+    stages = [
+        _stage_summary(cfg, k, models[k], choice.stages[k], choice, items, conf[k], wrong[k]) for k in range(len(data))
+    ]
     kept = choice.kept_by >= 0
     overall = g.effective_counts(np.where(kept, np.choose(np.maximum(choice.kept_by, 0), wrong), False)[kept], w[kept])
     alone = g.calibrate_cascade([data[-1]], w, cascade.target, cascade.delta)
     alone_counts = g.effective_counts(wrong[-1][alone.kept_by >= 0], w[alone.kept_by >= 0])
     needed = None if choice.certified else g.items_needed(data, w, cascade.target, cascade.delta)
-    cal = skeleton.model_copy(update={
-        "stages": stages, "certified": choice.certified, "coverage": choice.coverage(),
-        "agreement": overall.agreement,
-        "agreement_ci": None if overall.agreement is None else g.agreement_interval(
-            overall.n_eff - overall.disagree_eff, overall.n_eff),
-        "strongest_alone": StrongestAlone(name=data[-1].name, threshold=alone.stages[0].threshold,
-                                          coverage=alone.coverage(), agreement=alone_counts.agreement),
-        "items_needed": needed[0] if needed else None,
-    })
+    cal = skeleton.model_copy(
+        update={
+            "stages": stages,
+            "certified": choice.certified,
+            "coverage": choice.coverage(),
+            "agreement": overall.agreement,
+            "agreement_ci": None
+            if overall.agreement is None
+            else g.agreement_interval(overall.n_eff - overall.disagree_eff, overall.n_eff),
+            "strongest_alone": StrongestAlone(
+                name=data[-1].name,
+                threshold=alone.stages[0].threshold,
+                coverage=alone.coverage(),
+                agreement=alone_counts.agreement,
+            ),
+            "items_needed": needed[0] if needed else None,
+        }
+    )
     return cal.model_copy(update={"statement": statement(cal, needed)})
 
 
@@ -564,8 +685,9 @@ def _sha256(path: Path) -> str:
 # ------------------------------------------------------------------------------------------- drawing
 
 
-def draw_sample(cfg: PipelineConfig, n: int, out: Path, seed: int = 0,
-                annotators: int = 3, per_item: int = 3) -> tuple[dict[str, str], int]:
+def draw_sample(
+    cfg: PipelineConfig, n: int, out: Path, seed: int = 0, annotators: int = 3, per_item: int = 3
+) -> tuple[dict[str, str], int]:
     """Blank sheets (``annotator sample``'s formats, Label Studio files included) for a seeded simple random sample
     of ``n`` input rows (every row when the input has fewer): the human sample ``annotator calibrate --humans``
     wants; and how many rows were drawn. No teacher is called."""
@@ -580,15 +702,35 @@ def draw_sample(cfg: PipelineConfig, n: int, out: Path, seed: int = 0,
     items = [sp.Candidate(rows[i][0], rows[i][1], "", None) for i in picked]
     names = sp.annotator_names(annotators, None)
     labels = [lab.name for lab in getattr(cfg.task, "labels", [])]
-    design = {"pipeline": cfg.name, "input": str(cfg.input.path), "strategy": "random", "seed": seed,
-              "population": len(rows), "n": len(items), "annotators": names, "per_item": per_item,
-              "purpose": "human sample for `annotator calibrate` (a simple random draw of the input rows)"}
+    design = {
+        "pipeline": cfg.name,
+        "input": str(cfg.input.path),
+        "strategy": "random",
+        "seed": seed,
+        "population": len(rows),
+        "n": len(items),
+        "annotators": names,
+        "per_item": per_item,
+        "purpose": "human sample for `annotator calibrate` (a simple random draw of the input rows)",
+    }
     if len(items) < n:
-        log.warning("--draw %d: the input %s has only %d rows; every one of them is in the sample", n,
-                    cfg.input.path, len(items))
+        log.warning(
+            "--draw %d: the input %s has only %d rows; every one of them is in the sample",
+            n,
+            cfg.input.path,
+            len(items),
+        )
     try:
-        files = sp.write_sheets(out, items, sp.assign(len(items), names, per_item), names, labels,
-                                inclusion_prob=[len(items) / len(rows)] * len(items), design=design)
+        files = sp.write_sheets(
+            out,
+            items,
+            sp.assign(len(items), names, per_item),
+            names,
+            labels,
+            inclusion_prob=[len(items) / len(rows)] * len(items),
+            design=design,
+            command="calibrate",
+        )
     except OSError as exc:
         raise os_error(exc, exc.filename or out) from None
     return files, len(items)

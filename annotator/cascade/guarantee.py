@@ -159,8 +159,14 @@ def grid_of(confidence: np.ndarray) -> list[float]:
     return sorted({float(c) for c in conf[np.isfinite(conf)]}, reverse=True)
 
 
-def choose_threshold(confidence: np.ndarray, wrong: np.ndarray, weights: np.ndarray, alpha: float,
-                     delta: float, grid: Sequence[float] | None = None) -> StageChoice:
+def choose_threshold(
+    confidence: np.ndarray,
+    wrong: np.ndarray,
+    weights: np.ndarray,
+    alpha: float,
+    delta: float,
+    grid: Sequence[float] | None = None,
+) -> StageChoice:
     """Fixed-sequence testing down ``grid`` (default :func:`grid_of`) for one stage (see the module docstring).
 
     ``confidence`` (NaN: the stage gave no valid answer, never kept), ``wrong`` (the stage's label differs from
@@ -221,8 +227,7 @@ class CascadeChoice:
         return float(self.weights[mask].sum()) / total if total else 0.0
 
 
-def calibrate_cascade(stages: Sequence[StageData], weights: np.ndarray, target: float,
-                      delta: float) -> CascadeChoice:
+def calibrate_cascade(stages: Sequence[StageData], weights: np.ndarray, target: float, delta: float) -> CascadeChoice:
     """Choose every stage's threshold at ``delta / K`` on the human items no earlier stage kept."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target must be in (0, 1], got {target}")
@@ -274,8 +279,9 @@ ITEMS_LIMIT = 10_000_000
 """:func:`items_needed` searches sample sizes up to this; a stage that needs more is reported as needing it."""
 
 
-def items_needed(stages: Sequence[StageData], weights: np.ndarray, target: float, delta: float,
-                 limit: int = ITEMS_LIMIT) -> tuple[int, str] | None:
+def items_needed(
+    stages: Sequence[StageData], weights: np.ndarray, target: float, delta: float, limit: int = ITEMS_LIMIT
+) -> tuple[int, str] | None:
     """When nothing can be certified: how many human items in all would certify the most confident threshold of
     the most promising stage, if new items agree as these do; and that stage's name. None when no stage's most
     confident items agree more often than ``target`` (no sample size helps: better teachers or a lower target).

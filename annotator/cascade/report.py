@@ -59,11 +59,18 @@ def frontier(cal: CalibrationFile) -> list[dict[str, Any]]:
         reach = g.reach_shares(kept_by, w, combo)
         wrong_kept = np.choose(np.maximum(kept_by, 0), wrong)[kept]
         agreement = None if not kept.any() else 1.0 - float((w[kept] * wrong_kept).sum() / w[kept].sum())
-        points.append({"thresholds": list(combo), "coverage": float(w[kept].sum() / w.sum()), "agreement": agreement,
-                       "cost_per_row": float(sum(r * c for r, c in zip(reach, per_item)))})
+        points.append(
+            {
+                "thresholds": list(combo),
+                "coverage": float(w[kept].sum() / w.sum()),
+                "agreement": agreement,
+                "cost_per_row": float(sum(r * c for r, c in zip(reach, per_item))),
+            }
+        )
     best = -1.0
-    for p in sorted((p for p in points if p["agreement"] is not None),
-                    key=lambda p: (p["cost_per_row"], -p["agreement"])):
+    for p in sorted(
+        (p for p in points if p["agreement"] is not None), key=lambda p: (p["cost_per_row"], -p["agreement"])
+    ):
         p["pareto"] = p["agreement"] > best  # cheapest first: on the frontier when it beats every cheaper one
         best = max(best, p["agreement"])
     return points
@@ -81,16 +88,34 @@ def build_report(cal: CalibrationFile, manifest: RunManifest | None, rows: int) 
     for k, s in enumerate(cal.stages):
         run = run_stages[k] if run_stages else None
         actual.append(None if run is None else run.cost_usd if unit == "USD" else float(run.tokens))
-        stages.append({
-            "name": s.name, "model": s.model, "threshold": s.threshold, "delta": s.delta,
-            "sample": {"reached": s.reached, "kept": s.kept, "coverage": s.coverage, "agreement": s.agreement,
-                       "agreement_ci95": s.agreement_ci, "tokens_per_item": s.tokens_per_item,
-                       "cost_per_item_usd": s.cost_per_item},
-            "projected": {"rows_asked": round(rows * reach[k]), "cost": projected[k]},
-            "run": None if run is None else {"rows_asked": run.rows_asked, "rows_kept": run.rows_kept,
-                                             "rows_failed": run.rows_failed, "tokens": run.tokens,
-                                             "cost_usd": run.cost_usd, "cost": actual[k]},
-        })
+        stages.append(
+            {
+                "name": s.name,
+                "model": s.model,
+                "threshold": s.threshold,
+                "delta": s.delta,
+                "sample": {
+                    "reached": s.reached,
+                    "kept": s.kept,
+                    "coverage": s.coverage,
+                    "agreement": s.agreement,
+                    "agreement_ci95": s.agreement_ci,
+                    "tokens_per_item": s.tokens_per_item,
+                    "cost_per_item_usd": s.cost_per_item,
+                },
+                "projected": {"rows_asked": round(rows * reach[k]), "cost": projected[k]},
+                "run": None
+                if run is None
+                else {
+                    "rows_asked": run.rows_asked,
+                    "rows_kept": run.rows_kept,
+                    "rows_failed": run.rows_failed,
+                    "tokens": run.tokens,
+                    "cost_usd": run.cost_usd,
+                    "cost": actual[k],
+                },
+            }
+        )
     strongest = cal.stages[-1]
     strongest_per_row = per_item[-1]
     last_run, last_cost = (run_stages[-1], actual[-1]) if run_stages else (None, None)
@@ -99,20 +124,38 @@ def build_report(cal: CalibrationFile, manifest: RunManifest | None, rows: int) 
     cascade_cost = sum(c or 0.0 for c in actual) if run_stages else sum(projected)
     alone_cost = rows * strongest_per_row
     return {
-        "statement": cal.statement, "assumption": cal.assumption, "certified": cal.certified,
-        "target": cal.target, "delta": cal.delta,
-        "human_sample": {"path": cal.humans, "items": cal.human_items, "used": cal.used, "no_majority": cal.no_majority,
-                         "not_in_input": cal.not_in_input, "not_sendable": cal.not_sendable,
-                         "weights": describe_weights([it.weight for it in cal.items])},
+        "statement": cal.statement,
+        "assumption": cal.assumption,
+        "certified": cal.certified,
+        "target": cal.target,
+        "delta": cal.delta,
+        "human_sample": {
+            "path": cal.humans,
+            "items": cal.human_items,
+            "used": cal.used,
+            "no_majority": cal.no_majority,
+            "not_in_input": cal.not_in_input,
+            "not_sendable": cal.not_sendable,
+            "weights": describe_weights([it.weight for it in cal.items]),
+        },
         "sample": {"coverage": cal.coverage, "agreement": cal.agreement, "agreement_ci95": cal.agreement_ci},
         "stages": stages,
         "rows": rows,
-        "run": None if manifest is None or manifest.cascade is None else {
-            "kept": manifest.rows_ok, "failed": manifest.rows_failed, "to_humans": manifest.cascade.rows_to_humans,
-            "human_queue": manifest.cascade.human_queue},
-        "cost": {"unit": unit, "basis": "run" if run_stages else "projected from the human sample",
-                 "cascade": cascade_cost, "strongest_alone": alone_cost,
-                 "ratio": cascade_cost / alone_cost if alone_cost else None},
+        "run": None
+        if manifest is None or manifest.cascade is None
+        else {
+            "kept": manifest.rows_ok,
+            "failed": manifest.rows_failed,
+            "to_humans": manifest.cascade.rows_to_humans,
+            "human_queue": manifest.cascade.human_queue,
+        },
+        "cost": {
+            "unit": unit,
+            "basis": "run" if run_stages else "projected from the human sample",
+            "cascade": cascade_cost,
+            "strongest_alone": alone_cost,
+            "ratio": cascade_cost / alone_cost if alone_cost else None,
+        },
         "strongest_alone": {"name": strongest.name, **cal.strongest_alone.model_dump(exclude={"name"})},
         "items_needed": cal.items_needed,
         "frontier": frontier(cal),
@@ -142,45 +185,76 @@ def _money(v: float | None, unit: str) -> str:
 def render_markdown(r: dict[str, Any]) -> str:
     """``report.md``."""
     unit = r["cost"]["unit"]
-    lines = ["# Cascade report", "", f"**{r['statement']}**", "", f"Assumption: {r['assumption']}", "",
-             f"Human sample: `{r['human_sample']['path']}`: {r['human_sample']['used']} items used of "
-             f"{r['human_sample']['items']} ({r['human_sample']['no_majority']} without a human majority, "
-             f"{r['human_sample']['not_in_input']} not in the input, {r['human_sample']['not_sendable']} not "
-             f"sendable); {r['human_sample']['weights']}.", "",
-             "## Stages", "",
-             "| stage | model | threshold | delta | asked (sample) | kept (sample) | agreement of kept, 95% CI | "
-             "tokens/item | rows asked | rows kept | cost |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Cascade report",
+        "",
+        f"**{r['statement']}**",
+        "",
+        f"Assumption: {r['assumption']}",
+        "",
+        f"Human sample: `{r['human_sample']['path']}`: {r['human_sample']['used']} items used of "
+        f"{r['human_sample']['items']} ({r['human_sample']['no_majority']} without a human majority, "
+        f"{r['human_sample']['not_in_input']} not in the input, {r['human_sample']['not_sendable']} not "
+        f"sendable); {r['human_sample']['weights']}.",
+        "",
+        "## Stages",
+        "",
+        "| stage | model | threshold | delta | asked (sample) | kept (sample) | agreement of kept, 95% CI | "
+        "tokens/item | rows asked | rows kept | cost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in r["stages"]:
         smp, run = s["sample"], s["run"]
         asked = run["rows_asked"] if run else f"~{s['projected']['rows_asked']}"
         cost = _money(run["cost"] if run else s["projected"]["cost"], unit) + ("" if run else " (projected)")
-        lines.append(f"| {s['name']} | {s['model']} | {_threshold(s['threshold'])} "
-                     f"| {s['delta']:.3g} | {smp['reached']} | {smp['kept']} ({smp['coverage']:.1%}) | "
-                     f"{_pct(smp['agreement'])}{_ci(smp['agreement_ci95'])} | {smp['tokens_per_item']:.0f} | {asked} | "
-                     f"{run['rows_kept'] if run else '-'} | {cost} |")
+        lines.append(
+            f"| {s['name']} | {s['model']} | {_threshold(s['threshold'])} "
+            f"| {s['delta']:.3g} | {smp['reached']} | {smp['kept']} ({smp['coverage']:.1%}) | "
+            f"{_pct(smp['agreement'])}{_ci(smp['agreement_ci95'])} | {smp['tokens_per_item']:.0f} | {asked} | "
+            f"{run['rows_kept'] if run else '-'} | {cost} |"
+        )
     c = r["cost"]
-    lines += ["", "## Cost", "",
-              f"Cascade: {_money(c['cascade'], unit)} ({c['basis']}); the strongest stage "
-              f"({r['strongest_alone']['name']}) alone on all {r['rows']:,} rows: {_money(c['strongest_alone'], unit)}"
-              + (f"; ratio **{c['ratio']:.2f}**." if c["ratio"] is not None else "."),
-              "",
-              f"The strongest stage alone, calibrated the same way at the same target, would keep "
-              f"{r['strongest_alone']['coverage']:.1%} of the sample (agreement {_pct(r['strongest_alone']['agreement'])}); "
-              f"the cascade keeps {r['sample']['coverage']:.1%} (agreement {_pct(r['sample']['agreement'])}"
-              f"{_ci(r['sample']['agreement_ci95'])}).", ""]
+    lines += [
+        "",
+        "## Cost",
+        "",
+        f"Cascade: {_money(c['cascade'], unit)} ({c['basis']}); the strongest stage "
+        f"({r['strongest_alone']['name']}) alone on all {r['rows']:,} rows: {_money(c['strongest_alone'], unit)}"
+        + (f"; ratio **{c['ratio']:.2f}**." if c["ratio"] is not None else "."),
+        "",
+        f"The strongest stage alone, calibrated the same way at the same target, would keep "
+        f"{r['strongest_alone']['coverage']:.1%} of the sample (agreement {_pct(r['strongest_alone']['agreement'])}); "
+        f"the cascade keeps {r['sample']['coverage']:.1%} (agreement {_pct(r['sample']['agreement'])}"
+        f"{_ci(r['sample']['agreement_ci95'])}).",
+        "",
+    ]
     if r["run"]:
-        lines += ["## This run", "", f"{r['run']['kept']:,} rows kept, {r['run']['failed']:,} failed, "
-                  f"{r['run']['to_humans']:,} left to humans (sheets in `{r['run']['human_queue']}`).", ""]
+        lines += [
+            "## This run",
+            "",
+            f"{r['run']['kept']:,} rows kept, {r['run']['failed']:,} failed, "
+            f"{r['run']['to_humans']:,} left to humans (sheets in `{r['run']['human_queue']}`).",
+            "",
+        ]
     if r["items_needed"]:
         about = "More than" if r["items_needed"] >= g.ITEMS_LIMIT else "About"
-        lines += [f"{about} {r['items_needed']:,} human items in all would make the target certifiable (if they agree "
-                  "as these do).", ""]
+        lines += [
+            f"{about} {r['items_needed']:,} human items in all would make the target certifiable (if they agree "
+            "as these do).",
+            "",
+        ]
     pareto = sorted((p for p in r["frontier"] if p.get("pareto")), key=lambda p: p["cost_per_row"])
-    lines += ["## Cost-agreement frontier (human sample; descriptive, only the chosen thresholds are certified)", "",
-              "| thresholds | coverage | agreement | cost per row |", "|---|---|---|---|"]
-    lines += [f"| {', '.join(_threshold(t) for t in p['thresholds'])} | {p['coverage']:.1%} | "
-              f"{_pct(p['agreement'])} | {_money(p['cost_per_row'], unit)} |" for p in pareto]
+    lines += [
+        "## Cost-agreement frontier (human sample; descriptive, only the chosen thresholds are certified)",
+        "",
+        "| thresholds | coverage | agreement | cost per row |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {', '.join(_threshold(t) for t in p['thresholds'])} | {p['coverage']:.1%} | "
+        f"{_pct(p['agreement'])} | {_money(p['cost_per_row'], unit)} |"
+        for p in pareto
+    ]
     lines += ["", f"![frontier]({FRONTIER_PNG})", ""]
     return "\n".join(lines)
 
@@ -194,16 +268,37 @@ def frontier_png(r: dict[str, Any], path: Path) -> None:
     chosen = [s["threshold"] for s in r["stages"]]
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     if pts:
-        sc = ax.scatter([p["cost_per_row"] for p in pts], [p["agreement"] for p in pts],
-                        c=[p["coverage"] for p in pts], cmap="viridis", vmin=0, vmax=1, s=22, alpha=0.8)
+        sc = ax.scatter(
+            [p["cost_per_row"] for p in pts],
+            [p["agreement"] for p in pts],
+            c=[p["coverage"] for p in pts],
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            s=22,
+            alpha=0.8,
+        )
         fig.colorbar(sc, ax=ax, label="coverage (share of rows kept)")
         front = sorted((p for p in pts if p.get("pareto")), key=lambda p: p["cost_per_row"])
-        ax.plot([p["cost_per_row"] for p in front], [p["agreement"] for p in front], color="#C44E52", lw=1.2,
-                label="frontier")
+        ax.plot(
+            [p["cost_per_row"] for p in front],
+            [p["agreement"] for p in front],
+            color="#C44E52",
+            lw=1.2,
+            label="frontier",
+        )
         mine = [p for p in pts if p["thresholds"] == chosen]
         if mine:
-            ax.scatter([mine[0]["cost_per_row"]], [mine[0]["agreement"]], marker="*", s=220, color="#DD8452",
-                       edgecolor="black", zorder=5, label="chosen (certified)" if r["certified"] else "chosen")
+            ax.scatter(
+                [mine[0]["cost_per_row"]],
+                [mine[0]["agreement"]],
+                marker="*",
+                s=220,
+                color="#DD8452",
+                edgecolor="black",
+                zorder=5,
+                label="chosen (certified)" if r["certified"] else "chosen",
+            )
     ax.axhline(r["target"], ls="--", color="grey", lw=1, label=f"target {r['target']:g}")
     ax.set_xlabel(f"LLM cost per row ({r['cost']['unit']})")
     ax.set_ylabel("agreement with human majority (kept rows)")

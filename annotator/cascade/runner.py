@@ -44,6 +44,7 @@ from annotator.records import (
     earlier_invocations,
     iter_annotations,
 )
+from annotator.redact import redact_data
 from annotator.rundir import RunDirLock, bind_run_dir, os_error, verify_outputs, write_run_outputs
 from annotator.tasks import build_task
 
@@ -74,8 +75,9 @@ class _Open:
         """``rec`` (this stage's record) as the cascade's record: its stage, the confidences so far, the usage of
         every stage that saw the row."""
         self.add(rec, stage)
-        return rec.model_copy(update={**self.usage, "cost": self.cost, "stage": stage,
-                                      "stages": dict(self.confidences)})
+        return rec.model_copy(
+            update={**self.usage, "cost": self.cost, "stage": stage, "stages": dict(self.confidences)}
+        )
 
 
 class CascadeRun:
@@ -84,8 +86,13 @@ class CascadeRun:
     ``backends`` (by stage name) replaces stages' teachers (tests, benchmarks); ``hook`` is called before each stage
     runs (progress bars)."""
 
-    def __init__(self, cfg: PipelineConfig, backends: dict[str, Backend] | None = None, retry_failed: bool = False,
-                 hook: StageHook | None = None):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        backends: dict[str, Backend] | None = None,
+        retry_failed: bool = False,
+        hook: StageHook | None = None,
+    ):
         self.cfg = cfg
         self.cascade = cascade_of(cfg)
         self.backends = backends or {}
@@ -107,9 +114,13 @@ class CascadeRun:
             cal = fresh_calibration(self.cfg)
             rows = count_rows(self.cfg.input)
             if self.cfg.input.limit is None and rows != cal.input_rows:
-                log.warning("the input has %d rows, %d when the human sample was calibrated: the guarantee assumes "
-                            "that sample is a random draw of the rows labelled now (recalibrate on a new sample if "
-                            "the added rows differ)", rows, cal.input_rows)
+                log.warning(
+                    "the input has %d rows, %d when the human sample was calibrated: the guarantee assumes "
+                    "that sample is a random draw of the rows labelled now (recalibrate on a new sample if "
+                    "the added rows differ)",
+                    rows,
+                    cal.input_rows,
+                )
             check_ids(self.cfg.input)
             Pipeline(stage_config(self.cfg, 0)).preview()  # a template error before any teacher call
             store = ResultStore(self.out_dir / CACHE_FILE)
@@ -132,8 +143,9 @@ class CascadeRun:
         open_rows: dict[int, _Open] | None = None  # None: every row, none asked yet
         for k, stage in enumerate(self.cascade.stages):
             threshold = cal.stages[k].threshold
-            summary = StageSummary(name=stage.name, model=cal.stages[k].model, threshold=threshold,
-                                   run_dir=str(stage_dir(self.cfg, k)))
+            summary = StageSummary(
+                name=stage.name, model=cal.stages[k].model, threshold=threshold, run_dir=str(stage_dir(self.cfg, k))
+            )
             self.stages.append(summary)
             if threshold is None:
                 log.info("stage %s keeps nothing (threshold None): not asked", stage.name)
@@ -141,16 +153,28 @@ class CascadeRun:
             if open_rows is not None and not open_rows:
                 continue
             only = None if open_rows is None else set(open_rows)
-            run = await run_stage(self.cfg, k, only if only is not None else range(rows),
-                                  self.backends.get(stage.name), self.retry_failed, self.hook)
+            run = await run_stage(
+                self.cfg,
+                k,
+                only if only is not None else range(rows),
+                self.backends.get(stage.name),
+                self.retry_failed,
+                self.hook,
+            )
             self.runs.append(run)
             open_rows = self._sort(run, summary, threshold, open_rows, store)
         if open_rows is None:
             open_rows = {row.index: _Open(row.id or "", row.text or "") for row in iter_rows(self.cfg.input)}
         return open_rows
 
-    def _sort(self, run: StageRun, summary: StageSummary, threshold: float, before: dict[int, _Open] | None,
-              store: ResultStore) -> dict[int, _Open]:
+    def _sort(
+        self,
+        run: StageRun,
+        summary: StageSummary,
+        threshold: float,
+        before: dict[int, _Open] | None,
+        store: ResultStore,
+    ) -> dict[int, _Open]:
         """Read the stage's records: keep the sure ones, record the failed ones, pass the rest on."""
         m = run.manifest
         summary.model, summary.rows_asked = m.model, m.rows_total
@@ -169,7 +193,8 @@ class CascadeRun:
                 raise InputDataError(
                     f"input {self.cfg.input.path} changed during the run: row {idx + 1} was {row.id!r} for the stage "
                     f"before {summary.name} and is {rec.id!r} now. Leave the input alone while a run is going and run "
-                    "the same command again (every answer is cached)")
+                    "the same command again (every answer is cached)"
+                )
             kind = run.failures.get(rec.id) if rec.status != "ok" else None
             if rec.status == "ok" and rec.confidence is not None and rec.confidence >= threshold:
                 summary.rows_kept += 1
@@ -183,8 +208,10 @@ class CascadeRun:
                 row.add(rec, summary.name)
                 still[idx] = row
         if seen != m.rows_total:
-            raise InconsistentOutputs(f"{run.dir}: annotations.jsonl holds {seen} rows, run.json {m.rows_total}; run "
-                                      "the same command again to rebuild the stage")
+            raise InconsistentOutputs(
+                f"{run.dir}: annotations.jsonl holds {seen} rows, run.json {m.rows_total}; run "
+                "the same command again to rebuild the stage"
+            )
         return still
 
     def _keep(self, store: ResultStore, idx: int, record: AnnotationRecord) -> None:
@@ -205,16 +232,22 @@ class CascadeRun:
         hq = self.cascade.human_queue
         names = sp.annotator_names(hq.annotators, None)
         items = [sp.Candidate(queue[i].id, queue[i].text, "", None) for i in sorted(queue)]
-        design = {"pipeline": self.cfg.name, "purpose": "rows no cascade stage kept: label them (teacher labels are "
-                  "not shown)", "strategy": "cascade human queue (not a random sample: no calibration on it)",
-                  "n": len(items), "annotators": names, "per_item": hq.per_item}
+        design = {
+            "pipeline": self.cfg.name,
+            "purpose": "rows no cascade stage kept: label them (teacher labels are not shown)",
+            "strategy": "cascade human queue (not a random sample: no calibration on it)",
+            "n": len(items),
+            "annotators": names,
+            "per_item": hq.per_item,
+        }
         labels = [lab.name for lab in build_task(self.cfg.task).manifest_labels()[0]]
         try:
             sp.write_sheets(out, items, sp.assign(len(items), names, hq.per_item), names, labels, design=design)
         except InputDataError:
             raise InputDataError(
                 f"{out} holds filled-in sheets of an earlier human queue, and the queue has changed: move {out} away "
-                "(its labels stay there) and run the same command again (every answer is cached)") from None
+                "(its labels stay there) and run the same command again (every answer is cached)"
+            ) from None
         except OSError as exc:
             raise os_error(exc, exc.filename or out) from None
         return out
@@ -226,20 +259,42 @@ class CascadeRun:
         labels, multi_label = build_task(self.cfg.task).manifest_labels()
         template = load_template(self.cfg)
         manifest = RunManifest(
-            pipeline_name=self.cfg.name, pipeline_path=str(self.cfg.source_path or ""),
-            config=self.cfg.model_dump(mode="json"), task=self.cfg.task.type, labels=labels, multi_label=multi_label,
-            template_path=template.name, template_sha256=template.sha256, backend="cascade",
+            pipeline_name=self.cfg.name,
+            pipeline_path=str(self.cfg.source_path or ""),
+            config=redact_data(self.cfg.model_dump(mode="json")),  # a key in a stage's base_url stays out
+            task=self.cfg.task.type,
+            labels=labels,
+            multi_label=multi_label,
+            template_path=template.name,
+            template_sha256=template.sha256,
+            backend="cascade",
             model=" > ".join(s.model for s in self.stages),
-            **{**counts, "rows_total": self.stats.rows_done, "rows_ok": self.stats.rows_ok,
-               "rows_failed": self.stats.rows_failed},
-            cost_usd=_sum([m.cost_usd for m in manifests]), cost_total_usd=_sum([m.cost_total_usd for m in manifests]),
-            started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            annotator_version=annotator.__version__, overrides=self.cfg.overrides, retry_failed=self.retry_failed,
-            env_vars=self.cfg.env_vars, answers=_provenance([m.answers for m in manifests]),
+            **{
+                **counts,
+                "rows_total": self.stats.rows_done,
+                "rows_ok": self.stats.rows_ok,
+                "rows_failed": self.stats.rows_failed,
+            },
+            cost_usd=_sum([m.cost_usd for m in manifests]),
+            cost_total_usd=_sum([m.cost_total_usd for m in manifests]),
+            started_at=started_at,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            annotator_version=annotator.__version__,
+            overrides=self.cfg.overrides,
+            retry_failed=self.retry_failed,
+            env_vars=self.cfg.env_vars,
+            answers=_provenance([m.answers for m in manifests]),
             cascade=CascadeSummary(
-                target=cal.target, delta=cal.delta, calibration=str(cascade_of(self.cfg).calibration),
-                certified=cal.certified, statement=cal.statement, assumption=cal.assumption, stages=self.stages,
-                rows_to_humans=to_humans, human_queue=str(self.queue_dir) if self.queue_dir else None),
+                target=cal.target,
+                delta=cal.delta,
+                calibration=str(cascade_of(self.cfg).calibration),
+                certified=cal.certified,
+                statement=cal.statement,
+                assumption=cal.assumption,
+                stages=self.stages,
+                rows_to_humans=to_humans,
+                human_queue=str(self.queue_dir) if self.queue_dir else None,
+            ),
         )
         manifest.history = [*earlier_invocations(self.out_dir), manifest.invocation()]
         return manifest
@@ -271,6 +326,10 @@ def _provenance(parts: list[AnswerProvenance | None]) -> AnswerProvenance:
     known = [p for p in parts if p is not None]
     firsts = [p.first_answer_at for p in known if p.first_answer_at]
     lasts = [p.last_answer_at for p in known if p.last_answer_at]
-    return AnswerProvenance(tokens=sum(p.tokens for p in known), attempts=sum(p.attempts for p in known),
-                            first_answer_at=min(firsts) if firsts else None, last_answer_at=max(lasts) if lasts else None,
-                            cost_usd=_sum([p.cost_usd for p in known]))
+    return AnswerProvenance(
+        tokens=sum(p.tokens for p in known),
+        attempts=sum(p.attempts for p in known),
+        first_answer_at=min(firsts) if firsts else None,
+        last_answer_at=max(lasts) if lasts else None,
+        cost_usd=_sum([p.cost_usd for p in known]),
+    )

@@ -34,8 +34,9 @@ def cascade_of(cfg: PipelineConfig) -> CascadeConfig:
     """The pipeline's ``cascade`` section; :class:`ConfigError` for a pipeline without one."""
     if cfg.cascade is None:
         where = cfg.source_path or "the pipeline file"
-        raise ConfigError(f"{where} has no cascade section (see docs/cascade.md); `annotator calibrate` is for "
-                          "cascade pipelines")
+        raise ConfigError(
+            f"{where} has no cascade section (see docs/cascade.md); `annotator calibrate` is for cascade pipelines"
+        )
     return cfg.cascade
 
 
@@ -54,8 +55,9 @@ def stage_dir(cfg: PipelineConfig, k: int) -> Path:
 def stage_config(cfg: PipelineConfig, k: int) -> PipelineConfig:
     """Stage ``k`` as a pipeline of its own: the stage's teacher, the stage's run directory, no cascade."""
     stage = cascade_of(cfg).stages[k]
-    return cfg.model_copy(update={"teacher": stage.teacher, "cascade": None,
-                                  "output": OutputConfig(dir=stage_dir(cfg, k))})
+    return cfg.model_copy(
+        update={"teacher": stage.teacher, "cascade": None, "output": OutputConfig(dir=stage_dir(cfg, k))}
+    )
 
 
 def stage_label(cfg: PipelineConfig, k: int) -> str:
@@ -80,8 +82,14 @@ class StageRun:
     failures: dict[str, FailureKind] = field(default_factory=dict)
 
 
-async def run_stage(cfg: PipelineConfig, k: int, only_rows: Collection[int], backend: Backend | None = None,
-                    retry_failed: bool = False, hook: StageHook | None = None) -> StageRun:
+async def run_stage(
+    cfg: PipelineConfig,
+    k: int,
+    only_rows: Collection[int],
+    backend: Backend | None = None,
+    retry_failed: bool = False,
+    hook: StageHook | None = None,
+) -> StageRun:
     """Run stage ``k`` on the input rows at ``only_rows``; its answers land in its run directory.
 
     A stopped stage (teacher unreachable, budget reached) raises the same error with the stage named; everything

@@ -18,32 +18,77 @@ if TYPE_CHECKING:
 
 
 def audit_command(
-    humans: Path = typer.Option(..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."),
-    teacher: list[Path] = typer.Option(..., "--teacher", help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). "
-        "Repeat to compare teachers."),
-    out: Path | None = typer.Option(None, "--out", help="Output directory. Default: TEACHER_RUN/audit (several teachers: "
-        "FIRST_TEACHER/../audit-comparison)."),
-    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json "
-        "labels, else all observed labels."),
-    level: Level = typer.Option(Level.nominal, "--level", case_sensitive=False, help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: "
-        "numeric ratings (it also switches the alt-test scoring to negative RMSE)."),
-    min_agreement: float | None = typer.Option(None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."),
-    gate_metric: GateMetric = typer.Option(GateMetric.krippendorff_alpha, "--gate-metric", case_sensitive=False, help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, "
+    humans: Path = typer.Option(
+        ..., "--humans", help="Human annotations: CSV/JSONL/Parquet, long, wide or item_id,label (one annotator: gold)."
+    ),
+    teacher: list[Path] = typer.Option(
+        ...,
+        "--teacher",
+        help="Run directory, its annotations.jsonl, or a table (item_id|id, label[, confidence]). "
+        "Repeat to compare teachers.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Output directory. Default: TEACHER_RUN/audit (several teachers: FIRST_TEACHER/../audit-comparison).",
+    ),
+    labels: str | None = typer.Option(
+        None,
+        "--labels",
+        help="Comma-separated label set (and scale order for --level ordinal). Default: the run.json "
+        "labels, else all observed labels.",
+    ),
+    level: Level = typer.Option(
+        Level.nominal,
+        "--level",
+        case_sensitive=False,
+        help="Measurement level of the labels. ordinal: the --labels order is the scale; interval: "
+        "numeric ratings (it also switches the alt-test scoring to negative RMSE).",
+    ),
+    min_agreement: float | None = typer.Option(
+        None, "--min-agreement", help="Exit with code 3 when the gate metric is below this value."
+    ),
+    gate_metric: GateMetric = typer.Option(
+        GateMetric.krippendorff_alpha,
+        "--gate-metric",
+        case_sensitive=False,
+        help="The statistic --min-agreement gates on: krippendorff_alpha, cohen_kappa, gwet_ac1, "
         "accuracy and macro_f1 are the teacher vs the human majority (alpha at --level); "
         "mean_cohen_kappa: the teacher with each human; alpha_substituted: the teacher in place "
-        "of a human; winning_rate, advantage_probability: the alt-test."),
-    epsilon: float = typer.Option(0.2, "--epsilon", help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."),
+        "of a human; winning_rate, advantage_probability: the alt-test.",
+    ),
+    epsilon: float = typer.Option(
+        0.2,
+        "--epsilon",
+        help="Alt-test cost-benefit allowance: 0.2 expert annotators, 0.15 skilled, 0.1 crowd workers.",
+    ),
+    alpha: float = typer.Option(
+        0.05, "--alpha", help="Significance level of the alt-test (BY-corrected); the confidence intervals are 1-alpha."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", help="Bootstrap resamples of items for the confidence intervals (0 = none)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the bootstrap."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
-    alt_test_min_items: int = typer.Option(30, "--alt-test-min-items", help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) "
-        "are excluded, as in the reference implementation."),
-    by: str | None = typer.Option(None, "--by", help="Also audit each slice of this column (e.g. language), read from the humans file, else "
+    alt_test_min_items: int = typer.Option(
+        30,
+        "--alt-test-min-items",
+        help="Alt-test: annotators with fewer items (shared with another annotator and the teacher) "
+        "are excluded, as in the reference implementation.",
+    ),
+    by: str | None = typer.Option(
+        None,
+        "--by",
+        help="Also audit each slice of this column (e.g. language), read from the humans file, else "
         "from the run's input file: report.md 'Results by slice', report.json 'slices', "
-        "agreement_by_slice.png."),
-    min_slice_items: int = typer.Option(20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"),
+        "agreement_by_slice.png.",
+    ),
+    min_slice_items: int = typer.Option(
+        20, "--min-slice-items", help="--by: slices with fewer evaluated items are reported as too small (no metrics)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help=JSON_HELP + " (report.json; with several teachers the comparison)"
+    ),
 ) -> None:
     """Can this teacher replace my human annotators? Compare the teacher's labels with human annotations.
 
@@ -62,7 +107,7 @@ def audit_command(
     TEACHER: a run directory or its annotations.jsonl (failed rows are excluded and counted), or a table with item_id or id, label and optional confidence. Repeat --teacher to compare several teachers: each gets a full report in OUT/<name>/ and OUT/comparison.md puts them side by side (with several teachers, --min-agreement exits 3 when no teacher passes the gate).
 
     Exit codes: 0 ok, 2 bad input, 3 the --min-agreement gate failed (the report is still written).
-"""  # noqa: E501 - typer keeps line breaks in --help: one paragraph per line, rich wraps it
+    """  # noqa: E501 - typer keeps line breaks in --help: one paragraph per line, rich wraps it
     from annotator.audit.compute import AuditOptions
     from annotator.audit.run_audit import check_gate, run_audit
 
@@ -72,9 +117,21 @@ def audit_command(
         out = base / "audit" if len(teacher) == 1 else base.parent / "audit-comparison"
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     opts = AuditOptions(
-        humans=humans, teacher=first, out=out, labels=label_list, level=level.value, epsilon=epsilon,
-        alpha=alpha, bootstrap=bootstrap, seed=seed, min_agreement=min_agreement, gate_metric=gate_metric.value, plots=plots,
-        alt_test_min_items=alt_test_min_items, by=by, min_slice_items=min_slice_items,
+        humans=humans,
+        teacher=first,
+        out=out,
+        labels=label_list,
+        level=level.value,
+        epsilon=epsilon,
+        alpha=alpha,
+        bootstrap=bootstrap,
+        seed=seed,
+        min_agreement=min_agreement,
+        gate_metric=gate_metric.value,
+        plots=plots,
+        alt_test_min_items=alt_test_min_items,
+        by=by,
+        min_slice_items=min_slice_items,
     )
     if len(teacher) > 1:
         _compare(opts, teacher, out, as_json)
@@ -99,7 +156,9 @@ def _print_report(report: AuditReport, out: Path) -> None:
     ag, cov = report.agreement, report.coverage
     hh, th, tvm = ag.human_human, ag.teacher_human, ag.teacher_vs_majority
     ci = f"{int(round(report.inputs.confidence_level * 100))}% CI"
-    table = Table(title=f"Teacher-human agreement ({cov.evaluated_items} items, {len(cov.annotators)} annotators; [{ci}])")
+    table = Table(
+        title=f"Teacher-human agreement ({cov.evaluated_items} items, {len(cov.annotators)} annotators; [{ci}])"
+    )
     table.add_column("metric")
     table.add_column("human-human", justify="right")
     table.add_column("teacher-human", justify="right")
@@ -109,7 +168,11 @@ def _print_report(report: AuditReport, out: Path) -> None:
     table.add_row("macro F1 vs majority", "", fe(report.classification.macro_f1))
     table.add_row("mean pairwise Cohen's kappa", fe(hh.mean_pairwise_cohen_kappa), fe(th.mean_cohen_kappa))
     table.add_row("mean pairwise % agreement", fe(hh.mean_pairwise_percent_agreement), fe(th.mean_percent_agreement))
-    table.add_row(f"Krippendorff's alpha ({report.inputs.level})", fe(hh.krippendorff_alpha), f"{fe(th.alpha_teacher_substituted)} (substituted)")
+    table.add_row(
+        f"Krippendorff's alpha ({report.inputs.level})",
+        fe(hh.krippendorff_alpha),
+        f"{fe(th.alpha_teacher_substituted)} (substituted)",
+    )
     table.add_row("alpha teacher vs majority", "", fe(tvm.krippendorff_alpha))
     table.add_row("Fleiss' kappa (humans / + teacher)", fe(hh.fleiss_kappa), fe(th.with_teacher_added.fleiss_kappa))
     table.add_row("Gwet's AC1 (humans / + teacher)", fe(hh.gwet_ac1), fe(th.with_teacher_added.gwet_ac1))
@@ -123,7 +186,9 @@ def _print_report(report: AuditReport, out: Path) -> None:
         state = "[green]PASSED[/]" if g.passed else "[red]FAILED[/]"
         console.print(f"Gate {state}: {g.metric} = {f(g.value)} (min {g.min_agreement:g})")
     pngs = [Path(v).name for k, v in report.files.items() if v.endswith(".png")]
-    console.print(f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}" + (f"; plots: {', '.join(pngs)})" if pngs else ")"))
+    console.print(
+        f"Report: {out / 'report.md'}  (JSON: {out / 'report.json'}" + (f"; plots: {', '.join(pngs)})" if pngs else ")")
+    )
 
 
 def _compare(opts: AuditOptions, teachers: list[Path], out: Path, as_json: bool) -> None:
@@ -143,7 +208,9 @@ def _compare(opts: AuditOptions, teachers: list[Path], out: Path, as_json: bool)
     else:
         _print_comparison(comparison, out, opts.alpha)
     if opts.min_agreement is not None and not any(s.gate_passed for s in comparison.teachers):
-        raise GateFailed(f"audit gate failed for every teacher: {opts.gate_metric} < --min-agreement {opts.min_agreement:g}")
+        raise GateFailed(
+            f"audit gate failed for every teacher: {opts.gate_metric} < --min-agreement {opts.min_agreement:g}"
+        )
 
 
 def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
@@ -152,10 +219,29 @@ def _print_comparison(comparison: Comparison, out: Path, alpha: float) -> None:
 
     console = result_console()
     title = f"Teachers vs {len(comparison.annotators)} human annotators ({int(round((1 - alpha) * 100))}% CI)"
-    columns = ["teacher", "items", "accuracy", "alpha vs majority", "winning rate", "advantage prob.", "alt-test",
-               "tokens/item"]
-    rows = [[s.name, str(s.evaluated_items), fe(s.accuracy), fe(s.alpha_vs_majority), f(s.winning_rate, 2),
-             f(s.advantage_probability, 3), alt_test_cell(s), f(s.tokens_per_item, 1)] for s in comparison.teachers]
+    columns = [
+        "teacher",
+        "items",
+        "accuracy",
+        "alpha vs majority",
+        "winning rate",
+        "advantage prob.",
+        "alt-test",
+        "tokens/item",
+    ]
+    rows = [
+        [
+            s.name,
+            str(s.evaluated_items),
+            fe(s.accuracy),
+            fe(s.alpha_vs_majority),
+            f(s.winning_rate, 2),
+            f(s.advantage_probability, 3),
+            alt_test_cell(s),
+            f(s.tokens_per_item, 1),
+        ]
+        for s in comparison.teachers
+    ]
     console.print(fitted_table(console, title, columns, rows, left=("teacher",)))
     console.print(f"[bold]Pass the alt-test:[/] {', '.join(comparison.passing) or 'none'}")
     console.print(f"Comparison: {out / COMPARISON_MD}  (per-teacher reports in {out}/<teacher>/)")

@@ -22,15 +22,24 @@ if TYPE_CHECKING:
 def calibrate_command(
     pipeline: Path = typer.Argument(..., help="A pipeline YAML file with a cascade section.", show_default=False),
     humans: Path | None = typer.Option(
-        None, "--humans", help="The filled human sample: a sheet from --draw or `annotator sample` (long, wide or "
-                               "Label Studio export; inclusion probabilities are honoured). Default: the sample of the "
-                               "pipeline's current calibration (to calibrate again after the pipeline changed)."),
-    draw: int | None = typer.Option(None, "--draw", min=1, help="Instead: write blank sheets for a random sample of N "
-                                                                "input rows to --out (no teacher call)."),
+        None,
+        "--humans",
+        help="The filled human sample: a sheet from --draw or `annotator sample` (long, wide or "
+        "Label Studio export; inclusion probabilities are honoured). Default: the sample of the "
+        "pipeline's current calibration (to calibrate again after the pipeline changed).",
+    ),
+    draw: int | None = typer.Option(
+        None,
+        "--draw",
+        min=1,
+        help="Instead: write blank sheets for a random sample of N input rows to --out (no teacher call).",
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="--draw: the folder for the sheets."),
     seed: int = typer.Option(0, "--seed", min=0, help="--draw: random seed (0 or more)."),
     annotators: int = typer.Option(3, "--annotators", help="--draw: number of annotators."),
-    per_item: int = typer.Option(3, "--per-item", help="--draw: annotators per item (their majority is the reference)."),
+    per_item: int = typer.Option(
+        3, "--per-item", help="--draw: annotators per item (their majority is the reference)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (the calibration, without its per-item data)"),
@@ -64,8 +73,10 @@ def calibrate_command(
     cfg = load_config(pipeline, overrides)
     cascade_of(cfg)
     if humans is not None and draw is not None:
-        raise InputDataError("give either --humans FILE (calibrate on a filled sample) or --draw N --out DIR (write "
-                             "the sheets of a new one), not both")
+        raise InputDataError(
+            "give either --humans FILE (calibrate on a filled sample) or --draw N --out DIR (write "
+            "the sheets of a new one), not both"
+        )
     if humans is None and draw is None:
         humans = _current_sample(cfg)
     if draw is not None:
@@ -75,9 +86,12 @@ def calibrate_command(
         if as_json:
             emit_json({"files": files, "rows": drawn})
         else:
-            result_console().print(f"sheets for {drawn} random input rows: {files['long']} (long), {files['wide']} "
-                                   f"(wide), Label Studio {files['label_studio_tasks']}. Fill one, then: annotator "
-                                   f"calibrate {pipeline} --humans {files['long']}", soft_wrap=True)
+            result_console().print(
+                f"sheets for {drawn} random input rows: {files['long']} (long), {files['wide']} "
+                f"(wide), Label Studio {files['label_studio_tasks']}. Fill one, then: annotator "
+                f"calibrate {pipeline} --humans {files['long']}",
+                soft_wrap=True,
+            )
         return
     assert humans is not None
     from annotator.cascade.report import REPORT_DIR, REPORT_MD, write_report
@@ -86,16 +100,24 @@ def calibrate_command(
     report = Path(cfg.output.dir) / REPORT_DIR / REPORT_MD
     with StageBars(quiet) as bars:
         try:
-            cal = asyncio.run(calibrate(cfg, humans, hook=bars, then=lambda c: write_report(
-                report.parent, c, None, c.input_rows)))
+            cal = asyncio.run(
+                calibrate(cfg, humans, hook=bars, then=lambda c: write_report(report.parent, c, None, c.input_rows))
+            )
         except KeyboardInterrupt:  # typer would exit 130 without a word
             bars.stop()
-            Console(stderr=True).print("[yellow]interrupted[/]: every answer obtained so far is saved in the stages' "
-                                       "directories; run the same command again to resume (none is asked twice).")
+            Console(stderr=True).print(
+                "[yellow]interrupted[/]: every answer obtained so far is saved in the stages' "
+                "directories; run the same command again to resume (none is asked twice)."
+            )
             sys.exit(130)
     if as_json:
-        emit_json({"calibration": str(calibration_path(cfg)), "report": str(report),
-                   **jsonable(cal.model_copy(update={"items": []}))})
+        emit_json(
+            {
+                "calibration": str(calibration_path(cfg)),
+                "report": str(report),
+                **jsonable(cal.model_copy(update={"items": []})),
+            }
+        )
     else:
         _print(cal, calibration_path(cfg), report)
     if not cal.certified:
@@ -116,8 +138,10 @@ def _current_sample(cfg: PipelineConfig) -> Path:
     except (OSError, ValueError, AttributeError, RecursionError):
         recorded = None
     if not isinstance(recorded, str) or not recorded:
-        raise InputDataError(f"no calibration at {path} names a human sample: give --humans FILE (a filled human "
-                             "sample) or --draw N --out DIR (write the sheets of a new one)")
+        raise InputDataError(
+            f"no calibration at {path} names a human sample: give --humans FILE (a filled human "
+            "sample) or --draw N --out DIR (write the sheets of a new one)"
+        )
     return Path(recorded)
 
 
@@ -128,16 +152,23 @@ def _print(cal: CalibrationFile, path: Path, report: Path) -> None:
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in cal.stages:
         ci = f" [{s.agreement_ci[0]:.1%}, {s.agreement_ci[1]:.1%}]" if s.agreement_ci else ""
-        table.add_row(s.name, "none (not asked)" if s.threshold is None else f"{s.threshold:.3g}", str(s.reached),
-                      f"{s.kept} ({s.coverage:.1%})", ("-" if s.agreement is None else f"{s.agreement:.1%}") + ci)
+        table.add_row(
+            s.name,
+            "none (not asked)" if s.threshold is None else f"{s.threshold:.3g}",
+            str(s.reached),
+            f"{s.kept} ({s.coverage:.1%})",
+            ("-" if s.agreement is None else f"{s.agreement:.1%}") + ci,
+        )
     console = result_console()
     console.print(table)
     console.print(cal.statement, soft_wrap=True)
     console.print(f"thresholds: {path}; report: {report}", soft_wrap=True)
     skipped = cal.no_majority + cal.not_in_input + cal.not_sendable
     if skipped:
-        log_console().print(f"[yellow]note:[/] {skipped} human item(s) left out ({cal.no_majority} without a majority, "
-                            f"{cal.not_in_input} not in the input, {cal.not_sendable} not sendable)")
+        log_console().print(
+            f"[yellow]note:[/] {skipped} human item(s) left out ({cal.no_majority} without a majority, "
+            f"{cal.not_in_input} not in the input, {cal.not_sendable} not sendable)"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -28,15 +28,23 @@ def export_command(
     split: Annotated[str, typer.Option(help="Fractions train,validation,test (or train,test).")] = "0.8,0.1,0.1",
     stratify_by: Annotated[
         str | None,
-        typer.Option("--stratify-by", metavar="COLUMN", help="Split every slice of this input column (e.g. language) in the fractions (with --gold: "
-            "every slice's gold-label mix)."),
+        typer.Option(
+            "--stratify-by",
+            metavar="COLUMN",
+            help="Split every slice of this input column (e.g. language) in the fractions (with --gold: "
+            "every slice's gold-label mix).",
+        ),
     ] = None,
     min_confidence: Annotated[
         float | None, typer.Option("--min-confidence", help="Drop label rows whose teacher confidence is below this.")
     ] = None,
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", case_sensitive=False, help="Rows of the dataset (auto: classification for label tasks, chat for rephrase/qa)."),
+        typer.Option(
+            "--format",
+            case_sensitive=False,
+            help="Rows of the dataset (auto: classification for label tasks, chat for rephrase/qa).",
+        ),
     ] = ExportFormat.auto,
     push_to_hub: Annotated[
         str | None,
@@ -45,14 +53,19 @@ def export_command(
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a pushed dataset.")] = True,
     route_below: Annotated[
         float | None,
-        typer.Option("--route-below", help="Keep label rows under this teacher confidence out of the dataset and write them to a "
-            "sheet for humans."),
+        typer.Option(
+            "--route-below",
+            help="Keep label rows under this teacher confidence out of the dataset and write them to a "
+            "sheet for humans.",
+        ),
     ] = None,
     route_out: Annotated[
-        Path | None, typer.Option("--route-out", help="Folder of that sheet (default RUN_DIR/routed; refuses to overwrite sheets).")
+        Path | None,
+        typer.Option("--route-out", help="Folder of that sheet (default RUN_DIR/routed; refuses to overwrite sheets)."),
     ] = None,
     route_annotators: Annotated[
-        int, typer.Option("--route-annotators", help="Annotators on the routed sheet (each item gets min(K, 3) of them).")
+        int,
+        typer.Option("--route-annotators", help="Annotators on the routed sheet (each item gets min(K, 3) of them)."),
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
@@ -112,7 +125,9 @@ def _print_summary(summary: ExportSummary) -> None:
         excluded.append(f"{c.routed_to_humans} routed to humans")
     console.print(f"{c.total} annotated rows -> {c.exported_items} exported; excluded: {', '.join(excluded)}")
     if summary.routed_sheet:
-        console.print(f"items for humans (confidence < {summary.route_below:g}): {summary.routed_sheet}", soft_wrap=True)
+        console.print(
+            f"items for humans (confidence < {summary.route_below:g}): {summary.routed_sheet}", soft_wrap=True
+        )
     console.print(f"dataset: [bold]{summary.out}[/] (load_from_disk, parquet/, README.md, export.json)", soft_wrap=True)
     if summary.pushed_to:
         console.print(f"pushed to the Hub: {summary.pushed_to}")

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from annotator.progress import quiet
+from annotator.redact import redact_data
 
 JSON_HELP = "Print a machine-readable JSON summary to stdout instead of tables (logs and progress go to stderr)."
 SET_HELP = (
@@ -42,15 +43,17 @@ def jsonable(model: BaseModel) -> dict[str, Any]:
 
 
 def emit_json(data: BaseModel | dict[str, Any]) -> None:
-    """Write ``data`` as one strict JSON document to stdout."""
+    """Write ``data`` as one strict JSON document to stdout (secrets redacted: :mod:`annotator.redact`)."""
     if isinstance(data, BaseModel):
         data = jsonable(data)
+    data = redact_data(data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
-def fitted_table(console: Console, title: str, columns: list[str], rows: list[list[str]],
-                 left: tuple[str, ...] = ()) -> RenderableType:
+def fitted_table(
+    console: Console, title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...] = ()
+) -> RenderableType:
     """A table of ``rows`` under ``columns`` (right-aligned but for the ``left`` ones) as wide as its content when
     that fits the console, else one block per row (its first column and cell, then ``column  value`` lines), so no
     cell is cut (an 80-column terminal would shrink a name such as ``teacher-big`` to ``teach...``)."""

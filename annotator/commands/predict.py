@@ -50,8 +50,9 @@ def predict_command(
     """
     from annotator.student.predict import PredictError, PredictOptions, load_student_info
 
-    if out.suffix.lower() not in (".jsonl", ".ndjson"):
-        raise PredictError(f"--out {out}: predictions are written as JSONL; use a .jsonl file name")
+    for option, path in (("--out", out), ("--route-out", route_out)):
+        if path is not None and path.suffix.lower() not in (".jsonl", ".ndjson"):
+            raise PredictError(f"{option} {path}: predict writes JSONL; use a .jsonl file name")
     info = load_student_info(student)
     cfg = InputConfig(path=input, format=fmt, id_column=id_column, text_column=text_column, limit=limit)
     opts = PredictOptions(out=out, route_below=route_below, route_out=route_out, batch_size=batch_size)
@@ -69,7 +70,12 @@ def predict_command(
 
 
 def _predict_with_progress(
-    info: StudentInfo, cfg: InputConfig, opts: PredictOptions, device: str, ray: str | None, ray_workers: int | None,
+    info: StudentInfo,
+    cfg: InputConfig,
+    opts: PredictOptions,
+    device: str,
+    ray: str | None,
+    ray_workers: int | None,
     quiet: bool,
 ) -> PredictSummary:
     """Label the file here (``device``) or on Ray, with a progress bar on stderr unless ``quiet``."""

@@ -24,9 +24,11 @@ from annotator.records import ANNOTATIONS_FILE, MANIFEST_FILE, AnnotationRecord,
 
 def _progress_text(stats: RunStats) -> str:
     cost = f"  ${stats.cost_usd:,.4f}" if stats.cost_usd is not None else ""
-    return (f"[green]{stats.rows_ok} ok[/] [red]{stats.rows_failed} failed[/]  "
-            f"{stats.tokens:,} tok{cost}  {stats.rows_per_s:,.1f} rows/s  "
-            f"calls {stats.teacher_calls:,} cached {stats.cache_hits:,}")
+    return (
+        f"[green]{stats.rows_ok} ok[/] [red]{stats.rows_failed} failed[/]  "
+        f"{stats.tokens:,} tok{cost}  {stats.rows_per_s:,.1f} rows/s  "
+        f"calls {stats.teacher_calls:,} cached {stats.cache_hits:,}"
+    )
 
 
 def run_command(
@@ -39,10 +41,15 @@ def run_command(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ray: str | None = typer.Option(
-        None, "--ray", help="Spread the teacher over a Ray cluster: an address, or `--ray` alone for ray.init()'s default."
+        None,
+        "--ray",
+        help="Spread the teacher over a Ray cluster: an address, or `--ray` alone for ray.init()'s default.",
     ),
     max_failed_fraction: float | None = typer.Option(
-        None, "--max-failed-fraction", min=0.0, max=1.0,
+        None,
+        "--max-failed-fraction",
+        min=0.0,
+        max=1.0,
         help="Exit 4 when more than this share of rows failed (default: validation.max_failed_fraction, 0.1).",
     ),
 ) -> None:
@@ -104,11 +111,14 @@ def _configure(
     if max_failed_fraction is not None:
         cfg.validation.max_failed_fraction = max_failed_fraction
     if ray is not None and cfg.cascade is not None:
-        raise ConfigError("--ray: a cascade's stages each have their own teacher: set teacher.ray in the stages "
-                          "that should run on Ray")
+        raise ConfigError(
+            "--ray: a cascade's stages each have their own teacher: set teacher.ray in the stages "
+            "that should run on Ray"
+        )
     if ray is not None:
-        cfg.teacher.ray = RayConfig(**{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}),
-                                       "address": None if ray == "local" else ray})
+        cfg.teacher.ray = RayConfig(
+            **{**(cfg.teacher.ray.model_dump() if cfg.teacher.ray else {}), "address": None if ray == "local" else ray}
+        )
     return cfg
 
 
@@ -153,8 +163,12 @@ class StageBars:
         self.stop()
 
 
-def _run_until_done(run: Coroutine[Any, Any, RunManifest], progress: ProgressDisplay | StageBars, out_dir: Path,
-                    rows_done: Callable[[], int]) -> RunManifest:
+def _run_until_done(
+    run: Coroutine[Any, Any, RunManifest],
+    progress: ProgressDisplay | StageBars,
+    out_dir: Path,
+    rows_done: Callable[[], int],
+) -> RunManifest:
     """Run the pipeline; Ctrl-C exits 130 and a reached teacher.max_cost exits 8, each with one line (shown even
     with --quiet: it is why the run stopped)."""
     console = Console(stderr=True)
@@ -177,17 +191,23 @@ def _run_until_done(run: Coroutine[Any, Any, RunManifest], progress: ProgressDis
 def _print_summary(name: str, manifest: RunManifest, elapsed: float, out_dir: Path, as_json: bool) -> None:
     """The run's summary on stdout: a table, or (--json) run.json's content plus the output paths."""
     if as_json:
-        emit_json({"annotations": str(out_dir / ANNOTATIONS_FILE), "run_json": str(out_dir / MANIFEST_FILE),
-                   "elapsed_s": round(elapsed, 3), **jsonable(manifest)})
+        emit_json(
+            {
+                "annotations": str(out_dir / ANNOTATIONS_FILE),
+                "run_json": str(out_dir / MANIFEST_FILE),
+                "elapsed_s": round(elapsed, 3),
+                **jsonable(manifest),
+            }
+        )
     else:
         result_console().print(_summary_table(name, manifest, elapsed, out_dir))
 
 
 _HINTS = {
     "transport": "the teacher call failed (connection, timeout, HTTP error): such failures are not cached, so "
-                 "check the teacher and run the same command again",
+    "check the teacher and run the same command again",
     "validation": "the teacher's answers stayed invalid: rerun with --retry-failed to ask again, or read 'raw' "
-                  "and 'error' to fix the prompt",
+    "and 'error' to fix the prompt",
     "input": "the row could not be sent (empty or too long text, template error): fix those input rows",
 }
 
@@ -197,8 +217,9 @@ def _report_failures(manifest: RunManifest, stats: RunStats, max_fraction: float
     if not manifest.rows_failed:
         return
     console = log_console()
-    console.print(f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of "
-                  f"annotations.jsonl.")
+    console.print(
+        f"[yellow]{manifest.rows_failed} row(s) failed[/]; their reasons are in the 'error' field of annotations.jsonl."
+    )
     for kind, n in sorted(stats.failed_by_kind.items()):
         console.print(f"  {n} row(s): {_HINTS[kind]}.")
     share = manifest.rows_failed / manifest.rows_total
@@ -218,15 +239,20 @@ def _summary_table(name: str, manifest: RunManifest, elapsed: float, out_dir: Pa
     table.add_row("cache hits", f"{manifest.cache_hits:,}")
     table.add_row("tokens", f"{manifest.tokens:,}")
     if manifest.cost_usd is not None or manifest.cost_total_usd is not None:
-        table.add_row("cost", f"${manifest.cost_usd or 0.0:,.4f} this run, "
-                              f"${manifest.cost_total_usd or 0.0:,.4f} in this output directory")
+        table.add_row(
+            "cost",
+            f"${manifest.cost_usd or 0.0:,.4f} this run, "
+            f"${manifest.cost_total_usd or 0.0:,.4f} in this output directory",
+        )
     table.add_row("rows/s", f"{manifest.rows_total / elapsed:,.1f}" if elapsed > 0 else "-")
     table.add_row("teacher", manifest.model)
     if manifest.cascade is not None:
         for st in manifest.cascade.stages:
             at = "not asked (keeps nothing)" if st.threshold is None else f"confidence >= {st.threshold:.3g}"
             table.add_row(f"stage {st.name}", f"asked {st.rows_asked:,}, kept {st.rows_kept:,} ({at})")
-        table.add_row("left to humans", f"{manifest.cascade.rows_to_humans:,} (sheets in {manifest.cascade.human_queue})")
+        table.add_row(
+            "left to humans", f"{manifest.cascade.rows_to_humans:,} (sheets in {manifest.cascade.human_queue})"
+        )
         table.add_row("guarantee", manifest.cascade.statement)
     table.add_row("annotations", str(out_dir / ANNOTATIONS_FILE))
     table.add_row("manifest", str(out_dir / MANIFEST_FILE))

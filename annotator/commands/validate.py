@@ -17,13 +17,15 @@ from annotator.costs import Budget, RunEstimate, estimate_prompt_tokens
 from annotator.engine import Pipeline
 from annotator.inputs import check_ids, count_rows, iter_rows
 from annotator.records import CACHE_FILE
+from annotator.redact import redact
 
 
 def validate_command(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file.", show_default=False),
     show_schema: bool = typer.Option(False, "--schema", help="Also print the JSON schema the teacher must follow."),
     estimate: bool = typer.Option(
-        False, "--estimate",
+        False,
+        "--estimate",
         help="Render every prompt and estimate the run's tokens and cost (teacher.price) before any call.",
     ),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=SET_HELP),
@@ -50,23 +52,39 @@ def validate_command(
 
         cascade_estimate = CascadeEstimate.of(cfg, estimates)
     if as_json:
-        emit_json({
-            **({"estimate": run_estimate.summary()} if run_estimate else {}),
-            **({"estimate": cascade_estimate.summary()} if cascade_estimate else {}),
-            "ok": True, "pipeline": str(pipeline), "task": cfg.task.type, "rows": n,
-            "backend": "cascade" if cfg.cascade else cfg.teacher.backend,
-            "model": " > ".join(str(t.model) for _, t in cfg.stage_teachers()) if cfg.cascade else cfg.teacher.model,
-            "output": str(cfg.output.dir), "template": runner.template.name,
-            "overrides": cfg.overrides, "env_vars": cfg.env_vars, "first_row": row.id, "messages": messages,
-            "config": jsonable(cfg), **({"schema": runner.schema} if show_schema else {}),
-        })
+        emit_json(
+            {
+                **({"estimate": run_estimate.summary()} if run_estimate else {}),
+                **({"estimate": cascade_estimate.summary()} if cascade_estimate else {}),
+                "ok": True,
+                "pipeline": str(pipeline),
+                "task": cfg.task.type,
+                "rows": n,
+                "backend": "cascade" if cfg.cascade else cfg.teacher.backend,
+                "model": " > ".join(str(t.model) for _, t in cfg.stage_teachers())
+                if cfg.cascade
+                else cfg.teacher.model,
+                "output": str(cfg.output.dir),
+                "template": runner.template.name,
+                "overrides": cfg.overrides,
+                "env_vars": cfg.env_vars,
+                "first_row": row.id,
+                "messages": messages,
+                "config": jsonable(cfg),
+                **({"schema": runner.schema} if show_schema else {}),
+            }
+        )
         return
     console = result_console()
     teachers = ", ".join(f"[bold]{t.backend}[/] {t.model or '(default model)'}" for _, t in cfg.stage_teachers())
-    console.print(f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
-                  f"{'cascade of' if cfg.cascade else 'teacher'} {teachers}, output {cfg.output.dir}")
+    console.print(
+        redact(
+            f"[green]ok[/] {pipeline}: task [bold]{cfg.task.type}[/], {n:,} input rows, "
+            f"{'cascade of' if cfg.cascade else 'teacher'} {teachers}, output {cfg.output.dir}"
+        )
+    )
     for m in messages:
-        console.print(Panel(m["content"], title=f"{m['role']} message for row {row.id!r}", expand=False))
+        console.print(Panel(redact(m["content"]), title=f"{m['role']} message for row {row.id!r}", expand=False))
     if show_schema:
         console.print_json(json.dumps(runner.schema))
     if run_estimate:
@@ -80,8 +98,10 @@ def _estimates(runner: Pipeline, cfg: PipelineConfig) -> list[RunEstimate]:
     every rendered prompt (streamed once)."""
     teachers = [t for _, t in cfg.stage_teachers()]
     dirs = [stage_dir(cfg, k) for k in range(len(teachers))] if cfg.cascade else [Path(cfg.output.dir)]
-    ests = [RunEstimate(price=Budget.of(t).price, typical_completion=typical_completion_tokens(d / CACHE_FILE))
-            for t, d in zip(teachers, dirs)]
+    ests = [
+        RunEstimate(price=Budget.of(t).price, typical_completion=typical_completion_tokens(d / CACHE_FILE))
+        for t, d in zip(teachers, dirs)
+    ]
     for row in iter_rows(cfg.input):
         messages = runner.prompt_of(row)
         if isinstance(messages, str):
@@ -97,19 +117,26 @@ def _estimates(runner: Pipeline, cfg: PipelineConfig) -> list[RunEstimate]:
 def _estimate_table(est: RunEstimate, t: BaseTeacherConfig) -> Table:
     max_cost = Budget.of(t).max_cost
     typical = est.completion_tokens_typical
-    table = Table(title=f"estimate: {est.rows:,} rows x {t.samples} sample(s) = {est.calls:,} calls"
-                        + (f" ({est.rows_skipped:,} rows not sendable)" if est.rows_skipped else ""),
-                  show_header=False)
+    table = Table(
+        title=f"estimate: {est.rows:,} rows x {t.samples} sample(s) = {est.calls:,} calls"
+        + (f" ({est.rows_skipped:,} rows not sendable)" if est.rows_skipped else ""),
+        show_header=False,
+    )
     table.add_row("prompt tokens", f"{est.prompt_tokens:,}", "rendered prompt characters / 4")
-    table.add_row("completion tokens", f"<= {est.completion_tokens_max:,}", f"teacher.max_tokens={t.max_tokens} per call")
+    table.add_row(
+        "completion tokens", f"<= {est.completion_tokens_max:,}", f"teacher.max_tokens={t.max_tokens} per call"
+    )
     if typical is not None and est.typical_completion is not None:
         per_call, n = est.typical_completion
         table.add_row("", f"~ {typical:,}", f"typical: {per_call:,.1f} per call over {n:,} earlier calls")
     if est.price is None:
         table.add_row("cost", "unknown", "set teacher.price (USD per 1M tokens) for a cost estimate")
     else:
-        table.add_row("cost", f"<= ${est.cost_max or 0.0:,.4f}",
-                      f"${est.price.input:g} input / ${est.price.output:g} output per 1M tokens")
+        table.add_row(
+            "cost",
+            f"<= ${est.cost_max or 0.0:,.4f}",
+            f"${est.price.input:g} input / ${est.price.output:g} output per 1M tokens",
+        )
         if est.cost_typical is not None:
             table.add_row("", f"~ ${est.cost_typical:,.4f}", "with the typical completion length")
         if max_cost is not None:

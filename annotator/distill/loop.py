@@ -110,14 +110,20 @@ class Distiller:
     def __init__(self, cfg: PipelineConfig, opts: DistillOptions, say: Callable[[str], None] | None = None):
         labels = label_names_of(cfg)
         if labels is None:
-            raise DistillError(f"{cfg.source_path or 'the pipeline'}: task.type {cfg.task.type} has no label set: "
-                               "distill needs a label task (a student classifier learns the teacher's labels)")
+            raise DistillError(
+                f"{cfg.source_path or 'the pipeline'}: task.type {cfg.task.type} has no label set: "
+                "distill needs a label task (a student classifier learns the teacher's labels)"
+            )
         if cfg.cascade is not None:
-            raise DistillError(f"{cfg.source_path or 'the pipeline'}: a cascade pipeline has several teachers; distill "
-                               "asks one: point it at a pipeline with a single teacher")
+            raise DistillError(
+                f"{cfg.source_path or 'the pipeline'}: a cascade pipeline has several teachers; distill "
+                "asks one: point it at a pipeline with a single teacher"
+            )
         if labels[1]:
-            raise DistillError(f"{cfg.source_path or 'the pipeline'}: task.multi_label: true is not supported by "
-                               "distill yet; use a single-label task")
+            raise DistillError(
+                f"{cfg.source_path or 'the pipeline'}: task.multi_label: true is not supported by "
+                "distill yet; use a single-label task"
+            )
         self.cfg, self.opts, self.out = cfg, opts, Path(opts.out)
         self.label_names = labels[0]
         self.corpus = cfg.input
@@ -139,21 +145,40 @@ class Distiller:
             while state.stopped is None:
                 self._advance(state)
             if not state.rounds:
-                raise BudgetReached(f"{state.stopped.detail}: no round finished, so there is no student yet; raise "
-                                    "--max-cost and run the same command again (every answer so far is kept)")
+                raise BudgetReached(
+                    f"{state.stopped.detail}: no round finished, so there is no student yet; raise "
+                    "--max-cost and run the same command again (every answer so far is kept)"
+                )
             return write_outputs(self._finished(state), state)
 
     def _finished(self, state: DistillState) -> Finished:
         o = self.opts
-        options = {"seed_size": len(state.rounds[0].ids) - len(state.gold), "validation_size": len(state.validation),
-                   "batch_size": self.batch_size(state), "budget": o.budget, "max_cost": o.max_cost,
-                   "strategy": o.strategy, "diversity": o.diversity, "cold_start": o.cold_start, "recheck": o.recheck,
-                   "recheck_samples": o.recheck_samples, "patience": o.patience, "min_delta": o.min_delta,
-                   "match_margin": o.match_margin, "gold": None if o.gold is None else str(o.gold), "seed": o.seed,
-                   **state.design}
-        return Finished(out=self.out, corpus=self.corpus, labelled=self.labelled(state),
-                        first={i: r.label for i, r in self.teacher.records().items()}, teacher_dir=self.teacher.dir,
-                        options=options)
+        options = {
+            "seed_size": len(state.rounds[0].ids) - len(state.gold),
+            "validation_size": len(state.validation),
+            "batch_size": self.batch_size(state),
+            "budget": o.budget,
+            "max_cost": o.max_cost,
+            "strategy": o.strategy,
+            "diversity": o.diversity,
+            "cold_start": o.cold_start,
+            "recheck": o.recheck,
+            "recheck_samples": o.recheck_samples,
+            "patience": o.patience,
+            "min_delta": o.min_delta,
+            "match_margin": o.match_margin,
+            "gold": None if o.gold is None else str(o.gold),
+            "seed": o.seed,
+            **state.design,
+        }
+        return Finished(
+            out=self.out,
+            corpus=self.corpus,
+            labelled=self.labelled(state),
+            first={i: r.label for i, r in self.teacher.records().items()},
+            teacher_dir=self.teacher.dir,
+            options=options,
+        )
 
     def _advance(self, state: DistillState) -> None:
         assert state.pending is not None
@@ -168,10 +193,15 @@ class Distiller:
         from annotator.engine import answer_fingerprint
 
         o, train = self.opts, self.student.train
-        return {"seed": o.seed, "gold": None if o.gold is None else str(o.gold),
-                "model": self.student.model, "train": None if train is None else json.loads(json.dumps(
-                    {k: v for k, v in vars(train).items() if k != "device"})),
-                "teacher": answer_fingerprint(self.cfg)}
+        return {
+            "seed": o.seed,
+            "gold": None if o.gold is None else str(o.gold),
+            "model": self.student.model,
+            "train": None
+            if train is None
+            else json.loads(json.dumps({k: v for k, v in vars(train).items() if k != "device"})),
+            "teacher": answer_fingerprint(self.cfg),
+        }
 
     def _load_or_start(self) -> DistillState:
         state = load_state(self.out)
@@ -182,23 +212,38 @@ class Distiller:
             return state
         pending = state.pending
         o = self.opts
-        same = (pending is not None and state.design == self._design() and state.input == str(self.corpus.path)
-                and o.seed_size in (None, len(pending.ids) - len(state.gold))
-                and o.validation_size in (None, state.validation_size))
+        same = (
+            pending is not None
+            and state.design == self._design()
+            and state.input == str(self.corpus.path)
+            and o.seed_size in (None, len(pending.ids) - len(state.gold))
+            and o.validation_size in (None, state.validation_size)
+        )
         return state if same else self._start()  # round 0 unfinished: a new seed may still be drawn
 
     def _check_design(self, state: DistillState) -> None:
         """A resumed run keeps what fixed its rounds: the corpus, the seed sample, the validation rows, the gold and
         the student's settings (the budgets and stop rules may change)."""
-        was = dict(state.design, input=state.input, seed_size=len(state.rounds[0].ids) - len(state.gold),
-                   validation_size=state.validation_size)
-        now = dict(self._design(), input=str(self.corpus.path), seed_size=self.opts.seed_size or was["seed_size"],
-                   validation_size=self.opts.validation_size or was["validation_size"])
+        was = dict(
+            state.design,
+            input=state.input,
+            seed_size=len(state.rounds[0].ids) - len(state.gold),
+            validation_size=state.validation_size,
+        )
+        now = dict(
+            self._design(),
+            input=str(self.corpus.path),
+            seed_size=self.opts.seed_size or was["seed_size"],
+            validation_size=self.opts.validation_size or was["validation_size"],
+        )
         differs = [k for k in now if was.get(k) != now[k]]
         if differs:
-            raise DistillError(f"{self.out} holds a distillation made with other {', '.join(differs)} ("
-                               + ", ".join(f"{k}={was.get(k)!r}" for k in differs) + "): rerun with the same options, "
-                               "choose another --out, or delete it to start over")
+            raise DistillError(
+                f"{self.out} holds a distillation made with other {', '.join(differs)} ("
+                + ", ".join(f"{k}={was.get(k)!r}" for k in differs)
+                + "): rerun with the same options, "
+                "choose another --out, or delete it to start over"
+            )
 
     def _start(self) -> DistillState:
         rows = count_rows(self.corpus)
@@ -209,15 +254,27 @@ class Distiller:
         ranked = select.TopCandidates(seed_size)
         for row in iter_rows(self.corpus):
             if row.id not in gold:
-                ranked.push(select.Candidate(0.0, select.rank_of(id_rank_key(str(row.id), self.opts.seed)),
-                                             str(row.id), ""))
+                ranked.push(
+                    select.Candidate(0.0, select.rank_of(id_rank_key(str(row.id), self.opts.seed)), str(row.id), "")
+                )
         seed = [c.id for c in ranked.best_first()]
-        state = DistillState(pipeline=str(self.cfg.source_path or self.cfg.name), input=str(self.corpus.path), rows=rows,
-                             label_names=self.label_names, samples=self.samples, design=self._design(),
-                             validation_size=val_size, gold=sorted(gold), pending=Pending(round=0, ids=seed + sorted(gold)))
+        state = DistillState(
+            pipeline=str(self.cfg.source_path or self.cfg.name),
+            input=str(self.corpus.path),
+            rows=rows,
+            label_names=self.label_names,
+            samples=self.samples,
+            design=self._design(),
+            validation_size=val_size,
+            gold=sorted(gold),
+            pending=Pending(round=0, ids=seed + sorted(gold)),
+        )
         save_state(self.out, state)
-        self.say(f"round 0: {len(seed)} random rows ({val_size} for validation)"
-                 + (f" and the {len(gold)} rows of the human sample" if gold else "") + " go to the teacher")
+        self.say(
+            f"round 0: {len(seed)} random rows ({val_size} for validation)"
+            + (f" and the {len(gold)} rows of the human sample" if gold else "")
+            + " go to the teacher"
+        )
         return state
 
     def _gold_ids(self) -> set[str]:
@@ -229,8 +286,10 @@ class Distiller:
         labelled = set(load_gold(self.opts.gold, self.label_names).single())
         found = {str(r.id) for r in iter_rows(self.corpus) if r.id in labelled}
         if not found:
-            raise DistillError(f"--gold {self.opts.gold}: none of its {len(labelled)} items is a row of "
-                               f"{self.corpus.path} (ids e.g. {sorted(labelled)[:3]})")
+            raise DistillError(
+                f"--gold {self.opts.gold}: none of its {len(labelled)} items is a row of "
+                f"{self.corpus.path} (ids e.g. {sorted(labelled)[:3]})"
+            )
         return found
 
     def _check_sizes(self, rows: int, pool: int, gold: int) -> tuple[int, int]:
@@ -239,25 +298,38 @@ class Distiller:
         seed = o.seed_size if o.seed_size is not None else min(100, max(2, pool // 5))
         val = o.validation_size if o.validation_size is not None else max(1, seed // 4)
         if seed < 2 or seed >= pool:
-            raise DistillError(f"--seed-size {seed}: must be at least 2 and below the {pool} rows of {self.corpus.path}"
-                               + (f" outside the human sample ({gold} rows)" if gold else ""))
+            raise DistillError(
+                f"--seed-size {seed}: must be at least 2 and below the {pool} rows of {self.corpus.path}"
+                + (f" outside the human sample ({gold} rows)" if gold else "")
+            )
         if not 0 < val < seed:
             raise DistillError(f"--validation-size {val}: must be at least 1 and below --seed-size {seed}")
         if o.budget is not None:
             if o.budget >= rows * self.samples:
-                raise DistillError(f"--budget {o.budget}: not below the corpus size ({rows} rows x {self.samples} "
-                                   "teacher sample(s)); to label every row, run `annotator run` instead")
+                raise DistillError(
+                    f"--budget {o.budget}: not below the corpus size ({rows} rows x {self.samples} "
+                    "teacher sample(s)); to label every row, run `annotator run` instead"
+                )
             need = (seed + gold) * self.samples
             if o.budget < need:
-                raise DistillError(f"--budget {o.budget}: round 0 alone needs {need} teacher calls (--seed-size {seed}"
-                                   + (f" + {gold} rows of the human sample" if gold else "") + "); raise --budget or "
-                                   "lower --seed-size")
+                raise DistillError(
+                    f"--budget {o.budget}: round 0 alone needs {need} teacher calls (--seed-size {seed}"
+                    + (f" + {gold} rows of the human sample" if gold else "")
+                    + "); raise --budget or "
+                    "lower --seed-size"
+                )
         return seed, val
 
     def _rules(self, state: DistillState) -> StopRules:
         o = self.opts
-        return StopRules(budget=o.budget, max_cost=o.max_cost, patience=o.patience, min_delta=o.min_delta,
-                         match_margin=o.match_margin if state.gold else None, samples=self.samples)
+        return StopRules(
+            budget=o.budget,
+            max_cost=o.max_cost,
+            patience=o.patience,
+            min_delta=o.min_delta,
+            match_margin=o.match_margin if state.gold else None,
+            samples=self.samples,
+        )
 
     def _resume_if_stopped(self, state: DistillState) -> None:
         """A stopped run rerun with looser options (larger budget, more patience) goes on; else it stays stopped."""
@@ -309,11 +381,15 @@ class Distiller:
         show = self.student.show_progress
         try:
             with ProgressDisplay(f"round {p.round}: teacher", "rows", enabled=show) as bar:
-                records = self.teacher.ask(positions, self._max_cost_for(self.teacher),
-                                           on_row=lambda _r, st: bar.update(st.rows_done, st.rows_total))
+                records = self.teacher.ask(
+                    positions,
+                    self._max_cost_for(self.teacher),
+                    on_row=lambda _r, st: bar.update(st.rows_done, st.rows_total),
+                )
         except BudgetReached as exc:
-            state.stopped = Stop(reason="cost", detail=f"--max-cost reached while the teacher labelled round "
-                                 f"{p.round} ({exc})")
+            state.stopped = Stop(
+                reason="cost", detail=f"--max-cost reached while the teacher labelled round {p.round} ({exc})"
+            )
             return
         if p.round == 0:
             self._split_seed(state, records)
@@ -330,15 +406,18 @@ class Distiller:
         labels = [str(records[i].label) for i in ok]
         missing = [n for n in self.label_names if n not in labels]
         if not labels:
-            raise DistillError(f"the teacher answered none of the {len(seed)} seed rows (see the errors in "
-                               f"{self.teacher.dir / 'annotations.jsonl'}); fix the teacher and run the same command "
-                               "again")
+            raise DistillError(
+                f"the teacher answered none of the {len(seed)} seed rows (see the errors in "
+                f"{self.teacher.dir / 'annotations.jsonl'}); fix the teacher and run the same command "
+                "again"
+            )
         if missing:
             seen = ", ".join(f"{n} {labels.count(n)}" for n in self.label_names if n in labels)
             raise DistillError(
                 f"the seed sample has no teacher label {', '.join(repr(m) for m in missing)} among its {len(labels)} "
                 f"rows ({seen}): the student cannot learn a label it never sees. Raise --seed-size (the answers so "
-                "far are kept and not paid again), or drop the label from task.labels if the corpus has none")
+                "far are kept and not paid again), or drop the label from task.labels if the corpus has none"
+            )
         share = min(state.validation_size, len(ok) - 1) / len(ok)
         split = stratified_assign(labels, {"train": 1 - share, "validation": share}, seed=self.opts.seed)
         state.validation = [i for i, s in zip(ok, split) if s == "validation"]
@@ -352,7 +431,9 @@ class Distiller:
             if rec.status != "ok" or rec.label is None:
                 continue
             if i in changed and changed[i] != rec.label:
-                rec = rec.model_copy(update={"label": changed[i], "output": {**(rec.output or {}), "label": changed[i]}})
+                rec = rec.model_copy(
+                    update={"label": changed[i], "output": {**(rec.output or {}), "label": changed[i]}}
+                )
             out[i] = rec
         return out
 
@@ -363,9 +444,11 @@ class Distiller:
         records = self.labelled(state)
         val, gold = set(state.validation), set(state.gold)
         order = asked_ids(state)
-        splits = {"train": [i for i in order if i in records and i not in val and i not in gold],
-                  "validation": [i for i in state.validation if i in records],
-                  "test": [i for i in state.gold if i in records]}
+        splits = {
+            "train": [i for i in order if i in records and i not in val and i not in gold],
+            "validation": [i for i in state.validation if i in records],
+            "test": [i for i in state.gold if i in records],
+        }
         dataset = write_dataset(rdir / "dataset", self.cfg, records, {k: v for k, v in splits.items() if v})
         self.say(f"round {p.round}: training the student on {len(splits['train'])} teacher labels")
         train_round(dataset, rdir / "student", self.student)
@@ -376,10 +459,10 @@ class Distiller:
         p = state.pending
         assert p is not None
         rdir = round_dir(self.out, p.round)
-        with ProgressDisplay(f"round {p.round}: student labels the corpus", "rows",
-                             enabled=self.student.show_progress) as bar:
-            predict_corpus(rdir / "student", self.corpus, rdir / PREDICTIONS_FILE, self.student,
-                           on_progress=bar.update)
+        with ProgressDisplay(
+            f"round {p.round}: student labels the corpus", "rows", enabled=self.student.show_progress
+        ) as bar:
+            predict_corpus(rdir / "student", self.corpus, rdir / PREDICTIONS_FILE, self.student, on_progress=bar.update)
         p.step = "review"
 
     # -- step 4: scores, rechecks, stop rules, the next batch -------------------------------------------
@@ -424,8 +507,9 @@ class Distiller:
         flagged, sent, changed, cost_stop = self._recheck(state, scan, p.round)
         record = self._record(state, metrics, scan, p, flagged, sent, changed)
         state.rounds.append(record)
-        state.stopped = cost_stop or stop_rule(state.rounds, self._rules(state), record.planned_calls, self._spent(),
-                                               scan.pool_left)
+        state.stopped = cost_stop or stop_rule(
+            state.rounds, self._rules(state), record.planned_calls, self._spent(), scan.pool_left
+        )
         state.pending = None
         if state.stopped is None:
             state.pending = self._next(state, scan, p.round + 1)
@@ -434,41 +518,67 @@ class Distiller:
         self._clean_up(state)
         self.say(_round_line(record, state))
 
-    def _record(self, state: DistillState, m: StudentMetrics, scan: _Scan, p: Pending, flagged: int, sent: int,
-                changed: int) -> RoundRecord:
+    def _record(
+        self, state: DistillState, m: StudentMetrics, scan: _Scan, p: Pending, flagged: int, sent: int, changed: int
+    ) -> RoundRecord:
         from annotator.student.evaluate import score
 
         calls, cost = self._calls()
         test = m.evaluation.get("test") if state.gold else None
         base = m.baseline
         return RoundRecord(
-            round=p.round, ids=p.ids, train_items=m.train_size, validation_items=len(scan.val_teacher),
-            teacher_labels=len(self.labelled(state)), planned_calls=self._planned(state), teacher_calls=calls,
-            cost_usd=cost, mean_uncertainty=p.mean_uncertainty, cold_start=p.cold_start, flagged=flagged, rechecked=sent, changed=changed,
+            round=p.round,
+            ids=p.ids,
+            train_items=m.train_size,
+            validation_items=len(scan.val_teacher),
+            teacher_labels=len(self.labelled(state)),
+            planned_calls=self._planned(state),
+            teacher_calls=calls,
+            cost_usd=cost,
+            mean_uncertainty=p.mean_uncertainty,
+            cold_start=p.cold_start,
+            flagged=flagged,
+            rechecked=sent,
+            changed=changed,
             student_validation=score(scan.val_teacher, scan.val_student, self.label_names, False)
-            if scan.val_teacher else None,
+            if scan.val_teacher
+            else None,
             baseline_validation=base.validation if base else None,
-            student_test=test.student if test else None, teacher_test=test.teacher if test else None,
-            baseline_test=base.evaluation["test"].baseline if base and state.gold and "test" in base.evaluation
+            student_test=test.student if test else None,
+            teacher_test=test.teacher if test else None,
+            baseline_test=base.evaluation["test"].baseline
+            if base and state.gold and "test" in base.evaluation
             else None,
             baseline_verdict=base.verdict if base else None,
-            best_epoch=m.best_epoch, train_seconds=m.train_seconds, student_dir=str(round_dir(self.out, p.round)),
+            best_epoch=m.best_epoch,
+            train_seconds=m.train_seconds,
+            student_dir=str(round_dir(self.out, p.round)),
         )
 
     def _recheck(self, state: DistillState, scan: _Scan, k: int) -> tuple[int, int, int, Stop | None]:
         """Labels a confident student disputes go back to the teacher (or to a sheet for people): (flagged, sent,
         changed, a cost stop)."""
-        flags = select.confident_disagreements(np.array(scan.cl_probs).reshape(-1, len(self.label_names)),
-                                               scan.cl_given, self.opts.recheck_floor)
+        flags = select.confident_disagreements(
+            np.array(scan.cl_probs).reshape(-1, len(self.label_names)), scan.cl_given, self.opts.recheck_floor
+        )
         if self.opts.recheck == "off" or not flags:
             return len(flags), 0, 0, None
         cap = self.batch_size(state)
         if self.opts.recheck == "teacher" and self.opts.budget is not None:
             cap = min(cap, (self.opts.budget - self._planned(state)) // self.opts.recheck_samples)
-        chosen = flags[:max(0, cap)]
-        disputes = [Recheck(id=scan.cl_ids[d.position], round=k, by=self.opts.recheck, teacher=self.label_names[d.given],
-                            student=self.label_names[d.suggested], student_probability=round(d.probability, 4),
-                            label=self.label_names[d.given]) for d in chosen]
+        chosen = flags[: max(0, cap)]
+        disputes = [
+            Recheck(
+                id=scan.cl_ids[d.position],
+                round=k,
+                by=self.opts.recheck,
+                teacher=self.label_names[d.given],
+                student=self.label_names[d.suggested],
+                student_probability=round(d.probability, 4),
+                label=self.label_names[d.given],
+            )
+            for d in chosen
+        ]
         if not disputes:
             return len(flags), 0, 0, None
         if self.opts.recheck == "humans":
@@ -477,11 +587,14 @@ class Distiller:
             return len(flags), len(disputes), 0, None
         return self._ask_again(state, disputes, len(flags))
 
-    def _ask_again(self, state: DistillState, disputes: list[Recheck], flagged: int) -> tuple[int, int, int, Stop | None]:
+    def _ask_again(
+        self, state: DistillState, disputes: list[Recheck], flagged: int
+    ) -> tuple[int, int, int, Stop | None]:
         ids = [*_rechecked_by_teacher(state), *(d.id for d in disputes)]
         try:
-            records = self.rechecker.ask([r.index for r in rows_by_id(self.corpus, ids).values()],
-                                         self._max_cost_for(self.rechecker))
+            records = self.rechecker.ask(
+                [r.index for r in rows_by_id(self.corpus, ids).values()], self._max_cost_for(self.rechecker)
+            )
         except BudgetReached as exc:
             return flagged, 0, 0, Stop(reason="cost", detail=f"--max-cost reached while rechecking ({exc})")
         changed = 0
@@ -502,10 +615,19 @@ class Distiller:
         found = rows_by_id(self.corpus, [d.id for d in disputes])
         items = [sp.Candidate(d.id, found[d.id].text or "", d.teacher, None) for d in disputes if d.id in found]
         names = sp.annotator_names(1, None)
-        design = {"distill_round": k, "n": len(items), "note": "teacher labels a confident student disputes "
-                  "(confident learning); not a random sample"}
-        sp.write_sheets(self.out / RECHECK_SHEETS / f"round_{k:03d}", items, sp.assign(len(items), names, 1), names,
-                        self.label_names, design=design)
+        design = {
+            "distill_round": k,
+            "n": len(items),
+            "note": "teacher labels a confident student disputes (confident learning); not a random sample",
+        }
+        sp.write_sheets(
+            self.out / RECHECK_SHEETS / f"round_{k:03d}",
+            items,
+            sp.assign(len(items), names, 1),
+            names,
+            self.label_names,
+            design=design,
+        )
 
     def _next(self, state: DistillState, scan: _Scan, k: int) -> Pending | None:
         """The next round's rows: the batch size, cut to the budgets and the rows left; None when none fits."""
@@ -521,21 +643,34 @@ class Distiller:
         if self.opts.cold_start and not student_ahead(state.rounds[-1]):
             return Pending(round=k, ids=[c.id for c in scan.order.best_first()[:size]], cold_start=True)
         if self.opts.diversity and len(cands) > size:
-            emb = embed(Path(state.rounds[-1].student_dir) / "student", [c.text for c in cands],
-                        self.student.device, self.student.predict_batch_size)
+            emb = embed(
+                Path(state.rounds[-1].student_dir) / "student",
+                [c.text for c in cands],
+                self.student.device,
+                self.student.predict_batch_size,
+            )
             chosen = [cands[i] for i in select.diverse_batch([c.score for c in cands], emb, size, self.opts.seed)]
         else:
             chosen = cands[:size]
-        return Pending(round=k, ids=[c.id for c in chosen],
-                       mean_uncertainty=round(float(np.mean([c.score for c in chosen])), 4) if chosen else None)
+        return Pending(
+            round=k,
+            ids=[c.id for c in chosen],
+            mean_uncertainty=round(float(np.mean([c.score for c in chosen])), 4) if chosen else None,
+        )
 
     def _no_batch(self, state: DistillState) -> Stop:
         """Why no row fits in another round (the stop rules passed): the money or the call budget."""
         if self._rows_affordable() <= 0:
-            return Stop(reason="cost", detail=f"${self._spent():.4f} spent: --max-cost ${self.opts.max_cost:g} "
-                        "pays for no further row at the mean cost per call so far")
-        return Stop(reason="budget", detail=f"{self._planned(state)} of the {self.opts.budget} teacher calls of "
-                    "--budget are used: none is left for another row")
+            return Stop(
+                reason="cost",
+                detail=f"${self._spent():.4f} spent: --max-cost ${self.opts.max_cost:g} "
+                "pays for no further row at the mean cost per call so far",
+            )
+        return Stop(
+            reason="budget",
+            detail=f"{self._planned(state)} of the {self.opts.budget} teacher calls of "
+            "--budget are used: none is left for another row",
+        )
 
     def _rows_affordable(self) -> int:
         """Rows the money budget still pays for, at the mean cost per call so far (no budget: no limit)."""
@@ -579,16 +714,29 @@ def _round_line(r: RoundRecord, state: DistillState) -> str:
     def f1(s: Any) -> str:
         return "-" if s is None or s.macro_f1 is None else f"{s.macro_f1:.3f}"
 
-    test = (f"; vs gold: student {f1(r.student_test)}, teacher {f1(r.teacher_test)}, baseline {f1(r.baseline_test)}"
-            if r.student_test else "")
+    test = (
+        f"; vs gold: student {f1(r.student_test)}, teacher {f1(r.teacher_test)}, baseline {f1(r.baseline_test)}"
+        if r.student_test
+        else ""
+    )
     recheck = f"; {r.flagged} disputed, {r.rechecked} sent back, {r.changed} changed" if r.flagged else ""
-    cold = " at random (cold start: the student is not ahead of its baseline)" if state.pending and \
-        state.pending.cold_start else ""
-    nxt = (f"; next: {len(state.pending.ids)} rows{cold}" if state.pending else
-           f"; stop: {state.stopped.detail}" if state.stopped else "")
-    return (f"round {r.round}: {r.teacher_labels} teacher labels ({r.train_items} train), {r.teacher_calls} teacher "
-            f"calls; validation macro-F1 student {f1(r.student_validation)}, baseline {f1(r.baseline_validation)}"
-            f"{test}{recheck}{nxt}")
+    cold = (
+        " at random (cold start: the student is not ahead of its baseline)"
+        if state.pending and state.pending.cold_start
+        else ""
+    )
+    nxt = (
+        f"; next: {len(state.pending.ids)} rows{cold}"
+        if state.pending
+        else f"; stop: {state.stopped.detail}"
+        if state.stopped
+        else ""
+    )
+    return (
+        f"round {r.round}: {r.teacher_labels} teacher labels ({r.train_items} train), {r.teacher_calls} teacher "
+        f"calls; validation macro-F1 student {f1(r.student_validation)}, baseline {f1(r.baseline_validation)}"
+        f"{test}{recheck}{nxt}"
+    )
 
 
 def price_of(cfg: PipelineConfig) -> bool:

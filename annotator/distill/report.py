@@ -102,8 +102,15 @@ def _install_student(src: Path, out: Path) -> Path:
 
 def _row(row_id: str, text: str | None, pred: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     rec, first = ctx["labelled"].get(row_id), ctx["first"].get(row_id)
-    role = ("human sample" if row_id in ctx["gold"] else "validation" if row_id in ctx["validation"]
-            else "train" if row_id in ctx["round"] else None)
+    role = (
+        "human sample"
+        if row_id in ctx["gold"]
+        else "validation"
+        if row_id in ctx["validation"]
+        else "train"
+        if row_id in ctx["round"]
+        else None
+    )
     student, sconf = pred.get("label"), pred.get("confidence")
     if rec is not None:
         label, conf = rec.label, rec.confidence
@@ -112,16 +119,29 @@ def _row(row_id: str, text: str | None, pred: dict[str, Any], ctx: dict[str, Any
         label, conf, source = student, sconf, "student"
     else:
         label, conf, source = None, None, "none"
-    return {"id": row_id, "text": text, "label": label, "source": source, "confidence": conf,
-            "round": ctx["round"].get(row_id), "role": role, "teacher_label": first, "student_label": student,
-            "student_confidence": sconf}
+    return {
+        "id": row_id,
+        "text": text,
+        "label": label,
+        "source": source,
+        "confidence": conf,
+        "round": ctx["round"].get(row_id),
+        "role": role,
+        "teacher_label": first,
+        "student_label": student,
+        "student_confidence": sconf,
+    }
 
 
 def write_corpus(f: Finished, state: DistillState, predictions: Path, path: Path) -> Counter[str]:
     """``labelled.jsonl`` (streamed, fsynced, renamed into place); the rows per source."""
-    ctx = {"labelled": f.labelled, "first": f.first,
-           "round": {i: r.round for r in state.rounds for i in r.ids}, "gold": set(state.gold),
-           "validation": set(state.validation)}
+    ctx = {
+        "labelled": f.labelled,
+        "first": f.first,
+        "round": {i: r.round for r in state.rounds for i in r.ids},
+        "gold": set(state.gold),
+        "validation": set(state.validation),
+    }
     counts: Counter[str] = Counter()
     try:
         with atomic_writer(path) as fh:
@@ -140,53 +160,95 @@ def build_report(f: Finished, state: DistillState, counts: Counter[str], student
     manifest = read_manifest(f.teacher_dir)
     assert state.stopped is not None
     return DistillReport(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), pipeline=state.pipeline,
-        input=state.input, corpus_rows=state.rows, label_names=state.label_names,
-        teacher_model=manifest.model if manifest else None, samples=state.samples, options=f.options,
-        rounds=state.rounds, stopped=state.stopped, teacher_labels=last.teacher_labels,
-        planned_calls=last.planned_calls, teacher_calls=last.teacher_calls, calls_every_row=every,
-        calls_saved=every - last.planned_calls, saved_share=round(1 - last.planned_calls / every, 4),
-        cost_usd=last.cost_usd, rows_by_source=dict(counts), student_dir=str(student),
-        labelled_corpus=str(f.out / LABELLED_FILE), baseline_verdict=last.baseline_verdict,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        pipeline=state.pipeline,
+        input=state.input,
+        corpus_rows=state.rows,
+        label_names=state.label_names,
+        teacher_model=manifest.model if manifest else None,
+        samples=state.samples,
+        options=f.options,
+        rounds=state.rounds,
+        stopped=state.stopped,
+        teacher_labels=last.teacher_labels,
+        planned_calls=last.planned_calls,
+        teacher_calls=last.teacher_calls,
+        calls_every_row=every,
+        calls_saved=every - last.planned_calls,
+        saved_share=round(1 - last.planned_calls / every, 4),
+        cost_usd=last.cost_usd,
+        rows_by_source=dict(counts),
+        student_dir=str(student),
+        labelled_corpus=str(f.out / LABELLED_FILE),
+        baseline_verdict=last.baseline_verdict,
     )
 
 
 def round_table(r: DistillReport) -> list[str]:
     """One Markdown row per round."""
     gold = any(x.student_test for x in r.rounds)
-    head = ["round", "teacher labels", "train", "planned calls", "teacher calls", "cost", "val macro-F1 student",
-            "val baseline", *(["test student", "test teacher", "test baseline"] if gold else []),
-            "disputed / sent / changed", "mean uncertainty"]
+    head = [
+        "round",
+        "teacher labels",
+        "train",
+        "planned calls",
+        "teacher calls",
+        "cost",
+        "val macro-F1 student",
+        "val baseline",
+        *(["test student", "test teacher", "test baseline"] if gold else []),
+        "disputed / sent / changed",
+        "mean uncertainty",
+    ]
     rows = []
     for x in r.rounds:
-        rows.append([str(x.round), str(x.teacher_labels), str(x.train_items), str(x.planned_calls),
-                     str(x.teacher_calls), "-" if x.cost_usd is None else f"${x.cost_usd:.4f}",
-                     f1_cell(x.student_validation), f1_cell(x.baseline_validation),
-                     *([pair_cell(x.student_test), pair_cell(x.teacher_test), pair_cell(x.baseline_test)] if gold else []),
-                     f"{x.flagged} / {x.rechecked} / {x.changed}",
-                     "random (cold start)" if x.cold_start else
-                     "-" if x.mean_uncertainty is None else f"{x.mean_uncertainty:.3f}"])
+        rows.append(
+            [
+                str(x.round),
+                str(x.teacher_labels),
+                str(x.train_items),
+                str(x.planned_calls),
+                str(x.teacher_calls),
+                "-" if x.cost_usd is None else f"${x.cost_usd:.4f}",
+                f1_cell(x.student_validation),
+                f1_cell(x.baseline_validation),
+                *([pair_cell(x.student_test), pair_cell(x.teacher_test), pair_cell(x.baseline_test)] if gold else []),
+                f"{x.flagged} / {x.rechecked} / {x.changed}",
+                "random (cold start)"
+                if x.cold_start
+                else "-"
+                if x.mean_uncertainty is None
+                else f"{x.mean_uncertainty:.3f}",
+            ]
+        )
     return markdown_table(head, rows)
 
 
 def render_markdown(r: DistillReport) -> str:
     gold = any(x.student_test for x in r.rounds)
     lines = [
-        "# Distillation report", "",
-        f"Pipeline `{r.pipeline}`, corpus `{r.input}` ({r.corpus_rows:,} rows), teacher `{r.teacher_model}`.", "",
+        "# Distillation report",
+        "",
+        f"Pipeline `{r.pipeline}`, corpus `{r.input}` ({r.corpus_rows:,} rows), teacher `{r.teacher_model}`.",
+        "",
         f"- stopped: **{r.stopped.reason}**: {r.stopped.detail}",
         f"- teacher labels: {r.teacher_labels:,}; teacher calls {r.teacher_calls:,} (budget counts {r.planned_calls:,})"
         f" against {r.calls_every_row:,} to label every row: **{r.calls_saved:,} saved ({r.saved_share:.0%})**",
         f"- cost: {'-' if r.cost_usd is None else f'${r.cost_usd:.4f}'}",
         "- rows by label source: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows_by_source.items())),
-        f"- final student: `{r.student_dir}`; labelled corpus: `{r.labelled_corpus}`", "",
+        f"- final student: `{r.student_dir}`; labelled corpus: `{r.labelled_corpus}`",
+        "",
         *([f"**{r.baseline_verdict}**", ""] if r.baseline_verdict else []),
         "Validation: macro-F1 against the teacher's labels on the validation rows (never trained on). "
         + ("Test: accuracy / macro-F1 against the human gold (`--gold`), rows never trained on. " if gold else "")
         + "Baseline: TF-IDF + logistic regression on the same labels. Disputed: teacher labels a confident student "
         "disagrees with (confident learning); sent: asked again (or put on a sheet); changed: the second look "
-        "changed the label.", "", *round_table(r), "",
-        f"![learning curve]({PLOT_FILE})", "",
+        "changed the label.",
+        "",
+        *round_table(r),
+        "",
+        f"![learning curve]({PLOT_FILE})",
+        "",
     ]
     return "\n".join(lines)
 
@@ -198,11 +260,13 @@ def plot(r: DistillReport, path: Path) -> None:
     plt = _plt()
     x = [p.planned_calls for p in r.rounds]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    series = [("student (validation)", [p.student_validation for p in r.rounds], "C0", "-"),
-              ("baseline (validation)", [p.baseline_validation for p in r.rounds], "C1", "-"),
-              ("student (vs gold)", [p.student_test for p in r.rounds], "C0", "--"),
-              ("baseline (vs gold)", [p.baseline_test for p in r.rounds], "C1", "--"),
-              ("teacher (vs gold)", [p.teacher_test for p in r.rounds], "C2", ":")]
+    series = [
+        ("student (validation)", [p.student_validation for p in r.rounds], "C0", "-"),
+        ("baseline (validation)", [p.baseline_validation for p in r.rounds], "C1", "-"),
+        ("student (vs gold)", [p.student_test for p in r.rounds], "C0", "--"),
+        ("baseline (vs gold)", [p.baseline_test for p in r.rounds], "C1", "--"),
+        ("teacher (vs gold)", [p.teacher_test for p in r.rounds], "C2", ":"),
+    ]
     for name, scores, color, style in series:
         pts = [(xi, s.macro_f1) for xi, s in zip(x, scores) if s is not None and s.macro_f1 is not None]
         if pts:
@@ -221,13 +285,27 @@ def render_card(r: DistillReport) -> str:
     n = r.corpus_rows
     by = r.rows_by_source
     lines = [
-        "---", "configs:", "- config_name: default", "  data_files: labelled.jsonl", "task_categories:",
-        "- text-classification", "tags:", "- annotator", "- distillation", "- active-learning", "---", "",
-        "# Labelled corpus (teacher + student in the loop)", "",
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files: labelled.jsonl",
+        "task_categories:",
+        "- text-classification",
+        "tags:",
+        "- annotator",
+        "- distillation",
+        "- active-learning",
+        "---",
+        "",
+        "# Labelled corpus (teacher + student in the loop)",
+        "",
         f"{n:,} rows of `{r.input}` labelled by `annotator distill` with the pipeline `{r.pipeline}`. "
-        f"Labels: {', '.join(r.label_names)}.", "",
-        "## Provenance of the labels", "",
-        "Every row says where its `label` came from (`source`):", "",
+        f"Labels: {', '.join(r.label_names)}.",
+        "",
+        "## Provenance of the labels",
+        "",
+        "Every row says where its `label` came from (`source`):",
+        "",
         f"- `teacher`: {by.get('teacher', 0):,} rows answered by the teacher `{r.teacher_model}` "
         f"({r.samples} sample(s) per row), in the round given by `round` (0: the random seed sample);",
         f"- `teacher (rechecked)`: {by.get('teacher (rechecked)', 0):,} rows whose first teacher label a confident "
@@ -235,13 +313,19 @@ def render_card(r: DistillReport) -> str:
         "changed (`teacher_label` keeps the first answer);",
         f"- `student`: {by.get('student', 0):,} rows labelled by the final student (`{r.student_dir}`) with its "
         "calibrated probability as `confidence`;",
-        f"- `none`: {by.get('none', 0):,} rows neither could label (empty text).", "",
+        f"- `none`: {by.get('none', 0):,} rows neither could label (empty text).",
+        "",
         f"The teacher was asked for {r.teacher_labels:,} rows ({r.teacher_calls:,} calls, cost "
         f"{'-' if r.cost_usd is None else f'${r.cost_usd:.4f}'}) instead of {n:,}; the rounds stopped because "
         f"{r.stopped.detail}. Rows were chosen for the teacher by the student's uncertainty "
-        f"({r.options.get('strategy')}{', with diversity' if r.options.get('diversity') else ''}).", "",
-        "## Rounds", "", *round_table(r), "",
-        "Load it with `datasets.load_dataset(\"json\", data_files=\"labelled.jsonl\")`.", "",
+        f"({r.options.get('strategy')}{', with diversity' if r.options.get('diversity') else ''}).",
+        "",
+        "## Rounds",
+        "",
+        *round_table(r),
+        "",
+        'Load it with `datasets.load_dataset("json", data_files="labelled.jsonl")`.',
+        "",
     ]
     return "\n".join(lines)
 

@@ -45,22 +45,34 @@ def rounds_without_progress(rounds: Sequence[RoundRecord], min_delta: float) -> 
     return since
 
 
-def stop_rule(rounds: Sequence[RoundRecord], rules: StopRules, planned_calls: int, spent: float,
-              pool_left: int) -> Stop | None:
+def stop_rule(
+    rounds: Sequence[RoundRecord], rules: StopRules, planned_calls: int, spent: float, pool_left: int
+) -> Stop | None:
     """Why to stop after ``rounds`` (see the module docstring), or None to go on."""
     last = rounds[-1]
     s, t = last.student_test, last.teacher_test
-    if rules.match_margin is not None and s and t and s.macro_f1 is not None and t.macro_f1 is not None \
-            and s.macro_f1 >= t.macro_f1 - rules.match_margin:
-        return Stop(reason="matched", detail=f"the student matches the teacher on the human sample (macro-F1 "
-                    f"{s.macro_f1:.3f} vs {t.macro_f1:.3f}, margin {rules.match_margin:g})")
+    if (
+        rules.match_margin is not None
+        and s
+        and t
+        and s.macro_f1 is not None
+        and t.macro_f1 is not None
+        and s.macro_f1 >= t.macro_f1 - rules.match_margin
+    ):
+        return Stop(
+            reason="matched",
+            detail=f"the student matches the teacher on the human sample (macro-F1 "
+            f"{s.macro_f1:.3f} vs {t.macro_f1:.3f}, margin {rules.match_margin:g})",
+        )
     idle = rounds_without_progress(rounds, rules.min_delta)
     if rules.patience and idle >= rules.patience:
-        return Stop(reason="plateau", detail=f"the student's validation macro-F1 has not improved by more than "
-                    f"{rules.min_delta:g} for {idle} round(s) (--patience {rules.patience})")
+        return Stop(
+            reason="plateau",
+            detail=f"the student's validation macro-F1 has not improved by more than "
+            f"{rules.min_delta:g} for {idle} round(s) (--patience {rules.patience})",
+        )
     if rules.budget is not None and rules.budget - planned_calls < rules.samples:
-        return Stop(reason="budget", detail=f"{planned_calls} of the {rules.budget} teacher calls of --budget are "
-                    "used")
+        return Stop(reason="budget", detail=f"{planned_calls} of the {rules.budget} teacher calls of --budget are used")
     if rules.max_cost is not None and spent >= rules.max_cost:
         return Stop(reason="cost", detail=f"${spent:.4f} of --max-cost ${rules.max_cost:g} is spent")
     if pool_left <= 0:

@@ -178,4 +178,3 @@ def confident_disagreements(probs: np.ndarray, given: Sequence[int], floor: floa
         if above[i, best[i]] >= 0 and best[i] != g[i] and p[i, best[i]] >= floor
     ]
     return sorted(out, key=lambda d: (-(d.probability - p[d.position, d.given]), d.position))
-

@@ -37,8 +37,11 @@ class Pending(BaseModel):
     ids: list[str] = Field(description="Rows this round asks the teacher for, in the order chosen.")
     step: Step = "ask"
     mean_uncertainty: float | None = Field(None, description="Of the rows chosen (None: seed or random).")
-    cold_start: bool = Field(False, description="Chosen at random although the strategy is not: the last student "
-                             "did not beat its baseline on validation yet (--cold-start).")
+    cold_start: bool = Field(
+        False,
+        description="Chosen at random although the strategy is not: the last student "
+        "did not beat its baseline on validation yet (--cold-start).",
+    )
 
 
 class Recheck(BaseModel):
@@ -62,7 +65,9 @@ class RoundRecord(BaseModel):
     train_items: int
     validation_items: int
     teacher_labels: int = Field(description="Rows with a teacher label so far (training, validation, human sample).")
-    planned_calls: int = Field(description="Teacher calls the budget counts so far: rows x samples, rechecks x samples.")
+    planned_calls: int = Field(
+        description="Teacher calls the budget counts so far: rows x samples, rechecks x samples."
+    )
     teacher_calls: int = Field(description="Teacher calls made so far, invalid answers asked again included.")
     cost_usd: float | None = None
     mean_uncertainty: float | None = None
@@ -97,8 +102,11 @@ class DistillState(BaseModel):
     samples: int = Field(description="teacher.samples: calls per row.")
     design: dict[str, Any] = Field(description="The options that fix the rounds (refused if changed on resume).")
     validation_size: int = Field(0, description="Rows of the seed kept for validation.")
-    validation: list[str] = Field(default=[], description="Drawn from the seed once the teacher has labelled it "
-                                  "(stratified by its labels, so training sees every label the seed has).")
+    validation: list[str] = Field(
+        default=[],
+        description="Drawn from the seed once the teacher has labelled it "
+        "(stratified by its labels, so training sees every label the seed has).",
+    )
     gold: list[str] = Field(default=[], description="Rows of the human sample: labelled, never trained on.")
     rounds: list[RoundRecord] = []
     pending: Pending | None = None
@@ -118,8 +126,9 @@ def load_state(out: Path) -> DistillState | None:
         return DistillState.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, ValidationError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise DistillError(f"{path} is not a distill state file ({first}); delete {out} to start over, or choose "
-                           "another --out") from None
+        raise DistillError(
+            f"{path} is not a distill state file ({first}); delete {out} to start over, or choose another --out"
+        ) from None
 
 
 def save_state(out: Path, state: DistillState) -> None:

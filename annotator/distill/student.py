@@ -41,16 +41,22 @@ def label_names_of(cfg: PipelineConfig) -> tuple[list[str], bool] | None:
     return [lab.name for lab in labels], multi_label
 
 
-def write_dataset(out: Path, cfg: PipelineConfig, records: dict[str, AnnotationRecord],
-                  splits: dict[str, list[str]]) -> Path:
+def write_dataset(
+    out: Path, cfg: PipelineConfig, records: dict[str, AnnotationRecord], splits: dict[str, list[str]]
+) -> Path:
     """The labelled rows of each split as a ``DatasetDict`` in ``out`` (as ``annotator export`` writes them)."""
     import datasets
 
     from annotator.export.dataset_builder import build_dataset
 
     labels, multi_label = build_task(cfg.task).manifest_labels()
-    ctx = ExportContext(task=cfg.task.type, fmt=CLASSIFICATION, label_names=[lab.name for lab in labels],
-                        descriptions={lab.name: lab.description for lab in labels}, multi_label=multi_label)
+    ctx = ExportContext(
+        task=cfg.task.type,
+        fmt=CLASSIFICATION,
+        label_names=[lab.name for lab in labels],
+        descriptions={lab.name: lab.description for lab in labels},
+        multi_label=multi_label,
+    )
     exporter = get_task_class(cfg.task.type).exporter(ctx)
     kept: dict[str, list[ExportItem]] = {}
     for split, ids in splits.items():
@@ -86,26 +92,34 @@ class StudentSettings:
     ray_workers: int | None = None
 
 
-def round_train_config(epochs: float = 10, max_length: int = 64, batch_size: int = 16, seed: int = 0,
-                       device: str = "auto") -> TrainConfig:
+def round_train_config(
+    epochs: float = 10, max_length: int = 64, batch_size: int = 16, seed: int = 0, device: str = "auto"
+) -> TrainConfig:
     """train-student's settings for a round, with shorter texts (64 tokens): at most 10 epochs, early stop after 2
     without progress on validation. Shorter training is a false economy: with a rare label the validation accuracy
     sits at the majority-class rate for a few epochs before it rises, and stopping after 1 such epoch kept a student
     that never predicts the rare label (Rotten Tomatoes with 'rotten' at 20%: macro-F1 0.44 at 4 epochs / patience
     1, 0.55 at 10 / 2, 140 labels)."""
-    return TrainConfig(epochs=epochs, max_length=max_length, batch_size=batch_size, patience=2, seed=seed,
-                       device=device)
+    return TrainConfig(
+        epochs=epochs, max_length=max_length, batch_size=batch_size, patience=2, seed=seed, device=device
+    )
 
 
 def train_round(dataset: Path, out: Path, s: StudentSettings) -> StudentMetrics:
     """``train_student`` on the round's dataset (the student, its baseline, scores vs ``--gold``)."""
-    opts = StudentOptions(out=out, gold=s.gold, model=s.model, train=s.train or round_train_config(),
-                          show_progress=s.show_progress)
+    opts = StudentOptions(
+        out=out, gold=s.gold, model=s.model, train=s.train or round_train_config(), show_progress=s.show_progress
+    )
     return train_student(dataset, opts)
 
 
-def predict_corpus(student: Path, corpus: InputConfig, out: Path, s: StudentSettings,
-                   on_progress: Callable[[int, int], None] | None = None) -> PredictSummary:
+def predict_corpus(
+    student: Path,
+    corpus: InputConfig,
+    out: Path,
+    s: StudentSettings,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PredictSummary:
     """The student labels every corpus row into ``out`` (resumes a partial file), here or on Ray."""
     opts = PredictOptions(out=out, batch_size=s.predict_batch_size)
     return predict_here_or_on_ray(load_student_info(student), corpus, opts, s.device, s.ray, s.ray_workers, on_progress)
@@ -117,8 +131,10 @@ def read_predictions(path: Path, rows: Iterator[InputRow]) -> Iterator[tuple[Inp
         for row, line in zip(rows, fh):
             pred = json.loads(line)
             if pred.get("id") != row.id:
-                raise DistillError(f"{path}: prediction for {pred.get('id')!r} where the corpus has {row.id!r}; "
-                                   f"delete {path} and rerun")
+                raise DistillError(
+                    f"{path}: prediction for {pred.get('id')!r} where the corpus has {row.id!r}; "
+                    f"delete {path} and rerun"
+                )
             yield row, pred
 
 
@@ -134,8 +150,13 @@ def embed(student: Path, texts: list[str], device: str = "auto", batch_size: int
     out = []
     with torch.inference_mode():
         for b in range(0, len(texts), batch_size):
-            enc = m.tokenizer(texts[b:b + batch_size], padding=True, truncation=True, max_length=info.max_length,
-                              return_tensors="pt").to(dev)
+            enc = m.tokenizer(
+                texts[b : b + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=info.max_length,
+                return_tensors="pt",
+            ).to(dev)
             hidden = m.model.base_model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).double().cpu().numpy())

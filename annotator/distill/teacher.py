@@ -53,8 +53,12 @@ class TeacherRun:
         cfg.teacher = cfg.teacher.model_copy(update={"samples": self.samples})
         return cfg
 
-    def ask(self, positions: Collection[int], max_cost: float | None = None,
-            on_row: Callable[[AnnotationRecord, RunStats], None] | None = None) -> dict[str, AnnotationRecord]:
+    def ask(
+        self,
+        positions: Collection[int],
+        max_cost: float | None = None,
+        on_row: Callable[[AnnotationRecord, RunStats], None] | None = None,
+    ) -> dict[str, AnnotationRecord]:
         """Run the pipeline on the corpus rows at ``positions`` (every row asked so far): their records, by id.
         Raises what a run raises (``BudgetReached`` at ``max_cost``, ``TeacherUnreachable``, ...)."""
         if positions:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from annotator.audit.plots import _plt, save_png
+from annotator.audit.plots import _plt, png_bytes
 from annotator.estimate.report import EstimateReport, LabelShare, SliceEstimate
 
 TEACHER_COLOURS = ("#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
@@ -26,9 +24,9 @@ def _rows(report: EstimateReport) -> list[tuple[str, list[LabelShare | None]]]:
     return rows[:MAX_ROWS]
 
 
-def forest_png(report: EstimateReport, path: Path) -> None:
-    """Per label (and slice): the human-only CI (grey), each teacher's corrected CI (colour, square) and its raw
-    share (cross)."""
+def forest_png(report: EstimateReport) -> bytes:
+    """The forest plot as PNG bytes: per label (and slice), the human-only CI (grey), each teacher's corrected CI
+    (colour, square) and its raw share (cross)."""
     plt = _plt()
     rows = _rows(report)
     m = len(report.teachers)
@@ -57,4 +55,4 @@ def forest_png(report: EstimateReport, path: Path) -> None:
     ax.set_title("Label shares: corrected vs humans only vs raw teacher")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    save_png(fig, path)
+    return png_bytes(fig)

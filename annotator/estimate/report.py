@@ -7,6 +7,8 @@ from pydantic import Field
 from annotator.audit.report import f, fe, markdown_table
 from annotator.audit.results import Estimate, _Model
 
+MAX_LISTED = 50  # too-small slices named in estimate.md (and on the terminal) at most
+
 
 class LabelShare(_Model):
     label: str
@@ -18,7 +20,8 @@ class LabelShare(_Model):
     human_only: Estimate = Field(description="the human sample alone (Hajek), with its CI")
     human_only_se: float | None = None
     effective_human_labels: float | None = Field(
-        None, description="human labels a random sample would need, without the teacher, for the corrected precision")
+        None, description="human labels a random sample would need, without the teacher, for the corrected precision"
+    )
     width_ratio: float | None = Field(None, description="corrected CI width / human-only CI width")
 
 
@@ -68,12 +71,29 @@ def _n(x: float | None) -> str:
 
 
 def _slice_table(s: SliceEstimate, ci: str) -> list[str]:
-    if s.too_small:
-        return [f"Too small: {s.n_humans} human item(s) (fewer than the minimum); not estimated.", ""]
-    header = ["label", "teacher share (raw)", f"corrected [{ci}]", f"humans only [{ci}]", "human items with label",
-              "width ratio", "effective human labels", "lambda"]
-    rows = [[x.label, f(x.teacher_share), fe(x.corrected), fe(x.human_only), f"{x.humans_with_label:g}",
-             f(x.width_ratio, 2), _n(x.effective_human_labels), f(x.lam, 2)] for x in s.shares]
+    header = [
+        "label",
+        "teacher share (raw)",
+        f"corrected [{ci}]",
+        f"humans only [{ci}]",
+        "human items with label",
+        "width ratio",
+        "effective human labels",
+        "lambda",
+    ]
+    rows = [
+        [
+            x.label,
+            f(x.teacher_share),
+            fe(x.corrected),
+            fe(x.human_only),
+            f"{x.humans_with_label:g}",
+            f(x.width_ratio, 2),
+            _n(x.effective_human_labels),
+            f(x.lam, 2),
+        ]
+        for x in s.shares
+    ]
     return markdown_table(header, rows)
 
 
@@ -93,23 +113,42 @@ def _side_by_side(r: EstimateReport, ci: str) -> list[str]:
             for names in by_name:
                 s = names.get(base.slice)
                 x = None if s is None or s.too_small else s.shares[j]
-                row += ["n/a", "too small", ""] if x is None else [
-                    f(x.teacher_share), fe(x.corrected), _n(x.effective_human_labels)]
+                row += (
+                    ["n/a", "too small", ""]
+                    if x is None
+                    else [f(x.teacher_share), fe(x.corrected), _n(x.effective_human_labels)]
+                )
             rows.append(row)
     return ["## Side by side", ""] + markdown_table(header, rows)
 
 
 def _teacher_section(t: TeacherEstimates, ci: str, several: bool) -> list[str]:
     L = [f"## {t.name}" if several else "## Shares", ""]
-    L += [f"Teacher {t.teacher}" + (f" ({t.model})" if t.model else "") + f": {t.population:,} items with a label "
-          f"(the population; {t.failed:,} failed rows are outside it). Human sample: {t.human_items:,} items "
-          f"({t.design}); method: {t.method}.", ""]
+    L += [
+        f"Teacher {t.teacher}" + (f" ({t.model})" if t.model else "") + f": {t.population:,} items with a label "
+        f"(the population; {t.failed:,} failed rows are outside it). Human sample: {t.human_items:,} items "
+        f"({t.design}); method: {t.method}.",
+        "",
+    ]
     L += [f"- note: {n}" for n in t.notes] + ([""] if t.notes else [])
     L += _slice_table(t.overall, ci)
     if t.slices is not None:
         L += ["### By slice", ""]
         for s in t.slices:
-            L += [f"#### {s.slice} ({s.population:,} items, {s.n_humans} human)", ""] + _slice_table(s, ci)
+            if not s.too_small:
+                L += [f"#### {s.slice} ({s.population:,} items, {s.n_humans} human)", ""] + _slice_table(s, ci)
+        small = [f"{s.slice} ({s.n_humans} of {s.population:,})" for s in t.slices if s.too_small]
+        if small:
+            L += [
+                f"Too small to estimate (human items of items): {', '.join(small[:MAX_LISTED])}"
+                + (
+                    f" and {len(small) - MAX_LISTED:,} more (estimate.json lists them all)"
+                    if len(small) > MAX_LISTED
+                    else ""
+                )
+                + ".",
+                "",
+            ]
     return L
 
 
@@ -117,23 +156,38 @@ def render_markdown(r: EstimateReport) -> str:
     """estimate.md: what was estimated, the shares per teacher (and slice), side by side, then the assumptions."""
     ci = f"{int(round(r.confidence_level * 100))}% CI"
     several = len(r.teachers) > 1
-    L = ["# Corpus label shares", "",
-         f"Human labels: {r.humans} ({r.humans_format}, {len(r.annotators)} annotator(s)); labels ({r.label_source}): "
-         f"{', '.join(r.labels)}.", "",
-         "The corrected share combines the teacher's label of every item with the human sample; its interval is "
-         "valid whatever the teacher's errors. The raw teacher share has no interval: its error is the teacher's "
-         "bias, which only humans can measure. 'Effective human labels': how many human labels a random sample "
-         "would need, without the teacher, for the corrected precision.", ""]
+    L = [
+        "# Corpus label shares",
+        "",
+        f"Human labels: {r.humans} ({r.humans_format}, {len(r.annotators)} annotator(s)); labels ({r.label_source}): "
+        f"{', '.join(r.labels)}.",
+        "",
+        "The corrected share combines the teacher's label of every item with the human sample; its interval is "
+        "valid whatever the teacher's errors. The raw teacher share has no interval: its error is the teacher's "
+        "bias, which only humans can measure. 'Effective human labels': how many human labels a random sample "
+        "would need, without the teacher, for the corrected precision.",
+        "",
+    ]
     if r.by:
-        L += [f"Slices: {' x '.join(r.by)} (from {r.slice_source}); slices with fewer than {r.min_slice_humans} human "
-              "items are listed as too small.", ""]
+        L += [
+            f"Slices: {' x '.join(r.by)} (from {r.slice_source}); slices with fewer than {r.min_slice_humans} human "
+            "items are listed as too small.",
+            "",
+        ]
     if "forest_plot" in r.files:
         L += ["![forest plot](forest.png)", ""]
     if several:
         L += _side_by_side(r, ci)
     for t in r.teachers:
         L += _teacher_section(t, ci, several)
-    L += ["## Assumptions", ""] + [f"- {a}" for a in r.assumptions] + [
-        "", "Method and formulas: docs/estimate.md (PPI++, Angelopoulos, Duchi & Zrnic 2023; design-based "
-        "supervised learning, Egami et al. 2023; Confidence-Driven Inference, Gligoric et al. 2025).", ""]
+    L += (
+        ["## Assumptions", ""]
+        + [f"- {a}" for a in r.assumptions]
+        + [
+            "",
+            "Method and formulas: docs/estimate.md (PPI++, Angelopoulos, Duchi & Zrnic 2023; design-based "
+            "supervised learning, Egami et al. 2023; Confidence-Driven Inference, Gligoric et al. 2025).",
+            "",
+        ]
+    )
     return "\n".join(L)

@@ -42,6 +42,8 @@ import numpy as np
 
 PROB_DIGITS = 9  # inclusion probabilities equal to this many digits form one stratum
 ROUNDING = 1e-12  # a centred sum of squares this small next to the uncentred one is zero
+PSEUDO_CELL = 0.5  # items added to each cell of the (human, teacher) 2x2 table for the variance (Agresti & Min 2005)
+CELLS = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # (human says the label, teacher says it)
 
 
 def strata_of(prob: np.ndarray) -> np.ndarray:
@@ -67,24 +69,54 @@ def hajek_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w @ x) / total if total > 0 else np.full(x.shape[1], np.nan)
 
 
-def design_moments(a: np.ndarray, b: np.ndarray, prob: np.ndarray, strata: np.ndarray,
-                   n_hat: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Pseudo = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Augmenting items of :func:`design_moments`: their ``a`` and ``b`` values (cells x labels) and how many of each
+cell every stratum gets."""
+
+
+def design_moments(
+    a: np.ndarray, b: np.ndarray, prob: np.ndarray, strata: np.ndarray, n_hat: float, pseudo: Pseudo | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(A, B, C)`` per label: the design variance of ``a``, covariance of ``a`` and ``b``, and variance of ``b``,
     for a stratified sample without replacement (Sarndal et al. 1992, eq. 3.7.8) written with the expanded values
     ``z = x / pi``: ``sum_g (1 - mean pi_g) n_g / (n_g - 1) sum_{i in g} (z_i - mean_g z)(z'_i - mean_g z') / n_hat^2``,
     which is ``n_g (1 - pi_g) / pi_g^2 s_g(x, x') / n_hat^2`` when the stratum's ``pi`` are equal, and the
-    collapsed-strata estimator when they are not (Wolter 2007, sec. 2.5). ``a``, ``b``: items x labels."""
+    collapsed-strata estimator when they are not (Wolter 2007, sec. 2.5). ``a``, ``b``: items x labels.
+
+    ``pseudo = (a_cells, b_cells, count)``: the sums of squares also run over ``count[g]`` extra items of each cell
+    in stratum ``g``, at the stratum's mean probability: the small-count adjustment. ``V(lam)`` is learnt from the
+    sampled items where human and teacher disagree on the label; when the sample holds only a handful (an accurate
+    teacher, a rare label, a small sample) it is mostly too small, and 0 when it holds none, so the normal interval
+    undercovered badly (32-36% for a 99%-accurate teacher and 100 human items, in simulation). :func:`share_estimates`
+    therefore adds ``PSEUDO_CELL`` (half an) item to each cell of the (human says the label or not) x (teacher says
+    it or not) table, spread over the strata in proportion to the slice's weight in them: Agresti & Min (2005)'s
+    adjustment of the Wald interval for a difference of matched proportions, which ``lam = 1`` with a random sample
+    is (for ``lam = 0`` it adds one success and one failure, as the Agresti-Coull interval does). The augmenting
+    items change the variance only, never the estimate, and ``lam`` minimises that reported variance (tuned on the
+    real items alone, it undercovered where a few heavy items carry the estimate: 90% instead of 93% for a 10% label
+    with weights 1:90). A census (every item labelled) has variance 0."""
     n = len(prob)
     member = np.zeros((int(strata.max()) + 1, n))
     member[strata, np.arange(n)] = 1.0
     n_g = member.sum(axis=1)
-    coef = np.where(n_g > 1, (1.0 - member @ prob / n_g) * n_g / np.maximum(n_g - 1, 1), 0.0) / n_hat**2
+    pi_g = member @ prob / n_g
+    coef = np.where(n_g > 1, (1.0 - pi_g) * n_g / np.maximum(n_g - 1, 1), 0.0) / n_hat**2
+    none = np.zeros((0, a.shape[1]))
+    a_cells, b_cells, count = pseudo if pseudo is not None else (none, none, np.zeros(len(n_g)))
     za, zb = a / prob[:, None], b / prob[:, None]
-    ca = za - (member @ za / n_g[:, None])[strata]
-    cb = zb - (member @ zb / n_g[:, None])[strata]
-    var_b = coef @ (member @ (cb * cb))
-    var_b[var_b <= ROUNDING * (coef @ (member @ (zb * zb)))] = 0.0  # rounding: b constant within every stratum
-    return coef @ (member @ (ca * ca)), coef @ (member @ (ca * cb)), var_b
+    za_c, zb_c = a_cells[None] / pi_g[:, None, None], b_cells[None] / pi_g[:, None, None]  # strata x cells x labels
+    size = (n_g + count * len(a_cells))[:, None]
+    mean_a = (member @ za + count[:, None] * za_c.sum(axis=1)) / size
+    mean_b = (member @ zb + count[:, None] * zb_c.sum(axis=1)) / size
+    ca, ca_c = za - mean_a[strata], za_c - mean_a[:, None]
+    cb, cb_c = zb - mean_b[strata], zb_c - mean_b[:, None]
+
+    def moment(x: np.ndarray, x_c: np.ndarray, y: np.ndarray, y_c: np.ndarray) -> np.ndarray:
+        return np.asarray(coef @ (member @ (x * y) + count[:, None] * (x_c * y_c).sum(axis=1)))
+
+    var_b = moment(cb, cb_c, cb, cb_c)
+    var_b[var_b <= ROUNDING * moment(zb, zb_c, zb, zb_c)] = 0.0  # rounding: b constant within every stratum
+    return moment(ca, ca_c, ca, ca_c), moment(ca, ca_c, cb, cb_c), var_b
 
 
 def power_tuned_lambda(B: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -103,6 +135,14 @@ def effective_human_labels(sigma2: np.ndarray, var: np.ndarray, population: int)
         return np.where(sigma2 > 0, sigma2 / (var + sigma2 / population), np.nan)
 
 
+def kish_count(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per label, Kish's effective number of the items carrying it, ``(sum w y)^2 / sum w^2 y``: their count when the
+    weights are equal, fewer when a few heavy items dominate (Kish 1965, sec. 11.7)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        heavy = w**2 @ Y
+        return np.where(heavy > 0, (w @ Y) ** 2 / heavy, 0.0)
+
+
 @dataclass
 class ShareEstimates:
     """Per label (arrays over the label set) for one slice."""
@@ -119,26 +159,43 @@ class ShareEstimates:
     human_se: np.ndarray
     n_humans: int  # human-labelled items in the slice
     label_humans: np.ndarray  # per label, the human items of the slice that carry it (ties count their share)
+    label_effective: np.ndarray  # the same, as Kish's effective number under the weights (= label_humans if equal)
     population: int  # teacher-labelled items in the slice
     effective_humans: np.ndarray  # human labels the corrected estimate is worth (effective_human_labels)
     n_hat: float  # sum of 1/pi over the slice's human items (the population size the design implies)
 
 
-def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, raw: np.ndarray,
-                    population: int, confidence: float = 0.95, lam: np.ndarray | None = None) -> ShareEstimates:
+def share_estimates(
+    Y: np.ndarray,
+    f: np.ndarray,
+    prob: np.ndarray,
+    in_slice: np.ndarray,
+    raw: np.ndarray,
+    population: int,
+    confidence: float = 0.95,
+    lam: np.ndarray | None = None,
+    pseudo: float = PSEUDO_CELL,
+) -> ShareEstimates:
     """Raw, corrected and human-only shares of every label in one slice, with ``confidence`` normal intervals.
 
     ``Y``, ``f``: human and teacher labels of the WHOLE human sample (items x labels, rows sum to 1); ``prob``: their
     inclusion probabilities; ``in_slice``: which sampled items are in the slice; ``raw``: the teacher's share of each
-    label among the slice's ``population`` items. ``lam``: fixed power-tuning values (default: tuned)."""
+    label among the slice's ``population`` items. ``lam``: fixed power-tuning values (default: tuned, which is never
+    wider than the human-only interval). ``pseudo``: the items added to each cell of the (human, teacher) table for
+    the variances (the small-count adjustment; 0: the plain design variance)."""
     w = np.where(in_slice, 1.0 / prob, 0.0)
     n_hat = float(w.sum())
     mu_y, mu_f = hajek_mean(Y, w), hajek_mean(f, w)
     inside = in_slice[:, None]
     a = np.where(inside, Y - mu_y, 0.0)
     b = np.where(inside, f - mu_f, 0.0)
-    A, B, C = design_moments(a, b, prob, strata_of(prob), n_hat)
-    lam = power_tuned_lambda(B, C) if lam is None else np.broadcast_to(np.asarray(lam, dtype=float), A.shape)
+    strata = strata_of(prob)
+    count = pseudo * np.bincount(strata, weights=w) / n_hat  # the augmenting items go where the slice's weight is
+    A, B, C = design_moments(a, b, prob, strata, n_hat, (CELLS[:, :1] - mu_y, CELLS[:, 1:] - mu_f, count))
+    if lam is None:  # minimise the variance reported; 0 where the teacher's labels do not vary within the strata
+        varies = design_moments(a, b, prob, strata, n_hat)[2] > 0
+        lam = np.where(varies, power_tuned_lambda(B, C), 0.0)
+    lam = np.broadcast_to(np.asarray(lam, dtype=float), mu_y.shape)
     corrected = lam * raw + mu_y - lam * mu_f
     var_c = np.maximum(A - 2 * lam * B + lam**2 * C, 0.0)
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
@@ -146,16 +203,35 @@ def share_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np
     n_d = int(in_slice.sum())
     sigma2 = (w @ (Y - mu_y) ** 2) / n_hat * n_d / max(n_d - 1, 1)
     return ShareEstimates(
-        raw=raw, corrected=corrected, corrected_low=np.clip(corrected - z * se_c, 0, 1),
-        corrected_high=np.clip(corrected + z * se_c, 0, 1), corrected_se=se_c, lam=lam,
-        human=mu_y, human_low=np.clip(mu_y - z * se_h, 0, 1), human_high=np.clip(mu_y + z * se_h, 0, 1),
-        human_se=se_h, n_humans=n_d, label_humans=Y[in_slice].sum(axis=0), population=population,
-        effective_humans=effective_human_labels(sigma2, var_c, population), n_hat=n_hat,
+        raw=raw,
+        corrected=corrected,
+        corrected_low=np.clip(corrected - z * se_c, 0, 1),
+        corrected_high=np.clip(corrected + z * se_c, 0, 1),
+        corrected_se=se_c,
+        lam=lam,
+        human=mu_y,
+        human_low=np.clip(mu_y - z * se_h, 0, 1),
+        human_high=np.clip(mu_y + z * se_h, 0, 1),
+        human_se=se_h,
+        n_humans=n_d,
+        label_humans=Y[in_slice].sum(axis=0),
+        label_effective=kish_count(Y[in_slice], w[in_slice]),
+        population=population,
+        effective_humans=effective_human_labels(sigma2, var_c, population),
+        n_hat=n_hat,
     )
 
 
-def slice_estimates(Y: np.ndarray, f: np.ndarray, prob: np.ndarray, in_slice: np.ndarray, raw: np.ndarray,
-                    population: int, lam_all: np.ndarray, confidence: float = 0.95) -> ShareEstimates:
+def slice_estimates(
+    Y: np.ndarray,
+    f: np.ndarray,
+    prob: np.ndarray,
+    in_slice: np.ndarray,
+    raw: np.ndarray,
+    population: int,
+    lam_all: np.ndarray,
+    confidence: float = 0.95,
+) -> ShareEstimates:
     """One slice of the corpus (``--by``), with the power tuning of the WHOLE sample ``lam_all`` (a slice has too
     few human items to tune its own: in simulation, slice-tuned intervals covered 92.9% instead of 95%, as the
     minimised variance of a small sample is too optimistic), except that a label whose slice interval would be

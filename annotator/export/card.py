@@ -89,8 +89,12 @@ def front_matter(summary: ExportSummary, features: Any) -> dict[str, Any]:
     }
     if summary.cascade is not None:
         c = summary.cascade
-        meta["annotator"]["cascade"] = {"target": c.target, "delta": c.delta, "certified": c.certified,
-                                        "stages": [s.name for s in c.stages]}
+        meta["annotator"]["cascade"] = {
+            "target": c.target,
+            "delta": c.delta,
+            "certified": c.certified,
+            "stages": [s.name for s in c.stages],
+        }
     return meta
 
 
@@ -113,7 +117,9 @@ def _answer_rows(summary: ExportSummary) -> list[list[Any]]:
     if a is None:
         rows: list[list[Any]] = [["answers obtained", "not recorded (run.json written by an older version)"]]
     else:
-        when = a.first_answer_at if a.first_answer_at == a.last_answer_at else f"{a.first_answer_at} to {a.last_answer_at}"
+        when = (
+            a.first_answer_at if a.first_answer_at == a.last_answer_at else f"{a.first_answer_at} to {a.last_answer_at}"
+        )
         rows = [
             ["answers obtained", when],
             ["teacher calls behind the answers", a.attempts],
@@ -149,7 +155,8 @@ def _provenance_section(summary: ExportSummary) -> list[str]:
     cost = (
         f"${summary.teacher_cost_usd:,.4f} in all, ${summary.teacher_cost_per_item_usd:.6f} per item "
         "(teacher.price x the usage each answer reported)"
-        if summary.teacher_cost_usd is not None and summary.teacher_cost_per_item_usd is not None else None
+        if summary.teacher_cost_usd is not None and summary.teacher_cost_per_item_usd is not None
+        else None
     )
     rows: list[list[Any]] = [
         ["teacher model", summary.teacher_model],
@@ -233,8 +240,10 @@ def _cascade_section(summary: ExportSummary) -> list[str]:
     c = summary.cascade
     if c is None:
         return []
-    rows = [[st.name, st.model, "none (not asked)" if st.threshold is None else st.threshold, st.rows_asked,
-             st.rows_kept] for st in c.stages]
+    rows = [
+        [st.name, st.model, "none (not asked)" if st.threshold is None else st.threshold, st.rows_asked, st.rows_kept]
+        for st in c.stages
+    ]
     return [
         "## Cascade",
         "",

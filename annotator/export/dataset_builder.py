@@ -34,6 +34,7 @@ from annotator.export.summary import (
     ExportOptions,
     ExportSummary,
 )
+from annotator.guard import check_distinct
 from annotator.records import (
     ANNOTATIONS_FILE,
     MANIFEST_FILE,
@@ -42,7 +43,7 @@ from annotator.records import (
     iter_annotations,
     read_manifest,
 )
-from annotator.rundir import atomic_write_text
+from annotator.rundir import atomic_write_text, output_error
 from annotator.tasks import ExportContext, Exporter, ExportItem, get_task_class
 
 if TYPE_CHECKING:
@@ -115,7 +116,9 @@ def _audit_headlines(r: AuditReport) -> dict[str, Any]:
     return out
 
 
-def _split_strata(run_path: Path, opts: ExportOptions, label_names: list[str], multi_label: bool) -> dict[str, Hashable] | None:
+def _split_strata(
+    run_path: Path, opts: ExportOptions, label_names: list[str], multi_label: bool
+) -> dict[str, Hashable] | None:
     """item id -> stratum of the split: the gold label (--gold), the --stratify-by column's value, or both."""
     gold = _gold_strata(opts.gold, label_names, multi_label)
     if not opts.stratify_by:
@@ -169,8 +172,11 @@ def _previous_export_files(out: Path) -> set[str] | None:
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, list):
         return None
-    return {f for f in files if isinstance(f, str) and f and not PurePosixPath(f).is_absolute()
-            and ".." not in PurePosixPath(f).parts}
+    return {
+        f
+        for f in files
+        if isinstance(f, str) and f and not PurePosixPath(f).is_absolute() and ".." not in PurePosixPath(f).parts
+    }
 
 
 def _files_under(root: Path) -> list[str]:
@@ -209,11 +215,19 @@ def _route_to_humans(routed: list[AnnotationRecord], run_path: Path, opts: Expor
     from annotator.audit import sampling as sp
 
     out = Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed"
-    names = sp.annotator_names(opts.route_annotators, None)
+    names = sp.annotator_names(opts.route_annotators, None, option="--route-annotators")
     items = [sp.Candidate(r.id, r.text, r.label or "", r.confidence) for r in routed]
-    design = {"run": str(run_path), "route_below": opts.route_below, "n": len(items), "annotators": names,
-              "per_item": min(len(names), 3), "note": "teacher confidence below --route-below; not a random sample"}
-    files = sp.write_sheets(out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design)
+    design = {
+        "run": str(run_path),
+        "route_below": opts.route_below,
+        "n": len(items),
+        "annotators": names,
+        "per_item": min(len(names), 3),
+        "note": "teacher confidence below --route-below; not a random sample",
+    }
+    files = sp.write_sheets(
+        out, items, sp.assign(len(items), names, min(len(names), 3)), names, labels, design=design, command="export"
+    )
     return files["long"]
 
 
@@ -249,16 +263,15 @@ def _check_options(run_path: Path, opts: ExportOptions) -> dict[str, float]:
 
 
 def _read_run(run_path: Path, notes: list[str]) -> _Run:
-    try:
-        manifest: RunManifest | None = read_manifest(_run_base(run_path))
-    except ValueError as exc:
-        raise InputDataError(f"{_run_base(run_path) / MANIFEST_FILE} is not a valid run manifest: {exc}") from None
+    manifest: RunManifest | None = read_manifest(_run_base(run_path))  # one line when it is not a manifest
     records = list(iter_annotations(run_path))
     if not records and manifest is not None and manifest.cascade is not None:
         c = manifest.cascade
-        raise ExportError(f"{run_path}: the cascade kept no row, so there is nothing to export: its "
-                          f"{c.rows_to_humans:,} rows are in its human queue ({c.human_queue})"
-                          + ("" if c.certified else f". {c.statement}"))
+        raise ExportError(
+            f"{run_path}: the cascade kept no row, so there is nothing to export: its "
+            f"{c.rows_to_humans:,} rows are in its human queue ({c.human_queue})"
+            + ("" if c.certified else f". {c.statement}")
+        )
     if not records:
         raise ExportError(f"{run_path}: annotations.jsonl has no rows")
     if manifest is None:
@@ -318,8 +331,13 @@ def _select(
 
 
 def _split(
-    run: _Run, kept: list[ExportItem], exporter: Exporter, opts: ExportOptions, fractions: dict[str, float],
-    counts: ExportCounts, notes: list[str],
+    run: _Run,
+    kept: list[ExportItem],
+    exporter: Exporter,
+    opts: ExportOptions,
+    fractions: dict[str, float],
+    counts: ExportCounts,
+    notes: list[str],
 ) -> dict[str, list[ExportItem]]:
     """Deal the kept items into splits by the input row's id (seeded hash), never by the teacher's label."""
     ctx = exporter.ctx
@@ -335,8 +353,9 @@ def _split(
     return by_split
 
 
-def build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]],
-                   cascade: bool = False) -> tuple[Any, Any]:
+def build_dataset(
+    exporter: Exporter, rows_by_split: dict[str, list[dict[str, Any]]], cascade: bool = False
+) -> tuple[Any, Any]:
     """The ``DatasetDict`` of the rows, and its features (a cascade run's rows also carry their ``stage``)."""
     from datasets import Dataset, DatasetDict, Value
 
@@ -351,8 +370,16 @@ def build_dataset(exporter: Exporter, rows_by_split: dict[str, list[dict[str, An
 
 
 def _summary(
-    run: _Run, exporter: Exporter, opts: ExportOptions, out: Path, fractions: dict[str, float],
-    counts: ExportCounts, dsd: Any, features: Any, statistics: dict[str, Any], routed_sheet: str | None,
+    run: _Run,
+    exporter: Exporter,
+    opts: ExportOptions,
+    out: Path,
+    fractions: dict[str, float],
+    counts: ExportCounts,
+    dsd: Any,
+    features: Any,
+    statistics: dict[str, Any],
+    routed_sheet: str | None,
     notes: list[str],
 ) -> ExportSummary:
     m, first = run.manifest, run.records[0]
@@ -363,23 +390,43 @@ def _summary(
     label_names, multi_label = exporter.summary_labels()
     audit_summary, audit_path = load_audit_summary(run.path)
     return ExportSummary(
-        run_dir=str(run.path), out=str(out), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        task=run.task, format=exporter.ctx.fmt, columns=list(features), label_names=label_names,
-        multi_label=multi_label, seed=opts.seed, split_fractions=fractions,
-        split_method="item id" + (", gold strata" if opts.gold else "")
+        run_dir=str(run.path),
+        out=str(out),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        task=run.task,
+        format=exporter.ctx.fmt,
+        columns=list(features),
+        label_names=label_names,
+        multi_label=multi_label,
+        seed=opts.seed,
+        split_fractions=fractions,
+        split_method="item id"
+        + (", gold strata" if opts.gold else "")
         + (f", {opts.stratify_by} strata" if opts.stratify_by else ""),
-        gold=None if opts.gold is None else str(opts.gold), stratify_by=opts.stratify_by,
-        min_confidence=opts.min_confidence, route_below=opts.route_below, routed_sheet=routed_sheet,
-        counts=counts, **statistics, split_bytes={s: int(dsd[s].data.nbytes) for s in dsd},
+        gold=None if opts.gold is None else str(opts.gold),
+        stratify_by=opts.stratify_by,
+        min_confidence=opts.min_confidence,
+        route_below=opts.route_below,
+        routed_sheet=routed_sheet,
+        counts=counts,
+        **statistics,
+        split_bytes={s: int(dsd[s].data.nbytes) for s in dsd},
         teacher_model=m.model if m else first.model,
         teacher_cost_usd=cost.total_usd if cost else None,
         teacher_cost_per_item_usd=cost.per_item_usd if cost else None,
-        backend=m.backend if m else None, template_path=m.template_path if m else None,
+        backend=m.backend if m else None,
+        template_path=m.template_path if m else None,
         template_sha256=m.template_sha256 if m else first.prompt_hash,
-        pipeline_name=m.pipeline_name if m else None, pipeline_path=m.pipeline_path if m else None,
-        pipeline_config=m.config if m else {}, annotator_version=m.annotator_version if m else None,
-        answers=m.answers if m else None, history=(m.history or [m.invocation()]) if m else [],
-        cascade=m.cascade if m else None, audit_summary=audit_summary, audit_report=audit_path, notes=notes,
+        pipeline_name=m.pipeline_name if m else None,
+        pipeline_path=m.pipeline_path if m else None,
+        pipeline_config=m.config if m else {},
+        annotator_version=m.annotator_version if m else None,
+        answers=m.answers if m else None,
+        history=(m.history or [m.invocation()]) if m else [],
+        cascade=m.cascade if m else None,
+        audit_summary=audit_summary,
+        audit_report=audit_path,
+        notes=notes,
     )
 
 
@@ -399,8 +446,10 @@ def _write(dsd: Any, summary: ExportSummary, features: Any, descriptions: dict[s
         summary.files = [*_files_under(staging), EXPORT_FILE]
         atomic_write_text(staging / EXPORT_FILE, summary.model_dump_json(indent=2))
         _install(staging, out, previous)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):  # full disk, permissions: one line naming the output
+            raise output_error(exc, exc.filename or out, kept="nothing of this export was installed") from None
         raise
     finally:
         if bars:
@@ -430,6 +479,16 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportSummary:
     run_path = Path(run_dir)
     fractions = _check_options(run_path, opts)
     out = Path(opts.out) if opts.out else _run_base(run_path) / "dataset"
+    route = (
+        (Path(opts.route_out) if opts.route_out else _run_base(run_path) / "routed")
+        if opts.route_below is not None
+        else None
+    )
+    check_distinct(
+        "export",
+        {"--out": out, "--route-out": route},
+        {"run directory": _run_base(run_path), "annotations file": run_path, "--gold file": opts.gold},
+    )
     notes: list[str] = []
     run = _read_run(run_path, notes)
     exporter = _make_exporter(run, opts.fmt)
@@ -440,14 +499,16 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportSummary:
         raise ExportError(
             f"nothing to export from {run_path}: {counts.total} rows, {counts.failed_excluded} failed, "
             f"{counts.below_threshold_excluded} below --min-confidence, "
-                f"{counts.invalid_label_excluded} without a valid label"
+            f"{counts.invalid_label_excluded} without a valid label"
             + (f", {counts.routed_to_humans} routed to humans ({routed_sheet})" if routed_sheet else "")
         )
     exporter.finish_selection(kept)
     items_by_split = _split(run, kept, exporter, opts, fractions, counts, notes)
     cascade = run.manifest is not None and run.manifest.cascade is not None
-    rows_by_split = {s: [{**row, **({"stage": it.record.stage} if cascade else {})}
-                         for it in items for row in exporter.rows(it)] for s, items in items_by_split.items()}
+    rows_by_split = {
+        s: [{**row, **({"stage": it.record.stage} if cascade else {})} for it in items for row in exporter.rows(it)]
+        for s, items in items_by_split.items()
+    }
     dsd, features = build_dataset(exporter, rows_by_split, cascade)
     counts.per_split = {s: len(dsd[s]) for s in dsd}
     counts.exported_items = len(kept)

@@ -87,8 +87,9 @@ class ExportSummary(BaseModel):
     )
     history: list[Invocation] = Field(default_factory=list, description="The `annotator run` invocations.")
     cascade: CascadeSummary | None = Field(
-        default=None, description="A cascade run: its stages, thresholds and guarantee (rows left to humans are not in "
-                                  "the dataset).")
+        default=None,
+        description="A cascade run: its stages, thresholds and guarantee (rows left to humans are not in the dataset).",
+    )
     audit_summary: dict[str, Any] | None = None
     audit_report: str | None = None
     pushed_to: str | None = None

@@ -26,8 +26,13 @@ from annotator.student.metrics import BaselineReport, BaselineScope
 C_GRID = (0.1, 1.0, 10.0)
 
 
-def fit_predict(train_texts: Sequence[str], train_labels: Sequence[str], val_texts: Sequence[str],
-                val_labels: Sequence[str], texts: Sequence[str]) -> tuple[list[str], float]:
+def fit_predict(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    texts: Sequence[str],
+) -> tuple[list[str], float]:
     """Fit the baseline on the training labels (C chosen on validation); its labels for ``texts`` and the C."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -58,13 +63,15 @@ def _scope(setup: Setup, idx: list[int], pred: list[str]) -> BaselineScope:
     items, gold = setup.items, setup.gold_map
     out = BaselineScope(items=len(idx))
     if idx:
-        out.baseline_vs_teacher = score([items[i].teacher for i in idx], [pred[i] for i in idx], setup.label_names,
-                                        False)
+        out.baseline_vs_teacher = score(
+            [items[i].teacher for i in idx], [pred[i] for i in idx], setup.label_names, False
+        )
     with_gold = [i for i in idx if gold is not None and items[i].id in gold]
     out.with_gold = len(with_gold)
     if gold is not None and with_gold:
-        out.baseline = score([gold[items[i].id] for i in with_gold], [pred[i] for i in with_gold], setup.label_names,
-                             False)
+        out.baseline = score(
+            [gold[items[i].id] for i in with_gold], [pred[i] for i in with_gold], setup.label_names, False
+        )
     return out
 
 
@@ -101,13 +108,18 @@ def compare_baseline(setup: Setup, evaluation: dict[str, EvalBlock]) -> Baseline
         return None
     t0 = time.perf_counter()
     items, roles = setup.items, setup.roles
-    pred, c = fit_predict([items[i].text for i in roles.train], [items[i].teacher for i in roles.train],
-                          [items[i].text for i in roles.validation], [items[i].teacher for i in roles.validation],
-                          [it.text for it in items])
+    pred, c = fit_predict(
+        [items[i].text for i in roles.train],
+        [items[i].teacher for i in roles.train],
+        [items[i].text for i in roles.validation],
+        [items[i].teacher for i in roles.validation],
+        [it.text for it in items],
+    )
     report = BaselineReport(c=c, train_items=len(roles.train), seconds=round(time.perf_counter() - t0, 2))
     if roles.validation:
-        report.validation = score([items[i].teacher for i in roles.validation], [pred[i] for i in roles.validation],
-                                  setup.label_names, False)
+        report.validation = score(
+            [items[i].teacher for i in roles.validation], [pred[i] for i in roles.validation], setup.label_names, False
+        )
     if "test" in evaluation:
         report.evaluation["test"] = _scope(setup, roles.held, pred)
     report.evaluation["all"] = _scope(setup, list(range(len(items))), pred)

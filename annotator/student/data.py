@@ -208,11 +208,14 @@ def _eval_split(dsd, notes: list[str]) -> str | None:
     return split
 
 
-def _roles(opts: StudentOptions, ds_dir: Path, dsd, items: list[Item],
-           notes: list[str]) -> tuple[Roles, SliceColumn | None, Selection | None]:
+def _roles(
+    opts: StudentOptions, ds_dir: Path, dsd, items: list[Item], notes: list[str]
+) -> tuple[Roles, SliceColumn | None, Selection | None]:
     """Parse the where options, read every slice column once, assign the items' roles."""
-    wheres = [None if text is None else parse_where(text, option)
-              for option, text in (("--train-where", opts.train_where), ("--test-where", opts.test_where))]
+    wheres = [
+        None if text is None else parse_where(text, option)
+        for option, text in (("--train-where", opts.train_where), ("--test-where", opts.test_where))
+    ]
     train_where, test_where = wheres
     columns: dict[str, SliceColumn] = {}
     for option, w in zip(("--train-where", "--test-where"), wheres):

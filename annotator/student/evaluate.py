@@ -149,8 +149,7 @@ def evaluate_scope(
     """Metrics over ``rows``; gold-based ones only where the item has a gold label."""
     block = EvalBlock(scope=scope, items=len(rows), with_gold=0)
     if rows:
-        block.student_vs_teacher = score([r.teacher for r in rows], [r.student for r in rows], label_names,
-                                         multi_label)
+        block.student_vs_teacher = score([r.teacher for r in rows], [r.student for r in rows], label_names, multi_label)
     keep = [r for r in rows if gold and r.id in gold]
     block.with_gold = len(keep)
     if not gold or not keep:
@@ -181,6 +180,8 @@ def constant_confidence_note(conf: Sequence[float | None], who: str) -> str | No
         value = next(iter(distinct))
         sure = who == "teacher" and value == 1
         why = " (a teacher with samples: 1 is always sure; use samples >= 3 for a vote share)" if sure else ""
-        return (f"every {who} confidence on these {len(conf)} item(s) is {value:g}{why}: every threshold keeps the "
-                "same items, no table")
+        return (
+            f"every {who} confidence on these {len(conf)} item(s) is {value:g}{why}: every threshold keeps the "
+            "same items, no table"
+        )
     return None

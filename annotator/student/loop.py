@@ -157,8 +157,9 @@ def validation_scores(model, tokenizer, val: EvalSet, cfg: TrainConfig, multi_la
     else:
         gold, pred = [str(t) for t in val.targets], [str(j) for j in logits.argmax(axis=1)]
     s = score(gold, pred, names, multi_label)
-    return ValidationScores(accuracy=float(s.accuracy or 0.0), macro_f1=float(s.macro_f1 or 0.0),
-                            loss=nll(logits, y, multi_label))
+    return ValidationScores(
+        accuracy=float(s.accuracy or 0.0), macro_f1=float(s.macro_f1 or 0.0), loss=nll(logits, y, multi_label)
+    )
 
 
 @dataclass
@@ -188,7 +189,10 @@ class _Loop:
                 break
             idx = order[b : b + self.cfg.batch_size]
             enc = self.tokenizer(
-                [self.texts[i] for i in idx], padding=True, truncation=True, max_length=self.cfg.max_length,
+                [self.texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.cfg.max_length,
                 return_tensors="pt",
             ).to(self.device)
             out = self.model(**enc, labels=self.y[idx].to(self.device))
@@ -232,8 +236,9 @@ def train_classifier(
     per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps else max(1, math.ceil(cfg.epochs * per_epoch))
     opt, sched = _optimizer(model, cfg, total)
-    loop = _Loop(model, tokenizer, texts, _targets(targets, model.config.num_labels, multi_label), cfg, device, opt,
-                 sched, total)
+    loop = _Loop(
+        model, tokenizer, texts, _targets(targets, model.config.num_labels, multi_label), cfg, device, opt, sched, total
+    )
     selector = _Selector(cfg.patience) if validation is not None and validation.texts else None
     history: list[dict[str, Any]] = []
     stopped = False
@@ -247,12 +252,16 @@ def train_classifier(
 
         while loop.step < total and not stopped:
             losses = loop.epoch(torch.randperm(n, generator=gen).tolist(), advance)
-            entry: dict[str, Any] = {"epoch": len(history) + 1, "steps": loop.step,
-                                     "loss": round(sum(losses) / len(losses), 5)}
+            entry: dict[str, Any] = {
+                "epoch": len(history) + 1,
+                "steps": loop.step,
+                "loss": round(sum(losses) / len(losses), 5),
+            }
             if selector is not None:
                 v = validation_scores(model, tokenizer, validation, cfg, multi_label)  # type: ignore[arg-type]
-                entry.update(val_accuracy=round(v.accuracy, 5), val_macro_f1=round(v.macro_f1, 5),
-                             val_loss=round(v.loss, 5))
+                entry.update(
+                    val_accuracy=round(v.accuracy, 5), val_macro_f1=round(v.macro_f1, 5), val_loss=round(v.loss, 5)
+                )
                 stopped = selector.update(model, entry["epoch"], loop.step, v.macro_f1, v.loss) and loop.step < total
             history.append(entry)
     if selector is not None:
@@ -270,8 +279,9 @@ def train_classifier(
     )
 
 
-def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_length: int = 128,
-                   device: str = "auto"):
+def predict_logits(
+    model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_length: int = 128, device: str = "auto"
+):
     """Raw logits (items x labels) as a float64 numpy array."""
     import numpy as np
     import torch
@@ -283,7 +293,10 @@ def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 32,
     with torch.inference_mode():
         for b in range(0, len(texts), batch_size):
             enc = tokenizer(
-                list(texts[b : b + batch_size]), padding=True, truncation=True, max_length=max_length,
+                list(texts[b : b + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
                 return_tensors="pt",
             ).to(dev)
             outs.append(model(**enc).logits.double().cpu().numpy())

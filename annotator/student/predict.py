@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from annotator.errors import AnnotatorError
-from annotator.inputs import InputConfig, InputRow, count_rows, iter_rows
+from annotator.guard import check_distinct, claim, is_claimed, require_owned
+from annotator.inputs import InputConfig, InputRow, count_rows, cut_by_limit, iter_rows
+from annotator.rundir import mark_incomplete, output_error
+from annotator.student.integrity import check_loaded, check_metrics, check_model_dir
 from annotator.student.loop import decode, predict
 from annotator.student.metrics import METRICS_FILE, MODEL_DIR
 
@@ -48,7 +51,8 @@ class StudentInfo:
 
 
 def load_student_info(path: str | Path) -> StudentInfo:
-    """Read and check a student folder (metrics.json + model/ whose labels match)."""
+    """Read and check a student folder: metrics.json, model/ whose labels match, its tokenizer and the checksums
+    train-student recorded (see :mod:`annotator.student.integrity`)."""
     p = Path(path)
     if not p.is_dir():
         raise PredictError(f"student folder not found: {p} (the --out folder of `annotator train-student`)")
@@ -61,18 +65,10 @@ def load_student_info(path: str | Path) -> StudentInfo:
         )
     try:
         data = json.loads(metrics.read_text(encoding="utf-8"))
-        label_names = [str(x) for x in data["label_names"]]
-        multi_label = bool(data["multi_label"])
-        max_length = int((data.get("train_config") or {}).get("max_length", 128))
-        id2label = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["id2label"]
-        model_labels = [str(id2label[str(i)]) for i in range(len(id2label))]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PredictError(f"{p} is not a student: {METRICS_FILE} or {MODEL_DIR}/config.json lacks {exc}") from None
-    if model_labels != label_names:
-        raise PredictError(
-            f"{model_dir / 'config.json'}: the model's labels {model_labels} differ from {METRICS_FILE}'s "
-            f"label_names {label_names}; retrain the student"
-        )
+    except (OSError, ValueError) as exc:
+        raise PredictError(f"{p} is not a student: {metrics} is not readable JSON ({exc})") from None
+    label_names, multi_label, max_length = check_metrics(metrics, data)
+    check_model_dir(p, model_dir, label_names)
     return StudentInfo(p, model_dir, label_names, multi_label, max_length)
 
 
@@ -90,10 +86,11 @@ class StudentModel:
         self.batch_size = batch_size
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(where)
-            self.model = AutoModelForSequenceClassification.from_pretrained(where)
-        except (OSError, ValueError) as exc:
+            self.model, loading = AutoModelForSequenceClassification.from_pretrained(where, output_loading_info=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many libraries' ways: one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise PredictError(f"cannot load the student model in {info.model_dir}: {first}") from None
+        check_loaded(info.model_dir, loading)
         self.model.eval()
 
     def label(self, texts: list[str | None]) -> list[Prediction]:
@@ -104,8 +101,13 @@ class StudentModel:
         if not todo:
             return out
         probs = predict(
-            self.model, self.tokenizer, [t for _, t in todo], self.batch_size, info.max_length,
-            info.multi_label, self.device,
+            self.model,
+            self.tokenizer,
+            [t for _, t in todo],
+            self.batch_size,
+            info.max_length,
+            info.multi_label,
+            self.device,
         )
         labels, conf = decode(probs, info.label_names, info.multi_label)
         for k, (i, _) in enumerate(todo):
@@ -177,10 +179,19 @@ def _check_record(path: Path, line_no: int, line: bytes, row: InputRow | None, i
             )
 
 
+PREDICTIONS_ROLE, ROUTE_ROLE = "predictions", "route"
+
+
+def _require_claimed(path: Path, role: str) -> None:
+    """Touch (repair, trim, append to) an existing ``path`` only when this command wrote it in ``role``."""
+    require_owned(path, "predict", is_claimed(path, "predict", role), f"claim of a {role} file beside it")
+
+
 def resume_point(out: Path, rows: Iterator[InputRow], info: StudentInfo) -> int:
     """How many rows ``out`` already holds, after checking each line against the input row it stands for."""
     if not out.exists():
         return 0
+    _require_claimed(out, PREDICTIONS_ROLE)
     _cut_torn_tail(out)
     done = 0
     with out.open("rb") as fh:
@@ -193,6 +204,7 @@ def trim_route_file(route: Path, done: int) -> None:
     """Keep the route lines of rows before ``done`` (a batch may have been routed but not committed to OUT)."""
     if not route.exists():
         return
+    _require_claimed(route, ROUTE_ROLE)
     _cut_torn_tail(route)
     keep = 0
     with route.open("rb") as fh:
@@ -261,19 +273,36 @@ def predict_file(
     """Label every input row not yet in ``opts.out``; ``on_progress(done, total)`` after each batch."""
     if (opts.route_below is None) != (opts.route_out is None):
         raise PredictError("--route-below and --route-out go together")
+    check_distinct(
+        "predict",
+        {"--out": opts.out, "--route-out": opts.route_out},
+        {"INPUT file": input_cfg.path, "student folder": info.dir, "student's metrics.json": info.dir / METRICS_FILE},
+    )
     total = count_rows(input_cfg)
     rows = iter_rows(input_cfg, batch_size=max(opts.batch_size, 1024))
     summary = _resume(info, opts, rows, total)
     progress = on_progress or (lambda done, total: None)
     progress(summary.resumed_after, total)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    if opts.route_out is not None:
-        opts.route_out.parent.mkdir(parents=True, exist_ok=True)
-    with (opts.route_out.open("ab") if opts.route_out is not None else nullcontext()) as route_fh, \
-            opts.out.open("ab") as out_fh:
+    for path, role in ((opts.out, PREDICTIONS_ROLE), (opts.route_out, ROUTE_ROLE)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            claim(path, "predict", role, input=str(input_cfg.path), student=str(info.dir))
+    with (
+        opts.route_out.open("ab") if opts.route_out is not None else nullcontext() as route_fh,
+        opts.out.open("ab") as out_fh,
+    ):
         for batch, preds in _labelled(labeler, _batches(rows, opts.batch_size)):
-            _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
+            try:
+                _write_batch(batch, preds, out_fh, route_fh, opts.route_below, summary)
+            except OSError as exc:  # a full disk: the lines written so far stay; the rerun repairs a torn one
+                raise output_error(
+                    exc, exc.filename or opts.out, kept="every whole line written so far is kept"
+                ) from None
             progress(summary.resumed_after + summary.predicted, total)
+    if cut_by_limit(input_cfg):
+        for path in (opts.out, opts.route_out):
+            if path is not None and path.exists():
+                mark_incomplete(path)
     return summary
 
 
@@ -304,8 +333,12 @@ def _labelled(labeler: Labeler, batches: Iterator[list[InputRow]]) -> Iterator[t
 
 
 def _write_batch(
-    batch: list[InputRow], preds: list[Prediction], out_fh: IO[bytes], route_fh: IO[bytes] | None,
-    threshold: float | None, summary: PredictSummary,
+    batch: list[InputRow],
+    preds: list[Prediction],
+    out_fh: IO[bytes],
+    route_fh: IO[bytes] | None,
+    threshold: float | None,
+    summary: PredictSummary,
 ) -> None:
     """Route lines first, then OUT: a crash in between leaves extra route lines that the rerun trims."""
     routed = [

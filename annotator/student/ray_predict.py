@@ -19,9 +19,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from annotator.errors import AnnotatorError
 from annotator.inputs import InputConfig, InputRow
 from annotator.student.predict import (
     Labeler,
+    PredictError,
     Prediction,
     PredictOptions,
     PredictSummary,
@@ -87,18 +89,56 @@ def ray_labeler(info: StudentInfo, batch_size: int = 64, workers: int | None = N
         info_dict = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(info).items()}
         log.info("predict on Ray: %d actor(s) %s, device %s", actors, resources, device)
         per_chunk = max(1, CHUNK_ROWS // batch_size)
-        while chunk := list(islice(batches, per_chunk)):
-            ds = ray.data.from_items([{"text": r.text or ""} for b in chunk for r in b])
-            labelled = ds.map_batches(
-                StudentActor, batch_size=batch_size, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                fn_constructor_kwargs={"info": info_dict, "files_ref": files_ref, "device": device,
-                                       "batch_size": batch_size},
-                **resources,
-            )
-            yield from _regroup(chunk, iter(labelled.iter_rows()))
+        try:
+            yield from _chunks(ray, batches, per_chunk, actors, resources, device, batch_size, info_dict, files_ref)
+        except Exception as exc:  # noqa: BLE001 - Ray and Ray Data wrap a worker's error in their own types
+            raise _same_answer(exc) from None
 
     return run
+
+
+def _same_answer(exc: BaseException) -> BaseException:
+    """The error a local run would give for what failed on a worker (an :class:`AnnotatorError` inside Ray's
+    wrappers, e.g. a student that does not load), else one line."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, AnnotatorError):
+            return cause
+        cause = getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
+    text = str(exc).strip()
+    return PredictError(f"prediction on Ray failed: {text.splitlines()[-1] if text else type(exc).__name__}")
+
+
+def _chunks(
+    ray: Any,
+    batches: Iterator[list[InputRow]],
+    per_chunk: int,
+    actors: int,
+    resources: dict[str, Any],
+    device: str,
+    batch_size: int,
+    info_dict: dict[str, Any],
+    files_ref: list[Any],
+) -> Iterator[list[Prediction]]:
+    """Each chunk of batches through a fresh actor pool, predictions in input order."""
+    while chunk := list(islice(batches, per_chunk)):
+        ds = ray.data.from_items([{"text": r.text or ""} for b in chunk for r in b])
+        labelled = ds.map_batches(
+            StudentActor,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            fn_constructor_kwargs={
+                "info": info_dict,
+                "files_ref": files_ref,
+                "device": device,
+                "batch_size": batch_size,
+            },
+            **resources,
+        )
+        yield from _regroup(chunk, iter(labelled.iter_rows()))
 
 
 def _regroup(chunk: list[list[InputRow]], rows: Iterator[dict[str, Any]]) -> Iterator[list[Prediction]]:
@@ -111,8 +151,13 @@ def _regroup(chunk: list[list[InputRow]], rows: Iterator[dict[str, Any]]) -> Ite
 
 
 def predict_here_or_on_ray(
-    info: StudentInfo, input_cfg: InputConfig, opts: PredictOptions, device: str = "auto", ray: str | None = None,
-    ray_workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+    info: StudentInfo,
+    input_cfg: InputConfig,
+    opts: PredictOptions,
+    device: str = "auto",
+    ray: str | None = None,
+    ray_workers: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PredictSummary:
     """:func:`predict_file` in this process (on ``device``), or with ``ray`` (an address, or ``"local"`` for
     ray.init()'s default) on a Ray cluster."""

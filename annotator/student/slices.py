@@ -52,7 +52,7 @@ def available_columns(run_dir: Path, gold: Path | None) -> list[str] | None:
     """The columns a slice can be read from: the gold file's and the run input file's (None: that file is gone)."""
     cols = [] if gold is None else list(read_table(gold, "human annotations").columns)
     manifest = read_manifest(run_dir)
-    path = ((manifest.config.get("input") or {}).get("path") if manifest is not None else None)
+    path = (manifest.config.get("input") or {}).get("path") if manifest is not None else None
     if path:
         if not Path(path).is_file():
             return None
@@ -121,8 +121,14 @@ def _test_where(where: Where, ids: list[str], used: set[int], columns: dict[str,
     return held
 
 
-def assign_roles(ids: list[str], splits: list[str], eval_split: str | None, train_where: Where | None,
-                 test_where: Where | None, columns: dict[str, SliceColumn]) -> Roles:
+def assign_roles(
+    ids: list[str],
+    splits: list[str],
+    eval_split: str | None,
+    train_where: Where | None,
+    test_where: Where | None,
+    columns: dict[str, SliceColumn],
+) -> Roles:
     """Train/validation: their splits filtered by ``train_where``; held-out: see the module docstring."""
     by_split = {s: [i for i, x in enumerate(splits) if x == s] for s in ("train", "validation")}
     train = _filtered(train_where, by_split["train"], _rows(by_split["train"], ids, columns), "train-split rows")
@@ -137,9 +143,11 @@ def assign_roles(ids: list[str], splits: list[str], eval_split: str | None, trai
     return Roles(train, val, held, eval_split)
 
 
-def selection(roles: Roles, ids: list[str], train_where: Where | None, test_where: Where | None,
-              columns: dict[str, SliceColumn]) -> Selection:
+def selection(
+    roles: Roles, ids: list[str], train_where: Where | None, test_where: Where | None, columns: dict[str, SliceColumn]
+) -> Selection:
     """What the filters did, for metrics.json and the model card."""
+
     def counts(idx: list[int]) -> dict[str, dict[str, int]]:
         return {c: dict(Counter(col.of(ids[i]) for i in idx).most_common()) for c, col in columns.items()}
 
@@ -147,7 +155,9 @@ def selection(roles: Roles, ids: list[str], train_where: Where | None, test_wher
         train_where=None if train_where is None else train_where.text,
         test_where=None if test_where is None else test_where.text,
         sources={c: col.source for c, col in columns.items()},
-        train_items=len(roles.train), validation_items=len(roles.validation), test_items=len(roles.held),
-        test_values=counts(roles.held), train_values=counts(roles.train),
+        train_items=len(roles.train),
+        validation_items=len(roles.validation),
+        test_items=len(roles.held),
+        test_values=counts(roles.held),
+        train_values=counts(roles.train),
     )
-

@@ -35,6 +35,7 @@ from annotator.student.calibration import (
 from annotator.student.card import render_card
 from annotator.student.data import Setup, StudentOptions, load_setup
 from annotator.student.evaluate import EvalBlock, Labelled, evaluate_scope, score
+from annotator.student.integrity import write_checksums
 from annotator.student.loop import TrainResult, decode, predict_logits, train_classifier
 from annotator.student.metrics import (
     CARD_FILE,
@@ -89,13 +90,17 @@ def _fit_note(info: CalibrationInfo, n_fit: int, min_items: int, every_right: bo
     if n_fit == 0:
         return "no validation items: the student's confidence is left uncalibrated (T = 1)"
     if n_fit < min_items:
-        return (f"only {n_fit} validation items (fewer than {min_items}, --min-calibration-items): not calibrated, "
-                f"T = 1 (a temperature fit on so few items is noise and can make the test ECE worse)")
+        return (
+            f"only {n_fit} validation items (fewer than {min_items}, --min-calibration-items): not calibrated, "
+            f"T = 1 (a temperature fit on so few items is noise and can make the test ECE worse)"
+        )
     if every_right:
         return "every validation item is predicted right: nothing to fit, T = 1"
     if info.at_bound:
-        return (f"T = {info.temperature:g} sits at the end of its search interval [0.05, 20.09]: the validation "
-                f"NLL wanted a more extreme T; treat the calibrated confidence with care")
+        return (
+            f"T = {info.temperature:g} sits at the end of its search interval [0.05, 20.09]: the validation "
+            f"NLL wanted a more extreme T; treat the calibrated confidence with care"
+        )
     return None
 
 
@@ -130,6 +135,9 @@ def _calibrate(setup: Setup, val_logits, held_logits, min_items: int) -> Calibra
 
 
 def _save_model(model, tokenizer, out: Path, temperature: float) -> Path:
+    from annotator.guard import claim_folder
+
+    claim_folder(out, "train-student")  # a rerun after a crash or a full disk may replace what this one wrote
     model_dir = out / MODEL_DIR
     model_dir.mkdir(parents=True, exist_ok=True)
     setattr(model.config, TEMPERATURE_KEY, temperature)
@@ -145,12 +153,15 @@ def _slice_names(setup: Setup, idx: list[int]) -> list[str]:
     return sorted({v for v in col.values.values() if v is not None} | {col.of(setup.items[i].id) for i in idx})
 
 
-def _evaluate(setup: Setup, labelled: list[Labelled],
-              opts: StudentOptions) -> tuple[dict[str, EvalBlock], SliceEvaluation | None]:
+def _evaluate(
+    setup: Setup, labelled: list[Labelled], opts: StudentOptions
+) -> tuple[dict[str, EvalBlock], SliceEvaluation | None]:
     """The 'test' (held-out) and 'all' scopes, and with --eval-by the held-out scope per slice."""
+
     def scope(name: str, idx: list[int]) -> EvalBlock:
-        return evaluate_scope(name, [labelled[i] for i in idx], setup.gold_map, setup.label_names,
-                              setup.multi_label, opts.thresholds)
+        return evaluate_scope(
+            name, [labelled[i] for i in idx], setup.gold_map, setup.label_names, setup.multi_label, opts.thresholds
+        )
 
     roles = setup.roles
     evaluation: dict[str, EvalBlock] = {}
@@ -163,8 +174,10 @@ def _evaluate(setup: Setup, labelled: list[Labelled],
         return evaluation, None
     col, name = setup.eval_by, roles.held_name or "all"
     idx = roles.held if roles.held_name else list(range(len(labelled)))
-    blocks = {v: scope(f"{name}, {col.name}={v}", [i for i in idx if col.of(setup.items[i].id) == v])
-              for v in _slice_names(setup, idx)}
+    blocks = {
+        v: scope(f"{name}, {col.name}={v}", [i for i in idx if col.of(setup.items[i].id) == v])
+        for v in _slice_names(setup, idx)
+    }
     return evaluation, SliceEvaluation(column=col.name, source=col.source, scope=name, slices=blocks)
 
 
@@ -186,8 +199,9 @@ def _write_predictions(path: Path, setup: Setup, labelled: list[Labelled]) -> No
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _fit(setup: Setup, base: str, opts: StudentOptions, idx: list[int],
-         description: str) -> tuple[Any, Any, TrainResult]:
+def _fit(
+    setup: Setup, base: str, opts: StudentOptions, idx: list[int], description: str
+) -> tuple[Any, Any, TrainResult]:
     """A fresh student from ``base`` trained on the items ``idx`` (model selection on the validation items)."""
     import torch
 
@@ -195,9 +209,17 @@ def _fit(setup: Setup, base: str, opts: StudentOptions, idx: list[int],
 
     torch.manual_seed(opts.train.seed)
     tokenizer, model = load_tokenizer_and_model(base, setup.label_names, setup.multi_label)
-    result = train_classifier(model, tokenizer, setup.texts(idx), setup.targets(idx), opts.train,
-                              setup.multi_label, description, opts.show_progress,
-                              validation=setup.validation_set())
+    result = train_classifier(
+        model,
+        tokenizer,
+        setup.texts(idx),
+        setup.targets(idx),
+        opts.train,
+        setup.multi_label,
+        description,
+        opts.show_progress,
+        validation=setup.validation_set(),
+    )
     return tokenizer, model, result
 
 
@@ -215,18 +237,23 @@ def _subsample(setup: Setup, size: int, seed: int) -> list[int]:
     return [train[k] for k, a in enumerate(assign) if a == "train"]
 
 
-def _held_predictions(setup: Setup, base: str, opts: StudentOptions,
-                      size: int) -> tuple[TrainResult, list[Any], CalibrationInfo]:
+def _held_predictions(
+    setup: Setup, base: str, opts: StudentOptions, size: int
+) -> tuple[TrainResult, list[Any], CalibrationInfo]:
     """Train a fresh student on a subsample of ``size`` train items, calibrate it on the validation items as the
     main student is; its labels on the held-out items and its calibration."""
     cfg = opts.train
     tokenizer, model, r = _fit(setup, base, opts, _subsample(setup, size, cfg.seed), f"curve n={size}")
     val, held = setup.roles.validation, setup.roles.held
-    logits = predict_logits(model, tokenizer, setup.texts(val + held), max(cfg.batch_size, 32), cfg.max_length,
-                            cfg.device)
-    calibration = _calibrate(setup, logits[: len(val)], logits[len(val):], opts.min_calibration_items)
-    return r, decode(probabilities(logits[len(val):], setup.multi_label), setup.label_names,
-                     setup.multi_label)[0], calibration
+    logits = predict_logits(
+        model, tokenizer, setup.texts(val + held), max(cfg.batch_size, 32), cfg.max_length, cfg.device
+    )
+    calibration = _calibrate(setup, logits[: len(val)], logits[len(val) :], opts.min_calibration_items)
+    return (
+        r,
+        decode(probabilities(logits[len(val) :], setup.multi_label), setup.label_names, setup.multi_label)[0],
+        calibration,
+    )
 
 
 def _point_scores(setup: Setup, positions: list[int], pred: list[Any]) -> SliceScores:
@@ -234,8 +261,9 @@ def _point_scores(setup: Setup, positions: list[int], pred: list[Any]) -> SliceS
     items, held, gold, names, ml = setup.items, setup.roles.held, setup.gold_map, setup.label_names, setup.multi_label
     out = SliceScores(items=len(positions))
     if positions:
-        out.student_vs_teacher = score([items[held[k]].teacher for k in positions], [pred[k] for k in positions],
-                                       names, ml)
+        out.student_vs_teacher = score(
+            [items[held[k]].teacher for k in positions], [pred[k] for k in positions], names, ml
+        )
     gk = [k for k in positions if gold is not None and items[held[k]].id in gold]
     out.with_gold = len(gk)
     if gold is not None and gk:
@@ -243,12 +271,21 @@ def _point_scores(setup: Setup, positions: list[int], pred: list[Any]) -> SliceS
     return out
 
 
-def _curve_point(setup: Setup, requested: str, size: int, r: TrainResult, pred: list[Any],
-                 calibration: CalibrationInfo) -> LearningCurvePoint:
+def _curve_point(
+    setup: Setup, requested: str, size: int, r: TrainResult, pred: list[Any], calibration: CalibrationInfo
+) -> LearningCurvePoint:
     pooled = _point_scores(setup, list(range(len(setup.roles.held))), pred)
-    point = LearningCurvePoint(requested=requested, size=size, steps=r.steps, epochs_run=r.epochs_run,
-                               best_epoch=r.best_epoch, seconds=r.seconds, student=pooled.student,
-                               student_vs_teacher=pooled.student_vs_teacher, calibration=calibration)
+    point = LearningCurvePoint(
+        requested=requested,
+        size=size,
+        steps=r.steps,
+        epochs_run=r.epochs_run,
+        best_epoch=r.best_epoch,
+        seconds=r.seconds,
+        student=pooled.student,
+        student_vs_teacher=pooled.student_vs_teacher,
+        calibration=calibration,
+    )
     if setup.eval_by is not None:
         col, held = setup.eval_by, setup.roles.held
         point.slices = {
@@ -258,8 +295,9 @@ def _curve_point(setup: Setup, requested: str, size: int, r: TrainResult, pred: 
     return point
 
 
-def _learning_curve(setup: Setup, base: str, opts: StudentOptions, full: TrainResult, student: list[Any],
-                    calibration: CalibrationInfo) -> list[LearningCurvePoint]:
+def _learning_curve(
+    setup: Setup, base: str, opts: StudentOptions, full: TrainResult, student: list[Any], calibration: CalibrationInfo
+) -> list[LearningCurvePoint]:
     """One point per distinct --sizes value, each calibrated on validation; the full size reuses the main student."""
     n_train = len(setup.roles.train)
     curve: dict[int, LearningCurvePoint] = {}
@@ -281,8 +319,9 @@ def _learning_curve(setup: Setup, base: str, opts: StudentOptions, full: TrainRe
 # ---------------------------------------------------------------------------------------------- train_student
 
 
-def _metrics(setup: Setup, opts: StudentOptions, base: str, model_dir: Path, result: TrainResult,
-             **results: Any) -> StudentMetrics:
+def _metrics(
+    setup: Setup, opts: StudentOptions, base: str, model_dir: Path, result: TrainResult, **results: Any
+) -> StudentMetrics:
     return StudentMetrics(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=str(setup.ds_dir),
@@ -318,20 +357,39 @@ def train_student(dataset: str | Path, opts: StudentOptions) -> StudentMetrics:
     base = resolve_model(opts.model)
     log.info("base model: %s", base)
     tokenizer, model, result = _fit(setup, base, opts, setup.roles.train, "student")
-    logits = predict_logits(model, tokenizer, setup.texts(list(range(len(setup.items)))),
-                            max(cfg.batch_size, 32), cfg.max_length, cfg.device)
-    calibration = _calibrate(setup, logits[setup.roles.validation], logits[setup.roles.held],
-                             opts.min_calibration_items)
+    logits = predict_logits(
+        model,
+        tokenizer,
+        setup.texts(list(range(len(setup.items)))),
+        max(cfg.batch_size, 32),
+        cfg.max_length,
+        cfg.device,
+    )
+    calibration = _calibrate(
+        setup, logits[setup.roles.validation], logits[setup.roles.held], opts.min_calibration_items
+    )
     model_dir = _save_model(model, tokenizer, out, calibration.temperature)
-    student, sconf = decode(probabilities(logits, setup.multi_label, calibration.temperature), setup.label_names,
-                            setup.multi_label)
+    student, sconf = decode(
+        probabilities(logits, setup.multi_label, calibration.temperature), setup.label_names, setup.multi_label
+    )
     labelled = [Labelled(it.id, it.teacher, it.teacher_conf, s, c) for it, s, c in zip(setup.items, student, sconf)]
     evaluation, slices = _evaluate(setup, labelled, opts)
     baseline = compare_baseline(setup, evaluation)
     _write_predictions(out / PREDICTIONS_FILE, setup, labelled)
     curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
-    metrics = _metrics(setup, opts, base, model_dir, result, evaluation=evaluation, calibration=calibration,
-                       learning_curve=curve, slices=slices, baseline=baseline)
-    atomic_write_text(out / METRICS_FILE, metrics.model_dump_json(indent=2))
+    metrics = _metrics(
+        setup,
+        opts,
+        base,
+        model_dir,
+        result,
+        evaluation=evaluation,
+        calibration=calibration,
+        learning_curve=curve,
+        slices=slices,
+        baseline=baseline,
+    )
     atomic_write_text(model_dir / CARD_FILE, render_card(metrics))
+    write_checksums(out, model_dir)  # the card included
+    atomic_write_text(out / METRICS_FILE, metrics.model_dump_json(indent=2))  # last: the folder is complete
     return metrics

@@ -141,8 +141,13 @@ def parse_where(text: str, option: str) -> Where:
     conditions = [_condition(toks)]
     while (tok := toks.peek()) is not None:
         if tok != "and":
-            hint = ("keywords are lower case" if tok.lower() == "and" else "" if tok.lower() == "or"
-                    else "a value with spaces goes in quotes: 'a b'")
+            hint = (
+                "keywords are lower case"
+                if tok.lower() == "and"
+                else ""
+                if tok.lower() == "or"
+                else "a value with spaces goes in quotes: 'a b'"
+            )
             raise toks.fail("'and' between conditions ('or' is not supported)", hint)
         toks.pos += 1
         conditions.append(_condition(toks))

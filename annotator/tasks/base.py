@@ -121,8 +121,9 @@ class Exporter:
         """Task columns placed before the format's columns."""
         return {}
 
-    def statistics(self, items_by_split: dict[str, list[ExportItem]],
-                   rows_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def statistics(
+        self, items_by_split: dict[str, list[ExportItem]], rows_by_split: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, Any]:
         """Fields of the export summary computed per split (and ``all``), e.g. ``label_distribution``."""
         return {}
 
@@ -199,8 +200,9 @@ class OneAnswerTask:
         return [], False
 
 
-def format_row(row: dict[str, Any], fmt: str, system: str, user: str, instruction: str, source: str,
-               answer: str) -> dict[str, Any]:
+def format_row(
+    row: dict[str, Any], fmt: str, system: str, user: str, instruction: str, source: str, answer: str
+) -> dict[str, Any]:
     """Fill ``row`` in the chat (system/user/assistant ``messages``, as chat-template SFT trainers such as TRL's
     ``SFTTrainer`` read them) or instruction (Alpaca ``instruction``/``input``/``output``) format."""
     if fmt == "chat":

@@ -75,9 +75,7 @@ def _output_model(cfg: LabelTaskConfig) -> type[BaseModel]:
     else:
         fields["label"] = (label_type, ...)
         validators = {}
-    return create_model(
-        "MultiLabelOutput" if cfg.multi_label else "LabelOutput", __validators__=validators, **fields
-    )
+    return create_model("MultiLabelOutput" if cfg.multi_label else "LabelOutput", __validators__=validators, **fields)
 
 
 def record_labels(rec: AnnotationRecord, multi_label: bool) -> list[str] | None:
@@ -176,8 +174,9 @@ class LabelExporter(Exporter):
             cols["rationale"] = s
         return Features(cols)
 
-    def statistics(self, items_by_split: dict[str, list[ExportItem]],
-                   rows_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def statistics(
+        self, items_by_split: dict[str, list[ExportItem]], rows_by_split: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, Any]:
         """``label_distribution`` (split -> label -> items) and ``mean_confidence`` per split and ``all``."""
         label_dist: dict[str, dict[str, int]] = {}
         mean_conf: dict[str, float | None] = {}

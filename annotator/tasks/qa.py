@@ -30,14 +30,17 @@ class QATaskConfig(TaskConfigBase):
     require_grounding: bool = Field(
         default=True,
         description="Reject a pair whose evidence is not a verbatim quote of the document or does not "
-            "support the answer.",
+        "support the answer.",
     )
     min_evidence_chars: int = Field(
-        default=12, ge=1,
+        default=12,
+        ge=1,
         description="Grounding: an evidence quote must have at least this many characters (or be the whole document).",
     )
     min_answer_support: float = Field(
-        default=0.5, ge=0.0, le=1.0,
+        default=0.5,
+        ge=0.0,
+        le=1.0,
         description="Grounding: share of the answer's content words that must occur in its evidence "
         "(an answer found verbatim in its evidence always passes).",
     )
@@ -56,17 +59,59 @@ def _norm(s: str) -> str:
 
 
 # Words that carry no content of their own: an answer made only of these ("yes", "no") needs no word overlap.
-_STOPWORDS = frozenset({
-    "a", "an", "the", "and", "or", "but", "not", "no", "yes", "of", "in", "on", "at", "to", "for", "from", "by",
-    "with", "as", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "there",
-    "their", "they", "he", "she", "his", "her", "him", "we", "you", "i",
-})
+_STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "not",
+        "no",
+        "yes",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "their",
+        "they",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+        "we",
+        "you",
+        "i",
+    }
+)
 
 
 def content_words(s: str) -> set[str]:
     """Lower-cased words of ``s`` that carry content: not a stopword, and 3+ characters or containing a digit."""
-    return {w for w in re.findall(r"\w+", s.lower())
-            if w not in _STOPWORDS and (len(w) >= 3 or any(c.isdigit() for c in w))}
+    return {
+        w for w in re.findall(r"\w+", s.lower()) if w not in _STOPWORDS and (len(w) >= 3 or any(c.isdigit() for c in w))
+    }
 
 
 def support(answer: str, evidence: str) -> float:
@@ -156,4 +201,3 @@ class QATask(OneAnswerTask):
                     f"pair {i}: the evidence does not support the answer ({share:.0%} of the answer's content words "
                     f"are in it; task.min_answer_support={self.cfg.min_answer_support:g})"
                 )
-

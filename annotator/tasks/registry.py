@@ -84,8 +84,10 @@ def unknown_task(name: object) -> str:
     """The message for a task name nothing registered: the known names, and why a plugin of that name is missing."""
     _load_plugins()
     why = f"; {SKIPPED[str(name)]}" if str(name) in SKIPPED else ""
-    return (f"unknown task {name!r}: the registered tasks are {', '.join(_tasks)} (a task from another package "
-            f"registers through the {ENTRY_POINT_GROUP!r} entry-point group){why}")
+    return (
+        f"unknown task {name!r}: the registered tasks are {', '.join(_tasks)} (a task from another package "
+        f"registers through the {ENTRY_POINT_GROUP!r} entry-point group){why}"
+    )
 
 
 def task_names() -> list[str]:

@@ -50,8 +50,9 @@ class RephraseExporter(Exporter):
                 continue
             instruction = _instruction(style)
             row: dict[str, Any] = {"id": f"{rec.id}#{i}", "source_id": rec.id, "style": style}
-            rows.append(format_row(row, self.ctx.fmt, SYSTEM, f"{instruction}\n\n{rec.text}", instruction, rec.text,
-                                   text))
+            rows.append(
+                format_row(row, self.ctx.fmt, SYSTEM, f"{instruction}\n\n{rec.text}", instruction, rec.text, text)
+            )
         return rows
 
     def leading_columns(self) -> dict[str, Any]:
@@ -59,11 +60,15 @@ class RephraseExporter(Exporter):
 
         return {"style": Value("string")}
 
-    def statistics(self, items_by_split: dict[str, list[ExportItem]],
-                   rows_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def statistics(
+        self, items_by_split: dict[str, list[ExportItem]], rows_by_split: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, Any]:
         """``style_distribution``: split (and ``all``) -> style -> rows."""
-        return {"style_distribution": {split: dict(sorted(Counter(r["style"] for r in rows).items()))
-                                       for split, rows in rows_by_split.items()}}
+        return {
+            "style_distribution": {
+                split: dict(sorted(Counter(r["style"] for r in rows).items())) for split, rows in rows_by_split.items()
+            }
+        }
 
 
 @register
@@ -102,4 +107,3 @@ class RephraseTask(OneAnswerTask):
         for p in output.paraphrases:  # type: ignore[attr-defined]
             if " ".join(p.text.split()).lower() == source:
                 raise ValueError("a paraphrase is identical to the input")
-
