@@ -115,6 +115,7 @@ def one_line_error(code: int, err: str) -> str:
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
     """Seed + 2 batches up to --budget; every row labelled once with its source; a rerun asks nothing and retrains
     nothing; a larger budget goes on from there."""
@@ -225,6 +226,7 @@ def test_max_cost_stops_the_rounds_within_budget(project, tiny, server, capsys):
     assert code == 8 and "no round finished, so there is no student yet; raise --max-cost" in err
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_crash_in_every_step_of_a_round_resumes_to_the_same_rounds(project, tiny, server, capsys, monkeypatch):
     """Round 1 dies after each of its steps in turn (the work done, the state not saved yet), and the run is
     started again each time: the rounds end as an uninterrupted run's, nothing is asked twice, round 0 is never
