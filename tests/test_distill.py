@@ -400,6 +400,18 @@ def test_bad_corpus_and_task_one_line(project, tiny, server, capsys):
     assert server.stats()["total"] == 0
 
 
+def test_a_teacher_that_is_down_is_exit_5_and_says_to_rerun(project, tiny, capsys):
+    """--help promises exit 5 for an unreachable teacher (a rerun resumes), not the 2 of a problem in the input."""
+    from servers import free_port
+
+    cfg = yaml.safe_load(project["yaml"].read_text())
+    cfg["teacher"].update(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    cfg["validation"] = {"max_consecutive_transport_failures": 50}  # more than the seed: the breaker does not stop it
+    project["yaml"].write_text(yaml.safe_dump(cfg))
+    code, _, err = distill(capsys, *fast(project, tiny))
+    assert code == 5 and "the teacher answered none of the 20 rows it was asked" in err and "Traceback" not in err, err
+
+
 # ---------------------------------------------------------------------------------------------- kill -9
 
 
