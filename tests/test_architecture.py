@@ -141,6 +141,7 @@ FORMER_CYCLES = [
 """The modules of the import cycles this layout removed (14 through config.py, four of two modules)."""
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_modules_of_former_cycles_import_first_in_a_fresh_interpreter():
     """Each module is imported with no annotator module loaded before it (third-party modules stay cached): the
     order in which an import cycle fails with "partially initialized module"."""

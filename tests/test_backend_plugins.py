@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import pytest
 from pydantic import Field
 
 from annotator.backends import BaseTeacherConfig, Generation, GenerationRequest
@@ -120,6 +121,7 @@ class ShadowOpenAIConfig(BaseTeacherConfig):
         raise AssertionError("a plugin never replaces a built-in backend")
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_plugin_shadowing_a_builtin_is_skipped_and_quiet_hides_the_line(tmp_path, make_pipeline, run_cli_process):
     """The skip line is a warning: `annotator -q` hides it (it is found at import, before -q is read); the
     built-in backend stays the one a pipeline gets. The console script itself, in a process of its own."""

@@ -6,6 +6,8 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from conftest import kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
 
 BATCH = {"mode": "batch", "batch_poll_interval": 0.05}
@@ -56,6 +58,7 @@ def _committed_batch_ids(run_dir) -> list[str]:
         conn.close()
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_kill_after_upload_rerun_reattaches_instead_of_paying_twice(run_cli, make_pipeline, server):
     server.reset(batch_delay=1.5)  # the kill follows the batch's creation within milliseconds (it waits for an event)
     texts = [f"kill item {i}" for i in range(12)]

@@ -384,6 +384,7 @@ def cached_samples(run_dir: Path) -> int:
         conn.close()
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_kill_9_in_the_second_stage_resumes_without_asking_any_answer_twice(
     make_pipeline, cascade_server: ServerHandle, tmp_path: Path, capsys
 ) -> None:

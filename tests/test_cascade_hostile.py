@@ -89,6 +89,7 @@ def _edits() -> list[tuple[str, Any, str]]:
     ]
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_hand_edited_calibration_is_refused_before_any_teacher_call(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
 ) -> None:
@@ -150,6 +151,7 @@ def test_a_calibration_nested_past_the_stack_is_one_line(
 
 
 @pytest.mark.parametrize("victim", ["humans", "input", "a directory"])
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_calibration_never_overwrites_a_file_it_did_not_write(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, victim: str
 ) -> None:
@@ -263,6 +265,7 @@ def test_a_calibration_of_other_rows_is_stale_and_rows_added_elsewhere_are_not(
         lambda c: c.update(validation={"on_invalid": "reask"}),
     ],
 )
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_prompt_changed_after_calibrating_makes_it_stale(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, change
 ) -> None:
@@ -276,6 +279,7 @@ def test_a_prompt_changed_after_calibrating_makes_it_stale(
     assert weak_server.stats()["total"] == calls
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_reordering_or_inserting_stages_reuses_every_answer(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
 ) -> None:
@@ -421,6 +425,7 @@ def test_a_full_disk_while_drawing_sheets_is_one_line(
 
 @needs_proc
 @pytest.mark.parametrize("folder", ["human_queue", "cascade", "."])
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_full_disk_while_running_is_one_line_and_the_rerun_asks_nothing(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch, folder: str
 ) -> None:
@@ -510,6 +515,7 @@ def calibrated_pipeline(make_pipeline, server: ServerHandle, tmp_path: Path, cap
     return pipe
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_missing_or_foreign_queue_sheet_is_written_again(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys
 ) -> None:
@@ -601,6 +607,7 @@ def test_export_of_a_cascade_that_kept_nothing_says_why(
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sample(
     weak_server: ServerHandle, tmp_path: Path
 ) -> None:
@@ -627,6 +634,7 @@ def test_make_calibrate_first_then_an_edited_pipeline_recalibrates_on_its_own_sa
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_ctrl_c_or_kill_9_during_calibrate_and_the_rerun_asks_only_the_rest(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, sig: signal.Signals
 ) -> None:
@@ -678,6 +686,7 @@ def test_the_certified_sentence_never_rounds_a_rate_up() -> None:
     assert _exact_pct(1e-300, complement=True) == "99.9999%" and _exact_pct(0.1, complement=True) == "90%"
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_key_in_a_stage_base_url_reaches_no_cascade_file(
     make_pipeline, weak_server: ServerHandle, tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -22,6 +22,7 @@ from conftest import LABELS, rows_of
         ["nonsense-command"],
     ],
 )
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_in_process_and_a_real_process_answer_the_same(args, make_pipeline, run_cli, run_cli_process, tmp_path):
     ok = make_pipeline(rows_of(["The striker scored.", "Rates rose."]))
     bad = make_pipeline(rows_of(["x"]), name="bad", task={"type": "label", "labels": LABELS, "bogus": 1})

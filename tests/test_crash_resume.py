@@ -68,6 +68,7 @@ def interrupt_midway(p: Path, server, sig: signal.Signals, after_requests: int) 
         pytest.param([signal.SIGKILL, signal.SIGINT], id="kill-9-then-ctrl-c"),
     ],
 )
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_interrupted_run_resumes_without_asking_again(server, make_pipeline, run_cli, signals):
     texts = [f"crash row {i:04d} about the central bank" for i in range(N_ROWS)]
     server.configure(latency=0.06)
@@ -117,6 +118,7 @@ def test_interrupted_run_resumes_without_asking_again(server, make_pipeline, run
     assert [r["id"] for r in read_annotations(run_dir)] == [f"r{i:05d}" for i in range(N_ROWS)]
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_kill_during_validation_retries_keeps_bounds(server, make_pipeline, run_cli):
     """Rows whose answers were invalid and already recorded as failed are not retried after a crash either."""
     texts = [("[[malformed]] " if i % 10 == 0 else "") + f"row {i:04d} on elections" for i in range(200)]

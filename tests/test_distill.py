@@ -115,6 +115,7 @@ def one_line_error(code: int, err: str) -> str:
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
     """Seed + 2 batches up to --budget; every row labelled once with its source; a rerun asks nothing and retrains
     nothing; a larger budget goes on from there."""
@@ -274,6 +275,7 @@ def test_max_cost_stops_the_rounds_within_budget(project, tiny, server, capsys):
     assert code == 8 and "no round finished, so there is no student yet; raise --max-cost" in err
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_crash_in_every_step_of_a_round_resumes_to_the_same_rounds(project, tiny, server, capsys, monkeypatch):
     """Round 1 dies after each of its steps in turn (the work done, the state not saved yet), and the run is
     started again each time: the rounds end as an uninterrupted run's, nothing is asked twice, round 0 is never
@@ -445,6 +447,18 @@ def test_bad_corpus_and_task_one_line(project, tiny, server, capsys):
     line = one_line_error(*distill(capsys, *fast(project, tiny, "--gold", str(other)))[::2])
     assert "none of its 1 items is a row of" in line
     assert server.stats()["total"] == 0
+
+
+def test_a_teacher_that_is_down_is_exit_5_and_says_to_rerun(project, tiny, capsys):
+    """--help promises exit 5 for an unreachable teacher (a rerun resumes), not the 2 of a problem in the input."""
+    from servers import free_port
+
+    cfg = yaml.safe_load(project["yaml"].read_text())
+    cfg["teacher"].update(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    cfg["validation"] = {"max_consecutive_transport_failures": 50}  # more than the seed: the breaker does not stop it
+    project["yaml"].write_text(yaml.safe_dump(cfg))
+    code, _, err = distill(capsys, *fast(project, tiny))
+    assert code == 5 and "the teacher answered none of the 20 rows it was asked" in err and "Traceback" not in err, err
 
 
 # ---------------------------------------------------------------------------------------------- kill -9

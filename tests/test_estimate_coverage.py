@@ -152,6 +152,7 @@ def print_table(corpus: Corpus, results: dict[str, Result]) -> None:
             )
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_corrected_and_human_intervals_cover_the_true_share_93_to_98_5_percent(results: dict[str, Result]) -> None:
     """Nominal 95%; the small-count adjustment of the variance (stats.PSEUDO_CELL) errs on the safe side where a
     slice holds few disagreements (15 human items carry science in the German slice), so up to 98.5%."""

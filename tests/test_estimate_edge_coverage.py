@@ -105,6 +105,7 @@ def results() -> dict[str, Coverage]:
     return out
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_every_interval_covers_in_every_edge_regime(results: dict[str, Coverage]) -> None:
     """Nominal 95% (600 draws): at least 93% for every label the report does not note, at least 92% for a noted one
     (fewer than 20 effective human items carry it), corrected and human-only."""

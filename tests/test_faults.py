@@ -53,6 +53,7 @@ def _teacher(base_url: str, **kw):
     return {"base_url": base_url, "timeout": 1.0, "max_retries": MAX_RETRIES, "max_backoff": 0.05, **kw}
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_every_fault_ends_annotated_or_failed_with_reason(server, make_pipeline):
     texts = [f"{marker} case {i} about the budget vote".strip() for i, (marker, *_rest) in enumerate(CASES)]
     server.configure(hang=5)
@@ -167,6 +168,7 @@ def test_failures_are_cached_unless_retry_failed(server, make_pipeline):
     assert server.stats()["by_item"] == {texts[1]: MAX_ATTEMPTS, texts[2]: TRIES}
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_mixed_faults_under_concurrency(server, make_pipeline):
     """Many rows, random faults, real concurrency: nothing lost, nothing duplicated, bounds respected."""
     rng = random.Random(7)

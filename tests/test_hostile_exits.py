@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from test_task_registry import keywords_pipeline
 
 from conftest import install_entry_point, out_dir_of, rows_of
@@ -43,6 +44,7 @@ def test_a_plugin_exiting_at_import_is_a_skipped_plugin(tmp_path, server, run_cl
     assert "unknown task 'keywords'" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_plugin_exiting_while_running_is_exit_2_naming_it(tmp_path, server, run_cli_process):
     env = _plugin(tmp_path, at_import=False)
     pipe = keywords_pipeline(tmp_path, server.base_url)

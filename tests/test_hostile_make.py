@@ -48,6 +48,7 @@ def test_the_makefile_ignores_pipeline_files_named_like_commands(project: Path):
     assert refused.returncode != 0 and "HUMANS=" in refused.stderr and not (project / "pwned").exists()
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_limited_run_never_satisfies_make_run(project: Path):  # noqa: F811
     make(project, "run", "P=tiny", "RUN_ARGS=--limit 5")
     annotations = project / "runs" / "tiny" / "annotations.jsonl"

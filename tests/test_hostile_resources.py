@@ -59,6 +59,7 @@ def _silent_port() -> tuple[socket.socket, int]:
     return srv, srv.getsockname()[1]
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_ray_at_a_port_that_is_not_ray_fails_within_seconds(make_pipeline, server, run_cli):
     srv, port = _silent_port()
     pipe = make_pipeline(rows_of(["a text"]), server.base_url)

@@ -38,6 +38,7 @@ def _leaks(root: Path, texts: list[str], secrets: list[str]) -> list[str]:
         "http://127.0.0.1:{port}/v1?token=" + LITERAL,
     ],
 )
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_key_in_base_url_reaches_no_file_and_no_output(server, make_pipeline, capsys, monkeypatch, tmp_path, url):
     monkeypatch.setenv("GW_KEY", QUERY_KEY)
     monkeypatch.setenv("GW_PASSWORD", USER_PASSWORD)

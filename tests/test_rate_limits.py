@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from annotator.backends.rate_limit import RateLimiter, parse_reset
 
 from conftest import out_dir_of, read_annotations, rows_of
@@ -36,6 +38,7 @@ def _run(run_cli, make_pipeline, server, n: int, teacher: dict) -> tuple[dict, l
     return stats, [t for t, _accepted, _tok in stats["arrivals"]]
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_rpm_keeps_requests_within_the_limit(run_cli, make_pipeline, server):
     server.reset(rpm=600, rate_window=WINDOW)  # 10 requests in any 1 s window
     stats, times = _run(run_cli, make_pipeline, server, 40, {"rpm": 600})
@@ -44,6 +47,7 @@ def test_rpm_keeps_requests_within_the_limit(run_cli, make_pipeline, server):
     assert (len(times) - 1) / (max(times) - min(times)) <= 10 * 1.05
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_tpm_keeps_tokens_within_the_limit(run_cli, make_pipeline, server):
     # 60 tokens per answer (usage 50 + 10); 600 tokens in any 1 s window = 10 answers/s. The client's first
     # estimate (prompt chars/4 + max_tokens) is higher than the usage; the usage corrects it.
@@ -56,6 +60,7 @@ def test_tpm_keeps_tokens_within_the_limit(run_cli, make_pipeline, server):
     assert sum(tok for _, tok in tokens[1:]) / (max(times) - min(times)) <= 600 * 1.05
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_without_client_limits_the_same_server_answers_many_429s(run_cli, make_pipeline, server):
     """The control: the limits above are what keeps the 429s away."""
     server.reset(rpm=600, rate_window=WINDOW)

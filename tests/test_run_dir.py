@@ -48,6 +48,7 @@ def _assert_complete(run_dir: Path, texts: list[str], prefix: str = "r") -> None
 
 
 @pytest.mark.parametrize("second", ["same", "limit", "other-pipeline"])
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server, make_pipeline, run_cli, second):
     texts = [f"lock row {i} about the harvest" for i in range(N_ROWS)]
     p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})

@@ -133,6 +133,7 @@ def keywords_pipeline(tmp_path: Path, base_url: str, n: int = 12) -> Path:
 # ------------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_task_from_a_plugin_runs_and_exports_end_to_end(tmp_path, server, run_cli):
     from conftest import process_started_with
 

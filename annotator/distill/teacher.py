@@ -16,6 +16,7 @@ from pathlib import Path
 
 from annotator.config import PipelineConfig
 from annotator.engine import Pipeline, RunStats
+from annotator.errors import TeacherUnreachable
 from annotator.inputs import InputConfig, InputRow, iter_rows
 from annotator.records import AnnotationRecord, iter_annotations, read_manifest
 
@@ -66,6 +67,12 @@ class TeacherRun:
             if max_cost is not None:  # the teacher's own budget (its capabilities) gives way to distill's
                 pipeline.budget.max_cost = max_cost
             asyncio.run(pipeline.run())
+            stats = pipeline.stats
+            if stats.rows_failed and not stats.rows_ok and stats.failed_by_kind.get("transport") == stats.rows_failed:
+                raise TeacherUnreachable(  # no answer at all, every call failed: the teacher is down, not the rows
+                    f"the teacher answered none of the {stats.rows_failed} rows it was asked (see the errors in "
+                    f"{self.dir / 'annotations.jsonl'}); check that it is up and run the same command again"
+                )
         return self.records()
 
     def records(self) -> dict[str, AnnotationRecord]:
