@@ -41,8 +41,10 @@ import yaml  # noqa: E402
 
 from annotator.rundir import atomic_write_text  # noqa: E402
 
-from bench_pipeline import find_corpus, read_corpus  # noqa: E402
-from conftest import ServerHandle, pipeline_config, stop_fault_server, subprocess_env, write_rows  # noqa: E402
+from cli_runner import subprocess_env  # noqa: E402
+from conftest import pipeline_config, write_rows  # noqa: E402
+from corpus import find_corpus, read_corpus  # noqa: E402
+from servers import ServerHandle, start_server, stop_fault_server  # noqa: E402
 
 TARGET = 0.98
 
@@ -50,22 +52,20 @@ TARGET = 0.98
 def start_teacher(work: Path) -> ServerHandle:
     """The fault server on the port a previous run of this benchmark used (the teacher's address is part of the
     cache key: a resumed run must find its answers), else on a free one."""
-    import subprocess
-
     port_file = work / "teacher_port"
     port = port_file.read_text().strip() if port_file.exists() else "0"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "fault_server.py"), "--port", port],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("PORT "):
-        proc.kill()
-        sys.exit(f"bench-distill: the simulated teacher did not start on port {port}: {line!r}")
-    port_file.write_text(line.split()[1])
-    return ServerHandle(proc, int(line.split()[1]))
+    try:
+        process = start_server(
+            [sys.executable, str(ROOT / "tests" / "fault_server.py"), "--port", port],
+            name="the simulated teacher",
+            ready_line="PORT ",
+            timeout=60,
+            env=subprocess_env(),
+        )
+    except RuntimeError as exc:
+        sys.exit(f"bench-distill: the simulated teacher did not start on port {port}: {exc}")
+    port_file.write_text(process.ready_line.split()[1])
+    return ServerHandle(process, int(process.ready_line.split()[1]))
 
 
 def sample_items(
@@ -204,6 +204,8 @@ def distill_run(
             {
                 "calls": r.planned_calls - args.test,
                 "train": r.train_items,
+                "cold_start": r.cold_start,
+                "best_epoch": r.best_epoch,
                 "macro_f1": r.student_test.macro_f1 if r.student_test else None,
                 "accuracy": r.student_test.accuracy if r.student_test else None,
                 "baseline_macro_f1": r.baseline_test.macro_f1 if r.baseline_test else None,
@@ -390,6 +392,7 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.rare = None if args.rare.lower() == "none" else args.rare
+    args.out = args.out.resolve()  # the pipeline file names its corpus and output by this path
     import os
     import shutil
 

@@ -188,6 +188,55 @@ def test_random_strategy_follows_the_seeded_order(project, tiny, server, capsys)
     assert rounds[0]["ids"] == order[:20] and rounds[1]["ids"] == order[20:28]
 
 
+def test_cold_start_is_random_until_the_student_beats_its_baseline(project, tiny, server, capsys):
+    """--cold-start (default): while a round's student is not ahead of its TF-IDF baseline on validation macro-F1,
+    the next batch continues the seeded random order; --no-cold-start asks the uncertain rows at once. (The tiny
+    1-epoch student cannot beat a baseline that is perfect on these keyword texts.)"""
+    from annotator.distill.loop import student_ahead
+    from annotator.export.splits import id_rank_key
+
+    code, printed, err = distill(
+        capsys, *fast(project, tiny, "--budget", "28", "--patience", "0", "--recheck", "off", "--json")
+    )
+    assert code == 0, err
+    rounds = json.loads(printed)["rounds"]
+    first = RoundRecord.model_validate(rounds[0])
+    assert first.baseline_validation.macro_f1 == 1.0 and not student_ahead(first)
+    order = sorted((r["id"] for r in project["rows"]), key=lambda i: id_rank_key(i, 0))
+    assert rounds[1]["cold_start"] and rounds[1]["ids"] == order[20:28] and rounds[1]["mean_uncertainty"] is None
+    assert "random (cold start)" in (project["out"] / "report.md").read_text()
+    code, printed, err = distill(
+        capsys,
+        *fast(
+            project,
+            tiny,
+            "--budget",
+            "28",
+            "--patience",
+            "0",
+            "--recheck",
+            "off",
+            "--no-cold-start",
+            "--out",
+            str(project["dir"] / "warm"),
+            "--json",
+        ),
+    )
+    assert code == 0, err
+    rounds = json.loads(printed)["rounds"]
+    assert not rounds[1]["cold_start"] and rounds[1]["mean_uncertainty"] is not None
+    assert rounds[1]["ids"] != order[20:28]
+    # the rule itself: strictly higher validation macro-F1; nothing to compare counts as ahead
+    ahead = first.model_copy(
+        update={"student_validation": Scores(n=5, macro_f1=0.9), "baseline_validation": Scores(n=5, macro_f1=0.8)}
+    )
+    assert (
+        student_ahead(ahead)
+        and not student_ahead(ahead.model_copy(update={"baseline_validation": Scores(n=5, macro_f1=0.9)}))
+        and student_ahead(ahead.model_copy(update={"baseline_validation": None}))
+    )
+
+
 def test_seed_missing_a_label_then_a_larger_seed_reuses_the_answers(project, tiny, server, capsys):
     """The teacher says 'economy' for no seed row: one clear line; a larger seed pays only the new rows."""
     truth = {t: ("sport" if lab == "economy" else lab) for t, lab in project["truth"].items()}

@@ -176,8 +176,8 @@ def test_train_student_cli(exported, capsys):
 
     # model selection: the kept epoch is the best validation score, early stop after `patience` bad epochs
     hist = m["history"]
-    assert all({"val_accuracy", "val_loss"} <= set(h) for h in hist) and len(hist) <= 3
-    best = max(hist, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert all({"val_accuracy", "val_macro_f1", "val_loss"} <= set(h) for h in hist) and len(hist) <= 3
+    best = max(hist, key=lambda h: (h["val_macro_f1"], -h["val_loss"]))
     assert m["best_epoch"] == best["epoch"] and f"best epoch {best['epoch']}" in printed
     assert m["stopped_early"] == (len(hist) < 3) and (not m["stopped_early"] or len(hist) == best["epoch"] + 1)
     # calibration: 3 validation items are too few to fit T (< 30): T = 1, saved with the model, and said so;
@@ -443,13 +443,13 @@ def test_selector_keeps_the_best_epoch_and_stops_after_patience():
 
     model = torch.nn.Linear(2, 2)
     sel = _Selector(patience=2)
-    for epoch, (acc, loss) in enumerate([(0.5, 1.0), (0.7, 0.9), (0.7, 0.8), (0.6, 0.5), (0.7, 0.85)], start=1):
+    for epoch, (f1, loss) in enumerate([(0.5, 1.0), (0.7, 0.9), (0.7, 0.8), (0.6, 0.5), (0.7, 0.85)], start=1):
         with torch.no_grad():
             model.weight.fill_(epoch)
-        stop = sel.update(model, epoch, epoch * 10, acc, loss)
+        stop = sel.update(model, epoch, epoch * 10, f1, loss)
         if epoch < 5:
             assert not stop
-    assert stop and sel.best_epoch == 3 and sel.best_step == 30  # tie on accuracy broken by the lower loss
+    assert stop and sel.best_epoch == 3 and sel.best_step == 30  # tie on macro-F1 broken by the lower loss
     sel.restore(model)
     assert float(model.weight.detach()[0, 0]) == 3.0
 

@@ -122,7 +122,7 @@ def test_chosen_epoch_is_recorded(trained):
     assert (
         m["stopped_early"] == (len(hist) < EPOCHS) and len(hist) == EPOCHS
     )  # patience 2 of 3 epochs: all run and [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
-    best = max(hist, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    best = max(hist, key=lambda h: (h["val_macro_f1"], -h["val_loss"]))
     assert m["best_epoch"] == best["epoch"]
     assert f"best epoch {best['epoch']}" in trained["out"]
 

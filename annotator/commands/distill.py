@@ -84,6 +84,14 @@ def distill_command(
             help="Cluster the uncertain candidates (student embeddings): no batch of near-duplicates.",
         ),
     ] = True,
+    cold_start: Annotated[
+        bool,
+        typer.Option(
+            "--cold-start/--no-cold-start",
+            help="Random batches until a round's student beats its TF-IDF baseline on validation macro-F1 (a "
+            "student that has not learnt yet is no guide to its uncertain rows).",
+        ),
+    ] = True,
     candidates: Annotated[
         int, typer.Option(help="The batch is chosen among this many x --batch-size most uncertain rows.", min=1)
     ] = 10,
@@ -178,6 +186,7 @@ def distill_command(
         max_cost=max_cost,
         strategy=strategy.value,
         diversity=diversity,
+        cold_start=cold_start,
         candidates=candidates,
         recheck=recheck.value,
         recheck_samples=recheck_samples,

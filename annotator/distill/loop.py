@@ -73,6 +73,7 @@ class DistillOptions:
     max_cost: float | None = None  # USD
     strategy: str = "margin"
     diversity: bool = True
+    cold_start: bool = True  # random batches until a student beats its baseline on validation macro-F1
     candidates: int = 10  # the batch is chosen among candidates x batch_size most uncertain rows
     recheck: str = "teacher"
     recheck_samples: int = 3
@@ -95,6 +96,7 @@ class _Scan:
     cl_probs: list[list[float]] = field(default_factory=list)
     cl_given: list[int] = field(default_factory=list)
     top: select.TopCandidates = field(default_factory=lambda: select.TopCandidates(0))
+    order: select.TopCandidates = field(default_factory=lambda: select.TopCandidates(0))  # the seeded random order
     pool_left: int = 0
 
 
@@ -159,6 +161,7 @@ class Distiller:
             "max_cost": o.max_cost,
             "strategy": o.strategy,
             "diversity": o.diversity,
+            "cold_start": o.cold_start,
             "recheck": o.recheck,
             "recheck_samples": o.recheck_samples,
             "patience": o.patience,
@@ -471,7 +474,7 @@ class Distiller:
         rechecked = {r.id for r in state.rechecks}
         batch = self.batch_size(state)
         size = batch * o.candidates if o.diversity and o.strategy != "random" else batch
-        scan = _Scan(top=select.TopCandidates(size))
+        scan = _Scan(top=select.TopCandidates(size), order=select.TopCandidates(batch if o.cold_start else 0))
         code = {n: c for c, n in enumerate(self.label_names)}
         for row, pred in read_predictions(rdir / PREDICTIONS_FILE, iter_rows(self.corpus)):
             rid = str(row.id)
@@ -487,7 +490,9 @@ class Distiller:
             elif rid not in asked and rid not in gold and probs is not None:  # no probs: an empty text
                 scan.pool_left += 1
                 score = 0.0 if o.strategy == "random" else float(select.uncertainty(np.array([probs]), o.strategy)[0])
-                scan.top.push(select.Candidate(score, select.rank_of(id_rank_key(rid, o.seed)), rid, row.text or ""))
+                rank = select.rank_of(id_rank_key(rid, o.seed))
+                scan.top.push(select.Candidate(score, rank, rid, row.text or ""))
+                scan.order.push(select.Candidate(0.0, rank, rid, ""))
         return scan
 
     def batch_size(self, state: DistillState) -> int:
@@ -531,6 +536,7 @@ class Distiller:
             teacher_calls=calls,
             cost_usd=cost,
             mean_uncertainty=p.mean_uncertainty,
+            cold_start=p.cold_start,
             flagged=flagged,
             rechecked=sent,
             changed=changed,
@@ -634,6 +640,8 @@ class Distiller:
             return None
         if self.opts.strategy == "random":
             return Pending(round=k, ids=[c.id for c in cands[:size]])
+        if self.opts.cold_start and not student_ahead(state.rounds[-1]):
+            return Pending(round=k, ids=[c.id for c in scan.order.best_first()[:size]], cold_start=True)
         if self.opts.diversity and len(cands) > size:
             emb = embed(
                 Path(state.rounds[-1].student_dir) / "student",
@@ -682,6 +690,16 @@ class Distiller:
             (rdir / PREDICTIONS_FILE).unlink(missing_ok=True)
 
 
+def student_ahead(r: RoundRecord) -> bool:
+    """Whether the round's student beats its TF-IDF baseline on validation macro-F1 (vs the teacher): until it does,
+    its uncertainty says little about which rows would teach it most (the cold start of uncertainty sampling), and
+    with --cold-start the next batch is random. True when there is nothing to compare."""
+    s, b = r.student_validation, r.baseline_validation
+    if s is None or b is None or s.macro_f1 is None or b.macro_f1 is None:
+        return True
+    return s.macro_f1 > b.macro_f1
+
+
 def asked_ids(state: DistillState) -> list[str]:
     """Every row sent to the teacher (the round in progress included), in the order asked."""
     rounds = [*(r.ids for r in state.rounds), *([state.pending.ids] if state.pending else [])]
@@ -702,8 +720,13 @@ def _round_line(r: RoundRecord, state: DistillState) -> str:
         else ""
     )
     recheck = f"; {r.flagged} disputed, {r.rechecked} sent back, {r.changed} changed" if r.flagged else ""
+    cold = (
+        " at random (cold start: the student is not ahead of its baseline)"
+        if state.pending and state.pending.cold_start
+        else ""
+    )
     nxt = (
-        f"; next: {len(state.pending.ids)} rows"
+        f"; next: {len(state.pending.ids)} rows{cold}"
         if state.pending
         else f"; stop: {state.stopped.detail}"
         if state.stopped

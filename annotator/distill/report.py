@@ -214,7 +214,11 @@ def round_table(r: DistillReport) -> list[str]:
                 f1_cell(x.baseline_validation),
                 *([pair_cell(x.student_test), pair_cell(x.teacher_test), pair_cell(x.baseline_test)] if gold else []),
                 f"{x.flagged} / {x.rechecked} / {x.changed}",
-                "-" if x.mean_uncertainty is None else f"{x.mean_uncertainty:.3f}",
+                "random (cold start)"
+                if x.cold_start
+                else "-"
+                if x.mean_uncertainty is None
+                else f"{x.mean_uncertainty:.3f}",
             ]
         )
     return markdown_table(head, rows)

@@ -37,6 +37,11 @@ class Pending(BaseModel):
     ids: list[str] = Field(description="Rows this round asks the teacher for, in the order chosen.")
     step: Step = "ask"
     mean_uncertainty: float | None = Field(None, description="Of the rows chosen (None: seed or random).")
+    cold_start: bool = Field(
+        False,
+        description="Chosen at random although the strategy is not: the last student "
+        "did not beat its baseline on validation yet (--cold-start).",
+    )
 
 
 class Recheck(BaseModel):
@@ -66,6 +71,7 @@ class RoundRecord(BaseModel):
     teacher_calls: int = Field(description="Teacher calls made so far, invalid answers asked again included.")
     cost_usd: float | None = None
     mean_uncertainty: float | None = None
+    cold_start: bool = Field(False, description="This round's rows were chosen at random (--cold-start).")
     flagged: int = Field(0, description="Likely teacher errors flagged in this round.")
     rechecked: int = Field(0, description="Of them, sent back (teacher or people) in this round.")
     changed: int = Field(0, description="Of them, labels the teacher's second look changed.")

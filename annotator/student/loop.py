@@ -1,9 +1,11 @@
 """The training loop: fine-tune an encoder classifier in plain PyTorch, and predict with it.
 
 AdamW with separate learning rates for the encoder and the new head, linear warm-up/decay, gradient clipping.
-Model selection: after every epoch the student is scored on the validation items (accuracy against the teacher's
+Model selection: after every epoch the student is scored on the validation items (macro-F1 against the teacher's
 labels, ties broken by the lower validation loss); the best epoch's weights are kept and training stops after
-``patience`` epochs without improvement (:class:`TrainConfig`). torch is imported inside the functions, so the
+``patience`` epochs without improvement (:class:`TrainConfig`). Macro-F1, not accuracy: on a small validation set
+with an uneven label mix, a student that predicts the majority label for every row scores a high accuracy but a
+low macro-F1. torch is imported inside the functions, so the
 command line starts without it.
 """
 
@@ -111,15 +113,15 @@ class _Selector:
 
     def __init__(self, patience: int) -> None:
         self.patience = patience
-        self.best: tuple[float, float] | None = None  # (accuracy, -loss): larger is better
+        self.best: tuple[float, float] | None = None  # (macro-F1, -loss): larger is better
         self.best_epoch: int | None = None
         self.best_step: int | None = None
         self.state: dict[str, Any] | None = None
         self.bad = 0
 
-    def update(self, model, epoch: int, step: int, accuracy: float, loss: float) -> bool:
-        """Record one evaluation; True when training should stop."""
-        key = (round(accuracy, 9), -loss)
+    def update(self, model, epoch: int, step: int, macro_f1: float, loss: float) -> bool:
+        """Record one evaluation (validation macro-F1 and loss); True when training should stop."""
+        key = (round(macro_f1, 9), -loss)
         if self.best is None or key > self.best:
             self.best, self.best_epoch, self.best_step, self.bad = key, epoch, step, 0
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -132,17 +134,32 @@ class _Selector:
             model.load_state_dict(self.state)
 
 
-def validation_scores(model, tokenizer, val: EvalSet, cfg: TrainConfig, multi_label: bool) -> tuple[float, float]:
-    """(accuracy vs the targets, mean loss) of ``model`` on ``val``; multi-label accuracy is exact-set match."""
-    import numpy as np
+@dataclass
+class ValidationScores:
+    """One epoch's scores on the validation items, against their (teacher) targets."""
+
+    accuracy: float  # multi-label: exact-set match
+    macro_f1: float  # over the labels in the targets or the predictions (as the evaluation scores it)
+    loss: float  # mean NLL
+
+
+def validation_scores(model, tokenizer, val: EvalSet, cfg: TrainConfig, multi_label: bool) -> ValidationScores:
+    """Accuracy, macro-F1 and mean loss of ``model`` on ``val``."""
+    from annotator.student.evaluate import score
 
     logits = predict_logits(model, tokenizer, val.texts, max(cfg.batch_size, 32), cfg.max_length, cfg.device)
-    y = _targets(val.targets, logits.shape[1], multi_label).numpy()
+    k = logits.shape[1]
+    y = _targets(val.targets, k, multi_label).numpy()
+    names = [str(j) for j in range(k)]  # label ids as the names the scorer counts
     if multi_label:
-        acc = float(np.mean(np.all((logits >= 0) == (y > 0.5), axis=1)))
+        gold: list[Any] = [[str(j) for j in t] for t in val.targets]
+        pred: list[Any] = [[str(j) for j in range(k) if row[j] >= 0] for row in logits]
     else:
-        acc = float(np.mean(logits.argmax(axis=1) == y))
-    return acc, nll(logits, y, multi_label)
+        gold, pred = [str(t) for t in val.targets], [str(j) for j in logits.argmax(axis=1)]
+    s = score(gold, pred, names, multi_label)
+    return ValidationScores(
+        accuracy=float(s.accuracy or 0.0), macro_f1=float(s.macro_f1 or 0.0), loss=nll(logits, y, multi_label)
+    )
 
 
 @dataclass
@@ -241,9 +258,11 @@ def train_classifier(
                 "loss": round(sum(losses) / len(losses), 5),
             }
             if selector is not None:
-                acc, vloss = validation_scores(model, tokenizer, validation, cfg, multi_label)  # type: ignore[arg-type]
-                entry.update(val_accuracy=round(acc, 5), val_loss=round(vloss, 5))
-                stopped = selector.update(model, entry["epoch"], loop.step, acc, vloss) and loop.step < total
+                v = validation_scores(model, tokenizer, validation, cfg, multi_label)  # type: ignore[arg-type]
+                entry.update(
+                    val_accuracy=round(v.accuracy, 5), val_macro_f1=round(v.macro_f1, 5), val_loss=round(v.loss, 5)
+                )
+                stopped = selector.update(model, entry["epoch"], loop.step, v.macro_f1, v.loss) and loop.step < total
             history.append(entry)
     if selector is not None:
         selector.restore(model)

@@ -6,7 +6,7 @@ defaults: at most 10 epochs, lr 2e-4 for the encoder and 1e-3 for the new classi
 (on the 72-item demo BERT's usual 5e-5 leaves the loss near its start after 40 steps). ``max_steps`` overrides the
 epochs (as in transformers' Trainer).
 
-Model selection: after every epoch the student is scored on the export's validation split (accuracy against the
+Model selection: after every epoch the student is scored on the export's validation split (macro-F1 against the
 teacher's labels, ties broken by the lower validation loss); the best epoch's weights are kept and training stops
 after ``patience`` epochs without improvement. With noisy teacher labels this stops the student from memorising
 the teacher's mistakes; the chosen epoch is reported. The same validation logits then fit the temperature that
