@@ -52,14 +52,14 @@ def write_teacher_run(
 
     from annotator.records import AnnotationRecord, LabelInfo, RunManifest
 
+    from label_runs import write_run
+
     rng = random.Random(seed)
-    run.mkdir(parents=True, exist_ok=True)
-    right = 0
-    with (run / "annotations.jsonl").open("w", encoding="utf-8") as fh:
-        for item, text, gold in items:
-            label = rng.choice([x for x in labels if x != gold]) if rng.random() < noise else gold
-            right += label == gold
-            rec = AnnotationRecord(
+    records = []
+    for item, text, gold in items:
+        label = rng.choice([x for x in labels if x != gold]) if rng.random() < noise else gold
+        records.append(
+            AnnotationRecord(
                 id=item,
                 text=text,
                 task="label",
@@ -71,7 +71,7 @@ def write_teacher_run(
                 prompt_hash="bench",
                 samples=1,
             )
-            fh.write(rec.model_dump_json() + "\n")
+        )
     manifest = RunManifest(
         pipeline_name="student_bench",
         pipeline_path="bench",
@@ -85,7 +85,8 @@ def write_teacher_run(
         started_at="2026-01-01T00:00:00",
         annotator_version="bench",
     )
-    (run / "run.json").write_text(manifest.model_dump_json(), encoding="utf-8")
+    write_run(run, records, manifest)
+    right = sum(rec.label == gold for rec, (_, _, gold) in zip(records, items))
     return right / len(items)
 
 
