@@ -93,8 +93,13 @@ def distill_command(
         ),
     ] = True,
     candidates: Annotated[
-        int, typer.Option(help="The batch is chosen among this many x --batch-size most uncertain rows.", min=1)
-    ] = 10,
+        int,
+        typer.Option(
+            help="The batch is chosen among this many x --batch-size most uncertain rows (1: the most uncertain "
+            "alone; wider pools trade uncertainty for spread).",
+            min=1,
+        ),
+    ] = 2,
     recheck: Annotated[
         RecheckMode,
         typer.Option(
