@@ -173,29 +173,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def prepare_run_dir(path: Path) -> None:
-    """Create the output directory (and parents) or say in one line why it cannot be used."""
+def prepare_run_dir(path: Path, setting: str = "output.dir") -> None:
+    """Create the output directory (and parents) or say in one line why it cannot be used; ``setting`` is what
+    the user set it with (``output.dir``, or a command's ``--out``)."""
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"output.dir {path} is a file, not a directory: set output.dir to a folder")
+        raise RunDirError(f"{setting} {path} is a file, not a directory: set {setting} to a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise RunDirError(f"output.dir {path}: a parent of it is a file, not a directory") from None
-    except NotADirectoryError:
-        raise RunDirError(f"output.dir {path}: a parent of it is a file, not a directory") from None
+    except (FileExistsError, NotADirectoryError):
+        raise RunDirError(f"{setting} {path}: a parent of it is a file, not a directory") from None
     except OSError as exc:
         raise os_error(exc, path) from None
 
 
 class RunDirLock:
-    """``with RunDirLock(dir):`` - hold the run directory exclusively (see the module docstring)."""
+    """``with RunDirLock(dir):`` - hold the run directory exclusively (see the module docstring); ``setting``
+    names the option that chose the directory in the messages."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, setting: str = "output.dir"):
         self.path = run_dir / LOCK_FILE
+        self.setting = setting
         self._fd: int | None = None
 
     def __enter__(self) -> RunDirLock:
-        prepare_run_dir(self.path.parent)
+        prepare_run_dir(self.path.parent, self.setting)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -207,7 +208,7 @@ class RunDirLock:
             os.close(fd)
             raise RunDirBusy(
                 f"{self.path.parent} is in use by another annotator process (pid {holder or 'unknown'}): wait for "
-                "it to finish, or set another output.dir"
+                f"it to finish, or set another {self.setting}"
             ) from None
         previous = _read_pid(fd)
         if previous:  # written by a process that died without releasing (a clean exit empties the file)

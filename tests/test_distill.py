@@ -449,6 +449,31 @@ def test_bad_corpus_and_task_one_line(project, tiny, server, capsys):
     assert server.stats()["total"] == 0
 
 
+def test_out_that_cannot_be_a_folder_names_the_option(project, tiny, server, capsys):
+    """The messages name ``--out``, the option the user set, not the pipeline's output.dir."""
+    (project["dir"] / "afile").write_text("x")
+    for out, words in (("afile", "is a file, not a directory: set --out to a folder"), ("afile/sub", "a parent")):
+        line = one_line_error(*distill(capsys, *fast(project, tiny, "--out", str(project["dir"] / out)))[::2])
+        assert line.startswith(f"error: --out {project['dir'] / out}") and words in line, line
+    assert server.stats()["total"] == 0
+
+
+def test_a_second_look_asks_more_samples_than_the_first_by_default(project):
+    """With teacher.samples 3 (the shipped pipelines), the default --recheck-samples is 5, not a refusal."""
+    from annotator.choices import RecheckMode
+    from annotator.commands.distill import _check
+    from annotator.config import load_config
+    from annotator.distill.loop import Distiller, DistillOptions
+
+    cfg = yaml.safe_load(project["yaml"].read_text())
+    cfg["teacher"]["samples"] = 3
+    project["yaml"].write_text(yaml.safe_dump(cfg))
+    _check(None, None, None, 3, RecheckMode.teacher, False)  # no --recheck-samples given: nothing to refuse
+    loaded = load_config(project["yaml"])
+    assert Distiller(loaded, DistillOptions(out=project["out"])).recheck_samples == 5
+    assert Distiller(loaded, DistillOptions(out=project["out"], recheck_samples=7)).recheck_samples == 7
+
+
 def test_a_teacher_that_is_down_is_exit_5_and_says_to_rerun(project, tiny, capsys):
     """--help promises exit 5 for an unreachable teacher (a rerun resumes), not the 2 of a problem in the input."""
     from servers import free_port

@@ -18,7 +18,12 @@ HELP_STUDENT = "Student (each round: train-student's code and settings, texts cu
 
 
 def _check(
-    budget: int | None, max_cost: float | None, recheck_samples: int, samples: int, recheck: RecheckMode, priced: bool
+    budget: int | None,
+    max_cost: float | None,
+    recheck_samples: int | None,
+    samples: int,
+    recheck: RecheckMode,
+    priced: bool,
 ) -> None:
     """The options that need no corpus to be refused (one line each)."""
     from annotator.distill.state import DistillError
@@ -33,7 +38,7 @@ def _check(
         raise DistillError(
             "--max-cost needs the teacher's prices: set teacher.price in the pipeline file (openai backend)"
         )
-    if recheck is RecheckMode.teacher and recheck_samples <= samples:
+    if recheck is RecheckMode.teacher and recheck_samples is not None and recheck_samples <= samples:
         raise DistillError(
             f"--recheck-samples {recheck_samples}: a second look needs more samples than the first "
             f"(teacher.samples is {samples}); raise it, or use --recheck humans / off"
@@ -108,7 +113,14 @@ def distill_command(
             "with more samples, put on a sheet for people, or left.",
         ),
     ] = RecheckMode.teacher,
-    recheck_samples: Annotated[int, typer.Option("--recheck-samples", help="Samples of a second look.")] = 3,
+    recheck_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--recheck-samples",
+            min=1,
+            help="Samples of a second look, above teacher.samples [default: teacher.samples + 2]",
+        ),
+    ] = None,
     recheck_floor: Annotated[
         float,
         typer.Option("--recheck-floor", min=0.0, max=1.0, help="A dispute needs at least this student probability."),

@@ -76,7 +76,7 @@ class DistillOptions:
     cold_start: bool = True  # random batches until a student beats its baseline on validation macro-F1
     candidates: int = 2  # the batch is chosen among candidates x batch_size most uncertain rows (docs/distill.md)
     recheck: str = "teacher"
-    recheck_samples: int = 3
+    recheck_samples: int | None = None  # None: teacher.samples + 2 (a second look has more samples than the first)
     recheck_floor: float = 0.5
     patience: int = 2
     min_delta: float = 0.005
@@ -128,9 +128,10 @@ class Distiller:
         self.label_names = labels[0]
         self.corpus = cfg.input
         self.samples = cfg.teacher.samples
+        self.recheck_samples = self.samples + 2 if opts.recheck_samples is None else opts.recheck_samples
         self.say = say or (lambda _m: None)
         self.teacher = TeacherRun(cfg, self.out / TEACHER_DIR)
-        self.rechecker = TeacherRun(cfg, self.out / RECHECK_DIR, samples=opts.recheck_samples)
+        self.rechecker = TeacherRun(cfg, self.out / RECHECK_DIR, samples=self.recheck_samples)
         self.student = opts.student
         self.student.gold = opts.gold
         if self.student.train is None:
@@ -139,7 +140,7 @@ class Distiller:
     # -- the whole run ---------------------------------------------------------------------------------
     def run(self) -> DistillReport:
         """Every round until a stop rule holds (resuming what ``distill.json`` says), then the final outputs."""
-        with RunDirLock(self.out):
+        with RunDirLock(self.out, setting="--out"):
             state = self._load_or_start()
             self._resume_if_stopped(state)
             while state.stopped is None:
@@ -163,7 +164,7 @@ class Distiller:
             "diversity": o.diversity,
             "cold_start": o.cold_start,
             "recheck": o.recheck,
-            "recheck_samples": o.recheck_samples,
+            "recheck_samples": self.recheck_samples,
             "patience": o.patience,
             "min_delta": o.min_delta,
             "match_margin": o.match_margin,
@@ -353,7 +354,7 @@ class Distiller:
     # -- accounting -------------------------------------------------------------------------------------
     def _planned(self, state: DistillState) -> int:
         """Teacher calls the budget counts: rows asked x samples, plus rechecks x their samples."""
-        return len(asked_ids(state)) * self.samples + len(_rechecked_by_teacher(state)) * self.opts.recheck_samples
+        return len(asked_ids(state)) * self.samples + len(_rechecked_by_teacher(state)) * self.recheck_samples
 
     def _spent(self) -> float:
         return self.teacher.spent() + self.rechecker.spent()
@@ -565,7 +566,7 @@ class Distiller:
             return len(flags), 0, 0, None
         cap = self.batch_size(state)
         if self.opts.recheck == "teacher" and self.opts.budget is not None:
-            cap = min(cap, (self.opts.budget - self._planned(state)) // self.opts.recheck_samples)
+            cap = min(cap, (self.opts.budget - self._planned(state)) // self.recheck_samples)
         chosen = flags[: max(0, cap)]
         disputes = [
             Recheck(
