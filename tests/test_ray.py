@@ -10,6 +10,8 @@ import time
 
 import pytest
 from test_crash_resume import finished_texts
+from test_distill import project as _distill_project  # noqa: F401 (the fixture "project")
+from test_distill import tiny as _tiny_model  # noqa: F401 (the fixture "tiny")
 
 from conftest import LABELS, kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
 from fault_server import expected_label
@@ -148,3 +150,35 @@ def test_teacher_placement_on_the_cluster():
     assert (n, res) == (3, {"num_cpus": 1})
     with pytest.raises(AnnotatorError, match="needs GPUs"):
         _placement(vllm, {"CPU": 2.0})
+
+
+@pytest.mark.slow
+def test_distill_on_ray_labels_each_round_like_a_local_predict(
+    ray_address,
+    project,
+    tiny,
+    server,
+    capsys,
+    run_cli,
+    monkeypatch,
+):
+    """`distill --ray`: every round's corpus pass goes through Ray Data (counted), and the labels it writes are
+    those a local `predict` of that round's student gives."""
+    from test_distill import distill, fast
+    from test_predict import predict_cli, read_jsonl
+
+    import annotator.student.ray_predict as ray_predict
+
+    on_ray = []
+    real = ray_predict.ray_labeler
+    monkeypatch.setattr(ray_predict, "ray_labeler", lambda *a, **k: on_ray.append(1) or real(*a, **k))
+    args = fast(project, tiny, "--budget", "28", "--patience", "0", "--ray", ray_address, "--ray-workers", "1")
+    code, printed, err = distill(capsys, *args, "--json")
+    assert code == 0, err
+    rounds = json.loads(printed)["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and len(on_ray) == 2
+    last = project["out"] / "rounds" / "001"
+    predict_cli(run_cli, last / "student", project["dir"] / "corpus.jsonl", project["dir"] / "local.jsonl")
+    local, distilled = read_jsonl(project["dir"] / "local.jsonl"), read_jsonl(last / "predictions.jsonl")
+    assert [r["id"] for r in distilled] == [r["id"] for r in local] == [r["id"] for r in project["rows"]]
+    assert [r["label"] for r in distilled] == [r["label"] for r in local]
