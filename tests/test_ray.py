@@ -10,8 +10,7 @@ import time
 
 import pytest
 from test_crash_resume import finished_texts
-from test_distill import project as _distill_project  # noqa: F401 (the fixture "project")
-from test_distill import tiny as _tiny_model  # noqa: F401 (the fixture "tiny")
+from test_distill import project, tiny  # noqa: F401 (fixtures; the test below takes them as arguments)
 
 from conftest import LABELS, kill_group, out_dir_of, read_annotations, rows_of, spawn_cli
 from fault_server import expected_label
@@ -155,8 +154,8 @@ def test_teacher_placement_on_the_cluster():
 @pytest.mark.slow
 def test_distill_on_ray_labels_each_round_like_a_local_predict(
     ray_address,
-    project,
-    tiny,
+    project,  # noqa: F811 (the fixture imported above)
+    tiny,  # noqa: F811
     server,
     capsys,
     run_cli,
