@@ -53,7 +53,7 @@ $(call check_safe,HUMANS CAL_HUMANS GOLD INPUT)
 
 # A failed step never leaves a target that looks fresh.
 .DELETE_ON_ERROR:
-.PHONY: setup vllm demo lint format docs test test-fast bench bench-student bench-cascade bench-distill clean help run \
+.PHONY: setup vllm demo lint format docs test test-fast bench bench-student bench-cascade bench-distill bench-selection clean help run \
         audit dataset student predict calibrate distill
 
 help:
@@ -68,6 +68,7 @@ help:
 	@echo "  make bench-student        student on a real corpus: accuracy vs training size, ECE before/after (~25 min on 2 shared cores)"
 	@echo "  make bench-cascade        teacher cascade: how often its guarantee fails over 300 human samples, cost vs the strong teacher (~3 min)"
 	@echo "  make bench-distill        distill on a real corpus: teacher calls to reach the full student, active vs random"
+	@echo "  make bench-selection      distill's row choice alone, with a linear student on frozen embeddings (~5 min)"
 	@echo "  make vllm                 install the CPU build of vLLM into the venv (make test does it; the vLLM tests need it)"
 	@echo "Any pipeline (P = a file name under $(PIPELINES_DIR)/, without .yaml):"
 	@echo "  make run P=x              annotate -> <output.dir>/annotations.jsonl (a cascade: after its calibration)"
@@ -116,7 +117,7 @@ $(VLLM_STAMP): $(STAMP)
 # template), like a compiler's -M output. Goals that need no pipeline (help, test, ...) read none of them.
 # With P set, P's fragment is required (a broken pipeline file stops make with annotator's message); with file
 # goals (make runs/x/annotations.jsonl), every pipeline's fragment is read if it can be made.
-NO_PIPELINE_GOALS := help setup lint format docs test test-fast bench bench-student bench-cascade bench-distill clean
+NO_PIPELINE_GOALS := help setup lint format docs test test-fast bench bench-student bench-cascade bench-distill bench-selection clean
 need_p = $(if $(filter $(P),$(PIPELINE_NAMES)),,$(error set P to one of: $(PIPELINE_NAMES) (got '$(P)')))
 ifneq ($(P),)
 $(need_p)
@@ -249,6 +250,10 @@ bench-cascade: $(STAMP)
 
 bench-distill: $(STAMP)
 	$(BIN)/python bench/bench_distill.py --jobs 2
+
+bench-selection: $(STAMP)
+	$(BIN)/python bench/bench_selection.py
+	$(BIN)/python bench/bench_selection.py --rare rotten:0.2
 
 clean:
 	rm -rf runs .pytest_cache .site $(DEPS_DIR)

@@ -101,10 +101,10 @@ def distill_command(
         int,
         typer.Option(
             help="The batch is chosen among this many x --batch-size most uncertain rows (1: the most uncertain "
-            "alone; wider pools trade uncertainty for spread).",
+            "alone, no clustering).",
             min=1,
         ),
-    ] = 2,
+    ] = 10,
     recheck: Annotated[
         RecheckMode,
         typer.Option(

@@ -74,7 +74,7 @@ class DistillOptions:
     strategy: str = "margin"
     diversity: bool = True
     cold_start: bool = True  # random batches until a student beats its baseline on validation macro-F1
-    candidates: int = 2  # the batch is chosen among candidates x batch_size most uncertain rows (docs/distill.md)
+    candidates: int = 10  # the batch is chosen among candidates x batch_size most uncertain rows (docs/distill.md)
     recheck: str = "teacher"
     recheck_samples: int | None = None  # None: teacher.samples + 2 (a second look has more samples than the first)
     recheck_floor: float = 0.5
