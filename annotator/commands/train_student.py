@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from annotator.choices import ClassWeights
 from annotator.commands.output import JSON_HELP, emit_json, fitted_table, log_console, result_console
 from annotator.student.calibration import MIN_FIT_ITEMS
 from annotator.student.evaluate import fmt3 as _fmt
@@ -227,6 +228,15 @@ def train_student_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 16,
     max_length: Annotated[int, typer.Option("--max-length", help="Max tokens per text.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    class_weights: Annotated[
+        ClassWeights,
+        typer.Option(
+            "--class-weights",
+            case_sensitive=False,
+            help="balanced: each label weighs the same in the loss (n / (K * n_label)), and in the baseline's; for "
+            "a rare label and macro-F1. none: each row the same.",
+        ),
+    ] = ClassWeights.none,
     sizes: Annotated[
         str | None,
         typer.Option(
@@ -277,7 +287,18 @@ def train_student_command(
 
     if min_calibration_items < 1:
         raise StudentError("--min-calibration-items must be >= 1")
-    train = _train_config(epochs, lr, head_lr, batch_size, max_length, max_steps, patience, seed=seed, device=device)
+    train = _train_config(
+        epochs,
+        lr,
+        head_lr,
+        batch_size,
+        max_length,
+        max_steps,
+        patience,
+        seed=seed,
+        device=device,
+        class_weights=class_weights.value,
+    )
     console, logs = result_console(), log_console()
     ds_dir = resolve_dataset_dir(dataset)
     out = out or ds_dir.parent / "student"

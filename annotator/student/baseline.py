@@ -6,10 +6,11 @@ or another base model are needed), and ``train-student`` says so in one plain se
 (:attr:`annotator.student.metrics.BaselineReport.verdict`).
 
 The baseline: word uni- and bigrams, lower-cased, sublinear term frequency (scikit-learn's ``TfidfVectorizer``),
-then ``LogisticRegression`` (lbfgs); its regularisation ``C`` is chosen among :data:`C_GRID` by accuracy against the
-teacher's labels on the validation items, as the student's epoch is (ties: the smaller C; no validation items:
-C = 1). It is scored exactly like the student: against the human gold on the held-out items, and against the
-teacher's labels. Single-label tasks only (a multi-label export gets no baseline, and a note says so).
+then ``LogisticRegression`` (lbfgs; the labels weighed as the student's are, ``--class-weights``); its
+regularisation ``C`` is chosen among :data:`C_GRID` by accuracy against the teacher's labels on the validation
+items (ties: the smaller C; no validation items: C = 1). It is scored exactly like the student: against the human
+gold on the held-out items, and against the teacher's labels. Single-label tasks only (a multi-label export gets no
+baseline, and a note says so).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def fit_predict(
     val_texts: Sequence[str],
     val_labels: Sequence[str],
     texts: Sequence[str],
+    balanced: bool = False,
 ) -> tuple[list[str], float]:
-    """Fit the baseline on the training labels (C chosen on validation); its labels for ``texts`` and the C."""
+    """Fit the baseline on the training labels (C chosen on validation); its labels for ``texts`` and the C.
+    ``balanced``: each label weighs the same (``class_weight="balanced"``), as the student's ``--class-weights``."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -44,7 +47,8 @@ def fit_predict(
     x_train = vec.fit_transform(train_texts)
 
     def fit(c: float) -> Any:
-        return LogisticRegression(C=c, max_iter=2000).fit(x_train, list(train_labels))
+        weights = "balanced" if balanced else None
+        return LogisticRegression(C=c, max_iter=2000, class_weight=weights).fit(x_train, list(train_labels))
 
     best_c, best_model = 1.0, None
     if val_texts:
@@ -100,9 +104,10 @@ def _verdict(report: BaselineReport, student: EvalBlock | None, scope_name: str)
         )
 
 
-def compare_baseline(setup: Setup, evaluation: dict[str, EvalBlock]) -> BaselineReport | None:
+def compare_baseline(setup: Setup, evaluation: dict[str, EvalBlock], balanced: bool = False) -> BaselineReport | None:
     """Fit the baseline on ``setup``'s train items, score it on the student's scopes ('test': the held-out items,
-    'all': every item) and compare it with the student (None for a multi-label export: a note says so)."""
+    'all': every item) and compare it with the student (None for a multi-label export: a note says so);
+    ``balanced``: weigh the labels as the student does (``--class-weights balanced``)."""
     if setup.multi_label:
         setup.notes.append("no TF-IDF + logistic regression baseline for multi-label exports")
         return None
@@ -114,6 +119,7 @@ def compare_baseline(setup: Setup, evaluation: dict[str, EvalBlock]) -> Baseline
         [items[i].text for i in roles.validation],
         [items[i].teacher for i in roles.validation],
         [it.text for it in items],
+        balanced,
     )
     report = BaselineReport(c=c, train_items=len(roles.train), seconds=round(time.perf_counter() - t0, 2))
     if roles.validation:

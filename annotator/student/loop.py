@@ -38,6 +38,9 @@ class TrainConfig:
     # Stop after this many epochs without a better validation score (0: train every epoch, still keep the best).
     patience: int = 2
     device: str = "auto"
+    # "balanced": each label weighs the same in the loss (a row of label c weighs n / (K * n_c), scikit-learn's
+    # class_weight="balanced"); "none": each row the same. See class_weights().
+    class_weights: str = "none"
 
 
 @dataclass
@@ -78,6 +81,43 @@ def _targets(rows: Sequence[Any], num_labels: int, multi_label: bool):
                 t[i, lab] = 1.0
         return t
     return torch.tensor(list(rows), dtype=torch.long)
+
+
+def class_weights(targets: Sequence[Any], num_labels: int, multi_label: bool, how: str):
+    """The loss weight of each label (a tensor), or None for ``how == "none"``.
+
+    Single-label: label ``c`` weighs ``n / (K * n_c)`` (n rows, K labels; a label with no row weighs 0), so each label
+    contributes equally to the loss, the objective macro-F1 scores (King and Zeng, "Logistic regression in rare events
+    data", 2001; scikit-learn's ``class_weight="balanced"``). Multi-label: each label's positives weigh
+    ``negatives / positives`` (``BCEWithLogitsLoss(pos_weight=...)``; 1 for a label never or always present).
+    """
+    import torch
+
+    if how == "none":
+        return None
+    if how != "balanced":
+        raise StudentError(f"class weights {how!r}: use none or balanced")
+    if multi_label:
+        pos = torch.zeros(num_labels)
+        for labs in targets:
+            for lab in labs:
+                pos[lab] += 1
+        neg = len(targets) - pos
+        return torch.where((pos > 0) & (neg > 0), neg / pos.clamp(min=1), torch.ones(num_labels))
+    counts = torch.bincount(torch.tensor(list(targets), dtype=torch.long), minlength=num_labels).double()
+    w = torch.where(counts > 0, len(targets) / (num_labels * counts.clamp(min=1)), torch.zeros_like(counts))
+    return w.float()
+
+
+def _loss_fn(weights, multi_label: bool):
+    """The training loss with ``weights`` (see :func:`class_weights`), or None: the model's own unweighted loss."""
+    import torch
+
+    if weights is None:
+        return None
+    if multi_label:
+        return torch.nn.BCEWithLogitsLoss(pos_weight=weights)
+    return torch.nn.CrossEntropyLoss(weight=weights)
 
 
 def _optimizer(model, cfg: TrainConfig, total: int):
@@ -175,6 +215,7 @@ class _Loop:
     opt: Any
     sched: Any
     total: int  # steps to run at most
+    loss_fn: Any = None  # weighted loss (class_weights), or None: the model's own loss
     step: int = 0
     loss: float | None = None  # the last batch's
 
@@ -195,14 +236,17 @@ class _Loop:
                 max_length=self.cfg.max_length,
                 return_tensors="pt",
             ).to(self.device)
-            out = self.model(**enc, labels=self.y[idx].to(self.device))
-            out.loss.backward()
+            if self.loss_fn is None:
+                loss = self.model(**enc, labels=self.y[idx].to(self.device)).loss
+            else:
+                loss = self.loss_fn(self.model(**enc).logits, self.y[idx].to(self.device))
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
-            self.loss = float(out.loss.detach().cpu())
+            self.loss = float(loss.detach().cpu())
             losses.append(self.loss)
             advance(self.loss)
         return losses
@@ -236,9 +280,10 @@ def train_classifier(
     per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps else max(1, math.ceil(cfg.epochs * per_epoch))
     opt, sched = _optimizer(model, cfg, total)
-    loop = _Loop(
-        model, tokenizer, texts, _targets(targets, model.config.num_labels, multi_label), cfg, device, opt, sched, total
-    )
+    k = model.config.num_labels
+    weights = class_weights(targets, k, multi_label, cfg.class_weights)
+    loss_fn = _loss_fn(None if weights is None else weights.to(device), multi_label)
+    loop = _Loop(model, tokenizer, texts, _targets(targets, k, multi_label), cfg, device, opt, sched, total, loss_fn)
     selector = _Selector(cfg.patience) if validation is not None and validation.texts else None
     history: list[dict[str, Any]] = []
     stopped = False

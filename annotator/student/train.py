@@ -374,7 +374,7 @@ def train_student(dataset: str | Path, opts: StudentOptions) -> StudentMetrics:
     )
     labelled = [Labelled(it.id, it.teacher, it.teacher_conf, s, c) for it, s, c in zip(setup.items, student, sconf)]
     evaluation, slices = _evaluate(setup, labelled, opts)
-    baseline = compare_baseline(setup, evaluation)
+    baseline = compare_baseline(setup, evaluation, balanced=opts.train.class_weights == "balanced")
     _write_predictions(out / PREDICTIONS_FILE, setup, labelled)
     curve = _learning_curve(setup, base, opts, result, student, calibration) if setup.sizes else []
     metrics = _metrics(
