@@ -156,10 +156,10 @@ def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
     from annotator.student.predict import load_student_info
 
     assert load_student_info(out / "student").label_names == LABELS
-    # the rounds' students weigh each label the same (distill's default --class-weights)
+    # the rounds' students weigh each row the same (distill's default --class-weights)
     assert (
         json.loads((out / "rounds" / "000" / "student" / "metrics.json").read_text())["train_config"]["class_weights"]
-        == "balanced"
+        == "none"
     )
     # rerun: nothing asked, nothing retrained
     trained = {p: p.stat().st_mtime_ns for p in out.glob("rounds/*/student/metrics.json")}
@@ -180,14 +180,16 @@ def test_rounds_outputs_and_reruns(project, tiny, server, capsys):
 
 
 def test_random_strategy_follows_the_seeded_order(project, tiny, server, capsys):
-    """--strategy random continues the seed's random order: the next batch is the next rows by id hash."""
+    """--strategy random continues the seed's random order: the next batch is the next rows by id hash (and
+    --class-weights reaches the rounds' students)."""
     from annotator.export.splits import id_rank_key
 
-    code, printed, err = distill(
-        capsys,
-        *fast(project, tiny, "--budget", "28", "--patience", "0", "--strategy", "random", "--recheck", "off", "--json"),
-    )
+    args = ("--budget", "28", "--patience", "0", "--strategy", "random", "--recheck", "off", "--json")
+    code, printed, err = distill(capsys, *fast(project, tiny, *args, "--class-weights", "balanced"))
     assert code == 0, err
+    for k in ("000", "001"):
+        metrics = json.loads((project["out"] / "rounds" / k / "student" / "metrics.json").read_text())
+        assert metrics["train_config"]["class_weights"] == "balanced"
     rounds = json.loads(printed)["rounds"]
     order = sorted((r["id"] for r in project["rows"]), key=lambda i: id_rank_key(i, 0))
     assert rounds[0]["ids"] == order[:20] and rounds[1]["ids"] == order[20:28]

@@ -153,10 +153,10 @@ def distill_command(
         typer.Option(
             "--class-weights",
             case_sensitive=False,
-            help=f"{HELP_STUDENT}: balanced = each label weighs the same in the loss (for macro-F1; a rare label "
-            "is not drowned), none = each row the same.",
+            help=f"{HELP_STUDENT}: none = each row weighs the same; balanced = each label weighs the same in the "
+            "loss (a rare label is not drowned, but its teacher errors weigh more too).",
         ),
-    ] = ClassWeights.balanced,
+    ] = ClassWeights.none,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     ray: Annotated[
         str | None,

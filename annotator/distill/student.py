@@ -98,15 +98,15 @@ def round_train_config(
     batch_size: int = 16,
     seed: int = 0,
     device: str = "auto",
-    class_weights: str = "balanced",
+    class_weights: str = "none",
 ) -> TrainConfig:
     """train-student's settings for a round, with shorter texts (64 tokens): at most 10 epochs, early stop after 2
     without progress on validation. Shorter training is a false economy: with a rare label the validation accuracy
     sits at the majority-class rate for a few epochs before it rises, and stopping after 1 such epoch kept a student
     that never predicts the rare label (Rotten Tomatoes with 'rotten' at 20%: macro-F1 0.44 at 4 epochs / patience
-    1, 0.55 at 10 / 2, 140 labels). Labels weigh the same in the loss (``class_weights="balanced"``): distill's
-    rounds are judged by macro-F1, and active selection gathers a rare label's rows that a weighted loss then
-    uses (docs/distill.md#benchmark)."""
+    1, 0.55 at 10 / 2, 140 labels). ``class_weights``: see ``--class-weights`` (unweighted by default: with a
+    noisy teacher a rare label's teacher labels are the noisiest, and weighing them up cost the fine-tuned
+    student 0.1 macro-F1 in the benchmark; docs/distill.md#benchmark)."""
     return TrainConfig(
         epochs=epochs,
         max_length=max_length,
