@@ -55,6 +55,23 @@ def audit_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return (0 if code is None else int(code)), out, err
 
 
+def audit_args(humans: Path, teacher: Path, out: Path, *extra: str, bootstrap: int = 0) -> list[str]:
+    """The usual audit arguments: the human and teacher files, ``--out``, ``--bootstrap`` (0: no intervals) and no
+    plots, then ``extra``."""
+    return [
+        "--humans",
+        str(humans),
+        "--teacher",
+        str(teacher),
+        "--out",
+        str(out),
+        "--bootstrap",
+        str(bootstrap),
+        "--no-plots",
+        *extra,
+    ]
+
+
 def strict_json(path: Path) -> dict:
     def no_nan(x: str) -> None:
         raise AssertionError(f"non-standard JSON constant {x}")
@@ -110,19 +127,7 @@ def test_min_agreement_gate_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
     humans, run = make_data(tmp_path, teacher_acc=0.5)
     out = tmp_path / "audit"
     code, _, err = audit_cli(
-        [
-            "--humans",
-            str(humans),
-            "--teacher",
-            str(run),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "0",
-            "--no-plots",
-            "--min-agreement",
-            "0.95",
-        ],
+        audit_args(humans, run, out, "--min-agreement", "0.95"),
         capsys,
     )
     assert code == 3
@@ -131,21 +136,7 @@ def test_min_agreement_gate_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
     rep = strict_json(out / "report.json")
     assert rep["gate"]["passed"] is False and rep["gate"]["min_agreement"] == 0.95
     code, _, _ = audit_cli(
-        [
-            "--humans",
-            str(humans),
-            "--teacher",
-            str(run),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "0",
-            "--no-plots",
-            "--min-agreement",
-            "0.1",
-            "--gate-metric",
-            "accuracy",
-        ],
+        audit_args(humans, run, out, "--min-agreement", "0.1", "--gate-metric", "accuracy"),
         capsys,
     )
     assert code == 0
@@ -185,17 +176,7 @@ def test_teacher_table_two_annotators_without_confidence(tmp_path: Path, capsys:
         "id,x,y\n" + "".join(f"i{i},{'ab'[i % 2]},{'ab'[(i // 3) % 2]}\n" for i in range(25))
     )
     code, stdout, _ = audit_cli(
-        [
-            "--humans",
-            str(tmp_path / "h.csv"),
-            "--teacher",
-            str(tmp_path / "t.csv"),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "0",
-            "--no-plots",
-        ],
+        audit_args(tmp_path / "h.csv", tmp_path / "t.csv", out),
         capsys,
     )
     rep = strict_json(out / "report.json")
@@ -206,19 +187,7 @@ def test_teacher_table_two_annotators_without_confidence(tmp_path: Path, capsys:
     )
     assert "excluded: x (25 items), y (25 items)" in (out / "report.md").read_text()
     code, _, _ = audit_cli(
-        [
-            "--humans",
-            str(tmp_path / "h.csv"),
-            "--teacher",
-            str(tmp_path / "t.csv"),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "0",
-            "--no-plots",
-            "--alt-test-min-items",
-            "20",
-        ],
+        audit_args(tmp_path / "h.csv", tmp_path / "t.csv", out, "--alt-test-min-items", "20"),
         capsys,
     )
     rep = strict_json(out / "report.json")
@@ -288,18 +257,7 @@ def test_bad_input_is_one_clear_line(
     elif case == "bad_label":
         humans.write_text(humans.read_text() + "n001,ann_d,Sports\n")
     code, _, err = audit_cli(
-        [
-            "--humans",
-            str(humans),
-            "--teacher",
-            str(run),
-            "--out",
-            str(tmp_path / "o"),
-            "--bootstrap",
-            "0",
-            "--no-plots",
-            *extra,
-        ],
+        audit_args(humans, run, tmp_path / "o", *extra),
         capsys,
     )
     assert code == 2
@@ -322,17 +280,7 @@ def test_single_annotator_gold_reports_teacher_vs_gold(tmp_path: Path, capsys: p
         (tmp_path / name).write_text(text)
         out = tmp_path / f"out_{name}"
         code, printed, err = audit_cli(
-            [
-                "--humans",
-                str(tmp_path / name),
-                "--teacher",
-                str(run),
-                "--out",
-                str(out),
-                "--bootstrap",
-                "50",
-                "--no-plots",
-            ],
+            audit_args(tmp_path / name, run, out, bootstrap=50),
             capsys,
         )
         assert code == 0, err
@@ -400,19 +348,7 @@ def test_level_is_case_insensitive_and_the_api_still_checks_its_strings(
 ) -> None:
     humans, run = make_data(tmp_path, n=12)
     code, _, err = audit_cli(
-        [
-            "--humans",
-            str(humans),
-            "--teacher",
-            str(run),
-            "--out",
-            str(tmp_path / "o"),
-            "--bootstrap",
-            "0",
-            "--no-plots",
-            "--level",
-            "Nominal",
-        ],
+        audit_args(humans, run, tmp_path / "o", "--level", "Nominal"),
         capsys,
     )
     assert code == 0, err

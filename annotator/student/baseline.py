@@ -45,9 +45,9 @@ def fit_predict(
         return [classes[0]] * len(texts), 1.0
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True)
     x_train = vec.fit_transform(train_texts)
+    weights = "balanced" if balanced else None
 
     def fit(c: float) -> Any:
-        weights = "balanced" if balanced else None
         return LogisticRegression(C=c, max_iter=2000, class_weight=weights).fit(x_train, list(train_labels))
 
     best_c, best_model = 1.0, None
