@@ -27,9 +27,14 @@ def _clean_error(proc, code: int, *needles: str) -> str:
     return flat
 
 
+HELD = {"concurrency": 4, "timeout": 120}
+
+
 def _start_held_run(server, p: Path) -> subprocess.Popen[str]:
     """Start `annotator run` with the teacher's answers held (``hold``: the run stays alive, holding the lock, until
-    the test releases them) and return once its first requests are in flight."""
+    the test releases them) and return once its first requests are in flight. Its pipeline needs ``HELD`` teacher
+    settings: with the suite's 2 s timeout a held request could time out and be asked again while the test waits
+    (seen once in some hundred runs: one item asked twice)."""
     server.configure(hold=True)
     proc = spawn_cli("run", str(p), "--quiet")
     server.wait_for(lambda s: s["in_flight"] >= 1 or proc.poll() is not None, timeout=60)
@@ -51,7 +56,7 @@ def _assert_complete(run_dir: Path, texts: list[str], prefix: str = "r") -> None
 @pytest.mark.slow  # seconds (a process, a kill, or many runs): make test runs it, test-fast does not
 def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server, make_pipeline, run_cli, second):
     texts = [f"lock row {i} about the harvest" for i in range(N_ROWS)]
-    p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})
+    p = make_pipeline(rows_of(texts), server.base_url, teacher=HELD)
     if second == "other-pipeline":
         q = make_pipeline(
             rows_of([f"other {i}" for i in range(5)], prefix="o"),
@@ -80,7 +85,7 @@ def test_a_second_process_on_the_same_dir_fails_at_once_naming_the_holder(server
 
 def test_the_lock_of_a_killed_run_is_taken_over(server, make_pipeline, run_cli):
     texts = [f"stale lock row {i}" for i in range(N_ROWS)]
-    p = make_pipeline(rows_of(texts), server.base_url, teacher={"concurrency": 4})
+    p = make_pipeline(rows_of(texts), server.base_url, teacher=HELD)
     first = _start_held_run(server, p)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
