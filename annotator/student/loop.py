@@ -3,10 +3,11 @@
 AdamW with separate learning rates for the encoder and the new head, linear warm-up/decay, gradient clipping.
 Model selection: after every epoch the student is scored on the validation items (macro-F1 against the teacher's
 labels, ties broken by the lower validation loss); the best epoch's weights are kept and training stops after
-``patience`` epochs without improvement (:class:`TrainConfig`). Macro-F1, not accuracy: on a small validation set
-with an uneven label mix, a student that predicts the majority label for every row scores a high accuracy but a
-low macro-F1. torch is imported inside the functions, so the
-command line starts without it.
+``patience`` epochs without improvement (:class:`TrainConfig`), not counting epochs that give every validation
+row the same label (the majority-label plateau a student with a rare label starts on). Macro-F1, not accuracy:
+on a small validation set with an uneven label mix, a student that predicts the majority label for every row
+scores a high accuracy but a low macro-F1. torch is imported inside the functions, so the command line starts
+without it.
 """
 
 from __future__ import annotations
@@ -159,13 +160,18 @@ class _Selector:
         self.state: dict[str, Any] | None = None
         self.bad = 0
 
-    def update(self, model, epoch: int, step: int, macro_f1: float, loss: float) -> bool:
-        """Record one evaluation (validation macro-F1 and loss); True when training should stop."""
+    def update(self, model, epoch: int, step: int, macro_f1: float, loss: float, one_label: bool = False) -> bool:
+        """Record one evaluation (validation macro-F1 and loss); True when training should stop.
+
+        ``one_label``: the student gave every validation row the same label. Such an epoch does not count against
+        patience: a student on the majority-label plateau has not stopped improving, it has not started (with a
+        rare label this lasts a few epochs while the training loss falls; stopping there kept a one-label student).
+        """
         key = (round(macro_f1, 9), -loss)
         if self.best is None or key > self.best:
             self.best, self.best_epoch, self.best_step, self.bad = key, epoch, step, 0
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
+        elif not one_label:
             self.bad += 1
         return self.patience > 0 and self.bad >= self.patience
 
@@ -181,6 +187,7 @@ class ValidationScores:
     accuracy: float  # multi-label: exact-set match
     macro_f1: float  # over the labels in the targets or the predictions (as the evaluation scores it)
     loss: float  # mean NLL
+    one_label: bool = False  # every row got the same prediction, while the targets hold more than one label
 
 
 def validation_scores(model, tokenizer, val: EvalSet, cfg: TrainConfig, multi_label: bool) -> ValidationScores:
@@ -198,7 +205,10 @@ def validation_scores(model, tokenizer, val: EvalSet, cfg: TrainConfig, multi_la
         gold, pred = [str(t) for t in val.targets], [str(j) for j in logits.argmax(axis=1)]
     s = score(gold, pred, names, multi_label)
     return ValidationScores(
-        accuracy=float(s.accuracy or 0.0), macro_f1=float(s.macro_f1 or 0.0), loss=nll(logits, y, multi_label)
+        accuracy=float(s.accuracy or 0.0),
+        macro_f1=float(s.macro_f1 or 0.0),
+        loss=nll(logits, y, multi_label),
+        one_label=len({str(p) for p in pred}) == 1 < len({str(g) for g in gold}),
     )
 
 
@@ -307,7 +317,12 @@ def train_classifier(
                 entry.update(
                     val_accuracy=round(v.accuracy, 5), val_macro_f1=round(v.macro_f1, 5), val_loss=round(v.loss, 5)
                 )
-                stopped = selector.update(model, entry["epoch"], loop.step, v.macro_f1, v.loss) and loop.step < total
+                if v.one_label:
+                    entry["val_one_label"] = True
+                stopped = (
+                    selector.update(model, entry["epoch"], loop.step, v.macro_f1, v.loss, v.one_label)
+                    and loop.step < total
+                )
             history.append(entry)
     if selector is not None:
         selector.restore(model)
